@@ -1,0 +1,37 @@
+/** Helpers that paper over differences between the SQLite and PostgreSQL drivers. */
+
+/** True for a unique-constraint violation from either driver. */
+export function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | null;
+  if (!e) return false;
+  if (e.code === "23505") return true; // PostgreSQL unique_violation
+  return e.code === "SQLITE_CONSTRAINT" && /UNIQUE constraint failed/.test(e.message ?? "");
+}
+
+/**
+ * Timestamps are written as ISO-8601 UTC strings (sortable as text in SQLite, parsed by
+ * PostgreSQL into timestamptz) and read back as Date from either driver.
+ */
+export function toDbTime(date: Date): string {
+  return date.toISOString();
+}
+
+export function fromDbTime(value: unknown): Date {
+  if (value instanceof Date) return value;
+  if (typeof value === "string" || typeof value === "number") return new Date(value);
+  throw new TypeError(`not a timestamp: ${String(value)}`);
+}
+
+export function fromDbTimeOrNull(value: unknown): Date | null {
+  return value === null || value === undefined ? null : fromDbTime(value);
+}
+
+/** SQLite returns booleans as 0/1. */
+export function fromDbBool(value: unknown): boolean {
+  return value === true || value === 1 || value === "1" || value === "t";
+}
+
+/** PostgreSQL returns COUNT(*) and bigint as strings. */
+export function fromDbInt(value: unknown): number {
+  return typeof value === "number" ? value : Number(value);
+}

@@ -1,0 +1,154 @@
+import type { Knex } from "knex";
+
+/**
+ * Schema migrations, defined in code rather than as files on disk so they ship inside the built
+ * package and need no path resolution at run time. Append new migrations; never edit a released one.
+ *
+ * The model follows GitLab's: one `namespaces` table holds both personal (user) namespaces and
+ * groups, so a project belongs to exactly one namespace and `path_with_namespace` is always
+ * `namespace.full_path + "/" + project.path`.
+ */
+interface Migration {
+  name: string;
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+const ts = (t: Knex.CreateTableBuilder, name: string) => t.timestamp(name, { useTz: true });
+
+const initial: Migration = {
+  name: "0001_initial",
+  async up(knex) {
+    await knex.schema.createTable("users", (t) => {
+      t.increments("id").primary();
+      t.string("username", 255).notNullable().unique();
+      t.string("name", 255).notNullable();
+      t.string("email", 255).nullable().unique();
+      t.boolean("admin").notNullable().defaultTo(false);
+      t.string("state", 32).notNullable().defaultTo("active");
+      ts(t, "created_at").notNullable();
+    });
+
+    await knex.schema.createTable("namespaces", (t) => {
+      t.increments("id").primary();
+      t.string("name", 255).notNullable();
+      t.string("path", 255).notNullable();
+      t.string("kind", 16).notNullable(); // "user" | "group"
+      t.integer("parent_id").nullable().references("id").inTable("namespaces").onDelete("RESTRICT");
+      // Denormalised: there is no rename/transfer, so full path and name never change after creation.
+      t.string("full_path", 2048).notNullable().unique();
+      t.string("full_name", 4096).notNullable();
+      // Set for personal namespaces only; unique so a user has at most one.
+      t.integer("owner_id").nullable().unique().references("id").inTable("users").onDelete("CASCADE");
+      t.string("visibility", 16).notNullable().defaultTo("private");
+      t.text("description").notNullable().defaultTo("");
+      ts(t, "created_at").notNullable();
+      t.index(["parent_id"]);
+    });
+
+    await knex.schema.createTable("namespace_members", (t) => {
+      t.integer("namespace_id").notNullable().references("id").inTable("namespaces").onDelete("CASCADE");
+      t.integer("user_id").notNullable().references("id").inTable("users").onDelete("CASCADE");
+      t.integer("access_level").notNullable();
+      ts(t, "created_at").notNullable();
+      t.primary(["namespace_id", "user_id"]);
+      t.index(["user_id"]);
+    });
+
+    await knex.schema.createTable("projects", (t) => {
+      t.increments("id").primary();
+      t.string("name", 255).notNullable();
+      t.string("path", 255).notNullable();
+      t.integer("namespace_id").notNullable().references("id").inTable("namespaces").onDelete("RESTRICT");
+      t.text("description").notNullable().defaultTo("");
+      t.string("default_branch", 255).notNullable().defaultTo("main");
+      t.string("visibility", 16).notNullable().defaultTo("private");
+      t.integer("creator_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      ts(t, "created_at").notNullable();
+      t.unique(["namespace_id", "path"]);
+      t.unique(["namespace_id", "name"]);
+    });
+
+    await knex.schema.createTable("project_members", (t) => {
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.integer("user_id").notNullable().references("id").inTable("users").onDelete("CASCADE");
+      t.integer("access_level").notNullable();
+      ts(t, "created_at").notNullable();
+      t.primary(["project_id", "user_id"]);
+      t.index(["user_id"]);
+    });
+
+    await knex.schema.createTable("cluster_agents", (t) => {
+      t.increments("id").primary();
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.string("name", 63).notNullable();
+      t.integer("created_by_user_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      ts(t, "created_at").notNullable();
+      t.unique(["project_id", "name"]);
+    });
+
+    await knex.schema.createTable("cluster_agent_tokens", (t) => {
+      t.increments("id").primary();
+      t.integer("agent_id").notNullable().references("id").inTable("cluster_agents").onDelete("CASCADE");
+      t.string("name", 255).notNullable();
+      t.string("description", 1024).nullable();
+      // Hex SHA-256 of the token (see auth/tokens.ts); the unique index serves the lookup.
+      t.string("token_digest", 64).notNullable().unique();
+      t.integer("created_by_user_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      ts(t, "created_at").notNullable();
+      ts(t, "last_used_at").nullable();
+      ts(t, "revoked_at").nullable();
+      t.string("status", 16).notNullable().defaultTo("active"); // "active" | "revoked"
+      t.index(["agent_id", "status"]);
+    });
+
+    // The revocation feed KAS polls. No foreign keys: entries must outlive deleted agents/tokens,
+    // since deleting an agent is exactly when KAS most needs to hear about its tokens.
+    await knex.schema.createTable("agent_token_revocations", (t) => {
+      t.increments("id").primary(); // doubles as the feed cursor
+      t.integer("agent_id").notNullable();
+      t.integer("token_id").notNullable();
+      ts(t, "revoked_at").notNullable();
+      t.index(["revoked_at"]);
+    });
+
+    await knex.schema.createTable("personal_access_tokens", (t) => {
+      t.increments("id").primary();
+      t.integer("user_id").notNullable().references("id").inTable("users").onDelete("CASCADE");
+      t.string("name", 255).notNullable();
+      t.text("description").notNullable().defaultTo("");
+      t.text("scopes").notNullable(); // JSON array of scope names
+      t.string("token_digest", 64).notNullable().unique();
+      // "YYYY-MM-DD" as GitLab's API speaks it; a string so neither driver shifts it by a time zone.
+      t.string("expires_at", 10).nullable();
+      ts(t, "revoked_at").nullable();
+      ts(t, "last_used_at").nullable();
+      ts(t, "created_at").notNullable();
+      t.index(["user_id"]);
+    });
+  },
+  async down(knex) {
+    for (const table of [
+      "personal_access_tokens",
+      "agent_token_revocations",
+      "cluster_agent_tokens",
+      "cluster_agents",
+      "project_members",
+      "projects",
+      "namespace_members",
+      "namespaces",
+      "users",
+    ]) {
+      await knex.schema.dropTableIfExists(table);
+    }
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [initial];
+
+/** Knex migration source serving the in-code migrations above, in order. */
+export const migrationSource: Knex.MigrationSource<Migration> = {
+  getMigrations: () => Promise.resolve([...MIGRATIONS]),
+  getMigrationName: (m) => m.name,
+  getMigration: (m) => Promise.resolve(m),
+};

@@ -1,0 +1,101 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import knexFactory from "knex";
+import type { Knex } from "knex";
+import { migrationSource } from "./migrations.js";
+
+export interface OpenStoreOptions {
+  /**
+   * `postgres://` (or `postgresql://`) URL for PostgreSQL. When absent, an embedded SQLite database
+   * at `<dataDir>/kas.sqlite3` is used.
+   */
+  databaseUrl?: string;
+  /** Directory for the SQLite file (created if missing). Required so defaults work with nothing set. */
+  dataDir: string;
+  /** PostgreSQL schema to hold the tables, created if missing. Default: the server's search_path. */
+  schema?: string;
+  /** Maximum PostgreSQL connections in the pool. Default 10. SQLite always uses one connection. */
+  poolMax?: number;
+}
+
+export type StoreDialect = "sqlite" | "postgres";
+
+/** An open, migrated database. */
+export interface Store {
+  readonly knex: Knex;
+  readonly dialect: StoreDialect;
+  /** Closes every connection; the store is unusable afterwards. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** File name of the embedded SQLite database inside the data directory. */
+export const SQLITE_FILE_NAME = "kas.sqlite3";
+
+const SCHEMA_NAME_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Opens the database and brings its schema up to date. */
+export async function openStore(options: OpenStoreOptions): Promise<Store> {
+  const { databaseUrl } = options;
+  let knex: Knex;
+  let dialect: StoreDialect;
+  if (databaseUrl !== undefined && databaseUrl !== "") {
+    if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
+      // Never echo the URL: it may carry a password.
+      throw new Error("databaseUrl must start with postgres:// or postgresql:// (omit it for embedded SQLite)");
+    }
+    if (options.schema !== undefined && !SCHEMA_NAME_RE.test(options.schema)) {
+      throw new Error(`schema ${JSON.stringify(options.schema)} must match ${SCHEMA_NAME_RE}`);
+    }
+    dialect = "postgres";
+    knex = knexFactory({
+      client: "pg",
+      connection: databaseUrl,
+      searchPath: options.schema ? [options.schema] : undefined,
+      pool: { min: 0, max: options.poolMax ?? 10 },
+      migrations: { tableName: "kasbridge_migrations", schemaName: options.schema },
+    });
+  } else {
+    dialect = "sqlite";
+    await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+    knex = knexFactory({
+      client: "sqlite3",
+      connection: { filename: join(options.dataDir, SQLITE_FILE_NAME) },
+      useNullAsDefault: true,
+      // One connection: SQLite has a single writer anyway, and it keeps transactions from
+      // failing with SQLITE_BUSY against our own other connections.
+      pool: {
+        min: 1,
+        max: 1,
+        afterCreate(conn: SqliteConnection, done: (err: Error | null, conn: unknown) => void) {
+          conn.configure("busyTimeout", 5000); // other processes sharing the file
+          conn.exec("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;", (err) =>
+            done(err, conn),
+          );
+        },
+      },
+      migrations: { tableName: "kasbridge_migrations" },
+    });
+  }
+
+  try {
+    if (dialect === "postgres" && options.schema) {
+      await knex.raw("CREATE SCHEMA IF NOT EXISTS ??", [options.schema]);
+    }
+    await knex.migrate.latest({ migrationSource });
+  } catch (err) {
+    await knex.destroy();
+    throw new Error(`cannot open ${dialect} store: ${(err as Error).message}`, { cause: err });
+  }
+
+  let closed: Promise<void> | undefined;
+  return {
+    knex,
+    dialect,
+    close: () => (closed ??= knex.destroy()),
+  };
+}
+
+interface SqliteConnection {
+  configure(option: "busyTimeout", value: number): void;
+  exec(sql: string, callback: (err: Error | null) => void): void;
+}
