@@ -1,0 +1,143 @@
+import { createHash } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { PlatformError, type AgentInfo, type PlatformClient, type TokenRevocation } from "../platform/platform-client.js";
+
+export interface AgentAuthenticatorOptions {
+  platform: PlatformClient;
+  logger: Logger;
+  /** How long a successful agent_info answer is reused. Default 60 000 ms; revocations evict at once. */
+  cacheTtlMs?: number;
+  /** How long an "unknown token" answer is reused, so a bad token cannot flood the platform. Default 10 000 ms. */
+  negativeCacheTtlMs?: number;
+}
+
+/** An authenticated agent call: who it is, and a signal that aborts when its token is revoked. */
+export interface AuthenticatedAgent {
+  info: AgentInfo;
+  revoked: AbortSignal;
+}
+
+interface CacheEntry {
+  expiresAt: number;
+  result: Promise<AgentInfo>;
+}
+
+/**
+ * Authenticates agent calls (`authorization: Bearer <agent token>`) through the platform's
+ * agent_info, caching briefly. Tokens are only kept as SHA-256 keys, never logged. When the platform
+ * reports a revocation, cached answers for the token are dropped and every call that used it is
+ * aborted, which closes its tunnels.
+ */
+export class AgentAuthenticator {
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly revocationControllers = new Map<number, { controller: AbortController; users: number }>();
+  private readonly stopWatching = new AbortController();
+  private readonly ttl: number;
+  private readonly negativeTtl: number;
+
+  constructor(private readonly options: AgentAuthenticatorOptions) {
+    this.ttl = options.cacheTtlMs ?? 60_000;
+    this.negativeTtl = options.negativeCacheTtlMs ?? 10_000;
+    options.platform.watchTokenRevocations((r) => this.onRevoked(r), this.stopWatching.signal);
+  }
+
+  /** Resolves the caller's identity from request headers or throws UNAUTHENTICATED/UNAVAILABLE. */
+  async authenticate(header: Headers, signal?: AbortSignal): Promise<AgentInfo> {
+    const token = bearerToken(header.get("authorization"));
+    if (!token) throw new ConnectError("missing agent token (authorization: Bearer <token>)", Code.Unauthenticated);
+    const key = createHash("sha256").update(token).digest("hex");
+    const now = Date.now();
+    let entry = this.cache.get(key);
+    if (!entry || entry.expiresAt <= now) {
+      const result = this.options.platform.getAgentInfo(token, signal);
+      entry = { expiresAt: now + this.ttl, result };
+      this.cache.set(key, entry);
+      const stored = entry;
+      result.catch((error: unknown) => {
+        // Only "token unknown" is worth remembering; a platform outage must not stick.
+        if (error instanceof PlatformError && error.kind === "unauthenticated") stored.expiresAt = Date.now() + this.negativeTtl;
+        else if (this.cache.get(key) === stored) this.cache.delete(key);
+      });
+      this.sweep(now);
+    }
+    try {
+      return await entry.result;
+    } catch (error) {
+      throw toConnectError(error);
+    }
+  }
+
+  /** A signal aborted when `tokenId`'s token is revoked; call `release` when the call ends. */
+  watchToken(info: AgentInfo): { signal: AbortSignal; release(): void } {
+    const tokenId = info.tokenId;
+    if (tokenId === undefined) return { signal: new AbortController().signal, release: () => {} };
+    let entry = this.revocationControllers.get(tokenId);
+    if (!entry) {
+      entry = { controller: new AbortController(), users: 0 };
+      this.revocationControllers.set(tokenId, entry);
+    }
+    entry.users++;
+    const held = entry;
+    let released = false;
+    return {
+      signal: held.controller.signal,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (--held.users === 0 && this.revocationControllers.get(tokenId) === held) {
+          this.revocationControllers.delete(tokenId);
+        }
+      },
+    };
+  }
+
+  close(): void {
+    this.stopWatching.abort();
+    this.cache.clear();
+  }
+
+  private onRevoked(revocation: TokenRevocation): void {
+    for (const [key, entry] of this.cache) {
+      entry.result.then(
+        (info) => {
+          if (info.tokenId === revocation.tokenId && this.cache.get(key) === entry) this.cache.delete(key);
+        },
+        () => {},
+      );
+    }
+    const entry = this.revocationControllers.get(revocation.tokenId);
+    if (entry) {
+      this.revocationControllers.delete(revocation.tokenId);
+      this.options.logger.info({ agentId: revocation.agentId, tokenId: revocation.tokenId }, "agent token revoked: closing its streams");
+      entry.controller.abort(new ConnectError("agent token revoked", Code.Unauthenticated));
+    }
+  }
+
+  private sweep(now: number): void {
+    if (this.cache.size < 10_000) return;
+    for (const [key, entry] of this.cache) if (entry.expiresAt <= now) this.cache.delete(key);
+  }
+}
+
+function bearerToken(value: string | null): string | undefined {
+  if (!value) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(value);
+  return match?.[1];
+}
+
+function toConnectError(error: unknown): ConnectError {
+  if (error instanceof PlatformError) {
+    switch (error.kind) {
+      case "unauthenticated":
+        return new ConnectError("agent token is invalid or revoked", Code.Unauthenticated);
+      case "forbidden":
+        return new ConnectError(error.message, Code.PermissionDenied);
+      case "not_found":
+        return new ConnectError(error.message, Code.NotFound);
+      default:
+        return new ConnectError(`platform unavailable: ${error.message}`, Code.Unavailable);
+    }
+  }
+  return ConnectError.from(error);
+}

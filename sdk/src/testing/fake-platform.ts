@@ -1,0 +1,31 @@
+import { PlatformError, type AgentInfo, type PlatformClient, type TokenRevocation } from "../platform/platform-client.js";
+
+/** A PlatformClient over a fixed token table, for unit tests of KAS parts. */
+export class StaticPlatformClient implements PlatformClient {
+  private readonly tokens = new Map<string, AgentInfo>();
+  private readonly watchers = new Set<(r: TokenRevocation) => void>();
+  calls = 0;
+
+  addToken(token: string, info: AgentInfo): void {
+    this.tokens.set(token, info);
+  }
+
+  revoke(token: string): void {
+    const info = this.tokens.get(token);
+    if (!info) return;
+    this.tokens.delete(token);
+    for (const w of this.watchers) w({ agentId: info.agentId, tokenId: info.tokenId ?? 0 });
+  }
+
+  async getAgentInfo(agentToken: string): Promise<AgentInfo> {
+    this.calls++;
+    const info = this.tokens.get(agentToken);
+    if (!info) throw new PlatformError("unauthenticated", "unknown token");
+    return info;
+  }
+
+  watchTokenRevocations(onRevoked: (revocation: TokenRevocation) => void, signal: AbortSignal): void {
+    this.watchers.add(onRevoked);
+    signal.addEventListener("abort", () => this.watchers.delete(onRevoked), { once: true });
+  }
+}

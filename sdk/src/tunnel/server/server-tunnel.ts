@@ -1,0 +1,187 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { ConnectRequest, ConnectResponse } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import { ConnectResponseSchema } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import type { AgentDescriptor } from "../../gen/gitlab/agent/reverse_tunnel/info/info_pb.js";
+import type { AgentInfo } from "../../platform/platform-client.js";
+import { AsyncQueue } from "../../util/async-queue.js";
+import type { MetaMap } from "../../util/metadata.js";
+import { errorFromStatus } from "../rpc-status.js";
+
+/** What the agent sends back for a call, in order: header, message*, then end (trailer + status). */
+export type TunnelCallEvent =
+  | { kind: "header"; meta: MetaMap }
+  | { kind: "message"; data: Uint8Array }
+  | { kind: "end"; trailer: MetaMap; error?: ConnectError };
+
+/** A call running through one tunnel, as the caller (gateway, in-process client) sees it. */
+export interface TunnelCall {
+  /** The agent's response events; ends after the `end` event. */
+  readonly events: AsyncIterable<TunnelCallEvent>;
+  /** Sends one request message (serialized, unframed); waits while the tunnel is backed up. */
+  send(data: Uint8Array): Promise<void>;
+  /** Half-closes: the agent sees the end of the request stream. */
+  closeSend(): Promise<void>;
+  /** Cancels the call: the agent's handler is cancelled and the events end with an error. */
+  cancel(reason?: ConnectError): void;
+}
+
+let nextTunnelId = 1;
+
+/**
+ * The KAS side of one `ReverseTunnel/Connect` stream. Registered as idle after the descriptor; the
+ * registry hands it to at most one call. `output()` is what the Connect handler yields to the
+ * agent; `input` is what the agent sends after the descriptor.
+ */
+export class ServerTunnel {
+  readonly id = nextTunnelId++;
+  readonly methods: ReadonlySet<string>;
+  readonly connectedAt = new Date();
+  private readonly out = new AsyncQueue<ConnectResponse>(8);
+  private readonly done = new AbortController();
+  private taken = false;
+
+  constructor(
+    readonly agent: AgentInfo,
+    descriptor: AgentDescriptor,
+    private readonly input: AsyncIterator<ConnectRequest>,
+    /** Aborted when the agent's stream ends (disconnect, cancel) or the token is revoked. */
+    streamSignal: AbortSignal,
+  ) {
+    const methods = new Set<string>();
+    for (const service of descriptor.services) {
+      for (const method of service.methods) methods.add(`/${service.name}/${method.name}`);
+    }
+    this.methods = methods;
+    const onAbort = () => this.close(abortError(streamSignal.reason, this.agent.agentId));
+    if (streamSignal.aborted) onAbort();
+    else streamSignal.addEventListener("abort", onAbort, { once: true });
+    this.done.signal.addEventListener("abort", () => streamSignal.removeEventListener("abort", onAbort), { once: true });
+  }
+
+  /** Aborted once the tunnel has ended for any reason. */
+  get closedSignal(): AbortSignal {
+    return this.done.signal;
+  }
+
+  get isTaken(): boolean {
+    return this.taken;
+  }
+
+  serves(methodName: string): boolean {
+    return this.methods.has(methodName);
+  }
+
+  /** Responses to yield to the agent; ends when the call completes or the tunnel closes. */
+  output(): AsyncIterable<ConnectResponse> {
+    return this.out;
+  }
+
+  /**
+   * Watches the agent side while idle: an idle agent must send nothing, so any message or the end
+   * of its stream ends the tunnel. Returns the first message if the tunnel was taken meanwhile.
+   */
+  private firstRead: Promise<IteratorResult<ConnectRequest>> | undefined;
+  watchIdle(): void {
+    this.firstRead = this.input.next();
+    this.firstRead.then(
+      (result) => {
+        if (this.taken) return;
+        this.close(
+          result.done
+            ? undefined
+            : new ConnectError(`tunnel protocol violation: ${result.value.msg.case} before request_info`, Code.InvalidArgument),
+        );
+      },
+      (error) => {
+        if (!this.taken) this.close(error);
+      },
+    );
+  }
+
+  /** Ends the tunnel; an in-flight call fails with `error` (default: tunnel closed). */
+  close(error?: unknown): void {
+    if (this.done.signal.aborted) return;
+    this.done.abort(error ?? new ConnectError(`tunnel of agent ${this.agent.agentId} closed`, Code.Unavailable));
+    this.out.close(error === undefined ? undefined : ConnectError.from(error));
+  }
+
+  /** Starts a call on this (idle) tunnel. The registry guarantees it is called at most once. */
+  start(methodName: string, meta: MetaMap): TunnelCall {
+    if (this.taken) throw new Error("tunnel already taken");
+    this.taken = true;
+    const events = new AsyncQueue<TunnelCallEvent>(8);
+    const agentId = this.agent.agentId;
+    void this.out
+      .push(create(ConnectResponseSchema, { msg: { case: "requestInfo", value: { methodName, meta } } }))
+      .catch(() => {});
+    const pump = async () => {
+      // state: 0 expect header|error, 1 expect message|trailer, 2 expect error|EOF, 3 expect EOF
+      let state = 0;
+      let trailer: MetaMap = {};
+      let error: ConnectError | undefined;
+      try {
+        for (;;) {
+          const next = await (this.firstRead ?? this.input.next());
+          this.firstRead = undefined;
+          if (next.done) break;
+          const msg = next.value.msg;
+          if (msg.case === "header" && state === 0) {
+            state = 1;
+            await events.push({ kind: "header", meta: msg.value.meta });
+          } else if (msg.case === "message" && state === 1) {
+            await events.push({ kind: "message", data: msg.value.data });
+          } else if (msg.case === "trailer" && state === 1) {
+            state = 2;
+            trailer = msg.value.meta;
+          } else if (msg.case === "error" && (state === 0 || state === 2)) {
+            state = 3;
+            error = errorFromStatus(msg.value.status, metaHeaders(trailer));
+          } else {
+            throw new ConnectError(`tunnel protocol violation: unexpected ${msg.case ?? "empty message"}`, Code.Internal);
+          }
+        }
+        if (state === 0 || state === 1) {
+          throw new ConnectError(`agent ${agentId} ended the tunnel mid-call`, Code.Unavailable);
+        }
+        await events.push({ kind: "end", trailer, error });
+        events.close();
+        this.out.close();
+        this.done.abort();
+      } catch (e) {
+        const reason = this.done.signal.aborted ? this.done.signal.reason : e;
+        const ce = ConnectError.from(reason);
+        events.close(ce.code === Code.Canceled || ce.code === Code.Unauthenticated ? ce : midCallError(ce, agentId));
+        this.close(ce);
+      }
+    };
+    void pump();
+    return {
+      events,
+      send: (data) => this.out.push(create(ConnectResponseSchema, { msg: { case: "message", value: { data } } })),
+      closeSend: () => this.out.push(create(ConnectResponseSchema, { msg: { case: "closeSend", value: {} } })),
+      cancel: (reason) => {
+        const error = reason ?? new ConnectError("call cancelled by the caller", Code.Canceled);
+        events.close(error);
+        this.close(error);
+      },
+    };
+  }
+}
+
+function metaHeaders(meta: MetaMap): Headers {
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(meta)) for (const value of v.value) headers.append(k, value);
+  return headers;
+}
+
+function abortError(reason: unknown, agentId: number): ConnectError {
+  if (reason instanceof ConnectError) return reason;
+  return new ConnectError(`agent ${agentId} disconnected`, Code.Unavailable);
+}
+
+/** A broken tunnel mid-call: keep resource-exhaustion visible, everything else is "agent went away". */
+function midCallError(error: ConnectError, agentId: number): ConnectError {
+  if (error.code === Code.ResourceExhausted || error.code === Code.Internal) return error;
+  return new ConnectError(`agent ${agentId} went away mid-call: ${error.rawMessage}`, Code.Unavailable);
+}

@@ -1,0 +1,228 @@
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { expect } from "chai";
+import pino from "pino";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { ReverseTunnel } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import { echoService } from "../modules/echo/echo-service.js";
+import { AgentAuthenticator } from "../server/agent-authenticator.js";
+import { connectionContextValues } from "../server/connection-context.js";
+import { reverseTunnelService } from "../server/reverse-tunnel-service.js";
+import { createTunnelGateway, routingAgentIdHeader } from "../server/tunnel-gateway.js";
+import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { LocalServiceHost } from "./agent/local-service-host.js";
+import { TunnelPool } from "./agent/tunnel-pool.js";
+import { InMemoryTunnelRegistry } from "./server/tunnel-registry.js";
+
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+
+/** KAS (agent API + gateway on plain h2c servers), one agent pool, and a client of the gateway. */
+async function startHarness(opts: { maxMessageBytes?: number; minIdle?: number } = {}) {
+  const platform = new StaticPlatformClient();
+  platform.addToken("glagent-good", { agentId: 7, agentName: "a7", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 70 });
+  const registry = new InMemoryTunnelRegistry();
+  const shutdown = new AbortController();
+  const auth = new AgentAuthenticator({ platform, logger });
+  const agentApi = http2.createServer(
+    connectNodeAdapter({
+      grpc: true,
+      readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+      contextValues: connectionContextValues,
+      routes: (router) => router.service(ReverseTunnel, reverseTunnelService({ auth, registry, logger, shutdownSignal: shutdown.signal })),
+    }),
+  );
+  const gateway = createTunnelGateway({ registry, logger, authorize: async () => {}, maxMessageBytes: opts.maxMessageBytes });
+  const gatewayServer = http2.createServer();
+  gatewayServer.on("stream", (stream, headers) => void gateway(stream, headers));
+  await Promise.all([listen(agentApi), listen(gatewayServer)]);
+
+  const agentSessions = new Http2SessionManager(`http://127.0.0.1:${port(agentApi)}`);
+  const host = new LocalServiceHost({ maxMessageBytes: opts.maxMessageBytes }).register(EchoService, echoService("agent-under-test"));
+  const pool = new TunnelPool({
+    transport: createGrpcTransport({
+      baseUrl: `http://127.0.0.1:${port(agentApi)}`,
+      sessionManager: agentSessions,
+      interceptors: [bearer("glagent-good")],
+      readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+    }),
+    host,
+    logger,
+    minIdleTunnels: opts.minIdle ?? 2,
+    backoff: { initialMs: 50, maxMs: 200 },
+  });
+  pool.start();
+  const clientSessions = new Http2SessionManager(`http://127.0.0.1:${port(gatewayServer)}`);
+  const client = createClient(
+    EchoService,
+    createGrpcTransport({
+      baseUrl: `http://127.0.0.1:${port(gatewayServer)}`,
+      sessionManager: clientSessions,
+      interceptors: [routeTo(7)],
+      readMaxBytes: 64 << 20,
+      writeMaxBytes: 64 << 20,
+    }),
+  );
+  await waitFor(() => registry.stats().idleTunnels >= (opts.minIdle ?? 2));
+  return {
+    platform,
+    registry,
+    pool,
+    client,
+    gatewayPort: port(gatewayServer),
+    async close() {
+      await pool.stop(100);
+      shutdown.abort();
+      registry.close();
+      auth.close();
+      agentSessions.abort();
+      clientSessions.abort();
+      await Promise.all([closeServer(agentApi), closeServer(gatewayServer)]);
+    },
+  };
+}
+
+function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
+function routeTo(agentId: number): Interceptor {
+  return (next) => (req) => {
+    req.header.set(routingAgentIdHeader, String(agentId));
+    return next(req);
+  };
+}
+
+function listen(server: http2.Http2Server): Promise<void> {
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+}
+
+function port(server: http2.Http2Server): number {
+  return (server.address() as AddressInfo).port;
+}
+
+function closeServer(server: http2.Http2Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+async function waitFor(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe("reverse tunnel (agent pool <-> KAS registry <-> gateway)", function () {
+  let h: Awaited<ReturnType<typeof startHarness>>;
+  let echo: Client<typeof EchoService>;
+  beforeEach(async () => {
+    h = await startHarness();
+    echo = h.client;
+  });
+  afterEach(async () => h.close());
+
+  it("carries a unary call and replaces the used tunnel", async () => {
+    const res = await echo.echo({ payload: new TextEncoder().encode("hello") });
+    expect(new TextDecoder().decode(res.payload)).to.equal("hello");
+    expect(res.servedBy).to.equal("agent-under-test");
+    await waitFor(() => h.registry.stats().idleTunnels >= 2);
+  });
+
+  it("streams many server messages in order", async () => {
+    let n = 0;
+    let bytes = 0;
+    for await (const msg of echo.serverStream({ count: 500, size: 10_000 })) {
+      expect(msg.index).to.equal(n++);
+      bytes += msg.payload.byteLength;
+    }
+    expect(n).to.equal(500);
+    expect(bytes).to.equal(5_000_000);
+  });
+
+  it("carries client streaming and bidi streaming", async () => {
+    async function* chunks() {
+      for (let i = 0; i < 50; i++) yield { payload: new Uint8Array(1000) };
+    }
+    const collected = await echo.clientStream(chunks());
+    expect(collected.messages).to.equal(50);
+    expect(collected.totalBytes).to.equal(50_000n);
+    const seen: number[] = [];
+    async function* pings() {
+      for (let i = 0; i < 20; i++) yield { payload: new Uint8Array([i]) };
+    }
+    for await (const msg of echo.bidi(pings())) seen.push(msg.payload[0]);
+    expect(seen).to.deep.equal([...Array(20).keys()]);
+  });
+
+  it("passes headers, trailers and error status end to end", async () => {
+    let header: Headers | undefined;
+    let trailer: Headers | undefined;
+    const stream = echo.serverStream(
+      { count: 1, size: 1, echoHeader: "x-test" },
+      { headers: { "x-test": "v1" }, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) },
+    );
+    for await (const _ of stream) {
+      /* drain */
+    }
+    expect(header?.get("echo-x-test")).to.equal("v1");
+    expect(trailer?.get("echo-count")).to.equal("1");
+    try {
+      await echo.fail({ code: Code.FailedPrecondition, message: "nope: ünïcode" });
+      expect.fail("should throw");
+    } catch (error) {
+      const ce = ConnectError.from(error);
+      expect(ce.code).to.equal(Code.FailedPrecondition);
+      expect(ce.rawMessage).to.equal("nope: ünïcode");
+      expect(ce.metadata.get("fail-trailer")).to.equal("present");
+    }
+  });
+
+  it("fails with UNAVAILABLE naming the agent when it is not connected", async () => {
+    const sessions = new Http2SessionManager(`http://127.0.0.1:${h.gatewayPort}`);
+    const other = createClient(
+      EchoService,
+      createGrpcTransport({ baseUrl: `http://127.0.0.1:${h.gatewayPort}`, sessionManager: sessions, interceptors: [routeTo(99)] }),
+    );
+    const started = Date.now();
+    const err = await other.echo({}, { timeoutMs: 300 }).catch((e: unknown) => ConnectError.from(e));
+    sessions.abort();
+    expect(err).to.be.instanceOf(ConnectError);
+    expect((err as ConnectError).code).to.be.oneOf([Code.Unavailable, Code.DeadlineExceeded]);
+    expect(Date.now() - started).to.be.lessThan(3000);
+  });
+
+  it("cancels the agent's handler when the client cancels", async () => {
+    const abort = new AbortController();
+    let got = 0;
+    try {
+      for await (const _ of echo.serverStream({ count: 1_000_000, size: 1000 }, { signal: abort.signal })) {
+        if (++got === 10) abort.abort();
+      }
+    } catch (error) {
+      expect(ConnectError.from(error).code).to.equal(Code.Canceled);
+    }
+    // The agent's tunnel ends and the pool refills; the next call works.
+    await waitFor(() => h.pool.stats().active === 0);
+    const res = await echo.echo({ payload: new Uint8Array([1]) });
+    expect(res.payload[0]).to.equal(1);
+  });
+
+  it("closes tunnels when the token is revoked and refuses the token afterwards", async () => {
+    h.platform.revoke("glagent-good");
+    await waitFor(() => h.registry.stats().idleTunnels === 0, 1000);
+    const err = await echo.echo({}, { timeoutMs: 300 }).catch((e: unknown) => ConnectError.from(e));
+    expect((err as ConnectError).code).to.be.oneOf([Code.Unavailable, Code.DeadlineExceeded]);
+  });
+
+  it("serves 200 concurrent calls through one agent", async () => {
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => echo.echo({ payload: new Uint8Array([i % 256]) })),
+    );
+    results.forEach((r, i) => expect(r.payload[0]).to.equal(i % 256));
+  });
+});
