@@ -2,6 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import knexFactory from "knex";
 import type { Knex } from "knex";
+import type { Logger } from "pino";
 import { migrationSource } from "./migrations.js";
 
 export interface OpenStoreOptions {
@@ -16,6 +17,8 @@ export interface OpenStoreOptions {
   schema?: string;
   /** Maximum PostgreSQL connections in the pool. Default 10. SQLite always uses one connection. */
   poolMax?: number;
+  /** Receives knex's own warnings (e.g. connection failures). Default: they are dropped. */
+  logger?: Logger;
 }
 
 export type StoreDialect = "sqlite" | "postgres";
@@ -36,6 +39,14 @@ const SCHEMA_NAME_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 /** Opens the database and brings its schema up to date. */
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
   const { databaseUrl } = options;
+  // knex prints to the console unless given a logger; route its messages to ours (or nowhere).
+  const log: Knex.Logger = {
+    warn: (message: unknown) => options.logger?.warn({ source: "knex" }, String(message)),
+    error: (message: unknown) => options.logger?.error({ source: "knex" }, String(message)),
+    deprecate: (method: string, alternative: string) =>
+      options.logger?.warn({ source: "knex" }, `${method} is deprecated, use ${alternative}`),
+    debug: () => {},
+  };
   let knex: Knex;
   let dialect: StoreDialect;
   if (databaseUrl !== undefined && databaseUrl !== "") {
@@ -49,6 +60,7 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     dialect = "postgres";
     knex = knexFactory({
       client: "pg",
+      log,
       connection: databaseUrl,
       searchPath: options.schema ? [options.schema] : undefined,
       pool: { min: 0, max: options.poolMax ?? 10 },
@@ -59,6 +71,7 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
     knex = knexFactory({
       client: "sqlite3",
+      log,
       connection: { filename: join(options.dataDir, SQLITE_FILE_NAME) },
       useNullAsDefault: true,
       // One connection: SQLite has a single writer anyway, and it keeps transactions from

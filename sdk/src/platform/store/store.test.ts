@@ -1,0 +1,77 @@
+import { expect } from "chai";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openStore } from "./store.js";
+import { describeEachStore } from "../testing/fixtures.test.js";
+
+describe("platform/store (sqlite specifics)", () => {
+  let dataDir: string;
+  beforeEach(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "kasbridge-store-"));
+  });
+  afterEach(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("creates <dataDir>/kas.sqlite3 in WAL mode with foreign keys on, and reopens it", async () => {
+    const nested = join(dataDir, "nested", "data");
+    const store = await openStore({ dataDir: nested });
+    try {
+      expect(store.dialect).to.equal("sqlite");
+      expect((await stat(join(nested, "kas.sqlite3"))).isFile()).to.equal(true);
+      const [mode] = (await store.knex.raw("PRAGMA journal_mode")) as { journal_mode: string }[];
+      expect(mode!.journal_mode).to.equal("wal");
+      const [fk] = (await store.knex.raw("PRAGMA foreign_keys")) as { foreign_keys: number }[];
+      expect(fk!.foreign_keys).to.equal(1);
+      await store.knex("users").insert({ username: "keep", name: "Keep", created_at: new Date().toISOString() });
+    } finally {
+      await store.close();
+      await store.close(); // idempotent
+    }
+    const again = await openStore({ dataDir: nested });
+    try {
+      expect(await again.knex("users").pluck("username")).to.deep.equal(["keep"]);
+      const migrations = await again.knex("kasbridge_migrations").pluck("name");
+      expect(migrations).to.deep.equal(["0001_initial"]);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it("refuses a non-PostgreSQL URL without echoing it, and a bad schema name", async () => {
+    const err = await openStore({ databaseUrl: "mysql://user:secret@host/db", dataDir }).catch((e: unknown) => e as Error);
+    expect((err as Error).message).to.contain("postgres://").and.not.contain("secret");
+    const err2 = await openStore({ databaseUrl: "postgres://x@127.0.0.1/test", dataDir, schema: "Bad-Name" }).catch(
+      (e: unknown) => e as Error,
+    );
+    expect((err2 as Error).message).to.contain("schema");
+  });
+
+  it("reports an unreachable PostgreSQL as an error and leaks no pool", async () => {
+    const err = await openStore({ databaseUrl: "postgres://postgres@127.0.0.1:1/none", dataDir }).catch((e: unknown) => e as Error);
+    expect((err as Error).message).to.match(/cannot open postgres store/);
+  });
+});
+
+describeEachStore("platform/store", (getStore) => {
+  it("enforces foreign keys and unique constraints", async () => {
+    const knex = getStore().knex;
+    const now = new Date().toISOString();
+    let err = await knex("projects")
+      .insert({ name: "p", path: "p", namespace_id: 999, created_at: now })
+      .catch((e: unknown) => e as Error);
+    expect(err).to.be.instanceOf(Error);
+    await knex("users").insert({ username: "u", name: "U", created_at: now });
+    err = await knex("users").insert({ username: "u", name: "U2", created_at: now }).catch((e: unknown) => e as Error);
+    expect(err).to.be.instanceOf(Error);
+  });
+
+  it("round-trips timestamps as instants", async () => {
+    const knex = getStore().knex;
+    const at = new Date("2024-05-06T07:08:09.123Z");
+    await knex("users").insert({ username: "t", name: "T", created_at: at.toISOString() });
+    const row = (await knex("users").first("created_at")) as { created_at: unknown };
+    expect(new Date(row.created_at as string).getTime()).to.equal(at.getTime());
+  });
+});
