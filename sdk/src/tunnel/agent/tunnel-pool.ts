@@ -19,6 +19,8 @@ export interface TunnelPoolOptions {
   maxIdleTimeMs?: number;
   /** Reconnect backoff after a failed stream. Default 1 s -> 20 s, factor 1.6, with jitter. */
   backoff?: BackoffOptions;
+  /** Called once per backoff step when tunnels fail (e.g. to re-register after a reconnect). */
+  onFailure?: (error: ConnectError) => void;
 }
 
 /**
@@ -148,6 +150,7 @@ export class TunnelPool {
         log({ code: Code[ce.code], reason: ce.rawMessage, retryInMs: delay }, message);
       }
       this.lastErrorLog = key;
+      this.options.onFailure?.(ce);
     }
   }
 

@@ -1,0 +1,52 @@
+import client, { type Registry } from "prom-client";
+import type { AgentTracker } from "./agent-tracker.js";
+import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
+
+/** KAS's Prometheus metrics, registered on `registry`. */
+export function createKasMetrics(registry: Registry, sources: { tunnels: TunnelRegistry; tracker: AgentTracker }) {
+  const calls = new client.Counter({
+    name: "kas_tunnel_calls_total",
+    help: "Calls forwarded to agents through tunnels, by gRPC status code.",
+    labelNames: ["code"] as const,
+    registers: [registry],
+  });
+  const callDuration = new client.Histogram({
+    name: "kas_tunnel_call_duration_seconds",
+    help: "Duration of calls forwarded to agents through tunnels.",
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+    registers: [registry],
+  });
+  new client.Gauge({
+    name: "kas_tunnels",
+    help: "Open reverse tunnels, by state.",
+    labelNames: ["state"] as const,
+    registers: [registry],
+    collect() {
+      const s = sources.tunnels.stats();
+      this.set({ state: "idle" }, s.idleTunnels);
+      this.set({ state: "busy" }, s.busyTunnels);
+    },
+  });
+  new client.Gauge({
+    name: "kas_connected_agents",
+    help: "Agents with at least one open tunnel on this KAS.",
+    registers: [registry],
+    collect() {
+      this.set(sources.tunnels.stats().agents);
+    },
+  });
+  new client.Gauge({
+    name: "kas_agent_connections",
+    help: "Registered agent processes (pods) connected to this KAS.",
+    registers: [registry],
+    collect() {
+      this.set(sources.tracker.count());
+    },
+  });
+  return {
+    callEnded(code: number, durationMs: number) {
+      calls.inc({ code: String(code) });
+      callDuration.observe(durationMs / 1000);
+    },
+  };
+}

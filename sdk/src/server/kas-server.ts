@@ -1,0 +1,167 @@
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import pino, { type Logger } from "pino";
+import { Registry } from "prom-client";
+import { AgentRegistrar } from "../gen/gitlab/agent/agent_registrar/rpc/rpc_pb.js";
+import { ReverseTunnel } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import type { PlatformClient } from "../platform/platform-client.js";
+import { createAgentApiListener, type AgentApiListener, type AgentApiListenerOptions } from "../transport/agent-api-listener.js";
+import { InMemoryTunnelRegistry, type TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
+import { AgentAuthenticator } from "./agent-authenticator.js";
+import { agentRegistrarService } from "./agent-registrar-service.js";
+import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
+import { connectionContextValues } from "./connection-context.js";
+import { internalApiAuthorizer } from "./internal-api-auth.js";
+import { createKasMetrics } from "./kas-metrics.js";
+import { reverseTunnelService } from "./reverse-tunnel-service.js";
+import { createTunnelGateway } from "./tunnel-gateway.js";
+
+/** What a feature module gets to register its agent-facing services. */
+export interface KasModuleContext {
+  auth: AgentAuthenticator;
+  tracker: AgentTracker;
+  registry: TunnelRegistry;
+  logger: Logger;
+  shutdownSignal: AbortSignal;
+}
+
+/** A feature channel's server half: registers services on the agent API. */
+export interface KasModule {
+  name: string;
+  registerAgentServices(router: ConnectRouter, ctx: KasModuleContext): void;
+}
+
+export interface KasServerOptions {
+  /** How KAS reaches the platform (agent_info, revocations). */
+  platform: PlatformClient;
+  logger?: Logger;
+  /** Where idle tunnels are found. Default: in-memory (one KAS). */
+  registry?: TunnelRegistry;
+  /** The agent API listener (GitLab port 8150): host, port, TLS, HTTP/2 settings. */
+  agentApi?: Omit<AgentApiListenerOptions, "handler" | "logger">;
+  /** KAS's internal gRPC API (GitLab port 8153), where the platform calls agents through tunnels. */
+  internalApi: {
+    /** Default "127.0.0.1". */
+    host?: string;
+    /** Default 8153. */
+    port?: number;
+    /** HS256 secret of the platform's JWTs (iss gitlab, aud gitlab-kas). */
+    jwtSecret: Uint8Array;
+    /** Serve TLS (HTTP/2 with ALPN h2) instead of cleartext h2c. */
+    tls?: { cert: string | Buffer; key: string | Buffer };
+  };
+  /** Largest gRPC message through a tunnel, either way. Default 16 MiB; larger: RESOURCE_EXHAUSTED. */
+  maxMessageBytes?: number;
+  /** Identity of this KAS process in connection listings. Default: host-pid-random. */
+  kasInstance?: string;
+  /** Prometheus registry for KAS's metrics. Default: a new one. */
+  metrics?: Registry;
+  /** How long agent_info answers are cached. Default 60 000 ms (revocations evict at once). */
+  agentInfoCacheTtlMs?: number;
+  /** Feature modules (configuration, gitops, ...) with their agent-facing services. */
+  modules?: KasModule[];
+}
+
+export interface KasServer {
+  readonly agentApi: AgentApiListener;
+  readonly internalApiAddress: { host: string; port: number };
+  readonly tracker: AgentTracker;
+  readonly registry: TunnelRegistry;
+  readonly auth: AgentAuthenticator;
+  readonly metrics: Registry;
+  readonly kasInstance: string;
+  /** Stops accepting agents and calls, lets calls finish for up to graceMs, closes everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Assembles KAS: the agent API (tunnels, registration, modules) and the internal API gateway. */
+export async function createKasServer(options: KasServerOptions): Promise<KasServer> {
+  const logger = options.logger ?? pino({ name: "kas" });
+  const registry = options.registry ?? new InMemoryTunnelRegistry();
+  const metrics = options.metrics ?? new Registry();
+  const kasInstance = options.kasInstance ?? defaultKasInstanceId();
+  const maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+  const shutdown = new AbortController();
+  const auth = new AgentAuthenticator({ platform: options.platform, logger, cacheTtlMs: options.agentInfoCacheTtlMs });
+  const tracker = new AgentTracker({ kasInstance });
+  const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
+  const moduleContext: KasModuleContext = { auth, tracker, registry, logger, shutdownSignal: shutdown.signal };
+
+  const handler = connectNodeAdapter({
+    // Tunnel frames wrap a message with a few bytes of envelope.
+    readMaxBytes: maxMessageBytes + 1024,
+    writeMaxBytes: maxMessageBytes + 1024,
+    shutdownSignal: shutdown.signal,
+    contextValues: connectionContextValues,
+    routes(router) {
+      router.service(ReverseTunnel, reverseTunnelService({ auth, registry, logger, shutdownSignal: shutdown.signal }));
+      router.service(AgentRegistrar, agentRegistrarService({ auth, tracker }));
+      for (const module of options.modules ?? []) module.registerAgentServices(router, moduleContext);
+    },
+  });
+  const agentApi = await createAgentApiListener({
+    ...options.agentApi,
+    handler,
+    logger: logger.child({ component: "agent-api" }),
+  });
+
+  const gateway = createTunnelGateway({
+    registry,
+    logger,
+    maxMessageBytes,
+    authorize: internalApiAuthorizer(options.internalApi.jwtSecret),
+    onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
+  });
+  const internalServer = options.internalApi.tls
+    ? http2.createSecureServer({ ...options.internalApi.tls, allowHTTP1: false })
+    : http2.createServer();
+  internalServer.on("stream", (stream, headers) => void gateway(stream, headers));
+  internalServer.on("sessionError", (error) => logger.debug({ err: error }, "internal API session error"));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      internalServer.once("error", reject);
+      internalServer.listen(options.internalApi.port ?? 8153, options.internalApi.host ?? "127.0.0.1", () => resolve());
+    });
+  } catch (error) {
+    await agentApi.close(0);
+    throw error;
+  }
+  const internalAddress = internalServer.address() as AddressInfo;
+  const internalSessions = new Set<http2.ServerHttp2Session>();
+  internalServer.on("session", (session) => {
+    internalSessions.add(session);
+    session.once("close", () => internalSessions.delete(session));
+  });
+  logger.info(
+    { agentApi: agentApi.url(), internalApi: `${internalAddress.address}:${internalAddress.port}`, kasInstance },
+    "KAS listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    agentApi,
+    internalApiAddress: { host: internalAddress.address, port: internalAddress.port },
+    tracker,
+    registry,
+    auth,
+    metrics,
+    kasInstance,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        shutdown.abort();
+        registry.close();
+        for (const session of internalSessions) session.close();
+        const internalClosed = new Promise<void>((resolve) => internalServer.close(() => resolve()));
+        const timer = setTimeout(() => {
+          for (const session of internalSessions) session.destroy();
+        }, graceMs);
+        await Promise.all([agentApi.close(graceMs), internalClosed]);
+        clearTimeout(timer);
+        auth.close();
+      })();
+      return closing;
+    },
+  };
+}
