@@ -21,8 +21,9 @@ export function invalid(message: string, fieldErrors?: Record<string, string[]>)
   return new ServiceError("invalid", message, fieldErrors);
 }
 
+/** `what` is capitalised as GitLab words it ("Project" → "Project Not Found"). */
 export function notFound(what: string): ServiceError {
-  return new ServiceError("not_found", `${what} not found`);
+  return new ServiceError("not_found", `${what} Not Found`);
 }
 
 export function conflict(message: string): ServiceError {

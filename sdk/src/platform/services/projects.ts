@@ -1,4 +1,4 @@
-import { fromDbTime, isUniqueViolation, toDbTime } from "../store/db-util.js";
+import { MAX_DB_ID, fromDbTime, isUniqueViolation, toDbTime } from "../store/db-util.js";
 import { AccessLevel } from "./access-levels.js";
 import type { ServiceContext } from "./context.js";
 import { invalid, notFound } from "./errors.js";
@@ -114,8 +114,11 @@ export function createProjectService(ctx: ServiceContext, namespaces: NamespaceS
     get,
     getByFullPath,
     async find(idOrPath) {
-      if (typeof idOrPath === "number") return get(idOrPath);
-      if (/^[1-9][0-9]{0,9}$/.test(idOrPath)) return get(Number(idOrPath));
+      if (typeof idOrPath === "number") return Number.isInteger(idOrPath) && idOrPath >= 1 && idOrPath <= MAX_DB_ID ? get(idOrPath) : undefined;
+      if (/^[0-9]+$/.test(idOrPath)) {
+        const id = Number(idOrPath);
+        return id >= 1 && id <= MAX_DB_ID ? get(id) : undefined;
+      }
       return getByFullPath(idOrPath);
     },
     async create(input, creatorId) {

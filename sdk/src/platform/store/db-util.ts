@@ -35,3 +35,6 @@ export function fromDbBool(value: unknown): boolean {
 export function fromDbInt(value: unknown): number {
   return typeof value === "number" ? value : Number(value);
 }
+
+/** Ids are 32-bit serials in both databases; a larger number can never name a row. */
+export const MAX_DB_ID = 2_147_483_647;

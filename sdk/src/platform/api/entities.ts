@@ -1,0 +1,168 @@
+/**
+ * JSON shapes of GitLab's REST API entities (API::Entities::*), snake_case, times as ISO-8601.
+ * Only the fields meaningful here are filled; the rest of GitLab's fields are left out rather
+ * than faked.
+ */
+import type { AgentConnection } from "../connections.js";
+import type { AgentToken } from "../services/agent-tokens.js";
+import type { Agent } from "../services/agents.js";
+import type { Membership } from "../services/members.js";
+import type { Namespace } from "../services/namespaces.js";
+import type { PersonalAccessToken } from "../services/personal-access-tokens.js";
+import type { Project } from "../services/projects.js";
+import type { User } from "../services/users.js";
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+const url = (base: string, path: string) => `${base.replace(/\/+$/, "")}/${path}`;
+
+export function userBasicEntity(user: User, baseUrl: string) {
+  return {
+    id: user.id,
+    username: user.username,
+    name: user.name,
+    state: user.state,
+    locked: false,
+    avatar_url: null,
+    web_url: url(baseUrl, user.username),
+  };
+}
+
+/** The user as an admin (or the user themself) sees it. */
+export function userEntity(user: User, baseUrl: string) {
+  return {
+    ...userBasicEntity(user, baseUrl),
+    created_at: iso(user.createdAt),
+    email: user.email,
+    is_admin: user.admin,
+  };
+}
+
+export function memberEntity(user: User, membership: Membership, baseUrl: string) {
+  return {
+    ...userBasicEntity(user, baseUrl),
+    access_level: membership.accessLevel,
+    created_at: iso(membership.createdAt),
+    expires_at: null,
+  };
+}
+
+export function namespaceEntity(ns: Namespace, baseUrl: string) {
+  return {
+    id: ns.id,
+    name: ns.name,
+    path: ns.path,
+    kind: ns.kind,
+    full_path: ns.fullPath,
+    parent_id: ns.parentId,
+    avatar_url: null,
+    web_url: ns.kind === "group" ? url(baseUrl, `groups/${ns.fullPath}`) : url(baseUrl, ns.fullPath),
+  };
+}
+
+export function groupEntity(ns: Namespace, baseUrl: string) {
+  return {
+    id: ns.id,
+    web_url: url(baseUrl, `groups/${ns.fullPath}`),
+    name: ns.name,
+    path: ns.path,
+    description: ns.description,
+    visibility: ns.visibility,
+    full_name: ns.fullName,
+    full_path: ns.fullPath,
+    created_at: iso(ns.createdAt),
+    parent_id: ns.parentId,
+    avatar_url: null,
+  };
+}
+
+/** GitLab's ProjectIdentity, used as an agent's `config_project`. */
+export function projectIdentityEntity(project: Project) {
+  return {
+    id: project.id,
+    description: project.description,
+    name: project.name,
+    name_with_namespace: project.nameWithNamespace,
+    path: project.path,
+    path_with_namespace: project.pathWithNamespace,
+    created_at: iso(project.createdAt),
+  };
+}
+
+export function projectEntity(project: Project, baseUrl: string, owner?: User) {
+  const webUrl = url(baseUrl, project.pathWithNamespace);
+  return {
+    ...projectIdentityEntity(project),
+    default_branch: project.defaultBranch,
+    tag_list: [],
+    topics: [],
+    http_url_to_repo: `${webUrl}.git`,
+    web_url: webUrl,
+    readme_url: null,
+    avatar_url: null,
+    forks_count: 0,
+    star_count: 0,
+    last_activity_at: iso(project.createdAt),
+    namespace: namespaceEntity(project.namespace, baseUrl),
+    visibility: project.visibility,
+    creator_id: project.creatorId,
+    ...(owner ? { owner: userBasicEntity(owner, baseUrl) } : {}),
+    _links: {
+      self: url(baseUrl, `api/v4/projects/${project.id}`),
+    },
+  };
+}
+
+export function agentEntity(agent: Agent, project: Project) {
+  return {
+    id: agent.id,
+    name: agent.name,
+    config_project: projectIdentityEntity(project),
+    created_at: iso(agent.createdAt),
+    created_by_user_id: agent.createdByUserId,
+  };
+}
+
+/**
+ * GitLab's AgentToken entity. GitLab leaves `last_used_at` out of list responses; including it
+ * everywhere is a compatible superset.
+ */
+export function agentTokenEntity(token: AgentToken) {
+  return {
+    id: token.id,
+    name: token.name,
+    description: token.description,
+    agent_id: token.agentId,
+    status: token.status,
+    created_at: iso(token.createdAt),
+    created_by_user_id: token.createdByUserId,
+    last_used_at: iso(token.lastUsedAt),
+  };
+}
+
+export function personalAccessTokenEntity(token: PersonalAccessToken) {
+  return {
+    id: token.id,
+    name: token.name,
+    description: token.description,
+    revoked: token.revoked,
+    created_at: iso(token.createdAt),
+    scopes: token.scopes,
+    user_id: token.userId,
+    last_used_at: iso(token.lastUsedAt),
+    active: token.active,
+    expires_at: token.expiresAt,
+  };
+}
+
+/** kasbridge extension: one connected agent process. */
+export function agentConnectionEntity(c: AgentConnection) {
+  return {
+    connection_id: c.connectionId,
+    agent_version: c.agentVersion,
+    agent_commit: c.agentCommit,
+    pod_name: c.podName,
+    pod_namespace: c.podNamespace,
+    connected_at: iso(c.connectedAt),
+    kas_instance: c.kasInstance,
+  };
+}

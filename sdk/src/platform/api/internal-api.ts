@@ -1,0 +1,104 @@
+import { createHash } from "node:crypto";
+import express from "express";
+import type { Request, RequestHandler, Router } from "express";
+import pino from "pino";
+import type { Logger } from "pino";
+import { JwtVerificationError, KAS_API_REQUEST_HEADER, verifyKasApiRequestJwt } from "../../auth/jwt.js";
+import type { AuthenticatedAgent } from "../services/agent-tokens.js";
+import type { PlatformServices } from "../services/platform-services.js";
+import type { Project } from "../services/projects.js";
+import { HttpError, jsonErrorHandler, paramError, unauthorized } from "./http-errors.js";
+
+export interface InternalApiOptions {
+  /** Must be the same instance the REST API uses (revocations are published in-process). */
+  services: PlatformServices;
+  /** Shared secret of the `Gitlab-Kas-Api-Request` JWT (GitLab's `.gitlab_kas_secret`, decoded). */
+  jwtSecret: Uint8Array;
+  /** Default: silent. */
+  logger?: Logger;
+}
+
+/** Paths of the agent_info endpoint: the long-standing one and the newer agentk-specific one. */
+export const AGENT_INFO_PATHS = ["/api/v4/internal/kubernetes/agent_info", "/api/v4/internal/agents/agentk/agent_info"];
+/** kasbridge extension: the revocation feed `createHttpPlatformClient` polls. */
+export const TOKEN_REVOCATIONS_PATH = "/api/v4/internal/kubernetes/token_revocations";
+
+/**
+ * GitLab's internal API for KAS (`/api/v4/internal/...`): every request must carry a valid
+ * `Gitlab-Kas-Api-Request` JWT; agent-scoped endpoints also `Authorization: Bearer <agent token>`.
+ * Serve it on the platform port alongside createPlatformApi (GitLab serves both from Rails).
+ */
+export function createInternalApi(options: InternalApiOptions): Router {
+  const { services, jwtSecret } = options;
+  const logger = options.logger ?? pino({ level: "silent" });
+  const router = express.Router();
+
+  const kasJwt: RequestHandler = async (req, _res, next) => {
+    try {
+      await verifyKasApiRequestJwt(jwtSecret, req.get(KAS_API_REQUEST_HEADER));
+    } catch (err) {
+      if (!(err instanceof JwtVerificationError)) throw err;
+      // GitLab's exact message; the reason goes to the debug log, never the token itself.
+      logger.debug({ reason: err.message, path: req.path }, "KAS JWT refused");
+      throw new HttpError(401, { message: "KAS JWT authentication invalid" });
+    }
+    next();
+  };
+
+  async function agentFromRequest(req: Request): Promise<AuthenticatedAgent> {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.get("authorization") ?? "");
+    if (!m) throw unauthorized();
+    const found = await services.agentTokens.authenticate(m[1]!);
+    if (!found) throw unauthorized();
+    return found;
+  }
+
+  for (const path of AGENT_INFO_PATHS) {
+    router.get(path, kasJwt, async (req, res) => {
+      const { agent, project, token } = await agentFromRequest(req);
+      res.json({
+        project_id: project.id,
+        agent_id: agent.id,
+        agent_name: agent.name,
+        gitaly_info: { address: "", token: "", features: {} },
+        gitaly_repository: gitalyRepository(project),
+        default_branch: project.defaultBranch,
+        // kasbridge extension: lets KAS close exactly the tunnels of a revoked token.
+        agent_token_id: token.id,
+      });
+    });
+  }
+
+  router.get(TOKEN_REVOCATIONS_PATH, kasJwt, async (req, res) => {
+    const raw = req.query.after;
+    let after: number | undefined;
+    if (raw !== undefined && raw !== "") {
+      if (typeof raw !== "string" || !/^[0-9]{1,15}$/.test(raw)) throw paramError("after is invalid");
+      after = Number(raw);
+    }
+    const page = await services.revocations.feed(after);
+    res.json({
+      revocations: page.revocations.map((r) => ({ agent_id: r.agentId, token_id: r.tokenId })),
+      cursor: String(page.cursor),
+    });
+  });
+
+  router.use(jsonErrorHandler(logger));
+  return router;
+}
+
+/**
+ * The Gitaly repository descriptor GitLab sends for a project (hashed storage layout). We run no
+ * Gitaly, but KAS and agentk expect the shape.
+ */
+export function gitalyRepository(project: Project) {
+  const hash = createHash("sha256").update(String(project.id)).digest("hex");
+  return {
+    storage_name: "default",
+    relative_path: `@hashed/${hash.slice(0, 2)}/${hash.slice(2, 4)}/${hash}.git`,
+    git_object_directory: "",
+    git_alternate_object_directories: [],
+    gl_repository: `project-${project.id}`,
+    gl_project_path: project.pathWithNamespace,
+  };
+}

@@ -1,0 +1,35 @@
+import { PlatformError, type AgentInfo, type PlatformClient } from "../platform-client.js";
+import type { PlatformServices } from "../services/platform-services.js";
+
+/**
+ * PlatformClient backed directly by our platform services, for a KAS and platform in one process.
+ * Revocations are delivered synchronously from the revoking call, before it returns.
+ */
+export function createInProcessPlatformClient(services: PlatformServices): PlatformClient {
+  return {
+    async getAgentInfo(agentToken: string, signal?: AbortSignal): Promise<AgentInfo> {
+      signal?.throwIfAborted();
+      let found;
+      try {
+        found = await services.agentTokens.authenticate(agentToken);
+      } catch (err) {
+        throw new PlatformError("unavailable", "platform store unavailable", { cause: err });
+      }
+      if (!found) throw new PlatformError("unauthenticated", "unknown or revoked agent token");
+      return {
+        agentId: found.agent.id,
+        agentName: found.agent.name,
+        projectId: found.project.id,
+        projectPath: found.project.pathWithNamespace,
+        defaultBranch: found.project.defaultBranch,
+        tokenId: found.token.id,
+      };
+    },
+
+    watchTokenRevocations(onRevoked, signal) {
+      if (signal.aborted) return;
+      const unsubscribe = services.revocations.subscribe(onRevoked);
+      signal.addEventListener("abort", unsubscribe, { once: true });
+    },
+  };
+}

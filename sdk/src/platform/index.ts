@@ -1,0 +1,40 @@
+// Public API of the platform ("Rails bridge") side; re-exported by the package index.
+export type { AgentInfo, PlatformClient, PlatformErrorKind, TokenRevocation } from "./platform-client.js";
+export { PlatformError } from "./platform-client.js";
+export type { AgentConnection, AgentConnectionsSource } from "./connections.js";
+
+export { openStore, SQLITE_FILE_NAME } from "./store/store.js";
+export type { OpenStoreOptions, Store, StoreDialect } from "./store/store.js";
+
+export { createPlatformServices } from "./services/platform-services.js";
+export type { PlatformServices, PlatformServicesOptions } from "./services/platform-services.js";
+export { AccessLevel } from "./services/access-levels.js";
+export type { AccessLevelValue } from "./services/access-levels.js";
+export { ServiceError } from "./services/errors.js";
+export type { ServiceErrorKind } from "./services/errors.js";
+export type { CreateUserInput, User, UserService } from "./services/users.js";
+export type { CreateGroupInput, Namespace, NamespaceService } from "./services/namespaces.js";
+export type { CreateProjectInput, Project, ProjectService } from "./services/projects.js";
+export type { MemberService, Membership } from "./services/members.js";
+export type { Agent, AgentService } from "./services/agents.js";
+export { MAX_ACTIVE_AGENT_TOKENS } from "./services/agent-tokens.js";
+export type { AgentToken, AgentTokenService, AuthenticatedAgent, CreateAgentTokenInput } from "./services/agent-tokens.js";
+export { PERSONAL_ACCESS_TOKEN_SCOPES } from "./services/personal-access-tokens.js";
+export type {
+  CreatePersonalAccessTokenInput,
+  PersonalAccessToken,
+  PersonalAccessTokenService,
+} from "./services/personal-access-tokens.js";
+export type { RevocationFeedPage, RevocationListener, RevocationService } from "./services/revocations.js";
+
+export { createPlatformApi, MANAGE_AGENTS_ACCESS_LEVEL, READ_AGENTS_ACCESS_LEVEL } from "./api/rest-api.js";
+export type { PlatformApiOptions } from "./api/rest-api.js";
+export { AGENT_INFO_PATHS, TOKEN_REVOCATIONS_PATH, createInternalApi } from "./api/internal-api.js";
+export type { InternalApiOptions } from "./api/internal-api.js";
+
+export { createInProcessPlatformClient } from "./client/in-process-platform-client.js";
+export { createHttpPlatformClient } from "./client/http-platform-client.js";
+export type { HttpPlatformClientOptions } from "./client/http-platform-client.js";
+
+export { ADMIN_TOKEN_FILE_NAME, ADMIN_USERNAME, bootstrapAdmin } from "./bootstrap.js";
+export type { BootstrapAdminOptions, BootstrapAdminResult } from "./bootstrap.js";
