@@ -1,1 +1,52 @@
-export {};
+import { readFileSync } from "node:fs";
+import { KubeConfig } from "@kubernetes/client-node";
+import { createAgent } from "@kasbridge/sdk";
+import pino from "pino";
+import { parseAgentArgs, UsageError } from "./args.js";
+
+// agentk: configuration and wiring only; the agent itself is the SDK's createAgent.
+let args;
+try {
+  args = parseAgentArgs(process.argv.slice(2), process.env);
+} catch (error) {
+  process.stderr.write(`${(error as Error).message}\n`);
+  process.exit(error instanceof UsageError ? 2 : 1);
+}
+const logger = pino({ name: "agentk", level: args.logLevel });
+
+if (args.kubeconfig) {
+  // Validated now so a bad file fails at start; the Kubernetes API module uses it.
+  const kc = new KubeConfig();
+  kc.loadFromFile(args.kubeconfig);
+  logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
+}
+
+const agent = createAgent({
+  kasAddress: args.kasAddress,
+  token: args.token,
+  logger,
+  podName: args.podName,
+  podNamespace: args.podNamespace,
+  version: process.env.npm_package_version ? `v${process.env.npm_package_version}` : "v0.1.0",
+  transport: {
+    headers: args.headers,
+    ca: args.caCertFile ? readFileSync(args.caCertFile) : undefined,
+  },
+});
+agent.start();
+
+let stopping = false;
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal, graceMs: args.graceMs }, "shutting down: finishing in-flight requests");
+    agent.stop(args.graceMs).then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  });
+}

@@ -67,6 +67,10 @@ export function createAgent(options: AgentOptions): Agent {
   const version = options.version ?? "v16.0.0-kasbridge";
   const commit = options.commit ?? "";
   const { transport, close: closeTransport } = createAgentTransport({
+    // Tunnel traffic is mostly already-compact protobuf or bulk data; gzip costs more CPU than it
+    // saves on the links agents use, so requests go uncompressed unless configured (KAS still
+    // accepts gzip from agents that send it, as GitLab's agentk does).
+    sendCompression: null,
     ...options.transport,
     url: options.kasAddress,
     interceptors: [bearerToken(options.token), ...(options.transport?.interceptors ?? [])],

@@ -18,6 +18,26 @@ import { createKasMetrics } from "./kas-metrics.js";
 import { reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
 
+/**
+ * HTTP/2 flow-control windows. Node's defaults (64 KiB per stream and per connection) cap a stream
+ * at one window per event-loop round trip; tunnels carry bulk data (logs, large lists), so KAS
+ * advertises larger ones. Memory stays bounded: a window is credit, not a preallocated buffer.
+ */
+const streamWindowBytes = 4 * 1024 * 1024;
+const connectionWindowBytes = 32 * 1024 * 1024;
+
+function widenConnectionWindow(session: http2.Http2Session): void {
+  const apply = () => {
+    try {
+      session.setLocalWindowSize(connectionWindowBytes);
+    } catch {
+      // The session closed before its settings were exchanged.
+    }
+  };
+  if (session.connecting) session.once("connect", apply);
+  else apply();
+}
+
 /** What a feature module gets to register its agent-facing services. */
 export interface KasModuleContext {
   auth: AgentAuthenticator;
@@ -103,9 +123,11 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   });
   const agentApi = await createAgentApiListener({
     ...options.agentApi,
+    http2Settings: { initialWindowSize: streamWindowBytes, ...options.agentApi?.http2Settings },
     handler,
     logger: logger.child({ component: "agent-api" }),
   });
+  agentApi.onSessionOpen((session) => widenConnectionWindow(session));
 
   const gateway = createTunnelGateway({
     registry,
@@ -114,9 +136,10 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     authorize: internalApiAuthorizer(options.internalApi.jwtSecret),
     onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
   });
+  const internalSettings = { initialWindowSize: streamWindowBytes };
   const internalServer = options.internalApi.tls
-    ? http2.createSecureServer({ ...options.internalApi.tls, allowHTTP1: false })
-    : http2.createServer();
+    ? http2.createSecureServer({ ...options.internalApi.tls, allowHTTP1: false, settings: internalSettings })
+    : http2.createServer({ settings: internalSettings });
   internalServer.on("stream", (stream, headers) => void gateway(stream, headers));
   internalServer.on("sessionError", (error) => logger.debug({ err: error }, "internal API session error"));
   try {
@@ -131,6 +154,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const internalAddress = internalServer.address() as AddressInfo;
   const internalSessions = new Set<http2.ServerHttp2Session>();
   internalServer.on("session", (session) => {
+    widenConnectionWindow(session);
     internalSessions.add(session);
     session.once("close", () => internalSessions.delete(session));
   });

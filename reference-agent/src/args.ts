@@ -1,0 +1,76 @@
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+
+export interface AgentArgs {
+  kasAddress: string;
+  token: string;
+  kubeconfig?: string;
+  caCertFile?: string;
+  headers: Record<string, string>;
+  podName: string;
+  podNamespace: string;
+  logLevel: string;
+  graceMs: number;
+}
+
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+export const usage = `usage: agentk --kas-address grpc://host:8150 (--token-file FILE | env AGENTK_TOKEN)
+  [--kubeconfig FILE] [--ca-cert-file FILE] [--kas-header 'Name: value']... [--log-level info]
+  [--shutdown-grace-ms 10000]
+  Schemes: grpc:// (h2c), grpcs:// (TLS), ws:// and wss:// (WebSocket, for HTTP-only proxies).
+  Pod identity from POD_NAME / POD_NAMESPACE.`;
+
+/** Parses agentk's command line and environment (GitLab agentk's flag names). */
+export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArgs {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      "kas-address": { type: "string" },
+      "token-file": { type: "string" },
+      kubeconfig: { type: "string" },
+      "ca-cert-file": { type: "string" },
+      "kas-header": { type: "string", multiple: true },
+      "log-level": { type: "string" },
+      "shutdown-grace-ms": { type: "string" },
+      help: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (values.help) throw new UsageError(usage);
+  const kasAddress = values["kas-address"] ?? env.AGENTK_KAS_ADDRESS;
+  if (!kasAddress) throw new UsageError(`--kas-address is required\n${usage}`);
+  if (!/^(grpcs?|wss?):\/\/[^/]+/.test(kasAddress)) {
+    throw new UsageError(`--kas-address must be grpc://, grpcs://, ws:// or wss:// (got "${kasAddress}")`);
+  }
+  let token = env.AGENTK_TOKEN ?? "";
+  if (values["token-file"]) {
+    try {
+      token = readFileSync(values["token-file"], "utf8").trim();
+    } catch (error) {
+      throw new UsageError(`cannot read --token-file: ${(error as Error).message}`);
+    }
+  }
+  if (!token) throw new UsageError(`an agent token is required (--token-file or AGENTK_TOKEN)\n${usage}`);
+  const headers: Record<string, string> = {};
+  for (const h of values["kas-header"] ?? []) {
+    const i = h.indexOf(":");
+    if (i <= 0) throw new UsageError(`--kas-header must be "Name: value" (got "${h}")`);
+    headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
+  }
+  const graceMs = Number(values["shutdown-grace-ms"] ?? 10_000);
+  if (!Number.isFinite(graceMs) || graceMs < 0) throw new UsageError("--shutdown-grace-ms must be a non-negative number");
+  return {
+    kasAddress,
+    token,
+    kubeconfig: values.kubeconfig ?? env.KUBECONFIG,
+    caCertFile: values["ca-cert-file"],
+    headers,
+    podName: env.POD_NAME ?? "",
+    podNamespace: env.POD_NAMESPACE ?? "",
+    logLevel: values["log-level"] ?? env.AGENTK_LOG_LEVEL ?? "info",
+    graceMs,
+  };
+}

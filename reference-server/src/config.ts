@@ -1,0 +1,198 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+
+/** A listen address. */
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** The reference KAS's configuration, after defaults, file and environment are merged. */
+export interface KasConfig {
+  listen: {
+    platform: HostPort;
+    agent: HostPort;
+    observability: HostPort;
+    internal: HostPort;
+    k8sProxy: HostPort;
+    private: HostPort;
+  };
+  dataDir: string;
+  /** postgres://... for PostgreSQL; unset: SQLite in the data directory. */
+  databaseUrl?: string;
+  /** Reach the platform over GitLab's internal HTTP API at this URL instead of in-process. */
+  platformUrl?: string;
+  /** Serve the embedded platform (REST + internal API) on the platform port. */
+  platformEnabled: boolean;
+  /** Base64 secret file shared with the platform (JWTs both ways); created in the data dir if unset. */
+  apiSecretFile?: string;
+  /** Admin personal access token to create on first start. Never logged. */
+  adminToken?: string;
+  agentTls?: { certFile: string; keyFile: string };
+  logLevel: string;
+  maxMessageBytes: number;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+const defaults: KasConfig = {
+  listen: {
+    platform: { host: "127.0.0.1", port: 8080 },
+    agent: { host: "127.0.0.1", port: 8150 },
+    observability: { host: "127.0.0.1", port: 8151 },
+    internal: { host: "127.0.0.1", port: 8153 },
+    k8sProxy: { host: "127.0.0.1", port: 8154 },
+    private: { host: "127.0.0.1", port: 8155 },
+  },
+  dataDir: "./data",
+  platformEnabled: true,
+  logLevel: "info",
+  maxMessageBytes: 16 * 1024 * 1024,
+};
+
+/** YAML keys (snake_case) -> where they go. Every other key is an error. */
+const listenKeys = { platform: "platform", agent: "agent", observability: "observability", internal: "internal", k8s_proxy: "k8sProxy", private: "private" } as const;
+const envListen: Record<string, keyof KasConfig["listen"]> = {
+  KAS_PLATFORM_ADDR: "platform",
+  KAS_AGENT_ADDR: "agent",
+  KAS_OBSERVABILITY_ADDR: "observability",
+  KAS_INTERNAL_ADDR: "internal",
+  KAS_K8S_PROXY_ADDR: "k8sProxy",
+  KAS_PRIVATE_ADDR: "private",
+};
+const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/** Loads defaults, then the YAML file (if any), then KAS_* environment variables. */
+export function loadConfig(options: { configFile?: string; env: NodeJS.ProcessEnv }): KasConfig {
+  const config: KasConfig = structuredClone(defaults);
+  if (options.configFile) applyFile(config, options.configFile);
+  applyEnv(config, options.env);
+  if (config.agentTls && (!config.agentTls.certFile || !config.agentTls.keyFile)) {
+    throw new ConfigError("agent_tls needs both cert_file and key_file");
+  }
+  config.dataDir = resolve(config.dataDir);
+  return config;
+}
+
+function applyFile(config: KasConfig, file: string): void {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(file, "utf8"));
+  } catch (error) {
+    throw new ConfigError(`cannot read config file ${file}: ${(error as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return;
+  const root = object(doc, "(root)");
+  for (const [key, value] of Object.entries(root)) {
+    switch (key) {
+      case "listen": {
+        for (const [name, addr] of Object.entries(object(value, "listen"))) {
+          if (!(name in listenKeys)) throw new ConfigError(`unknown key listen.${name} (expected one of ${Object.keys(listenKeys).join(", ")})`);
+          config.listen[listenKeys[name as keyof typeof listenKeys]] = parseHostPort(string(addr, `listen.${name}`), `listen.${name}`);
+        }
+        break;
+      }
+      case "data_dir":
+        config.dataDir = string(value, key);
+        break;
+      case "database_url":
+        config.databaseUrl = databaseUrl(string(value, key), key);
+        break;
+      case "platform_url":
+        config.platformUrl = url(string(value, key), key);
+        break;
+      case "platform_enabled":
+        config.platformEnabled = boolean(value, key);
+        break;
+      case "api_secret_file":
+        config.apiSecretFile = string(value, key);
+        break;
+      case "log_level":
+        config.logLevel = logLevel(string(value, key), key);
+        break;
+      case "max_message_bytes":
+        config.maxMessageBytes = positiveInt(value, key);
+        break;
+      case "agent_tls": {
+        const tls = object(value, key);
+        for (const k of Object.keys(tls)) if (k !== "cert_file" && k !== "key_file") throw new ConfigError(`unknown key agent_tls.${k}`);
+        config.agentTls = { certFile: string(tls.cert_file, "agent_tls.cert_file"), keyFile: string(tls.key_file, "agent_tls.key_file") };
+        break;
+      }
+      default:
+        throw new ConfigError(`unknown key ${key} in ${file}`);
+    }
+  }
+}
+
+function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
+  for (const [name, slot] of Object.entries(envListen)) {
+    const value = env[name];
+    if (value) config.listen[slot] = parseHostPort(value, name);
+  }
+  if (env.KAS_DATA_DIR) config.dataDir = env.KAS_DATA_DIR;
+  if (env.KAS_DATABASE_URL) config.databaseUrl = databaseUrl(env.KAS_DATABASE_URL, "KAS_DATABASE_URL");
+  if (env.KAS_PLATFORM_URL) config.platformUrl = url(env.KAS_PLATFORM_URL, "KAS_PLATFORM_URL");
+  if (env.KAS_PLATFORM_ENABLED) config.platformEnabled = boolean(env.KAS_PLATFORM_ENABLED, "KAS_PLATFORM_ENABLED");
+  if (env.KAS_API_SECRET_FILE) config.apiSecretFile = env.KAS_API_SECRET_FILE;
+  if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
+  if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
+  if (env.KAS_MAX_MESSAGE_BYTES) config.maxMessageBytes = positiveInt(env.KAS_MAX_MESSAGE_BYTES, "KAS_MAX_MESSAGE_BYTES");
+  if (env.KAS_AGENT_TLS_CERT_FILE || env.KAS_AGENT_TLS_KEY_FILE) {
+    config.agentTls = { certFile: env.KAS_AGENT_TLS_CERT_FILE ?? "", keyFile: env.KAS_AGENT_TLS_KEY_FILE ?? "" };
+  }
+}
+
+/** "host:port", "[::1]:port" or ":port" (all interfaces). Port 0 picks a free port. */
+export function parseHostPort(value: string, key: string): HostPort {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim());
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new ConfigError(`${key}: "${value}" is not host:port`);
+  return { host: match[1] ?? (match[2] || "0.0.0.0"), port };
+}
+
+function object(value: unknown, key: string): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new ConfigError(`${key} must be a mapping`);
+  return value as Record<string, unknown>;
+}
+
+function string(value: unknown, key: string): string {
+  if (typeof value !== "string" || value === "") throw new ConfigError(`${key} must be a non-empty string`);
+  return value;
+}
+
+function boolean(value: unknown, key: string): boolean {
+  if (typeof value === "boolean") return value;
+  if (value === "true" || value === "1") return true;
+  if (value === "false" || value === "0") return false;
+  throw new ConfigError(`${key} must be true or false`);
+}
+
+function positiveInt(value: unknown, key: string): number {
+  const n = typeof value === "number" ? value : Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new ConfigError(`${key} must be a positive integer`);
+  return n;
+}
+
+function url(value: string, key: string): string {
+  try {
+    const u = new URL(value);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error();
+    return value.replace(/\/+$/, "");
+  } catch {
+    throw new ConfigError(`${key} must be an http(s) URL`);
+  }
+}
+
+function databaseUrl(value: string, key: string): string {
+  if (!/^postgres(ql)?:\/\//.test(value)) throw new ConfigError(`${key} must be a postgres:// URL (unset for SQLite)`);
+  return value;
+}
+
+function logLevel(value: string, key: string): string {
+  if (!logLevels.includes(value)) throw new ConfigError(`${key} must be one of ${logLevels.join(", ")}`);
+  return value;
+}
