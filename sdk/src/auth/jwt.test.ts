@@ -1,3 +1,4 @@
+import { describe, it } from "mocha";
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
 import { SignJWT } from "jose";

@@ -1,3 +1,4 @@
+import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";

@@ -1,3 +1,4 @@
+import { beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import type { TokenRevocation } from "../platform-client.js";
 import { describeEachStore } from "../testing/fixtures.test.js";

@@ -1,3 +1,4 @@
+import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";

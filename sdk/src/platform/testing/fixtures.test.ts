@@ -3,6 +3,7 @@
  * Every store-backed suite runs twice: against embedded SQLite in a temp dir and against the
  * machine's PostgreSQL in a throwaway schema. A missing PostgreSQL fails the suite, on purpose.
  */
+import { afterEach, beforeEach, describe } from "mocha";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";

@@ -1,0 +1,108 @@
+/**
+ * Test harness (no tests here; *.test.ts keeps it out of dist): a real platform HTTP server on an
+ * ephemeral port with the REST and internal APIs, over a throwaway store, plus a small client.
+ */
+import { randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
+import express from "express";
+import { signKasApiRequestJwt } from "../../auth/jwt.js";
+import { createInternalApi } from "../api/internal-api.js";
+import { createPlatformApi } from "../api/rest-api.js";
+import { bootstrapAdmin } from "../bootstrap.js";
+import type { AgentConnection, AgentConnectionsSource } from "../connections.js";
+import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
+import { openTestStore, type StoreKind } from "./fixtures.test.js";
+
+/** An AgentConnectionsSource whose answer the test sets. */
+export class FakeConnections implements AgentConnectionsSource {
+  byAgent = new Map<number, AgentConnection[]>();
+  failWith: Error | undefined;
+  listConnections(agentId: number): Promise<AgentConnection[]> {
+    if (this.failWith) return Promise.reject(this.failWith);
+    return Promise.resolve(this.byAgent.get(agentId) ?? []);
+  }
+}
+
+export interface TestPlatform {
+  baseUrl: string;
+  services: PlatformServices;
+  jwtSecret: Uint8Array;
+  /** PAT of the bootstrap admin `root`. */
+  adminToken: string;
+  connections: FakeConnections;
+  close(): Promise<void>;
+}
+
+export async function startTestPlatform(options: { kind?: StoreKind; now?: () => Date } = {}): Promise<TestPlatform> {
+  const testStore = await openTestStore(options.kind ?? "sqlite");
+  const services = createPlatformServices({ store: testStore.store, now: options.now });
+  const jwtSecret = new Uint8Array(randomBytes(32));
+  const connections = new FakeConnections();
+  const adminToken = "glpat-" + randomBytes(20).toString("hex");
+  await bootstrapAdmin(testStore.store, { dataDir: "/nonexistent-not-written", adminToken, services });
+
+  const app = express();
+  app.use(createInternalApi({ services, jwtSecret }));
+  app.use(createPlatformApi({ services, connections, externalUrl: "https://platform.test" }));
+  app.use((_req, res) => {
+    res.status(404).json({ message: "404 Not Found" });
+  });
+  const server: Server = await new Promise((resolve) => {
+    const s = app.listen(0, "127.0.0.1", () => resolve(s));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    baseUrl: `http://127.0.0.1:${port}`,
+    services,
+    jwtSecret,
+    adminToken,
+    connections,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await testStore.dispose();
+    },
+  };
+}
+
+export interface ApiResponse {
+  status: number;
+  // Tests inspect arbitrary JSON.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  body: any;
+  headers: Headers;
+}
+
+export interface RequestOptions {
+  token?: string;
+  /** Send the token as `Authorization: Bearer` instead of `PRIVATE-TOKEN`. */
+  bearer?: boolean;
+  body?: unknown;
+  /** Sent as-is with content-type application/json. */
+  rawBody?: string;
+  headers?: Record<string, string>;
+}
+
+export async function call(baseUrl: string, method: string, path: string, options: RequestOptions = {}): Promise<ApiResponse> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.token !== undefined) {
+    if (options.bearer) headers.authorization = `Bearer ${options.token}`;
+    else headers["private-token"] = options.token;
+  }
+  let body: string | undefined;
+  if (options.rawBody !== undefined || options.body !== undefined) {
+    headers["content-type"] = "application/json";
+    body = options.rawBody ?? JSON.stringify(options.body);
+  }
+  const res = await fetch(baseUrl + path, { method, headers, body });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
+}
+
+/** Headers of an internal API call: a fresh KAS JWT and, optionally, an agent token. */
+export async function kasHeaders(secret: Uint8Array, agentToken?: string, nowMs?: number): Promise<Record<string, string>> {
+  const headers: Record<string, string> = { "Gitlab-Kas-Api-Request": await signKasApiRequestJwt(secret, nowMs) };
+  if (agentToken !== undefined) headers.authorization = `Bearer ${agentToken}`;
+  return headers;
+}
