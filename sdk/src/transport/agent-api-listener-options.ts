@@ -1,0 +1,123 @@
+import type * as http from "node:http";
+import type * as http2 from "node:http2";
+import type * as tls from "node:tls";
+import { DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES } from "./websocket-tunnel.js";
+
+/**
+ * A Node request handler for both HTTP versions, such as the one returned by
+ * connect-node's `connectNodeAdapter()` (gRPC, gRPC-Web and Connect).
+ */
+export type AgentApiRequestHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+/** Structured logger; pino's Logger satisfies it. */
+export interface TransportLogger {
+  debug(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/** Server certificate for the agent API; ALPN is set by the listener. */
+export interface AgentApiTlsOptions extends Omit<tls.TlsOptions, "ALPNProtocols" | "ALPNCallback" | "handshakeTimeout"> {
+  /** PEM certificate chain. */
+  cert: string | Buffer | Array<string | Buffer>;
+  /** PEM private key. */
+  key: string | Buffer | Array<string | Buffer>;
+}
+
+/** Options for {@link createAgentApiListener}. */
+export interface AgentApiListenerOptions {
+  /** Serves every request on the port, over HTTP/2 and HTTP/1.1. */
+  handler: AgentApiRequestHandler;
+  /**
+   * Address to bind. Default "127.0.0.1" (GitLab KAS's default); use
+   * "0.0.0.0" or "::" to accept agents from other hosts.
+   */
+  host?: string;
+  /** TCP port; 0 picks a free port (see `address`). Default 8150. */
+  port?: number;
+  /**
+   * Serve TLS. ALPN "h2" then means gRPC over HTTP/2, "http/1.1" (or no
+   * ALPN) means HTTP/1.1: WebSocket tunnels, Connect and gRPC-Web.
+   * Default: cleartext, told apart by the HTTP/2 connection preface.
+   */
+  tls?: AgentApiTlsOptions;
+  /**
+   * Largest request header block accepted, in bytes: HTTP/2
+   * SETTINGS_MAX_HEADER_LIST_SIZE and the HTTP/1.1 header limit. A bigger one
+   * fails that request (HTTP/2 stream reset, HTTP/1.1 431). Default 65 536.
+   */
+  maxHeaderListSizeBytes?: number;
+  /**
+   * Further HTTP/2 SETTINGS to advertise (window sizes, maxConcurrentStreams).
+   * Default: Node's, with unlimited concurrent streams: agentk keeps hundreds
+   * of tunnel streams open on one connection.
+   */
+  http2Settings?: http2.Settings;
+  /**
+   * Memory an HTTP/2 session may use for buffered frames and headers, in MiB,
+   * before it refuses new streams. Default 10 (Node's default).
+   */
+  http2MaxSessionMemoryMiB?: number;
+  /**
+   * Close (GOAWAY) an HTTP/2 session that has no open streams and has received
+   * no new stream and no PING for this long, in ms. PINGs count, so an agent
+   * that only keeps its connection alive (agentk pings every 55 s) stays.
+   * 0 disables. Default 600 000 (10 min).
+   */
+  http2SessionIdleTimeoutMs?: number;
+  /**
+   * Ping each HTTP/2 session this often, in ms, to notice agents that vanished
+   * without closing their connection. 0 disables. Default 50 000 (GitLab
+   * KAS's server keepalive time; agentk accepts server pings at any rate).
+   */
+  keepalivePingIntervalMs?: number;
+  /** Destroy a session whose PING is unanswered for this long, in ms. Default 20 000. */
+  keepalivePingTimeoutMs?: number;
+  /**
+   * Send GOAWAY to HTTP/2 sessions older than this, in ms (±10 % jitter), so
+   * agents reconnect and spread across KAS replicas. 0 disables (default).
+   * GitLab KAS uses 2 h (`agent.listen.max_connection_age`).
+   */
+  maxConnectionAgeMs?: number;
+  /** Time in-flight streams get after an age GOAWAY before the session is destroyed, in ms. Default 600 000. */
+  maxConnectionAgeGraceMs?: number;
+  /** Most TCP connections served at once; further ones are closed on accept. Default: unlimited. */
+  maxConnections?: number;
+  /**
+   * Time a new connection has to reveal its protocol, in ms: its first bytes
+   * (cleartext) or its TLS handshake. A silent connection is closed after it.
+   * Default 10 000.
+   */
+  protocolDetectionTimeoutMs?: number;
+  /** Largest WebSocket message on a ws-tunnel, in bytes. Default 10 MiB (GitLab KAS's limit). */
+  webSocketMaxMessageBytes?: number;
+  /** Receives a debug line for each refused or broken connection. Default: silent. */
+  logger?: TransportLogger;
+}
+
+/** The options with their defaults applied. */
+export type ResolvedAgentApiListenerOptions = Required<Omit<AgentApiListenerOptions, "tls" | "logger" | "http2Settings">> &
+  Pick<AgentApiListenerOptions, "tls" | "logger" | "http2Settings">;
+
+export function resolveAgentApiListenerOptions(options: AgentApiListenerOptions): ResolvedAgentApiListenerOptions {
+  return {
+    handler: options.handler,
+    host: options.host ?? "127.0.0.1",
+    port: options.port ?? 8150,
+    tls: options.tls,
+    maxHeaderListSizeBytes: options.maxHeaderListSizeBytes ?? 65_536,
+    http2Settings: options.http2Settings,
+    http2MaxSessionMemoryMiB: options.http2MaxSessionMemoryMiB ?? 10,
+    http2SessionIdleTimeoutMs: options.http2SessionIdleTimeoutMs ?? 600_000,
+    keepalivePingIntervalMs: options.keepalivePingIntervalMs ?? 50_000,
+    keepalivePingTimeoutMs: options.keepalivePingTimeoutMs ?? 20_000,
+    maxConnectionAgeMs: options.maxConnectionAgeMs ?? 0,
+    maxConnectionAgeGraceMs: options.maxConnectionAgeGraceMs ?? 600_000,
+    maxConnections: options.maxConnections ?? Number.POSITIVE_INFINITY,
+    protocolDetectionTimeoutMs: options.protocolDetectionTimeoutMs ?? 10_000,
+    webSocketMaxMessageBytes: options.webSocketMaxMessageBytes ?? DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES,
+    logger: options.logger,
+  };
+}

@@ -1,0 +1,81 @@
+import * as http2 from "node:http2";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { GrpcTransportOptions, Http2SessionManager } from "@connectrpc/connect-node";
+import { markConnectionError } from "./connection-error.js";
+
+type SessionManager = NonNullable<GrpcTransportOptions["sessionManager"]>;
+
+/**
+ * Wraps connect-node's Http2SessionManager to fix two things about a lost
+ * connection, as seen by the agent:
+ *
+ * - When the socket closes under open streams, Node resets them with CANCEL,
+ *   which connect-node reports as Canceled, as if we had cancelled. We report
+ *   Unavailable instead, so callers retry.
+ * - The manager forgets a dead session as soon as a new call replaces it, but
+ *   late events of that session can still reach it: an "error" Node emits
+ *   afterwards (e.g. after a PING timeout) would be an uncaught exception, and
+ *   a stream closing afterwards re-arms a PING timer whose ping() throws on
+ *   the destroyed session. Every session gets its own "error" listener and a
+ *   ping() that is a no-op once the session is destroyed.
+ */
+export class AgentSessionManager implements SessionManager {
+  readonly authority: string;
+  private readonly guarded = new WeakSet<http2.Http2Session>();
+  private aborted = false;
+
+  constructor(private readonly inner: Http2SessionManager) {
+    this.authority = inner.authority;
+  }
+
+  async request(
+    method: string,
+    path: string,
+    headers: http2.OutgoingHttpHeaders,
+    options: Omit<http2.ClientSessionRequestOptions, "signal">,
+  ): Promise<http2.ClientHttp2Stream> {
+    const stream = await this.inner.request(method, path, headers, options);
+    const session = stream.session;
+    if (session && !this.guarded.has(session)) {
+      this.guarded.add(session);
+      session.on("error", () => {
+        // Reported to calls through their streams; see the class comment.
+      });
+      const ping = session.ping.bind(session) as (...args: unknown[]) => boolean;
+      session.ping = ((...args: unknown[]) => (session.destroyed ? false : ping(...args))) as typeof session.ping;
+    }
+    // Registered before connect-node's own listeners, so ours runs first: the
+    // error it emits settles the call before the CANCEL is looked at.
+    stream.once("close", () => {
+      const lost =
+        stream.rstCode === http2.constants.NGHTTP2_CANCEL &&
+        session !== undefined &&
+        (session.closed || session.destroyed) &&
+        !this.aborted;
+      if (lost && stream.listenerCount("error") > 0) {
+        stream.emit("error", connectionLost());
+      }
+    });
+    return stream;
+  }
+
+  notifyResponseByteRead(stream: http2.ClientHttp2Stream): void {
+    this.inner.notifyResponseByteRead(stream);
+  }
+
+  state(): ReturnType<Http2SessionManager["state"]> {
+    return this.inner.state();
+  }
+
+  /** Closes the connection for good; open streams fail with the reason. */
+  abort(reason: Error): void {
+    this.aborted = true;
+    this.inner.abort(reason);
+  }
+}
+
+function connectionLost(): ConnectError {
+  const err = new ConnectError("connection to KAS lost", Code.Unavailable);
+  markConnectionError(err);
+  return err;
+}

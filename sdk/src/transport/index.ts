@@ -1,0 +1,22 @@
+// Agent API transport: the KAS-side listener (gRPC over HTTP/2, h2c, TLS and
+// ws-tunnel WebSockets, plus Connect/gRPC-Web over HTTP/1.1 on one port) and
+// the agent-side gRPC transport that reaches it.
+export { createAgentApiListener } from "./agent-api-listener.js";
+export type {
+  AgentApiListener,
+  AgentApiSessionInfo,
+  AgentApiSessionListener,
+  AgentApiSessionTransport,
+  AgentApiUrlScheme,
+} from "./agent-api-listener.js";
+export type {
+  AgentApiListenerOptions,
+  AgentApiRequestHandler,
+  AgentApiTlsOptions,
+  TransportLogger,
+} from "./agent-api-listener-options.js";
+export { agentUserAgent, createAgentTransport } from "./agent-transport.js";
+export type { AgentTransport, AgentTransportOptions } from "./agent-transport.js";
+export { parseAgentApiAddress } from "./agent-connection.js";
+export type { AgentApiAddress } from "./agent-connection.js";
+export { WS_TUNNEL_SUBPROTOCOL } from "./websocket-tunnel.js";
