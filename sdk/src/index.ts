@@ -35,10 +35,8 @@ export * from "./transport/index.js";
 // Tokens, JWTs, secrets
 export * from "./auth/index.js";
 
-// Platform contract
-export { PlatformError } from "./platform/platform-client.js";
-export type { AgentInfo, PlatformClient, PlatformErrorKind, TokenRevocation } from "./platform/platform-client.js";
-export type { AgentConnection, AgentConnectionsSource } from "./platform/connections.js";
+// Platform ("Rails bridge"): contract, store, services, REST and internal APIs, clients
+export * from "./platform/index.js";
 
 // Utilities worth sharing
 export { Backoff, sleep } from "./util/backoff.js";

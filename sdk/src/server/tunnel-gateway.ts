@@ -58,8 +58,11 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       agentId = parseAgentId(headers.get(routingAgentIdHeader));
       if (!/^\/[^/]+\/[^/]+$/.test(method)) throw new ConnectError(`malformed method path "${method}"`, Code.InvalidArgument);
       const reader = new FrameReader(maxMessageBytes, headers.get("grpc-encoding") ?? "identity");
-      const deadline = parseGrpcTimeout(headers.get("grpc-timeout")) ?? defaultWaitMs;
-      const waitSignal = AbortSignal.any([callAbort.signal, AbortSignal.timeout(deadline)]);
+      const timeoutMs = parseGrpcTimeout(headers.get("grpc-timeout"));
+      // Give up slightly before the caller's deadline so it receives our UNAVAILABLE (naming the
+      // agent) rather than its own DEADLINE_EXCEEDED.
+      const waitMs = timeoutMs === undefined ? defaultWaitMs : Math.max(1, timeoutMs - Math.min(100, Math.ceil(timeoutMs * 0.1)));
+      const waitSignal = AbortSignal.any([callAbort.signal, AbortSignal.timeout(waitMs)]);
       const tunnel = await options.registry.acquire(agentId, method, waitSignal);
       const meta = headersToMeta(headers, (name) => name === "authorization" || name.startsWith("kas-hop-"));
       call = tunnel.start(method, meta);

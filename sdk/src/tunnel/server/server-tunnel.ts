@@ -151,7 +151,8 @@ export class ServerTunnel {
       } catch (e) {
         const reason = this.done.signal.aborted ? this.done.signal.reason : e;
         const ce = ConnectError.from(reason);
-        events.close(ce.code === Code.Canceled || ce.code === Code.Unauthenticated ? ce : midCallError(ce, agentId));
+        // A caller's own cancel closed `events` already; whatever ended the tunnel is the agent's side.
+        events.close(midCallError(ce, agentId));
         this.close(ce);
       }
     };
@@ -175,8 +176,9 @@ function metaHeaders(meta: MetaMap): Headers {
   return headers;
 }
 
+/** Why the agent's stream ended: a revocation or shutdown says so; anything else means it went away. */
 function abortError(reason: unknown, agentId: number): ConnectError {
-  if (reason instanceof ConnectError) return reason;
+  if (reason instanceof ConnectError && (reason.code === Code.Unauthenticated || reason.code === Code.Unavailable)) return reason;
   return new ConnectError(`agent ${agentId} disconnected`, Code.Unavailable);
 }
 

@@ -1,0 +1,156 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { EchoService, decodeSecret, internalApiClientInterceptor } from "@kasbridge/sdk";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const kasBin = join(root, "reference-server", "bin", "kas.js");
+export const agentkBin = join(root, "reference-agent", "bin", "agentk.js");
+export const adminToken = "glpat-e2e-admin-token-0123456789abcdef";
+
+/** A child process with its output captured; killed (and awaited) on cleanup. */
+export class Proc {
+  output = "";
+  readonly exited: Promise<number | null>;
+  constructor(readonly child: ChildProcess) {
+    child.stdout?.on("data", (d: Buffer) => (this.output += d.toString()));
+    child.stderr?.on("data", (d: Buffer) => (this.output += d.toString()));
+    this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+  }
+
+  async waitFor(pattern: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const match = pattern.exec(this.output);
+      if (match) return match;
+      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode}) before ${pattern}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${this.output.slice(-4000)}`);
+      await delay(20);
+    }
+  }
+
+  count(pattern: RegExp): number {
+    return this.output.match(new RegExp(pattern.source, "g"))?.length ?? 0;
+  }
+
+  async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill(signal);
+      const timer = setTimeout(() => this.child.kill("SIGKILL"), timeoutMs);
+      const code = await this.exited;
+      clearTimeout(timer);
+      return code;
+    }
+    return this.child.exitCode;
+  }
+}
+
+export interface KasProcess extends Proc {
+  dataDir: string;
+  addresses: { platform?: string; agent: string; internal: string; observability: string };
+  secret: Uint8Array;
+}
+
+/** Starts `kas` on port 0 everywhere with a fresh data directory. */
+export async function startKas(env: Record<string, string> = {}, dataDir = mkdtempSync(join(tmpdir(), "kas-e2e-"))): Promise<KasProcess & { cleanup(): Promise<void> }> {
+  const child = spawn(process.execPath, [kasBin], {
+    env: {
+      ...process.env,
+      KAS_DATA_DIR: dataDir,
+      KAS_PLATFORM_ADDR: "127.0.0.1:0",
+      KAS_AGENT_ADDR: "127.0.0.1:0",
+      KAS_OBSERVABILITY_ADDR: "127.0.0.1:0",
+      KAS_INTERNAL_ADDR: "127.0.0.1:0",
+      KAS_K8S_PROXY_ADDR: "127.0.0.1:0",
+      KAS_PRIVATE_ADDR: "127.0.0.1:0",
+      KAS_ADMIN_TOKEN: adminToken,
+      KAS_LOG_LEVEL: "debug",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const proc = new Proc(child) as Proc & Partial<KasProcess>;
+  const match = await proc.waitFor(/KAS_LISTENING (\{.*\})/);
+  proc.addresses = JSON.parse(match[1]);
+  proc.dataDir = dataDir;
+  proc.secret = decodeSecret(readFileSync(env.KAS_API_SECRET_FILE ?? join(dataDir, ".gitlab_kas_secret"), "utf8"));
+  return Object.assign(proc as KasProcess, {
+    async cleanup() {
+      await proc.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  });
+}
+
+/** Starts `agentk` with a token file. */
+export function startAgentk(kasAddress: string, token: string, extraEnv: Record<string, string> = {}, args: string[] = []): Proc & { cleanup(): Promise<void> } {
+  const dir = mkdtempSync(join(tmpdir(), "agentk-e2e-"));
+  const tokenFile = join(dir, "token");
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const child = spawn(process.execPath, [agentkBin, "--kas-address", kasAddress, "--token-file", tokenFile, "--log-level", "debug", ...args], {
+    env: { ...process.env, POD_NAME: "agentk-e2e-pod", POD_NAMESPACE: "gitlab-agent", ...extraEnv },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const proc = new Proc(child);
+  return Object.assign(proc, {
+    async cleanup() {
+      await proc.stop("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    },
+  });
+}
+
+/** REST call to the platform with the admin token; returns status and parsed JSON. */
+export async function api(kas: KasProcess, method: string, path: string, body?: unknown, token = adminToken) {
+  const res = await fetch(`${kas.addresses.platform}/api/v4${path}`, {
+    method,
+    headers: { "PRIVATE-TOKEN": token, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : undefined };
+}
+
+/** Creates a project, an agent and a token over REST. */
+export async function createAgentWithToken(kas: KasProcess, name = `agent-${Math.random().toString(36).slice(2, 8)}`) {
+  const project = await api(kas, "POST", "/projects", { name: `proj-${name}` });
+  if (project.status !== 201) throw new Error(`create project: ${project.status} ${JSON.stringify(project.json)}`);
+  const agent = await api(kas, "POST", `/projects/${project.json.id}/cluster_agents`, { name });
+  if (agent.status !== 201) throw new Error(`create agent: ${agent.status} ${JSON.stringify(agent.json)}`);
+  const token = await api(kas, "POST", `/projects/${project.json.id}/cluster_agents/${agent.json.id}/tokens`, { name: "t1" });
+  if (token.status !== 201) throw new Error(`create token: ${token.status} ${JSON.stringify(token.json)}`);
+  return { projectId: project.json.id as number, agentId: agent.json.id as number, tokenId: token.json.id as number, token: token.json.token as string };
+}
+
+/** An EchoService client through KAS's internal API, routed to `agentId`. */
+export function echoClient(kas: KasProcess, agentId: number): { client: Client<typeof EchoService>; close(): void } {
+  const baseUrl = kas.addresses.internal.replace(/^grpc:/, "http:");
+  const sessions = new Http2SessionManager(baseUrl, undefined, { settings: { initialWindowSize: 4 << 20 } });
+  const client = createClient(
+    EchoService,
+    createGrpcTransport({
+      baseUrl,
+      sessionManager: sessions,
+      interceptors: [internalApiClientInterceptor(kas.secret, agentId)],
+      readMaxBytes: 64 << 20,
+    }),
+  );
+  return { client, close: () => sessions.abort() };
+}
+
+export async function waitUntil(predicate: () => Promise<boolean> | boolean, timeoutMs = 10_000, what = "condition"): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    if (await predicate()) return Date.now() - started;
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await delay(25);
+  }
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,136 @@
+import { mkdirSync, readFileSync } from "node:fs";
+import http from "node:http";
+import { join } from "node:path";
+import type { AddressInfo } from "node:net";
+import express from "express";
+import type { Logger } from "pino";
+import {
+  bootstrapAdmin,
+  createHttpPlatformClient,
+  createInProcessPlatformClient,
+  createInternalApi,
+  createKasServer,
+  createObservabilityServer,
+  createPlatformApi,
+  createPlatformServices,
+  ensureSecretFile,
+  loadSecretFile,
+  openStore,
+  type PlatformClient,
+  type PlatformServices,
+  type Store,
+} from "@kasbridge/sdk";
+import type { KasConfig } from "./config.js";
+
+export interface RunningKas {
+  addresses: Record<string, string>;
+  close(): Promise<void>;
+}
+
+/** Starts the embedded platform (store, REST, internal API), KAS and the observability server. */
+export async function startKas(config: KasConfig, logger: Logger): Promise<RunningKas> {
+  mkdirSync(config.dataDir, { recursive: true });
+  const closers: Array<() => Promise<void>> = [];
+  const close = async () => {
+    for (const closer of closers.reverse()) await closer().catch((error: unknown) => logger.error({ err: error }, "close failed"));
+  };
+  try {
+    const secretFile = config.apiSecretFile ?? join(config.dataDir, ".gitlab_kas_secret");
+    const jwtSecret = config.apiSecretFile ? await loadSecretFile(secretFile) : (await ensureSecretFile(secretFile)).secret;
+    const addresses: Record<string, string> = {};
+
+    let services: PlatformServices | undefined;
+    let store: Store | undefined;
+    if (config.platformEnabled) {
+      store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+      const openedStore = store;
+      closers.push(() => openedStore.close());
+      services = createPlatformServices({ store, logger: logger.child({ component: "platform" }) });
+      const admin = await bootstrapAdmin(store, { dataDir: config.dataDir, adminToken: config.adminToken, services, logger });
+      if (admin.created) {
+        // Printed once, on first start; the token itself is never logged.
+        const where = admin.tokenFile ? `written to ${admin.tokenFile}` : "taken from KAS_ADMIN_TOKEN";
+        logger.info({ tokenFile: admin.tokenFile }, `created admin user root; its personal access token was ${where}`);
+        if (admin.tokenFile) process.stdout.write(`\nAdmin personal access token for user root: ${admin.tokenFile}\n\n`);
+      }
+    }
+
+    const platform: PlatformClient = config.platformUrl
+      ? createHttpPlatformClient({ baseUrl: config.platformUrl, jwtSecret, logger: logger.child({ component: "platform-client" }) })
+      : services
+        ? createInProcessPlatformClient(services)
+        : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
+
+    const kas = await createKasServer({
+      platform,
+      logger,
+      maxMessageBytes: config.maxMessageBytes,
+      agentApi: {
+        host: config.listen.agent.host,
+        port: config.listen.agent.port,
+        tls: config.agentTls
+          ? { cert: readFileSync(config.agentTls.certFile), key: readFileSync(config.agentTls.keyFile) }
+          : undefined,
+      },
+      internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
+    });
+    closers.push(() => kas.close());
+    addresses.agent = kas.agentApi.url();
+    addresses.internal = `grpc://${hostPort(kas.internalApiAddress)}`;
+
+    if (services) {
+      const app = express();
+      app.disable("x-powered-by");
+      app.set("trust proxy", false);
+      app.use(createInternalApi({ services, jwtSecret, logger: logger.child({ component: "internal-api" }) }));
+      app.use(createPlatformApi({ services, connections: kas.tracker, logger: logger.child({ component: "rest-api" }) }));
+      const server = http.createServer(app);
+      await listen(server, config.listen.platform.host, config.listen.platform.port);
+      closers.push(() => closeHttp(server));
+      addresses.platform = `http://${hostPort(server.address() as AddressInfo)}`;
+    }
+
+    const observability = await createObservabilityServer({
+      host: config.listen.observability.host,
+      port: config.listen.observability.port,
+      metrics: kas.metrics,
+      ready: () => true,
+    });
+    closers.push(() => observability.close());
+    addresses.observability = `http://${hostPort(observability.address)}`;
+
+    logger.info(
+      { ...addresses, dataDir: config.dataDir, database: store?.dialect ?? "none", platform: config.platformUrl ?? "in-process" },
+      "kas ready",
+    );
+    // Machine-readable line for scripts and tests that start kas on port 0.
+    process.stdout.write(`KAS_LISTENING ${JSON.stringify(addresses)}\n`);
+    return { addresses, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+function fail(message: string): never {
+  throw new Error(message);
+}
+
+function hostPort(a: { address?: string; host?: string; port: number }): string {
+  const host = a.host ?? a.address ?? "127.0.0.1";
+  return host.includes(":") ? `[${host}]:${a.port}` : `${host}:${a.port}`;
+}
+
+function listen(server: http.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+}
+
+function closeHttp(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
