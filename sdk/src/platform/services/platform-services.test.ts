@@ -97,6 +97,12 @@ describeEachStore("platform/services", (getStore) => {
       expect((await serviceError(svc.projects.create({ name: "x", namespaceId: 9999 }, alice.id))).kind).to.equal("not_found");
       expect((await serviceError(svc.projects.create({ name: "x", path: "bad path", namespaceId: ns.id }, alice.id))).fieldErrors)
         .to.have.property("path");
+      for (const bad of ["bad branch", "x..y", "end.lock", "/lead", "tilde~", "ctl\u0001"]) {
+        const err = await serviceError(svc.projects.create({ name: `b${bad.length}`, namespaceId: ns.id, defaultBranch: bad }, alice.id));
+        expect(err.fieldErrors, bad).to.have.property("default_branch");
+      }
+      const feature = await svc.projects.create({ name: "feat", namespaceId: ns.id, defaultBranch: "release/v1.2" }, alice.id);
+      expect(feature.defaultBranch).to.equal("release/v1.2");
     });
 
     it("computes access from project membership and ancestor groups, and visibility", async () => {

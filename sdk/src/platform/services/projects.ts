@@ -82,8 +82,23 @@ export function projectFromRow(row: ProjectRow, namespace: Namespace): Project {
   };
 }
 
-// Git ref names: no spaces, control characters, '..', '~^:?*[\' and not ending in '/' or '.lock'.
-const BRANCH_RE = /^(?!\/)(?!.*\/\/)(?!.*\.\.)(?!.*@\{)[^\s~^:?*[\\\x00-\x1f\x7f]+(?<![/.])(?<!\.lock)$/;
+// Git ref names (git check-ref-format, simplified): no whitespace, control characters, "..",
+// "@{", any of ~^:?*[\, no leading "/" or "//", and not ending in "/", "." or ".lock".
+function isValidBranchName(name: string): boolean {
+  if (name.length === 0 || name.length > 255) return false;
+  for (const ch of name) {
+    const code = ch.codePointAt(0)!;
+    if (code < 0x20 || code === 0x7f) return false;
+  }
+  return !(
+    /[\s~^:?*[\\]/.test(name) ||
+    name.includes("..") ||
+    name.includes("@{") ||
+    name.includes("//") ||
+    name.startsWith("/") ||
+    /(\/|\.|\.lock)$/.test(name)
+  );
+}
 
 export function createProjectService(ctx: ServiceContext, namespaces: NamespaceService): ProjectService {
   const { knex } = ctx;
@@ -133,7 +148,7 @@ export function createProjectService(ctx: ServiceContext, namespaces: NamespaceS
       const pathProblems = pathErrors(path);
       if (pathProblems.length) fieldErrors.path = pathProblems;
       const defaultBranch = input.defaultBranch ?? "main";
-      if (typeof defaultBranch !== "string" || !BRANCH_RE.test(defaultBranch) || defaultBranch.length > 255) {
+      if (typeof defaultBranch !== "string" || !isValidBranchName(defaultBranch)) {
         fieldErrors.default_branch = ["is invalid"];
       }
       const description = optionalString(input.description, "description", 2000) ?? "";
