@@ -161,6 +161,10 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
       return parseAgentInfo(body);
     },
 
+    /**
+     * Delivers revocations recorded after the feed's first answer to this client's poller (KAS
+     * watches from start-up, before it accepts tunnels, so nothing it needs precedes that).
+     */
     watchTokenRevocations(onRevoked, signal) {
       if (signal.aborted) return;
       // A wrapper per call, so the same function watched twice is counted twice.
