@@ -88,6 +88,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   let pendingMeta: Meta | undefined;
   let closing = false;
   let closed: Promise<void> | undefined;
+  let lastSessionClosed: (() => void) | undefined;
 
   const h2server = http2.createServer(
     {
@@ -113,6 +114,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
     session.once("close", () => {
       sessions.delete(session);
       notify(closeListeners, session, info);
+      if (sessions.size === 0) lastSessionClosed?.();
     });
     if (closing) {
       session.close();
@@ -295,6 +297,8 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
       for (const socket of sockets) socket.destroy();
     }, graceMs);
     await drained;
+    // A tunnelled session may outlive its WebSocket's TCP socket by a tick.
+    if (sessions.size > 0) await new Promise<void>((resolve) => (lastSessionClosed = resolve));
     clearTimeout(deadline);
     h2server.close();
   }

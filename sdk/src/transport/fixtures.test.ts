@@ -1,8 +1,10 @@
 // Shared test fixtures for the transport tests. Named *.test.ts so the build
 // leaves it out of dist; it defines no tests itself.
+import { createHook } from "node:async_hooks";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import type * as http2 from "node:http2";
+import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -125,4 +127,74 @@ export async function rejection(p: Promise<unknown>): Promise<ConnectError> {
     return ConnectError.from(err);
   }
   throw new Error("expected a rejection");
+}
+
+/**
+ * A TCP proxy to 127.0.0.1:targetPort that can freeze: while frozen it drops
+ * bytes both ways but keeps connections open, like a peer that hangs or a
+ * network path that went black.
+ */
+export interface FreezableProxy {
+  readonly port: number;
+  frozen: boolean;
+  close(): Promise<void>;
+}
+
+export async function freezableProxy(targetPort: number): Promise<FreezableProxy> {
+  const sockets = new Set<net.Socket>();
+  const state = { frozen: false };
+  const server = net.createServer((a) => {
+    const b = net.connect(targetPort, "127.0.0.1");
+    for (const [from, to] of [[a, b], [b, a]] as const) {
+      sockets.add(from);
+      from.on("error", () => {});
+      from.on("data", (d: Buffer) => {
+        if (!state.frozen) to.write(d);
+      });
+      from.on("close", () => {
+        sockets.delete(from);
+        to.destroy();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    get frozen() {
+      return state.frozen;
+    },
+    set frozen(v: boolean) {
+      state.frozen = v;
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * Records sockets, servers, HTTP/2 sessions and timers created from now on
+ * (unref'd ones too, which process.getActiveResourcesInfo() does not list)
+ * and reports those not yet destroyed.
+ */
+export function trackResources(): { live(): string[]; stop(): void } {
+  // TLS, HTTP/2 and JS stream wraps are released by the GC, so only the
+  // resources that are destroyed on close are watched.
+  const watched = new Set(["TCPWRAP", "TCPSERVERWRAP", "Timeout"]);
+  const live = new Map<number, { type: string; resource: { _onTimeout?: unknown } }>();
+  const hook = createHook({
+    init(id, type, _trigger, resource) {
+      if (watched.has(type)) live.set(id, { type, resource: resource as { _onTimeout?: unknown } });
+    },
+    destroy(id) {
+      live.delete(id);
+    },
+  }).enable();
+  // mocha re-arms its own per-test timeout timer.
+  const isMochaTimer = (r: { _onTimeout?: unknown }): boolean => String(r._onTimeout).includes("_timeoutError");
+  return {
+    live: () => [...live.values()].filter((e) => !isMochaTimer(e.resource)).map((e) => e.type).sort(),
+    stop: () => hook.disable(),
+  };
 }

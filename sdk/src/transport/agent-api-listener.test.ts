@@ -1,0 +1,388 @@
+import { expect } from "chai";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import { Code, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { WebSocket } from "ws";
+import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import type { AgentApiListener, AgentApiSessionInfo } from "./agent-api-listener.js";
+import { createAgentApiListener } from "./agent-api-listener.js";
+import type { AgentApiListenerOptions } from "./agent-api-listener-options.js";
+import { createAgentTransport, type AgentTransport } from "./agent-transport.js";
+import { type EchoObservations, echoHandler, freezableProxy, rejection, selfSignedCertificate, trackResources, within } from "./fixtures.test.js";
+import { HTTP2_PREFACE } from "./protocol-sniffer.js";
+import { WS_TUNNEL_SUBPROTOCOL } from "./websocket-tunnel.js";
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves when the socket has closed; rejects if that takes longer than ms. */
+function closedWithin(socket: net.Socket, ms: number, what: string): Promise<void> {
+  return within(ms, new Promise<void>((resolve) => (socket.destroyed ? resolve() : socket.once("close", () => resolve()))), what);
+}
+
+function rawConnect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1", () => resolve(socket));
+    socket.once("error", reject);
+    socket.on("data", () => {}); // drain whatever the server answers
+  });
+}
+
+/** Everything a test opened, closed afterwards even when it fails. */
+class Cleanup {
+  private readonly fns: Array<() => unknown> = [];
+  add<T>(fn: () => unknown, value: T): T {
+    this.fns.push(fn);
+    return value;
+  }
+  /** Destroys the socket or session afterwards. */
+  track<T extends { destroy(): unknown }>(value: T): T {
+    return this.add(() => value.destroy(), value);
+  }
+  async run(): Promise<void> {
+    for (const fn of this.fns.splice(0).reverse()) await fn();
+  }
+}
+
+describe("transport/agent-api-listener", function () {
+  this.timeout(20_000);
+  const cleanup = new Cleanup();
+  afterEach(() => cleanup.run());
+
+  async function listen(options: Partial<AgentApiListenerOptions> = {}, observed?: EchoObservations): Promise<AgentApiListener> {
+    const listener = await createAgentApiListener({ handler: echoHandler(observed), port: 0, ...options });
+    return cleanup.add(() => listener.close(0), listener);
+  }
+
+  function agent(url: string, ca?: string): AgentTransport {
+    const t = createAgentTransport({ url, ca });
+    return cleanup.add(() => t.close(), t);
+  }
+
+  it("binds port 0 and reports its address and URLs", async () => {
+    const listener = await listen();
+    expect(listener.address.host).to.equal("127.0.0.1");
+    expect(listener.address.port).to.be.greaterThan(0);
+    expect(listener.url()).to.equal(`grpc://127.0.0.1:${listener.address.port}`);
+    expect(listener.url("ws", "/-/kubernetes-agent/")).to.equal(`ws://127.0.0.1:${listener.address.port}/-/kubernetes-agent/`);
+    const secure = await listen({ tls: selfSignedCertificate(), host: "::1" });
+    expect(secure.url()).to.equal(`grpcs://[::1]:${secure.address.port}`);
+  });
+
+  it("serves Connect and gRPC-Web over HTTP/1.1 on the cleartext port next to gRPC over h2c", async () => {
+    const listener = await listen();
+    const connect = createClient(EchoService, createConnectTransport({ httpVersion: "1.1", baseUrl: listener.url("http") }));
+    const grpcWeb = createClient(EchoService, createGrpcWebTransport({ httpVersion: "1.1", baseUrl: listener.url("http") }));
+    const grpc = createClient(EchoService, agent(listener.url()).transport);
+    const payload = new Uint8Array([1, 2, 3]);
+    expect((await connect.echo({ payload })).payload).to.deep.equal(payload);
+    expect((await grpcWeb.echo({ payload })).payload).to.deep.equal(payload);
+    expect((await grpc.echo({ payload })).payload).to.deep.equal(payload);
+    let n = 0;
+    for await (const m of grpcWeb.serverStream({ count: 3, size: 10 })) n += m.payload.length;
+    expect(n).to.equal(30);
+    const err = await rejection(connect.fail({ code: Code.NotFound, message: "nope" }));
+    expect(err.code).to.equal(Code.NotFound);
+  });
+
+  it("chooses HTTP/2 or HTTP/1.1 by ALPN on the TLS port", async () => {
+    const cert = selfSignedCertificate();
+    const listener = await listen({ tls: cert });
+    const baseUrl = listener.url("https");
+    const h1 = createClient(EchoService, createConnectTransport({ httpVersion: "1.1", baseUrl, nodeOptions: { ca: cert.cert } }));
+    const h2 = createClient(EchoService, createConnectTransport({ httpVersion: "2", baseUrl, nodeOptions: { ca: cert.cert } }));
+    expect((await h1.echo({ payload: new Uint8Array([1]) })).payload).to.deep.equal(new Uint8Array([1]));
+    expect((await h2.echo({ payload: new Uint8Array([2]) })).payload).to.deep.equal(new Uint8Array([2]));
+    expect([...listener.sessions.values()].map((i) => i.transport)).to.deep.equal(["h2"]);
+  });
+
+  it("refuses a WebSocket without the ws-tunnel subprotocol, and other upgrades, with 400", async () => {
+    const listener = await listen();
+    for (const protocols of [[], ["graphql-ws"]]) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const ws = new WebSocket(listener.url("ws", "/any/path"), protocols);
+        ws.once("unexpected-response", (_req, res) => {
+          resolve(res.statusCode ?? 0);
+          ws.terminate();
+        });
+        ws.once("open", () => reject(new Error("WebSocket without ws-tunnel was accepted")));
+        ws.on("error", () => {});
+      });
+      expect(status).to.equal(400);
+    }
+    const socket = cleanup.track(await rawConnect(listener.address.port));
+    const answer = new Promise<string>((resolve) => socket.once("data", (d: Buffer) => resolve(d.toString())));
+    socket.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
+    expect(await answer).to.match(/^HTTP\/1\.1 400 /);
+    await closedWithin(socket, 2000, "refused upgrade");
+    expect(listener.sessions.size).to.equal(0);
+  });
+
+  it("closes a ws-tunnel that sends a text frame", async () => {
+    const listener = await listen();
+    const ws = new WebSocket(listener.url("ws"), [WS_TUNNEL_SUBPROTOCOL]);
+    cleanup.add(() => ws.terminate(), ws);
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    expect(ws.protocol).to.equal(WS_TUNNEL_SUBPROTOCOL);
+    await within(2000, new Promise((resolve) => (listener.sessions.size > 0 ? resolve(0) : listener.onSessionOpen(resolve))), "session");
+    const closed = new Promise((resolve) => ws.once("close", resolve));
+    ws.send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); // the right bytes, the wrong frame type
+    await within(2000, closed, "tunnel close");
+    await within(2000, new Promise((resolve) => (listener.sessions.size === 0 ? resolve(0) : listener.onSessionClose(resolve))), "session close");
+  });
+
+  it("reports sessions with their transport; req.stream.session is the tunnel's session", async () => {
+    const observed: EchoObservations = {};
+    const listener = await listen({}, observed);
+    const opened: Array<[http2.ServerHttp2Session, AgentApiSessionInfo]> = [];
+    const closed: AgentApiSessionInfo[] = [];
+    listener.onSessionOpen((s, i) => opened.push([s, i]));
+    const unsubscribe = listener.onSessionClose((_s, i) => closed.push(i));
+
+    const t = createAgentTransport({ url: listener.url("ws", "/agent"), headers: { "x-kas-header": "v1" } });
+    await createClient(EchoService, t.transport).echo({});
+    expect(opened).to.have.length(1);
+    const [session, info] = opened[0]!;
+    expect(info.transport).to.equal("ws");
+    expect(info.remoteAddress).to.equal("127.0.0.1");
+    expect(info.webSocketHandshake?.path).to.equal("/agent");
+    expect(info.webSocketHandshake?.headers["x-kas-header"]).to.equal("v1");
+    expect(observed.lastSession).to.equal(session);
+    expect(listener.sessionInfo(observed.lastSession)).to.equal(info);
+
+    const h2c = agent(listener.url());
+    await createClient(EchoService, h2c.transport).echo({});
+    expect(opened.map(([, i]) => i.transport)).to.deep.equal(["ws", "h2c"]);
+    expect(listener.sessionInfo(observed.lastSession)?.transport).to.equal("h2c");
+    expect(opened[1]![1].id).to.not.equal(info.id);
+
+    t.close();
+    await within(2000, (async () => { while (closed.length === 0) await sleep(10); })(), "session close");
+    expect(closed[0]).to.equal(info);
+    unsubscribe();
+    expect(listener.sessions.size).to.equal(1);
+  });
+
+  describe("with misbehaving peers", () => {
+    let listener: AgentApiListener;
+    let healthy: { send: (b: Uint8Array) => Promise<Uint8Array>; done: () => Promise<void> };
+
+    beforeEach(async () => {
+      listener = await listen({ keepalivePingIntervalMs: 200, keepalivePingTimeoutMs: 200, protocolDetectionTimeoutMs: 300 });
+      // A bidi stream held open across the whole test: misbehaving peers
+      // must not disturb it.
+      const client = createClient(EchoService, agent(listener.url()).transport);
+      const queue: Uint8Array[] = [];
+      let wake: (() => void) | undefined;
+      let ended = false;
+      const requests = (async function* () {
+        for (;;) {
+          while (queue.length > 0) yield { payload: queue.shift()! };
+          if (ended) return;
+          await new Promise<void>((resolve) => (wake = resolve));
+        }
+      })();
+      const responses = client.bidi(requests)[Symbol.asyncIterator]();
+      healthy = {
+        async send(payload) {
+          queue.push(payload);
+          wake?.();
+          const r = await within(2000, responses.next(), "healthy echo");
+          if (r.done) throw new Error("healthy stream ended");
+          return r.value.payload;
+        },
+        async done() {
+          ended = true;
+          wake?.();
+          expect((await responses.next()).done).to.equal(true);
+        },
+      };
+      expect(await healthy.send(new Uint8Array([1]))).to.deep.equal(new Uint8Array([1]));
+    });
+
+    afterEach(async () => {
+      expect(await healthy.send(new Uint8Array([9]))).to.deep.equal(new Uint8Array([9]));
+      await healthy.done();
+    });
+
+    it("answers garbage bytes with 400 and hangs up", async () => {
+      const socket = cleanup.track(await rawConnect(listener.address.port));
+      socket.write(Buffer.from([0x00, 0xff, 0x13, 0x37, 0x0d, 0x0a, 0x0d, 0x0a, 0x16, 0x03]));
+      await closedWithin(socket, 2000, "garbage connection");
+    });
+
+    it("hangs up on a bad HTTP/2 preface", async () => {
+      const socket = cleanup.track(await rawConnect(listener.address.port));
+      socket.write("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n");
+      await closedWithin(socket, 2000, "bad preface connection");
+    });
+
+    it("closes an HTTP/2 session that sends garbage frames after the preface", async () => {
+      const socket = cleanup.track(await rawConnect(listener.address.port));
+      socket.write(Buffer.concat([HTTP2_PREFACE, Buffer.from([0, 0, 4, 0xfe, 0, 0, 0, 0, 1, 1, 2, 3, 4]), Buffer.alloc(100, 0xaa)]));
+      await closedWithin(socket, 2000, "garbage HTTP/2 session");
+    });
+
+    it("drops a half-open HTTP/2 session that never answers PINGs", async () => {
+      const socket = cleanup.track(await rawConnect(listener.address.port));
+      socket.write(HTTP2_PREFACE); // and no SETTINGS, no PING ACK, nothing
+      await closedWithin(socket, 3000, "half-open session");
+    });
+
+    it("closes a connection that never says anything", async () => {
+      const socket = cleanup.track(await rawConnect(listener.address.port));
+      await closedWithin(socket, 2000, "silent connection");
+    });
+
+    it("rejects huge HTTP/1.1 headers with 431", async () => {
+      const socket = cleanup.track(await rawConnect(listener.address.port));
+      const answer = new Promise<string>((resolve) => socket.once("data", (d: Buffer) => resolve(d.toString())));
+      socket.write(`POST /x HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(200_000)}\r\n\r\n`);
+      expect(await within(2000, answer, "431")).to.match(/^HTTP\/1\.1 431 /);
+      await closedWithin(socket, 2000, "huge header connection");
+    });
+
+    it("fails an HTTP/2 request with huge headers without harming the session's peers", async () => {
+      const client = http2.connect(listener.url("http"));
+      cleanup.track(client);
+      client.on("error", () => {});
+      const stream = client.request({
+        ":method": "POST",
+        ":path": "/kasbridge.echo.v1.EchoService/Echo",
+        "content-type": "application/grpc",
+        "x-big": "a".repeat(200_000),
+      });
+      stream.on("error", () => {});
+      stream.end();
+      const rstCode = await within(3000, new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? -1))), "stream close");
+      expect(rstCode).to.not.equal(http2.constants.NGHTTP2_NO_ERROR);
+    });
+
+    it("survives a raw HTTP/2 client that opens streams and vanishes", async () => {
+      const client = http2.connect(listener.url("http"));
+      client.on("error", () => {});
+      for (let i = 0; i < 20; i++) {
+        const s = client.request({ ":method": "POST", ":path": "/kasbridge.echo.v1.EchoService/Bidi", "content-type": "application/grpc" });
+        s.on("error", () => {});
+        s.write(Buffer.from([0, 0, 0, 0, 3, 1, 2]));
+      }
+      await sleep(50);
+      client.destroy();
+      await sleep(100);
+    });
+  });
+
+  it("closes a TLS connection that neither completes a handshake nor speaks TLS", async () => {
+    const listener = await listen({ tls: selfSignedCertificate(), protocolDetectionTimeoutMs: 200 });
+    const silent = cleanup.track(await rawConnect(listener.address.port));
+    const plain = cleanup.track(await rawConnect(listener.address.port));
+    plain.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    await closedWithin(plain, 2000, "plaintext on TLS port");
+    await closedWithin(silent, 2000, "silent TLS connection");
+  });
+
+  it("drops an agent that stopped answering PINGs and reports the session closed", async () => {
+    const listener = await listen({ keepalivePingIntervalMs: 100, keepalivePingTimeoutMs: 100 });
+    const proxy = await freezableProxy(listener.address.port);
+    cleanup.add(() => proxy.close(), proxy);
+    const closed = new Promise<AgentApiSessionInfo>((resolve) => listener.onSessionClose((_s, i) => resolve(i)));
+    const client = cleanup.track(http2.connect(`http://127.0.0.1:${proxy.port}`));
+    client.on("error", () => {});
+    await new Promise((resolve) => client.once("remoteSettings", resolve));
+    expect(listener.sessions.size).to.equal(1);
+    proxy.frozen = true; // the agent hangs: PINGs go unanswered
+    expect((await within(2000, closed, "session close")).transport).to.equal("h2c");
+  });
+
+  it("closes idle sessions but keeps those that only ping", async () => {
+    const listener = await listen({ http2SessionIdleTimeoutMs: 300 });
+    const quiet = http2.connect(listener.url("http"));
+    const pinging = http2.connect(listener.url("http"));
+    cleanup.track(quiet);
+    cleanup.track(pinging);
+    const quietGoaway = new Promise((resolve) => quiet.once("goaway", resolve));
+    const timer = setInterval(() => pinging.ping(() => {}), 100);
+    cleanup.add(() => clearInterval(timer), timer);
+    await within(2000, quietGoaway, "GOAWAY for the idle session");
+    await sleep(500);
+    expect(pinging.closed || pinging.destroyed).to.equal(false);
+    expect(listener.sessions.size).to.equal(1);
+  });
+
+  it("sends GOAWAY when a connection reaches its maximum age", async () => {
+    const listener = await listen({ maxConnectionAgeMs: 200, maxConnectionAgeGraceMs: 200 });
+    const client = http2.connect(listener.url("http"));
+    cleanup.track(client);
+    const goaway = await within(2000, new Promise<number>((resolve) => client.once("goaway", resolve)), "GOAWAY");
+    expect(goaway).to.equal(http2.constants.NGHTTP2_NO_ERROR);
+  });
+
+  it("refuses connections beyond maxConnections", async () => {
+    const listener = await listen({ maxConnections: 1 });
+    const t = agent(listener.url());
+    await createClient(EchoService, t.transport).echo({});
+    const extra = cleanup.track(net.connect(listener.address.port, "127.0.0.1"));
+    extra.on("error", () => {});
+    await closedWithin(extra, 2000, "connection over the limit");
+    await createClient(EchoService, t.transport).echo({});
+  });
+
+  describe("close()", () => {
+    for (const [scheme, secure] of [["grpc", false], ["ws", false], ["grpcs", true], ["wss", true]] as const) {
+      it(`ends streams still open after the grace period (${scheme}) and leaves no handles`, async () => {
+        // Timers are left to trackResources: mocha's own one comes and goes.
+        const activeHandles = (): string[] => process.getActiveResourcesInfo().filter((r) => r.startsWith("TCP")).sort();
+        const before = activeHandles();
+        const resources = trackResources();
+        cleanup.add(() => resources.stop(), resources);
+        const cert = selfSignedCertificate();
+        const observed: EchoObservations = {};
+        const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
+        const listener = await createAgentApiListener({ handler: echoHandler(observed), port: 0, tls: secure ? cert : undefined });
+        const t = createAgentTransport({ url: listener.url(scheme), ca: cert.cert });
+        const client = createClient(EchoService, t.transport);
+        const stream = client.serverStream({ count: 0 })[Symbol.asyncIterator]();
+        const first = stream.next();
+        await within(2000, started, "stream start");
+        const t0 = Date.now();
+        await within(3000, listener.close(200), "close");
+        expect(Date.now() - t0).to.be.within(150, 2000);
+        const err = await rejection(first);
+        expect(err.code).to.equal(Code.Unavailable);
+        expect(listener.sessions.size).to.equal(0);
+        // Refuses new connections now.
+        expect((await rejection(client.echo({}))).code).to.equal(Code.Unavailable);
+        t.close();
+        await listener.close(); // idempotent
+        await sleep(100);
+        await new Promise((resolve) => setImmediate(resolve)); // let destroy hooks run
+        expect(resources.live()).to.deep.equal([]);
+        expect(activeHandles()).to.deep.equal(before);
+      });
+    }
+
+    it("lets calls finish within the grace period and sends GOAWAY to idle sessions", async () => {
+      const listener = await createAgentApiListener({ handler: echoHandler(), port: 0 });
+      const idle = http2.connect(listener.url("http"));
+      cleanup.track(idle);
+      idle.on("error", () => {});
+      await new Promise((resolve) => idle.once("remoteSettings", resolve));
+      const goaway = new Promise((resolve) => idle.once("goaway", resolve));
+      const t = agent(listener.url());
+      const client = createClient(EchoService, t.transport);
+      const received: number[] = [];
+      const call = (async () => {
+        for await (const m of client.serverStream({ count: 5, size: 1 })) {
+          received.push(m.index);
+          await sleep(40);
+        }
+      })();
+      await sleep(30);
+      const closing = listener.close(5000);
+      await within(2000, goaway, "GOAWAY");
+      await call;
+      expect(received).to.deep.equal([0, 1, 2, 3, 4]);
+      await within(2000, closing, "close after the last call");
+    });
+  });
+});
