@@ -96,14 +96,43 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
 
 type CallResult = { error?: ConnectError; trailer: MetaMap };
 
-/** Client -> agent: parses frames and sends them with backpressure; half-closes at the end. */
-async function pumpRequest(stream: ServerHttp2Stream, reader: FrameReader, call: TunnelCall): Promise<undefined> {
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    for (const message of reader.push(chunk)) await call.send(message);
-  }
-  if (reader.hasPartialFrame) throw new ConnectError("request ended inside a message", Code.Internal);
-  await call.closeSend();
-  return undefined;
+/**
+ * Client -> agent: parses frames and sends them with backpressure (the stream is paused while the
+ * tunnel is backed up); half-closes at the end. After a failure the rest of the body is read and
+ * discarded rather than the stream destroyed, so the client still receives the status trailers.
+ */
+function pumpRequest(stream: ServerHttp2Stream, reader: FrameReader, call: TunnelCall): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let failed = false;
+    const fail = (error: unknown) => {
+      if (failed) return;
+      failed = true;
+      stream.resume();
+      reject(error);
+    };
+    stream.on("data", (chunk: Buffer) => {
+      if (failed) return;
+      let messages: Uint8Array[];
+      try {
+        messages = reader.push(chunk);
+      } catch (error) {
+        return fail(error);
+      }
+      if (messages.length === 0) return;
+      stream.pause();
+      void (async () => {
+        for (const message of messages) await call.send(message);
+      })().then(() => {
+        if (!failed) stream.resume();
+      }, fail);
+    });
+    stream.once("end", () => {
+      if (failed) return;
+      if (reader.hasPartialFrame) return fail(new ConnectError("request ended inside a message", Code.Internal));
+      call.closeSend().then(resolve, fail);
+    });
+    stream.once("close", () => fail(new ConnectError("client went away", Code.Canceled)));
+  });
 }
 
 /** Agent -> client: writes header and messages as they arrive; resolves with the final status. */
