@@ -2,8 +2,10 @@ import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
 import { call, kasHeaders, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test.js";
+import { useTestStore } from "../testing/fixtures.test.js";
 
 describe("platform internal API (KAS -> platform)", () => {
+  const db = useTestStore("sqlite");
   let p: TestPlatform;
   let clock: Date;
   let projectId: number;
@@ -13,7 +15,7 @@ describe("platform internal API (KAS -> platform)", () => {
 
   beforeEach(async () => {
     clock = new Date();
-    p = await startTestPlatform({ now: () => clock });
+    p = await startTestPlatform(db.store, { now: () => clock });
     const admin = { token: p.adminToken };
     const group = await call(p.baseUrl, "POST", "/api/v4/groups", { ...admin, body: { name: "Ops", path: "ops" } });
     const project = await call(p.baseUrl, "POST", "/api/v4/projects", {

@@ -2,15 +2,17 @@ import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { AccessLevel } from "../services/access-levels.js";
 import { call, startTestPlatform, type ApiResponse, type RequestOptions, type TestPlatform } from "../testing/http-fixtures.test.js";
+import { useTestStore } from "../testing/fixtures.test.js";
 
 describe("platform REST API", () => {
+  const db = useTestStore("sqlite");
   let p: TestPlatform;
   let admin: string;
   const api = (method: string, path: string, options: RequestOptions = {}): Promise<ApiResponse> =>
     call(p.baseUrl, method, path, { token: admin, ...options });
 
   beforeEach(async () => {
-    p = await startTestPlatform();
+    p = await startTestPlatform(db.store);
     admin = p.adminToken;
   });
   afterEach(async () => {

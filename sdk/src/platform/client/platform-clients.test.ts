@@ -6,6 +6,7 @@ import type { Server } from "node:http";
 import express from "express";
 import { PlatformError, type PlatformClient, type TokenRevocation } from "../platform-client.js";
 import { call, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test.js";
+import { useTestStore } from "../testing/fixtures.test.js";
 import { createHttpPlatformClient } from "./http-platform-client.js";
 import { createInProcessPlatformClient } from "./in-process-platform-client.js";
 
@@ -47,6 +48,7 @@ async function startServer(handler: express.RequestHandler): Promise<{ url: stri
 }
 
 describe("PlatformClient implementations", () => {
+  const db = useTestStore("sqlite");
   let p: TestPlatform;
   let projectId: number;
   let agentId: number;
@@ -55,7 +57,7 @@ describe("PlatformClient implementations", () => {
     call(p.baseUrl, "DELETE", `/api/v4/projects/${projectId}/cluster_agents/${agentId}/tokens/${tokenId}`, { token: p.adminToken });
 
   beforeEach(async () => {
-    p = await startTestPlatform();
+    p = await startTestPlatform(db.store);
     const admin = { token: p.adminToken };
     projectId = (await call(p.baseUrl, "POST", "/api/v4/projects", { ...admin, body: { name: "cfg" } })).body.id;
     agentId = (await call(p.baseUrl, "POST", `/api/v4/projects/${projectId}/cluster_agents`, { ...admin, body: { name: "a" } })).body.id;

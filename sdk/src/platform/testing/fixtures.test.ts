@@ -3,7 +3,7 @@
  * Every store-backed suite runs twice: against embedded SQLite in a temp dir and against the
  * machine's PostgreSQL in a throwaway schema. A missing PostgreSQL fails the suite, on purpose.
  */
-import { afterEach, beforeEach, describe } from "mocha";
+import { after, before, beforeEach, describe } from "mocha";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -64,6 +64,7 @@ function processAlive(pid: number): boolean {
 }
 
 export async function openTestStore(kind: StoreKind): Promise<TestStore> {
+  if (kind === "postgres") await checkPostgres(); // before mkdtemp, so a failure leaves nothing behind
   const dataDir = await mkdtemp(join(tmpdir(), "kasbridge-store-"));
   if (kind === "sqlite") {
     const store = await openStore({ dataDir });
@@ -75,7 +76,6 @@ export async function openTestStore(kind: StoreKind): Promise<TestStore> {
       },
     };
   }
-  await checkPostgres();
   const schema = `${SCHEMA_PREFIX}${process.pid}_${randomBytes(4).toString("hex")}`;
   let store: Store;
   try {
@@ -98,24 +98,68 @@ export async function openTestStore(kind: StoreKind): Promise<TestStore> {
 }
 
 /**
- * Declares `fn`'s tests once per store kind. `getStore()` returns a fresh, empty store for each
- * test (a migrated SQLite file costs ~10 ms, a PostgreSQL schema ~60 ms).
+ * Empties every table and restarts id sequences, so each test sees a fresh store (ids from 1)
+ * without paying for a new database and migrations (~0.1 s for SQLite, ~0.5 s+ for PostgreSQL).
+ */
+export async function resetStore(store: Store): Promise<void> {
+  const { knex } = store;
+  if (store.dialect === "postgres") {
+    const { rows } = (await knex.raw(
+      "select tablename from pg_tables where schemaname = current_schema() and tablename not like 'kasbridge_migrations%'",
+    )) as { rows: { tablename: string }[] };
+    if (rows.length === 0) return;
+    await knex.raw(`TRUNCATE TABLE ${rows.map(() => "??").join(", ")} RESTART IDENTITY CASCADE`, rows.map((r) => r.tablename));
+    return;
+  }
+  const tables = (await knex("sqlite_master")
+    .where({ type: "table" })
+    .andWhereNot("name", "like", "sqlite_%")
+    .andWhereNot("name", "like", "kasbridge_migrations%")
+    .pluck("name")) as string[];
+  // Foreign keys off so the order of deletes does not matter (namespaces reference themselves);
+  // safe because the SQLite store has a single connection and no transaction is open.
+  await knex.raw("PRAGMA foreign_keys = OFF");
+  try {
+    for (const table of tables) await knex(table).delete();
+    await knex("sqlite_sequence").delete();
+  } finally {
+    await knex.raw("PRAGMA foreign_keys = ON");
+  }
+}
+
+/**
+ * Declares `fn`'s tests once per store kind. Each kind opens one store for the block and empties
+ * it before every test, so `getStore()` always returns an empty, migrated store.
  */
 export function describeEachStore(title: string, fn: (getStore: () => Store, kind: StoreKind) => void): void {
   for (const kind of STORE_KINDS) {
     describe(`${title} [${kind}]`, () => {
-      let current: TestStore | undefined;
-      beforeEach(async () => {
-        current = await openTestStore(kind);
-      });
-      afterEach(async () => {
-        await current?.dispose();
-        current = undefined;
-      });
-      fn(() => {
-        if (!current) throw new Error("store used outside a test");
-        return current.store;
-      }, kind);
+      const holder = useTestStore(kind);
+      fn(() => holder.store, kind);
     });
   }
+}
+
+/**
+ * Registers hooks in the current describe block: one store of `kind` for the block, emptied before
+ * each test, disposed after the block.
+ */
+export function useTestStore(kind: StoreKind): { readonly store: Store } {
+  let current: TestStore | undefined;
+  before(async () => {
+    current = await openTestStore(kind);
+  });
+  beforeEach(async () => {
+    if (current) await resetStore(current.store);
+  });
+  after(async () => {
+    await current?.dispose();
+    current = undefined;
+  });
+  return {
+    get store(): Store {
+      if (!current) throw new Error("test store used outside its describe block");
+      return current.store;
+    },
+  };
 }

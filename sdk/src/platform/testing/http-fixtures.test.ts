@@ -12,7 +12,7 @@ import { createPlatformApi } from "../api/rest-api.js";
 import { bootstrapAdmin } from "../bootstrap.js";
 import type { AgentConnection, AgentConnectionsSource } from "../connections.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
-import { openTestStore, type StoreKind } from "./fixtures.test.js";
+import type { Store } from "../store/store.js";
 
 /** An AgentConnectionsSource whose answer the test sets. */
 export class FakeConnections implements AgentConnectionsSource {
@@ -34,13 +34,16 @@ export interface TestPlatform {
   close(): Promise<void>;
 }
 
-export async function startTestPlatform(options: { kind?: StoreKind; now?: () => Date } = {}): Promise<TestPlatform> {
-  const testStore = await openTestStore(options.kind ?? "sqlite");
-  const services = createPlatformServices({ store: testStore.store, now: options.now });
+/**
+ * Starts the platform over `store` (see useTestStore, which empties it before each test).
+ * close() stops the server; the store stays open for the next test.
+ */
+export async function startTestPlatform(store: Store, options: { now?: () => Date } = {}): Promise<TestPlatform> {
+  const services = createPlatformServices({ store, now: options.now });
   const jwtSecret = new Uint8Array(randomBytes(32));
   const connections = new FakeConnections();
   const adminToken = "glpat-" + randomBytes(20).toString("hex");
-  await bootstrapAdmin(testStore.store, { dataDir: "/nonexistent-not-written", adminToken, services });
+  await bootstrapAdmin(store, { dataDir: "/nonexistent-not-written", adminToken, services });
 
   const app = express();
   app.use(createInternalApi({ services, jwtSecret }));
@@ -61,7 +64,6 @@ export async function startTestPlatform(options: { kind?: StoreKind; now?: () =>
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await testStore.dispose();
     },
   };
 }
