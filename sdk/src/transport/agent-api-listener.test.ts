@@ -341,13 +341,12 @@ describe("transport/agent-api-listener", function () {
         const listener = await createAgentApiListener({ handler: echoHandler(observed), port: 0, tls: secure ? cert : undefined });
         const t = createAgentTransport({ url: listener.url(scheme), ca: cert.cert });
         const client = createClient(EchoService, t.transport);
-        const stream = client.serverStream({ count: 0 })[Symbol.asyncIterator]();
-        const first = stream.next();
+        const first = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
         await within(2000, started, "stream start");
         const t0 = Date.now();
         await within(3000, listener.close(200), "close");
         expect(Date.now() - t0).to.be.within(150, 2000);
-        const err = await rejection(first);
+        const err = await first;
         expect(err.code).to.equal(Code.Unavailable);
         expect(listener.sessions.size).to.equal(0);
         // Refuses new connections now.

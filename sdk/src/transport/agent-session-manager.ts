@@ -18,13 +18,21 @@ type SessionManager = NonNullable<GrpcTransportOptions["sessionManager"]>;
  *   a stream closing afterwards re-arms a PING timer whose ping() throws on
  *   the destroyed session. Every session gets its own "error" listener and a
  *   ping() that is a no-op once the session is destroyed.
+ *
+ * It also bounds the HTTP/2 handshake: a peer that accepts the connection
+ * but never acknowledges our SETTINGS (a hung KAS, a proxy that swallows
+ * bytes) fails the call with Unavailable after handshakeTimeoutMs instead of
+ * leaving it waiting for the first keepalive PING to time out.
  */
 export class AgentSessionManager implements SessionManager {
   readonly authority: string;
   private readonly guarded = new WeakSet<http2.Http2Session>();
   private aborted = false;
 
-  constructor(private readonly inner: Http2SessionManager) {
+  constructor(
+    private readonly inner: Http2SessionManager,
+    private readonly handshakeTimeoutMs: number,
+  ) {
     this.authority = inner.authority;
   }
 
@@ -43,6 +51,7 @@ export class AgentSessionManager implements SessionManager {
       });
       const ping = session.ping.bind(session) as (...args: unknown[]) => boolean;
       session.ping = ((...args: unknown[]) => (session.destroyed ? false : ping(...args))) as typeof session.ping;
+      if (session.pendingSettingsAck) this.bound(session);
     }
     // Registered before connect-node's own listeners, so ours runs first: the
     // error it emits settles the call before the CANCEL is looked at.
@@ -53,10 +62,19 @@ export class AgentSessionManager implements SessionManager {
         (session.closed || session.destroyed) &&
         !this.aborted;
       if (lost && stream.listenerCount("error") > 0) {
-        stream.emit("error", connectionLost());
+        stream.emit("error", connectionError("connection to KAS lost"));
       }
     });
     return stream;
+  }
+
+  private bound(session: http2.Http2Session): void {
+    const timer = setTimeout(() => {
+      session.destroy(connectionError(`KAS did not complete the HTTP/2 handshake within ${this.handshakeTimeoutMs} ms`));
+    }, this.handshakeTimeoutMs).unref();
+    const done = (): void => clearTimeout(timer);
+    session.once("localSettings", done); // our SETTINGS were acknowledged
+    session.once("close", done);
   }
 
   notifyResponseByteRead(stream: http2.ClientHttp2Stream): void {
@@ -74,8 +92,8 @@ export class AgentSessionManager implements SessionManager {
   }
 }
 
-function connectionLost(): ConnectError {
-  const err = new ConnectError("connection to KAS lost", Code.Unavailable);
+function connectionError(message: string): ConnectError {
+  const err = new ConnectError(message, Code.Unavailable);
   markConnectionError(err);
   return err;
 }

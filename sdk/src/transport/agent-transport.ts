@@ -39,7 +39,11 @@ export interface AgentTransportOptions {
   pingTimeoutMs?: number;
   /** Close the connection after this long without any call, in ms. Default 900 000 (15 min). */
   idleConnectionTimeoutMs?: number;
-  /** Time allowed to connect (TCP, TLS and WebSocket handshakes), in ms. Default 20 000 (agentk). */
+  /**
+   * Time allowed to connect, in ms, for each of: the TCP, TLS and WebSocket
+   * handshakes, and KAS acknowledging our HTTP/2 SETTINGS. Default 20 000
+   * (agentk's gRPC minimum connect timeout).
+   */
   connectTimeoutMs?: number;
   /**
    * Compression for request messages; null sends them uncompressed. Default
@@ -88,16 +92,17 @@ export function createAgentTransport(options: AgentTransportOptions): AgentTrans
   const headers = Object.entries(options.headers ?? {});
   const userAgent = options.userAgent ?? agentUserAgent("unknown", "unknown");
 
+  const connectTimeoutMs = options.connectTimeoutMs ?? 20_000;
   const createConnection = createAgentConnectionFactory(address, {
     webSocketHeaders: { ...options.headers, "User-Agent": userAgent },
     ca: options.ca,
     rejectUnauthorized: options.rejectUnauthorized ?? true,
     tlsServerName: options.tlsServerName,
-    connectTimeoutMs: options.connectTimeoutMs ?? 20_000,
+    connectTimeoutMs,
     webSocketMaxMessageBytes: options.webSocketMaxMessageBytes ?? DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES,
     onConnectionError: markConnectionError,
   });
-  const sessionManager = new AgentSessionManager(new Http2SessionManager(
+  const http2SessionManager = new Http2SessionManager(
     address.origin,
     {
       pingIntervalMs: options.pingIntervalMs ?? 55_000,
@@ -107,7 +112,8 @@ export function createAgentTransport(options: AgentTransportOptions): AgentTrans
       idleConnectionTimeoutMs: options.idleConnectionTimeoutMs ?? 15 * 60_000,
     },
     { createConnection, settings: options.http2Settings },
-  ));
+  );
+  const sessionManager = new AgentSessionManager(http2SessionManager, connectTimeoutMs);
 
   let closed = false;
   const refuseWhenClosed: Interceptor = (next) => (req) => {

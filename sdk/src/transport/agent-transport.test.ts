@@ -1,0 +1,262 @@
+import { expect } from "chai";
+import * as net from "node:net";
+import { Code, createClient, type Interceptor } from "@connectrpc/connect";
+import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { type AgentApiListener, createAgentApiListener } from "./agent-api-listener.js";
+import { parseAgentApiAddress } from "./agent-connection.js";
+import { type AgentTransport, type AgentTransportOptions, agentUserAgent, createAgentTransport } from "./agent-transport.js";
+import { type EchoObservations, echoHandler, freezableProxy, rejection, selfSignedCertificate, within } from "./fixtures.test.js";
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("transport/agent-transport", function () {
+  this.timeout(20_000);
+  const cert = selfSignedCertificate();
+  const closers: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const close of closers.splice(0).reverse()) await close();
+  });
+
+  async function listen(secure: boolean, observed?: EchoObservations, port = 0): Promise<AgentApiListener> {
+    const listener = await createAgentApiListener({ handler: echoHandler(observed), port, tls: secure ? cert : undefined });
+    closers.push(() => listener.close(0));
+    return listener;
+  }
+
+  function agent(url: string, options: Partial<AgentTransportOptions> = {}): AgentTransport {
+    const t = createAgentTransport({ url, ca: cert.cert, ...options });
+    closers.push(() => t.close());
+    return t;
+  }
+
+  it("parses KAS addresses like agentk", () => {
+    expect(parseAgentApiAddress("grpc://kas.example.com")).to.include({ port: 80, origin: "http://kas.example.com:80" });
+    expect(parseAgentApiAddress("grpcs://kas.example.com")).to.include({ port: 443, origin: "https://kas.example.com:443" });
+    expect(parseAgentApiAddress("wss://gitlab.example.com/-/kubernetes-agent/")).to.include({
+      port: 443,
+      origin: "http://gitlab.example.com:443",
+      href: "wss://gitlab.example.com/-/kubernetes-agent/",
+    });
+    expect(parseAgentApiAddress("ws://[::1]:8150")).to.include({ host: "::1", port: 8150, origin: "http://[::1]:8150" });
+    expect(() => parseAgentApiAddress("https://kas.example.com")).to.throw(/unsupported scheme/);
+    expect(agentUserAgent("v16.5.0", "abc123")).to.equal("gitlab-agent/v16.5.0/abc123");
+  });
+
+  for (const scheme of ["grpc", "grpcs", "ws", "wss"] as const) {
+    const secure = scheme === "grpcs" || scheme === "wss";
+
+    describe(`over ${scheme}://`, () => {
+      let listener: AgentApiListener;
+      let observed: EchoObservations;
+      let client: ReturnType<typeof createClient<typeof EchoService>>;
+
+      beforeEach(async () => {
+        observed = {};
+        listener = await listen(secure, observed);
+        const t = agent(listener.url(scheme, "/-/kubernetes-agent/"), {
+          headers: { "x-kas-header": "from-option", authorization: "Bearer agent-token" },
+          userAgent: agentUserAgent("v16.5.0", "abc123"),
+        });
+        client = createClient(EchoService, t.transport);
+      });
+
+      it("makes unary calls with headers, user agent and gzip", async () => {
+        const payload = new Uint8Array(64 * 1024).fill(3);
+        const res = await client.echo({ payload }, { headers: { authorization: "Bearer per-call" } });
+        expect(res.payload).to.deep.equal(payload);
+        const h = observed.lastHeaders!;
+        expect(h.get("x-kas-header")).to.equal("from-option");
+        expect(h.get("authorization")).to.equal("Bearer per-call"); // the call's own header wins
+        expect(h.get("user-agent")).to.equal("gitlab-agent/v16.5.0/abc123");
+        expect(h.get("grpc-encoding")).to.equal("gzip");
+        expect(h.get("content-type")).to.equal("application/grpc+proto");
+        const info = listener.sessionInfo(observed.lastSession);
+        expect(info?.transport).to.equal(scheme === "grpc" ? "h2c" : scheme === "grpcs" ? "h2" : scheme);
+        if (scheme === "ws" || scheme === "wss") {
+          expect(info?.webSocketHandshake?.path).to.equal("/-/kubernetes-agent/");
+          expect(info?.webSocketHandshake?.headers["x-kas-header"]).to.equal("from-option");
+          expect(info?.webSocketHandshake?.headers["user-agent"]).to.equal("gitlab-agent/v16.5.0/abc123");
+          expect(info?.webSocketHandshake?.headers["sec-websocket-extensions"]).to.equal(undefined); // no compression
+        }
+      });
+
+      it("streams 20 MB from the server in order", async () => {
+        let bytes = 0;
+        let next = 0;
+        for await (const m of client.serverStream({ count: 20, size: 1024 * 1024, echoHeader: "x-kas-header" })) {
+          expect(m.index).to.equal(next++);
+          bytes += m.payload.length;
+        }
+        expect(bytes).to.equal(20 * 1024 * 1024);
+      });
+
+      it("carries client streams and bidi streams", async () => {
+        const res = await client.clientStream(
+          (async function* () {
+            for (let i = 0; i < 10; i++) yield { payload: new Uint8Array(1000) };
+          })(),
+        );
+        expect(res.messages).to.equal(10);
+        expect(res.totalBytes).to.equal(10_000n);
+
+        const queue: number[] = [];
+        let wake: (() => void) | undefined;
+        const requests = (async function* () {
+          for (let i = 0; i < 10; i++) {
+            yield { payload: new Uint8Array([i]) };
+            // Wait for the echo: a real ping-pong, not a buffered batch.
+            while (queue.length <= i) await new Promise<void>((resolve) => (wake = resolve));
+          }
+        })();
+        for await (const m of client.bidi(requests)) {
+          queue.push(m.payload[0]!);
+          wake?.();
+        }
+        expect(queue).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      });
+
+      it("passes error codes, messages, headers and trailers through", async () => {
+        const err = await rejection(client.fail({ code: Code.PermissionDenied, message: "no access" }));
+        expect(err.code).to.equal(Code.PermissionDenied);
+        expect(err.rawMessage).to.equal("no access");
+        expect(err.metadata.get("x-fail-header")).to.equal("h");
+        expect(err.metadata.get("x-fail-trailer")).to.equal("t");
+      });
+    });
+  }
+
+  for (const scheme of ["grpc", "grpcs", "ws", "wss"] as const) {
+    const secure = scheme === "grpcs" || scheme === "wss";
+
+    it(`fails in-flight calls with Unavailable when KAS goes away and reconnects (${scheme})`, async () => {
+      const observed: EchoObservations = {};
+      const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
+      const first = await listen(secure, observed);
+      const t = agent(first.url(scheme));
+      const client = createClient(EchoService, t.transport);
+      const call = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
+      await within(2000, started, "stream start");
+      await first.close(0);
+      const err = await call;
+      expect(err.code, err.message).to.equal(Code.Unavailable);
+      expect((await rejection(client.echo({}))).code).to.equal(Code.Unavailable);
+      // KAS is back on the same port: the next call reconnects.
+      await listen(secure, undefined, first.address.port);
+      expect((await client.echo({ payload: new Uint8Array([5]) })).payload).to.deep.equal(new Uint8Array([5]));
+    });
+
+    it(`notices a silently dead connection through PINGs (${scheme})`, async () => {
+      const observed: EchoObservations = {};
+      const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
+      const listener = await listen(secure, observed);
+      const proxy = await freezableProxy(listener.address.port);
+      closers.push(() => proxy.close());
+      const t = agent(`${scheme}://localhost:${proxy.port}`, { pingIntervalMs: 100, pingTimeoutMs: 100 });
+      const client = createClient(EchoService, t.transport);
+      const call = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
+      await within(2000, started, "stream start");
+      proxy.frozen = true;
+      const t0 = Date.now();
+      const err = await within(3000, call, "dead connection detection");
+      expect(err.code).to.equal(Code.Unavailable);
+      expect(Date.now() - t0).to.be.lessThan(1500);
+      proxy.frozen = false;
+      expect((await client.echo({ payload: new Uint8Array([6]) })).payload).to.deep.equal(new Uint8Array([6]));
+    });
+
+    it(`fails with Unavailable when KAS accepts but never answers (${scheme})`, async () => {
+      const sockets = new Set<net.Socket>();
+      const silent = net.createServer((s) => {
+        sockets.add(s);
+        s.on("error", () => {});
+      });
+      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+      closers.push(() => {
+        for (const s of sockets) s.destroy();
+        return new Promise((resolve) => silent.close(resolve));
+      });
+      const t = agent(`${scheme}://127.0.0.1:${(silent.address() as net.AddressInfo).port}`, { connectTimeoutMs: 200 });
+      const t0 = Date.now();
+      const err = await within(3000, rejection(createClient(EchoService, t.transport).echo({})), "connect timeout");
+      expect(err.code, err.message).to.equal(Code.Unavailable);
+      expect(Date.now() - t0).to.be.within(150, 1500);
+    });
+  }
+
+  it("fails with Unavailable when KAS is not listening or its certificate is not trusted", async () => {
+    const listener = await listen(true);
+    for (const url of [listener.url("grpcs"), listener.url("wss")]) {
+      const untrusted = agent(url, { ca: undefined });
+      const err = await rejection(createClient(EchoService, untrusted.transport).echo({}));
+      expect(err.code, err.message).to.equal(Code.Unavailable);
+      expect(err.message).to.match(/self-signed certificate/);
+    }
+    const insecure = agent(listener.url("grpcs"), { ca: undefined, rejectUnauthorized: false });
+    await createClient(EchoService, insecure.transport).echo({});
+    const port = listener.address.port;
+    await listener.close(0);
+    for (const scheme of ["grpc", "ws"]) {
+      const t = agent(`${scheme}://127.0.0.1:${port}`);
+      expect((await rejection(createClient(EchoService, t.transport).echo({}))).code).to.equal(Code.Unavailable);
+    }
+  });
+
+  it("refuses a server that does not accept the ws-tunnel subprotocol", async () => {
+    const plain = net.createServer((s) => {
+      s.on("error", () => {});
+      s.once("data", () => s.end("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"));
+    });
+    await new Promise<void>((resolve) => plain.listen(0, "127.0.0.1", resolve));
+    closers.push(() => new Promise((resolve) => plain.close(resolve)));
+    const t = agent(`ws://127.0.0.1:${(plain.address() as net.AddressInfo).port}`);
+    const err = await rejection(createClient(EchoService, t.transport).echo({}));
+    expect(err.code).to.equal(Code.Unavailable);
+    expect(err.message).to.match(/400/);
+  });
+
+  it("runs user interceptors and honours readMaxBytes", async () => {
+    const listener = await listen(false);
+    const seen: string[] = [];
+    const interceptor: Interceptor = (next) => (req) => {
+      seen.push(req.method.name);
+      return next(req);
+    };
+    const t = agent(listener.url(), { interceptors: [interceptor], readMaxBytes: 1000 });
+    const client = createClient(EchoService, t.transport);
+    await client.echo({ payload: new Uint8Array(10) });
+    const err = await rejection(client.echo({ payload: new Uint8Array(5000) }));
+    expect(err.code).to.equal(Code.ResourceExhausted);
+    expect(seen).to.deep.equal(["Echo", "Echo"]);
+  });
+
+  it("close() cancels in-flight calls and refuses new ones", async () => {
+    const observed: EchoObservations = {};
+    const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
+    const listener = await listen(false, observed);
+    const t = agent(listener.url("ws"));
+    const client = createClient(EchoService, t.transport);
+    const call = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
+    await within(2000, started, "stream start");
+    expect(t.state()).to.equal("open");
+    t.close();
+    t.close();
+    expect((await call).code).to.equal(Code.Canceled);
+    expect((await rejection(client.echo({}))).code).to.equal(Code.Canceled);
+    expect(t.state()).to.equal("closed");
+    await within(2000, (async () => {
+      while (listener.sessions.size > 0) await sleep(10);
+    })(), "server-side session close");
+  });
+
+  it("keeps an idle connection alive with PINGs the server does not mind", async () => {
+    const listener = await createAgentApiListener({ handler: echoHandler(), port: 0, http2SessionIdleTimeoutMs: 300 });
+    closers.push(() => listener.close(0));
+    const t = agent(listener.url(), { pingIntervalMs: 100 });
+    const client = createClient(EchoService, t.transport);
+    await client.echo({});
+    const session = [...listener.sessions.keys()][0];
+    await sleep(1000);
+    expect([...listener.sessions.keys()][0]).to.equal(session);
+    await client.echo({});
+  });
+});
