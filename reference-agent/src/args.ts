@@ -11,7 +11,10 @@ export interface AgentArgs {
   podNamespace: string;
   logLevel: string;
   graceMs: number;
+  maxMessageBytes: number;
 }
+
+const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export class UsageError extends Error {
   override readonly name = "UsageError";
@@ -19,7 +22,7 @@ export class UsageError extends Error {
 
 export const usage = `usage: agentk --kas-address grpc://host:8150 (--token-file FILE | env AGENTK_TOKEN)
   [--kubeconfig FILE] [--ca-cert-file FILE] [--kas-header 'Name: value']... [--log-level info]
-  [--shutdown-grace-ms 10000]
+  [--shutdown-grace-ms 10000] [--max-message-bytes 16777216]
   Schemes: grpc:// (h2c), grpcs:// (TLS), ws:// and wss:// (WebSocket, for HTTP-only proxies).
   Pod identity from POD_NAME / POD_NAMESPACE.`;
 
@@ -35,6 +38,7 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
       "kas-header": { type: "string", multiple: true },
       "log-level": { type: "string" },
       "shutdown-grace-ms": { type: "string" },
+      "max-message-bytes": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -44,6 +48,9 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   if (!kasAddress) throw new UsageError(`--kas-address is required\n${usage}`);
   if (!/^(grpcs?|wss?):\/\/[^/]+/.test(kasAddress)) {
     throw new UsageError(`--kas-address must be grpc://, grpcs://, ws:// or wss:// (got "${kasAddress}")`);
+  }
+  if (values["token-file"] && env.AGENTK_TOKEN) {
+    throw new UsageError("use either --token-file or AGENTK_TOKEN, not both");
   }
   let token = env.AGENTK_TOKEN ?? "";
   if (values["token-file"]) {
@@ -60,6 +67,10 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
     if (i <= 0) throw new UsageError(`--kas-header must be "Name: value" (got "${h}")`);
     headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
   }
+  const logLevel = values["log-level"] ?? env.AGENTK_LOG_LEVEL ?? "info";
+  if (!logLevels.includes(logLevel)) throw new UsageError(`--log-level must be one of ${logLevels.join(", ")}`);
+  const maxMessageBytes = Number(values["max-message-bytes"] ?? 16 * 1024 * 1024);
+  if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes <= 0) throw new UsageError("--max-message-bytes must be a positive integer");
   const graceMs = Number(values["shutdown-grace-ms"] ?? 10_000);
   if (!Number.isFinite(graceMs) || graceMs < 0) throw new UsageError("--shutdown-grace-ms must be a non-negative number");
   return {
@@ -70,7 +81,8 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
     headers,
     podName: env.POD_NAME ?? "",
     podNamespace: env.POD_NAMESPACE ?? "",
-    logLevel: values["log-level"] ?? env.AGENTK_LOG_LEVEL ?? "info",
+    logLevel,
     graceMs,
+    maxMessageBytes,
   };
 }

@@ -12,6 +12,8 @@ try {
   process.stderr.write(`${(error as Error).message}\n`);
   process.exit(error instanceof UsageError ? 2 : 1);
 }
+// The token stays in memory only; child processes and /proc/<pid>/environ must not see it.
+delete process.env.AGENTK_TOKEN;
 const logger = pino({ name: "agentk", level: args.logLevel });
 
 if (args.kubeconfig) {
@@ -27,6 +29,7 @@ const agent = createAgent({
   logger,
   podName: args.podName,
   podNamespace: args.podNamespace,
+  maxMessageBytes: args.maxMessageBytes,
   version: process.env.npm_package_version ? `v${process.env.npm_package_version}` : "v0.1.0",
   transport: {
     headers: args.headers,

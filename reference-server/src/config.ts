@@ -71,7 +71,7 @@ export function loadConfig(options: { configFile?: string; env: NodeJS.ProcessEn
   if (options.configFile) applyFile(config, options.configFile);
   applyEnv(config, options.env);
   if (config.agentTls && (!config.agentTls.certFile || !config.agentTls.keyFile)) {
-    throw new ConfigError("agent_tls needs both cert_file and key_file");
+    throw new ConfigError("agent TLS needs both a certificate and a key (agent_tls.cert_file/key_file or KAS_AGENT_TLS_CERT_FILE/KAS_AGENT_TLS_KEY_FILE)");
   }
   config.dataDir = resolve(config.dataDir);
   return config;

@@ -29,7 +29,8 @@ export interface RunningKas {
 
 /** Starts the embedded platform (store, REST, internal API), KAS and the observability server. */
 export async function startKas(config: KasConfig, logger: Logger): Promise<RunningKas> {
-  mkdirSync(config.dataDir, { recursive: true });
+  // Holds the database, the shared secret and the admin token: owner only.
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const closers: Array<() => Promise<void>> = [];
   const close = async () => {
     for (const closer of closers.reverse()) await closer().catch((error: unknown) => logger.error({ err: error }, "close failed"));

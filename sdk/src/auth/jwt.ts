@@ -43,7 +43,8 @@ export async function signJwt(secret: Uint8Array, options: SignJwtOptions): Prom
 }
 
 export interface VerifyJwtOptions {
-  issuer: string;
+  /** Required issuer; omit to accept any (GitLab Rails signs with its own host name). */
+  issuer?: string;
   audience: string;
   /** Clock skew tolerated on exp/nbf. Default 5 000 ms. */
   clockToleranceMs?: number;

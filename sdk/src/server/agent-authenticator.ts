@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
@@ -18,6 +19,9 @@ export interface AuthenticatedAgent {
   revoked: AbortSignal;
 }
 
+/** How long a revoked token id is remembered (longer than any agent_info round trip). */
+const revokedMemoryMs = 10 * 60_000;
+
 interface CacheEntry {
   expiresAt: number;
   result: Promise<AgentInfo>;
@@ -32,6 +36,8 @@ interface CacheEntry {
 export class AgentAuthenticator {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly revocationControllers = new Map<number, { controller: AbortController; users: number }>();
+  /** Token ids revoked recently: a stream whose agent_info answer raced a revocation is refused. */
+  private readonly recentlyRevoked = new Map<number, number>();
   private readonly stopWatching = new AbortController();
   private readonly ttl: number;
   private readonly negativeTtl: number;
@@ -50,7 +56,9 @@ export class AgentAuthenticator {
     const now = Date.now();
     let entry = this.cache.get(key);
     if (!entry || entry.expiresAt <= now) {
-      const result = this.options.platform.getAgentInfo(token, signal);
+      // Shared by concurrent streams with the same token, so no one stream's signal may cancel it.
+      void signal;
+      const result = this.options.platform.getAgentInfo(token);
       entry = { expiresAt: now + this.ttl, result };
       this.cache.set(key, entry);
       const stored = entry;
@@ -72,9 +80,14 @@ export class AgentAuthenticator {
   watchToken(info: AgentInfo): { signal: AbortSignal; release(): void } {
     const tokenId = info.tokenId;
     if (tokenId === undefined) return { signal: new AbortController().signal, release: () => {} };
+    if (this.recentlyRevoked.has(tokenId)) {
+      return { signal: AbortSignal.abort(new ConnectError("agent token revoked", Code.Unauthenticated)), release: () => {} };
+    }
     let entry = this.revocationControllers.get(tokenId);
     if (!entry) {
       entry = { controller: new AbortController(), users: 0 };
+      // One listener per stream of the token (up to hundreds of tunnels).
+      setMaxListeners(0, entry.controller.signal);
       this.revocationControllers.set(tokenId, entry);
     }
     entry.users++;
@@ -98,6 +111,9 @@ export class AgentAuthenticator {
   }
 
   private onRevoked(revocation: TokenRevocation): void {
+    const now = Date.now();
+    this.recentlyRevoked.set(revocation.tokenId, now);
+    for (const [id, at] of this.recentlyRevoked) if (now - at > revokedMemoryMs) this.recentlyRevoked.delete(id);
     for (const [key, entry] of this.cache) {
       entry.result.then(
         (info) => {

@@ -1,4 +1,6 @@
+import { setMaxListeners } from "node:events";
 import http2 from "node:http2";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { AddressInfo } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -104,6 +106,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const kasInstance = options.kasInstance ?? defaultKasInstanceId();
   const maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
   const shutdown = new AbortController();
+  // Every open stream listens on the shutdown signal; hundreds are normal.
+  setMaxListeners(0, shutdown.signal);
   const auth = new AgentAuthenticator({ platform: options.platform, logger, cacheTtlMs: options.agentInfoCacheTtlMs });
   const tracker = new AgentTracker({ kasInstance });
   const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
@@ -174,15 +178,21 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     kasInstance,
     close(graceMs = 10_000) {
       closing ??= (async () => {
-        shutdown.abort();
-        registry.close();
+        const shuttingDown = new ConnectError("KAS is shutting down", Code.Unavailable);
+        // Idle tunnels go at once; new streams and connections are refused (GOAWAY) from here.
+        registry.closeTunnels((tunnel) => !tunnel.isTaken, shuttingDown);
+        const agentApiClosed = agentApi.close(graceMs);
         for (const session of internalSessions) session.close();
         const internalClosed = new Promise<void>((resolve) => internalServer.close(() => resolve()));
-        const timer = setTimeout(() => {
-          for (const session of internalSessions) session.destroy();
-        }, graceMs);
-        await Promise.all([agentApi.close(graceMs), internalClosed]);
-        clearTimeout(timer);
+        // Calls in flight through tunnels get the grace period to finish.
+        const deadline = Date.now() + graceMs;
+        while (registry.stats().busyTunnels > 0 && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        }
+        shutdown.abort();
+        registry.closeTunnels(() => true, shuttingDown);
+        for (const session of internalSessions) session.destroy();
+        await Promise.all([agentApiClosed, internalClosed]);
         auth.close();
       })();
       return closing;

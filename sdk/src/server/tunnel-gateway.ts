@@ -61,7 +61,8 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       const timeoutMs = parseGrpcTimeout(headers.get("grpc-timeout"));
       // Give up slightly before the caller's deadline so it receives our UNAVAILABLE (naming the
       // agent) rather than its own DEADLINE_EXCEEDED.
-      const waitMs = timeoutMs === undefined ? defaultWaitMs : Math.max(1, timeoutMs - Math.min(100, Math.ceil(timeoutMs * 0.1)));
+      const marginMs = timeoutMs === undefined ? 0 : Math.min(250, Math.max(20, Math.ceil(timeoutMs * 0.25)));
+      const waitMs = timeoutMs === undefined ? defaultWaitMs : Math.max(1, timeoutMs - marginMs);
       const waitSignal = AbortSignal.any([callAbort.signal, AbortSignal.timeout(waitMs)]);
       const tunnel = await options.registry.acquire(agentId, method, waitSignal);
       const meta = headersToMeta(headers, (name) => name === "authorization" || name.startsWith("kas-hop-"));

@@ -66,8 +66,15 @@ export class FrameReader {
     if (this.encoding === "identity") {
       throw new ConnectError("compressed message without grpc-encoding", Code.Internal);
     }
-    const data = gunzipSync(frame, { maxOutputLength: this.maxMessageBytes });
-    return data;
+    // Messages are bounded by maxMessageBytes, so synchronous inflation stays short.
+    try {
+      return gunzipSync(frame, { maxOutputLength: this.maxMessageBytes });
+    } catch (error) {
+      if (error instanceof RangeError) {
+        throw new ConnectError(`decompressed message exceeds the limit of ${this.maxMessageBytes} bytes`, Code.ResourceExhausted);
+      }
+      throw new ConnectError(`invalid gzip message: ${(error as Error).message}`, Code.Internal);
+    }
   }
 
   private peek(n: number): Buffer {

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { ReverseTunnel } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
@@ -50,6 +51,8 @@ export class TunnelPool {
     this.maxTunnels = options.maxTunnels ?? 500;
     this.maxIdleTimeMs = options.maxIdleTimeMs ?? 60_000;
     this.backoff = new Backoff(options.backoff);
+    // Every worker waiting out a backoff listens on this signal.
+    setMaxListeners(0, this.stopping.signal);
   }
 
   /** Counts for metrics and tests. */
