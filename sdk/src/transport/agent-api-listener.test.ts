@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
@@ -83,6 +84,38 @@ describe("transport/agent-api-listener", function () {
     expect(n).to.equal(30);
     const err = await rejection(connect.fail({ code: Code.NotFound, message: "nope" }));
     expect(err.code).to.equal(Code.NotFound);
+  });
+
+  it("keeps every byte of a preface that arrives in pieces", async () => {
+    const listener = await listen();
+    // A proxy that forwards the client's first 64 bytes 3 at a time, 2 ms
+    // apart: the preface (24 bytes) and SETTINGS straddle many TCP segments.
+    const proxy = net.createServer((a) => {
+      const b = net.connect(listener.address.port, "127.0.0.1");
+      b.setNoDelay(true);
+      let sent = 0;
+      let chain = Promise.resolve();
+      a.on("data", (d: Buffer) => {
+        chain = chain.then(async () => {
+          for (let i = 0; i < d.length; ) {
+            const n = sent < 64 ? 3 : d.length - i;
+            b.write(d.subarray(i, i + n));
+            sent += n;
+            i += n;
+            if (sent <= 64) await sleep(2);
+          }
+        });
+      });
+      b.pipe(a);
+      for (const s of [a, b]) s.on("error", () => {}).on("close", () => (s === a ? b : a).destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    cleanup.add(() => new Promise((resolve) => proxy.close(resolve)), proxy);
+    const t = agent(`grpc://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`);
+    const payload = new Uint8Array([4, 5, 6]);
+    expect((await createClient(EchoService, t.transport).echo({ payload })).payload).to.deep.equal(payload);
+    expect([...listener.sessions.values()].map((i) => i.transport)).to.deep.equal(["h2c"]);
+    t.close();
   });
 
   it("chooses HTTP/2 or HTTP/1.1 by ALPN on the TLS port", async () => {
@@ -359,6 +392,20 @@ describe("transport/agent-api-listener", function () {
         expect(activeHandles()).to.deep.equal(before);
       });
     }
+
+    it("closes idle HTTP/1.1 keep-alive connections at once", async () => {
+      const listener = await createAgentApiListener({ handler: echoHandler(), port: 0 });
+      const agentH1 = new http.Agent({ keepAlive: true });
+      cleanup.add(() => agentH1.destroy(), agentH1);
+      const connect = createClient(
+        EchoService,
+        createConnectTransport({ httpVersion: "1.1", baseUrl: listener.url("http"), nodeOptions: { agent: agentH1 } }),
+      );
+      await connect.echo({});
+      const t0 = Date.now();
+      await within(2000, listener.close(10_000), "close");
+      expect(Date.now() - t0).to.be.lessThan(1000);
+    });
 
     it("lets calls finish within the grace period and sends GOAWAY to idle sessions", async () => {
       const listener = await createAgentApiListener({ handler: echoHandler(), port: 0 });
