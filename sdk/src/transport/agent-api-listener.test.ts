@@ -256,6 +256,15 @@ describe("transport/agent-api-listener", function () {
       await closedWithin(socket, 2000, "garbage HTTP/2 session");
     });
 
+    it("closes a ws-tunnel whose binary frames are not HTTP/2", async () => {
+      const ws: WebSocket = new WebSocket(listener.url("ws"), [WS_TUNNEL_SUBPROTOCOL]);
+      cleanup.add(() => ws.terminate(), ws);
+      await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+      const closed = new Promise((resolve) => ws.once("close", resolve));
+      ws.send(Buffer.alloc(4096, 0x5a));
+      await within(2000, closed, "tunnel close");
+    });
+
     it("drops a half-open HTTP/2 session that never answers PINGs", async () => {
       const socket = cleanup.track(await rawConnect(listener.address.port));
       socket.write(HTTP2_PREFACE); // and no SETTINGS, no PING ACK, nothing

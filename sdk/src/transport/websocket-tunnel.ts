@@ -45,7 +45,7 @@ export class WebSocketTunnelStream extends Duplex {
     });
     ws.once("open", () => {
       // Bytes written while connecting go first, in order.
-      if (this.queued.length > 0) ws.send(Buffer.concat(this.queued));
+      for (const message of coalesce(this.queued, MAX_COALESCED_MESSAGE_BYTES)) ws.send(message);
       this.queued = [];
     });
     ws.once("close", () => {
@@ -69,8 +69,25 @@ export class WebSocketTunnelStream extends Duplex {
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
-    // One message per batch: HTTP/2 writes several frames at once.
-    this.send(Buffer.concat(chunks.map((c) => c.chunk)), callback);
+    // HTTP/2 writes many frames at once; fewer, bigger messages cost less,
+    // but each must stay far below the peer's message limit (10 MiB in
+    // GitLab KAS and agentk), and a batch can be as big as a flow-control
+    // window.
+    const messages = coalesce(chunks.map((c) => c.chunk), MAX_COALESCED_MESSAGE_BYTES);
+    if (messages.length === 0) return callback();
+    let left = messages.length;
+    let failed = false;
+    for (const message of messages) {
+      this.send(message, (err) => {
+        if (failed) return;
+        if (err) {
+          failed = true;
+          callback(err);
+        } else if (--left === 0) {
+          callback();
+        }
+      });
+    }
   }
 
   private send(data: Buffer, callback: (error?: Error | null) => void): void {
@@ -107,6 +124,27 @@ export class WebSocketTunnelStream extends Duplex {
     if (this.ws.readyState !== WebSocket.CLOSED) this.ws.terminate();
     callback(err);
   }
+}
+
+/** Largest WebSocket message made by joining writes (a single larger write is sent as is). */
+const MAX_COALESCED_MESSAGE_BYTES = 256 * 1024;
+
+/** Joins consecutive buffers into messages of at most max bytes. */
+export function coalesce(buffers: Buffer[], max: number): Buffer[] {
+  const messages: Buffer[] = [];
+  let group: Buffer[] = [];
+  let size = 0;
+  for (const b of buffers) {
+    if (size > 0 && size + b.length > max) {
+      messages.push(group.length === 1 ? group[0]! : Buffer.concat(group, size));
+      group = [];
+      size = 0;
+    }
+    group.push(b);
+    size += b.length;
+  }
+  if (size > 0) messages.push(group.length === 1 ? group[0]! : Buffer.concat(group, size));
+  return messages;
 }
 
 /** Options for {@link createWebSocketTunnelAcceptor}. */
