@@ -21,6 +21,8 @@ export interface KasConfig {
   dataDir: string;
   /** postgres://... for PostgreSQL; unset: SQLite in the data directory. */
   databaseUrl?: string;
+  /** The platform's public URL (GitLab's external_url), used in `web_url` fields. Default: from the request. */
+  externalUrl?: string;
   /** Reach the platform over GitLab's internal HTTP API at this URL instead of in-process. */
   platformUrl?: string;
   /** Serve the embedded platform (REST + internal API) on the platform port. */
@@ -101,6 +103,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "database_url":
         config.databaseUrl = databaseUrl(string(value, key), key);
         break;
+      case "external_url":
+        config.externalUrl = url(string(value, key), key);
+        break;
       case "platform_url":
         config.platformUrl = url(string(value, key), key);
         break;
@@ -135,6 +140,7 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   }
   if (env.KAS_DATA_DIR) config.dataDir = env.KAS_DATA_DIR;
   if (env.KAS_DATABASE_URL) config.databaseUrl = databaseUrl(env.KAS_DATABASE_URL, "KAS_DATABASE_URL");
+  if (env.KAS_EXTERNAL_URL) config.externalUrl = url(env.KAS_EXTERNAL_URL, "KAS_EXTERNAL_URL");
   if (env.KAS_PLATFORM_URL) config.platformUrl = url(env.KAS_PLATFORM_URL, "KAS_PLATFORM_URL");
   if (env.KAS_PLATFORM_ENABLED) config.platformEnabled = boolean(env.KAS_PLATFORM_ENABLED, "KAS_PLATFORM_ENABLED");
   if (env.KAS_API_SECRET_FILE) config.apiSecretFile = env.KAS_API_SECRET_FILE;

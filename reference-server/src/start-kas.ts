@@ -84,7 +84,17 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       app.disable("x-powered-by");
       app.set("trust proxy", false);
       app.use(createInternalApi({ services, jwtSecret, logger: logger.child({ component: "internal-api" }) }));
-      app.use(createPlatformApi({ services, connections: kas.tracker, logger: logger.child({ component: "rest-api" }) }));
+      app.use(
+        createPlatformApi({
+          services,
+          connections: kas.tracker,
+          externalUrl: config.externalUrl,
+          logger: logger.child({ component: "rest-api" }),
+        }),
+      );
+      app.use((_req, res) => {
+        res.status(404).json({ message: "404 Not Found" });
+      });
       const server = http.createServer(app);
       await listen(server, config.listen.platform.host, config.listen.platform.port);
       closers.push(() => closeHttp(server));

@@ -1,0 +1,35 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { parseAgentArgs, UsageError } from "./args.js";
+
+describe("agentk arguments", () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), "agentk-args-"))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("takes GitLab agentk's flags and POD_* identity", () => {
+    const tokenFile = join(dir, "token");
+    writeFileSync(tokenFile, "glagent-abc\n");
+    const a = parseAgentArgs(
+      ["--kas-address", "wss://kas.example.com/-/kubernetes-agent/", "--token-file", tokenFile, "--kas-header", "X-Proxy-Auth: s3cret"],
+      { POD_NAME: "agentk-1", POD_NAMESPACE: "gitlab-agent" },
+    );
+    expect(a.token).to.equal("glagent-abc");
+    expect(a.headers).to.deep.equal({ "x-proxy-auth": "s3cret" });
+    expect(a.podName).to.equal("agentk-1");
+    expect(a.podNamespace).to.equal("gitlab-agent");
+  });
+
+  it("refuses bad input with usage errors", () => {
+    expect(() => parseAgentArgs([], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /--kas-address/);
+    expect(() => parseAgentArgs(["--kas-address", "http://x:1"], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /grpc/);
+    expect(() => parseAgentArgs(["--kas-address", "grpc://x:1"], {})).to.throw(UsageError, /token/);
+    const tokenFile = join(dir, "token");
+    writeFileSync(tokenFile, "t");
+    expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--token-file", tokenFile], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /not both/);
+    expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--log-level", "loud"], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /log-level/);
+    expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--kas-header", "novalue"], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /kas-header/);
+  });
+});
