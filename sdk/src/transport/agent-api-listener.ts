@@ -8,6 +8,7 @@ import {
   type ResolvedAgentApiListenerOptions,
   resolveAgentApiListenerOptions,
 } from "./agent-api-listener-options.js";
+import { answerAndHangUp } from "./hang-up.js";
 import { sniffProtocol } from "./protocol-sniffer.js";
 import { superviseSession } from "./session-supervisor.js";
 import { createWebSocketTunnelAcceptor } from "./websocket-tunnel.js";
@@ -155,11 +156,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   h1server.on("clientError", (err: Error & { code?: string }, socket: Duplex) => {
     log?.debug({ err }, "agent API: bad HTTP/1.1 request");
     // Answer what Node would answer by default, then hang up.
-    if (socket.writable && !socket.destroyed) {
-      const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
-      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-    }
-    socket.destroy();
+    answerAndHangUp(socket, err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request");
   });
 
   const acceptor = createWebSocketTunnelAcceptor({

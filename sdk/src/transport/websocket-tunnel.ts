@@ -1,6 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import { Duplex } from "node:stream";
 import { type ClientOptions, WebSocket, WebSocketServer } from "ws";
+import { answerAndHangUp } from "./hang-up.js";
 
 /**
  * The WebSocket subprotocol GitLab's agentk and KAS use to tunnel a cleartext
@@ -9,14 +10,14 @@ import { type ClientOptions, WebSocket, WebSocketServer } from "ws";
 export const WS_TUNNEL_SUBPROTOCOL = "ws-tunnel";
 
 /**
- * GitLab KAS limits a tunnel's WebSocket messages to 10 MiB; HTTP/2 peers
- * write frames of at most 16 KiB (plus headers), so this is generous.
+ * GitLab KAS and agentk limit a tunnel's WebSocket messages to 10 MiB; the
+ * messages HTTP/2 peers send are far smaller (ours at most 256 KiB).
  */
 export const DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES = 10 * 1024 * 1024;
 
 /**
- * A ws-tunnel WebSocket as a byte stream for an HTTP/2 session: each write
- * becomes one binary message, each binary message is read as bytes.
+ * A ws-tunnel WebSocket as a byte stream for an HTTP/2 session: writes
+ * become binary messages, binary messages are read as bytes.
  *
  * Not ws's createWebSocketStream: Node's http2 wraps non-socket streams in a
  * JSStreamSocket, which asserts (crashing the process) when it must write
@@ -32,8 +33,8 @@ export class WebSocketTunnelStream extends Duplex {
   private readonly pending = new Set<(err?: Error | null) => void>();
 
   constructor(private readonly ws: WebSocket) {
-    // Half-open is meaningless for an HTTP/2 transport: when the peer is done
-    // reading ends, and ending writes ends the tunnel.
+    // An HTTP/2 transport has no use for half-open: once the peer stops
+    // sending, the tunnel is over.
     super({ allowHalfOpen: false });
     ws.binaryType = "nodebuffer";
     ws.on("message", (data: Buffer, isBinary: boolean) => {
@@ -181,7 +182,7 @@ export function createWebSocketTunnelAcceptor(options: WebSocketTunnelAcceptorOp
     perMessageDeflate: false,
     maxPayload: options.maxMessageBytes ?? DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES,
     handleProtocols: (protocols) => (protocols.has(WS_TUNNEL_SUBPROTOCOL) ? WS_TUNNEL_SUBPROTOCOL : false),
-    // Keep our own set so closing the listener can terminate tunnels.
+    // ws keeps the set of accepted clients, so closing can terminate them.
     clientTracking: true,
   });
 
@@ -211,18 +212,7 @@ export function createWebSocketTunnelAcceptor(options: WebSocketTunnelAcceptorOp
 }
 
 function refuse(socket: Duplex, reason: string): void {
-  const body = `${reason}\n`;
-  socket.end(
-    "HTTP/1.1 400 Bad Request\r\n" +
-      "Connection: close\r\n" +
-      "Content-Type: text/plain; charset=utf-8\r\n" +
-      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n` +
-      body,
-  );
-  // Destroy once flushed rather than wait for the peer to close its side.
-  socket.once("finish", () => socket.destroy());
-  // The http server detaches its listeners on upgrade; a reset must not crash us.
-  socket.on("error", () => socket.destroy());
+  answerAndHangUp(socket, "400 Bad Request", `${reason}\n`);
 }
 
 /** Options for {@link dialWebSocketTunnel}. */
