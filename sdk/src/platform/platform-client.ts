@@ -1,3 +1,5 @@
+import type { ConfigurationFile } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+
 /**
  * How KAS reaches the platform ("Rails bridge"). Two implementations: in-process
  * (`createInProcessPlatformClient`, backed by our store) and HTTP (`createHttpPlatformClient`,
@@ -26,6 +28,18 @@ export interface TokenRevocation {
   tokenId: number;
 }
 
+/** An agent's accepted configuration (`.gitlab/agents/<name>/config.yaml` on the default branch). */
+export interface AgentConfigurationSnapshot {
+  agentId: number;
+  /**
+   * Commit of the accepted config; "" while the agent's config project has no commit with a
+   * valid config for it (the agent then runs with the empty configuration, as in GitLab).
+   */
+  commitId: string;
+  /** The parsed and validated config file. */
+  config: ConfigurationFile;
+}
+
 /** Error kinds a PlatformClient reports; KAS maps them to gRPC codes. */
 export type PlatformErrorKind = "unauthenticated" | "forbidden" | "not_found" | "unavailable";
 
@@ -51,4 +65,14 @@ export interface PlatformClient {
    * target: within a second of the revocation.
    */
   watchTokenRevocations(onRevoked: (revocation: TokenRevocation) => void, signal: AbortSignal): void;
+  /**
+   * The agent's current accepted configuration. Throws PlatformError("not_found") for an unknown
+   * agent. Optional: without it, agents receive the empty configuration.
+   */
+  getAgentConfiguration?(agentId: number, signal?: AbortSignal): Promise<AgentConfigurationSnapshot>;
+  /**
+   * Calls `onChange(agentId)` whenever an agent's accepted configuration changes (a push with a new
+   * valid config), until `signal` aborts. Delivery target: within a second of the push.
+   */
+  watchAgentConfigurations?(onChange: (agentId: number) => void, signal: AbortSignal): void;
 }
