@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import express from "express";
 import type { Logger } from "pino";
 import {
+  agentConfigurationModule,
   bootstrapAdmin,
   createHttpPlatformClient,
   createInProcessPlatformClient,
@@ -74,6 +75,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
           : undefined,
       },
       internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
+      modules: [agentConfigurationModule({ platform, gitlabExternalUrl: config.externalUrl })],
     });
     closers.push(() => kas.close());
     addresses.agent = kas.agentApi.url();

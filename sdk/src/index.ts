@@ -29,6 +29,13 @@ export type { TunnelPoolOptions } from "./tunnel/agent/tunnel-pool.js";
 export { AgentRegistration, randomPodId } from "./agent/agent-registration.js";
 export { echoService } from "./modules/echo/echo-service.js";
 
+// Feature modules
+export { agentConfigurationModule } from "./modules/configuration/server.js";
+export type { AgentConfigurationModuleOptions } from "./modules/configuration/server.js";
+export { agentConfigurationWatcher } from "./modules/configuration/agent.js";
+export type { AgentConfigurationWatcherOptions } from "./modules/configuration/agent.js";
+export { toAgentConfiguration, noConfigCommitId } from "./modules/configuration/to-agent-configuration.js";
+
 // Transports
 export * from "./transport/index.js";
 

@@ -5,6 +5,8 @@ import { create } from "@bufbuild/protobuf";
 import { AgentMetaSchema } from "../gen/gitlab/agent/entity/entity_pb.js";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { echoService } from "../modules/echo/echo-service.js";
+import { agentConfigurationWatcher } from "../modules/configuration/agent.js";
+import type { AgentConfiguration as AgentConfig } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
 import { TunnelPool, type TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.js";
 import { createAgentTransport, type AgentTransportOptions } from "../transport/agent-transport.js";
@@ -50,6 +52,12 @@ export interface AgentOptions {
   transport?: Omit<AgentTransportOptions, "url" | "userAgent">;
   /** Re-registration interval. Default 300 000 ms (agentk). */
   registerIntervalMs?: number;
+  /**
+   * Receive the agent's configuration (GetConfiguration) and apply it: log level now, and every
+   * configuration goes to `onConfiguration`. Default true.
+   */
+  watchConfiguration?: boolean;
+  onConfiguration?(config: AgentConfig, commitId: string): void;
 }
 
 export interface Agent {
@@ -90,6 +98,10 @@ export function createAgent(options: AgentOptions): Agent {
     podName: options.podName ?? "",
     podNamespace: options.podNamespace ?? "",
   });
+  const modules = [...(options.modules ?? [])];
+  if (options.watchConfiguration ?? true) {
+    modules.unshift(agentConfigurationWatcher({ logger, agentMeta: meta, onConfiguration: options.onConfiguration }));
+  }
   const registration = new AgentRegistration(transport, meta, podId, logger, options.registerIntervalMs);
   const pool = new TunnelPool({
     ...options.pool,
@@ -111,7 +123,7 @@ export function createAgent(options: AgentOptions): Agent {
       logger.info({ kas: options.kasAddress, podId: podId.toString(), version }, "agent starting");
       pool.start();
       registration.start();
-      for (const module of options.modules ?? []) {
+      for (const module of modules) {
         if (!module.run) continue;
         moduleRuns.push(
           module.run({ transport, logger: logger.child({ module: module.name }), shutdownSignal: shutdown.signal }).catch((error: unknown) => {

@@ -1,9 +1,19 @@
-import { PlatformError, type AgentInfo, type PlatformClient, type TokenRevocation } from "../platform/platform-client.js";
+import { create } from "@bufbuild/protobuf";
+import { ConfigurationFileSchema, type ConfigurationFile } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import {
+  PlatformError,
+  type AgentConfigurationSnapshot,
+  type AgentInfo,
+  type PlatformClient,
+  type TokenRevocation,
+} from "../platform/platform-client.js";
 
 /** A PlatformClient over a fixed token table, for unit tests of KAS parts. */
 export class StaticPlatformClient implements PlatformClient {
   private readonly tokens = new Map<string, AgentInfo>();
   private readonly watchers = new Set<(r: TokenRevocation) => void>();
+  private readonly configs = new Map<number, AgentConfigurationSnapshot>();
+  private readonly configWatchers = new Set<(agentId: number) => void>();
   calls = 0;
 
   addToken(token: string, info: AgentInfo): void {
@@ -27,5 +37,19 @@ export class StaticPlatformClient implements PlatformClient {
   watchTokenRevocations(onRevoked: (revocation: TokenRevocation) => void, signal: AbortSignal): void {
     this.watchers.add(onRevoked);
     signal.addEventListener("abort", () => this.watchers.delete(onRevoked), { once: true });
+  }
+
+  setConfiguration(agentId: number, commitId: string, config: ConfigurationFile): void {
+    this.configs.set(agentId, { agentId, commitId, config });
+    for (const w of this.configWatchers) w(agentId);
+  }
+
+  async getAgentConfiguration(agentId: number): Promise<AgentConfigurationSnapshot> {
+    return this.configs.get(agentId) ?? { agentId, commitId: "", config: create(ConfigurationFileSchema) };
+  }
+
+  watchAgentConfigurations(onChange: (agentId: number) => void, signal: AbortSignal): void {
+    this.configWatchers.add(onChange);
+    signal.addEventListener("abort", () => this.configWatchers.delete(onChange), { once: true });
   }
 }
