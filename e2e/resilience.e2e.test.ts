@@ -85,3 +85,39 @@ describe("e2e: limits, restarts and secrets", function () {
     }
   });
 });
+
+describe("e2e: backpressure", function () {
+  this.timeout(120_000);
+
+  it("holds a slow reader's stream back instead of buffering it in KAS", async () => {
+    const kas = await startKas();
+    const a = await createAgentWithToken(kas);
+    const agentk = startAgentk(kas.addresses.agent, a.token);
+    const echo = echoClient(kas, a.agentId);
+    try {
+      await echo.client.echo({}, { timeoutMs: 15_000 });
+      const rssBefore = await kasRss(kas.addresses.observability);
+      // 256 MiB offered; the reader takes one message then stalls for 3 s.
+      const stream = echo.client.serverStream({ count: 4096, size: 65_536 })[Symbol.asyncIterator]();
+      await stream.next();
+      await new Promise((r) => setTimeout(r, 3000));
+      const rssStalled = await kasRss(kas.addresses.observability);
+      let n = 1;
+      while (!(await stream.next()).done) n++;
+      expect(n).to.equal(4096);
+      // Flow-control windows and small queues bound what KAS holds: far below the 256 MiB offered.
+      expect(rssStalled - rssBefore).to.be.lessThan(64 * 1024 * 1024);
+    } finally {
+      echo.close();
+      await agentk.cleanup();
+      await kas.cleanup();
+    }
+  });
+});
+
+async function kasRss(observability: string): Promise<number> {
+  const text = await (await fetch(`${observability}/metrics`)).text();
+  const match = /^process_resident_memory_bytes (\d+(?:\.\d+)?(?:e\+\d+)?)/m.exec(text);
+  if (!match) throw new Error("process_resident_memory_bytes missing from /metrics");
+  return Number(match[1]);
+}

@@ -4,6 +4,8 @@ import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 
 /** KAS's Prometheus metrics, registered on `registry`. */
 export function createKasMetrics(registry: Registry, sources: { tunnels: TunnelRegistry; tracker: AgentTracker }) {
+  // Process metrics (memory, CPU, event loop lag, open handles), as every Prometheus target has.
+  if (!registry.getSingleMetric("process_resident_memory_bytes")) client.collectDefaultMetrics({ register: registry });
   const calls = new client.Counter({
     name: "kas_tunnel_calls_total",
     help: "Calls forwarded to agents through tunnels, by gRPC status code.",
