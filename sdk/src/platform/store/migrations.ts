@@ -144,7 +144,69 @@ const initial: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial];
+/**
+ * Agent configuration (`.gitlab/agents/<name>/config.yaml` on the config project's default branch)
+ * and the CI/user access authorizations derived from it, as GitLab's agent_*_authorizations tables.
+ * Authorizations name projects and groups by id (resolved from the config's full paths when the
+ * config is accepted), so "which agents may project P use" is one indexed query.
+ */
+const agentConfigurations: Migration = {
+  name: "0002_agent_configurations",
+  async up(knex) {
+    await knex.schema.createTable("agent_configurations", (t) => {
+      t.integer("agent_id").primary().references("id").inTable("cluster_agents").onDelete("CASCADE");
+      // Commit of the accepted config; "" while no commit had a valid one (empty config applies).
+      t.string("commit_id", 64).notNullable().defaultTo("");
+      t.text("config").notNullable(); // ConfigurationFile as proto JSON
+      ts(t, "updated_at").nullable(); // when the accepted config was stored
+      // The last rejected config, cleared when a later commit is accepted.
+      t.text("error_message").nullable();
+      t.string("error_commit_id", 64).nullable();
+      ts(t, "error_at").nullable();
+    });
+
+    const authorizations = [
+      ["agent_ci_access_project_authorizations", "project_id", "projects"],
+      ["agent_ci_access_group_authorizations", "group_id", "namespaces"],
+      ["agent_user_access_project_authorizations", "project_id", "projects"],
+      ["agent_user_access_group_authorizations", "group_id", "namespaces"],
+    ] as const;
+    for (const [table, column, target] of authorizations) {
+      await knex.schema.createTable(table, (t) => {
+        t.integer("agent_id").notNullable().references("id").inTable("cluster_agents").onDelete("CASCADE");
+        t.integer(column).notNullable().references("id").inTable(target).onDelete("CASCADE");
+        // ci_access: the entry minus `id` (default_namespace, access_as, environments);
+        // user_access: { access_as }. JSON text.
+        t.text("config").notNullable();
+        t.primary(["agent_id", column]);
+        t.index([column]);
+      });
+    }
+
+    // The change feed KAS polls (like agent_token_revocations): no foreign key, entries outlive agents.
+    await knex.schema.createTable("agent_configuration_changes", (t) => {
+      t.increments("id").primary(); // doubles as the feed cursor
+      t.integer("agent_id").notNullable();
+      t.string("commit_id", 64).notNullable();
+      ts(t, "changed_at").notNullable();
+      t.index(["changed_at"]);
+    });
+  },
+  async down(knex) {
+    for (const table of [
+      "agent_configuration_changes",
+      "agent_user_access_group_authorizations",
+      "agent_user_access_project_authorizations",
+      "agent_ci_access_group_authorizations",
+      "agent_ci_access_project_authorizations",
+      "agent_configurations",
+    ]) {
+      await knex.schema.dropTableIfExists(table);
+    }
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {
