@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import {
   agentConfigurationModule,
   bootstrapAdmin,
+  createGitHttpRouter,
   createHttpPlatformClient,
   createInProcessPlatformClient,
   createInternalApi,
@@ -47,7 +48,11 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
       const openedStore = store;
       closers.push(() => openedStore.close());
-      services = createPlatformServices({ store, logger: logger.child({ component: "platform" }) });
+      services = createPlatformServices({
+        store,
+        logger: logger.child({ component: "platform" }),
+        repositoriesDir: join(config.dataDir, "repositories"),
+      });
       const admin = await bootstrapAdmin(store, { dataDir: config.dataDir, adminToken: config.adminToken, services, logger });
       if (admin.created) {
         // Printed once, on first start; the token itself is never logged.
@@ -94,6 +99,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
           logger: logger.child({ component: "rest-api" }),
         }),
       );
+      app.use(createGitHttpRouter({ services, logger: logger.child({ component: "git-http" }) }));
       app.use((_req, res) => {
         res.status(404).json({ message: "404 Not Found" });
       });

@@ -32,6 +32,12 @@ export type { PlatformApiOptions } from "./api/rest-api.js";
 export { AGENT_INFO_PATHS, TOKEN_REVOCATIONS_PATH, createInternalApi } from "./api/internal-api.js";
 export type { InternalApiOptions } from "./api/internal-api.js";
 
+export { createGitHttpRouter, GIT_DOWNLOAD_ACCESS_LEVEL, GIT_PUSH_ACCESS_LEVEL, GIT_READ_SCOPES, GIT_WRITE_SCOPES } from "./git/git-http-router.js";
+export type { GitHttpRouterOptions } from "./git/git-http-router.js";
+export { POST_RECEIVE_HOOK, PUSH_REPORT_ENV } from "./git/repositories.js";
+export type { PushSession, RepositoryEntry, RepositoryFile, RepositoryService } from "./git/repositories.js";
+export type { PushEvent, PushListener, RefUpdate } from "./git/push-events.js";
+
 export { createInProcessPlatformClient } from "./client/in-process-platform-client.js";
 export { createHttpPlatformClient } from "./client/http-platform-client.js";
 export type { HttpPlatformClientOptions } from "./client/http-platform-client.js";

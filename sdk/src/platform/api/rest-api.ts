@@ -3,6 +3,9 @@ import type { Request, RequestHandler, Response, Router } from "express";
 import pino from "pino";
 import type { Logger } from "pino";
 import type { AgentConnectionsSource } from "../connections.js";
+import { GIT_DOWNLOAD_ACCESS_LEVEL } from "../git/git-http-router.js";
+import { isValidRepoPath, isValidRevision } from "../git/git-names.js";
+import { sendRepositoryFile } from "../git/send-file.js";
 import { AccessLevel } from "../services/access-levels.js";
 import { ServiceError } from "../services/errors.js";
 import type { Namespace } from "../services/namespaces.js";
@@ -299,6 +302,24 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     if (level > access) throw forbidden();
     const membership = await services.members.addProjectMember(project.id, member.id, level);
     res.status(201).json(memberEntity(member, membership, baseUrl(req)));
+  });
+
+  // ---- repository files ----
+
+  router.get("/api/v4/projects/:id/repository/files/:file_path/raw", read, async (req, res) => {
+    const user = currentUser(res);
+    const project = await loadProject(req, user);
+    // GitLab's read_code: anyone who sees a public or internal project, Reporter+ on a private one.
+    if (project.visibility === "private" && (await projectAccess(user, project)) < GIT_DOWNLOAD_ACCESS_LEVEL) throw forbidden();
+    const filePath = String(req.params.file_path);
+    if (!isValidRepoPath(filePath)) throw paramError("file_path should be a valid file path");
+    const refParam = req.query.ref;
+    const ref = typeof refParam === "string" && refParam !== "" ? refParam : project.defaultBranch;
+    const commit = isValidRevision(ref) ? await services.repositories.resolveRef(project.id, ref) : undefined;
+    if (!commit) throw notFound("Commit");
+    const file = await services.repositories.openFile(project.id, commit, filePath);
+    if (!file) throw notFound("File");
+    await sendRepositoryFile(res, file, ref);
   });
 
   // ---- cluster agents ----

@@ -1,5 +1,6 @@
 import pino from "pino";
 import type { Logger } from "pino";
+import { createRepositoryService, type RepositoryService } from "../git/repositories.js";
 import type { Store } from "../store/store.js";
 import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
 import { createAgentService, type AgentService } from "./agents.js";
@@ -22,6 +23,13 @@ export interface PlatformServicesOptions {
   lastUsedThrottleMs?: number;
   /** How long the revocation feed keeps entries. Default 24 h. */
   revocationRetentionMs?: number;
+  /**
+   * Directory of the projects' bare git repositories (`<dir>/<project id>.git`), created if
+   * missing. Default: none, and `repositories` is disabled (its methods throw).
+   */
+  repositoriesDir?: string;
+  /** The git executable for repositories. Default "git" from PATH. */
+  gitBinary?: string;
 }
 
 /** The platform's business logic over one store. Authorization is left to the callers (REST API). */
@@ -36,6 +44,8 @@ export interface PlatformServices {
   readonly agentTokens: AgentTokenService;
   readonly personalAccessTokens: PersonalAccessTokenService;
   readonly revocations: RevocationService;
+  /** Each project's git repository: files, refs, push events. */
+  readonly repositories: RepositoryService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -47,7 +57,21 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
   };
   const throttleMs = options.lastUsedThrottleMs ?? 60_000;
   const namespaces = createNamespaceService(ctx);
-  const projects = createProjectService(ctx, namespaces);
+  const baseProjects = createProjectService(ctx, namespaces);
+  const repositories = createRepositoryService(
+    ctx,
+    { projects: baseProjects },
+    { repositoriesDir: options.repositoriesDir, gitBinary: options.gitBinary },
+  );
+  const projects: ProjectService = {
+    ...baseProjects,
+    // Every project gets its repository when it is created (or, should that fail, on first access).
+    async create(input, creatorId) {
+      const project = await baseProjects.create(input, creatorId);
+      await repositories.projectCreated(project);
+      return project;
+    },
+  };
   const revocations = createRevocationService(ctx, { retentionMs: options.revocationRetentionMs });
   return {
     store: options.store,
@@ -59,5 +83,6 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     agentTokens: createAgentTokenService(ctx, { projects, revocations, throttle: new UsageThrottle(throttleMs) }),
     personalAccessTokens: createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs) }),
     revocations,
+    repositories,
   };
 }

@@ -1,0 +1,212 @@
+import { spawn } from "node:child_process";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Logger } from "pino";
+
+export interface RunCgiOptions {
+  command: string;
+  args?: readonly string[];
+  /** The complete environment of the CGI process (CGI meta-variables included). */
+  env: Record<string, string>;
+  /** Its body is streamed to the process's stdin. */
+  req: IncomingMessage;
+  /** Receives the status and headers the process prints, then its output. Not ended here. */
+  res: ServerResponse;
+  logger: Logger;
+  /**
+   * When the client goes away first, the process's stdin is closed (EOF) and its output discarded;
+   * it then has this long to exit by itself before its process group gets SIGTERM. Git cleans up
+   * after itself on EOF (receive-pack removes its object quarantine, which SIGTERM leaves behind),
+   * and a push whose data had all arrived completes. Default 0: SIGTERM at once.
+   */
+  exitGraceMs?: number;
+  /** After SIGTERM, how long before SIGKILL. Default 5000 ms. */
+  killGraceMs?: number;
+  /** Largest header block accepted from the process. Default 64 KiB. */
+  maxHeaderBytes?: number;
+}
+
+export interface CgiResult {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  /** The process printed a complete header block, so the response's status and headers are sent. */
+  headersSent: boolean;
+  /** The client disconnected before the process finished (the process was then killed). */
+  clientGone: boolean;
+  /** The start of what the process wrote to stderr. */
+  stderr: string;
+}
+
+const USE_PROCESS_GROUP = process.platform !== "win32";
+const HEADER_END = Buffer.from("\r\n\r\n");
+const HEADER_END_LF = Buffer.from("\n\n");
+
+/**
+ * Runs a CGI program (RFC 3875) for one request, streaming both ways: the request body flows to
+ * its stdin and its stdout to the response, with backpressure, so nothing is held in memory
+ * beyond a chunk. The `Status:` header sets the status code. The program runs in its own process
+ * group, so everything it starts (git-http-backend runs upload-pack, pack-objects, hooks) is
+ * killed with it when the client disconnects.
+ *
+ * Resolves once the process has exited and its output is written (the response is left open for
+ * the caller to end). Rejects only when the program cannot be started.
+ */
+export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
+  const { req, res, logger } = options;
+  const killGraceMs = options.killGraceMs ?? 5000;
+  const exitGraceMs = options.exitGraceMs ?? 0;
+  const maxHeaderBytes = options.maxHeaderBytes ?? 64 * 1024;
+
+  return new Promise<CgiResult>((resolve, reject) => {
+    const child = spawn(options.command, options.args ?? [], {
+      env: options.env,
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: USE_PROCESS_GROUP,
+      windowsHide: true,
+    });
+    let exited = false;
+    let clientGone = false;
+    let headersSent = false;
+    let killTimer: NodeJS.Timeout | undefined;
+    let stderr = "";
+
+    const kill = (signal: NodeJS.Signals) => {
+      if (exited) return;
+      try {
+        if (USE_PROCESS_GROUP && child.pid !== undefined) process.kill(-child.pid, signal);
+        else child.kill(signal);
+      } catch {
+        // already gone
+      }
+    };
+    const terminate = () => {
+      kill("SIGTERM");
+      killTimer = setTimeout(() => kill("SIGKILL"), killGraceMs);
+      killTimer.unref();
+    };
+    const abort = (why: string) => {
+      if (exited || clientGone) return;
+      clientGone = true;
+      logger.debug({ why }, "client gone; stopping the CGI process");
+      req.unpipe(child.stdin);
+      child.stdin.destroy(); // EOF
+      child.stdout.resume(); // discard the rest, so the process never blocks on a full pipe
+      if (exitGraceMs > 0) {
+        killTimer = setTimeout(terminate, exitGraceMs);
+        killTimer.unref();
+      } else {
+        terminate();
+      }
+    };
+    const onResClose = () => {
+      if (!res.writableFinished) abort("response closed");
+    };
+    const onReqError = () => abort("request error");
+    res.on("close", onResClose);
+    req.on("error", onReqError);
+
+    child.on("error", (err) => {
+      exited = true;
+      cleanup();
+      reject(err);
+    });
+
+    // Request body -> stdin.
+    child.stdin.on("error", () => {
+      // EPIPE: the program stopped reading (it answered early, or died); its exit tells the rest.
+    });
+    req.pipe(child.stdin);
+
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (text: string) => {
+      if (stderr.length < 4096) stderr += text;
+    });
+
+    // stdout -> header block, then the body.
+    let header: Buffer | undefined = Buffer.alloc(0);
+    const write = (chunk: Buffer) => {
+      if (res.destroyed) return; // the client is gone: discard
+      if (!res.write(chunk)) {
+        child.stdout.pause();
+        res.once("drain", () => child.stdout.resume());
+      }
+    };
+    child.stdout.on("data", (chunk: Buffer) => {
+      if (header === undefined) {
+        write(chunk);
+        return;
+      }
+      header = Buffer.concat([header, chunk]);
+      let end = header.indexOf(HEADER_END);
+      let sepLength = HEADER_END.length;
+      const lfEnd = header.indexOf(HEADER_END_LF);
+      if (lfEnd >= 0 && (end < 0 || lfEnd < end)) {
+        end = lfEnd;
+        sepLength = HEADER_END_LF.length;
+      }
+      if (end < 0) {
+        if (header.length > maxHeaderBytes) {
+          logger.warn({ bytes: header.length }, "CGI header block too large");
+          header = undefined;
+          kill("SIGKILL");
+        }
+        return;
+      }
+      const block = header.subarray(0, end).toString("latin1");
+      const rest = header.subarray(end + sepLength);
+      header = undefined;
+      if (!sendHeaders(block)) {
+        kill("SIGKILL");
+        return;
+      }
+      if (rest.length > 0) write(rest);
+    });
+
+    const sendHeaders = (block: string): boolean => {
+      if (res.destroyed) return false;
+      let status = 200;
+      const headers: Array<[string, string]> = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (line === "") continue;
+        const colon = line.indexOf(":");
+        if (colon <= 0) {
+          logger.warn({ line: line.slice(0, 100) }, "malformed CGI header line");
+          return false;
+        }
+        const name = line.slice(0, colon).trim();
+        const value = line.slice(colon + 1).trim();
+        if (name.toLowerCase() === "status") {
+          const code = Number(/^(\d{3})/.exec(value)?.[1]);
+          if (!(code >= 200 && code <= 599)) return false;
+          status = code;
+        } else {
+          headers.push([name, value]);
+        }
+      }
+      try {
+        res.statusCode = status;
+        for (const [name, value] of headers) res.appendHeader(name, value);
+        res.flushHeaders();
+      } catch (err) {
+        logger.warn({ err }, "invalid CGI header");
+        return false;
+      }
+      headersSent = true;
+      return true;
+    };
+
+    const cleanup = () => {
+      if (killTimer) clearTimeout(killTimer);
+      res.off("close", onResClose);
+      req.off("error", onReqError);
+      req.unpipe(child.stdin);
+    };
+
+    child.on("close", (exitCode, signal) => {
+      exited = true;
+      cleanup();
+      // Whatever the program did not read must not stay in the socket.
+      if (!req.complete) req.resume();
+      resolve({ exitCode, signal, headersSent, clientGone, stderr });
+    });
+  });
+}

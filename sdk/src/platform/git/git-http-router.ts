@@ -1,0 +1,271 @@
+import { basename, dirname, join } from "node:path";
+import express from "express";
+import type { Request, Response, Router } from "express";
+import pino from "pino";
+import type { Logger } from "pino";
+import { AccessLevel } from "../services/access-levels.js";
+import type { PersonalAccessToken } from "../services/personal-access-tokens.js";
+import type { PlatformServices } from "../services/platform-services.js";
+import type { Project } from "../services/projects.js";
+import type { User } from "../services/users.js";
+import { runCgi } from "./cgi.js";
+import { gitConfigEnvironment, gitExecPath } from "./git-command.js";
+import type { PushSession } from "./repositories.js";
+
+export interface GitHttpRouterOptions {
+  /** The platform services (projects, members, tokens, repositories). */
+  services: PlatformServices;
+  /** Default: silent. */
+  logger?: Logger;
+  /**
+   * When a client disconnects mid-push, how long receive-pack gets to exit by itself once its input
+   * is closed (it then removes its quarantined objects) before SIGTERM; then as long again before
+   * SIGKILL. Fetches are stopped with SIGTERM at once. Default 5000 ms.
+   */
+  killGraceMs?: number;
+}
+
+/** Token scopes that may fetch (GitLab: download_code). */
+export const GIT_READ_SCOPES: readonly string[] = ["api", "read_api", "read_repository", "write_repository"];
+/** Token scopes that may push (GitLab: push_code). */
+export const GIT_WRITE_SCOPES: readonly string[] = ["api", "write_repository"];
+/** Minimum role to fetch a private project's repository (GitLab: Reporter). */
+export const GIT_DOWNLOAD_ACCESS_LEVEL = AccessLevel.REPORTER;
+/** Minimum role to push (GitLab: Developer; branch protection is not modelled). */
+export const GIT_PUSH_ACCESS_LEVEL = AccessLevel.DEVELOPER;
+
+// GitLab's wording, so git prints familiar "remote:" lines.
+const MESSAGES = {
+  unauthorized:
+    "HTTP Basic: Access denied. If a password was provided for Git authentication, the password was incorrect " +
+    "or you're required to use a token instead of a password. If a token was provided, it was either incorrect, " +
+    "expired, or improperly scoped.",
+  notFound: "The project you were looking for could not be found or you don't have permission to view it.",
+  downloadDenied: "You are not allowed to download code from this project.",
+  pushDenied: "You are not allowed to push code to this project.",
+  downloadScope: "You are not allowed to download code.",
+  pushScope: "You are not allowed to upload code.",
+  dumb: "Only the smart HTTP protocol is supported (git >= 1.6.6).",
+};
+
+type GitService = "upload-pack" | "receive-pack";
+
+/** Settings for every http-backend run; the router has already authorized the request. */
+const HTTP_BACKEND_CONFIG = gitConfigEnvironment({
+  "http.uploadpack": "true",
+  "http.receivepack": "true",
+  "http.getanyfile": "false",
+  "receive.fsckObjects": "true",
+  "uploadpack.allowFilter": "true",
+});
+
+const GIT_PATH_RE = /^\/(.+)\.git\/(info\/refs|git-upload-pack|git-receive-pack)$/;
+
+/**
+ * Git smart HTTP for every project: `/<full path>.git/info/refs?service=…`, `…/git-upload-pack`
+ * and `…/git-receive-pack`, served by git's own `git http-backend` (CGI, streamed both ways).
+ * `/<full path>/info/refs` redirects to the `.git` URL, as GitLab does.
+ *
+ * Authentication is HTTP Basic with a personal access token as the password (any username) or
+ * `Authorization: Bearer <token>`; anonymous requests may fetch public projects. Otherwise 401
+ * with `WWW-Authenticate: Basic realm="GitLab"`, so git asks for credentials. Authorization
+ * follows GitLab: fetch needs Reporter on a private project (anyone signed in for internal ones),
+ * push needs Developer; a project the user cannot see is 404, a visible one they may not
+ * fetch from or push to is 403. Admins may do anything.
+ *
+ * Mount it on the platform's express app; it passes every other request on.
+ */
+export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
+  const { services } = options;
+  const logger = options.logger ?? pino({ level: "silent" });
+  const repositories = services.repositories;
+  const router = express.Router();
+
+  function deny(res: Response, status: 401 | 403 | 404, message: string): void {
+    if (status === 401) res.set("WWW-Authenticate", 'Basic realm="GitLab"');
+    res.status(status).type("text/plain").send(`${message}\n`);
+  }
+
+  router.use(async (req, res, next) => {
+    const m = GIT_PATH_RE.exec(req.path);
+    if (!m) {
+      redirectWithoutSuffix(req, res, next);
+      return;
+    }
+    let fullPath: string;
+    try {
+      fullPath = decodeURIComponent(m[1]!);
+    } catch {
+      next();
+      return;
+    }
+    const endpoint = m[2]!;
+    const isAdvertisement = endpoint === "info/refs";
+    if (isAdvertisement ? req.method !== "GET" && req.method !== "HEAD" : req.method !== "POST") {
+      res.status(405).set("Allow", isAdvertisement ? "GET, HEAD" : "POST").type("text/plain").send("Method Not Allowed\n");
+      return;
+    }
+    const query = new URL(req.originalUrl, "http://x").search.slice(1);
+    let service: GitService;
+    if (isAdvertisement) {
+      const requested = new URLSearchParams(query).get("service");
+      if (requested !== "git-upload-pack" && requested !== "git-receive-pack") {
+        deny(res, 403, MESSAGES.dumb);
+        return;
+      }
+      service = requested === "git-upload-pack" ? "upload-pack" : "receive-pack";
+    } else {
+      service = endpoint === "git-upload-pack" ? "upload-pack" : "receive-pack";
+    }
+    const started = Date.now();
+    const log = logger.child({ project: fullPath, service, endpoint });
+
+    try {
+      // ---- authentication ----
+      const credential = credentialFrom(req);
+      let auth: { user: User; token: PersonalAccessToken } | undefined;
+      if (credential !== undefined) {
+        auth = await services.personalAccessTokens.authenticate(credential);
+        if (!auth) {
+          log.debug("git request with an invalid token");
+          deny(res, 401, MESSAGES.unauthorized);
+          return;
+        }
+      }
+      const user = auth?.user;
+
+      // ---- authorization ----
+      const project = await services.projects.getByFullPath(fullPath);
+      if (!project || !(await services.members.canReadProject(user, project))) {
+        // Anonymous: ask for credentials, as GitLab does; signed in: hide the project.
+        if (user) deny(res, 404, MESSAGES.notFound);
+        else deny(res, 401, MESSAGES.unauthorized);
+        return;
+      }
+      const access = user ? (user.admin ? AccessLevel.OWNER : await services.members.projectAccessLevel(user.id, project)) : AccessLevel.NO_ACCESS;
+      if (service === "upload-pack") {
+        if (auth && !auth.token.scopes.some((s) => GIT_READ_SCOPES.includes(s))) {
+          deny(res, 403, MESSAGES.downloadScope);
+          return;
+        }
+        if (!canDownload(project, user, access)) {
+          if (user) deny(res, 403, MESSAGES.downloadDenied);
+          else deny(res, 401, MESSAGES.unauthorized);
+          return;
+        }
+      } else {
+        if (!auth) {
+          deny(res, 401, MESSAGES.unauthorized);
+          return;
+        }
+        if (!auth.token.scopes.some((s) => GIT_WRITE_SCOPES.includes(s))) {
+          deny(res, 403, MESSAGES.pushScope);
+          return;
+        }
+        if (access < GIT_PUSH_ACCESS_LEVEL) {
+          deny(res, 403, MESSAGES.pushDenied);
+          return;
+        }
+      }
+
+      // ---- git http-backend ----
+      const repoDir = await repositories.ensureRepository(project.id);
+      const session: PushSession | undefined =
+        service === "receive-pack" && !isAdvertisement ? await repositories.beginPush(project.id) : undefined;
+      const env: Record<string, string> = repositories.gitEnvironment({
+        ...HTTP_BACKEND_CONFIG,
+        GIT_PROJECT_ROOT: dirname(repoDir),
+        GIT_HTTP_EXPORT_ALL: "1",
+        PATH_INFO: `/${basename(repoDir)}/${endpoint}`,
+        REQUEST_METHOD: req.method,
+        QUERY_STRING: query,
+        CONTENT_TYPE: req.get("content-type") ?? "",
+        REMOTE_USER: user?.username ?? "",
+        REMOTE_ADDR: req.socket.remoteAddress ?? "",
+        ...session?.env,
+      });
+      const contentLength = req.get("content-length");
+      if (contentLength !== undefined && /^\d+$/.test(contentLength)) env.CONTENT_LENGTH = contentLength;
+      else if (req.get("transfer-encoding")) env.HTTP_TRANSFER_ENCODING = "chunked"; // read to EOF
+      // http-backend inflates gzip bodies itself (git sends large fetch negotiations gzipped).
+      const encoding = req.get("content-encoding");
+      if (encoding) env.HTTP_CONTENT_ENCODING = encoding;
+      const protocol = req.get("git-protocol");
+      if (protocol && /^[\x20-\x7e]{1,256}$/.test(protocol)) env.HTTP_GIT_PROTOCOL = protocol;
+
+      const result = await runCgi({
+        command: join(await gitExecPath(repositories.gitBinary), "git-http-backend"),
+        env,
+        req,
+        res,
+        logger: log,
+        exitGraceMs: service === "receive-pack" ? (options.killGraceMs ?? 5000) : 0,
+        killGraceMs: options.killGraceMs,
+      });
+      if (session) {
+        // Before the response ends: when `git push` returns, listeners have seen the push.
+        await session.finish().catch((err: unknown) => log.error({ err }, "cannot process a push"));
+      }
+      const level = result.exitCode === 0 ? "debug" : "warn";
+      log[level](
+        {
+          userId: user?.id,
+          status: res.statusCode,
+          exitCode: result.exitCode,
+          signal: result.signal,
+          clientGone: result.clientGone,
+          stderr: result.exitCode === 0 ? undefined : result.stderr.slice(0, 1000),
+          durationMs: Date.now() - started,
+        },
+        "git http request",
+      );
+      if (!result.headersSent && !res.headersSent && !res.destroyed) {
+        res.status(500).type("text/plain").send("git http-backend failed\n");
+        return;
+      }
+      res.end();
+    } catch (err) {
+      log.error({ err }, "git http request failed");
+      if (!res.headersSent) res.status(500).type("text/plain").send("Internal Server Error\n");
+      else res.destroy();
+    }
+  });
+
+  return router;
+}
+
+/** `GET /<path>/info/refs?service=git-…` → `/<path>.git/info/refs?service=git-…`, as GitLab redirects. */
+function redirectWithoutSuffix(req: Request, res: Response, next: () => void): void {
+  // Project path characters only: never "//host" (an open redirect) or anything to escape.
+  const m = req.method === "GET" ? /^\/([A-Za-z0-9_][A-Za-z0-9_.\-/]*)\/info\/refs$/.exec(req.path) : null;
+  const service = new URL(req.originalUrl, "http://x").searchParams.get("service");
+  if (!m || m[1]!.includes("//") || m[1]!.startsWith("api/") || (service !== "git-upload-pack" && service !== "git-receive-pack")) {
+    next();
+    return;
+  }
+  res.redirect(301, `/${m[1]}.git/info/refs?service=${service}`);
+}
+
+/** GitLab's download_code: anyone for public projects, anyone signed in for internal ones, else Reporter. */
+function canDownload(project: Project, user: User | undefined, access: number): boolean {
+  if (project.visibility === "public") return true;
+  if (!user) return false;
+  return project.visibility === "internal" || access >= GIT_DOWNLOAD_ACCESS_LEVEL;
+}
+
+/**
+ * The token of `Authorization: Basic <user:token>` (username ignored) or `Bearer <token>`;
+ * undefined without an Authorization header, "" for one that carries nothing usable.
+ */
+function credentialFrom(req: Request): string | undefined {
+  const header = req.get("authorization");
+  if (!header) return undefined;
+  const basic = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (basic) {
+    const decoded = Buffer.from(basic[1]!, "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    return colon < 0 ? "" : decoded.slice(colon + 1);
+  }
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return bearer ? bearer[1]! : "";
+}

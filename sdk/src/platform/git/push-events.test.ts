@@ -1,0 +1,71 @@
+import { expect } from "chai";
+import { describe, it } from "mocha";
+import pino from "pino";
+import { PushDispatcher, type PushEvent, type RefUpdate } from "./push-events.js";
+
+const Z = "0".repeat(40);
+const oid = (n: number) => String(n).repeat(40).slice(0, 40);
+
+function dispatcher(reorderWaitMs = 2000, delays: Record<string, number> = {}) {
+  const events: PushEvent[] = [];
+  const d = new PushDispatcher({
+    reorderWaitMs,
+    logger: pino({ level: "silent" }),
+    async changedPaths(_projectId, u: RefUpdate) {
+      await new Promise((r) => setTimeout(r, delays[u.after] ?? 0));
+      if (u.after === oid(9)) throw new Error("diff failed");
+      return [`${u.ref}:${u.after.slice(0, 1)}`];
+    },
+    deliver: (e) => events.push(e),
+  });
+  return { d, events };
+}
+
+describe("PushDispatcher", () => {
+  it("delivers one event per ref, one push at a time per project, in submission order", async () => {
+    const { d, events } = dispatcher(2000, { [oid(1)]: 50 });
+    const a = d.submit(1, [
+      { ref: "refs/heads/a", before: Z, after: oid(1) },
+      { ref: "refs/heads/b", before: Z, after: oid(2) },
+    ]);
+    const b = d.submit(1, [{ ref: "refs/heads/c", before: Z, after: oid(3) }]);
+    await Promise.all([a, b]);
+    expect(events.map((e) => [e.projectId, e.ref, e.changedPaths[0]])).to.deep.equal([
+      [1, "refs/heads/a", "refs/heads/a:1"],
+      [1, "refs/heads/b", "refs/heads/b:2"],
+      [1, "refs/heads/c", "refs/heads/c:3"],
+    ]);
+  });
+
+  it("puts a push that arrived before its predecessor on the same ref back in order", async () => {
+    const { d, events } = dispatcher();
+    await d.submit(1, [{ ref: "refs/heads/main", before: Z, after: oid(1) }]);
+    // 2 -> 3 reported before 1 -> 2: held until 1 -> 2 arrives.
+    const late = d.submit(1, [{ ref: "refs/heads/main", before: oid(2), after: oid(3) }]);
+    const other = d.submit(1, [{ ref: "refs/heads/other", before: Z, after: oid(5) }]);
+    await other;
+    expect(events.map((e) => e.after)).to.deep.equal([oid(1), oid(5)]);
+    await d.submit(1, [{ ref: "refs/heads/main", before: oid(1), after: oid(2) }]);
+    await late;
+    expect(events.map((e) => e.after)).to.deep.equal([oid(1), oid(5), oid(2), oid(3)]);
+  });
+
+  it("gives up waiting for a missing predecessor after reorderWaitMs", async () => {
+    const { d, events } = dispatcher(100);
+    await d.submit(1, [{ ref: "refs/heads/main", before: Z, after: oid(1) }]);
+    const started = Date.now();
+    await d.submit(1, [{ ref: "refs/heads/main", before: oid(7), after: oid(8) }]);
+    expect(Date.now() - started).to.be.within(90, 1000);
+    expect(events.map((e) => e.after)).to.deep.equal([oid(1), oid(8)]);
+  });
+
+  it("delivers with no paths when they cannot be computed, and keeps projects independent", async () => {
+    const { d, events } = dispatcher(2000, { [oid(1)]: 100 });
+    const slow = d.submit(1, [{ ref: "refs/heads/a", before: Z, after: oid(1) }]);
+    await d.submit(2, [{ ref: "refs/heads/a", before: Z, after: oid(9) }]);
+    expect(events.map((e) => [e.projectId, e.changedPaths])).to.deep.equal([[2, []]]);
+    await slow;
+    expect(events).to.have.length(2);
+    await d.submit(3, []);
+  });
+});
