@@ -17,7 +17,7 @@ import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
 import { connectionContextValues } from "./connection-context.js";
 import { internalApiAuthorizer } from "./internal-api-auth.js";
 import { createKasMetrics } from "./kas-metrics.js";
-import { reverseTunnelService } from "./reverse-tunnel-service.js";
+import { reverseTunnelService, withRawReverseTunnel } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
 
 /**
@@ -113,18 +113,21 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
   const moduleContext: KasModuleContext = { auth, tracker, registry, logger, shutdownSignal: shutdown.signal };
 
-  const handler = connectNodeAdapter({
-    // Tunnel frames wrap a message with a few bytes of envelope.
+  // Tunnel frames wrap a message with a few bytes of envelope.
+  const tunnelDeps = { auth, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes: maxMessageBytes + 1024 };
+  const connectHandler = connectNodeAdapter({
     readMaxBytes: maxMessageBytes + 1024,
     writeMaxBytes: maxMessageBytes + 1024,
     shutdownSignal: shutdown.signal,
     contextValues: connectionContextValues,
     routes(router) {
-      router.service(ReverseTunnel, reverseTunnelService({ auth, registry, logger, shutdownSignal: shutdown.signal }));
+      router.service(ReverseTunnel, reverseTunnelService(tunnelDeps));
       router.service(AgentRegistrar, agentRegistrarService({ auth, tracker }));
       for (const module of options.modules ?? []) module.registerAgentServices(router, moduleContext);
     },
   });
+  // gRPC tunnels over HTTP/2 bypass connect-es: an idle tunnel then costs a few KiB, not tens.
+  const handler = withRawReverseTunnel(connectHandler, tunnelDeps);
   const agentApi = await createAgentApiListener({
     ...options.agentApi,
     http2Settings: { initialWindowSize: streamWindowBytes, ...options.agentApi?.http2Settings },

@@ -29,6 +29,28 @@ export interface TunnelCall {
 let nextTunnelId = 1;
 
 /**
+ * Method sets by descriptor: every tunnel of an agent (and usually every agent of a version) sends
+ * the same descriptor, so idle tunnels share one set instead of holding a copy each.
+ */
+const methodSets = new Map<string, ReadonlySet<string>>();
+const methodSetCacheSize = 256;
+
+function methodSet(descriptor: AgentDescriptor): ReadonlySet<string> {
+  const names: string[] = [];
+  for (const service of descriptor.services) {
+    for (const method of service.methods) names.push(`/${service.name}/${method.name}`);
+  }
+  const key = names.join(" ");
+  let set = methodSets.get(key);
+  if (!set) {
+    set = new Set(names);
+    if (methodSets.size >= methodSetCacheSize) methodSets.delete(methodSets.keys().next().value as string);
+    methodSets.set(key, set);
+  }
+  return set;
+}
+
+/**
  * The KAS side of one `ReverseTunnel/Connect` stream. Registered as idle after the descriptor; the
  * registry hands it to at most one call. `output()` is what the Connect handler yields to the
  * agent; `input` is what the agent sends after the descriptor.
@@ -38,30 +60,44 @@ export class ServerTunnel {
   readonly methods: ReadonlySet<string>;
   readonly connectedAt = new Date();
   private readonly out = new AsyncQueue<ConnectResponse>(8);
-  private readonly done = new AbortController();
+  /** Created on first use of `closedSignal`: thousands of idle tunnels need no AbortController each. */
+  private done: AbortController | undefined;
+  private closed: { reason: unknown } | undefined;
   private taken = false;
 
+  /**
+   * @param streamSignal aborted when the agent's stream ends (disconnect, cancel) or the token is
+   * revoked. Optional: the owner of the stream may call `streamEnded()` instead.
+   */
   constructor(
     readonly agent: AgentInfo,
     descriptor: AgentDescriptor,
     private readonly input: AsyncIterator<ConnectRequest>,
-    /** Aborted when the agent's stream ends (disconnect, cancel) or the token is revoked. */
-    streamSignal: AbortSignal,
+    streamSignal?: AbortSignal,
   ) {
-    const methods = new Set<string>();
-    for (const service of descriptor.services) {
-      for (const method of service.methods) methods.add(`/${service.name}/${method.name}`);
+    this.methods = methodSet(descriptor);
+    if (streamSignal) {
+      const onAbort = () => this.streamEnded(streamSignal.reason);
+      if (streamSignal.aborted) onAbort();
+      else {
+        streamSignal.addEventListener("abort", onAbort, { once: true });
+        this.closedSignal.addEventListener("abort", () => streamSignal.removeEventListener("abort", onAbort), { once: true });
+      }
     }
-    this.methods = methods;
-    const onAbort = () => this.close(abortError(streamSignal.reason, this.agent.agentId));
-    if (streamSignal.aborted) onAbort();
-    else streamSignal.addEventListener("abort", onAbort, { once: true });
-    this.done.signal.addEventListener("abort", () => streamSignal.removeEventListener("abort", onAbort), { once: true });
   }
 
   /** Aborted once the tunnel has ended for any reason. */
   get closedSignal(): AbortSignal {
+    if (!this.done) {
+      this.done = new AbortController();
+      if (this.closed) this.done.abort(this.closed.reason);
+    }
     return this.done.signal;
+  }
+
+  /** Whether the tunnel has ended for any reason. */
+  get isClosed(): boolean {
+    return this.closed !== undefined;
   }
 
   get isTaken(): boolean {
@@ -99,11 +135,24 @@ export class ServerTunnel {
     );
   }
 
+  /**
+   * The agent's stream ended (disconnect, cancel), its token was revoked or KAS is shutting down:
+   * ends the tunnel; a call in flight fails with UNAVAILABLE (or the revocation's UNAUTHENTICATED).
+   */
+  streamEnded(reason: unknown): void {
+    this.close(abortError(reason, this.agent.agentId));
+  }
+
   /** Ends the tunnel; an in-flight call fails with `error` (default: tunnel closed). */
   close(error?: unknown): void {
-    if (this.done.signal.aborted) return;
-    this.done.abort(error ?? new ConnectError(`tunnel of agent ${this.agent.agentId} closed`, Code.Unavailable));
+    if (this.closed) return;
+    this.markClosed(error ?? new ConnectError(`tunnel of agent ${this.agent.agentId} closed`, Code.Unavailable));
     this.out.close(error === undefined ? undefined : ConnectError.from(error));
+  }
+
+  private markClosed(reason: unknown): void {
+    this.closed = { reason };
+    this.done?.abort(reason);
   }
 
   /** Starts a call on this (idle) tunnel. The registry guarantees it is called at most once. */
@@ -147,9 +196,9 @@ export class ServerTunnel {
         await events.push({ kind: "end", trailer, error });
         events.close();
         this.out.close();
-        this.done.abort();
+        if (!this.closed) this.markClosed(undefined);
       } catch (e) {
-        const reason = this.done.signal.aborted ? this.done.signal.reason : e;
+        const reason = this.closed ? this.closed.reason : e;
         const ce = ConnectError.from(reason);
         // A caller's own cancel closed `events` already; whatever ended the tunnel is the agent's side.
         events.close(midCallError(ce, agentId));

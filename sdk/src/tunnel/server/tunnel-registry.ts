@@ -55,7 +55,7 @@ export class InMemoryTunnelRegistry implements TunnelRegistry {
   acquire(agentId: number, methodName: string, signal: AbortSignal): Promise<ServerTunnel> {
     const entry = this.entry(agentId);
     for (const tunnel of entry.idle) {
-      if (tunnel.serves(methodName) && !tunnel.closedSignal.aborted) {
+      if (tunnel.serves(methodName) && !tunnel.isClosed) {
         entry.idle.delete(tunnel);
         return Promise.resolve(tunnel);
       }

@@ -1,0 +1,42 @@
+/**
+ * Many agents in one child process, for the idle-tunnel memory benchmark. Each agent is a full
+ * createAgent() (its own HTTP/2 connection, registration, a pool of `minIdleTunnels` idle tunnels).
+ *   <- { type: "connect", url, first, count }  starts agents glagent-bench-<first>..<first+count-1>
+ *                                              -> { type: "started", total }
+ *   <- { type: "stop" }                        -> { type: "stopped" }, then exits
+ */
+import pino from "pino";
+import { createAgent, type Agent } from "../sdk/src/agent/create-agent.js";
+
+if (!process.send) throw new Error("run as a forked child");
+const send = process.send.bind(process);
+const minIdleTunnels = Number(process.env.BENCH_IDLE_TUNNELS ?? 2);
+const logger = pino({ level: "error" });
+const agents: Agent[] = [];
+
+process.on("message", (msg: { type: string; url?: string; first?: number; count?: number }) => {
+  void (async () => {
+    if (msg.type === "connect") {
+      for (let i = 0; i < msg.count!; i++) {
+        const agent = createAgent({
+          kasAddress: msg.url!,
+          token: `glagent-bench-${msg.first! + i}`,
+          logger,
+          podName: `bench-${msg.first! + i}`,
+          pool: { minIdleTunnels },
+        });
+        agent.start();
+        agents.push(agent);
+        // Pace the dials a little so KAS is not hit by thousands of handshakes in one tick.
+        if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      send({ type: "started", total: agents.length });
+    } else if (msg.type === "stop") {
+      await Promise.all(agents.map((a) => a.stop(500)));
+      send({ type: "stopped" });
+      process.disconnect();
+      process.exit(0);
+    }
+  })();
+});
+send({ type: "ready" });

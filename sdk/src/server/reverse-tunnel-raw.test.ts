@@ -1,0 +1,326 @@
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { describe, it, beforeEach, afterEach } from "mocha";
+import { expect } from "chai";
+import pino from "pino";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import {
+  compressionGzip,
+  connectNodeAdapter,
+  createConnectTransport,
+  createGrpcTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { ConnectRequestSchema, ReverseTunnel, type ConnectRequest } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import { echoService } from "../modules/echo/echo-service.js";
+import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
+import { TunnelPool } from "../tunnel/agent/tunnel-pool.js";
+import { InMemoryTunnelRegistry } from "../tunnel/server/tunnel-registry.js";
+import { AgentAuthenticator } from "./agent-authenticator.js";
+import { connectionContextValues } from "./connection-context.js";
+import { reverseTunnelConnectPath, reverseTunnelService, withRawReverseTunnel } from "./reverse-tunnel-service.js";
+import { createTunnelGateway, routingAgentIdHeader } from "./tunnel-gateway.js";
+
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+
+/**
+ * KAS's agent API as kas-server wires it (gRPC tunnels on the raw HTTP/2 path, everything else
+ * through connect-es), a gateway, and agents connecting with a chosen transport.
+ */
+async function startKas(opts: { maxMessageBytes?: number } = {}) {
+  const platform = new StaticPlatformClient();
+  platform.addToken("glagent-good", { agentId: 7, agentName: "a7", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 70 });
+  const registry = new InMemoryTunnelRegistry();
+  const shutdown = new AbortController();
+  const auth = new AgentAuthenticator({ platform, logger });
+  const deps = { auth, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes: opts.maxMessageBytes };
+  let fallbackTunnelCalls = 0;
+  const connectHandler = connectNodeAdapter({
+    readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+    contextValues: connectionContextValues,
+    routes: (router) => router.service(ReverseTunnel, reverseTunnelService(deps)),
+  });
+  const agentApi = http2.createServer(
+    withRawReverseTunnel((req, res) => {
+      if (req.url === reverseTunnelConnectPath) fallbackTunnelCalls++;
+      connectHandler(req, res);
+    }, deps),
+  );
+  const gateway = createTunnelGateway({ registry, logger, authorize: async () => {} });
+  const gatewayServer = http2.createServer();
+  gatewayServer.on("stream", (stream, headers) => void gateway(stream, headers));
+  const sessions = new Set<http2.Http2Session>();
+  agentApi.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  await Promise.all([listen(agentApi), listen(gatewayServer)]);
+  const agentUrl = `http://127.0.0.1:${port(agentApi)}`;
+  const clientSessions = new Http2SessionManager(`http://127.0.0.1:${port(gatewayServer)}`);
+  const echo: Client<typeof EchoService> = createClient(
+    EchoService,
+    createGrpcTransport({
+      baseUrl: `http://127.0.0.1:${port(gatewayServer)}`,
+      sessionManager: clientSessions,
+      interceptors: [routeTo(7)],
+      readMaxBytes: 64 << 20,
+      writeMaxBytes: 64 << 20,
+    }),
+  );
+  const closers: Array<() => Promise<void> | void> = [];
+  return {
+    platform,
+    registry,
+    shutdown,
+    agentUrl,
+    echo,
+    fallbackTunnelCalls: () => fallbackTunnelCalls,
+    /** Starts an agent pool on `transport` (gRPC over HTTP/2 by default). */
+    async startAgent(options: { transport?: Transport; minIdle?: number; token?: string } = {}) {
+      const agentSessions = new Http2SessionManager(agentUrl);
+      const transport =
+        options.transport ??
+        createGrpcTransport({
+          baseUrl: agentUrl,
+          sessionManager: agentSessions,
+          interceptors: [bearer(options.token ?? "glagent-good")],
+        });
+      // The agent's own limit stays at its default, so KAS's limit is the one tested.
+      const host = new LocalServiceHost().register(EchoService, echoService("raw-agent"));
+      const pool = new TunnelPool({ transport, host, logger, minIdleTunnels: options.minIdle ?? 2, backoff: { initialMs: 50, maxMs: 200 } });
+      pool.start();
+      closers.push(async () => {
+        await pool.stop(100);
+        agentSessions.abort();
+      });
+      return pool;
+    },
+    /** A bare ReverseTunnel client, to speak the protocol by hand. */
+    tunnelClient(token = "glagent-good") {
+      const agentSessions = new Http2SessionManager(agentUrl);
+      closers.push(() => agentSessions.abort());
+      return createClient(
+        ReverseTunnel,
+        createGrpcTransport({ baseUrl: agentUrl, sessionManager: agentSessions, interceptors: [bearer(token)] }),
+      );
+    },
+    async close() {
+      for (const close of closers.reverse()) await close();
+      shutdown.abort();
+      registry.close();
+      auth.close();
+      clientSessions.abort();
+      for (const s of sessions) s.destroy();
+      await Promise.all([closeServer(agentApi), closeServer(gatewayServer)]);
+    },
+  };
+}
+
+function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
+function routeTo(agentId: number): Interceptor {
+  return (next) => (req) => {
+    req.header.set(routingAgentIdHeader, String(agentId));
+    return next(req);
+  };
+}
+
+function listen(server: http2.Http2Server): Promise<void> {
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+}
+
+function port(server: http2.Http2Server): number {
+  return (server.address() as AddressInfo).port;
+}
+
+function closeServer(server: http2.Http2Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+async function waitFor(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** An request stream that yields `messages`, then stays open until `end` resolves. */
+function requests(messages: ConnectRequest[], end: Promise<void>): AsyncIterable<ConnectRequest> {
+  return (async function* () {
+    yield* messages;
+    await end;
+  })();
+}
+
+function deferred(): { promise: Promise<void>; resolve(): void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+const descriptor = create(ConnectRequestSchema, {
+  msg: {
+    case: "descriptor",
+    value: { agentDescriptor: { services: [{ name: "kasbridge.echo.v1.EchoService", methods: [{ name: "Echo" }] }] } },
+  },
+});
+
+describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
+  let kas: Awaited<ReturnType<typeof startKas>>;
+  beforeEach(async () => {
+    kas = await startKas();
+  });
+  afterEach(async () => kas.close());
+
+  it("carries unary, streaming and bidi calls without going through connect-es", async () => {
+    const pool = await kas.startAgent();
+    await waitFor(() => kas.registry.stats().idleTunnels >= 2);
+    const res = await kas.echo.echo({ payload: new TextEncoder().encode("hi") });
+    expect(new TextDecoder().decode(res.payload)).to.equal("hi");
+    expect(res.servedBy).to.equal("raw-agent");
+    let n = 0;
+    let bytes = 0;
+    for await (const msg of kas.echo.serverStream({ count: 300, size: 20_000 })) {
+      expect(msg.index).to.equal(n++);
+      bytes += msg.payload.byteLength;
+    }
+    expect(bytes).to.equal(6_000_000);
+    // KAS -> agent messages (request_info, message, close_send) go through the raw writer.
+    async function* chunks() {
+      for (let i = 0; i < 200; i++) yield { payload: new Uint8Array(20_000) };
+    }
+    const counted = await kas.echo.clientStream(chunks());
+    expect(counted.messages).to.equal(200);
+    expect(counted.totalBytes).to.equal(4_000_000n);
+    const seen: number[] = [];
+    async function* pings() {
+      for (let i = 0; i < 20; i++) yield { payload: new Uint8Array([i]) };
+    }
+    for await (const msg of kas.echo.bidi(pings())) seen.push(msg.payload[0]);
+    expect(seen).to.deep.equal([...Array(20).keys()]);
+    await waitFor(() => kas.registry.stats().idleTunnels >= 2);
+    expect(pool.stats().idle).to.be.at.least(2);
+    expect(kas.fallbackTunnelCalls()).to.equal(0);
+  });
+
+  it("passes error status, headers and trailers, and cancellation", async () => {
+    await kas.startAgent();
+    await waitFor(() => kas.registry.stats().idleTunnels >= 2);
+    const err = await kas.echo.fail({ code: Code.FailedPrecondition, message: "nope" }).catch((e: unknown) => ConnectError.from(e));
+    expect(err).to.be.instanceOf(ConnectError);
+    expect((err as ConnectError).code).to.equal(Code.FailedPrecondition);
+    expect((err as ConnectError).metadata.get("fail-trailer")).to.equal("present");
+    const abort = new AbortController();
+    let got = 0;
+    try {
+      for await (const _ of kas.echo.serverStream({ count: 1_000_000, size: 1000 }, { signal: abort.signal })) {
+        if (++got === 10) abort.abort();
+      }
+    } catch (error) {
+      expect(ConnectError.from(error).code).to.equal(Code.Canceled);
+    }
+    await waitFor(() => kas.registry.stats().busyTunnels === 0);
+    const res = await kas.echo.echo({ payload: new Uint8Array([5]) });
+    expect(res.payload[0]).to.equal(5);
+  });
+
+  it("accepts gzip-compressed messages from agents (GitLab's agentk compresses)", async () => {
+    const sessions = new Http2SessionManager(kas.agentUrl);
+    const transport = createGrpcTransport({
+      baseUrl: kas.agentUrl,
+      sessionManager: sessions,
+      interceptors: [bearer("glagent-good")],
+      sendCompression: compressionGzip,
+      compressMinBytes: 1,
+    });
+    await kas.startAgent({ transport });
+    await waitFor(() => kas.registry.stats().idleTunnels >= 2);
+    let bytes = 0;
+    for await (const msg of kas.echo.serverStream({ count: 20, size: 50_000 })) bytes += msg.payload.byteLength;
+    expect(bytes).to.equal(1_000_000);
+    sessions.abort();
+  });
+
+  it("falls back to connect-es for other protocols (Connect over HTTP/2)", async () => {
+    const transport = createConnectTransport({ baseUrl: kas.agentUrl, httpVersion: "2", interceptors: [bearer("glagent-good")] });
+    await kas.startAgent({ transport });
+    await waitFor(() => kas.registry.stats().idleTunnels >= 2);
+    const res = await kas.echo.echo({ payload: new Uint8Array([9]) });
+    expect(res.payload[0]).to.equal(9);
+    expect(kas.fallbackTunnelCalls()).to.be.at.least(2);
+  });
+
+  it("refuses unknown tokens, and a first message that is not a descriptor", async () => {
+    const bad = kas.tunnelClient("glagent-unknown");
+    const end = deferred();
+    const unauthenticated = await (async () => {
+      for await (const _ of bad.connect(requests([descriptor], end.promise))) expect.fail("no response expected");
+    })().catch((e: unknown) => ConnectError.from(e));
+    expect((unauthenticated as ConnectError).code).to.equal(Code.Unauthenticated);
+
+    const client = kas.tunnelClient();
+    const header = create(ConnectRequestSchema, { msg: { case: "header", value: { meta: {} } } });
+    const violation = await (async () => {
+      for await (const _ of client.connect(requests([header], end.promise))) expect.fail("no response expected");
+    })().catch((e: unknown) => ConnectError.from(e));
+    expect((violation as ConnectError).code).to.equal(Code.InvalidArgument);
+    expect((violation as ConnectError).rawMessage).to.contain("expected descriptor");
+    end.resolve();
+    expect(kas.registry.stats().idleTunnels).to.equal(0);
+  });
+
+  it("withdraws the tunnel when the agent goes away, and ends idle tunnels on revocation and shutdown", async () => {
+    const client = kas.tunnelClient();
+    const abort = new AbortController();
+    const end = deferred();
+    const gone = (async () => {
+      for await (const _ of client.connect(requests([descriptor], end.promise), { signal: abort.signal })) expect.fail("none");
+    })().catch((e: unknown) => ConnectError.from(e));
+    await waitFor(() => kas.registry.stats().idleTunnels === 1);
+    abort.abort();
+    expect(((await gone) as ConnectError).code).to.equal(Code.Canceled);
+    await waitFor(() => kas.registry.stats().idleTunnels === 0 && kas.registry.stats().agents === 0);
+
+    const revoked = (async () => {
+      for await (const _ of client.connect(requests([descriptor], end.promise))) expect.fail("none");
+    })().catch((e: unknown) => ConnectError.from(e));
+    await waitFor(() => kas.registry.stats().idleTunnels === 1);
+    kas.platform.revoke("glagent-good");
+    expect(((await revoked) as ConnectError).code).to.equal(Code.Unauthenticated);
+    await waitFor(() => kas.registry.stats().idleTunnels === 0);
+
+    kas.platform.addToken("glagent-other", { agentId: 8, agentName: "a8", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 80 });
+    const other = kas.tunnelClient("glagent-other");
+    const shutDown = (async () => {
+      for await (const _ of other.connect(requests([descriptor], end.promise))) expect.fail("none");
+    })().catch((e: unknown) => ConnectError.from(e));
+    await waitFor(() => kas.registry.stats().idleTunnels === 1);
+    kas.shutdown.abort();
+    expect(((await shutDown) as ConnectError).code).to.equal(Code.Unavailable);
+    await waitFor(() => kas.registry.stats().idleTunnels === 0);
+    end.resolve();
+  });
+
+  it("fails a tunnel whose agent sends a message above the limit with RESOURCE_EXHAUSTED", async () => {
+    await kas.close();
+    kas = await startKas({ maxMessageBytes: 64 * 1024 });
+    await kas.startAgent();
+    await waitFor(() => kas.registry.stats().idleTunnels >= 2);
+    const err = await (async () => {
+      for await (const _ of kas.echo.serverStream({ count: 1, size: 200_000 })) expect.fail("too big to arrive");
+    })().catch((e: unknown) => ConnectError.from(e));
+    expect((err as ConnectError).code).to.equal(Code.ResourceExhausted);
+    // The pool refills and small calls still work.
+    const res = await kas.echo.echo({ payload: new Uint8Array([3]) });
+    expect(res.payload[0]).to.equal(3);
+  });
+});
