@@ -1,5 +1,11 @@
 // Public API of the platform ("Rails bridge") side; re-exported by the package index.
-export type { AgentInfo, PlatformClient, PlatformErrorKind, TokenRevocation } from "./platform-client.js";
+export type {
+  AgentConfigurationSnapshot,
+  AgentInfo,
+  PlatformClient,
+  PlatformErrorKind,
+  TokenRevocation,
+} from "./platform-client.js";
 export { PlatformError } from "./platform-client.js";
 export type { AgentConnection, AgentConnectionsSource } from "./connections.js";
 
@@ -27,9 +33,45 @@ export type {
 } from "./services/personal-access-tokens.js";
 export type { RevocationFeedPage, RevocationListener, RevocationService } from "./services/revocations.js";
 
+export {
+  AGENT_CONFIG_MAX_BYTES,
+  AgentConfigError,
+  checkAgentConfigFile,
+  formatAgentConfigProblem,
+  parseAgentConfigFile,
+} from "./agent-config/config-file.js";
+export type { AgentConfigParseResult, AgentConfigProblem } from "./agent-config/config-file.js";
+export { createAgentConfigService, emptyAgentConfig } from "./agent-config/agent-config-service.js";
+export type {
+  AgentConfigApplyOutcome,
+  AgentConfigChange,
+  AgentConfigChangeListener,
+  AgentConfigFeedPage,
+  AgentConfigRejection,
+  AgentConfigService,
+  AgentConfigServiceOptions,
+  AgentConfigState,
+} from "./agent-config/agent-config-service.js";
+export { AUTHORIZED_ENTITY_LIMIT } from "./agent-config/authorizations.js";
+export type {
+  AllowedAgent,
+  CiAccessAuthorizationConfig,
+  UserAccessAuthorization,
+  UserAccessAuthorizationConfig,
+  UserAccessFilter,
+} from "./agent-config/authorizations.js";
+export { AGENT_CONFIG_DIRECTORY, AGENT_CONFIG_FILE_NAME, agentConfigPath, agentNameOfConfigPath } from "./agent-config/repository.js";
+export type { AgentConfigRepositories, PushSource, RepositoryReader } from "./agent-config/repository.js";
+
 export { createPlatformApi, MANAGE_AGENTS_ACCESS_LEVEL, READ_AGENTS_ACCESS_LEVEL } from "./api/rest-api.js";
 export type { PlatformApiOptions } from "./api/rest-api.js";
-export { AGENT_INFO_PATHS, TOKEN_REVOCATIONS_PATH, createInternalApi } from "./api/internal-api.js";
+export {
+  AGENT_CONFIGURATION_CHANGES_PATH,
+  AGENT_CONFIGURATION_PATH,
+  AGENT_INFO_PATHS,
+  TOKEN_REVOCATIONS_PATH,
+  createInternalApi,
+} from "./api/internal-api.js";
 export type { InternalApiOptions } from "./api/internal-api.js";
 
 export { createGitHttpRouter, GIT_DOWNLOAD_ACCESS_LEVEL, GIT_PUSH_ACCESS_LEVEL, GIT_READ_SCOPES, GIT_WRITE_SCOPES } from "./git/git-http-router.js";

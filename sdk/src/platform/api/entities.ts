@@ -3,6 +3,7 @@
  * Only the fields meaningful here are filled; the rest of GitLab's fields are left out rather
  * than faked.
  */
+import type { AgentConfigState } from "../agent-config/agent-config-service.js";
 import type { AgentConnection } from "../connections.js";
 import type { AgentToken } from "../services/agent-tokens.js";
 import type { Agent } from "../services/agents.js";
@@ -112,13 +113,29 @@ export function projectEntity(project: Project, baseUrl: string, owner?: User) {
   };
 }
 
-export function agentEntity(agent: Agent, project: Project) {
+export function agentEntity(agent: Agent, project: Project, config?: AgentConfigState) {
   return {
     id: agent.id,
     name: agent.name,
     config_project: projectIdentityEntity(project),
     created_at: iso(agent.createdAt),
     created_by_user_id: agent.createdByUserId,
+    ...(config ? agentConfigFields(config) : {}),
+  };
+}
+
+/**
+ * kasbridge extension (GitLab shows none of this in its REST API): the agent's accepted config
+ * commit (null until one is accepted), when it was stored, and the last rejected config's error
+ * (null when the last processed commit was accepted).
+ */
+export function agentConfigFields(config: AgentConfigState) {
+  return {
+    config_commit_id: config.commitId === "" ? null : config.commitId,
+    config_updated_at: iso(config.updatedAt),
+    config_error: config.error
+      ? { message: config.error.message, commit_id: config.error.commitId, at: iso(config.error.at) }
+      : null,
   };
 }
 

@@ -1,13 +1,16 @@
 import { createHash } from "node:crypto";
+import { toJson } from "@bufbuild/protobuf";
 import express from "express";
 import type { Request, RequestHandler, Router } from "express";
 import pino from "pino";
 import type { Logger } from "pino";
 import { JwtVerificationError, KAS_API_REQUEST_HEADER, verifyKasApiRequestJwt } from "../../auth/jwt.js";
+import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
-import { HttpError, jsonErrorHandler, paramError, unauthorized } from "./http-errors.js";
+import { HttpError, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
+import { parseId } from "./params.js";
 
 export interface InternalApiOptions {
   /** Must be the same instance the REST API uses (revocations are published in-process). */
@@ -22,6 +25,13 @@ export interface InternalApiOptions {
 export const AGENT_INFO_PATHS = ["/api/v4/internal/kubernetes/agent_info", "/api/v4/internal/agents/agentk/agent_info"];
 /** kasbridge extension: the revocation feed `createHttpPlatformClient` polls. */
 export const TOKEN_REVOCATIONS_PATH = "/api/v4/internal/kubernetes/token_revocations";
+/**
+ * kasbridge extension: an agent's accepted configuration, `?agent_id=`. (GitLab has a POST at this
+ * path, through which its KAS reports configs it read from Gitaly; our platform reads them itself.)
+ */
+export const AGENT_CONFIGURATION_PATH = "/api/v4/internal/kubernetes/agent_configuration";
+/** kasbridge extension: the feed of accepted agent configuration changes, polled like the revocation feed. */
+export const AGENT_CONFIGURATION_CHANGES_PATH = "/api/v4/internal/kubernetes/agent_configuration_changes";
 
 /**
  * GitLab's internal API for KAS (`/api/v4/internal/...`): every request must carry a valid
@@ -70,21 +80,44 @@ export function createInternalApi(options: InternalApiOptions): Router {
   }
 
   router.get(TOKEN_REVOCATIONS_PATH, kasJwt, async (req, res) => {
-    const raw = req.query.after;
-    let after: number | undefined;
-    if (raw !== undefined && raw !== "") {
-      if (typeof raw !== "string" || !/^[0-9]{1,15}$/.test(raw)) throw paramError("after is invalid");
-      after = Number(raw);
-    }
-    const page = await services.revocations.feed(after);
+    const page = await services.revocations.feed(feedCursor(req));
     res.json({
       revocations: page.revocations.map((r) => ({ agent_id: r.agentId, token_id: r.tokenId })),
       cursor: String(page.cursor),
     });
   });
 
+  router.get(AGENT_CONFIGURATION_PATH, kasJwt, async (req, res) => {
+    const raw = req.query.agent_id;
+    if (raw === undefined || raw === "") throw paramError("agent_id is missing");
+    const agentId = parseId(raw, "agent_id");
+    const snapshot = await services.agentConfigs.snapshot(agentId);
+    if (!snapshot) throw notFound("Agent");
+    res.json({
+      agent_id: snapshot.agentId,
+      commit_id: snapshot.commitId,
+      configuration: toJson(ConfigurationFileSchema, snapshot.config),
+    });
+  });
+
+  router.get(AGENT_CONFIGURATION_CHANGES_PATH, kasJwt, async (req, res) => {
+    const page = await services.agentConfigs.feed(feedCursor(req));
+    res.json({
+      changes: page.changes.map((c) => ({ agent_id: c.agentId, commit_id: c.commitId })),
+      cursor: String(page.cursor),
+    });
+  });
+
   router.use(jsonErrorHandler(logger));
   return router;
+}
+
+/** The `after` cursor of a feed request; undefined when absent (start from now). */
+function feedCursor(req: Request): number | undefined {
+  const raw = req.query.after;
+  if (raw === undefined || raw === "") return undefined;
+  if (typeof raw !== "string" || !/^[0-9]{1,15}$/.test(raw)) throw paramError("after is invalid");
+  return Number(raw);
 }
 
 /**

@@ -328,8 +328,9 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     const user = currentUser(res);
     const project = await loadProject(req, user);
     if ((await projectAccess(user, project)) < READ_AGENTS_ACCESS_LEVEL) throw notFound("ClusterAgents");
-    const agents = await services.agents.list(project.id);
-    res.json(paginate(req, res, agents).map((a) => agentEntity(a, project)));
+    const agents = paginate(req, res, await services.agents.list(project.id));
+    const configs = await services.agentConfigs.getMany(agents.map((a) => a.id));
+    res.json(agents.map((a) => agentEntity(a, project, configs.get(a.id))));
   });
 
   router.post("/api/v4/projects/:id/cluster_agents", write, ...body, async (req, res) => {
@@ -338,12 +339,12 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     await requireManage(user, project);
     const name = requiredString(bodyOf(req), "name");
     const agent = await services.agents.create(project.id, name, user.id);
-    res.status(201).json(agentEntity(agent, project));
+    res.status(201).json(agentEntity(agent, project, await services.agentConfigs.get(agent.id)));
   });
 
   router.get("/api/v4/projects/:id/cluster_agents/:agent_id", read, async (req, res) => {
     const { project, agent } = await loadAgentForRead(req, res);
-    res.json(agentEntity(agent, project));
+    res.json(agentEntity(agent, project, await services.agentConfigs.get(agent.id)));
   });
 
   router.delete("/api/v4/projects/:id/cluster_agents/:agent_id", write, async (req, res) => {

@@ -1,8 +1,21 @@
+import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import pino from "pino";
 import type { Logger } from "pino";
 import { KAS_API_REQUEST_HEADER, signKasApiRequestJwt } from "../../auth/jwt.js";
-import { AGENT_INFO_PATHS, TOKEN_REVOCATIONS_PATH } from "../api/internal-api.js";
-import { PlatformError, type AgentInfo, type PlatformClient, type TokenRevocation } from "../platform-client.js";
+import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import {
+  AGENT_CONFIGURATION_CHANGES_PATH,
+  AGENT_CONFIGURATION_PATH,
+  AGENT_INFO_PATHS,
+  TOKEN_REVOCATIONS_PATH,
+} from "../api/internal-api.js";
+import {
+  PlatformError,
+  type AgentConfigurationSnapshot,
+  type AgentInfo,
+  type PlatformClient,
+  type TokenRevocation,
+} from "../platform-client.js";
 
 export interface HttpPlatformClientOptions {
   /** Platform base URL, e.g. "http://127.0.0.1:8080" or "https://gitlab.example.com". */
@@ -15,6 +28,10 @@ export interface HttpPlatformClientOptions {
   revocationPollIntervalMs?: number;
   /** Longest delay between polls while the feed keeps failing (doubling from the interval). Default 10 000 ms. */
   revocationMaxBackoffMs?: number;
+  /** Delay between two polls of the agent configuration change feed. Default 500 ms. */
+  configurationPollIntervalMs?: number;
+  /** Longest delay between polls while that feed keeps failing (doubling from the interval). Default 10 000 ms. */
+  configurationMaxBackoffMs?: number;
   /** Default: global fetch. */
   fetch?: typeof fetch;
   /** Default: silent. */
@@ -29,15 +46,16 @@ const KAS_JWT_REFUSED = "KAS JWT authentication invalid";
 
 /**
  * PlatformClient speaking GitLab's internal API over HTTP. Works against our platform
- * (createInternalApi) and, for agent_info, against GitLab itself; the revocation watch needs our
- * `token_revocations` feed (against GitLab it keeps failing with back-off and delivers nothing).
+ * (createInternalApi) and, for agent_info, against GitLab itself; the revocation and configuration
+ * watches and getAgentConfiguration need our extensions (`token_revocations`,
+ * `agent_configuration_changes`, GET `agent_configuration`): against GitLab the watches keep
+ * failing with back-off and deliver nothing.
  */
 export function createHttpPlatformClient(options: HttpPlatformClientOptions): PlatformClient {
   const base = new URL(options.baseUrl.endsWith("/") ? options.baseUrl : `${options.baseUrl}/`);
   const doFetch = options.fetch ?? fetch;
   const timeoutMs = options.requestTimeoutMs ?? 10_000;
-  const pollMs = options.revocationPollIntervalMs ?? 500;
-  const maxBackoffMs = options.revocationMaxBackoffMs ?? 10_000;
+
   const logger = options.logger ?? pino({ level: "silent" });
   const userAgent = options.userAgent ?? "kasbridge";
 
@@ -99,76 +117,77 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
     return new PlatformError("unavailable", `${what}: platform answered HTTP ${status}`);
   }
 
-  // ---- revocation watch: one shared poller however many watchers and agents ----
+  // ---- feed watches: one shared poller per feed however many watchers and agents ----
 
-  const watchers = new Set<(r: TokenRevocation) => void>();
-  let stopPoller: (() => void) | undefined;
+  /**
+   * Watchers of one feed, served by one poller that runs while there is at least one watcher.
+   * The poller's first answer only positions its cursor at "now"; later pages are delivered.
+   */
+  function feedWatch<T>(feed: {
+    path: string;
+    what: string;
+    pollMs: number;
+    maxBackoffMs: number;
+    /** `entries`: how many feed entries the page held (a full page is followed at once). */
+    parse(body: unknown): { items: T[]; cursor: string; entries: number };
+    describe(item: T): Record<string, unknown>;
+  }) {
+    const watchers = new Set<(item: T) => void>();
+    let stopPoller: (() => void) | undefined;
 
-  function startPoller(): () => void {
-    const controller = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    let cursor: string | undefined;
-    let failures = 0;
-
-    const poll = async () => {
-      timer = undefined;
-      let delayMs = pollMs;
-      try {
-        const { status, body } = await get(TOKEN_REVOCATIONS_PATH, cursor === undefined ? {} : { after: cursor }, undefined, controller.signal);
-        if (status !== 200) throw errorFor(status, body, "token revocation feed");
-        const page = parseFeed(body);
-        // The first answer only positions the cursor at "now".
-        if (cursor !== undefined) deliver(page.revocations);
-        cursor = page.cursor;
-        if (failures > 0) logger.info({ failures }, "token revocation feed reachable again");
-        failures = 0;
-        if (page.revocations.length >= FEED_PAGE_SIZE) delayMs = 0;
-      } catch (err) {
-        if (controller.signal.aborted) return;
-        failures++;
-        delayMs = Math.min(pollMs * 2 ** failures, maxBackoffMs);
-        // Log the first failure and then every 10th, so an outage does not flood the log.
-        if (failures === 1 || failures % 10 === 0) {
-          logger.warn({ err: (err as Error).message, failures, retryInMs: delayMs }, "cannot poll token revocation feed");
-        }
-      }
-      if (!controller.signal.aborted) timer = setTimeout(poll, delayMs);
-    };
-    void poll();
-
-    return () => {
-      controller.abort();
-      if (timer !== undefined) clearTimeout(timer);
-    };
-  }
-
-  function deliver(revocations: TokenRevocation[]): void {
-    for (const r of revocations) {
-      for (const watcher of [...watchers]) {
-        try {
-          watcher({ ...r });
-        } catch (err) {
-          logger.error({ err, agentId: r.agentId, tokenId: r.tokenId }, "token revocation watcher failed");
+    function deliver(items: T[]): void {
+      for (const item of items) {
+        for (const watcher of [...watchers]) {
+          try {
+            watcher(item);
+          } catch (err) {
+            logger.error({ err, ...feed.describe(item) }, `${feed.what} watcher failed`);
+          }
         }
       }
     }
-  }
 
-  return {
-    async getAgentInfo(agentToken: string, signal?: AbortSignal): Promise<AgentInfo> {
-      const { status, body } = await get(AGENT_INFO_PATHS[0]!, {}, agentToken, signal);
-      if (status !== 200) throw errorFor(status, body, "agent_info");
-      return parseAgentInfo(body);
-    },
+    function startPoller(): () => void {
+      const controller = new AbortController();
+      let timer: NodeJS.Timeout | undefined;
+      let cursor: string | undefined;
+      let failures = 0;
 
-    /**
-     * Delivers revocations recorded after the feed's first answer to this client's poller (KAS
-     * watches from start-up, before it accepts tunnels, so nothing it needs precedes that).
-     */
-    watchTokenRevocations(onRevoked, signal) {
+      const poll = async () => {
+        timer = undefined;
+        let delayMs = feed.pollMs;
+        try {
+          const { status, body } = await get(feed.path, cursor === undefined ? {} : { after: cursor }, undefined, controller.signal);
+          if (status !== 200) throw errorFor(status, body, feed.what);
+          const page = feed.parse(body);
+          if (cursor !== undefined) deliver(page.items);
+          cursor = page.cursor;
+          if (failures > 0) logger.info({ failures }, `${feed.what} reachable again`);
+          failures = 0;
+          if (page.entries >= FEED_PAGE_SIZE) delayMs = 0;
+        } catch (err) {
+          if (controller.signal.aborted) return;
+          failures++;
+          delayMs = Math.min(feed.pollMs * 2 ** failures, feed.maxBackoffMs);
+          // Log the first failure and then every 10th, so an outage does not flood the log.
+          if (failures === 1 || failures % 10 === 0) {
+            logger.warn({ err: (err as Error).message, failures, retryInMs: delayMs }, `cannot poll ${feed.what}`);
+          }
+        }
+        if (!controller.signal.aborted) timer = setTimeout(poll, delayMs);
+      };
+      void poll();
+
+      return () => {
+        controller.abort();
+        if (timer !== undefined) clearTimeout(timer);
+      };
+    }
+
+    return (onItem: (item: T) => void, signal: AbortSignal): void => {
       if (signal.aborted) return;
       // A wrapper per call, so the same function watched twice is counted twice.
-      const watcher = (r: TokenRevocation) => onRevoked(r);
+      const watcher = (item: T) => onItem(item);
       watchers.add(watcher);
       stopPoller ??= startPoller();
       signal.addEventListener(
@@ -182,6 +201,61 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
         },
         { once: true },
       );
+    };
+  }
+
+  const watchRevocations = feedWatch<TokenRevocation>({
+    path: TOKEN_REVOCATIONS_PATH,
+    what: "token revocation feed",
+    pollMs: options.revocationPollIntervalMs ?? 500,
+    maxBackoffMs: options.revocationMaxBackoffMs ?? 10_000,
+    parse: (body) => {
+      const page = parseFeed(body);
+      return { items: page.revocations, cursor: page.cursor, entries: page.revocations.length };
+    },
+    describe: (r) => ({ agentId: r.agentId, tokenId: r.tokenId }),
+  });
+
+  const watchConfigurations = feedWatch<number[]>({
+    path: AGENT_CONFIGURATION_CHANGES_PATH,
+    what: "agent configuration change feed",
+    pollMs: options.configurationPollIntervalMs ?? 500,
+    maxBackoffMs: options.configurationMaxBackoffMs ?? 10_000,
+    // One item per page: the agents that changed, each once (a watcher re-reads the config anyway).
+    parse: (body) => {
+      const page = parseConfigurationFeed(body);
+      const agents = [...new Set(page.agentIds)];
+      return { items: agents.length > 0 ? [agents] : [], cursor: page.cursor, entries: page.agentIds.length };
+    },
+    describe: (agentIds) => ({ agentIds }),
+  });
+
+  return {
+    async getAgentInfo(agentToken: string, signal?: AbortSignal): Promise<AgentInfo> {
+      const { status, body } = await get(AGENT_INFO_PATHS[0]!, {}, agentToken, signal);
+      if (status !== 200) throw errorFor(status, body, "agent_info");
+      return parseAgentInfo(body);
+    },
+
+    /**
+     * Delivers revocations recorded after the feed's first answer to this client's poller (KAS
+     * watches from start-up, before it accepts tunnels, so nothing it needs precedes that).
+     */
+    watchTokenRevocations(onRevoked, signal) {
+      watchRevocations((r) => onRevoked({ ...r }), signal);
+    },
+
+    async getAgentConfiguration(agentId: number, signal?: AbortSignal): Promise<AgentConfigurationSnapshot> {
+      const { status, body } = await get(AGENT_CONFIGURATION_PATH, { agent_id: String(agentId) }, undefined, signal);
+      if (status !== 200) throw errorFor(status, body, "agent_configuration");
+      return parseAgentConfiguration(body);
+    },
+
+    /** Like watchTokenRevocations: changes recorded after the feed's first answer to this client's poller. */
+    watchAgentConfigurations(onChange, signal) {
+      watchConfigurations((agentIds) => {
+        for (const agentId of agentIds) onChange(agentId);
+      }, signal);
     },
   };
 }
@@ -224,4 +298,31 @@ function parseFeed(body: unknown): { revocations: TokenRevocation[]; cursor: str
     revocations.push({ agentId: r.agent_id, tokenId: r.token_id });
   }
   return { revocations, cursor: b.cursor };
+}
+
+function parseConfigurationFeed(body: unknown): { agentIds: number[]; cursor: string } {
+  const b = body as { changes?: unknown; cursor?: unknown } | undefined;
+  if (!b || !Array.isArray(b.changes) || typeof b.cursor !== "string") {
+    throw new PlatformError("unavailable", "agent configuration change feed: malformed response");
+  }
+  const agentIds: number[] = [];
+  for (const c of b.changes as { agent_id?: unknown }[]) {
+    if (!isInt(c?.agent_id)) throw new PlatformError("unavailable", "agent configuration change feed: malformed entry");
+    agentIds.push(c.agent_id);
+  }
+  return { agentIds, cursor: b.cursor };
+}
+
+function parseAgentConfiguration(body: unknown): AgentConfigurationSnapshot {
+  const b = body as { agent_id?: unknown; commit_id?: unknown; configuration?: unknown } | undefined;
+  if (!b || !isInt(b.agent_id) || typeof b.commit_id !== "string" || typeof b.configuration !== "object" || b.configuration === null) {
+    throw new PlatformError("unavailable", "agent_configuration: malformed response from platform");
+  }
+  try {
+    // Fields a newer platform adds are skipped rather than refused.
+    const config = fromJson(ConfigurationFileSchema, b.configuration as JsonValue, { ignoreUnknownFields: true });
+    return { agentId: b.agent_id, commitId: b.commit_id, config };
+  } catch (err) {
+    throw new PlatformError("unavailable", `agent_configuration: malformed configuration: ${(err as Error).message}`, { cause: err });
+  }
 }

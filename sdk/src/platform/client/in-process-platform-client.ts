@@ -1,9 +1,10 @@
-import { PlatformError, type AgentInfo, type PlatformClient } from "../platform-client.js";
+import { PlatformError, type AgentConfigurationSnapshot, type AgentInfo, type PlatformClient } from "../platform-client.js";
 import type { PlatformServices } from "../services/platform-services.js";
 
 /**
  * PlatformClient backed directly by our platform services, for a KAS and platform in one process.
- * Revocations are delivered synchronously from the revoking call, before it returns.
+ * Revocations and configuration changes are delivered synchronously from the call that made them,
+ * right after its transaction commits.
  */
 export function createInProcessPlatformClient(services: PlatformServices): PlatformClient {
   return {
@@ -29,6 +30,24 @@ export function createInProcessPlatformClient(services: PlatformServices): Platf
     watchTokenRevocations(onRevoked, signal) {
       if (signal.aborted) return;
       const unsubscribe = services.revocations.subscribe(onRevoked);
+      signal.addEventListener("abort", unsubscribe, { once: true });
+    },
+
+    async getAgentConfiguration(agentId: number, signal?: AbortSignal): Promise<AgentConfigurationSnapshot> {
+      signal?.throwIfAborted();
+      let snapshot;
+      try {
+        snapshot = await services.agentConfigs.snapshot(agentId);
+      } catch (err) {
+        throw new PlatformError("unavailable", "platform store unavailable", { cause: err });
+      }
+      if (!snapshot) throw new PlatformError("not_found", `agent ${agentId} not found`);
+      return snapshot;
+    },
+
+    watchAgentConfigurations(onChange, signal) {
+      if (signal.aborted) return;
+      const unsubscribe = services.agentConfigs.subscribe((change) => onChange(change.agentId));
       signal.addEventListener("abort", unsubscribe, { once: true });
     },
   };

@@ -1,6 +1,7 @@
 import pino from "pino";
 import type { Logger } from "pino";
 import { createRepositoryService, type RepositoryService } from "../git/repositories.js";
+import { createAgentConfigService, type AgentConfigService } from "../agent-config/agent-config-service.js";
 import type { Store } from "../store/store.js";
 import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
 import { createAgentService, type AgentService } from "./agents.js";
@@ -23,6 +24,8 @@ export interface PlatformServicesOptions {
   lastUsedThrottleMs?: number;
   /** How long the revocation feed keeps entries. Default 24 h. */
   revocationRetentionMs?: number;
+  /** How long the agent configuration change feed keeps entries. Default 24 h. */
+  agentConfigFeedRetentionMs?: number;
   /**
    * Directory of the projects' bare git repositories (`<dir>/<project id>.git`), created if
    * missing. Default: none, and `repositories` is disabled (its methods throw).
@@ -44,6 +47,8 @@ export interface PlatformServices {
   readonly agentTokens: AgentTokenService;
   readonly personalAccessTokens: PersonalAccessTokenService;
   readonly revocations: RevocationService;
+  /** Agent config files: accepted configs, rejections, change feed, CI/user access authorizations. */
+  readonly agentConfigs: AgentConfigService;
   /** Each project's git repository: files, refs, push events. */
   readonly repositories: RepositoryService;
 }
@@ -73,16 +78,34 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     },
   };
   const revocations = createRevocationService(ctx, { retentionMs: options.revocationRetentionMs });
+  const agentConfigs = createAgentConfigService(ctx, { feedRetentionMs: options.agentConfigFeedRetentionMs });
+  // Pushes to a config project's default branch update its agents' configs.
+  if (repositories.enabled) agentConfigs.attach(repositories);
+  const baseAgents = createAgentService(ctx, revocations);
+  const agents: AgentService = {
+    ...baseAgents,
+    // An agent created after its config file was pushed gets that config at once.
+    async create(projectId, name, createdByUserId) {
+      const agent = await baseAgents.create(projectId, name, createdByUserId);
+      try {
+        await agentConfigs.syncAgent(agent.id);
+      } catch (err) {
+        ctx.logger.error({ err, agentId: agent.id }, "cannot read the new agent's configuration");
+      }
+      return agent;
+    },
+  };
   return {
     store: options.store,
     users: createUserService(ctx),
     namespaces,
     projects,
     members: createMemberService(ctx, namespaces),
-    agents: createAgentService(ctx, revocations),
+    agents,
     agentTokens: createAgentTokenService(ctx, { projects, revocations, throttle: new UsageThrottle(throttleMs) }),
     personalAccessTokens: createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs) }),
     revocations,
+    agentConfigs,
     repositories,
   };
 }
