@@ -216,18 +216,17 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
     describe: (r) => ({ agentId: r.agentId, tokenId: r.tokenId }),
   });
 
-  const watchConfigurations = feedWatch<number[]>({
+  const watchConfigurations = feedWatch<number>({
     path: AGENT_CONFIGURATION_CHANGES_PATH,
     what: "agent configuration change feed",
     pollMs: options.configurationPollIntervalMs ?? 500,
     maxBackoffMs: options.configurationMaxBackoffMs ?? 10_000,
-    // One item per page: the agents that changed, each once (a watcher re-reads the config anyway).
+    // Each changed agent once per page: a watcher re-reads the config anyway.
     parse: (body) => {
       const page = parseConfigurationFeed(body);
-      const agents = [...new Set(page.agentIds)];
-      return { items: agents.length > 0 ? [agents] : [], cursor: page.cursor, entries: page.agentIds.length };
+      return { items: [...new Set(page.agentIds)], cursor: page.cursor, entries: page.agentIds.length };
     },
-    describe: (agentIds) => ({ agentIds }),
+    describe: (agentId) => ({ agentId }),
   });
 
   return {
@@ -253,9 +252,7 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
 
     /** Like watchTokenRevocations: changes recorded after the feed's first answer to this client's poller. */
     watchAgentConfigurations(onChange, signal) {
-      watchConfigurations((agentIds) => {
-        for (const agentId of agentIds) onChange(agentId);
-      }, signal);
+      watchConfigurations((agentId) => onChange(agentId), signal);
     },
   };
 }
