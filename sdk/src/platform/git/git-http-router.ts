@@ -73,7 +73,8 @@ const GIT_PATH_RE = /^\/(.+)\.git\/(info\/refs|git-upload-pack|git-receive-pack)
  * push needs Developer; a project the user cannot see is 404, a visible one they may not
  * fetch from or push to is 403. Admins may do anything.
  *
- * Mount it on the platform's express app; it passes every other request on.
+ * Mount it at the root of the platform's express app (before any catch-all); it passes every
+ * other request on, and everything when `services.repositories` is disabled.
  */
 export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
   const { services } = options;
@@ -87,6 +88,10 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
   }
 
   router.use(async (req, res, next) => {
+    if (!repositories.enabled) {
+      next(); // started without a repositories directory: no git here
+      return;
+    }
     const m = GIT_PATH_RE.exec(req.path);
     if (!m) {
       redirectWithoutSuffix(req, res, next);

@@ -12,7 +12,9 @@ import { AccessLevel } from "../services/access-levels.js";
 import { createPlatformServices } from "../services/platform-services.js";
 import { GitClient, ZERO_OID, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
 
-describe("git smart HTTP", () => {
+describe("git smart HTTP", function () {
+  // Real git clients against a real server: seconds each, more on a busy machine.
+  this.timeout(60_000);
   const db = useTestStore("sqlite");
   let p: GitTestPlatform;
   const clients: GitClient[] = [];
@@ -231,13 +233,13 @@ describe("git smart HTTP", () => {
     const big = randomBytes(20 * 1024 * 1024); // incompressible: the pack is as large
     await git.commit("w", { "big.bin": big });
 
-    // Live memory, sampled after a full GC (garbage from streamed chunks is not "held").
+    // Live Buffer memory, sampled after full GCs (garbage from streamed chunks is not "held").
     v8.setFlagsFromString("--expose-gc");
     const gc = runInNewContext("gc") as () => void;
     const live = () => {
       gc();
-      const m = process.memoryUsage();
-      return m.arrayBuffers + m.heapUsed;
+      gc();
+      return process.memoryUsage().arrayBuffers;
     };
     const base = live();
     let peak = base;
@@ -245,7 +247,7 @@ describe("git smart HTTP", () => {
     const sampler = setInterval(() => {
       peak = Math.max(peak, live());
       samples++;
-    }, 100);
+    }, 200);
     try {
       await git.ok(["push", "-q", "origin", "main"], "w");
       await git.ok(["clone", "-q", p.url(project, dev.token), "copy"]);
@@ -253,8 +255,9 @@ describe("git smart HTTP", () => {
       clearInterval(sampler);
     }
     const MB = 1024 * 1024;
-    // The 20 MB pack went through this process twice (push, clone), a chunk at a time.
-    expect(peak - base, "live memory growth").to.be.below(4 * MB);
+    // The 20 MB pack went through this process twice (push, clone), a chunk at a time
+    // (measured: ~0.1 MB; holding the pack would be >= 20 MB).
+    expect(peak - base, "live Buffer growth").to.be.below(4 * MB);
     expect(samples).to.be.above(5);
     expect(p.events.at(-1)!.changedPaths).to.deep.equal(["big.bin"]);
     const file = await p.services.repositories.openFile(project.id, "main", "big.bin");
