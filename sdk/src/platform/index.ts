@@ -80,6 +80,57 @@ export { POST_RECEIVE_HOOK, PUSH_REPORT_ENV } from "./git/repositories.js";
 export type { PushSession, RepositoryEntry, RepositoryFile, RepositoryService } from "./git/repositories.js";
 export type { PushEvent, PushListener, RefUpdate } from "./git/push-events.js";
 
+export {
+  CI_JOB_FINISHED_STATUSES,
+  CI_JOB_STATUSES,
+  DEFAULT_CI_JOB_TOKEN_TTL_MS,
+  createCiJobService,
+} from "./ci/ci-jobs.js";
+export type {
+  AuthenticatedCiJob,
+  CiEnvironment,
+  CiJob,
+  CiJobAllowedAgents,
+  CiJobFinishedStatus,
+  CiJobService,
+  CiJobServiceDeps,
+  CiJobServiceOptions,
+  CiJobStatus,
+  CreateCiJobInput,
+} from "./ci/ci-jobs.js";
+export { CI_JOB_TOKEN_PREFIX, generateCiJobToken } from "./ci/job-tokens.js";
+export {
+  ENVIRONMENT_TIERS,
+  authorizationAppliesToEnvironment,
+  environmentNameErrors,
+  environmentPatternMatches,
+  environmentSlug,
+  guessEnvironmentTier,
+} from "./ci/environments.js";
+export type { EnvironmentTier } from "./ci/environments.js";
+export { KUBECONFIG_CLUSTER_NAME, buildKubeconfig, ciProxyToken, generateKubeconfig } from "./ci/kubeconfig.js";
+export type { KubeconfigAgent, KubeconfigInput } from "./ci/kubeconfig.js";
+export { rolesForAccessLevel } from "./ci/roles.js";
+export { K8S_PROXY_SCOPE, PROXY_USER_ACCESS_TYPES, createProxyUserAuthorizationService } from "./ci/proxy-user-authorization.js";
+export type {
+  AuthorizeProxyUserInput,
+  ProxyUserAccessAs,
+  ProxyUserAccessType,
+  ProxyUserAuthorization,
+  ProxyUserAuthorizationDeps,
+  ProxyUserAuthorizationResult,
+  ProxyUserAuthorizationService,
+  ProxyUserRefusal,
+  ProxyUserRoles,
+} from "./ci/proxy-user-authorization.js";
+export {
+  AUTHORIZE_PROXY_USER_PATH,
+  DEFAULT_K8S_PROXY_URL,
+  JOB_ALLOWED_AGENTS_PATH,
+  JOB_TOKEN_HEADER,
+  RUN_CI_JOBS_ACCESS_LEVEL,
+} from "./ci/ci-api.js";
+
 export { createInProcessPlatformClient } from "./client/in-process-platform-client.js";
 export { createHttpPlatformClient } from "./client/http-platform-client.js";
 export type { HttpPlatformClientOptions } from "./client/http-platform-client.js";

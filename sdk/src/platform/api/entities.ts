@@ -4,6 +4,8 @@
  * than faked.
  */
 import type { AgentConfigState } from "../agent-config/agent-config-service.js";
+import type { CiEnvironment, CiJob, CiJobAllowedAgents } from "../ci/ci-jobs.js";
+import type { ProxyUserAuthorization } from "../ci/proxy-user-authorization.js";
 import type { AgentConnection } from "../connections.js";
 import type { AgentToken } from "../services/agent-tokens.js";
 import type { Agent } from "../services/agents.js";
@@ -181,5 +183,58 @@ export function agentConnectionEntity(c: AgentConnection) {
     pod_namespace: c.podNamespace,
     connected_at: iso(c.connectedAt),
     kas_instance: c.kasInstance,
+  };
+}
+
+/** kasbridge extension (we stand in for a CI system): a job's environment. */
+export function ciEnvironmentEntity(env: CiEnvironment) {
+  return { name: env.name, slug: env.slug, tier: env.tier };
+}
+
+/**
+ * kasbridge extension: a CI job (without its token). `expires_at` is when its job token stops
+ * working even while the job runs; `environment` only when the job has one.
+ */
+export function ciJobEntity(job: CiJob) {
+  return {
+    id: job.id,
+    status: job.status,
+    ref: job.ref,
+    project_id: job.projectId,
+    user_id: job.userId,
+    pipeline: { id: job.pipelineId },
+    created_at: iso(job.createdAt),
+    finished_at: iso(job.finishedAt),
+    expires_at: iso(job.tokenExpiresAt),
+    ...(job.environment ? { environment: ciEnvironmentEntity(job.environment) } : {}),
+  };
+}
+
+/**
+ * GitLab's `GET /job/allowed_agents` answer. Each agent is GitLab's CiAccess authorization entity
+ * (`config_project` as ProjectIdentity, `configuration` = the ci_access entry without `id`, `{}`
+ * for the implicit authorization); `environment` only when the job has one.
+ */
+export function allowedAgentsForJobEntity(a: CiJobAllowedAgents) {
+  return {
+    allowed_agents: a.allowedAgents.map((x) => ({
+      id: x.agent.id,
+      config_project: projectIdentityEntity(x.configProject),
+      configuration: x.configuration,
+    })),
+    job: { id: a.job.id },
+    pipeline: { id: a.job.pipelineId },
+    project: { id: a.project.id, groups: a.projectGroupIds.map((id) => ({ id })) },
+    user: { id: a.user.id, username: a.user.username, roles_in_project: a.rolesInProject },
+    ...(a.environment ? { environment: { tier: a.environment.tier, slug: a.environment.slug } } : {}),
+  };
+}
+
+/** GitLab's `authorize_proxy_user` answer. */
+export function proxyUserAuthorizationEntity(a: ProxyUserAuthorization) {
+  return {
+    agent: { id: a.agent.id, config_project: { id: a.configProject.id } },
+    user: { id: a.user.id, username: a.user.username },
+    access_as: a.accessAs,
   };
 }

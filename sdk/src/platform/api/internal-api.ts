@@ -6,6 +6,7 @@ import pino from "pino";
 import type { Logger } from "pino";
 import { JwtVerificationError, KAS_API_REQUEST_HEADER, verifyKasApiRequestJwt } from "../../auth/jwt.js";
 import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import { registerProxyUserRoutes } from "../ci/ci-api.js";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
@@ -107,6 +108,9 @@ export function createInternalApi(options: InternalApiOptions): Router {
       cursor: String(page.cursor),
     });
   });
+
+  // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).
+  registerProxyUserRoutes(router, { services, kasJwt });
 
   router.use(jsonErrorHandler(logger));
   return router;

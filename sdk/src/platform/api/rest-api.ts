@@ -2,6 +2,7 @@ import express from "express";
 import type { Request, RequestHandler, Response, Router } from "express";
 import pino from "pino";
 import type { Logger } from "pino";
+import { DEFAULT_K8S_PROXY_URL, registerCiRestRoutes } from "../ci/ci-api.js";
 import type { AgentConnectionsSource } from "../connections.js";
 import { GIT_DOWNLOAD_ACCESS_LEVEL } from "../git/git-http-router.js";
 import { isValidRepoPath, isValidRevision } from "../git/git-names.js";
@@ -40,6 +41,11 @@ export interface PlatformApiOptions {
   externalUrl?: string;
   /** Largest accepted request body. Default 1 MiB. */
   bodyLimitBytes?: number;
+  /**
+   * KAS's Kubernetes API proxy URL as CI jobs reach it (GitLab's `Gitlab::Kas.tunnel_url`): the
+   * server of the kubeconfig a new CI job gets. Default "http://127.0.0.1:8154".
+   */
+  k8sProxyUrl?: string;
 }
 
 /**
@@ -410,6 +416,18 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
       throw new HttpError(503, { message: "503 Service Unavailable - agent connections are unavailable" });
     }
     res.json(list.map(agentConnectionEntity));
+  });
+
+  // ---- CI jobs (kasbridge's CI stand-in) and GitLab's GET /job/allowed_agents ----
+
+  registerCiRestRoutes(router, {
+    services,
+    write,
+    body,
+    currentUser,
+    loadProject,
+    projectAccess,
+    k8sProxyUrl: options.k8sProxyUrl ?? DEFAULT_K8S_PROXY_URL,
   });
 
   router.use(jsonErrorHandler(logger));

@@ -2,6 +2,8 @@ import pino from "pino";
 import type { Logger } from "pino";
 import { createRepositoryService, type RepositoryService } from "../git/repositories.js";
 import { createAgentConfigService, type AgentConfigService } from "../agent-config/agent-config-service.js";
+import { createCiJobService, type CiJobService } from "../ci/ci-jobs.js";
+import { createProxyUserAuthorizationService, type ProxyUserAuthorizationService } from "../ci/proxy-user-authorization.js";
 import type { Store } from "../store/store.js";
 import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
 import { createAgentService, type AgentService } from "./agents.js";
@@ -33,6 +35,8 @@ export interface PlatformServicesOptions {
   repositoriesDir?: string;
   /** The git executable for repositories. Default "git" from PATH. */
   gitBinary?: string;
+  /** Lifetime of a CI job token (it also stops working when its job finishes). Default 3 600 000 ms (1 h). */
+  ciJobTokenTtlMs?: number;
 }
 
 /** The platform's business logic over one store. Authorization is left to the callers (REST API). */
@@ -51,6 +55,10 @@ export interface PlatformServices {
   readonly agentConfigs: AgentConfigService;
   /** Each project's git repository: files, refs, push events. */
   readonly repositories: RepositoryService;
+  /** CI jobs, their job tokens, and the agents a job may use (ci_access). */
+  readonly ciJobs: CiJobService;
+  /** `authorize_proxy_user`: a user's access to an agent's cluster through KAS (user_access). */
+  readonly proxyUserAuthorization: ProxyUserAuthorizationService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -95,17 +103,28 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       return agent;
     },
   };
+  const members = createMemberService(ctx, namespaces);
+  const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs) });
   return {
     store: options.store,
     users: createUserService(ctx),
     namespaces,
     projects,
-    members: createMemberService(ctx, namespaces),
+    members,
     agents,
     agentTokens: createAgentTokenService(ctx, { projects, revocations, throttle: new UsageThrottle(throttleMs) }),
-    personalAccessTokens: createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs) }),
+    personalAccessTokens,
     revocations,
     agentConfigs,
     repositories,
+    ciJobs: createCiJobService(ctx, { projects, namespaces, members, agentConfigs }, { tokenTtlMs: options.ciJobTokenTtlMs }),
+    proxyUserAuthorization: createProxyUserAuthorizationService({
+      personalAccessTokens,
+      agents,
+      projects,
+      namespaces,
+      members,
+      agentConfigs,
+    }),
   };
 }

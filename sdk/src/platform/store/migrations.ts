@@ -206,7 +206,59 @@ const agentConfigurations: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations];
+/**
+ * CI jobs (the platform stands in for a CI system): environments per project, pipelines, and jobs
+ * with their job token, stored as a digest only (see auth/tokens.ts) and valid while the job runs
+ * and until `token_expires_at`.
+ */
+const ciJobs: Migration = {
+  name: "0003_ci_jobs",
+  async up(knex) {
+    await knex.schema.createTable("environments", (t) => {
+      t.increments("id").primary();
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.string("name", 255).notNullable();
+      t.string("slug", 24).notNullable();
+      t.string("tier", 16).notNullable(); // production | staging | testing | development | other
+      ts(t, "created_at").notNullable();
+      t.unique(["project_id", "name"]);
+      t.unique(["project_id", "slug"]);
+    });
+
+    await knex.schema.createTable("ci_pipelines", (t) => {
+      t.increments("id").primary();
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.integer("user_id").notNullable().references("id").inTable("users").onDelete("CASCADE");
+      t.string("ref", 1024).notNullable();
+      ts(t, "created_at").notNullable();
+      t.index(["project_id"]);
+    });
+
+    await knex.schema.createTable("ci_jobs", (t) => {
+      t.increments("id").primary();
+      t.integer("pipeline_id").notNullable().references("id").inTable("ci_pipelines").onDelete("CASCADE");
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.integer("user_id").notNullable().references("id").inTable("users").onDelete("CASCADE");
+      t.integer("environment_id").nullable().references("id").inTable("environments").onDelete("SET NULL");
+      t.string("ref", 1024).notNullable();
+      t.string("status", 16).notNullable().defaultTo("running"); // running | success | failed | canceled
+      // Hex SHA-256 of the job token; the unique index serves the lookup.
+      t.string("token_digest", 64).notNullable().unique();
+      ts(t, "token_expires_at").notNullable();
+      ts(t, "created_at").notNullable();
+      ts(t, "finished_at").nullable();
+      t.index(["project_id"]);
+      t.index(["pipeline_id"]);
+    });
+  },
+  async down(knex) {
+    for (const table of ["ci_jobs", "ci_pipelines", "environments"]) {
+      await knex.schema.dropTableIfExists(table);
+    }
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {
