@@ -75,4 +75,103 @@ export interface PlatformClient {
    * valid config), until `signal` aborts. Delivery target: within a second of the push.
    */
   watchAgentConfigurations?(onChange: (agentId: number) => void, signal: AbortSignal): void;
+  /**
+   * Kubernetes API proxy (port 8154). The agents a CI job may use (GitLab's `GET /job/allowed_agents`, `Job-Token` header). Throws
+   * PlatformError("unauthenticated") for an unknown, expired or finished job token,
+   * PlatformError("unavailable") when the platform cannot be reached.
+   */
+  allowedAgentsForJob?(jobToken: string, signal?: AbortSignal): Promise<JobAllowedAgents>;
+  /**
+   * May this user reach the agent's cluster, and as whom (GitLab's `authorize_proxy_user`)? Throws
+   * PlatformError "unauthenticated" (401), "forbidden" (403, scope or no user_access), "not_found"
+   * (404, no such agent) or "unavailable".
+   */
+  authorizeProxyUser?(request: AuthorizeProxyUserRequest, signal?: AbortSignal): Promise<ProxyUserAuthorizationAnswer>;
+}
+
+/**
+ * GitLab's `GET /api/v4/job/allowed_agents` answer for one CI job token, camelCased. An agent's
+ * `configuration` is its ci_access entry as proto JSON with the config file's snake_case names
+ * (`{ default_namespace?, access_as?: { agent: {} } | { impersonate: {…} } | { ci_job: {} }, environments? }`).
+ */
+export interface JobAllowedAgents {
+  allowedAgents: Array<{ id: number; configProject: { id: number }; configuration: Record<string, unknown> }>;
+  job: { id: number };
+  pipeline: { id: number };
+  project: { id: number; groups: Array<{ id: number }> };
+  user: { id: number; username: string; rolesInProject: string[] };
+  /** Only when the job deploys to an environment. */
+  environment?: { slug: string; tier: string };
+}
+
+/** How a proxy user reaches the cluster: as the agent, or as themselves with their roles. */
+export type ProxyUserAccessAsAnswer =
+  | { agent: Record<string, never> }
+  | { user: { projects: Array<{ id: number; roles: string[] }>; groups: Array<{ id: number; roles: string[] }> } };
+
+/** GitLab's `POST /api/v4/internal/kubernetes/authorize_proxy_user` answer, camelCased. */
+export interface ProxyUserAuthorizationAnswer {
+  agent: { id: number; configProject: { id: number } };
+  user: { id: number; username: string };
+  accessAs: ProxyUserAccessAsAnswer;
+}
+
+/** What KAS passes to `authorizeProxyUser`. */
+export interface AuthorizeProxyUserRequest {
+  agentId: number;
+  accessType: "personal_access_token" | "session_cookie";
+  accessKey: string;
+  /** Only with a session cookie. */
+  csrfToken?: string;
+}
+
+/** Parses GitLab's `allowed_agents` JSON; throws PlatformError("unavailable") when malformed. */
+export function parseJobAllowedAgents(body: unknown): JobAllowedAgents {
+  const bad = (what: string) => new PlatformError("unavailable", `allowed_agents: malformed response from platform (${what})`);
+  const b = body as Record<string, any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const int = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v);
+  if (!b || typeof b !== "object" || !Array.isArray(b.allowed_agents)) throw bad("allowed_agents");
+  if (!int(b.job?.id) || !int(b.pipeline?.id) || !int(b.project?.id) || !int(b.user?.id) || typeof b.user?.username !== "string") {
+    throw bad("job, pipeline, project or user");
+  }
+  const allowedAgents: JobAllowedAgents["allowedAgents"] = [];
+  for (const a of b.allowed_agents as Record<string, any>[]) { // eslint-disable-line @typescript-eslint/no-explicit-any
+    if (!int(a?.id) || !int(a.config_project?.id)) throw bad("allowed agent");
+    const configuration = a.configuration && typeof a.configuration === "object" && !Array.isArray(a.configuration) ? a.configuration : {};
+    allowedAgents.push({ id: a.id, configProject: { id: a.config_project.id }, configuration });
+  }
+  const groups = Array.isArray(b.project.groups) ? (b.project.groups as { id?: unknown }[]) : [];
+  const roles = Array.isArray(b.user.roles_in_project) ? (b.user.roles_in_project as unknown[]) : [];
+  const env = b.environment as { slug?: unknown; tier?: unknown } | undefined | null;
+  return {
+    allowedAgents,
+    job: { id: b.job.id },
+    pipeline: { id: b.pipeline.id },
+    project: { id: b.project.id, groups: groups.filter((g) => int(g?.id)).map((g) => ({ id: g.id as number })) },
+    user: { id: b.user.id, username: b.user.username, rolesInProject: roles.filter((r): r is string => typeof r === "string") },
+    ...(env && typeof env.slug === "string" && typeof env.tier === "string" ? { environment: { slug: env.slug, tier: env.tier } } : {}),
+  };
+}
+
+/** Parses GitLab's `authorize_proxy_user` JSON; throws PlatformError("unavailable") when malformed. */
+export function parseProxyUserAuthorization(body: unknown): ProxyUserAuthorizationAnswer {
+  const bad = (what: string) => new PlatformError("unavailable", `authorize_proxy_user: malformed response from platform (${what})`);
+  const b = body as Record<string, any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const int = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v);
+  if (!b || !int(b.agent?.id) || !int(b.agent?.config_project?.id)) throw bad("agent");
+  if (!int(b.user?.id) || typeof b.user?.username !== "string") throw bad("user");
+  const as = b.access_as as Record<string, any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
+  let accessAs: ProxyUserAccessAsAnswer;
+  const rolesList = (v: unknown) =>
+    (Array.isArray(v) ? (v as { id?: unknown; roles?: unknown }[]) : [])
+      .filter((x) => int(x?.id))
+      .map((x) => ({ id: x.id as number, roles: Array.isArray(x.roles) ? x.roles.filter((r): r is string => typeof r === "string") : [] }));
+  if (as && typeof as.user === "object" && as.user !== null) {
+    accessAs = { user: { projects: rolesList(as.user.projects), groups: rolesList(as.user.groups) } };
+  } else if (as && typeof as.agent === "object" && as.agent !== null) {
+    accessAs = { agent: {} };
+  } else {
+    throw bad("access_as");
+  }
+  return { agent: { id: b.agent.id, configProject: { id: b.agent.config_project.id } }, user: { id: b.user.id, username: b.user.username }, accessAs };
 }

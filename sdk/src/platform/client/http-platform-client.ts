@@ -9,8 +9,14 @@ import {
   AGENT_INFO_PATHS,
   TOKEN_REVOCATIONS_PATH,
 } from "../api/internal-api.js";
+import { AUTHORIZE_PROXY_USER_PATH, JOB_ALLOWED_AGENTS_PATH, JOB_TOKEN_HEADER } from "../ci/ci-api.js";
 import {
   PlatformError,
+  parseJobAllowedAgents,
+  parseProxyUserAuthorization,
+  type AuthorizeProxyUserRequest,
+  type JobAllowedAgents,
+  type ProxyUserAuthorizationAnswer,
   type AgentConfigurationSnapshot,
   type AgentInfo,
   type PlatformClient,
@@ -66,6 +72,19 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
     agentToken: string | undefined,
     signal: AbortSignal | undefined,
   ): Promise<{ status: number; body: unknown }> {
+    return send("GET", path, query, agentToken === undefined ? {} : { authorization: `Bearer ${agentToken}` }, undefined, true, signal);
+  }
+
+  /** One request (with the KAS JWT when `jwt`), the body read within the timeout. */
+  async function send(
+    method: "GET" | "POST",
+    path: string,
+    query: Record<string, string>,
+    extraHeaders: Record<string, string>,
+    jsonBody: unknown,
+    jwt: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<{ status: number; body: unknown }> {
     signal?.throwIfAborted();
     const url = new URL(path.replace(/^\//, ""), base);
     for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
@@ -78,21 +97,22 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
     const onAbort = () => controller.abort(signal?.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      const headers: Record<string, string> = {
-        [KAS_API_REQUEST_HEADER]: await signKasApiRequestJwt(options.jwtSecret),
-        accept: "application/json",
-        "user-agent": userAgent,
-      };
-      if (agentToken !== undefined) headers.authorization = `Bearer ${agentToken}`;
-      const res = await doFetch(url, { method: "GET", headers, signal: controller.signal, redirect: "error" });
-      const text = await res.text();
-      let body: unknown;
-      try {
-        body = text === "" ? undefined : JSON.parse(text);
-      } catch {
-        body = undefined;
+      const headers: Record<string, string> = { accept: "application/json", "user-agent": userAgent, ...extraHeaders };
+      if (jwt) headers[KAS_API_REQUEST_HEADER] = await signKasApiRequestJwt(options.jwtSecret);
+      let body: string | undefined;
+      if (jsonBody !== undefined) {
+        headers["content-type"] = "application/json";
+        body = JSON.stringify(jsonBody);
       }
-      return { status: res.status, body };
+      const res = await doFetch(url, { method, headers, body, signal: controller.signal, redirect: "error" });
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = text === "" ? undefined : JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      return { status: res.status, body: parsed };
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
       // Only the path: the URL's query never holds secrets, but the base URL might embed credentials.
@@ -253,6 +273,25 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
     /** Like watchTokenRevocations: changes recorded after the feed's first answer to this client's poller. */
     watchAgentConfigurations(onChange, signal) {
       watchConfigurations((agentId) => onChange(agentId), signal);
+    },
+
+    /** GitLab's public `GET /job/allowed_agents`: `Job-Token` only, no KAS JWT. */
+    async allowedAgentsForJob(jobToken: string, signal?: AbortSignal): Promise<JobAllowedAgents> {
+      const { status, body } = await send("GET", JOB_ALLOWED_AGENTS_PATH, {}, { [JOB_TOKEN_HEADER]: jobToken }, undefined, false, signal);
+      if (status !== 200) throw errorFor(status, body, "allowed_agents");
+      return parseJobAllowedAgents(body);
+    },
+
+    async authorizeProxyUser(request: AuthorizeProxyUserRequest, signal?: AbortSignal): Promise<ProxyUserAuthorizationAnswer> {
+      const payload = {
+        agent_id: request.agentId,
+        access_type: request.accessType,
+        access_key: request.accessKey,
+        ...(request.csrfToken !== undefined ? { csrf_token: request.csrfToken } : {}),
+      };
+      const { status, body } = await send("POST", AUTHORIZE_PROXY_USER_PATH, {}, {}, payload, true, signal);
+      if (status !== 200) throw errorFor(status, body, "authorize_proxy_user");
+      return parseProxyUserAuthorization(body);
     },
   };
 }

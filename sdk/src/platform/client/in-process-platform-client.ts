@@ -1,4 +1,14 @@
-import { PlatformError, type AgentConfigurationSnapshot, type AgentInfo, type PlatformClient } from "../platform-client.js";
+import { allowedAgentsForJobEntity, proxyUserAuthorizationEntity } from "../api/entities.js";
+import {
+  PlatformError,
+  parseJobAllowedAgents,
+  parseProxyUserAuthorization,
+  type AgentConfigurationSnapshot,
+  type AgentInfo,
+  type JobAllowedAgents,
+  type PlatformClient,
+  type ProxyUserAuthorizationAnswer,
+} from "../platform-client.js";
 import type { PlatformServices } from "../services/platform-services.js";
 
 /**
@@ -49,6 +59,38 @@ export function createInProcessPlatformClient(services: PlatformServices): Platf
       if (signal.aborted) return;
       const unsubscribe = services.agentConfigs.subscribe((change) => onChange(change.agentId));
       signal.addEventListener("abort", unsubscribe, { once: true });
+    },
+
+    // Both answers go through the same entities and parsers as the HTTP API, so the two clients agree.
+    async allowedAgentsForJob(jobToken: string, signal?: AbortSignal): Promise<JobAllowedAgents> {
+      signal?.throwIfAborted();
+      let allowed;
+      try {
+        allowed = await services.ciJobs.allowedAgentsForJob(jobToken);
+      } catch (err) {
+        throw new PlatformError("unavailable", "platform store unavailable", { cause: err });
+      }
+      if (!allowed) throw new PlatformError("unauthenticated", "unknown, expired or finished job token");
+      return parseJobAllowedAgents(JSON.parse(JSON.stringify(allowedAgentsForJobEntity(allowed))));
+    },
+
+    async authorizeProxyUser(request, signal?: AbortSignal): Promise<ProxyUserAuthorizationAnswer> {
+      signal?.throwIfAborted();
+      let result;
+      try {
+        result = await services.proxyUserAuthorization.authorizeProxyUser({
+          agentId: request.agentId,
+          accessType: request.accessType,
+          accessKey: request.accessKey,
+        });
+      } catch (err) {
+        throw new PlatformError("unavailable", "platform store unavailable", { cause: err });
+      }
+      if (!result.ok) {
+        const kind = result.status === 401 ? "unauthenticated" : result.status === 404 ? "not_found" : "forbidden";
+        throw new PlatformError(kind, `authorize_proxy_user: ${result.message}`);
+      }
+      return parseProxyUserAuthorization(JSON.parse(JSON.stringify(proxyUserAuthorizationEntity(result.authorization))));
     },
   };
 }
