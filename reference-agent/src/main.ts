@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { createAgent } from "@kasbridge/sdk";
+import { createAgent, createAgentKubernetesApi, type AgentModule } from "@kasbridge/sdk";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
 
@@ -16,17 +16,23 @@ try {
 delete process.env.AGENTK_TOKEN;
 const logger = pino({ name: "agentk", level: args.logLevel });
 
-if (args.kubeconfig) {
-  // Validated now so a bad file fails at start; the Kubernetes API module uses it.
+// The Kubernetes API proxy's agent half: with --kubeconfig/KUBECONFIG, or in a pod (ServiceAccount).
+const modules: AgentModule[] = [];
+const inCluster = !args.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST);
+if (args.kubeconfig || inCluster) {
+  // Loaded now so a bad file fails at start.
   const kc = new KubeConfig();
-  kc.loadFromFile(args.kubeconfig);
+  if (args.kubeconfig) kc.loadFromFile(args.kubeconfig);
+  else kc.loadFromCluster();
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
+  modules.push(await createAgentKubernetesApi({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
 }
 
 const agent = createAgent({
   kasAddress: args.kasAddress,
   token: args.token,
   logger,
+  modules,
   podName: args.podName,
   podNamespace: args.podNamespace,
   maxMessageBytes: args.maxMessageBytes,

@@ -12,6 +12,7 @@ import {
   createInProcessPlatformClient,
   createInternalApi,
   createKasServer,
+  createKubernetesApiProxy,
   createObservabilityServer,
   createPlatformApi,
   createPlatformServices,
@@ -86,6 +87,18 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     addresses.agent = kas.agentApi.url();
     addresses.internal = `grpc://${hostPort(kas.internalApiAddress)}`;
 
+    // Kubernetes API proxy (8154): kubectl -> KAS -> agent tunnel -> cluster. Closed before KAS.
+    const k8sProxy = await createKubernetesApiProxy({
+      registry: kas.registry,
+      platform,
+      logger: logger.child({ component: "k8s-proxy" }),
+      host: config.listen.k8sProxy.host,
+      port: config.listen.k8sProxy.port,
+      metrics: kas.metrics,
+    });
+    closers.push(() => k8sProxy.close(2_000));
+    addresses.k8sProxy = k8sProxy.url;
+
     if (services) {
       const app = express();
       app.disable("x-powered-by");
@@ -96,6 +109,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
           services,
           connections: kas.tracker,
           externalUrl: config.externalUrl,
+          k8sProxyUrl: k8sProxy.url,
           logger: logger.child({ component: "rest-api" }),
         }),
       );

@@ -36,6 +36,15 @@ export { agentConfigurationWatcher } from "./modules/configuration/agent.js";
 export type { AgentConfigurationWatcherOptions } from "./modules/configuration/agent.js";
 export { toAgentConfiguration, noConfigCommitId } from "./modules/configuration/to-agent-configuration.js";
 
+// Kubernetes API proxy: KAS side (port 8154) and agent side (KubernetesApi/MakeRequest)
+export * from "./kubeproxy/index.js";
+export type {
+  JobAllowedAgents,
+  ProxyUserAuthorizationAnswer,
+  ProxyUserAccessAsAnswer,
+  AuthorizeProxyUserRequest,
+} from "./platform/platform-client.js";
+
 // Transports
 export * from "./transport/index.js";
 

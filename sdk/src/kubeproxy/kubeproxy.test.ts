@@ -1,0 +1,315 @@
+import { create } from "@bufbuild/protobuf";
+import { expect } from "chai";
+import { createHash } from "node:crypto";
+import http from "node:http";
+import net, { type AddressInfo } from "node:net";
+import pino from "pino";
+import { Registry } from "prom-client";
+import { createAgent } from "../agent/create-agent.js";
+import { ImpersonationConfigSchema } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
+import { PlatformError, type JobAllowedAgents, type ProxyUserAuthorizationAnswer } from "../platform/platform-client.js";
+import { createKasServer } from "../server/kas-server.js";
+import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { createAgentKubernetesApi } from "./agent-kubernetes-api.js";
+import { ciJobImpersonation, impersonationHeaders, userImpersonation } from "./impersonation.js";
+import { K8sProxyError, statusJson, toK8sProxyError } from "./k8s-status.js";
+import { createKubernetesApiProxy } from "./kubernetes-api-proxy.js";
+
+const job = (configuration: Record<string, unknown>, environment?: { slug: string; tier: string }): JobAllowedAgents => ({
+  allowedAgents: [{ id: 7, configProject: { id: 3 }, configuration }],
+  job: { id: 11 },
+  pipeline: { id: 10 },
+  project: { id: 5, groups: [{ id: 2 }, { id: 1 }] },
+  user: { id: 4, username: "dev", rolesInProject: ["reporter", "developer"] },
+  ...(environment ? { environment } : {}),
+});
+
+describe("kubeproxy: impersonation and Status errors", () => {
+  it("builds GitLab's ci_job identity (groups, extras, environment)", () => {
+    const j = job({ access_as: { ci_job: {} } }, { slug: "prod-1a2b", tier: "production" });
+    const c = ciJobImpersonation(j, j.allowedAgents[0]!);
+    expect(c.username).to.equal("gitlab:ci_job:11");
+    expect(c.groups).to.deep.equal([
+      "gitlab:ci_job",
+      "gitlab:group:2",
+      "gitlab:group_env_tier:2:production",
+      "gitlab:group:1",
+      "gitlab:group_env_tier:1:production",
+      "gitlab:project:5",
+      "gitlab:project_env:5:prod-1a2b",
+      "gitlab:project_env_tier:5:production",
+    ]);
+    expect(c.extra.map((e) => [e.key, e.val])).to.deep.equal([
+      ["agent.gitlab.com/id", ["7"]],
+      ["agent.gitlab.com/config_project_id", ["3"]],
+      ["agent.gitlab.com/project_id", ["5"]],
+      ["agent.gitlab.com/ci_pipeline_id", ["10"]],
+      ["agent.gitlab.com/ci_job_id", ["11"]],
+      ["agent.gitlab.com/username", ["dev"]],
+      ["agent.gitlab.com/environment_slug", ["prod-1a2b"]],
+      ["agent.gitlab.com/environment_tier", ["production"]],
+    ]);
+  });
+
+  it("uses the agent's identity by default and the configured one for impersonate", () => {
+    const j = job({});
+    expect(ciJobImpersonation(j, j.allowedAgents[0]!).username).to.equal("");
+    const a = job({ access_as: { agent: {} } });
+    expect(ciJobImpersonation(a, a.allowedAgents[0]!).groups).to.deep.equal([]);
+    const i = job({ access_as: { impersonate: { username: "deployer", groups: ["g1"], uid: "u-1", extra: [{ key: "k/x", val: ["v"] }] } } });
+    const c = ciJobImpersonation(i, i.allowedAgents[0]!);
+    expect([c.username, c.groups, c.uid]).to.deep.equal(["deployer", ["g1"], "u-1"]);
+    expect(impersonationHeaders(c)).to.deep.equal([
+      ["Impersonate-User", "deployer"],
+      ["Impersonate-Group", "g1"],
+      ["Impersonate-Uid", "u-1"],
+      ["Impersonate-Extra-k%2Fx", "v"],
+    ]);
+  });
+
+  it("builds the user_access identity from roles", () => {
+    const auth: ProxyUserAuthorizationAnswer = {
+      agent: { id: 7, configProject: { id: 3 } },
+      user: { id: 4, username: "dev" },
+      accessAs: { user: { projects: [{ id: 5, roles: ["reporter", "developer"] }], groups: [{ id: 2, roles: ["developer"] }] } },
+    };
+    const c = userImpersonation(auth, "personal_access_token");
+    expect(c.username).to.equal("gitlab:user:dev");
+    expect(c.groups).to.deep.equal(["gitlab:user", "gitlab:project_role:5:reporter", "gitlab:project_role:5:developer", "gitlab:group_role:2:developer"]);
+    expect(c.extra.map((e) => e.key)).to.deep.equal([
+      "agent.gitlab.com/id",
+      "agent.gitlab.com/username",
+      "agent.gitlab.com/access_type",
+      "agent.gitlab.com/config_project_id",
+    ]);
+    expect(userImpersonation({ ...auth, accessAs: { agent: {} } }, "personal_access_token")).to.deep.equal(create(ImpersonationConfigSchema));
+  });
+
+  it("formats errors as Kubernetes Status objects", () => {
+    expect(JSON.parse(statusJson(503, "agent 7 is not connected"))).to.deep.equal({
+      kind: "Status",
+      apiVersion: "v1",
+      metadata: {},
+      status: "Failure",
+      message: "GitLab Agent Server: agent 7 is not connected",
+      reason: "ServiceUnavailable",
+      code: 503,
+    });
+    expect(toK8sProxyError(new Error("x")).code).to.equal(500);
+    expect(new K8sProxyError(403, "no").reason).to.equal("Forbidden");
+  });
+});
+
+/** A stand-in API server: echoes what it receives, streams a "watch", switches protocols. */
+async function fakeApiServer() {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    if (url.pathname === "/api/v1/namespaces") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ kind: "NamespaceList", headers: req.headers, query: url.search, method: req.method }));
+    } else if (url.pathname === "/watch") {
+      res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
+      res.write('{"type":"ADDED"}\n');
+      setTimeout(() => res.end('{"type":"DELETED"}\n'), 500);
+    } else if (url.pathname === "/echo") {
+      const hash = createHash("sha256");
+      let n = 0;
+      req.on("data", (c: Buffer) => {
+        hash.update(c);
+        n += c.length;
+      });
+      req.on("end", () => {
+        res.writeHead(201, { "content-type": "text/plain" });
+        res.end(`${n} ${hash.digest("hex")}`);
+      });
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket) => {
+    if (req.headers.upgrade !== "SPDY/3.1") {
+      socket.end("HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno");
+      return;
+    }
+    socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n");
+    socket.on("data", (d: Buffer) => socket.write(d.toString("utf8").toUpperCase()));
+    socket.on("end", () => socket.end());
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return server;
+}
+
+class ProxyPlatform extends StaticPlatformClient {
+  jobs = new Map<string, JobAllowedAgents>();
+  lookups = 0;
+  async allowedAgentsForJob(token: string): Promise<JobAllowedAgents> {
+    this.lookups++;
+    const j = this.jobs.get(token);
+    if (!j) throw new PlatformError("unauthenticated", "bad token");
+    return j;
+  }
+  async authorizeProxyUser(req: { agentId: number; accessKey: string }): Promise<ProxyUserAuthorizationAnswer> {
+    if (req.accessKey !== "glpat-good") throw new PlatformError("unauthenticated", "bad");
+    if (req.agentId !== 7) throw new PlatformError("forbidden", "no");
+    return { agent: { id: 7, configProject: { id: 3 } }, user: { id: 4, username: "dev" }, accessAs: { user: { projects: [{ id: 5, roles: ["developer"] }], groups: [] } } };
+  }
+}
+
+describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
+  this.timeout(30_000);
+  const logger = pino({ level: "silent" });
+  let api: http.Server;
+  let kas: Awaited<ReturnType<typeof createKasServer>>;
+  let agent: ReturnType<typeof createAgent>;
+  let proxy: Awaited<ReturnType<typeof createKubernetesApiProxy>>;
+  let platform: ProxyPlatform;
+  const metrics = new Registry();
+
+  before(async () => {
+    api = await fakeApiServer();
+    const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    platform = new ProxyPlatform();
+    platform.addToken("glagent-k", { agentId: 7, agentName: "a", projectId: 3, projectPath: "g/cfg", defaultBranch: "main", tokenId: 70 });
+    platform.jobs.set("job-ci", job({ access_as: { ci_job: {} } }));
+    platform.jobs.set("job-agent", job({}));
+    kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32) } });
+    proxy = await createKubernetesApiProxy({ registry: kas.registry, platform, logger, port: 0, tunnelWaitMs: 300, metrics, authCacheTtlMs: 2000 });
+    const { KubeConfig } = await import("@kubernetes/client-node");
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: "c", server: apiUrl, skipTLSVerify: true }],
+      users: [{ name: "u", token: "agent-sa-token" }],
+      contexts: [{ name: "x", cluster: "c", user: "u" }],
+      currentContext: "x",
+    });
+    agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await createAgentKubernetesApi({ kubeconfig: kc, logger })] });
+    agent.start();
+    // Wait for a tunnel.
+    const deadline = Date.now() + 10_000;
+    while (kas.registry.stats().idleTunnels === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  });
+
+  after(async () => {
+    await proxy?.close(100);
+    await agent?.stop(100);
+    await kas?.close(100);
+    api?.close();
+  });
+
+  async function get(path: string, headers: Record<string, string>) {
+    const res = await fetch(proxy.url + path, { headers });
+    return { status: res.status, headers: res.headers, text: await res.text() };
+  }
+
+  it("forwards a CI job's request with the ci_job impersonation and the agent's credentials", async () => {
+    const r = await get("/api/v1/namespaces?limit=5&labelSelector=a%3Db", { authorization: "Bearer ci:7:job-ci", cookie: "x=y", accept: "application/json" });
+    expect(r.status).to.equal(200);
+    const body = JSON.parse(r.text) as { headers: Record<string, string | string[]>; query: string };
+    expect(body.headers.authorization).to.equal("Bearer agent-sa-token");
+    expect(body.headers.cookie).to.equal(undefined);
+    expect(body.headers["impersonate-user"]).to.equal("gitlab:ci_job:11");
+    expect(body.headers["impersonate-group"]).to.include("gitlab:project:5");
+    expect(body.headers["impersonate-extra-agent.gitlab.com%2fci_job_id"]).to.equal("11");
+    expect(new URLSearchParams(body.query).get("labelSelector")).to.equal("a=b");
+  });
+
+  it("uses the agent's own identity for access_as agent, and the user's for a PAT", async () => {
+    const r = await get("/api/v1/namespaces", { authorization: "Bearer ci:7:job-agent" });
+    expect(JSON.parse(r.text).headers["impersonate-user"]).to.equal(undefined);
+    const u = await get("/api/v1/namespaces", { authorization: "Bearer pat:7:glpat-good" });
+    expect(JSON.parse(u.text).headers["impersonate-user"]).to.equal("gitlab:user:dev");
+  });
+
+  it("refuses missing, forged and unauthorized credentials with Status objects", async () => {
+    const none = await get("/api/v1/namespaces", {});
+    expect(none.status).to.equal(401);
+    expect(none.headers.get("gitlab-unauthorized")).to.equal("true");
+    expect(JSON.parse(none.text)).to.include({ kind: "Status", code: 401, reason: "Unauthorized" });
+    const forged = await get("/api/v1/namespaces", { authorization: "Bearer ci:7:forged" });
+    expect(forged.status).to.equal(401);
+    const otherAgent = await get("/api/v1/namespaces", { authorization: "Bearer ci:8:job-ci" });
+    expect(otherAgent.status).to.equal(403);
+    expect(JSON.parse(otherAgent.text).message).to.match(/^GitLab Agent Server: forbidden: project 5 .* may not use agent 8/);
+    const pat = await get("/api/v1/namespaces", { authorization: "Bearer pat:9:glpat-good" });
+    expect(pat.status).to.equal(403);
+  });
+
+  it("refuses client impersonation headers", async () => {
+    const r = await get("/api/v1/namespaces", { authorization: "Bearer ci:7:job-agent", "impersonate-user": "admin" });
+    expect(r.status).to.equal(400);
+    expect(JSON.parse(r.text).message).to.contain("Impersonate-User");
+  });
+
+  it("answers 503 when the agent is not connected", async () => {
+    platform.jobs.set("job-99", { ...job({}), allowedAgents: [{ id: 99, configProject: { id: 3 }, configuration: {} }] });
+    const r = await get("/api/v1/namespaces", { authorization: "Bearer ci:99:job-99" });
+    expect(r.status).to.equal(503);
+    expect(JSON.parse(r.text).message).to.equal("GitLab Agent Server: agent 99 is not connected");
+  });
+
+  it("streams a response as it comes (watch)", async () => {
+    const started = Date.now();
+    const res = await fetch(`${proxy.url}/watch`, { headers: { authorization: "Bearer ci:7:job-ci" } });
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(Buffer.from(first.value!).toString()).to.contain("ADDED");
+    expect(Date.now() - started).to.be.lessThan(450);
+    let rest = "";
+    for (;;) {
+      const n = await reader.read();
+      if (n.done) break;
+      rest += Buffer.from(n.value).toString();
+    }
+    expect(rest).to.contain("DELETED");
+  });
+
+  it("streams a large request body to the API server intact", async () => {
+    const body = Buffer.alloc(8 * 1024 * 1024 + 3, 7);
+    for (let i = 0; i < body.length; i += 4096) body[i] = i & 0xff;
+    const res = await fetch(`${proxy.url}/echo`, { method: "POST", body, headers: { authorization: "Bearer ci:7:job-ci", "content-type": "application/octet-stream" } });
+    expect(res.status).to.equal(201);
+    expect(await res.text()).to.equal(`${body.length} ${createHash("sha256").update(body).digest("hex")}`);
+  });
+
+  it("switches protocols (SPDY upgrade) and pipes bytes both ways", async () => {
+    const port = proxy.address.port;
+    const socket = net.connect(port, "127.0.0.1");
+    await new Promise((r) => socket.once("connect", r));
+    socket.write(
+      "POST /api/v1/namespaces/default/pods/p/exec?command=sh HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci:7:job-ci\r\n" +
+        "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n",
+    );
+    let received = "";
+    socket.on("data", (d: Buffer) => (received += d.toString()));
+    const until = async (s: string) => {
+      const deadline = Date.now() + 5000;
+      while (!received.includes(s)) {
+        if (Date.now() > deadline) throw new Error(`no ${s} in ${received}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await until("\r\n\r\n");
+    expect(received).to.match(/^HTTP\/1.1 101 /);
+    socket.write("hello through the tunnel");
+    await until("HELLO THROUGH THE TUNNEL");
+    socket.end();
+    await new Promise((r) => socket.once("close", r));
+  });
+
+  it("passes an upgrade refusal through as a normal answer", async () => {
+    const socket = net.connect(proxy.address.port, "127.0.0.1");
+    await new Promise((r) => socket.once("connect", r));
+    socket.write("GET /x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci:7:job-ci\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let received = "";
+    socket.on("data", (d: Buffer) => (received += d.toString()));
+    await new Promise((r) => socket.once("close", r));
+    expect(received).to.match(/^HTTP\/1.1 403 /);
+    expect(received.endsWith("no")).to.equal(true);
+  });
+
+  it("counts requests by code", async () => {
+    const text = await metrics.getSingleMetricAsString("kas_k8s_proxy_requests_total");
+    expect(text).to.match(/code="200"/);
+    expect(text).to.match(/code="401"/);
+  });
+});

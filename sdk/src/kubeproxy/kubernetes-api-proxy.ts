@@ -1,0 +1,414 @@
+/**
+ * KAS's Kubernetes API proxy (GitLab port 8154): kubectl talks HTTP to KAS, KAS authenticates the
+ * caller (CI job token or personal access token), decides the impersonation from the agent's
+ * ci_access/user_access, and sends the request through one of the agent's tunnels as
+ * `KubernetesApi/MakeRequest` frames; the agent forwards it to its cluster's API server.
+ *
+ * Streams both ways with backpressure (request body -> `data` frames, response body <- `data`
+ * frames), never times out a running request (watches, `logs -f`), and carries protocol upgrades
+ * (SPDY/3.1 and WebSocket: exec, attach, port-forward) as `upgradeData` frames after a 101.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { anyPack } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import http2, { type Http2ServerRequest, type Http2ServerResponse, type SecureServerOptions } from "node:http2";
+import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import pino, { type Logger } from "pino";
+import client, { Registry } from "prom-client";
+import {
+  HttpRequestSchema,
+  HttpResponseSchema,
+  type HttpResponse,
+  type HttpResponse_Header,
+} from "../gen/gitlab/agent/grpctool/grpctool_pb.js";
+import { HeaderExtraSchema } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
+import type { PlatformClient } from "../platform/platform-client.js";
+import type { TunnelCall } from "../tunnel/server/server-tunnel.js";
+import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
+import { MAKE_REQUEST_METHOD, mapToNodeHeaders, nodeHeadersToMap, queryToMap, rawResponseHead } from "./http-codec.js";
+import { isImpersonationHeader } from "./impersonation.js";
+import { K8sProxyError, statusHeaders, statusJson, toK8sProxyError } from "./k8s-status.js";
+import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
+
+export interface KubernetesApiProxyOptions {
+  registry: TunnelRegistry;
+  platform: PlatformClient;
+  /** Default: silent. Audit lines are logged at info level. */
+  logger?: Logger;
+  /** Default "127.0.0.1". */
+  host?: string;
+  /** Default 8154 (GitLab KAS's port); 0 picks a free port. */
+  port?: number;
+  /** With TLS the proxy speaks HTTP/2 and HTTP/1.1 (ALPN); without, HTTP/1.1. */
+  tls?: Pick<SecureServerOptions, "cert" | "key" | "ca" | "pfx" | "passphrase">;
+  /** Path prefix kubectl's server URL carries; stripped before forwarding. Default "/". */
+  urlPathPrefix?: string;
+  /** How long a successful job-token / PAT authorization is reused. Default 5 000 ms. */
+  authCacheTtlMs?: number;
+  /** How long a request waits for an idle tunnel of the agent before answering 503. Default 10 000 ms. */
+  tunnelWaitMs?: number;
+  /** Where `kas_k8s_proxy_requests_total` is registered. Default: a private registry. */
+  metrics?: Registry;
+  /** Largest request or response frame. Default 1 MiB (bodies are split into frames of at most this). */
+  maxFrameBytes?: number;
+}
+
+export interface KubernetesApiProxy {
+  address: AddressInfo;
+  /** "http://host:port/prefix" or "https://…": the server of generated kubeconfigs. */
+  url: string;
+  /** Stops accepting, lets requests in flight run up to `graceMs` (default 10 000), then ends them. */
+  close(graceMs?: number): Promise<void>;
+}
+
+type AnyRequest = IncomingMessage | Http2ServerRequest;
+type AnyResponse = ServerResponse | Http2ServerResponse;
+
+export async function createKubernetesApiProxy(options: KubernetesApiProxyOptions): Promise<KubernetesApiProxy> {
+  const logger = options.logger ?? pino({ level: "silent" });
+  const prefix = normalizePrefix(options.urlPathPrefix ?? "/");
+  const tunnelWaitMs = options.tunnelWaitMs ?? 10_000;
+  const maxFrameBytes = options.maxFrameBytes ?? 1024 * 1024;
+  const auth = new ProxyAuthenticator({ platform: options.platform, cacheTtlMs: options.authCacheTtlMs });
+  const metricsRegistry = options.metrics ?? new Registry();
+  const requestsTotal =
+    (metricsRegistry.getSingleMetric("kas_k8s_proxy_requests_total") as client.Counter<"code"> | undefined) ??
+    new client.Counter({
+      name: "kas_k8s_proxy_requests_total",
+      help: "Requests to the Kubernetes API proxy, by HTTP status code answered.",
+      labelNames: ["code"] as const,
+      registers: [metricsRegistry],
+    });
+
+  const shutdown = new AbortController();
+  const calls = new Set<TunnelCall>();
+  const sockets = new Set<Socket | Duplex>();
+
+  // ---------------------------------------------------------------- shared steps
+
+  interface Started {
+    authz: ProxyAuthorization;
+    call: TunnelCall;
+    method: string;
+    path: string;
+  }
+
+  /** Authentication, checks, tunnel, header frame. Throws K8sProxyError. */
+  async function begin(req: AnyRequest, upgrade: boolean, signal: AbortSignal): Promise<Started> {
+    const url = new URL(req.url ?? "/", "http://proxy.invalid");
+    const method = (req.method ?? "GET").toUpperCase();
+    if (!url.pathname.startsWith(prefix) && `${url.pathname}/` !== prefix) throw new K8sProxyError(404, `no such path: expected prefix ${prefix}`);
+    const path = `/${url.pathname.slice(prefix.length)}`.replace(/^\/+/, "/");
+    const authz = await auth.authorize(headerValue(req.headers.authorization), signal);
+    const offending = Object.keys(req.headers).find(isImpersonationHeader);
+    if (offending) throw new K8sProxyError(400, `impersonation is not allowed through the proxy (header ${canonical(offending)})`);
+
+    const waitSignal = AbortSignal.any([signal, AbortSignal.timeout(tunnelWaitMs), shutdown.signal]);
+    let tunnel;
+    try {
+      tunnel = await options.registry.acquire(authz.agentId, MAKE_REQUEST_METHOD, waitSignal);
+    } catch (e) {
+      if (signal.aborted) throw new K8sProxyError(499, "client went away");
+      const ce = ConnectError.from(e);
+      throw new K8sProxyError(503, ce.code === Code.Unavailable ? ce.rawMessage : `agent ${authz.agentId}: ${ce.rawMessage}`);
+    }
+    const call = tunnel.start(MAKE_REQUEST_METHOD, {});
+    calls.add(call);
+    const header = create(HttpRequestSchema, {
+      message: {
+        case: "header",
+        value: {
+          request: {
+            method,
+            header: nodeHeadersToMap(req.headers, { drop: (n) => n === "authorization" || n === "cookie", keepUpgrade: upgrade }),
+            urlPath: safeDecodePath(path),
+            query: queryToMap(url.searchParams),
+          },
+          extra: anyPack(HeaderExtraSchema, create(HeaderExtraSchema, { impConfig: authz.impersonation })),
+          ...(req.headers["content-length"] !== undefined && /^\d+$/.test(String(req.headers["content-length"]))
+            ? { contentLength: BigInt(String(req.headers["content-length"])) }
+            : {}),
+        },
+      },
+    });
+    await call.send(toBinary(HttpRequestSchema, header));
+    return { authz, call, method, path };
+  }
+
+  function audit(started: Started | undefined, req: AnyRequest, code: number, startedAt: number, error?: K8sProxyError): void {
+    requestsTotal.inc({ code: String(code) });
+    const c = started?.authz.caller;
+    logger.info(
+      {
+        caller: c?.kind,
+        ...(c?.kind === "ci_job" ? { jobId: c.jobId, projectId: c.projectId } : {}),
+        ...(c?.kind === "user" ? { userId: c.userId, username: c.username } : {}),
+        agentId: started?.authz.agentId,
+        impersonating: started?.authz.impersonation.username || undefined,
+        method: req.method,
+        path: started?.path ?? new URL(req.url ?? "/", "http://proxy.invalid").pathname,
+        status: code,
+        durationMs: Date.now() - startedAt,
+        ...(error ? { error: error.message } : {}),
+      },
+      "k8s proxy request",
+    );
+  }
+
+  /** Sends `chunk` as data (or upgradeData) frames no larger than maxFrameBytes. */
+  async function sendChunk(call: TunnelCall, chunk: Uint8Array, kind: "data" | "upgradeData"): Promise<void> {
+    for (let off = 0; off < chunk.length; off += maxFrameBytes) {
+      const data = chunk.subarray(off, Math.min(chunk.length, off + maxFrameBytes));
+      await call.send(toBinary(HttpRequestSchema, create(HttpRequestSchema, { message: { case: kind, value: { data } } })));
+    }
+  }
+
+  async function sendTrailer(call: TunnelCall): Promise<void> {
+    await call.send(toBinary(HttpRequestSchema, create(HttpRequestSchema, { message: { case: "trailer", value: {} } })));
+  }
+
+  /** Decoded HttpResponse frames of the call; ends with the call, throws its error. */
+  async function* responses(call: TunnelCall): AsyncGenerator<HttpResponse["message"]> {
+    for await (const event of call.events) {
+      if (event.kind === "message") yield fromBinary(HttpResponseSchema, event.data).message;
+      else if (event.kind === "end" && event.error) throw event.error;
+    }
+  }
+
+  // ---------------------------------------------------------------- plain requests
+
+  async function handleRequest(req: AnyRequest, res: AnyResponse): Promise<void> {
+    const startedAt = Date.now();
+    const isHttp2 = req.httpVersionMajor === 2;
+    const abort = new AbortController();
+    let finished = false;
+    res.on("close", () => {
+      if (!finished) abort.abort(new Error("client went away"));
+    });
+    let started: Started | undefined;
+    let code = 0;
+    try {
+      started = await begin(req, false, abort.signal);
+      const call = started.call;
+      abort.signal.addEventListener("abort", () => call.cancel(new ConnectError("client went away", Code.Canceled)), { once: true });
+      // The request body, concurrently with the response (a watch answers before any body ends).
+      const body = (async () => {
+        for await (const chunk of req as AsyncIterable<Buffer>) await sendChunk(call, chunk, "data");
+        await sendTrailer(call);
+        await call.closeSend();
+      })().catch((e: unknown) => {
+        if (!abort.signal.aborted) call.cancel(ConnectError.from(e));
+      });
+      let header: HttpResponse_Header | undefined;
+      for await (const msg of responses(call)) {
+        if (msg.case === "header") {
+          header = msg.value;
+          const r = header.response;
+          code = r?.statusCode ?? 502;
+          const headers = mapToNodeHeaders(r?.header ?? {}, { forHttp2: isHttp2 });
+          if (isHttp2) (res as Http2ServerResponse).writeHead(code, headers);
+          else (res as ServerResponse).writeHead(code, r?.status.replace(/^\d+\s*/, "") || undefined, headers);
+          // Headers go out at once: a watch may not send a byte for minutes.
+          (res as ServerResponse).flushHeaders?.();
+        } else if (msg.case === "data") {
+          if (!header) throw new ConnectError("agent sent data before the response header", Code.Internal);
+          if (!(res as ServerResponse).write(msg.value.data)) await drained(res);
+        } else if (msg.case === "trailer") {
+          break;
+        }
+      }
+      if (!header) throw new ConnectError(`agent ${started.authz.agentId} answered no response`, Code.Unavailable);
+      finished = true;
+      res.end();
+      await body;
+      audit(started, req, code, startedAt);
+    } catch (e) {
+      const err = toK8sProxyError(e);
+      started?.call.cancel(new ConnectError(err.message, Code.Canceled));
+      if (code === 0) code = abort.signal.aborted ? 499 : err.code;
+      if (!res.headersSent && !abort.signal.aborted) {
+        finished = true;
+        const body = statusJson(err.code, err.message, err.reason);
+        res.writeHead(err.code, statusHeaders(err.code, body));
+        res.end(body);
+      } else {
+        // Mid-stream: all we can do is cut the response so the client sees it incomplete.
+        finished = true;
+        (res as ServerResponse).destroy?.();
+        (res as Http2ServerResponse).stream?.close?.(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      }
+      audit(started, req, code, startedAt, err);
+    } finally {
+      if (started) calls.delete(started.call);
+    }
+  }
+
+  // ---------------------------------------------------------------- upgrades (HTTP/1.1 only)
+
+  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const startedAt = Date.now();
+    sockets.add(socket);
+    const abort = new AbortController();
+    socket.on("close", () => {
+      sockets.delete(socket);
+      abort.abort(new Error("client went away"));
+    });
+    socket.on("error", () => {});
+    let started: Started | undefined;
+    let code = 0;
+    try {
+      started = await begin(req, true, abort.signal);
+      const call = started.call;
+      abort.signal.addEventListener("abort", () => call.cancel(new ConnectError("client went away", Code.Canceled)), { once: true });
+      await sendTrailer(call); // an upgrade request has no body
+      const it = responses(call)[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done || first.value.case !== "header") throw new ConnectError(`agent ${started.authz.agentId} answered no response`, Code.Unavailable);
+      const r = first.value.value.response;
+      code = r?.statusCode ?? 502;
+      if (code !== 101) {
+        // Refused (RBAC, bad request): answer it as a normal response and close the socket.
+        const chunks: Buffer[] = [];
+        for (;;) {
+          const next = await it.next();
+          if (next.done || next.value.case === "trailer") break;
+          if (next.value.case === "data") chunks.push(Buffer.from(next.value.value.data));
+        }
+        const body = Buffer.concat(chunks);
+        const headers = mapToNodeHeaders(r?.header ?? {});
+        delete headers["Content-Length"];
+        headers["Content-Length"] = String(body.length);
+        headers.Connection = "close";
+        socket.end(Buffer.concat([Buffer.from(rawResponseHead(code, r?.status.replace(/^\d+\s*/, "") || http.STATUS_CODES[code] || "", headers)), body]));
+        await call.closeSend().catch(() => {});
+        call.cancel();
+        audit(started, req, code, startedAt);
+        return;
+      }
+      socket.write(rawResponseHead(101, "Switching Protocols", mapToNodeHeaders(r?.header ?? {}, { keepUpgrade: true })));
+      // Client -> agent, with backpressure: the socket is paused while a frame waits for room.
+      const up = (async () => {
+        if (head.length > 0) await sendChunk(call, head, "upgradeData");
+        for await (const chunk of socket as AsyncIterable<Buffer>) await sendChunk(call, chunk, "upgradeData");
+        await call.closeSend();
+      })().catch(() => {});
+      // Agent -> client.
+      for (;;) {
+        const next = await it.next();
+        if (next.done) break;
+        const msg = next.value;
+        if (msg.case === "upgradeData") {
+          if (!socket.write(msg.value.data)) await drained(socket);
+        }
+        // "trailer" (end of the 101's empty body) and anything else: keep reading.
+      }
+      socket.end();
+      void up;
+      audit(started, req, code, startedAt);
+    } catch (e) {
+      const err = toK8sProxyError(e);
+      started?.call.cancel(new ConnectError(err.message, Code.Canceled));
+      if (code === 0) {
+        code = abort.signal.aborted ? 499 : err.code;
+        if (!abort.signal.aborted && socket.writable) {
+          const body = statusJson(err.code, err.message, err.reason);
+          socket.end(rawResponseHead(err.code, http.STATUS_CODES[err.code] ?? "Error", { ...statusHeaders(err.code, body), connection: "close" }) + body);
+        } else {
+          socket.destroy();
+        }
+      } else {
+        socket.destroy();
+      }
+      audit(started, req, code, startedAt, err);
+    } finally {
+      if (started) calls.delete(started.call);
+    }
+  }
+
+  // ---------------------------------------------------------------- servers
+
+  const onRequest = (req: AnyRequest, res: AnyResponse) => {
+    void handleRequest(req, res);
+  };
+  const server = options.tls
+    ? http2.createSecureServer({ ...options.tls, allowHTTP1: true, settings: { initialWindowSize: 4 * 1024 * 1024 } }, onRequest)
+    : http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
+  server.setTimeout(0);
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    void handleUpgrade(req, socket, head);
+  });
+  server.on("connection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.setKeepAlive(true, 30_000);
+    socket.once("close", () => sockets.delete(socket));
+  });
+  if (options.tls) server.on("secureConnection", (socket: Socket) => sockets.add(socket));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 8154, options.host ?? "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const hostForUrl = address.family === "IPv6" || address.address.includes(":") ? `[${address.address}]` : address.address;
+  const url = `${options.tls ? "https" : "http"}://${hostForUrl}:${address.port}${prefix === "/" ? "" : prefix.replace(/\/$/, "")}`;
+  logger.info({ url }, "Kubernetes API proxy listening");
+
+  let closing: Promise<void> | undefined;
+  return {
+    address,
+    url,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        (server as http.Server).closeIdleConnections?.();
+        const deadline = Date.now() + graceMs;
+        while (calls.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        shutdown.abort();
+        for (const call of calls) call.cancel(new ConnectError("KAS is shutting down", Code.Unavailable));
+        for (const socket of sockets) socket.destroy();
+        (server as http.Server).closeAllConnections?.();
+        await closed;
+      })();
+      return closing;
+    },
+  };
+}
+
+function normalizePrefix(prefix: string): string {
+  let p = prefix.startsWith("/") ? prefix : `/${prefix}`;
+  if (!p.endsWith("/")) p += "/";
+  return p;
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function canonical(name: string): string {
+  return name.toLowerCase().replace(/(^|-)([a-z])/g, (_m, d: string, c: string) => d + c.toUpperCase());
+}
+
+function safeDecodePath(path: string): string {
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return path;
+  }
+}
+
+function drained(stream: { once(event: "drain" | "close", cb: () => void): unknown; off?(event: string, cb: () => void): unknown }): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off?.("drain", done);
+      stream.off?.("close", done);
+      resolve();
+    };
+    stream.once("drain", done);
+    stream.once("close", done);
+  });
+}
