@@ -1,0 +1,201 @@
+// The Kubernetes API proxy end to end: real `kas` and `agentk` processes, a real kube-apiserver
+// with RBAC (tools/control-plane, `npm run control-plane`) and the real kubectl, driven with the
+// KUBECONFIG a CI job gets from the platform.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
+import { GitClient } from "./git.js";
+import { adminToken, api, createAgentWithToken, delay, startAgentk, startKas, waitUntil } from "./harness.js";
+
+describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)", function () {
+  this.timeout(300_000);
+  let cp: ControlPlane;
+  let kas: Awaited<ReturnType<typeof startKas>>;
+  let agentk: ReturnType<typeof startAgentk>;
+  const git = new GitClient();
+  const dir = mkdtempSync(join(tmpdir(), "kubeproxy-e2e-"));
+  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+  let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
+  let configProjectPath: string;
+  const projects: Record<string, { id: number; path: string }> = {};
+
+  before(async () => {
+    findBinaries(); // throws "... Run `npm run control-plane` ..." when the binaries are missing
+    const t0 = Date.now();
+    // The agent's own identity may do everything (access_as: agent); impersonated users get only
+    // what RoleBindings grant them.
+    cp = await startControlPlane({ agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] });
+    process.stdout.write(`      control plane ready in ${Date.now() - t0} ms\n`);
+    kas = await startKas();
+    agent = await createAgentWithToken(kas, "prod");
+    configProjectPath = (await api(kas, "GET", `/projects/${agent.projectId}`)).json.path_with_namespace as string;
+    for (const name of ["app", "jobid", "stranger"]) {
+      const p = await api(kas, "POST", "/projects", { name });
+      expect(p.status).to.equal(201);
+      projects[name] = { id: p.json.id as number, path: p.json.path_with_namespace as string };
+    }
+    // The agent's config, pushed over git: `app` as the agent, `jobid` as the CI job.
+    const u = new URL(kas.addresses.platform!);
+    const wc = await git.clone(`http://root:${adminToken}@${u.host}/${configProjectPath}.git`);
+    const commit = await git.commit(wc, {
+      ".gitlab/agents/prod/config.yaml":
+        `ci_access:\n  projects:\n    - id: ${projects.app!.path}\n      default_namespace: default\n` +
+        `    - id: ${projects.jobid!.path}\n      access_as:\n        ci_job: {}\n`,
+    });
+    await git.push(wc);
+    await waitUntil(
+      async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}`)).json.config_commit_id === commit,
+      10_000,
+      "config accepted",
+    );
+    agentk = startAgentk(kas.addresses.agent, agent.token, {}, ["--kubeconfig", cp.agentKubeconfigPath]);
+    await agentk.waitFor(/kubeconfig loaded/);
+    await delay(500); // tunnels
+  });
+
+  after(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+    await agentk?.cleanup();
+    await kas?.cleanup();
+    await cp?.stop();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(git.home, { recursive: true, force: true });
+  });
+
+  const addresses = () => kas.addresses as typeof kas.addresses & { k8sProxy: string };
+
+  async function startJob(project: string): Promise<{ id: number; token: string; kubeconfig: string | null; path?: string }> {
+    const r = await api(kas, "POST", `/projects/${projects[project]!.id}/jobs`, {});
+    expect(r.status, JSON.stringify(r.json)).to.equal(201);
+    const job = r.json as { id: number; token: string; kubeconfig: string | null; path?: string };
+    if (job.kubeconfig) {
+      job.path = join(dir, `kubeconfig-${job.id}`);
+      writeFileSync(job.path, job.kubeconfig, { mode: 0o600 });
+    }
+    return job;
+  }
+
+  const context = () => `${configProjectPath}:prod`;
+  function kubectl(kubeconfig: string, args: string[], input?: string): Promise<RunResult> {
+    return cp.runKubectl(["--context", context(), ...args], { kubeconfig, allowFailure: true, input, timeoutMs: 60_000 });
+  }
+  /** kubectl against the proxy with a hand-made token (no kubeconfig from the platform). */
+  function kubectlWithToken(token: string, args: string[]): Promise<RunResult> {
+    const empty = join(dir, "empty-kubeconfig");
+    writeFileSync(empty, "apiVersion: v1\nkind: Config\n");
+    return cp.runKubectl(["--server", addresses().k8sProxy, "--token", token, ...args], { kubeconfig: empty, allowFailure: true, timeoutMs: 60_000 });
+  }
+
+  it("lists, applies, watches and deletes through the proxy with a CI job's KUBECONFIG", async () => {
+    expect(addresses().k8sProxy).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const job = await startJob("app");
+    expect(job.kubeconfig).to.include(addresses().k8sProxy).and.include(`ci:${agent.agentId}:`);
+
+    const t0 = Date.now();
+    const ns = await kubectl(job.path!, ["get", "ns", "-o", "name"]);
+    expect(ns.code, ns.stderr).to.equal(0);
+    expect(ns.stdout).to.include("namespace/default").and.include("namespace/kube-system");
+    process.stdout.write(`      kubectl get ns through the proxy: ${Date.now() - t0} ms (process start included)\n`);
+
+    // A watch, opened before the changes it must see.
+    const watch = spawn(cp.kubectl, ["--kubeconfig", job.path!, "--context", context(), "get", "configmaps", "-n", "default", "-w", "-o", "name", "--output-watch-events"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let watched = "";
+    watch.stdout.on("data", (d: Buffer) => (watched += d.toString()));
+    watch.stderr.on("data", (d: Buffer) => (watched += d.toString()));
+    cleanups.push(() => watch.kill("SIGKILL"));
+    await delay(1000);
+
+    const apply = await kubectl(job.path!, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "from-ci", namespace: "default" }, data: { a: "1" } }));
+    expect(apply.code, apply.stderr).to.equal(0);
+    expect(apply.stdout).to.include("configmap/from-ci created");
+    const got = await kubectl(job.path!, ["get", "configmap", "from-ci", "-o", "jsonpath={.data.a}"]);
+    expect(got.stdout).to.equal("1");
+    const del = await kubectl(job.path!, ["delete", "configmap", "from-ci"]);
+    expect(del.code, del.stderr).to.equal(0);
+    await waitUntil(() => /ADDED\s+configmap\/from-ci/.test(watched) && /DELETED\s+configmap\/from-ci/.test(watched), 10_000, `watch events (${watched})`);
+    watch.kill("SIGTERM");
+
+    // The audit log names the job and the agent, never the token.
+    expect(kas.output).to.match(new RegExp(`"caller":"ci_job","jobId":${job.id}.*"agentId":${agent.agentId}.*"k8s proxy request"`));
+    expect(kas.output).to.not.include(job.token);
+  });
+
+  it("refuses unauthorized projects, forged and finished tokens, and client impersonation", async () => {
+    const stranger = await startJob("stranger");
+    expect(stranger.kubeconfig).to.equal(null);
+    const refused = await kubectlWithToken(`ci:${agent.agentId}:${stranger.token}`, ["get", "ns"]);
+    expect(refused.code).to.not.equal(0);
+    expect(refused.stderr).to.match(/GitLab Agent Server: forbidden: project \d+ .*may not use agent/);
+
+    const forged = await kubectlWithToken(`ci:${agent.agentId}:glcbt-forged-0000000000000000000`, ["get", "ns"]);
+    expect(forged.stderr).to.match(/Unauthorized|GitLab Agent Server: unauthorized/);
+
+    const job = await startJob("app");
+    expect((await kubectl(job.path!, ["get", "ns"])).code).to.equal(0);
+    const impersonating = await kubectl(job.path!, ["get", "ns", "--as", "system:admin"]);
+    expect(impersonating.code).to.not.equal(0);
+    expect(impersonating.stderr).to.include("GitLab Agent Server: impersonation is not allowed");
+
+    const finish = await api(kas, "POST", `/projects/${projects.app!.id}/jobs/${job.id}/finish`, {});
+    expect(finish.status).to.equal(200);
+    const stoppedAfter = await waitUntil(async () => (await kubectl(job.path!, ["get", "ns"])).code !== 0, 15_000, "finished token refused");
+    process.stdout.write(`      finished job's token refused after ${stoppedAfter} ms\n`);
+    const after = await kubectl(job.path!, ["get", "ns"]);
+    expect(after.stderr).to.match(/Unauthorized|unauthorized/);
+  });
+
+  it("access_as ci_job: cluster RBAC for gitlab:project:<id> decides (one namespace only)", async () => {
+    await cp.runKubectl(["create", "namespace", "team-a"]);
+    const job = await startJob("jobid");
+    expect(job.kubeconfig).to.include(context());
+
+    const before = await kubectl(job.path!, ["get", "configmaps", "-n", "team-a"]);
+    expect(before.code).to.not.equal(0);
+    expect(before.stderr).to.include(`User "gitlab:ci_job:${job.id}" cannot list resource "configmaps"`);
+
+    await cp.runKubectl(["create", "rolebinding", "ci-edit", "-n", "team-a", "--clusterrole", "edit", "--group", `gitlab:project:${projects.jobid!.id}`]);
+    await waitUntil(async () => (await kubectl(job.path!, ["get", "configmaps", "-n", "team-a"])).code === 0, 10_000, "RoleBinding effective");
+    const create = await kubectl(job.path!, ["create", "configmap", "by-job", "-n", "team-a", "--from-literal", "k=v"]);
+    expect(create.code, create.stderr).to.equal(0);
+    const other = await kubectl(job.path!, ["get", "configmaps", "-n", "default"]);
+    expect(other.code).to.not.equal(0);
+    expect(other.stderr).to.include("forbidden");
+    const cm = JSON.parse((await cp.runKubectl(["get", "configmap", "by-job", "-n", "team-a", "-o", "json"])).stdout);
+    expect(cm.metadata.managedFields[0].manager).to.equal("kubectl-create");
+  });
+
+  it("follows logs, execs and port-forwards through the proxy (kwok pod)", async function () {
+    if (!cp.kwokRunning) this.skip();
+    const job = await startJob("app");
+    await cp.runKubectl(["apply", "-f", "-"], {
+      input: JSON.stringify({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: "web", namespace: "default" },
+        spec: { nodeName: KWOK_NODE_NAME, containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort: 8080 }] }] },
+      }),
+    });
+    await cp.runKubectl(["wait", "-n", "default", "--for=jsonpath={.status.phase}=Running", "pod/web", "--timeout=60s"]);
+
+    // logs -f: a line appended later arrives on the open stream.
+    await cp.appendPodLog("first line");
+    const logs = spawn(cp.kubectl, ["--kubeconfig", job.path!, "--context", context(), "logs", "-f", "web"], { stdio: ["ignore", "pipe", "pipe"] });
+    let logged = "";
+    logs.stdout.on("data", (d: Buffer) => (logged += d.toString()));
+    logs.stderr.on("data", (d: Buffer) => (logged += d.toString()));
+    cleanups.push(() => logs.kill("SIGKILL"));
+    await waitUntil(() => logged.includes("first line"), 15_000, `first log line (${logged})`);
+    await cp.appendPodLog("appended while following");
+    await waitUntil(() => logged.includes("appended while following"), 10_000, `followed log line (${logged})`);
+    logs.kill("SIGTERM");
+
+    const exec = await kubectl(job.path!, ["exec", "web", "--", "echo", "exec through kas"]);
+    expect(exec.code, exec.stderr).to.equal(0);
+    expect(exec.stdout.trim()).to.equal("exec through kas");
+  });
+});
