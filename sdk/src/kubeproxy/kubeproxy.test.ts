@@ -4,7 +4,10 @@ import { createHash } from "node:crypto";
 import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import pino from "pino";
+import http2 from "node:http2";
+import tls from "node:tls";
 import { Registry } from "prom-client";
+import { selfSignedCertificate } from "../transport/fixtures.test.js";
 import { createAgent } from "../agent/create-agent.js";
 import { ImpersonationConfigSchema } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import { PlatformError, type JobAllowedAgents, type ProxyUserAuthorizationAnswer } from "../platform/platform-client.js";
@@ -305,6 +308,38 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     await new Promise((r) => socket.once("close", r));
     expect(received).to.match(/^HTTP\/1.1 403 /);
     expect(received.endsWith("no")).to.equal(true);
+  });
+
+  it("speaks HTTP/2 and HTTP/1.1 upgrades over TLS", async () => {
+    const cert = selfSignedCertificate();
+    const tlsProxy = await createKubernetesApiProxy({ registry: kas.registry, platform, logger, port: 0, tls: cert });
+    try {
+      expect(tlsProxy.url).to.match(/^https:/);
+      const session = http2.connect(tlsProxy.url, { ca: cert.cert });
+      const stream = session.request({ ":path": "/watch", authorization: "Bearer ci:7:job-ci" });
+      let text = "";
+      const status = await new Promise<number>((resolve) => stream.once("response", (h) => resolve(Number(h[":status"]))));
+      stream.on("data", (d: Buffer) => (text += d.toString()));
+      await new Promise((r) => stream.once("end", r));
+      session.close();
+      expect(status).to.equal(200);
+      expect(text).to.contain("ADDED").and.contain("DELETED");
+
+      const socket = tls.connect({ port: tlsProxy.address.port, host: "127.0.0.1", ca: cert.cert, ALPNProtocols: ["http/1.1"], servername: "localhost" });
+      await new Promise((r) => socket.once("secureConnect", r));
+      socket.write("POST /exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci:7:job-ci\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n");
+      let received = "";
+      socket.on("data", (d: Buffer) => {
+        received += d.toString();
+        if (received.includes("\r\n\r\n") && !received.includes("abc")) socket.write("abc");
+      });
+      const deadline = Date.now() + 5000;
+      while (!received.includes("ABC") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      expect(received).to.match(/^HTTP\/1.1 101 /).and.include("ABC");
+      socket.destroy();
+    } finally {
+      await tlsProxy.close(100);
+    }
   });
 
   it("counts requests by code", async () => {
