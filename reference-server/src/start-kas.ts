@@ -88,7 +88,10 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     addresses.internal = `grpc://${hostPort(kas.internalApiAddress)}`;
 
     // Kubernetes API proxy (8154): kubectl -> KAS -> agent tunnel -> cluster. Closed before KAS.
+    // kubectl sends tokens only over TLS, so the proxy serves TLS (HTTP/2 + HTTP/1.1) with the
+    // agent API's certificate when one is configured.
     const k8sProxy = await createKubernetesApiProxy({
+      tls: config.agentTls ? { cert: readFileSync(config.agentTls.certFile), key: readFileSync(config.agentTls.keyFile) } : undefined,
       registry: kas.registry,
       platform,
       logger: logger.child({ component: "k8s-proxy" }),
