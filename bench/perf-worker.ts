@@ -3,7 +3,9 @@
  *   -> { type: "round", round, unary, stream }   after each round of section 1
  *   -> { type: "concurrency", runs }             after section 2
  *   -> { type: "done" }
- * Configuration comes from the environment, see run.ts.
+ * Configuration comes from the environment, see run.ts. To profile one path, run it alone, e.g.
+ *   BENCH_TARGETS=tunnel BENCH_ONLY=perf node --cpu-prof bench/dist/bench/perf-worker.js
+ * (with BENCH_ROUNDS, BENCH_UNARY_CALLS, ... set; without a parent it prints its results).
  */
 import {
   measureConcurrency,
@@ -16,15 +18,26 @@ import {
   type UnaryResult,
 } from "./perf.js";
 
-if (!process.send) throw new Error("run as a forked child");
-const send = (msg: object) => new Promise<void>((resolve) => process.send!(msg, () => resolve()));
-const env = (name: string) => Number(process.env[name]);
-const only = new Set((process.env.BENCH_ONLY ?? "").split(","));
-const targets: TargetName[] = ["direct", "passthrough", "raw", "tunnel"];
+const send = (msg: object) =>
+  new Promise<void>((resolve) => (process.send ? process.send(msg, () => resolve()) : (console.log(JSON.stringify(msg)), resolve())));
+const defaults: Record<string, number> = {
+  BENCH_ROUNDS: 3,
+  BENCH_UNARY_CALLS: 3000,
+  BENCH_WARMUP: 500,
+  BENCH_STREAM_MESSAGE_BYTES: 32768,
+  BENCH_STREAM_MESSAGES: 3200,
+  BENCH_CONCURRENT: 1000,
+};
+const env = (name: string) => Number(process.env[name] ?? defaults[name]);
+// "perf" = unary + stream; "unary" or "stream" alone are for profiling.
+const only = new Set((process.env.BENCH_ONLY ?? "perf,concurrency").split(","));
+const doUnary = only.has("perf") || only.has("unary");
+const doStream = only.has("perf") || only.has("stream");
+const targets = (process.env.BENCH_TARGETS ?? "direct,passthrough,raw,tunnel").split(",") as TargetName[];
 
 const setup = await setupPerf();
 try {
-  if (only.has("perf")) {
+  if (doUnary || doStream) {
     const rounds = env("BENCH_ROUNDS");
     const streamMessageBytes = env("BENCH_STREAM_MESSAGE_BYTES");
     const streamMessages = env("BENCH_STREAM_MESSAGES");
@@ -34,8 +47,10 @@ try {
       const unary = {} as Record<TargetName, UnaryResult>;
       const stream = {} as Record<TargetName, StreamResult>;
       const warmup = r === 0 ? env("BENCH_WARMUP") : Math.ceil(env("BENCH_WARMUP") / 5);
-      for (const [name, result] of await measureUnaryInterleaved(ordered, env("BENCH_UNARY_CALLS"), warmup)) unary[name] = result;
-      for (const target of ordered) {
+      if (doUnary) {
+        for (const [name, result] of await measureUnaryInterleaved(ordered, env("BENCH_UNARY_CALLS"), warmup)) unary[name] = result;
+      }
+      for (const target of doStream ? ordered : []) {
         await measureStream(target, 32, streamMessageBytes); // warm the path
         stream[target.name] = await measureStream(target, streamMessages, streamMessageBytes);
       }
@@ -51,4 +66,4 @@ try {
   await setup.close();
 }
 await send({ type: "done" });
-process.disconnect();
+if (process.send) process.disconnect();

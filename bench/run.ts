@@ -63,7 +63,12 @@ const results: { rounds?: Round[]; concurrency?: ConcurrencyResult[]; memory?: M
 function compile(): void {
   const tsc = fileURLToPath(new URL("../node_modules/typescript/bin/tsc", import.meta.url));
   const started = performance.now();
-  execFileSync(process.execPath, [tsc, "-p", fileURLToPath(new URL("./tsconfig.json", import.meta.url))], { stdio: "inherit" });
+  try {
+    execFileSync(process.execPath, [tsc, "-p", fileURLToPath(new URL("./tsconfig.json", import.meta.url))], { stdio: "inherit" });
+  } catch {
+    // tsc still emits; `npm run bench` type-checks the SDK in its build step anyway.
+    console.log("warning: type errors above; running the emitted JavaScript anyway");
+  }
   console.log(`compiled the benchmark in ${fmt((performance.now() - started) / 1000, 1)} s`);
 }
 

@@ -310,6 +310,26 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     end.resolve();
   });
 
+  it("agent shutdown closes idle tunnels at once and cancels a call still running after the grace period", async () => {
+    const pool = await kas.startAgent();
+    await waitFor(() => kas.registry.stats().idleTunnels >= 2);
+    let received = 0;
+    const slowReader = (async () => {
+      for await (const _ of kas.echo.serverStream({ count: 1_000_000, size: 1000 })) {
+        if (++received % 100 === 0) await new Promise((r) => setTimeout(r, 5));
+      }
+    })().catch((e: unknown) => ConnectError.from(e));
+    await waitFor(() => received > 0);
+    const started = Date.now();
+    await pool.stop(200);
+    expect(Date.now() - started).to.be.lessThan(3000);
+    const err = await slowReader;
+    expect(err).to.be.instanceOf(ConnectError);
+    expect((err as ConnectError).code).to.equal(Code.Unavailable);
+    await waitFor(() => kas.registry.stats().idleTunnels === 0 && kas.registry.stats().busyTunnels === 0);
+    expect(pool.stats()).to.deep.equal({ idle: 0, active: 0, workers: 0 });
+  });
+
   it("fails a tunnel whose agent sends a message above the limit with RESOURCE_EXHAUSTED", async () => {
     await kas.close();
     kas = await startKas({ maxMessageBytes: 64 * 1024 });

@@ -1,7 +1,7 @@
 import type { ServerHttp2Stream, IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import type { TunnelCall } from "../tunnel/server/server-tunnel.js";
+import type { ServerTunnel, TunnelCall } from "../tunnel/server/server-tunnel.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { FrameReader, frameHeader } from "../util/grpc-frames.js";
 import { headersToMeta, metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../util/metadata.js";
@@ -63,8 +63,16 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       // agent) rather than its own DEADLINE_EXCEEDED.
       const marginMs = timeoutMs === undefined ? 0 : Math.min(250, Math.max(20, Math.ceil(timeoutMs * 0.25)));
       const waitMs = timeoutMs === undefined ? defaultWaitMs : Math.max(1, timeoutMs - marginMs);
-      const waitSignal = AbortSignal.any([callAbort.signal, AbortSignal.timeout(waitMs)]);
-      const tunnel = await options.registry.acquire(agentId, method, waitSignal);
+      // One timer for the wait, cleared as soon as a tunnel is found (AbortSignal.timeout() would
+      // keep a timer per call alive for the whole wait period, 60 s by default). It can only fire
+      // while the registry still holds our waiter, so it never cancels a call that got a tunnel.
+      const waitTimer = setTimeout(() => callAbort.abort(tunnelWaitExpired), waitMs);
+      let tunnel: ServerTunnel;
+      try {
+        tunnel = await options.registry.acquire(agentId, method, callAbort.signal);
+      } finally {
+        clearTimeout(waitTimer);
+      }
       const meta = headersToMeta(headers, (name) => name === "authorization" || name.startsWith("kas-hop-"));
       call = tunnel.start(method, meta);
       const active = call;
@@ -96,6 +104,9 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
 }
 
 type CallResult = { error?: ConnectError; trailer: MetaMap };
+
+/** Abort reason of a call whose wait for an idle tunnel ran out (the registry words the error). */
+const tunnelWaitExpired = new ConnectError("waiting for an idle tunnel timed out", Code.Unavailable);
 
 /**
  * Client -> agent: parses frames and sends them with backpressure (the stream is paused while the
@@ -130,9 +141,15 @@ function pumpRequest(stream: ServerHttp2Stream, reader: FrameReader, call: Tunne
     stream.once("end", () => {
       if (failed) return;
       if (reader.hasPartialFrame) return fail(new ConnectError("request ended inside a message", Code.Internal));
-      call.closeSend().then(resolve, fail);
+      call.closeSend().then(() => {
+        // Done: a later "close" of the stream is not a failure of the upload.
+        failed = true;
+        resolve();
+      }, fail);
     });
-    stream.once("close", () => fail(new ConnectError("client went away", Code.Canceled)));
+    stream.once("close", () => {
+      if (!failed) fail(new ConnectError("client went away", Code.Canceled));
+    });
   });
 }
 

@@ -1,12 +1,17 @@
+const resolved: Promise<void> = Promise.resolve();
+
 /**
  * A bounded single-consumer queue exposed as an AsyncIterable. `push` resolves once the item fits
  * within `capacity`, which gives producers backpressure: a fast sender waits for a slow receiver
  * instead of buffering a whole stream in memory.
+ *
+ * Hot path: an item pushed while the consumer waits is handed to it directly, and a push that fits
+ * returns an already-resolved promise, so a message crossing the queue costs one promise, not four.
  */
 export class AsyncQueue<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];
-  private readonly spaceWaiters: Array<() => void> = [];
-  private itemWaiter: (() => void) | undefined;
+  private spaceWaiters: Array<() => void> | undefined;
+  private consumer: { resolve(result: IteratorResult<T, undefined>): void; reject(error: unknown): void } | undefined;
   private closed = false;
   private failure: { error: unknown } | undefined;
 
@@ -21,16 +26,35 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     return this.closed;
   }
 
-  /** Adds an item; waits while the queue is full. Throws if the queue was closed. */
-  async push(item: T): Promise<void> {
+  /** Adds an item; waits while the queue is full. Rejects if the queue was closed. */
+  push(item: T): Promise<void> {
+    if (this.closed) return Promise.reject(this.closedError());
+    const consumer = this.consumer;
+    if (consumer) {
+      // The consumer is waiting, so the queue is empty: hand the item over.
+      this.consumer = undefined;
+      consumer.resolve({ done: false, value: item });
+      return resolved;
+    }
+    if (this.items.length < this.capacity) {
+      this.items.push(item);
+      return resolved;
+    }
+    return this.pushWhenSpace(item);
+  }
+
+  private async pushWhenSpace(item: T): Promise<void> {
     while (!this.closed && this.items.length >= this.capacity) {
-      await new Promise<void>((resolve) => this.spaceWaiters.push(resolve));
+      await new Promise<void>((resolve) => (this.spaceWaiters ??= []).push(resolve));
     }
-    if (this.closed) {
-      throw this.failure?.error ?? new Error("queue closed");
+    if (this.closed) throw this.closedError();
+    const consumer = this.consumer;
+    if (consumer) {
+      this.consumer = undefined;
+      consumer.resolve({ done: false, value: item });
+    } else {
+      this.items.push(item);
     }
-    this.items.push(item);
-    this.wakeConsumer();
   }
 
   /** Ends the stream after the queued items; with `error`, the consumer gets it instead of the rest. */
@@ -41,30 +65,35 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
       this.failure = { error };
       this.items.length = 0;
     }
-    this.wakeConsumer();
-    for (const wake of this.spaceWaiters.splice(0)) wake();
+    const consumer = this.consumer;
+    this.consumer = undefined;
+    if (consumer) {
+      // A waiting consumer means nothing was queued.
+      if (this.failure) consumer.reject(this.failure.error);
+      else consumer.resolve({ done: true, value: undefined });
+    }
+    const waiters = this.spaceWaiters;
+    this.spaceWaiters = undefined;
+    if (waiters) for (const wake of waiters) wake();
   }
 
   /** Takes the next item; `undefined` done when closed and drained. */
-  async next(): Promise<IteratorResult<T, undefined>> {
-    for (;;) {
-      if (this.items.length > 0) {
-        const value = this.items.shift() as T;
-        this.spaceWaiters.shift()?.();
-        return { done: false, value };
-      }
-      if (this.closed) {
-        if (this.failure) throw this.failure.error;
-        return { done: true, value: undefined };
-      }
-      await new Promise<void>((resolve) => (this.itemWaiter = resolve));
+  next(): Promise<IteratorResult<T, undefined>> {
+    if (this.items.length > 0) {
+      const value = this.items.shift() as T;
+      this.spaceWaiters?.shift()?.();
+      return Promise.resolve({ done: false, value });
     }
+    if (this.closed) {
+      if (this.failure) return Promise.reject(this.failure.error);
+      return Promise.resolve({ done: true, value: undefined });
+    }
+    if (this.consumer) return Promise.reject(new Error("AsyncQueue has a single consumer"));
+    return new Promise((resolve, reject) => (this.consumer = { resolve, reject }));
   }
 
-  private wakeConsumer(): void {
-    const wake = this.itemWaiter;
-    this.itemWaiter = undefined;
-    wake?.();
+  private closedError(): unknown {
+    return this.failure?.error ?? new Error("queue closed");
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T, undefined> {

@@ -12,6 +12,9 @@ export function frameHeader(length: number, compressed = false): Buffer {
   return header;
 }
 
+const noMessages = Object.freeze([]) as unknown as Uint8Array[];
+const emptyBuffer = Buffer.alloc(0);
+
 export function encodeFrame(data: Uint8Array): Buffer {
   return Buffer.concat([frameHeader(data.byteLength), data]);
 }
@@ -36,11 +39,14 @@ export class FrameReader {
 
   /** Feeds bytes; returns the complete messages they finish. */
   push(chunk: Buffer): Uint8Array[] {
-    this.chunks.push(chunk);
-    this.buffered += chunk.byteLength;
-    const messages: Uint8Array[] = [];
+    if (chunk.byteLength > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.byteLength;
+    }
+    let messages: Uint8Array[] | undefined;
     while (this.buffered >= frameHeaderBytes) {
-      const head = this.peek(frameHeaderBytes);
+      const first = this.chunks[0];
+      const head = first.byteLength >= frameHeaderBytes ? first : this.copyHead();
       const flags = head[0];
       const length = head.readUInt32BE(1);
       if (length > this.maxMessageBytes) {
@@ -50,10 +56,10 @@ export class FrameReader {
         );
       }
       if (this.buffered < frameHeaderBytes + length) break;
-      const frame = this.take(frameHeaderBytes + length).subarray(frameHeaderBytes);
-      messages.push(this.decode(flags, frame));
+      this.consume(frameHeaderBytes, false);
+      (messages ??= []).push(this.decode(flags, this.consume(length, true)));
     }
-    return messages;
+    return messages ?? noMessages;
   }
 
   /** Whether a partial frame is left over (a truncated stream when the body ends). */
@@ -77,19 +83,40 @@ export class FrameReader {
     }
   }
 
-  private peek(n: number): Buffer {
-    if (this.chunks[0].byteLength >= n) return this.chunks[0];
-    this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0];
+  /** The frame header when it spans chunks (copied, the chunks stay as they are). */
+  private copyHead(): Buffer {
+    const head = Buffer.allocUnsafe(frameHeaderBytes);
+    let offset = 0;
+    for (const chunk of this.chunks) {
+      offset += chunk.copy(head, offset, 0, Math.min(chunk.byteLength, frameHeaderBytes - offset));
+      if (offset === frameHeaderBytes) break;
+    }
+    return head;
   }
 
-  private take(n: number): Buffer {
-    const first = this.peek(n);
-    const out = first.subarray(0, n);
-    const rest = first.subarray(n);
-    if (rest.byteLength > 0) this.chunks[0] = rest;
-    else this.chunks.shift();
+  /**
+   * Removes `n` buffered bytes and, with `keep`, returns them: a view when they lie in one chunk,
+   * otherwise exactly `n` bytes copied (never the bytes of the frames behind them).
+   */
+  private consume(n: number, keep: boolean): Buffer {
     this.buffered -= n;
+    const first = this.chunks[0];
+    if (n === 0) return emptyBuffer;
+    if (first.byteLength >= n) {
+      if (first.byteLength === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return keep ? first.subarray(0, n) : emptyBuffer;
+    }
+    const out = keep ? Buffer.allocUnsafe(n) : emptyBuffer;
+    let offset = 0;
+    while (offset < n) {
+      const chunk = this.chunks[0];
+      const take = Math.min(chunk.byteLength, n - offset);
+      if (keep) chunk.copy(out, offset, 0, take);
+      offset += take;
+      if (take === chunk.byteLength) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(take);
+    }
     return out;
   }
 }

@@ -34,9 +34,10 @@ export interface AgentTunnelHooks {
  * as in GitLab's agentk.
  */
 export class AgentTunnel {
-  /** Aborts the stream while idle; ignored once a request is being served (see `cancelActive`). */
-  private readonly idleAbort = new AbortController();
-  private readonly callAbort = new AbortController();
+  /** The stream's controller; one per tunnel (idle close and shutdown cancel both abort it). */
+  private streamAbort: AbortController | undefined;
+  private idleAborted = false;
+  private cancelReason: ConnectError | undefined;
   private active = false;
 
   constructor(
@@ -53,21 +54,24 @@ export class AgentTunnel {
   /** Closes the tunnel if it is idle; returns whether it was. */
   abortIfIdle(): boolean {
     if (this.active) return false;
-    this.idleAbort.abort();
+    this.idleAborted = true;
+    this.streamAbort?.abort();
     return true;
   }
 
   /** Cancels the request being served (shutdown grace expired). */
   cancelActive(): void {
-    this.callAbort.abort(new ConnectError("agent is shutting down", Code.Unavailable));
-    this.idleAbort.abort();
+    this.cancelReason ??= new ConnectError("agent is shutting down", Code.Unavailable);
+    if (this.active) this.streamAbort?.abort(this.cancelReason);
+    else this.abortIfIdle();
   }
 
   async run(): Promise<TunnelOutcome> {
     const out = new AsyncQueue<ConnectRequest>(8);
     await out.push(create(ConnectRequestSchema, { msg: { case: "descriptor", value: { agentDescriptor: this.descriptor } } }));
     const streamAbort = new AbortController();
-    const unlinkIdle = linkAbort(this.idleAbort.signal, streamAbort);
+    this.streamAbort = streamAbort;
+    if (this.idleAborted) streamAbort.abort();
     const responses = this.client.connect(out, { signal: streamAbort.signal })[Symbol.asyncIterator]();
     this.hooks.onIdle();
     let first: IteratorResult<ConnectResponse>;
@@ -75,10 +79,8 @@ export class AgentTunnel {
       first = await responses.next();
     } catch (error) {
       out.close();
-      if (this.idleAbort.signal.aborted) return "aborted";
+      if (this.idleAborted) return "aborted";
       throw error;
-    } finally {
-      unlinkIdle();
     }
     if (first.done) {
       out.close();
@@ -89,14 +91,10 @@ export class AgentTunnel {
       throw new ConnectError(`tunnel protocol violation: expected request_info, got ${first.value.msg.case}`, Code.Internal);
     }
     this.active = true;
+    if (this.cancelReason) streamAbort.abort(this.cancelReason);
     const { methodName, meta } = first.value.msg.value;
     this.hooks.onActive(methodName);
-    const unlinkCall = linkAbort(this.callAbort.signal, streamAbort);
-    try {
-      await this.serve(methodName, meta, responses, out, streamAbort);
-    } finally {
-      unlinkCall();
-    }
+    await this.serve(methodName, meta, responses, out);
     return "served";
   }
 
@@ -105,7 +103,6 @@ export class AgentTunnel {
     meta: MetaMap,
     responses: AsyncIterator<ConnectResponse>,
     out: AsyncQueue<ConnectRequest>,
-    _streamAbort: AbortController,
   ): Promise<void> {
     const incoming = new AsyncQueue<Uint8Array>(8);
     const localAbort = new AbortController();
@@ -170,11 +167,4 @@ export class AgentTunnel {
     // KAS ends the stream once it has the trailer; shutdown cuts a hung one via streamAbort.
     await reader;
   }
-}
-
-function linkAbort(signal: AbortSignal, target: AbortController): () => void {
-  const onAbort = () => target.abort(signal.reason);
-  if (signal.aborted) onAbort();
-  else signal.addEventListener("abort", onAbort, { once: true });
-  return () => signal.removeEventListener("abort", onAbort);
 }

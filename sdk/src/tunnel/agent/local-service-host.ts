@@ -35,6 +35,7 @@ export class LocalServiceHost {
   private readonly handlers = new Map<string, UniversalHandler>();
   private readonly services: DescService[] = [];
   private readonly maxMessageBytes: number;
+  private cachedDescriptor: AgentDescriptor | undefined;
 
   constructor(options: LocalServiceHostOptions = {}) {
     this.maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
@@ -56,19 +57,21 @@ export class LocalServiceHost {
       this.handlers.set(handler.requestPath, handler);
     }
     this.services.push(service);
+    this.cachedDescriptor = undefined;
     return this;
   }
 
   /** The descriptor sent on every tunnel: KAS routes a method only to tunnels that list it. */
   descriptor(): AgentDescriptor {
-    return create(AgentDescriptorSchema, {
+    // Sent on every tunnel (one per request): built once, until the next register().
+    return (this.cachedDescriptor ??= create(AgentDescriptorSchema, {
       services: this.services.map((s) =>
         create(ServiceSchema, {
           name: s.typeName,
           methods: s.methods.map((m) => create(MethodSchema, { name: m.name })),
         }),
       ),
-    });
+    }));
   }
 
   /**
@@ -121,6 +124,17 @@ export class LocalServiceHost {
   }
 }
 
-async function* framed(messages: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-  for await (const data of messages) yield encodeFrame(data);
+/** The request messages, length-prefixed, without an async generator per call. */
+function framed(messages: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = messages[Symbol.asyncIterator]();
+      return {
+        next: () =>
+          it.next().then((r): IteratorResult<Uint8Array> => (r.done ? { done: true, value: undefined } : { done: false, value: encodeFrame(r.value) })),
+        return: (value?: unknown) => (it.return ? it.return(value) : Promise.resolve({ done: true, value: undefined })) as Promise<IteratorResult<Uint8Array>>,
+        throw: (error?: unknown) => (it.throw ? it.throw(error) : Promise.reject(error)) as Promise<IteratorResult<Uint8Array>>,
+      };
+    },
+  };
 }
