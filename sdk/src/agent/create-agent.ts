@@ -79,6 +79,9 @@ export function createAgent(options: AgentOptions): Agent {
     // saves on the links agents use, so requests go uncompressed unless configured (KAS still
     // accepts gzip from agents that send it, as GitLab's agentk does).
     sendCompression: null,
+    // Node's 64 KiB default stream window would cap KAS -> agent uploads at one window per round
+    // trip; KAS advertises the same 4 MiB.
+    http2Settings: { initialWindowSize: 4 * 1024 * 1024 },
     ...options.transport,
     url: options.kasAddress,
     interceptors: [bearerToken(options.token), ...(options.transport?.interceptors ?? [])],

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { KAS_JWT_AUDIENCE, signJwt, verifyJwt } from "../auth/jwt.js";
 
@@ -9,15 +10,32 @@ export const PLATFORM_JWT_ISSUER = "gitlab";
  * not checked, as in GitLab's KAS: Rails signs with its own host name as `iss`.
  */
 export function internalApiAuthorizer(secret: Uint8Array): (headers: Headers) => Promise<void> {
+  // Callers reuse a JWT for many calls; verifying each one again (WebCrypto on the thread pool)
+  // was the largest CPU cost per tunnelled call. A verified token is remembered, by digest, until
+  // it expires.
+  const verified = new Map<string, number>();
   return async (headers) => {
-    const match = /^Bearer\s+(\S+)$/i.exec(headers.get("authorization") ?? "");
+    const token = /^Bearer\s+(\S+)$/i.exec(headers.get("authorization") ?? "")?.[1];
+    const now = Date.now();
+    const key = token ? createHash("sha256").update(token).digest("base64") : "";
+    const until = verified.get(key);
+    if (until !== undefined && until > now) return;
+    let claims: Record<string, unknown>;
     try {
-      await verifyJwt(secret, match?.[1], { audience: KAS_JWT_AUDIENCE });
+      claims = await verifyJwt(secret, token, { audience: KAS_JWT_AUDIENCE });
     } catch {
       throw new ConnectError("internal API JWT authentication invalid", Code.Unauthenticated);
     }
+    if (verified.size >= maxCachedTokens) {
+      for (const [k, exp] of verified) if (exp <= now) verified.delete(k);
+      if (verified.size >= maxCachedTokens) verified.clear();
+    }
+    if (typeof claims.exp === "number") verified.set(key, claims.exp * 1000);
   };
 }
+
+/** Verified internal API JWTs remembered at once (callers re-sign every few seconds). */
+const maxCachedTokens = 10_000;
 
 /**
  * A connect interceptor for platform-side clients of KAS's internal API: signs a short-lived JWT

@@ -1,0 +1,36 @@
+import { expect } from "chai";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { KAS_JWT_AUDIENCE, signJwt } from "../auth/jwt.js";
+import { internalApiAuthorizer } from "./internal-api-auth.js";
+
+describe("internal API JWT authorizer", () => {
+  const secret = new Uint8Array(32).fill(1);
+  const bearer = (token: string) => new Headers({ authorization: `Bearer ${token}` });
+
+  async function refused(promise: Promise<void>): Promise<ConnectError> {
+    const err = await promise.then(() => undefined, (e: unknown) => e);
+    expect(err).to.be.instanceOf(ConnectError);
+    expect((err as ConnectError).code).to.equal(Code.Unauthenticated);
+    return err as ConnectError;
+  }
+
+  it("accepts a valid token (any issuer, as GitLab) again and again", async () => {
+    const authorize = internalApiAuthorizer(secret);
+    const token = await signJwt(secret, { issuer: "gitlab.example.com", audience: KAS_JWT_AUDIENCE });
+    await authorize(bearer(token));
+    await authorize(bearer(token));
+  });
+
+  it("refuses missing, wrongly signed, wrong-audience and expired tokens, cached or not", async () => {
+    const authorize = internalApiAuthorizer(secret);
+    await refused(authorize(new Headers()));
+    await refused(authorize(bearer(await signJwt(new Uint8Array(32).fill(2), { issuer: "gitlab", audience: KAS_JWT_AUDIENCE }))));
+    await refused(authorize(bearer(await signJwt(secret, { issuer: "gitlab", audience: "gitlab" }))));
+    // Valid for 1 s, then beyond the 5 s clock tolerance: the cache must not outlive exp.
+    const shortLived = await signJwt(secret, { issuer: "gitlab", audience: KAS_JWT_AUDIENCE, validForMs: 1000, nowMs: Date.now() - 5500 });
+    await refused(authorize(bearer(shortLived)));
+    const token = await signJwt(secret, { issuer: "gitlab", audience: KAS_JWT_AUDIENCE });
+    await authorize(bearer(token));
+    await refused(authorize(bearer(`${token}x`)));
+  });
+});
