@@ -2,7 +2,8 @@
 // with RBAC (tools/control-plane, `npm run control-plane`) and the real kubectl, driven with the
 // KUBECONFIG a CI job gets from the platform.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -141,6 +142,18 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     expect(kas.output).to.not.include(job.token);
   });
 
+  it("measures: GET latency through the proxy vs straight to the API server (keep-alive, sequential)", async () => {
+    const job = await startJob("app");
+    const ca = readFileSync(certFile);
+    const viaProxy = await timeGets(`${addresses().k8sProxy}/api/v1/namespaces/default`, `ci:${agent.agentId}:${job.token}`, ca);
+    const direct = await timeGets(`${cp.apiServerUrl}/api/v1/namespaces/default`, cp.agentToken, readFileSync(cp.caCertPath));
+    process.stdout.write(
+      `      GET namespace x${viaProxy.n}: proxy p50 ${viaProxy.p50.toFixed(2)} ms p95 ${viaProxy.p95.toFixed(2)} ms; ` +
+        `direct p50 ${direct.p50.toFixed(2)} ms p95 ${direct.p95.toFixed(2)} ms\n`,
+    );
+    expect(viaProxy.p50).to.be.lessThan(100);
+  });
+
   it("refuses unauthorized projects, forged and finished tokens, and client impersonation", async () => {
     const stranger = await startJob("stranger");
     expect(stranger.kubeconfig).to.equal(null);
@@ -194,7 +207,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     expect(cm.data).to.deep.equal({ k: "v" });
   });
 
-  it("follows logs, execs and port-forwards through the proxy (kwok pod)", async function () {
+  it("follows logs and execs (WebSocket and SPDY upgrades) through the proxy (kwok pod)", async function () {
     if (!cp.kwokRunning) this.skip();
     const job = await startJob("app");
     await cp.runKubectl(["apply", "-f", "-"], {
@@ -222,5 +235,51 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     const exec = await kubectl(job.path!, ["exec", "web", "--", "echo", "exec through kas"]);
     expect(exec.code, exec.stderr).to.equal(0);
     expect(exec.stdout.trim()).to.equal("exec through kas");
+    // The same over SPDY/3.1 (kubectl's pre-WebSocket protocol, still what older clients use).
+    const spdy = await run(cp.kubectl, ["--kubeconfig", job.path!, "--certificate-authority", certFile, "--context", context(), "exec", "web", "--", "echo", "spdy through kas"], {
+      KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false",
+    });
+    expect(spdy.code, spdy.stderr).to.equal(0);
+    expect(spdy.stdout.trim()).to.equal("spdy through kas");
+    expect(kas.count(/"path":"\/api\/v1\/namespaces\/default\/pods\/web\/exec","status":101/)).to.be.at.least(2);
   });
 });
+
+function run(cmd: string, args: string[], env: Record<string, string>): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+/** Sequential GETs over one keep-alive HTTPS/1.1 connection; latency percentiles in ms. */
+async function timeGets(url: string, token: string, ca: Buffer, n = 200): Promise<{ n: number; p50: number; p95: number }> {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca });
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < n + 20; i++) {
+      const t0 = process.hrtime.bigint();
+      await new Promise<void>((resolve, reject) => {
+        https
+          .get(url, { agent, headers: { authorization: `Bearer ${token}`, accept: "application/json" } }, (res) => {
+            res.resume();
+            res.on("end", () => (res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+          })
+          .on("error", reject);
+      });
+      if (i >= 20) times.push(Number(process.hrtime.bigint() - t0) / 1e6); // 20 warm-up requests
+    }
+  } finally {
+    agent.destroy();
+  }
+  times.sort((a, b) => a - b);
+  return { n, p50: times[Math.floor(n * 0.5)]!, p95: times[Math.floor(n * 0.95)]! };
+}

@@ -342,6 +342,8 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);
     socket.setKeepAlive(true, 30_000);
+    // Headers are flushed before the body: without this, Nagle + delayed ACK cost ~40 ms a request.
+    socket.setNoDelay(true);
     socket.once("close", () => sockets.delete(socket));
   });
   if (options.tls) server.on("secureConnection", (socket: Socket) => sockets.add(socket));
