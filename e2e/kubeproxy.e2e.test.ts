@@ -31,14 +31,8 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     // The agent's own identity may do everything (access_as: agent); impersonated users get only
     // what RoleBindings grant them.
     const agentRules = [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }];
-    try {
-      cp = await startControlPlane({ agentRules });
-    } catch (error) {
-      // kwok is only needed for logs/exec; the rest runs without it (that test then skips).
-      if (!/kwok/.test((error as Error).message)) throw error;
-      process.stdout.write(`      kwok did not start, logs/exec test will skip: ${(error as Error).message.split("\n")[0]}\n`);
-      cp = await startControlPlane({ agentRules, kwok: false });
-    }
+    // kwok is required (logs/exec need its kubelet); a failure to start it fails the suite.
+    cp = await startControlPlane({ agentRules });
     process.stdout.write(`      control plane ready in ${Date.now() - t0} ms\n`);
     // kubectl sends bearer tokens only over TLS: the proxy serves the agent API's certificate.
     execFileSync("openssl", [
@@ -207,8 +201,8 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     expect(cm.data).to.deep.equal({ k: "v" });
   });
 
-  it("follows logs and execs (WebSocket and SPDY upgrades) through the proxy (kwok pod)", async function () {
-    if (!cp.kwokRunning) this.skip();
+  it("follows logs and execs (WebSocket and SPDY upgrades) through the proxy (kwok pod)", async () => {
+    expect(cp.kwokRunning, "kwok must be running for logs/exec").to.equal(true);
     const job = await startJob("app");
     await cp.runKubectl(["apply", "-f", "-"], {
       input: JSON.stringify({
