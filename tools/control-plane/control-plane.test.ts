@@ -2,8 +2,9 @@
 // real kubectl. Needs the binaries from `npm run control-plane`; without them this test fails
 // (it does not skip) and says so.
 import { expect } from "chai";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import { connect } from "node:net";
 import { AGENT_USERNAME, KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane } from "./control-plane.js";
 
 describe("tools/control-plane: etcd + kube-apiserver (RBAC) + kwok", function () {
@@ -32,7 +33,7 @@ describe("tools/control-plane: etcd + kube-apiserver (RBAC) + kwok", function ()
     expect(JSON.parse(version.stdout).serverVersion.gitVersion).to.match(/^v1\.\d+\.\d+/);
   });
 
-  it("runs a pod on the kwok node and serves its logs and exec", async () => {
+  it("runs a pod on the kwok node and serves its logs, exec and port-forward", async () => {
     await cp.runKubectl(["create", "namespace", "pods"]);
     await cp.runKubectl(["apply", "-f", "-"], {
       input: JSON.stringify({
@@ -53,6 +54,31 @@ describe("tools/control-plane: etcd + kube-apiserver (RBAC) + kwok", function ()
 
     const exec = await cp.runKubectl(["exec", "-n", "pods", "web", "--", "echo", "exec works"]);
     expect(exec.stdout.trim()).to.equal("exec works");
+
+    // Port-forward reaches kwok's forward for every port: `cat`, an echo.
+    const pf = spawn(cp.kubectl, [`--kubeconfig=${cp.kubeconfigPath}`, "port-forward", "-n", "pods", "pod/web", ":8080"], { stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      const localPort = await new Promise<number>((resolve, reject) => {
+        let out = "";
+        pf.stdout.setEncoding("utf8").on("data", (d: string) => {
+          out += d;
+          const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(out);
+          if (m) resolve(Number(m[1]));
+        });
+        pf.on("exit", (code) => reject(new Error(`kubectl port-forward exited ${code}: ${out}`)));
+      });
+      const echoed = await new Promise<string>((resolve, reject) => {
+        const socket = connect(localPort, "127.0.0.1", () => socket.write("ping\n"));
+        socket.setEncoding("utf8").on("data", (d: string) => {
+          resolve(d);
+          socket.destroy();
+        });
+        socket.on("error", reject);
+      });
+      expect(echoed).to.equal("ping\n");
+    } finally {
+      pf.kill();
+    }
 
     await cp.runKubectl(["delete", "-n", "pods", "pod/web", "--wait=true", "--timeout=60s"]);
   });

@@ -167,11 +167,17 @@ function installHooks(): void {
   }
 }
 
-// The watchdog: runs the binary in the background and ends it when our pipe on fd 0 closes.
+// The watchdog: runs the binary in the background, ends it when our pipe on fd 0 closes (this
+// process is gone, however it ended), passes SIGTERM on, and exits only once it has reaped the
+// binary, so that the watchdog's exit means the binary is gone.
 const WATCHDOG = [
-  'exec 3<&0 0</dev/null; "$@" 3<&- & pid=$!',
+  "exec 3<&0 0</dev/null",
+  '"$@" 3<&- &',
+  "pid=$!",
+  "trap 'kill -TERM $pid 2>/dev/null' TERM INT HUP",
   "( cat <&3 >/dev/null; kill -TERM $pid 2>/dev/null; for i in $(seq 50); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL $pid 2>/dev/null ) &",
-  "exec 3<&-; wait $pid",
+  "exec 3<&-",
+  "while :; do wait $pid; rc=$?; kill -0 $pid 2>/dev/null || exit $rc; done",
 ].join("\n");
 
 function supervise(name: string, command: string, args: string[], logPath: string, env?: NodeJS.ProcessEnv): Supervised {
@@ -210,15 +216,6 @@ function supervise(name: string, command: string, args: string[], logPath: strin
   return s;
 }
 
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function signalGroup(pgid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(-pgid, sig);
@@ -227,18 +224,23 @@ function signalGroup(pgid: number, sig: NodeJS.Signals): void {
   }
 }
 
-/** SIGTERM to the whole process group, SIGKILL after graceMs; returns when the group is gone. */
+/**
+ * SIGTERM to the whole process group, SIGKILL after graceMs. The watchdog exits only after it has
+ * reaped the binary, so its exit is the signal that the binary is gone.
+ */
 async function terminate(s: Supervised, graceMs = 5000): Promise<void> {
   const pgid = s.child.pid!;
+  const waitExit = async (ms: number) => {
+    if (s.exitCode !== undefined) return;
+    const timer = delay(ms);
+    await Promise.race([s.exited, timer.promise]);
+    timer.cancel();
+  };
   signalGroup(pgid, "SIGTERM");
-  let deadline = Date.now() + graceMs;
-  while (groupAlive(pgid) && Date.now() < deadline) await delay(50).promise;
-  if (groupAlive(pgid)) {
-    signalGroup(pgid, "SIGKILL");
-    deadline = Date.now() + 2000;
-    while (groupAlive(pgid) && Date.now() < deadline) await delay(20).promise;
-  }
-  if (s.exitCode === undefined) await Promise.race([s.exited, delay(1000).promise]);
+  await waitExit(graceMs);
+  // Whatever is left in the group (the pipe reader, a binary that ignored SIGTERM) ends now.
+  signalGroup(pgid, "SIGKILL");
+  await waitExit(2000);
   liveGroups.delete(pgid);
 }
 
@@ -368,11 +370,7 @@ function httpsGet(url: string, ca: Buffer): Promise<{ status: number; body: stri
 // an echo command) for every pod.
 
 function kwokConfig(podLogsFile: string, execDir: string): string {
-  return `apiVersion: config.kwok.x-k8s.io/v1alpha1
-kind: KwokConfiguration
-options: {}
----
-apiVersion: kwok.x-k8s.io/v1alpha1
+  return `apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
   name: node-initialize
@@ -531,6 +529,50 @@ spec:
 
 // ---------------------------------------------------------------------------------------------
 
+interface ClusterRoleJson {
+  metadata: { name: string; labels?: Record<string, string> };
+  rules?: PolicyRule[];
+  aggregationRule?: { clusterRoleSelectors?: Array<{ matchLabels?: Record<string, string> }> };
+}
+
+/**
+ * Fills the aggregated ClusterRoles (admin, edit, view, ...) once, as kube-controller-manager's
+ * clusterrole-aggregation controller would: no controller-manager runs here, so without this
+ * `--clusterrole=view` would grant nothing. Roles created later are not aggregated.
+ */
+async function aggregateClusterRoles(kubectl: (args: string[], o?: KubectlOptions) => Promise<RunResult>): Promise<void> {
+  const roles = (JSON.parse((await kubectl(["get", "clusterroles", "-o", "json"])).stdout) as { items: ClusterRoleJson[] }).items;
+  const matches = (role: ClusterRoleJson, sel: Record<string, string>) =>
+    Object.entries(sel).every(([k, v]) => role.metadata.labels?.[k] === v);
+  const aggregated = roles.filter((r) => r.aggregationRule?.clusterRoleSelectors?.length);
+  // Aggregated roles nest (view -> edit -> admin): repeat until nothing changes.
+  for (let pass = 0, changed = true; changed && pass < 10; pass++) {
+    changed = false;
+    for (const role of aggregated) {
+      const selectors = role.aggregationRule!.clusterRoleSelectors!;
+      const rules: PolicyRule[] = [];
+      const seen = new Set<string>();
+      for (const source of roles) {
+        if (source === role || !selectors.some((sel) => matches(source, sel.matchLabels ?? {}))) continue;
+        for (const rule of source.rules ?? []) {
+          const key = JSON.stringify(rule);
+          if (!seen.has(key)) {
+            seen.add(key);
+            rules.push(rule);
+          }
+        }
+      }
+      if (JSON.stringify(rules) !== JSON.stringify(role.rules ?? [])) {
+        role.rules = rules;
+        changed = true;
+      }
+    }
+  }
+  if (aggregated.length) {
+    await kubectl(["replace", "-f", "-"], { input: JSON.stringify({ apiVersion: "v1", kind: "List", items: aggregated.map((r) => ({ apiVersion: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", ...r })) }) });
+  }
+}
+
 const IMPERSONATE_RULES: PolicyRule[] = [
   { apiGroups: [""], resources: ["users", "groups", "serviceaccounts"], verbs: ["impersonate"] },
   { apiGroups: ["authentication.k8s.io"], resources: ["userextras/*", "uids"], verbs: ["impersonate"] },
@@ -569,6 +611,12 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
       if (!options.keepDir) rmSync(dir, { recursive: true, force: true });
     })());
   const onAbort = () => void stop();
+  // Children start only while no stop() has begun (an abort may come in the middle of the start).
+  const start = (...args: Parameters<typeof supervise>): void => {
+    options.signal?.throwIfAborted();
+    if (stopped) throw new Error("control plane stopped during start");
+    procs.push(supervise(...args));
+  };
   options.signal?.addEventListener("abort", onAbort, { once: true });
 
   const checkAlive = () => {
@@ -602,13 +650,13 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
     // etcd
     const etcdUrl = `http://127.0.0.1:${etcdClientPort}`;
     const peerUrl = `http://127.0.0.1:${etcdPeerPort}`;
-    procs.push(supervise("etcd", binaries.etcd, [
+    start("etcd", binaries.etcd, [
       "--name=control-plane", `--data-dir=${join(dir, "etcd")}`,
       `--listen-client-urls=${etcdUrl}`, `--advertise-client-urls=${etcdUrl}`,
       `--listen-peer-urls=${peerUrl}`, `--initial-advertise-peer-urls=${peerUrl}`,
       `--initial-cluster=control-plane=${peerUrl}`, "--initial-cluster-state=new",
       "--unsafe-no-fsync", "--log-level=warn",
-    ], join(dir, "etcd.log")));
+    ], join(dir, "etcd.log"));
     await waitFor("etcd", async () => {
       const res = await fetch(`${etcdUrl}/health`);
       return res.ok && (await res.json() as { health?: string }).health === "true";
@@ -616,7 +664,7 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
 
     // kube-apiserver
     const apiServerUrl = `https://127.0.0.1:${apiPort}`;
-    procs.push(supervise("kube-apiserver", binaries["kube-apiserver"], [
+    start("kube-apiserver", binaries["kube-apiserver"], [
       `--etcd-servers=${etcdUrl}`,
       "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", `--secure-port=${apiPort}`,
       `--cert-dir=${join(dir, "apiserver")}`,
@@ -639,7 +687,7 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
       "--allow-privileged=true",
       "--profiling=false",
       "--v=1",
-    ], join(dir, "kube-apiserver.log")));
+    ], join(dir, "kube-apiserver.log"));
     await waitFor("kube-apiserver", async () => {
       const r = await httpsGet(`${apiServerUrl}/readyz`, ca);
       return r.status === 200;
@@ -659,6 +707,8 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
       return r;
     };
     const apply = (objects: object[]) => kubectl(["apply", "-f", "-"], { input: JSON.stringify({ apiVersion: "v1", kind: "List", items: objects }) });
+
+    await aggregateClusterRoles(kubectl);
 
     // The agent's identity: ServiceAccount + impersonation (and options.agentRules), token via TokenRequest.
     await apply([
@@ -691,13 +741,13 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
     if (options.kwok !== false) {
       const kwokConfigPath = join(dir, "kwok.yaml");
       await writeFile(kwokConfigPath, kwokConfig(podLogsFile, execDir));
-      procs.push(supervise("kwok", binaries.kwok, [
+      start("kwok", binaries.kwok, [
         `--config=${kwokConfigPath}`, `--kubeconfig=${kubeconfigPath}`,
         "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
         "--node-ip=127.0.0.1", `--node-port=${kwokPort}`, `--server-address=127.0.0.1:${kwokPort}`,
         `--tls-cert-file=${join(pki, "kwok.crt")}`, `--tls-private-key-file=${join(pki, "kwok.key")}`,
         "--cidr=10.244.0.1/16",
-      ], join(dir, "kwok.log"), childEnv({ HOME: dir })));
+      ], join(dir, "kwok.log"), childEnv({ HOME: dir }));
       await waitFor("kwok", async () => (await httpsGet(`https://127.0.0.1:${kwokPort}/healthz`, ca)).status === 200);
       await apply([{
         apiVersion: "v1", kind: "Node",
@@ -734,6 +784,8 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
     };
   } catch (err) {
     await stop();
+    // An abort in the middle of a step makes that step fail in its own way: report the abort.
+    if (options.signal?.aborted) throw options.signal.reason;
     throw err;
   }
 }
