@@ -53,6 +53,7 @@ if built; then
   exit 0
 fi
 
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; fi
 command -v go >/dev/null || { echo "control-plane: go is not on PATH (expected Go 1.26 at /usr/local/go/bin)" >&2; exit 1; }
 mkdir -p "$root"
 # One build at a time per cache root: a second caller waits, then finds the binaries.
