@@ -22,6 +22,7 @@ import { ValuesSchema } from "../gen/gitlab/agent/prototool/prototool_pb.js";
 import { AsyncQueue } from "../util/async-queue.js";
 import { canonicalHeaderName, mapToNodeHeaders, mapToQueryString } from "./http-codec.js";
 import { impersonationHeaders, isEmptyImpersonation, isImpersonationHeader } from "./impersonation.js";
+import { drained } from "../util/drained.js";
 
 export interface AgentKubernetesApiOptions {
   /**
@@ -260,14 +261,3 @@ function encodePath(path: string): string {
     .join("/");
 }
 
-function drained(stream: { once(event: "drain" | "close", cb: () => void): unknown; off?(event: string, cb: () => void): unknown }): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off?.("drain", done);
-      stream.off?.("close", done);
-      resolve();
-    };
-    stream.once("drain", done);
-    stream.once("close", done);
-  });
-}

@@ -31,6 +31,7 @@ import { MAKE_REQUEST_METHOD, mapToNodeHeaders, nodeHeadersToMap, queryToMap, ra
 import { isImpersonationHeader } from "./impersonation.js";
 import { K8sProxyError, statusHeaders, statusJson, toK8sProxyError } from "./k8s-status.js";
 import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
+import { drained } from "../util/drained.js";
 
 export interface KubernetesApiProxyOptions {
   registry: TunnelRegistry;
@@ -403,14 +404,3 @@ function safeDecodePath(path: string): string {
   }
 }
 
-function drained(stream: { once(event: "drain" | "close", cb: () => void): unknown; off?(event: string, cb: () => void): unknown }): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off?.("drain", done);
-      stream.off?.("close", done);
-      resolve();
-    };
-    stream.once("drain", done);
-    stream.once("close", done);
-  });
-}

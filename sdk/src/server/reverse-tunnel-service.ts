@@ -17,6 +17,7 @@ import { nodeHeadersToHeaders } from "../util/metadata.js";
 import type { AgentAuthenticator } from "./agent-authenticator.js";
 import { grpcStatusHeaders } from "./grpc-status-headers.js";
 import { parseGrpcTimeout } from "./tunnel-gateway.js";
+import { drained } from "../util/drained.js";
 
 export interface ReverseTunnelServiceDeps {
   auth: AgentAuthenticator;
@@ -269,17 +270,6 @@ function endResponse(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
   }
 }
 
-function drained(res: http2.Http2ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
-      resolve();
-    };
-    res.on("drain", done);
-    res.on("close", done);
-  });
-}
 
 /**
  * The agent's messages, decoded from the request body as they arrive. At most a few decoded

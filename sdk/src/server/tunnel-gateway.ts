@@ -6,6 +6,7 @@ import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { FrameReader, frameHeader } from "../util/grpc-frames.js";
 import { headersToMeta, metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../util/metadata.js";
 import { grpcStatusHeaders } from "./grpc-status-headers.js";
+import { drained } from "../util/drained.js";
 
 /** Metadata naming the agent a call is for (GitLab's kas-hop routing key). */
 export const routingAgentIdHeader = "kas-hop-routing-agent-id";
@@ -177,17 +178,6 @@ async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall): Promis
   }
 }
 
-function drained(stream: ServerHttp2Stream): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
-      resolve();
-    };
-    stream.once("drain", done);
-    stream.once("close", done);
-  });
-}
 
 function endStream(stream: ServerHttp2Stream, { error, trailer: meta }: CallResult): void {
   if (stream.destroyed || stream.closed) return;

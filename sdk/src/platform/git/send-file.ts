@@ -1,6 +1,7 @@
 import { basename } from "node:path";
 import type { Response } from "express";
 import type { RepositoryFile } from "./repositories.js";
+import { drained } from "../../util/drained.js";
 
 /** Bytes inspected for a NUL to call a file binary (git's own heuristic). */
 const SNIFF_BYTES = 8000;
@@ -24,17 +25,7 @@ export async function sendRepositoryFile(res: Response, file: RepositoryFile, re
         first = false;
         sendHeaders(res, file, ref, chunk.subarray(0, SNIFF_BYTES).includes(0));
       }
-      if (!res.write(chunk)) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            res.off("drain", done);
-            res.off("close", done);
-            resolve();
-          };
-          res.on("drain", done);
-          res.on("close", done);
-        });
-      }
+      if (!res.write(chunk)) await drained(res);
       if (res.destroyed) return;
     }
     if (first) sendHeaders(res, file, ref, false); // empty file
