@@ -26,8 +26,8 @@ describe("internal API JWT authorizer", () => {
     await refused(authorize(new Headers()));
     await refused(authorize(bearer(await signJwt(new Uint8Array(32).fill(2), { issuer: "gitlab", audience: KAS_JWT_AUDIENCE }))));
     await refused(authorize(bearer(await signJwt(secret, { issuer: "gitlab", audience: "gitlab" }))));
-    // Valid for 1 s, then beyond the 5 s clock tolerance: the cache must not outlive exp.
-    const shortLived = await signJwt(secret, { issuer: "gitlab", audience: KAS_JWT_AUDIENCE, validForMs: 1000, nowMs: Date.now() - 5500 });
+    // Expired 7 s ago: beyond the 5 s clock tolerance.
+    const shortLived = await signJwt(secret, { issuer: "gitlab", audience: KAS_JWT_AUDIENCE, validForMs: 1000, nowMs: Date.now() - 8000 });
     await refused(authorize(bearer(shortLived)));
     const token = await signJwt(secret, { issuer: "gitlab", audience: KAS_JWT_AUDIENCE });
     await authorize(bearer(token));
