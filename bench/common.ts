@@ -8,26 +8,13 @@ import type { AddressInfo } from "node:net";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager, type GrpcTransportOptions } from "@connectrpc/connect-node";
 import { EchoService } from "../sdk/src/gen/kasbridge/echo/v1/echo_pb.js";
+import { streamWindowBytes, widenConnectionWindow } from "../sdk/src/util/http2-windows.js";
 
-/** Per-stream receive window advertised by every bench server and client (as KAS does). */
-export const streamWindowBytes = 4 * 1024 * 1024;
-/** Per-connection receive window (as KAS does). */
-export const connectionWindowBytes = 32 * 1024 * 1024;
+// The same windows KAS and agents use, so no contender is flow-control bound where another is not.
+export { connectionWindowBytes, streamWindowBytes, widenConnectionWindow } from "../sdk/src/util/http2-windows.js";
+export { drained } from "../sdk/src/util/drained.js";
 
 export const h2Settings: http2.Settings = { initialWindowSize: streamWindowBytes };
-
-/** Raises the connection-level receive window (the SETTINGS only cover streams). */
-export function widenConnectionWindow(session: http2.Http2Session): void {
-  const apply = () => {
-    try {
-      session.setLocalWindowSize(connectionWindowBytes);
-    } catch {
-      // closed before settings were exchanged
-    }
-  };
-  if (session.connecting) session.once("connect", apply);
-  else apply();
-}
 
 /** An h2c server with the bench's window settings. */
 export function createWideServer(): http2.Http2Server {
@@ -130,18 +117,6 @@ export function median(values: number[]): number {
 }
 
 /** Resolves when a writable stream drains or closes. */
-export function drained(stream: http2.Http2Stream): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
-      resolve();
-    };
-    stream.on("drain", done);
-    stream.on("close", done);
-  });
-}
-
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export function fmt(n: number, digits = 2): string {

@@ -11,6 +11,7 @@ import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
 import { TunnelPool, type TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.js";
 import { createAgentTransport, type AgentTransportOptions } from "../transport/agent-transport.js";
 import { AgentRegistration, randomPodId } from "./agent-registration.js";
+import { streamWindowBytes } from "../util/http2-windows.js";
 
 /** What a feature module's agent half gets. */
 export interface AgentModuleContext {
@@ -81,7 +82,7 @@ export function createAgent(options: AgentOptions): Agent {
     sendCompression: null,
     // Node's 64 KiB default stream window would cap KAS -> agent uploads at one window per round
     // trip; KAS advertises the same 4 MiB.
-    http2Settings: { initialWindowSize: 4 * 1024 * 1024 },
+    http2Settings: { initialWindowSize: streamWindowBytes },
     ...options.transport,
     url: options.kasAddress,
     interceptors: [bearerToken(options.token), ...(options.transport?.interceptors ?? [])],

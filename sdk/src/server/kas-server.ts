@@ -19,26 +19,7 @@ import { internalApiAuthorizer } from "./internal-api-auth.js";
 import { createKasMetrics } from "./kas-metrics.js";
 import { reverseTunnelService, withRawReverseTunnel } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
-
-/**
- * HTTP/2 flow-control windows. Node's defaults (64 KiB per stream and per connection) cap a stream
- * at one window per event-loop round trip; tunnels carry bulk data (logs, large lists), so KAS
- * advertises larger ones. Memory stays bounded: a window is credit, not a preallocated buffer.
- */
-const streamWindowBytes = 4 * 1024 * 1024;
-const connectionWindowBytes = 32 * 1024 * 1024;
-
-function widenConnectionWindow(session: http2.Http2Session): void {
-  const apply = () => {
-    try {
-      session.setLocalWindowSize(connectionWindowBytes);
-    } catch {
-      // The session closed before its settings were exchanged.
-    }
-  };
-  if (session.connecting) session.once("connect", apply);
-  else apply();
-}
+import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 
 /** What a feature module gets to register its agent-facing services. */
 export interface KasModuleContext {
