@@ -56,8 +56,8 @@ export class AgentAuthenticator {
     const now = Date.now();
     let entry = this.cache.get(key);
     if (!entry || entry.expiresAt <= now) {
-      // Shared by concurrent streams with the same token, so no one stream's signal may cancel it.
-      void signal;
+      // Shared by concurrent streams with the same token, so no one stream's signal may cancel it;
+      // each caller stops waiting on its own signal instead (below).
       const result = this.options.platform.getAgentInfo(token);
       entry = { expiresAt: now + this.ttl, result };
       this.cache.set(key, entry);
@@ -70,7 +70,7 @@ export class AgentAuthenticator {
       this.sweep(now);
     }
     try {
-      return await entry.result;
+      return await (signal ? untilAborted(entry.result, signal) : entry.result);
     } catch (error) {
       throw toConnectError(error);
     }
@@ -134,6 +134,25 @@ export class AgentAuthenticator {
     if (this.cache.size < 10_000) return;
     for (const [key, entry] of this.cache) if (entry.expiresAt <= now) this.cache.delete(key);
   }
+}
+
+/** `promise`, or a rejection as soon as `signal` aborts (the promise itself runs on). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(ConnectError.from(signal.reason ?? new ConnectError("call cancelled", Code.Canceled)));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(ConnectError.from(signal.reason ?? new ConnectError("call cancelled", Code.Canceled)));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 function bearerToken(value: string | null): string | undefined {
