@@ -13,7 +13,14 @@ export type { AgentAuthenticatorOptions } from "./server/agent-authenticator.js"
 export { AgentTracker, defaultKasInstanceId } from "./server/agent-tracker.js";
 export { createTunnelGateway, routingAgentIdHeader, parseGrpcTimeout } from "./server/tunnel-gateway.js";
 export type { TunnelGatewayOptions } from "./server/tunnel-gateway.js";
-export { internalApiAuthorizer, internalApiClientInterceptor, PLATFORM_JWT_ISSUER } from "./server/internal-api-auth.js";
+export {
+  internalApiAuthorizer,
+  internalApiClientInterceptor,
+  privateApiAuthorizer,
+  privateApiClientInterceptor,
+  PLATFORM_JWT_ISSUER,
+} from "./server/internal-api-auth.js";
+export type { GatewayListenOptions } from "./server/gateway-listener.js";
 export { createObservabilityServer } from "./server/observability-server.js";
 export type { ObservabilityServerOptions } from "./server/observability-server.js";
 export { InMemoryTunnelRegistry } from "./tunnel/server/tunnel-registry.js";

@@ -1,7 +1,5 @@
 import { setMaxListeners } from "node:events";
-import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { AddressInfo } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pino, { type Logger } from "pino";
@@ -15,7 +13,8 @@ import { AgentAuthenticator } from "./agent-authenticator.js";
 import { agentRegistrarService } from "./agent-registrar-service.js";
 import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
 import { connectionContextValues } from "./connection-context.js";
-import { internalApiAuthorizer } from "./internal-api-auth.js";
+import { listenGateway, type GatewayListener, type GatewayListenOptions } from "./gateway-listener.js";
+import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth.js";
 import { createKasMetrics } from "./kas-metrics.js";
 import { reverseTunnelService, withRawReverseTunnel } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
@@ -45,15 +44,22 @@ export interface KasServerOptions {
   /** The agent API listener (GitLab port 8150): host, port, TLS, HTTP/2 settings. */
   agentApi?: Omit<AgentApiListenerOptions, "handler" | "logger">;
   /** KAS's internal gRPC API (GitLab port 8153), where the platform calls agents through tunnels. */
-  internalApi: {
-    /** Default "127.0.0.1". */
-    host?: string;
+  internalApi: Partial<GatewayListenOptions> & {
     /** Default 8153. */
     port?: number;
-    /** HS256 secret of the platform's JWTs (iss gitlab, aud gitlab-kas). */
+    /** HS256 secret of the platform's JWTs (aud gitlab-kas; any issuer, as GitLab). */
     jwtSecret: Uint8Array;
-    /** Serve TLS (HTTP/2 with ALPN h2) instead of cleartext h2c. */
-    tls?: { cert: string | Buffer; key: string | Buffer };
+  };
+  /**
+   * KAS's private API (GitLab port 8155), where other KAS replicas call agents connected to this
+   * one: the same gateway as the internal API, authenticated with JWTs signed by the private API
+   * secret (iss and aud gitlab-kas). It only routes to this replica's own tunnels. Off when unset.
+   */
+  privateApi?: Partial<GatewayListenOptions> & {
+    /** Default 8155. */
+    port?: number;
+    /** HS256 secret shared by the KAS replicas (not the platform's). */
+    jwtSecret: Uint8Array;
   };
   /** Largest gRPC message through a tunnel, either way. Default 16 MiB; larger: RESOURCE_EXHAUSTED. */
   maxMessageBytes?: number;
@@ -70,6 +76,8 @@ export interface KasServerOptions {
 export interface KasServer {
   readonly agentApi: AgentApiListener;
   readonly internalApiAddress: { host: string; port: number };
+  /** Where the private (kas-to-kas) API listens, when enabled. */
+  readonly privateApiAddress?: { host: string; port: number };
   readonly tracker: AgentTracker;
   readonly registry: TunnelRegistry;
   readonly auth: AgentAuthenticator;
@@ -117,44 +125,54 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   });
   agentApi.onSessionOpen((session) => widenConnectionWindow(session));
 
-  const gateway = createTunnelGateway({
-    registry,
-    logger,
-    maxMessageBytes,
-    authorize: internalApiAuthorizer(options.internalApi.jwtSecret),
-    onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
-  });
-  const internalSettings = { initialWindowSize: streamWindowBytes };
-  const internalServer = options.internalApi.tls
-    ? http2.createSecureServer({ ...options.internalApi.tls, allowHTTP1: false, settings: internalSettings })
-    : http2.createServer({ settings: internalSettings });
-  internalServer.on("stream", (stream, headers) => void gateway(stream, headers));
-  internalServer.on("sessionError", (error) => logger.debug({ err: error }, "internal API session error"));
-  try {
-    await new Promise<void>((resolve, reject) => {
-      internalServer.once("error", reject);
-      internalServer.listen(options.internalApi.port ?? 8153, options.internalApi.host ?? "127.0.0.1", () => resolve());
+  const gatewayFor = (authorize: (headers: Headers) => Promise<void>) =>
+    createTunnelGateway({
+      registry,
+      logger,
+      maxMessageBytes,
+      authorize,
+      onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
     });
+  const gateways: GatewayListener[] = [];
+  let internalApi: GatewayListener;
+  let privateApi: GatewayListener | undefined;
+  try {
+    internalApi = await listenGateway(
+      "internal API",
+      { ...options.internalApi, port: options.internalApi.port ?? 8153 },
+      gatewayFor(internalApiAuthorizer(options.internalApi.jwtSecret)),
+      logger,
+    );
+    gateways.push(internalApi);
+    if (options.privateApi) {
+      privateApi = await listenGateway(
+        "private API",
+        { ...options.privateApi, port: options.privateApi.port ?? 8155 },
+        gatewayFor(privateApiAuthorizer(options.privateApi.jwtSecret)),
+        logger,
+      );
+      gateways.push(privateApi);
+    }
   } catch (error) {
-    await agentApi.close(0);
+    await Promise.all([agentApi.close(0), ...gateways.map((g) => g.close())]);
     throw error;
   }
-  const internalAddress = internalServer.address() as AddressInfo;
-  const internalSessions = new Set<http2.ServerHttp2Session>();
-  internalServer.on("session", (session) => {
-    widenConnectionWindow(session);
-    internalSessions.add(session);
-    session.once("close", () => internalSessions.delete(session));
-  });
+  const hostPort = (a: { host: string; port: number }) => `${a.host}:${a.port}`;
   logger.info(
-    { agentApi: agentApi.url(), internalApi: `${internalAddress.address}:${internalAddress.port}`, kasInstance },
+    {
+      agentApi: agentApi.url(),
+      internalApi: hostPort(internalApi.address),
+      privateApi: privateApi && hostPort(privateApi.address),
+      kasInstance,
+    },
     "KAS listening",
   );
 
   let closing: Promise<void> | undefined;
   return {
     agentApi,
-    internalApiAddress: { host: internalAddress.address, port: internalAddress.port },
+    internalApiAddress: internalApi.address,
+    privateApiAddress: privateApi?.address,
     tracker,
     registry,
     auth,
@@ -166,8 +184,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
         // Idle tunnels go at once; new streams and connections are refused (GOAWAY) from here.
         registry.closeTunnels((tunnel) => !tunnel.isTaken, shuttingDown);
         const agentApiClosed = agentApi.close(graceMs);
-        for (const session of internalSessions) session.close();
-        const internalClosed = new Promise<void>((resolve) => internalServer.close(() => resolve()));
+        const gatewaysClosed = Promise.all(gateways.map((g) => g.close()));
         // Calls in flight through tunnels get the grace period to finish.
         const deadline = Date.now() + graceMs;
         while (registry.stats().busyTunnels > 0 && Date.now() < deadline) {
@@ -175,8 +192,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
         }
         shutdown.abort();
         registry.closeTunnels(() => true, shuttingDown);
-        for (const session of internalSessions) session.destroy();
-        await Promise.all([agentApiClosed, internalClosed]);
+        for (const g of gateways) g.destroySessions();
+        await Promise.all([agentApiClosed, gatewaysClosed]);
         auth.close();
       })();
       return closing;
