@@ -1,7 +1,11 @@
+import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
+import { join } from "node:path";
 import { expect } from "chai";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { EchoService, decodeSecret, privateApiClientInterceptor } from "@kasbridge/sdk";
 import { api, createAgentWithToken, delay, echoClient, startAgentk, startKas, waitUntil, type KasProcess } from "./harness.js";
 
 describe("e2e: kas + agentk processes over the reverse tunnel", function () {
@@ -59,6 +63,23 @@ describe("e2e: kas + agentk processes over the reverse tunnel", function () {
     }
     for await (const msg of echo.bidi(input())) got.push(msg.payload[0]);
     expect(got).to.deep.equal(sent);
+  });
+
+  it("serves the private (kas-to-kas) API on its own port, with the replicas' secret", async () => {
+    const { agentId } = await connectedAgent();
+    const addresses = kas.addresses as KasProcess["addresses"] & { private?: string };
+    expect(addresses.private).to.match(/^grpc:\/\/127\.0\.0\.1:\d+$/);
+    const baseUrl = addresses.private!.replace(/^grpc:/, "http:");
+    const sessions = new Http2SessionManager(baseUrl);
+    cleanups.push(() => sessions.abort());
+    const peer = (secret: Uint8Array) =>
+      createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: [privateApiClientInterceptor(secret, agentId)] }));
+    const privateSecret = decodeSecret(readFileSync(join(kas.dataDir, ".gitlab_kas_private_api_secret"), "utf8"));
+    const res = await peer(privateSecret).echo({ payload: new TextEncoder().encode("from a replica") });
+    expect(new TextDecoder().decode(res.payload)).to.equal("from a replica");
+    // The platform's secret is not a replica's.
+    const refused = await peer(kas.secret).echo({ payload: new Uint8Array(1) }).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(refused?.code).to.equal(Code.Unauthenticated);
   });
 
   it("propagates cancellation from the caller and keeps serving", async () => {

@@ -39,6 +39,13 @@ describe("kas configuration", () => {
     expect(c.databaseUrl).to.equal("postgres://u@db/kas");
   });
 
+  it("takes the private API secret file from YAML or KAS_PRIVATE_API_SECRET_FILE", () => {
+    expect(loadConfig({ env: {} }).privateApiSecretFile).to.equal(undefined);
+    const path = file(`private_api_secret_file: /etc/kas/private\n`);
+    expect(loadConfig({ configFile: path, env: {} }).privateApiSecretFile).to.equal("/etc/kas/private");
+    expect(loadConfig({ configFile: path, env: { KAS_PRIVATE_API_SECRET_FILE: "/run/private" } }).privateApiSecretFile).to.equal("/run/private");
+  });
+
   it("names the bad key in every error", () => {
     expect(() => loadConfig({ configFile: file("listen:\n  agnet: ':1'\n"), env: {} })).to.throw(ConfigError, /listen\.agnet/);
     expect(() => loadConfig({ configFile: file("colour: blue\n"), env: {} })).to.throw(ConfigError, /unknown key colour/);

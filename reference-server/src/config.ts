@@ -29,6 +29,8 @@ export interface KasConfig {
   platformEnabled: boolean;
   /** Base64 secret file shared with the platform (JWTs both ways); created in the data dir if unset. */
   apiSecretFile?: string;
+  /** Base64 secret shared by the KAS replicas for the private API (8155); created in the data dir if unset. */
+  privateApiSecretFile?: string;
   /** Admin personal access token to create on first start. Never logged. */
   adminToken?: string;
   agentTls?: { certFile: string; keyFile: string };
@@ -115,6 +117,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "api_secret_file":
         config.apiSecretFile = string(value, key);
         break;
+      case "private_api_secret_file":
+        config.privateApiSecretFile = string(value, key);
+        break;
       case "log_level":
         config.logLevel = logLevel(string(value, key), key);
         break;
@@ -144,6 +149,7 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_PLATFORM_URL) config.platformUrl = url(env.KAS_PLATFORM_URL, "KAS_PLATFORM_URL");
   if (env.KAS_PLATFORM_ENABLED) config.platformEnabled = boolean(env.KAS_PLATFORM_ENABLED, "KAS_PLATFORM_ENABLED");
   if (env.KAS_API_SECRET_FILE) config.apiSecretFile = env.KAS_API_SECRET_FILE;
+  if (env.KAS_PRIVATE_API_SECRET_FILE) config.privateApiSecretFile = env.KAS_PRIVATE_API_SECRET_FILE;
   if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
   if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
   if (env.KAS_MAX_MESSAGE_BYTES) config.maxMessageBytes = positiveInt(env.KAS_MAX_MESSAGE_BYTES, "KAS_MAX_MESSAGE_BYTES");

@@ -41,6 +41,11 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
   try {
     const secretFile = config.apiSecretFile ?? join(config.dataDir, ".gitlab_kas_secret");
     const jwtSecret = config.apiSecretFile ? await loadSecretFile(secretFile) : (await ensureSecretFile(secretFile)).secret;
+    // KAS replicas authenticate to each other's private API with their own secret, not the platform's.
+    const privateSecretFile = config.privateApiSecretFile ?? join(config.dataDir, ".gitlab_kas_private_api_secret");
+    const privateJwtSecret = config.privateApiSecretFile
+      ? await loadSecretFile(privateSecretFile)
+      : (await ensureSecretFile(privateSecretFile)).secret;
     const addresses: Record<string, string> = {};
 
     let services: PlatformServices | undefined;
@@ -81,11 +86,13 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
           : undefined,
       },
       internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
+      privateApi: { host: config.listen.private.host, port: config.listen.private.port, jwtSecret: privateJwtSecret },
       modules: [agentConfigurationModule({ platform, gitlabExternalUrl: config.externalUrl })],
     });
     closers.push(() => kas.close());
     addresses.agent = kas.agentApi.url();
     addresses.internal = `grpc://${hostPort(kas.internalApiAddress)}`;
+    if (kas.privateApiAddress) addresses.private = `grpc://${hostPort(kas.privateApiAddress)}`;
 
     // Kubernetes API proxy (8154): kubectl -> KAS -> agent tunnel -> cluster. Closed before KAS.
     // kubectl sends tokens only over TLS, so the proxy serves TLS (HTTP/2 + HTTP/1.1) with the
