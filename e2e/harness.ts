@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -51,7 +51,7 @@ export class Proc {
 
 export interface KasProcess extends Proc {
   dataDir: string;
-  addresses: { platform?: string; agent: string; internal: string; observability: string };
+  addresses: { platform?: string; agent: string; internal: string; observability: string; k8sProxy?: string };
   secret: Uint8Array;
 }
 
@@ -153,4 +153,18 @@ export async function waitUntil(predicate: () => Promise<boolean> | boolean, tim
 
 export function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * A self-signed EC certificate for localhost and 127.0.0.1, valid 2 days, written as
+ * `<dir>/<name>.crt` and `<dir>/<name>.key`; `commonName` tells certificates apart in tests.
+ */
+export function selfSignedCert(dir: string, name: string, commonName = "localhost"): { certFile: string; keyFile: string } {
+  const certFile = join(dir, `${name}.crt`);
+  const keyFile = join(dir, `${name}.key`);
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", `/CN=${commonName}`,
+    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", keyFile, "-out", certFile,
+  ], { stdio: "pipe" });
+  return { certFile, keyFile };
 }

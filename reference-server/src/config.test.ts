@@ -1,8 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { ConfigError, loadConfig, parseHostPort } from "./config.js";
+import { proxyUrlForClients } from "./start-kas.js";
 
 describe("kas configuration", () => {
   let dir: string;
@@ -54,6 +55,38 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ env: { KAS_DATABASE_URL: "mysql://x" } })).to.throw(ConfigError, /KAS_DATABASE_URL/);
     expect(() => loadConfig({ env: { KAS_LOG_LEVEL: "loud" } })).to.throw(ConfigError, /KAS_LOG_LEVEL/);
     expect(() => loadConfig({ env: { KAS_AGENT_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /KAS_AGENT_TLS_KEY_FILE/);
+  });
+
+  it("takes the Kubernetes API proxy's own TLS files and external URL (YAML, then KAS_K8S_PROXY_*)", () => {
+    const none = loadConfig({ env: {} });
+    expect(none.k8sProxyTls).to.equal(undefined);
+    expect(none.k8sProxyExternalUrl).to.equal(undefined);
+    const path = file(
+      `agent_tls:\n  cert_file: /a.crt\n  key_file: /a.key\nk8s_proxy_tls:\n  cert_file: /p.crt\n  key_file: /p.key\n` +
+        `k8s_proxy_external_url: https://kas.example.com/k8s-proxy/\n`,
+    );
+    const c = loadConfig({ configFile: path, env: {} });
+    expect(c.agentTls).to.deep.equal({ certFile: "/a.crt", keyFile: "/a.key" });
+    expect(c.k8sProxyTls).to.deep.equal({ certFile: "/p.crt", keyFile: "/p.key" });
+    expect(c.k8sProxyExternalUrl).to.equal("https://kas.example.com/k8s-proxy");
+    const e = loadConfig({
+      configFile: path,
+      env: { KAS_K8S_PROXY_TLS_CERT_FILE: "/e.crt", KAS_K8S_PROXY_TLS_KEY_FILE: "/e.key", KAS_K8S_PROXY_EXTERNAL_URL: "https://k8s.example.com:8154" },
+    });
+    expect(e.k8sProxyTls).to.deep.equal({ certFile: "/e.crt", keyFile: "/e.key" });
+    expect(e.agentTls).to.deep.equal({ certFile: "/a.crt", keyFile: "/a.key" });
+    expect(e.k8sProxyExternalUrl).to.equal("https://k8s.example.com:8154");
+    expect(() => loadConfig({ env: { KAS_K8S_PROXY_TLS_KEY_FILE: "/k" } })).to.throw(ConfigError, /KAS_K8S_PROXY_TLS_CERT_FILE/);
+    expect(() => loadConfig({ configFile: file("k8s_proxy_tls:\n  cert_file: /c\n  ca_file: /x\n"), env: {} })).to.throw(ConfigError, /k8s_proxy_tls\.ca_file/);
+    expect(() => loadConfig({ configFile: file("k8s_proxy_tls:\n  cert_file: /c\n"), env: {} })).to.throw(ConfigError, /k8s_proxy_tls\.key_file/);
+    expect(() => loadConfig({ env: { KAS_K8S_PROXY_EXTERNAL_URL: "kas:8154" } })).to.throw(ConfigError, /KAS_K8S_PROXY_EXTERNAL_URL/);
+  });
+
+  it("derives the KUBECONFIG server from the proxy's listening URL, never a wildcard host", () => {
+    expect(proxyUrlForClients("https://127.0.0.1:8154", undefined)).to.equal("https://127.0.0.1:8154");
+    expect(proxyUrlForClients("https://0.0.0.0:8154", "https://gitlab.example.com")).to.equal("https://gitlab.example.com:8154");
+    expect(proxyUrlForClients("https://[::]:8154/k8s", "http://gitlab.example.com:8080")).to.equal("https://gitlab.example.com:8154/k8s");
+    expect(proxyUrlForClients("https://0.0.0.0:8154", undefined)).to.equal(`https://${hostname().toLowerCase()}:8154`);
   });
 
   it("parses host:port forms", () => {

@@ -33,9 +33,22 @@ export interface KasConfig {
   privateApiSecretFile?: string;
   /** Admin personal access token to create on first start. Never logged. */
   adminToken?: string;
-  agentTls?: { certFile: string; keyFile: string };
+  agentTls?: TlsFiles;
+  /** TLS of the Kubernetes API proxy (GitLab: kubernetes_api.listen.certificate_file/key_file). Default: agentTls. */
+  k8sProxyTls?: TlsFiles;
+  /**
+   * The proxy's URL as clients reach it: the `server` of the KUBECONFIG generated for CI jobs
+   * (GitLab's gitlab_kas.external_k8s_proxy_url). Default: derived from listen.k8s_proxy.
+   */
+  k8sProxyExternalUrl?: string;
   logLevel: string;
   maxMessageBytes: number;
+}
+
+/** A PEM certificate chain and its key. */
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
 }
 
 export class ConfigError extends Error {
@@ -76,6 +89,11 @@ export function loadConfig(options: { configFile?: string; env: NodeJS.ProcessEn
   applyEnv(config, options.env);
   if (config.agentTls && (!config.agentTls.certFile || !config.agentTls.keyFile)) {
     throw new ConfigError("agent TLS needs both a certificate and a key (agent_tls.cert_file/key_file or KAS_AGENT_TLS_CERT_FILE/KAS_AGENT_TLS_KEY_FILE)");
+  }
+  if (config.k8sProxyTls && (!config.k8sProxyTls.certFile || !config.k8sProxyTls.keyFile)) {
+    throw new ConfigError(
+      "Kubernetes API proxy TLS needs both a certificate and a key (k8s_proxy_tls.cert_file/key_file or KAS_K8S_PROXY_TLS_CERT_FILE/KAS_K8S_PROXY_TLS_KEY_FILE)",
+    );
   }
   config.dataDir = resolve(config.dataDir);
   return config;
@@ -126,12 +144,15 @@ function applyFile(config: KasConfig, file: string): void {
       case "max_message_bytes":
         config.maxMessageBytes = positiveInt(value, key);
         break;
-      case "agent_tls": {
-        const tls = object(value, key);
-        for (const k of Object.keys(tls)) if (k !== "cert_file" && k !== "key_file") throw new ConfigError(`unknown key agent_tls.${k}`);
-        config.agentTls = { certFile: string(tls.cert_file, "agent_tls.cert_file"), keyFile: string(tls.key_file, "agent_tls.key_file") };
+      case "agent_tls":
+        config.agentTls = tlsFiles(value, key);
         break;
-      }
+      case "k8s_proxy_tls":
+        config.k8sProxyTls = tlsFiles(value, key);
+        break;
+      case "k8s_proxy_external_url":
+        config.k8sProxyExternalUrl = url(string(value, key), key);
+        break;
       default:
         throw new ConfigError(`unknown key ${key} in ${file}`);
     }
@@ -153,9 +174,23 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
   if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
   if (env.KAS_MAX_MESSAGE_BYTES) config.maxMessageBytes = positiveInt(env.KAS_MAX_MESSAGE_BYTES, "KAS_MAX_MESSAGE_BYTES");
-  if (env.KAS_AGENT_TLS_CERT_FILE || env.KAS_AGENT_TLS_KEY_FILE) {
-    config.agentTls = { certFile: env.KAS_AGENT_TLS_CERT_FILE ?? "", keyFile: env.KAS_AGENT_TLS_KEY_FILE ?? "" };
-  }
+  config.agentTls = envTlsFiles(env, "KAS_AGENT_TLS") ?? config.agentTls;
+  config.k8sProxyTls = envTlsFiles(env, "KAS_K8S_PROXY_TLS") ?? config.k8sProxyTls;
+  if (env.KAS_K8S_PROXY_EXTERNAL_URL) config.k8sProxyExternalUrl = url(env.KAS_K8S_PROXY_EXTERNAL_URL, "KAS_K8S_PROXY_EXTERNAL_URL");
+}
+
+/** `<prefix>_CERT_FILE` / `<prefix>_KEY_FILE`; either one set means both are meant (checked later). */
+function envTlsFiles(env: NodeJS.ProcessEnv, prefix: string): TlsFiles | undefined {
+  const certFile = env[`${prefix}_CERT_FILE`];
+  const keyFile = env[`${prefix}_KEY_FILE`];
+  return certFile || keyFile ? { certFile: certFile ?? "", keyFile: keyFile ?? "" } : undefined;
+}
+
+/** `{ cert_file, key_file }` under `key`. */
+function tlsFiles(value: unknown, key: string): TlsFiles {
+  const tls = object(value, key);
+  for (const k of Object.keys(tls)) if (k !== "cert_file" && k !== "key_file") throw new ConfigError(`unknown key ${key}.${k}`);
+  return { certFile: string(tls.cert_file, `${key}.cert_file`), keyFile: string(tls.key_file, `${key}.key_file`) };
 }
 
 /** "host:port", "[::1]:port" or ":port" (all interfaces). Port 0 picks a free port. */

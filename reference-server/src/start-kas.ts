@@ -1,5 +1,6 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import http from "node:http";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import express from "express";
@@ -95,10 +96,11 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     if (kas.privateApiAddress) addresses.private = `grpc://${hostPort(kas.privateApiAddress)}`;
 
     // Kubernetes API proxy (8154): kubectl -> KAS -> agent tunnel -> cluster. Closed before KAS.
-    // kubectl sends tokens only over TLS, so the proxy serves TLS (HTTP/2 + HTTP/1.1) with the
-    // agent API's certificate when one is configured.
+    // kubectl sends tokens only over TLS, so the proxy serves TLS (HTTP/2 + HTTP/1.1 by ALPN) with
+    // its own certificate, or the agent API's when it has none.
+    const k8sProxyTls = config.k8sProxyTls ?? config.agentTls;
     const k8sProxy = await createKubernetesApiProxy({
-      tls: config.agentTls ? { cert: readFileSync(config.agentTls.certFile), key: readFileSync(config.agentTls.keyFile) } : undefined,
+      tls: k8sProxyTls ? { cert: readFileSync(k8sProxyTls.certFile), key: readFileSync(k8sProxyTls.keyFile) } : undefined,
       registry: kas.registry,
       platform,
       logger: logger.child({ component: "k8s-proxy" }),
@@ -108,6 +110,10 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     });
     closers.push(() => k8sProxy.close(2_000));
     addresses.k8sProxy = k8sProxy.url;
+    const k8sProxyUrl = config.k8sProxyExternalUrl ?? proxyUrlForClients(k8sProxy.url, config.externalUrl);
+    if (k8sProxyUrl.startsWith("http:")) {
+      logger.warn({ url: k8sProxyUrl }, "the Kubernetes API proxy has no TLS: kubectl does not send tokens over plain HTTP (set KAS_K8S_PROXY_TLS_CERT_FILE/KEY_FILE)");
+    }
 
     if (services) {
       const app = express();
@@ -119,7 +125,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
           services,
           connections: kas.tracker,
           externalUrl: config.externalUrl,
-          k8sProxyUrl: k8sProxy.url,
+          k8sProxyUrl,
           logger: logger.child({ component: "rest-api" }),
         }),
       );
@@ -153,6 +159,16 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     await close();
     throw error;
   }
+}
+
+/**
+ * The proxy URL for generated KUBECONFIGs when no external URL is configured: the listening URL,
+ * with a wildcard host (0.0.0.0, ::) replaced by the platform's external host or this machine's name.
+ */
+export function proxyUrlForClients(listenUrl: string, externalUrl: string | undefined): string {
+  const u = new URL(listenUrl);
+  if (u.hostname === "0.0.0.0" || u.hostname === "[::]") u.hostname = externalUrl ? new URL(externalUrl).hostname : hostname();
+  return u.href.replace(/\/$/, "");
 }
 
 function fail(message: string): never {
