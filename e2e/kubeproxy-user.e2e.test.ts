@@ -1,0 +1,150 @@
+// user_access end to end: a user's personal access token (`pat:<agent id>:<token>`) with the real
+// kubectl, through real `kas` and `agentk` processes, against a real kube-apiserver with RBAC.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
+import { GitClient } from "./git.js";
+import { adminToken, api, createAgentWithToken, startAgentk, startKas, waitUntil } from "./harness.js";
+import { selfSignedLocalhostCert } from "./tls-cert.js";
+
+describe("e2e: kubectl as a user (user_access) through kas and agentk", function () {
+  this.timeout(300_000);
+  let cp: ControlPlane;
+  let kas: Awaited<ReturnType<typeof startKas>>;
+  let agentk: ReturnType<typeof startAgentk>;
+  let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
+  const git = new GitClient();
+  const dir = mkdtempSync(join(tmpdir(), "kubeproxy-user-e2e-"));
+  const { certFile, keyFile } = selfSignedLocalhostCert(dir);
+  let app: { id: number; path: string };
+  let configRepo: string;
+  const users: Record<string, { id: number; token: string; readOnlyToken?: string }> = {};
+
+  before(async () => {
+    findBinaries(); // throws "... Run `npm run control-plane` ..." when the binaries are missing
+    cp = await startControlPlane({ kwok: false, agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] });
+    kas = await startKas({ KAS_AGENT_TLS_CERT_FILE: certFile, KAS_AGENT_TLS_KEY_FILE: keyFile });
+    agent = await createAgentWithToken(kas, "dev");
+    const p = await api(kas, "POST", "/projects", { name: "app" });
+    expect(p.status).to.equal(201);
+    app = { id: p.json.id as number, path: p.json.path_with_namespace as string };
+    for (const name of ["alice", "bob"]) {
+      const u = await api(kas, "POST", "/users", { username: name, name, email: `${name}@example.com` });
+      expect(u.status, JSON.stringify(u.json)).to.equal(201);
+      const t = await api(kas, "POST", `/users/${u.json.id}/personal_access_tokens`, { name: "kubectl", scopes: ["k8s_proxy"] });
+      expect(t.status, JSON.stringify(t.json)).to.equal(201);
+      users[name] = { id: u.json.id as number, token: t.json.token as string };
+    }
+    const readOnly = await api(kas, "POST", `/users/${users.alice!.id}/personal_access_tokens`, { name: "api", scopes: ["read_api"] });
+    users.alice!.readOnlyToken = readOnly.json.token as string;
+    // alice is a Developer of app; bob is nobody there.
+    const member = await api(kas, "POST", `/projects/${app.id}/members`, { user_id: users.alice!.id, access_level: 30 });
+    expect(member.status, JSON.stringify(member.json)).to.equal(201);
+
+    const configProject = (await api(kas, "GET", `/projects/${agent.projectId}`)).json.path_with_namespace as string;
+    configRepo = await git.clone(`http://root:${adminToken}@${new URL(kas.addresses.platform!).host}/${configProject}.git`);
+    await pushConfig("user");
+    agentk = startAgentk(kas.addresses.agent, agent.token, {}, ["--kubeconfig", cp.agentKubeconfigPath, "--ca-cert-file", certFile]);
+    await agentk.waitFor(/kubeconfig loaded/);
+    await waitUntil(async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}/connections`)).json.length === 1, 15_000, "agent connected");
+  });
+
+  after(async () => {
+    await agentk?.cleanup();
+    await kas?.cleanup();
+    await cp?.stop();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(git.home, { recursive: true, force: true });
+  });
+
+  async function pushConfig(accessAs: "user" | "agent"): Promise<void> {
+    const commit = await git.commit(configRepo, {
+      ".gitlab/agents/dev/config.yaml": `user_access:\n  access_as:\n    ${accessAs}: {}\n  projects:\n    - id: ${app.path}\n`,
+    });
+    await git.push(configRepo);
+    await waitUntil(
+      async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}`)).json.config_commit_id === commit,
+      10_000,
+      "config accepted",
+    );
+  }
+
+  /** The real kubectl against the proxy with `pat:<agent id>:<token>`, as README's "Use kubectl as a user". */
+  function kubectlAs(token: string, args: string[]): Promise<RunResult> {
+    const kubeconfig = join(dir, "empty-kubeconfig");
+    writeFileSync(kubeconfig, "apiVersion: v1\nkind: Config\n");
+    const server = (kas.addresses as typeof kas.addresses & { k8sProxy: string }).k8sProxy;
+    return cp.runKubectl(["--server", server, "--certificate-authority", certFile, "--token", `pat:${agent.agentId}:${token}`, ...args], {
+      kubeconfig,
+      allowFailure: true,
+      timeoutMs: 60_000,
+    });
+  }
+
+  async function whoami(token: string): Promise<{ username: string; groups: string[]; extra?: Record<string, string[]> }> {
+    const r = await kubectlAs(token, ["auth", "whoami", "-o", "json"]);
+    expect(r.code, r.stderr).to.equal(0);
+    return JSON.parse(r.stdout).status.userInfo;
+  }
+
+  it("access_as user: the cluster sees gitlab:user:<name> with the user's project roles, and RBAC decides", async () => {
+    const me = await whoami(users.alice!.token);
+    expect(me.username).to.equal("gitlab:user:alice");
+    expect(me.groups).to.include.members(["gitlab:user", `gitlab:project_role:${app.id}:developer`, `gitlab:project_role:${app.id}:reporter`]);
+    expect(me.groups).to.not.include(`gitlab:project_role:${app.id}:maintainer`);
+
+    await cp.runKubectl(["create", "namespace", "team-u"]);
+    const denied = await kubectlAs(users.alice!.token, ["get", "configmaps", "-n", "team-u"]);
+    expect(denied.code).to.not.equal(0);
+    expect(denied.stderr).to.include('User "gitlab:user:alice" cannot list resource "configmaps"');
+
+    await cp.runKubectl(["create", "role", "cm-read", "-n", "team-u", "--verb", "get,list", "--resource", "configmaps"]);
+    await cp.runKubectl(["create", "rolebinding", "app-developers", "-n", "team-u", "--role", "cm-read", "--group", `gitlab:project_role:${app.id}:developer`]);
+    await cp.runKubectl(["create", "configmap", "team-settings", "-n", "team-u", "--from-literal", "k=v"]);
+    let last: RunResult | undefined;
+    await waitUntil(async () => (last = await kubectlAs(users.alice!.token, ["get", "configmaps", "-n", "team-u", "-o", "name"])).code === 0, 10_000, "RoleBinding effective").catch(
+      (e: Error) => {
+        throw new Error(`${e.message}: ${last?.stderr}`);
+      },
+    );
+    expect(last!.stdout).to.include("configmap/team-settings");
+    // Read only, and only in that namespace.
+    const write = await kubectlAs(users.alice!.token, ["create", "configmap", "by-alice", "-n", "team-u", "--from-literal", "a=b"]);
+    expect(write.code).to.not.equal(0);
+    expect(write.stderr).to.include("forbidden");
+    const elsewhere = await kubectlAs(users.alice!.token, ["get", "configmaps", "-n", "default"]);
+    expect(elsewhere.code).to.not.equal(0);
+    expect(elsewhere.stderr).to.include("forbidden");
+    // The audit log names the user and the agent, never the token.
+    expect(kas.output).to.not.include(users.alice!.token);
+  });
+
+  it("refuses a user without access to any authorized project, and a token without the k8s_proxy scope", async () => {
+    const bob = await kubectlAs(users.bob!.token, ["get", "ns"]);
+    expect(bob.code).to.not.equal(0);
+    expect(bob.stderr).to.include(`access to agent ${agent.agentId} denied`);
+    const scoped = await kubectlAs(users.alice!.readOnlyToken!, ["get", "ns"]);
+    expect(scoped.code).to.not.equal(0);
+    expect(scoped.stderr).to.match(/Unauthorized|unauthorized|forbidden/);
+    const forged = await kubectlAs("glpat-not-a-real-token-000000", ["get", "ns"]);
+    expect(forged.code).to.not.equal(0);
+    expect(forged.stderr).to.match(/Unauthorized|unauthorized/);
+  });
+
+  it("access_as agent: a config change switches the user to the agent's own identity", async () => {
+    await pushConfig("agent");
+    let who = "";
+    // KAS caches authorization answers for a few seconds.
+    await waitUntil(async () => (who = (await whoami(users.alice!.token)).username) === cp.agentUsername, 15_000, "agent identity").catch((e: Error) => {
+      throw new Error(`${e.message}: still ${who}`);
+    });
+    const ns = await kubectlAs(users.alice!.token, ["get", "ns", "-o", "name"]);
+    expect(ns.code, ns.stderr).to.equal(0);
+    expect(ns.stdout).to.include("namespace/team-u");
+    // Still only for members of an authorized project.
+    expect((await kubectlAs(users.bob!.token, ["get", "ns"])).code).to.not.equal(0);
+    await pushConfig("user");
+  });
+});
