@@ -1,5 +1,5 @@
 import type { DescService } from "@bufbuild/protobuf";
-import type { ConnectRouter, Interceptor, Transport } from "@connectrpc/connect";
+import type { ConnectRouter, Transport } from "@connectrpc/connect";
 import pino, { type Logger } from "pino";
 import { create } from "@bufbuild/protobuf";
 import { AgentMetaSchema } from "../gen/gitlab/agent/entity/entity_pb.js";
@@ -10,6 +10,7 @@ import type { AgentConfiguration as AgentConfig } from "../gen/gitlab/agent/agen
 import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
 import { TunnelPool, type TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.js";
 import { createAgentTransport, type AgentTransportOptions } from "../transport/agent-transport.js";
+import { rawTunnelStreams } from "../tunnel/agent/tunnel-stream.js";
 import { AgentRegistration, randomPodId } from "./agent-registration.js";
 import { streamWindowBytes } from "../util/http2-windows.js";
 
@@ -75,7 +76,7 @@ export function createAgent(options: AgentOptions): Agent {
   const logger = options.logger ?? pino({ name: "agentk" });
   const version = options.version ?? "v16.0.0-kasbridge";
   const commit = options.commit ?? "";
-  const { transport, close: closeTransport } = createAgentTransport({
+  const agentTransport = createAgentTransport({
     // Tunnel traffic is mostly already-compact protobuf or bulk data; gzip costs more CPU than it
     // saves on the links agents use, so requests go uncompressed unless configured (KAS still
     // accepts gzip from agents that send it, as GitLab's agentk does).
@@ -85,11 +86,13 @@ export function createAgent(options: AgentOptions): Agent {
     http2Settings: { initialWindowSize: streamWindowBytes },
     ...options.transport,
     url: options.kasAddress,
-    interceptors: [bearerToken(options.token), ...(options.transport?.interceptors ?? [])],
+    // The token goes on every call (not on the WebSocket handshake), raw tunnel streams included.
+    callHeaders: { ...options.transport?.callHeaders, authorization: `Bearer ${options.token}` },
     userAgent: `gitlab-agent/${version}/${commit}`,
     readMaxBytes: (options.maxMessageBytes ?? 16 << 20) + 1024,
     writeMaxBytes: (options.maxMessageBytes ?? 16 << 20) + 1024,
   });
+  const { transport, close: closeTransport } = agentTransport;
   const host = new LocalServiceHost({ maxMessageBytes: options.maxMessageBytes });
   const podId = randomPodId();
   if (options.serveEcho ?? true) host.register(EchoService, echoService(options.podName || `agent-${podId}`));
@@ -110,6 +113,8 @@ export function createAgent(options: AgentOptions): Agent {
   const pool = new TunnelPool({
     ...options.pool,
     transport,
+    // Without user interceptors, tunnels are raw HTTP/2 streams on the transport's connection.
+    openStream: rawTunnelStreams(agentTransport),
     host,
     logger,
     onFailure: () => registration.registerSoon(),
@@ -142,14 +147,5 @@ export function createAgent(options: AgentOptions): Agent {
       closeTransport();
       logger.info("agent stopped");
     },
-  };
-}
-
-/** Sends the agent token on every call to KAS. */
-function bearerToken(token: string): Interceptor {
-  const value = `Bearer ${token}`;
-  return (next) => (req) => {
-    req.header.set("authorization", value);
-    return next(req);
   };
 }

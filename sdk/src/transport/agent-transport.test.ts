@@ -1,13 +1,45 @@
 import { expect } from "chai";
 import * as net from "node:net";
-import { Code, createClient, type Interceptor } from "@connectrpc/connect";
-import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape, create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import {
+  EchoRequestSchema,
+  EchoResponseSchema,
+  EchoService,
+  FailRequestSchema,
+  ServerStreamRequestSchema,
+  ServerStreamResponseSchema,
+} from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { type AgentApiListener, createAgentApiListener } from "./agent-api-listener.js";
 import { parseAgentApiAddress } from "./agent-connection.js";
 import { type AgentTransport, type AgentTransportOptions, agentUserAgent, createAgentTransport } from "./agent-transport.js";
+import type { GrpcClientStream } from "./grpc-client-stream.js";
 import { type EchoObservations, echoHandler, freezableProxy, rejection, selfSignedCertificate, within } from "./fixtures.test.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A call with one request message as a raw gRPC stream on the transport (the agent tunnel's path). */
+function rawCall<I extends DescMessage, O extends DescMessage>(
+  t: AgentTransport,
+  method: string,
+  input: I,
+  output: O,
+  request: MessageInitShape<I>,
+): GrpcClientStream<MessageShape<I>, MessageShape<O>> {
+  const stream = t.grpcStream!(`/${EchoService.typeName}/${method}`, {
+    encode: (m: MessageShape<I>) => toBinary(input, m),
+    decode: (b) => fromBinary(output, b),
+  });
+  void stream.send(create(input, request)).catch(() => {});
+  stream.closeSend();
+  return stream;
+}
+
+async function collect<O>(stream: AsyncIterator<O>): Promise<O[]> {
+  const out: O[] = [];
+  for (let r = await stream.next(); !r.done; r = await stream.next()) out.push(r.value);
+  return out;
+}
 
 describe("transport/agent-transport", function () {
   this.timeout(20_000);
@@ -49,15 +81,42 @@ describe("transport/agent-transport", function () {
       let listener: AgentApiListener;
       let observed: EchoObservations;
       let client: ReturnType<typeof createClient<typeof EchoService>>;
+      let t: AgentTransport;
 
       beforeEach(async () => {
         observed = {};
         listener = await listen(secure, observed);
-        const t = agent(listener.url(scheme, "/-/kubernetes-agent/"), {
+        t = agent(listener.url(scheme, "/-/kubernetes-agent/"), {
           headers: { "x-kas-header": "from-option", authorization: "Bearer agent-token" },
+          callHeaders: { "x-call-header": "on-every-call" },
           userAgent: agentUserAgent("v16.5.0", "abc123"),
         });
         client = createClient(EchoService, t.transport);
+      });
+
+      it("opens raw gRPC streams on the same connection with the same headers (the tunnel's path)", async () => {
+        await client.echo({});
+        const connectHeaders = observed.lastHeaders!;
+        const payload = new Uint8Array(64 * 1024).fill(3);
+        const [res] = await collect(rawCall(t, "Echo", EchoRequestSchema, EchoResponseSchema, { payload }));
+        expect(res.payload).to.deep.equal(payload);
+        const h = observed.lastHeaders!;
+        expect(observed.lastSession).to.equal([...listener.sessions.keys()][0]);
+        expect(listener.sessions.size).to.equal(1);
+        for (const name of ["x-kas-header", "x-call-header", "authorization", "user-agent", "grpc-encoding", "content-type", "te", "grpc-accept-encoding"]) {
+          expect(h.get(name), name).to.equal(connectHeaders.get(name));
+        }
+        expect(h.get("x-call-header")).to.equal("on-every-call");
+        expect(h.get("grpc-encoding")).to.equal("gzip");
+
+        const messages = await collect(rawCall(t, "ServerStream", ServerStreamRequestSchema, ServerStreamResponseSchema, { count: 20, size: 1024 * 1024 }));
+        expect(messages.map((m) => m.index)).to.deep.equal([...Array(20).keys()]);
+        expect(messages.every((m) => m.payload.length === 1024 * 1024)).to.equal(true);
+
+        const err = await rejection(collect(rawCall(t, "Fail", FailRequestSchema, EchoResponseSchema, { code: Code.PermissionDenied, message: "no access ü" })));
+        expect(err.code).to.equal(Code.PermissionDenied);
+        expect(err.rawMessage).to.equal("no access ü");
+        expect(err.metadata.get("x-fail-trailer")).to.equal("t");
       });
 
       it("makes unary calls with headers, user agent and gzip", async () => {
@@ -136,9 +195,12 @@ describe("transport/agent-transport", function () {
       const client = createClient(EchoService, t.transport);
       const call = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
       await within(2000, started, "stream start");
+      const raw = rejection(rawCall(t, "ServerStream", ServerStreamRequestSchema, ServerStreamResponseSchema, { count: 0 }).next());
       await first.close(0);
       const err = await call;
       expect(err.code, err.message).to.equal(Code.Unavailable);
+      const rawErr = await raw;
+      expect(rawErr.code, rawErr.message).to.equal(Code.Unavailable);
       expect((await rejection(client.echo({}))).code).to.equal(Code.Unavailable);
       // KAS is back on the same port: the next call reconnects.
       await listen(secure, undefined, first.address.port);
@@ -227,6 +289,41 @@ describe("transport/agent-transport", function () {
     const err = await rejection(client.echo({ payload: new Uint8Array(5000) }));
     expect(err.code).to.equal(Code.ResourceExhausted);
     expect(seen).to.deep.equal(["Echo", "Echo"]);
+  });
+
+  it("raw streams: limits, deadlines, HTTP errors, cancel, close(), and none with user interceptors", async () => {
+    const listener = await listen(false);
+    const small = agent(listener.url(), { readMaxBytes: 1000, sendCompression: null });
+    const tooBig = rawCall(small, "Echo", EchoRequestSchema, EchoResponseSchema, { payload: new Uint8Array(5000) });
+    expect((await rejection(collect(tooBig))).code).to.equal(Code.ResourceExhausted);
+    const [ok] = await collect(rawCall(small, "Echo", EchoRequestSchema, EchoResponseSchema, { payload: new Uint8Array(10) }));
+    expect(ok.payload.length).to.equal(10);
+
+    const observed: EchoObservations = {};
+    const timed = agent((await listen(false, observed)).url(), { defaultTimeoutMs: 200 });
+    const hung = rawCall(timed, "ServerStream", ServerStreamRequestSchema, ServerStreamResponseSchema, { count: 0 });
+    expect((await rejection(hung.next())).code).to.equal(Code.DeadlineExceeded);
+    expect(observed.lastHeaders?.get("grpc-timeout")).to.equal("200m");
+
+    const t = agent(listener.url());
+    const stream = t.grpcStream!("/no.Such/Method", { encode: (b: Uint8Array) => b, decode: (b) => b });
+    stream.closeSend();
+    expect((await rejection(stream.next())).code).to.equal(Code.Unimplemented);
+
+    const cancelled = rawCall(t, "ServerStream", ServerStreamRequestSchema, ServerStreamResponseSchema, { count: 0 });
+    const next = rejection(cancelled.next());
+    cancelled.cancel(new ConnectError("stop", Code.Canceled));
+    expect((await next).rawMessage).to.equal("stop");
+
+    const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
+    const inFlight = rejection(rawCall(timed, "ServerStream", ServerStreamRequestSchema, ServerStreamResponseSchema, { count: 0 }).next());
+    await within(2000, started, "stream start");
+    timed.close();
+    expect((await inFlight).code).to.equal(Code.Canceled);
+    expect((await rejection(rawCall(timed, "Echo", EchoRequestSchema, EchoResponseSchema, {}).next())).code).to.equal(Code.Canceled);
+
+    const intercepted = agent(listener.url(), { interceptors: [(next) => (req) => next(req)] });
+    expect(intercepted.grpcStream).to.equal(undefined);
   });
 
   it("close() cancels in-flight calls and refuses new ones", async () => {

@@ -1,4 +1,4 @@
-import type * as http2 from "node:http2";
+import * as http2 from "node:http2";
 import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
 import type { Compression } from "@connectrpc/connect/protocol";
 import { Http2SessionManager, compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
@@ -6,6 +6,7 @@ import { createAgentConnectionFactory, parseAgentApiAddress } from "./agent-conn
 import { AgentSessionManager } from "./agent-session-manager.js";
 import { markConnectionError, unavailableOnConnectionError } from "./connection-error.js";
 import { DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES } from "./websocket-tunnel.js";
+import { GrpcClientStream } from "./grpc-client-stream.js";
 
 /** Options for {@link createAgentTransport}. */
 export interface AgentTransportOptions {
@@ -21,6 +22,11 @@ export interface AgentTransportOptions {
    * WebSocket handshake. Default none.
    */
   headers?: Record<string, string>;
+  /**
+   * Headers set on every call, over a call's own and the extra headers, but not sent on the
+   * WebSocket handshake (e.g. the agent token's `authorization`). Default none.
+   */
+  callHeaders?: Record<string, string>;
   /**
    * User-Agent for calls and the WebSocket handshake. agentk sends
    * `gitlab-agent/<version>/<commit>`, see {@link agentUserAgent}.
@@ -72,6 +78,16 @@ export interface AgentTransport {
   readonly transport: Transport;
   /** "closed" | "connecting" | "open" | "idle" | "verifying" | "error", see Http2SessionManager. */
   state(): ReturnType<Http2SessionManager["state"]>;
+  /**
+   * Opens a gRPC call as a raw HTTP/2 stream on the same connection, without a connect-es client:
+   * the same request headers as a connect call (extra and call headers, user agent, compression,
+   * deadline) and message limits. Undefined when the transport has user interceptors (they could not
+   * run) or a send compression other than gzip.
+   */
+  readonly grpcStream?: <I, O>(
+    path: string,
+    codec: { encode(message: I): Uint8Array; decode(bytes: Uint8Array): O },
+  ) => GrpcClientStream<I, O>;
   /** Closes the connection; in-flight and later calls fail with Canceled. Idempotent. */
   close(): void;
 }
@@ -120,6 +136,11 @@ export function createAgentTransport(options: AgentTransportOptions): AgentTrans
     if (closed) throw new ConnectError("agent transport is closed", Code.Canceled);
     return next(req);
   };
+  const callHeaders = Object.entries(options.callHeaders ?? {});
+  const setCallHeaders: Interceptor = (next) => (req) => {
+    for (const [name, value] of callHeaders) req.header.set(name, value);
+    return next(req);
+  };
   const addHeaders: Interceptor = (next) => (req) => {
     for (const [name, value] of headers) {
       if (!req.header.has(name)) req.header.set(name, value);
@@ -131,7 +152,7 @@ export function createAgentTransport(options: AgentTransportOptions): AgentTrans
   const transport = createGrpcTransport({
     baseUrl: address.origin,
     sessionManager,
-    interceptors: [unavailableOnConnectionError, refuseWhenClosed, ...(options.interceptors ?? []), addHeaders],
+    interceptors: [unavailableOnConnectionError, refuseWhenClosed, setCallHeaders, ...(options.interceptors ?? []), addHeaders],
     sendCompression: options.sendCompression === undefined ? compressionGzip : options.sendCompression ?? undefined,
     acceptCompression: [compressionGzip],
     compressMinBytes: options.compressMinBytes,
@@ -140,8 +161,38 @@ export function createAgentTransport(options: AgentTransportOptions): AgentTrans
     defaultTimeoutMs: options.defaultTimeoutMs,
   });
 
+  const sendCompression = options.sendCompression === undefined ? compressionGzip : options.sendCompression;
+  const rawCapable = (options.interceptors ?? []).length === 0 && (sendCompression === null || sendCompression.name === "gzip");
+  const gzipMinBytes = sendCompression === null ? undefined : options.compressMinBytes ?? 1024;
+  const timeoutMs = options.defaultTimeoutMs;
+  const rawBaseHeaders: http2.OutgoingHttpHeaders = {};
+  for (const [name, value] of [...headers, ...callHeaders]) rawBaseHeaders[name.toLowerCase()] = value;
+  const rawCallHeaders = { ...GrpcClientStream.requestHeaders({ gzipMinBytes, timeoutMs }), "user-agent": userAgent };
+  const grpcStream = <I, O>(
+    path: string,
+    codec: { encode(message: I): Uint8Array; decode(bytes: Uint8Array): O },
+  ): GrpcClientStream<I, O> => {
+    const open = closed
+      ? Promise.reject(new ConnectError("agent transport is closed", Code.Canceled))
+      : sessionManager.request("POST", path, { ...rawBaseHeaders, ...rawCallHeaders }, {}).then((stream) => {
+          // close() ran while the stream was being opened.
+          if (!closed) return stream;
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          throw new ConnectError("agent transport is closed", Code.Canceled);
+        });
+    return new GrpcClientStream(open, {
+      ...codec,
+      readMaxBytes: options.readMaxBytes ?? 0xffffffff,
+      writeMaxBytes: options.writeMaxBytes ?? 0xffffffff,
+      gzipMinBytes,
+      timeoutMs,
+      onRead: (stream) => sessionManager.notifyResponseByteRead(stream),
+    });
+  };
+
   return {
     transport,
+    grpcStream: rawCapable ? grpcStream : undefined,
     state: () => sessionManager.state(),
     close() {
       if (closed) return;

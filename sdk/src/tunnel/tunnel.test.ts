@@ -14,12 +14,20 @@ import { createTunnelGateway, routingAgentIdHeader } from "../server/tunnel-gate
 import { StaticPlatformClient } from "../testing/fake-platform.js";
 import { LocalServiceHost } from "./agent/local-service-host.js";
 import { TunnelPool } from "./agent/tunnel-pool.js";
+import { rawTunnelStreams } from "./agent/tunnel-stream.js";
+import { createAgentTransport } from "../transport/agent-transport.js";
 import { InMemoryTunnelRegistry } from "./server/tunnel-registry.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
+/**
+ * How the agent opens its tunnel streams: a connect-es client on a gRPC transport, or raw HTTP/2
+ * streams on the agent transport's connection (what createAgent uses; gzip-compressed requests).
+ */
+type AgentStreams = "connect-es" | "raw";
+
 /** KAS (agent API + gateway on plain h2c servers), one agent pool, and a client of the gateway. */
-async function startHarness(opts: { maxMessageBytes?: number; minIdle?: number } = {}) {
+async function startHarness(opts: { maxMessageBytes?: number; minIdle?: number; streams?: AgentStreams } = {}) {
   const platform = new StaticPlatformClient();
   platform.addToken("glagent-good", { agentId: 7, agentName: "a7", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 70 });
   const registry = new InMemoryTunnelRegistry();
@@ -40,6 +48,11 @@ async function startHarness(opts: { maxMessageBytes?: number; minIdle?: number }
 
   const agentSessions = new Http2SessionManager(`http://127.0.0.1:${port(agentApi)}`);
   const host = new LocalServiceHost({ maxMessageBytes: opts.maxMessageBytes }).register(EchoService, echoService("agent-under-test"));
+  const agentTransport = createAgentTransport({
+    url: `grpc://127.0.0.1:${port(agentApi)}`,
+    callHeaders: { authorization: "Bearer glagent-good" },
+    readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+  });
   const pool = new TunnelPool({
     transport: createGrpcTransport({
       baseUrl: `http://127.0.0.1:${port(agentApi)}`,
@@ -47,6 +60,7 @@ async function startHarness(opts: { maxMessageBytes?: number; minIdle?: number }
       interceptors: [bearer("glagent-good")],
       readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
     }),
+    openStream: opts.streams === "raw" ? rawTunnelStreams(agentTransport) : undefined,
     host,
     logger,
     minIdleTunnels: opts.minIdle ?? 2,
@@ -77,6 +91,7 @@ async function startHarness(opts: { maxMessageBytes?: number; minIdle?: number }
       registry.close();
       auth.close();
       agentSessions.abort();
+      agentTransport.close();
       clientSessions.abort();
       await Promise.all([closeServer(agentApi), closeServer(gatewayServer)]);
     },
@@ -117,11 +132,12 @@ async function waitFor(predicate: () => boolean, timeoutMs = 5000): Promise<void
   }
 }
 
-describe("reverse tunnel (agent pool <-> KAS registry <-> gateway)", function () {
+for (const streams of ["connect-es", "raw"] as const)
+describe(`reverse tunnel (agent pool <-> KAS registry <-> gateway), agent streams: ${streams}`, function () {
   let h: Awaited<ReturnType<typeof startHarness>>;
   let echo: Client<typeof EchoService>;
   beforeEach(async () => {
-    h = await startHarness();
+    h = await startHarness({ streams });
     echo = h.client;
   });
   afterEach(async () => h.close());

@@ -1,16 +1,12 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import {
-  ConnectRequestSchema,
-  type ConnectRequest,
-  type ConnectResponse,
-  type ReverseTunnel,
-} from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectRequestSchema, type ConnectRequest, type ConnectResponse } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import type { AgentDescriptor } from "../../gen/gitlab/agent/reverse_tunnel/info/info_pb.js";
 import { AsyncQueue } from "../../util/async-queue.js";
 import { statusFromError } from "../rpc-status.js";
 import type { MetaMap } from "../../util/metadata.js";
 import type { LocalServiceHost } from "./local-service-host.js";
+import type { TunnelStream, TunnelStreamOpener } from "./tunnel-stream.js";
 
 /** How one tunnel stream ended. */
 export type TunnelOutcome =
@@ -34,18 +30,23 @@ export interface AgentTunnelHooks {
  * as in GitLab's agentk.
  */
 export class AgentTunnel {
-  /** The stream's controller; one per tunnel (idle close and shutdown cancel both abort it). */
-  private streamAbort: AbortController | undefined;
+  private stream: TunnelStream | undefined;
   private idleAborted = false;
   private cancelReason: ConnectError | undefined;
   private active = false;
 
   constructor(
-    private readonly client: Client<typeof ReverseTunnel>,
+    private readonly open: TunnelStreamOpener,
     private readonly host: LocalServiceHost,
-    private readonly descriptor: AgentDescriptor,
+    /** The descriptor message (sent first on every tunnel; built once by the pool). */
+    private readonly descriptor: ConnectRequest,
     private readonly hooks: AgentTunnelHooks,
   ) {}
+
+  /** The first message of every tunnel: the agent's descriptor. */
+  static descriptorMessage(descriptor: AgentDescriptor): ConnectRequest {
+    return create(ConnectRequestSchema, { msg: { case: "descriptor", value: { agentDescriptor: descriptor } } });
+  }
 
   get isActive(): boolean {
     return this.active;
@@ -55,55 +56,50 @@ export class AgentTunnel {
   abortIfIdle(): boolean {
     if (this.active) return false;
     this.idleAborted = true;
-    this.streamAbort?.abort();
+    this.stream?.cancel(idleClosed());
     return true;
   }
 
   /** Cancels the request being served (shutdown grace expired). */
   cancelActive(): void {
     this.cancelReason ??= new ConnectError("agent is shutting down", Code.Unavailable);
-    if (this.active) this.streamAbort?.abort(this.cancelReason);
+    if (this.active) this.stream?.cancel(this.cancelReason);
     else this.abortIfIdle();
   }
 
   async run(): Promise<TunnelOutcome> {
-    const out = new AsyncQueue<ConnectRequest>(8);
-    await out.push(create(ConnectRequestSchema, { msg: { case: "descriptor", value: { agentDescriptor: this.descriptor } } }));
-    const streamAbort = new AbortController();
-    this.streamAbort = streamAbort;
-    if (this.idleAborted) streamAbort.abort();
-    const responses = this.client.connect(out, { signal: streamAbort.signal })[Symbol.asyncIterator]();
+    const stream = this.open();
+    this.stream = stream;
+    if (this.idleAborted) stream.cancel(idleClosed());
+    // A failed send also fails the stream, which next() reports.
+    stream.send(this.descriptor).catch(ignore);
     this.hooks.onIdle();
-    let first: IteratorResult<ConnectResponse>;
+    let first: IteratorResult<ConnectResponse, undefined>;
     try {
-      first = await responses.next();
+      first = await stream.next();
     } catch (error) {
-      out.close();
+      stream.closeSend();
       if (this.idleAborted) return "aborted";
       throw error;
     }
     if (first.done) {
-      out.close();
+      stream.closeSend();
       return "closed";
     }
     if (first.value.msg.case !== "requestInfo") {
-      streamAbort.abort();
-      throw new ConnectError(`tunnel protocol violation: expected request_info, got ${first.value.msg.case}`, Code.Internal);
+      const error = new ConnectError(`tunnel protocol violation: expected request_info, got ${first.value.msg.case}`, Code.Internal);
+      stream.cancel(error);
+      throw error;
     }
     this.active = true;
-    if (this.cancelReason) streamAbort.abort(this.cancelReason);
+    if (this.cancelReason) stream.cancel(this.cancelReason);
     const { methodName, meta } = first.value.msg.value;
     this.hooks.onActive(methodName);
-    await this.serve(methodName, meta, responses, out);
+    await this.serve(methodName, meta, stream);
     return "served";
   }
 
-  private async serve(
-    methodName: string,
-    meta: MetaMap,
-    responses: AsyncIterator<ConnectResponse>,
-    out: AsyncQueue<ConnectRequest>,
-  ): Promise<void> {
+  private async serve(methodName: string, meta: MetaMap, stream: TunnelStream): Promise<void> {
     const incoming = new AsyncQueue<Uint8Array>(8);
     const localAbort = new AbortController();
     // Reads what KAS sends after request_info: messages, then close_send, then the end of stream.
@@ -111,7 +107,7 @@ export class AgentTunnel {
       let closedSend = false;
       try {
         for (;;) {
-          const next = await responses.next();
+          const next = await stream.next();
           if (next.done) break;
           const msg = next.value.msg;
           if (closedSend || (msg.case !== "message" && msg.case !== "closeSend")) {
@@ -119,7 +115,7 @@ export class AgentTunnel {
           }
           if (msg.case === "message") {
             // Once the local call has finished, whatever KAS still sends is discarded.
-            if (!incoming.isClosed) await incoming.push(msg.value.data).catch(() => {});
+            if (!incoming.isClosed) await incoming.push(msg.value.data).catch(ignore);
           } else {
             closedSend = true;
             incoming.close();
@@ -130,9 +126,10 @@ export class AgentTunnel {
         }
       } catch (error) {
         // KAS cancelled the call (client went away) or the connection broke: stop the local call.
-        incoming.close(error);
-        localAbort.abort(error);
-        out.close();
+        const ce = ConnectError.from(error);
+        incoming.close(ce);
+        localAbort.abort(ce);
+        stream.cancel(ce);
       }
     })();
 
@@ -141,30 +138,36 @@ export class AgentTunnel {
     try {
       for await (const event of this.host.invoke(methodName, meta, incoming, localAbort.signal)) {
         if (event.kind === "header") {
-          await out.push(create(ConnectRequestSchema, { msg: { case: "header", value: { meta: event.meta } } }));
+          await stream.send(create(ConnectRequestSchema, { msg: { case: "header", value: { meta: event.meta } } }));
           headerSent = true;
         } else if (event.kind === "message") {
-          await out.push(create(ConnectRequestSchema, { msg: { case: "message", value: { data: event.data } } }));
+          await stream.send(create(ConnectRequestSchema, { msg: { case: "message", value: { data: event.data } } }));
         } else {
-          await out.push(create(ConnectRequestSchema, { msg: { case: "trailer", value: { meta: event.meta } } }));
+          await stream.send(create(ConnectRequestSchema, { msg: { case: "trailer", value: { meta: event.meta } } }));
           trailerSent = true;
           if (event.error) {
-            await out.push(create(ConnectRequestSchema, { msg: { case: "error", value: { status: statusFromError(event.error) } } }));
+            await stream.send(create(ConnectRequestSchema, { msg: { case: "error", value: { status: statusFromError(event.error) } } }));
           }
         }
       }
     } catch (error) {
-      if (!out.isClosed) {
+      if (!stream.isSendClosed) {
         if (headerSent && !trailerSent) {
-          await out.push(create(ConnectRequestSchema, { msg: { case: "trailer", value: { meta: {} } } })).catch(() => {});
+          await stream.send(create(ConnectRequestSchema, { msg: { case: "trailer", value: { meta: {} } } })).catch(ignore);
         }
-        await out.push(create(ConnectRequestSchema, { msg: { case: "error", value: { status: statusFromError(error) } } })).catch(() => {});
+        await stream.send(create(ConnectRequestSchema, { msg: { case: "error", value: { status: statusFromError(error) } } })).catch(ignore);
       }
     } finally {
-      out.close();
+      stream.closeSend();
       incoming.close();
     }
-    // KAS ends the stream once it has the trailer; shutdown cuts a hung one via streamAbort.
+    // KAS ends the stream once it has the trailer; shutdown cuts a hung one via cancelActive().
     await reader;
   }
 }
+
+function idleClosed(): ConnectError {
+  return new ConnectError("idle tunnel closed", Code.Canceled);
+}
+
+function ignore(): void {}

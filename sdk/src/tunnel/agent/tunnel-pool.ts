@@ -1,13 +1,21 @@
 import { setMaxListeners } from "node:events";
-import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, type Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { ReverseTunnel } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import type { ConnectRequest } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import type { AgentDescriptor } from "../../gen/gitlab/agent/reverse_tunnel/info/info_pb.js";
 import { Backoff, sleep, type BackoffOptions } from "../../util/backoff.js";
 import { AgentTunnel } from "./agent-tunnel.js";
 import type { LocalServiceHost } from "./local-service-host.js";
+import { connectTunnelStreams, type TunnelStreamOpener } from "./tunnel-stream.js";
 
 export interface TunnelPoolOptions {
+  /** Transport to KAS; tunnels are connect-es `ReverseTunnel/Connect` calls on it unless `openStream` is given. */
   transport: Transport;
+  /**
+   * Opens each tunnel's stream instead (e.g. {@link rawTunnelStreams}: raw HTTP/2 streams on the
+   * agent transport's connection, much cheaper per tunnel). Default: a connect-es client on `transport`.
+   */
+  openStream?: TunnelStreamOpener;
   host: LocalServiceHost;
   logger: Logger;
   /** Idle tunnels kept open, waiting for requests. Default 2 (GitLab agentk). */
@@ -30,7 +38,8 @@ export interface TunnelPoolOptions {
  * (one failing KAS must not be hammered by every worker); stop() drains in-flight requests.
  */
 export class TunnelPool {
-  private readonly client;
+  private readonly openStream: TunnelStreamOpener;
+  private descriptor: { of: AgentDescriptor; message: ConnectRequest } | undefined;
   private readonly minIdle: number;
   private readonly scaleUpStep: number;
   private readonly maxTunnels: number;
@@ -45,7 +54,7 @@ export class TunnelPool {
   private started = false;
 
   constructor(private readonly options: TunnelPoolOptions) {
-    this.client = createClient(ReverseTunnel, options.transport);
+    this.openStream = options.openStream ?? connectTunnelStreams(options.transport);
     this.minIdle = options.minIdleTunnels ?? 2;
     this.scaleUpStep = options.scaleUpStep ?? 10;
     this.maxTunnels = options.maxTunnels ?? 500;
@@ -101,7 +110,7 @@ export class TunnelPool {
       let idleTimer: NodeJS.Timeout | undefined;
       let countedIdle = false;
       let shrunk = false;
-      const tunnel: AgentTunnel = new AgentTunnel(this.client, this.options.host, this.options.host.descriptor(), {
+      const tunnel: AgentTunnel = new AgentTunnel(this.openStream, this.options.host, this.descriptorMessage(), {
         onIdle: () => {
           countedIdle = true;
           this.idle++;
@@ -134,6 +143,13 @@ export class TunnelPool {
       // Surplus workers (after a burst) retire once enough tunnels are idle.
       if (this.idle >= this.minIdle + this.scaleUpStep) return;
     }
+  }
+
+  /** The descriptor message, rebuilt only when the host's services change. */
+  private descriptorMessage(): ConnectRequest {
+    const of = this.options.host.descriptor();
+    if (this.descriptor?.of !== of) this.descriptor = { of, message: AgentTunnel.descriptorMessage(of) };
+    return this.descriptor.message;
   }
 
   private failed(error: unknown): void {
