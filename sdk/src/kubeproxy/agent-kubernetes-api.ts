@@ -36,6 +36,8 @@ export interface AgentKubernetesApiOptions {
   logger?: Logger;
   /** Largest response frame; bigger chunks are split. Default 1 MiB. */
   maxFrameBytes?: number;
+  /** How long credentials read from the kubeconfig (files, tokens) are reused. Default 10 000 ms. */
+  credentialTtlMs?: number;
 }
 
 type ResponseInit = MessageInitShape<typeof HttpResponseSchema>;
@@ -49,36 +51,78 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
   const server = new URL(cluster.server);
   const isHttps = server.protocol === "https:";
   const maxFrameBytes = options.maxFrameBytes ?? 1024 * 1024;
-  let keepAliveAgent: http.Agent | undefined;
+  const credentialTtlMs = options.credentialTtlMs ?? 10_000;
+  const basePath = server.pathname.replace(/\/$/, "");
+  const hostname = server.hostname.replace(/^\[|\]$/g, "");
+  const port = server.port || (isHttps ? 443 : 80);
 
-  /** Request options with the agent's credentials (re-read per request: in-cluster tokens rotate). */
-  async function requestOptions(method: string, pathAndQuery: string, headers: OutgoingHttpHeaders): Promise<https.RequestOptions> {
-    const opts: https.RequestOptions = { method, headers: {} };
+  interface Credentials {
+    /** TLS options and the Authorization header, as applyToHTTPSOptions leaves them. */
+    options: https.RequestOptions;
+    /** One keep-alive pool for as long as the TLS material stays the same (none with a proxy URL). */
+    agent: http.Agent | undefined;
+    expiresAt: number;
+  }
+  let credentials: Credentials | undefined;
+  let refreshing: Promise<Credentials> | undefined;
+
+  /**
+   * The agent's credentials, re-read at most every credentialTtlMs (in-cluster tokens rotate;
+   * client-node itself re-reads a token file every 60 s). applyToHTTPSOptions reads the CA,
+   * certificate and key files and builds an https.Agent on every call, which per request was the
+   * largest cost of this module.
+   */
+  function currentCredentials(): Credentials | Promise<Credentials> {
+    if (credentials && credentials.expiresAt > Date.now()) return credentials;
+    return (refreshing ??= loadCredentials().finally(() => (refreshing = undefined)));
+  }
+
+  async function loadCredentials(): Promise<Credentials> {
+    const opts: https.RequestOptions = { headers: {} };
     await kc.applyToHTTPSOptions(opts);
+    let agent: http.Agent | undefined;
     if (!cluster!.proxyUrl) {
-      // One keep-alive pool instead of the agent applyToHTTPSOptions makes per call.
-      keepAliveAgent ??= isHttps
-        ? new https.Agent({
-            keepAlive: true,
-            ca: opts.ca,
-            cert: opts.cert,
-            key: opts.key,
-            pfx: opts.pfx,
-            passphrase: opts.passphrase,
-            servername: opts.servername,
-            ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
-          })
-        : new http.Agent({ keepAlive: true });
-      opts.agent = keepAliveAgent;
+      const previous = credentials;
+      if (previous?.agent && sameTls(previous.options, opts)) {
+        agent = previous.agent;
+      } else {
+        agent = isHttps
+          ? new https.Agent({
+              keepAlive: true,
+              ca: opts.ca,
+              cert: opts.cert,
+              key: opts.key,
+              pfx: opts.pfx,
+              passphrase: opts.passphrase,
+              servername: opts.servername,
+              ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
+            })
+          : new http.Agent({ keepAlive: true });
+        // Connections of the previous material end once idle (in-flight requests keep theirs).
+        previous?.agent?.destroy();
+      }
+    } else {
+      agent = opts.agent as http.Agent | undefined;
     }
-    const credentialHeaders = (opts.headers ?? {}) as OutgoingHttpHeaders;
-    opts.headers = { ...headers, ...credentialHeaders };
-    opts.protocol = server.protocol;
-    opts.hostname = server.hostname.replace(/^\[|\]$/g, "");
-    opts.port = server.port || (isHttps ? 443 : 80);
-    const basePath = server.pathname.replace(/\/$/, "");
-    opts.path = basePath + pathAndQuery;
-    return opts;
+    credentials = { options: opts, agent, expiresAt: Date.now() + credentialTtlMs };
+    return credentials;
+  }
+
+  /** Request options with the agent's credentials. */
+  async function requestOptions(method: string, pathAndQuery: string, headers: OutgoingHttpHeaders): Promise<https.RequestOptions> {
+    const c = await currentCredentials();
+    const credentialHeaders = (c.options.headers ?? {}) as OutgoingHttpHeaders;
+    return {
+      // Our keep-alive pool holds the TLS material; a proxy agent takes it from the request.
+      ...(cluster!.proxyUrl ? c.options : { auth: c.options.auth }),
+      method,
+      headers: { ...headers, ...credentialHeaders },
+      agent: c.agent,
+      protocol: server.protocol,
+      hostname,
+      port,
+      path: basePath + pathAndQuery,
+    };
   }
 
   const implementation: Partial<ServiceImpl<typeof KubernetesApi>> = {
@@ -172,8 +216,8 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
     } finally {
       signal.removeEventListener("abort", onAbort);
     }
-    // Let the request side finish (it ends when KAS closes its send side).
-    await Promise.race([pumpRequest.catch(() => {}), new Promise((r) => setTimeout(r, 0))]);
+    // The request side ends by itself when KAS closes its send side (already done for a GET) or
+    // the call ends; the response does not wait for it.
   }
 
   function headerFrame(res: IncomingMessage): ResponseInit {
@@ -244,6 +288,21 @@ function impersonationOf(header: HttpRequest_Header): ImpersonationConfig | unde
   if (!extra) throw new ConnectError(`unexpected header extra ${header.extra.typeUrl}`, Code.InvalidArgument);
   const imp = extra.impConfig;
   return imp && !isEmptyImpersonation(imp) ? imp : undefined;
+}
+
+/** Whether two sets of TLS options carry the same material (a keep-alive pool can be kept). */
+function sameTls(a: https.RequestOptions, b: https.RequestOptions): boolean {
+  const same = (x: unknown, y: unknown) =>
+    x === y || (Buffer.isBuffer(x) && Buffer.isBuffer(y) ? x.equals(y) : JSON.stringify(x) === JSON.stringify(y));
+  return (
+    same(a.ca, b.ca) &&
+    same(a.cert, b.cert) &&
+    same(a.key, b.key) &&
+    same(a.pfx, b.pfx) &&
+    a.passphrase === b.passphrase &&
+    a.servername === b.servername &&
+    a.rejectUnauthorized === b.rejectUnauthorized
+  );
 }
 
 function appendHeader(headers: OutgoingHttpHeaders, name: string, value: string): void {

@@ -25,9 +25,17 @@ const hopByHop = new Set([
   "host",
 ]);
 
-/** Go's http.CanonicalHeaderKey for the usual header characters. */
+const canonicalNames = new Map<string, string>();
+
+/** Go's http.CanonicalHeaderKey for the usual header characters (memoized: the same few dozen names recur on every request). */
 export function canonicalHeaderName(name: string): string {
-  return name.toLowerCase().replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase());
+  let canonical = canonicalNames.get(name);
+  if (canonical === undefined) {
+    canonical = name.toLowerCase().replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase());
+    // Bounded: header names are client-chosen; past the bound names are just computed each time.
+    if (canonicalNames.size < 1000) canonicalNames.set(name, canonical);
+  }
+  return canonical;
 }
 
 /** True for a request asking to switch protocols (SPDY/3.1 or WebSocket for exec, attach, port-forward). */

@@ -9,7 +9,7 @@
  * (SPDY/3.1 and WebSocket: exec, attach, port-forward) as `upgradeData` frames after a 101.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { anyPack } from "@bufbuild/protobuf/wkt";
+import { anyPack, type Any } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type SecureServerOptions } from "node:http2";
@@ -25,9 +25,9 @@ import {
 } from "../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { HeaderExtraSchema } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import type { PlatformClient } from "../platform/platform-client.js";
-import type { TunnelCall } from "../tunnel/server/server-tunnel.js";
+import type { ServerTunnel, TunnelCall } from "../tunnel/server/server-tunnel.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
-import { MAKE_REQUEST_METHOD, mapToNodeHeaders, nodeHeadersToMap, queryToMap, rawResponseHead } from "./http-codec.js";
+import { MAKE_REQUEST_METHOD, canonicalHeaderName, mapToNodeHeaders, nodeHeadersToMap, queryToMap, rawResponseHead } from "./http-codec.js";
 import { isImpersonationHeader } from "./impersonation.js";
 import { K8sProxyError, statusHeaders, statusJson, toK8sProxyError } from "./k8s-status.js";
 import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
@@ -96,6 +96,28 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     path: string;
   }
 
+  /** Requests waiting for a tunnel, by the abort of their wait: close() ends them. */
+  const waiting = new Set<AbortController>();
+
+  async function acquireTunnel(agentId: number, signal: AbortSignal): Promise<ServerTunnel> {
+    if (shutdown.signal.aborted) throw new ConnectError("KAS is shutting down", Code.Unavailable);
+    const wait = new AbortController();
+    const onAbort = () => wait.abort(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    // One timer, cleared once a tunnel is found (AbortSignal.timeout()/any() per request would keep
+    // a timer and listeners alive for the whole wait period). It can only fire while the registry
+    // still holds the waiter, so it never cancels a call that got a tunnel.
+    const timer = setTimeout(() => wait.abort(), tunnelWaitMs);
+    waiting.add(wait);
+    try {
+      return await options.registry.acquire(agentId, MAKE_REQUEST_METHOD, wait.signal);
+    } finally {
+      clearTimeout(timer);
+      waiting.delete(wait);
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
   /** Authentication, checks, tunnel, header frame. Throws K8sProxyError. */
   async function begin(req: AnyRequest, upgrade: boolean, signal: AbortSignal): Promise<Started> {
     const url = new URL(req.url ?? "/", "http://proxy.invalid");
@@ -104,14 +126,14 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     const path = `/${url.pathname.slice(prefix.length)}`.replace(/^\/+/, "/");
     const authz = await auth.authorize(headerValue(req.headers.authorization), signal);
     const offending = Object.keys(req.headers).find(isImpersonationHeader);
-    if (offending) throw new K8sProxyError(400, `impersonation is not allowed through the proxy (header ${canonical(offending)})`);
+    if (offending) throw new K8sProxyError(400, `impersonation is not allowed through the proxy (header ${canonicalHeaderName(offending)})`);
 
-    const waitSignal = AbortSignal.any([signal, AbortSignal.timeout(tunnelWaitMs), shutdown.signal]);
+    // The wait ends with the client, after tunnelWaitMs, or at shutdown.
     let tunnel;
     try {
-      tunnel = await options.registry.acquire(authz.agentId, MAKE_REQUEST_METHOD, waitSignal);
+      tunnel = await acquireTunnel(authz.agentId, signal);
     } catch (e) {
-      if (signal.aborted) throw new K8sProxyError(499, "client went away");
+      if (signal.aborted && !shutdown.signal.aborted) throw new K8sProxyError(499, "client went away");
       const ce = ConnectError.from(e);
       throw new K8sProxyError(503, ce.code === Code.Unavailable ? ce.rawMessage : `agent ${authz.agentId}: ${ce.rawMessage}`);
     }
@@ -127,7 +149,7 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
             urlPath: safeDecodePath(path),
             query: queryToMap(url.searchParams),
           },
-          extra: anyPack(HeaderExtraSchema, create(HeaderExtraSchema, { impConfig: authz.impersonation })),
+          extra: headerExtra(authz),
           ...(req.headers["content-length"] !== undefined && /^\d+$/.test(String(req.headers["content-length"]))
             ? { contentLength: BigInt(String(req.headers["content-length"])) }
             : {}),
@@ -215,21 +237,30 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
           (res as ServerResponse).flushHeaders?.();
         } else if (msg.case === "data") {
           if (!header) throw new ConnectError("agent sent data before the response header", Code.Internal);
+          if (finished) continue; // after the trailer: a protocol slip, not worth cutting a complete answer
           if (!(res as ServerResponse).write(msg.value.data)) await drained(res);
         } else if (msg.case === "trailer") {
-          break;
+          if (!header) break;
+          // The response is complete: answer now, then let the call end normally (leaving the
+          // loop here would close the call's events under the tunnel and fail it).
+          finished = true;
+          res.end();
         }
       }
       if (!header) throw new ConnectError(`agent ${started.authz.agentId} answered no response`, Code.Unavailable);
-      finished = true;
-      res.end();
+      if (!finished) {
+        finished = true;
+        res.end();
+      }
       await body;
       audit(started, req, code, startedAt);
     } catch (e) {
       const err = toK8sProxyError(e);
       started?.call.cancel(new ConnectError(err.message, Code.Canceled));
       if (code === 0) code = abort.signal.aborted ? 499 : err.code;
-      if (!res.headersSent && !abort.signal.aborted) {
+      if (finished) {
+        // The answer was complete (the call failed only after its trailer): leave the connection be.
+      } else if (!res.headersSent && !abort.signal.aborted) {
         finished = true;
         const body = statusJson(err.code, err.message, err.reason);
         res.writeHead(err.code, statusHeaders(err.code, body));
@@ -372,6 +403,7 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
         const deadline = Date.now() + graceMs;
         while (calls.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         shutdown.abort();
+        for (const wait of waiting) wait.abort();
         for (const call of calls) call.cancel(new ConnectError("KAS is shutting down", Code.Unavailable));
         for (const socket of sockets) socket.destroy();
         (server as http.Server).closeAllConnections?.();
@@ -392,8 +424,13 @@ function headerValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-function canonical(name: string): string {
-  return name.toLowerCase().replace(/(^|-)([a-z])/g, (_m, d: string, c: string) => d + c.toUpperCase());
+/** The request header's `extra` (the impersonation), packed once per authorization (cached by ProxyAuthenticator). */
+const packedExtras = new WeakMap<ProxyAuthorization, Any>();
+
+function headerExtra(authz: ProxyAuthorization): Any {
+  let extra = packedExtras.get(authz);
+  if (!extra) packedExtras.set(authz, (extra = anyPack(HeaderExtraSchema, create(HeaderExtraSchema, { impConfig: authz.impersonation }))));
+  return extra;
 }
 
 function safeDecodePath(path: string): string {

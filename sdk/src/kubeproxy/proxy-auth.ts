@@ -64,19 +64,21 @@ export class ProxyAuthenticator {
     const job = await this.cached(this.jobs, digest(jobToken), () => platform.allowedAgentsForJob!(jobToken, signal)).catch((e: unknown) => {
       throw platformRefusal(e, "CI job token");
     });
-    const agent = job.allowedAgents.find((a) => a.id === agentId);
-    if (!agent) throw new K8sProxyError(403, `forbidden: project ${job.project.id} (CI job ${job.job.id}) may not use agent ${agentId}`);
-    let impersonation: ImpersonationConfig;
-    try {
-      impersonation = ciJobImpersonation(job, agent);
-    } catch (e) {
-      throw new K8sProxyError(403, `forbidden: agent ${agentId}'s ci_access for this project is not usable: ${(e as Error).message}`);
-    }
-    return {
-      agentId,
-      caller: { kind: "ci_job", jobId: job.job.id, projectId: job.project.id, pipelineId: job.pipeline.id, username: job.user.username },
-      impersonation,
-    };
+    return derived(job, agentId, () => {
+      const agent = job.allowedAgents.find((a) => a.id === agentId);
+      if (!agent) throw new K8sProxyError(403, `forbidden: project ${job.project.id} (CI job ${job.job.id}) may not use agent ${agentId}`);
+      let impersonation: ImpersonationConfig;
+      try {
+        impersonation = ciJobImpersonation(job, agent);
+      } catch (e) {
+        throw new K8sProxyError(403, `forbidden: agent ${agentId}'s ci_access for this project is not usable: ${(e as Error).message}`);
+      }
+      return {
+        agentId,
+        caller: { kind: "ci_job", jobId: job.job.id, projectId: job.project.id, pipelineId: job.pipeline.id, username: job.user.username },
+        impersonation,
+      };
+    });
   }
 
   private async authorizeUser(agentId: number, token: string, signal?: AbortSignal): Promise<ProxyAuthorization> {
@@ -88,11 +90,11 @@ export class ProxyAuthenticator {
     ).catch((e: unknown) => {
       throw platformRefusal(e, "personal access token", agentId);
     });
-    return {
+    return derived(auth, agentId, () => ({
       agentId,
       caller: { kind: "user", userId: auth.user.id, username: auth.user.username, accessType },
       impersonation: userImpersonation(auth, accessType),
-    };
+    }));
   }
 
   private cached<T>(cache: Map<string, CacheEntry<T>>, key: string, load: () => Promise<T>): Promise<T> {
@@ -120,6 +122,30 @@ export class ProxyAuthenticator {
     }
     return value;
   }
+}
+
+/**
+ * What a cached platform answer means for one agent, computed once per answer (the impersonation
+ * config parses the ci_access entry's JSON): requests within the cache TTL reuse it, refusals
+ * included. Keyed by the answer object, so it goes when the answer leaves the cache.
+ */
+const derivedAuthorizations = new WeakMap<object, Map<number, ProxyAuthorization | K8sProxyError>>();
+
+function derived(answer: object, agentId: number, compute: () => ProxyAuthorization): ProxyAuthorization {
+  let perAgent = derivedAuthorizations.get(answer);
+  if (!perAgent) derivedAuthorizations.set(answer, (perAgent = new Map()));
+  let result = perAgent.get(agentId);
+  if (result === undefined) {
+    try {
+      result = compute();
+    } catch (e) {
+      if (!(e instanceof K8sProxyError)) throw e;
+      result = e;
+    }
+    perAgent.set(agentId, result);
+  }
+  if (result instanceof K8sProxyError) throw result;
+  return result;
 }
 
 function digest(secret: string): string {
