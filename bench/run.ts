@@ -5,13 +5,14 @@
  *
  * Knobs (environment): BENCH_ROUNDS (3), BENCH_UNARY_CALLS (3000), BENCH_WARMUP (500),
  * BENCH_STREAM_MIB (100), BENCH_STREAM_MESSAGE_BYTES (32768), BENCH_CONCURRENT (1000),
- * BENCH_AGENTS (2000), BENCH_TUNNELS_PER_AGENT (2), BENCH_ONLY (comma list of: perf, concurrency, memory), BENCH_JSON (a file
- * to write the raw results to).
+ * BENCH_AGENTS (2000), BENCH_TUNNELS_PER_AGENT (2), BENCH_ONLY (comma list of: perf, concurrency, memory, kubeproxy),
+ * BENCH_JSON (a file to write the raw results to); section 4 (kubeproxy): see bench/kubeproxy-client.ts for BENCH_KP_*.
  */
 import { execFileSync, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { fmt, median } from "./common.js";
+import { measureKubeproxy, type KubeproxyResult } from "./kubeproxy.js";
 import { measureMemory, type MemoryResult, type Usage } from "./memory.js";
 import {
   type ConcurrencyResult,
@@ -29,7 +30,7 @@ const streamMessages = Math.ceil((env("BENCH_STREAM_MIB", 100) * (1 << 20)) / st
 const concurrentCalls = env("BENCH_CONCURRENT", 1000);
 const agentCount = env("BENCH_AGENTS", 2000);
 const tunnelsPerAgent = env("BENCH_TUNNELS_PER_AGENT", 2);
-const only = new Set((process.env.BENCH_ONLY ?? "perf,concurrency,memory").split(",").map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? "perf,concurrency,memory,kubeproxy").split(",").map((s) => s.trim()));
 
 const targets: TargetName[] = ["direct", "passthrough", "raw", "tunnel"];
 const labels: Record<TargetName, string> = {
@@ -57,7 +58,7 @@ function verdict(ok: boolean): string {
 
 const started = performance.now();
 console.log(`kasbridge bench: node ${process.version}, ${(await import("node:os")).cpus().length} CPUs, load ${(await import("node:os")).loadavg().map((l) => l.toFixed(2)).join(" ")}`);
-const results: { rounds?: Round[]; concurrency?: ConcurrencyResult[]; memory?: MemoryResult } = {};
+const results: { rounds?: Round[]; concurrency?: ConcurrencyResult[]; memory?: MemoryResult; kubeproxy?: KubeproxyResult } = {};
 
 /** Compiles the benchmark to plain JS (bench/dist): measured processes run without tsx. */
 function compile(): void {
@@ -215,6 +216,11 @@ if (only.has("memory")) {
     `  target <= 30 KiB/stream (all - baseline): JS heap (heapUsed+external) ${verdict(perStream((u) => u.heapUsed + u.external) <= 30)}; ` +
       `rss ${verdict(perStream((u) => u.rss) <= 30)}`,
   );
+}
+
+if (only.has("kubeproxy")) {
+  console.log("\n4. Kubernetes API proxy vs direct, real kube-apiserver (small list, 10,000-object list, watch at 1,000 events/s)");
+  results.kubeproxy = await measureKubeproxy(table, verdict);
 }
 
 console.log(`\nbench finished in ${fmt((performance.now() - started) / 1000, 1)} s`);

@@ -1,0 +1,405 @@
+/**
+ * The client side of the kubeproxy benchmark (forked by `bench/kubeproxy.ts`): the same HTTP/2
+ * client (as kubectl's client-go uses over TLS) talks to the kube-apiserver directly and through
+ * KAS's Kubernetes API proxy, and reports per round:
+ *   - a small list (kubectl get's Table request for a few ConfigMaps) and a 10,000-object list (plain
+ *     JSON): sequential latency in blocks that rotate between the targets, then throughput with
+ *     BENCH_KP_CONCURRENCY requests in flight on one connection per target;
+ *   - a watch through the proxy (and one direct, for reference) while ConfigMaps are created at
+ *     BENCH_KP_WATCH_RATE per second: events received vs created, delivery rate and lag.
+ * Parent -> { type: "start" }; -> { type: "seeded" | "round" | "watch" | "done" | "error" }.
+ */
+import http2 from "node:http2";
+import { readFileSync } from "node:fs";
+import { percentile, streamWindowBytes, widenConnectionWindow } from "./common.js";
+
+if (!process.send) throw new Error("run as a forked child");
+const send = process.send.bind(process);
+const env = (name: string, fallback?: string): string => {
+  const v = process.env[name] ?? fallback;
+  if (v === undefined) throw new Error(`${name} is not set`);
+  return v;
+};
+const num = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+
+const rounds = num("BENCH_KP_ROUNDS", 3);
+const largeObjects = num("BENCH_KP_LARGE_OBJECTS", 10_000);
+const smallRequests = num("BENCH_KP_SMALL_REQUESTS", 600);
+const largeRequests = num("BENCH_KP_LARGE_REQUESTS", 20);
+const concurrency = num("BENCH_KP_CONCURRENCY", 8);
+const watchRate = num("BENCH_KP_WATCH_RATE", 1000);
+const watchSeconds = num("BENCH_KP_WATCH_SECONDS", 5);
+
+export type KubeproxyTarget = "direct" | "proxy" | "proxyCiJob";
+export interface LatencyResult {
+  n: number;
+  p50: number;
+  p99: number;
+  mean: number;
+  bytesPerResponse: number;
+}
+export interface ThroughputResult {
+  n: number;
+  seconds: number;
+  requestsPerSecond: number;
+  mibPerSecond: number;
+}
+export interface ListResult {
+  latency: Partial<Record<KubeproxyTarget, LatencyResult>>;
+  throughput: Partial<Record<KubeproxyTarget, ThroughputResult>>;
+}
+export interface KubeproxyRound {
+  small: ListResult;
+  large: ListResult;
+}
+export interface WatchTargetResult {
+  received: number;
+  missing: number;
+  duplicates: number;
+  lagP50: number;
+  lagP99: number;
+  /** Events per second from the first create to the last event received. */
+  rate: number;
+}
+export interface WatchResult {
+  created: number;
+  createFailures: number;
+  createSeconds: number;
+  createRate: number;
+  proxy: WatchTargetResult;
+  direct: WatchTargetResult;
+  /** Per event: when the proxy watch saw it minus when the direct watch did (what the proxy adds). */
+  addedLagP50: number;
+  addedLagP99: number;
+}
+
+const MiB = 1 << 20;
+const SMALL_NS = "bench-small";
+const LARGE_NS = "bench-large";
+const WATCH_NS = "bench-watch";
+/** What kubectl get asks for (a server-side Table, JSON as the fallback). */
+const KUBECTL_GET_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+
+interface Response {
+  status: number;
+  bytes: number;
+  body?: Buffer;
+}
+
+/** One HTTP/2 connection to a target, authenticated with a bearer token. */
+class Client {
+  private session: http2.ClientHttp2Session | undefined;
+  private readonly origin: string;
+  private readonly base: string;
+
+  constructor(
+    readonly name: string,
+    url: string,
+    private readonly ca: Buffer,
+    private readonly token: string,
+  ) {
+    const u = new URL(url);
+    this.origin = u.origin;
+    this.base = u.pathname.replace(/\/$/, "");
+  }
+
+  private connect(): http2.ClientHttp2Session {
+    if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
+    const session = http2.connect(this.origin, { ca: this.ca, settings: { initialWindowSize: streamWindowBytes } });
+    widenConnectionWindow(session);
+    session.on("error", () => {});
+    this.session = session;
+    return session;
+  }
+
+  open(method: string, path: string, headers: http2.OutgoingHttpHeaders = {}): http2.ClientHttp2Stream {
+    return this.connect().request({
+      ":method": method,
+      ":path": this.base + path,
+      authorization: `Bearer ${this.token}`,
+      "user-agent": "kasbridge-bench",
+      ...headers,
+    }, { endStream: method === "GET" });
+  }
+
+  request(method: string, path: string, options: { accept?: string; body?: string; keepBody?: boolean } = {}): Promise<Response> {
+    return new Promise((resolve, reject) => {
+      const headers: http2.OutgoingHttpHeaders = { accept: options.accept ?? "application/json" };
+      if (options.body !== undefined) headers["content-type"] = "application/json";
+      const stream = this.open(method, path, headers);
+      let status = 0;
+      let bytes = 0;
+      const chunks: Buffer[] = [];
+      stream.on("response", (h) => (status = Number(h[":status"])));
+      stream.on("data", (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (options.keepBody || status >= 300) chunks.push(chunk);
+      });
+      stream.on("end", () => {
+        const body = Buffer.concat(chunks);
+        if (status >= 300 && !(method === "POST" && status === 409)) reject(new Error(`${this.name} ${method} ${path}: ${status} ${body.toString("utf8").slice(0, 300)}`));
+        else resolve({ status, bytes, body: options.keepBody ? body : undefined });
+      });
+      stream.on("error", reject);
+      if (options.body !== undefined) stream.end(options.body);
+    });
+  }
+
+  close(): void {
+    this.session?.close();
+  }
+}
+
+const configMap = (namespace: string, name: string, payload: string) =>
+  JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name, namespace, labels: { app: "kasbridge-bench" } }, data: { payload } });
+
+async function inParallel(n: number, limit: number, task: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, n) }, async () => {
+      while (next < n) await task(next++);
+    }),
+  );
+}
+
+/** Namespaces, a few ConfigMaps for the small list, `largeObjects` for the large one, RBAC for ci_job. */
+async function seed(admin: Client): Promise<void> {
+  for (const ns of [SMALL_NS, LARGE_NS, WATCH_NS]) {
+    await admin.request("POST", "/api/v1/namespaces", { body: JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } }) });
+  }
+  const payload = "x".repeat(200);
+  await inParallel(5, 5, (i) => admin.request("POST", `/api/v1/namespaces/${SMALL_NS}/configmaps`, { body: configMap(SMALL_NS, `small-${i}`, payload) }));
+  await inParallel(largeObjects, 64, (i) =>
+    admin.request("POST", `/api/v1/namespaces/${LARGE_NS}/configmaps`, { body: configMap(LARGE_NS, `large-${String(i).padStart(5, "0")}`, payload) }),
+  );
+  // The impersonated CI job (access_as: ci_job) may read ConfigMaps, nothing else.
+  await admin.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", {
+    body: JSON.stringify({ apiVersion: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", metadata: { name: "bench-configmap-reader" }, rules: [{ apiGroups: [""], resources: ["configmaps"], verbs: ["get", "list", "watch"] }] }),
+  });
+  await admin.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+    body: JSON.stringify({
+      apiVersion: "rbac.authorization.k8s.io/v1",
+      kind: "ClusterRoleBinding",
+      metadata: { name: "bench-ci-jobs-read-configmaps" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "bench-configmap-reader" },
+      subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "gitlab:ci_job" }],
+    }),
+  });
+}
+
+interface ListSpec {
+  path: string;
+  accept: string;
+  items: number;
+}
+
+/** Every target answers the list completely (checked once per round, not timed). */
+async function check(clients: Client[], spec: ListSpec): Promise<void> {
+  for (const c of clients) {
+    const r = await c.request("GET", spec.path, { accept: spec.accept, keepBody: true });
+    const body = JSON.parse(r.body!.toString("utf8")) as { items?: unknown[]; rows?: unknown[] };
+    const n = (body.items ?? body.rows ?? []).length;
+    if (n !== spec.items) throw new Error(`${c.name}: ${spec.path} returned ${n} objects, expected ${spec.items}`);
+  }
+}
+
+/** Sequential requests in blocks that rotate between the targets (same minute, same load). */
+async function latency(clients: Client[], spec: ListSpec, n: number, block: number): Promise<Record<string, LatencyResult>> {
+  const times = new Map<string, number[]>(clients.map((c) => [c.name, []]));
+  const bytes = new Map<string, number>();
+  for (let done = 0; done < n; done += block) {
+    for (const c of clients) {
+      for (let i = 0; i < Math.min(block, n - done); i++) {
+        const t0 = performance.now();
+        const r = await c.request("GET", spec.path, { accept: spec.accept });
+        times.get(c.name)!.push(performance.now() - t0);
+        bytes.set(c.name, r.bytes);
+      }
+    }
+  }
+  return Object.fromEntries(
+    clients.map((c) => {
+      const t = times.get(c.name)!.sort((a, b) => a - b);
+      return [c.name, { n: t.length, p50: percentile(t, 50), p99: percentile(t, 99), mean: t.reduce((s, x) => s + x, 0) / t.length, bytesPerResponse: bytes.get(c.name) ?? 0 }];
+    }),
+  );
+}
+
+/** `n` requests with `concurrency` in flight on the target's one connection. */
+async function throughput(client: Client, spec: ListSpec, n: number): Promise<ThroughputResult> {
+  let bytes = 0;
+  const t0 = performance.now();
+  await inParallel(n, concurrency, async () => {
+    bytes += (await client.request("GET", spec.path, { accept: spec.accept })).bytes;
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  return { n, seconds, requestsPerSecond: n / seconds, mibPerSecond: bytes / MiB / seconds };
+}
+
+async function measureList(clients: Client[], spec: ListSpec, n: number, block: number, throughputN: number): Promise<ListResult> {
+  await check(clients, spec);
+  const result: ListResult = { latency: await latency(clients, spec, n, block), throughput: {} };
+  // Alternate the order per list so neither target always runs first.
+  for (const c of clients) result.throughput[c.name as KubeproxyTarget] = await throughput(c, spec, throughputN);
+  return result;
+}
+
+/** Event lines of a watch: (type, name) per event, until close(). */
+function watch(client: Client, path: string, onEvent: (type: string, name: string) => void): { close(): void; ended: Promise<void> } {
+  const stream = client.open("GET", path, { accept: "application/json" });
+  let rest = "";
+  stream.setEncoding("utf8");
+  stream.on("response", (h) => {
+    if (Number(h[":status"]) !== 200) stream.destroy(new Error(`${client.name} watch: status ${String(h[":status"])}`));
+  });
+  stream.on("data", (chunk: string) => {
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop()!;
+    for (const line of lines) {
+      if (line.trim() === "") continue;
+      const e = JSON.parse(line) as { type: string; object: { metadata?: { name?: string } } };
+      onEvent(e.type, e.object.metadata?.name ?? "");
+    }
+  });
+  const ended = new Promise<void>((resolve, reject) => {
+    stream.on("close", () => resolve());
+    stream.on("error", reject);
+  });
+  return { close: () => stream.close(http2.constants.NGHTTP2_CANCEL), ended };
+}
+
+/** ConfigMaps created at `watchRate`/s while a proxy watch and a direct watch count their events. */
+async function measureWatch(creator: Client, proxy: Client, direct: Client): Promise<WatchResult> {
+  const total = Math.round(watchRate * watchSeconds);
+  const list = await creator.request("GET", `/api/v1/namespaces/${WATCH_NS}/configmaps`, { keepBody: true });
+  const rv = (JSON.parse(list.body!.toString("utf8")) as { metadata: { resourceVersion: string } }).metadata.resourceVersion;
+  const path = `/api/v1/namespaces/${WATCH_NS}/configmaps?watch=1&resourceVersion=${rv}&allowWatchBookmarks=false`;
+  const sentAt = new Map<string, number>();
+  const seen = { proxy: new Map<string, number>(), direct: new Map<string, number>() };
+  const dups = { proxy: 0, direct: 0 };
+  const watches = (["proxy", "direct"] as const).map((k) =>
+    watch(k === "proxy" ? proxy : direct, path, (type, name) => {
+      if (type !== "ADDED") return;
+      if (seen[k].has(name)) dups[k]++;
+      else seen[k].set(name, performance.now());
+    }),
+  );
+  // Both watches are established once one event went through each.
+  const probe = "probe";
+  await creator.request("POST", `/api/v1/namespaces/${WATCH_NS}/configmaps`, { body: configMap(WATCH_NS, probe, "p") });
+  for (const deadline = Date.now() + 30_000; !(seen.proxy.has(probe) && seen.direct.has(probe)); ) {
+    if (Date.now() > deadline) throw new Error("watches did not start");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+
+  let failures = 0;
+  const t0 = performance.now();
+  let issued = 0;
+  let inFlight = 0;
+  let lastDone = t0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * watchRate) + 1);
+      while (issued < due && inFlight < 256) {
+        const name = `w-${String(issued++).padStart(6, "0")}`;
+        inFlight++;
+        sentAt.set(name, performance.now());
+        creator
+          .request("POST", `/api/v1/namespaces/${WATCH_NS}/configmaps`, { body: configMap(WATCH_NS, name, "w") })
+          .catch(() => {
+            failures++;
+            sentAt.delete(name);
+          })
+          .finally(() => {
+            inFlight--;
+            lastDone = performance.now();
+            if (issued === total && inFlight === 0) resolve();
+          });
+      }
+      if (issued < total) setTimeout(tick, 2);
+    };
+    tick();
+  });
+  const createSeconds = (lastDone - t0) / 1000;
+  // Stragglers: until both watches saw every created object, or 30 s without progress.
+  const want = () => [...sentAt.keys()];
+  let last = -1;
+  for (let idle = 0; idle < 300; idle++) {
+    const got = want().filter((n) => seen.proxy.has(n) && seen.direct.has(n)).length;
+    if (got === sentAt.size) break;
+    if (got !== last) idle = 0;
+    last = got;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  for (const w of watches) w.close();
+  const summarize = (k: "proxy" | "direct"): WatchTargetResult => {
+    const lags: number[] = [];
+    let missing = 0;
+    let lastAt = t0;
+    for (const [name, at] of sentAt) {
+      const got = seen[k].get(name);
+      if (got === undefined) missing++;
+      else {
+        lags.push(got - at);
+        lastAt = Math.max(lastAt, got);
+      }
+    }
+    lags.sort((a, b) => a - b);
+    return { received: lags.length, missing, duplicates: dups[k], lagP50: percentile(lags, 50), lagP99: percentile(lags, 99), rate: lags.length / ((lastAt - t0) / 1000) };
+  };
+  const added: number[] = [];
+  for (const name of sentAt.keys()) {
+    const viaProxy = seen.proxy.get(name);
+    const direct = seen.direct.get(name);
+    if (viaProxy !== undefined && direct !== undefined) added.push(viaProxy - direct);
+  }
+  added.sort((a, b) => a - b);
+  return {
+    created: sentAt.size,
+    createFailures: failures,
+    createSeconds,
+    createRate: sentAt.size / createSeconds,
+    proxy: summarize("proxy"),
+    direct: summarize("direct"),
+    addedLagP50: percentile(added, 50),
+    addedLagP99: percentile(added, 99),
+  };
+}
+
+async function main(): Promise<void> {
+  const apiCa = readFileSync(env("BENCH_KP_API_CA"));
+  const proxyCa = readFileSync(env("BENCH_KP_PROXY_CA"));
+  const apiUrl = env("BENCH_KP_API_URL");
+  const agentToken = env("BENCH_KP_API_TOKEN");
+  const direct = new Client("direct", apiUrl, apiCa, agentToken);
+  const proxy = new Client("proxy", env("BENCH_KP_PROXY_URL"), proxyCa, env("BENCH_KP_PROXY_TOKEN"));
+  const proxyCiJob = new Client("proxyCiJob", env("BENCH_KP_PROXY_URL"), proxyCa, env("BENCH_KP_PROXY_CI_JOB_TOKEN"));
+  const admin = new Client("admin", apiUrl, apiCa, agentToken);
+  const t0 = performance.now();
+  await seed(admin);
+  send({ type: "seeded", seconds: (performance.now() - t0) / 1000, objects: largeObjects });
+
+  const small: ListSpec = { path: `/api/v1/namespaces/${SMALL_NS}/configmaps`, accept: KUBECTL_GET_ACCEPT, items: 5 };
+  const large: ListSpec = { path: `/api/v1/namespaces/${LARGE_NS}/configmaps`, accept: "application/json", items: largeObjects };
+  // Warm-up: connections, TLS sessions, the proxy's authorization cache, JIT.
+  await latency([direct, proxy, proxyCiJob], small, 100, 20);
+  await latency([direct, proxy], large, 2, 1);
+  for (let round = 1; round <= rounds; round++) {
+    const r: KubeproxyRound = {
+      small: await measureList(round % 2 ? [direct, proxy, proxyCiJob] : [proxyCiJob, proxy, direct], small, smallRequests, 50, smallRequests),
+      large: await measureList(round % 2 ? [direct, proxy] : [proxy, direct], large, largeRequests, 2, largeRequests),
+    };
+    send({ type: "round", round, result: r });
+  }
+  if (watchRate > 0 && watchSeconds > 0) send({ type: "watch", result: await measureWatch(admin, proxy, direct) });
+  for (const c of [direct, proxy, proxyCiJob, admin]) c.close();
+}
+
+process.on("message", (msg: { type: string }) => {
+  if (msg.type !== "start") return;
+  main().then(
+    () => send({ type: "done" }, () => process.exit(0)),
+    (e: unknown) => send({ type: "error", message: (e as Error).stack ?? String(e) }, () => process.exit(1)),
+  );
+});
+process.on("disconnect", () => process.exit(0));
