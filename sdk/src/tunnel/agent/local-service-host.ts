@@ -192,7 +192,7 @@ export class LocalServiceHost {
     let headerSent = false;
     let error: ConnectError | undefined;
     try {
-      const request = fromBinary(method.input, await singleRequest(messages, this.maxMessageBytes));
+      const request = fromBinary(method.input, await singleRequest(messages, this.maxMessageBytes, method.methodKind === "unary" ? "unary" : "server-streaming"));
       if (method.methodKind === "unary") {
         const data = encode(await impl(request, context));
         yield { kind: "header", meta: headersToMeta(context.responseHeader) };
@@ -218,12 +218,12 @@ export class LocalServiceHost {
 }
 
 /** The one request message of a unary or server-streaming call, size-checked. */
-async function singleRequest(messages: AsyncIterable<Uint8Array>, maxBytes: number): Promise<Uint8Array> {
+async function singleRequest(messages: AsyncIterable<Uint8Array>, maxBytes: number, kind: string): Promise<Uint8Array> {
   const it = messages[Symbol.asyncIterator]();
   const first = await it.next();
-  if (first.done) throw new ConnectError("protocol error: missing input message", Code.Unimplemented);
+  if (first.done) throw new ConnectError(`protocol error: missing input message for ${kind} method`, Code.Unimplemented);
   const second = await it.next();
-  if (!second.done) throw new ConnectError("protocol error: received extra input message", Code.Unimplemented);
+  if (!second.done) throw new ConnectError(`protocol error: received extra input message for ${kind} method`, Code.Unimplemented);
   if (first.value.byteLength > maxBytes) {
     throw new ConnectError(`message size ${first.value.byteLength} is larger than configured readMaxBytes ${maxBytes}`, Code.ResourceExhausted);
   }
