@@ -165,16 +165,17 @@ export function createAgentTransport(options: AgentTransportOptions): AgentTrans
   const rawCapable = (options.interceptors ?? []).length === 0 && (sendCompression === null || sendCompression.name === "gzip");
   const gzipMinBytes = sendCompression === null ? undefined : options.compressMinBytes ?? 1024;
   const timeoutMs = options.defaultTimeoutMs;
-  const rawBaseHeaders: http2.OutgoingHttpHeaders = {};
-  for (const [name, value] of [...headers, ...callHeaders]) rawBaseHeaders[name.toLowerCase()] = value;
-  const rawCallHeaders = { ...GrpcClientStream.requestHeaders({ gzipMinBytes, timeoutMs }), "user-agent": userAgent };
+  // Built once: the session manager copies them into each request's own object.
+  const rawHeaders: http2.OutgoingHttpHeaders = {};
+  for (const [name, value] of [...headers, ...callHeaders]) rawHeaders[name.toLowerCase()] = value;
+  Object.assign(rawHeaders, GrpcClientStream.requestHeaders({ gzipMinBytes, timeoutMs }), { "user-agent": userAgent });
   const grpcStream = <I, O>(
     path: string,
     codec: { encode(message: I): Uint8Array; decode(bytes: Uint8Array): O },
   ): GrpcClientStream<I, O> => {
     const open = closed
       ? Promise.reject(new ConnectError("agent transport is closed", Code.Canceled))
-      : sessionManager.request("POST", path, { ...rawBaseHeaders, ...rawCallHeaders }, {}).then((stream) => {
+      : sessionManager.request("POST", path, rawHeaders, {}).then((stream) => {
           // close() ran while the stream was being opened.
           if (!closed) return stream;
           stream.close(http2.constants.NGHTTP2_CANCEL);
