@@ -49,7 +49,8 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error("kubeconfig has no current cluster");
   const server = new URL(cluster.server);
-  const isHttps = server.protocol === "https:";
+  const protocol = server.protocol;
+  const isHttps = protocol === "https:";
   const maxFrameBytes = options.maxFrameBytes ?? 1024 * 1024;
   const credentialTtlMs = options.credentialTtlMs ?? 10_000;
   const basePath = server.pathname.replace(/\/$/, "");
@@ -109,8 +110,7 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
   }
 
   /** Request options with the agent's credentials. */
-  async function requestOptions(method: string, pathAndQuery: string, headers: OutgoingHttpHeaders): Promise<https.RequestOptions> {
-    const c = await currentCredentials();
+  function requestOptions(c: Credentials, method: string, pathAndQuery: string, headers: OutgoingHttpHeaders): https.RequestOptions {
     const credentialHeaders = (c.options.headers ?? {}) as OutgoingHttpHeaders;
     return {
       // Our keep-alive pool holds the TLS material; a proxy agent takes it from the request.
@@ -118,7 +118,7 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
       method,
       headers: { ...headers, ...credentialHeaders },
       agent: c.agent,
-      protocol: server.protocol,
+      protocol,
       hostname,
       port,
       path: basePath + pathAndQuery,
@@ -160,7 +160,8 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
     if (header.contentLength !== undefined && headers["Content-Length"] === undefined) headers["Content-Length"] = String(header.contentLength);
 
     const pathAndQuery = encodePath(request.urlPath) + mapToQueryString(request.query);
-    const opts = await requestOptions(request.method || "GET", pathAndQuery, headers);
+    const c = currentCredentials();
+    const opts = requestOptions(c instanceof Promise ? await c : c, request.method || "GET", pathAndQuery, headers);
     logger.debug({ method: request.method, path: request.urlPath, impersonating: imp?.username }, "forwarding to the API server");
 
     const req = (isHttps ? https : http).request(opts);
@@ -314,6 +315,8 @@ function appendHeader(headers: OutgoingHttpHeaders, name: string, value: string)
 /** Percent-encodes each path segment (KAS sends the decoded path, as GitLab's `URL.Path`). */
 function encodePath(path: string): string {
   const p = path.startsWith("/") ? path : `/${path}`;
+  // The usual Kubernetes path needs no escaping at all.
+  if (/^[A-Za-z0-9\-._~/:@,=+]*$/.test(p)) return p;
   return p
     .split("/")
     .map((s) => encodeURIComponent(s).replace(/%3A/gi, ":").replace(/%40/g, "@").replace(/%2C/gi, ",").replace(/%3D/gi, "=").replace(/%2B/gi, "+"))
