@@ -118,15 +118,8 @@ export class GrpcClientStream<I, O> implements AsyncIterator<O, undefined> {
   closeSend(): void {
     if (this.sendClosed) return;
     this.sendClosed = true;
-    const stream = this.stream;
-    if (stream) {
-      if (!stream.destroyed && !stream.writableEnded) stream.end();
-    } else {
-      void this.opening.then(() => {
-        const s = this.stream;
-        if (s && !s.destroyed && !s.writableEnded) s.end();
-      });
-    }
+    if (this.stream) endWritable(this.stream);
+    else void this.opening.then(() => this.stream && endWritable(this.stream));
   }
 
   /** Ends the call from our side; a pending and later `next()` rejects with `reason`. Idempotent. */
@@ -249,6 +242,11 @@ export class GrpcClientStream<I, O> implements AsyncIterator<O, undefined> {
     clearTimeout(this.timer);
     this.timer = undefined;
   }
+}
+
+/** Ends our side of a stream unless it is already ended, reset or gone. */
+function endWritable(stream: http2.ClientHttp2Stream): void {
+  if (!stream.destroyed && !stream.closed && !stream.writableEnded) stream.end();
 }
 
 function firstValue(value: string | string[] | undefined): string | undefined {
