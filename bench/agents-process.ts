@@ -24,6 +24,10 @@ process.on("message", (msg: { type: string; url?: string; first?: number; count?
           logger,
           podName: `bench-${msg.first! + i}`,
           pool: { minIdleTunnels },
+          // The bench's KAS serves tunnels and registration only: without this, every agent would
+          // retry GetConfiguration (answered 404) with backoff for the whole run, and those calls,
+          // in flight at a sample, would be counted as tunnel memory.
+          watchConfiguration: false,
         });
         agent.start();
         agents.push(agent);

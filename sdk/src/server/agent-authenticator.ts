@@ -1,4 +1,3 @@
-import { setMaxListeners } from "node:events";
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
@@ -19,6 +18,11 @@ export interface AuthenticatedAgent {
   revoked: AbortSignal;
 }
 
+/** The error calls of a revoked token end with. */
+export function tokenRevokedError(): ConnectError {
+  return new ConnectError("agent token revoked", Code.Unauthenticated);
+}
+
 /** How long a revoked token id is remembered (longer than any agent_info round trip). */
 const revokedMemoryMs = 10 * 60_000;
 
@@ -35,7 +39,8 @@ interface CacheEntry {
  */
 export class AgentAuthenticator {
   private readonly cache = new Map<string, CacheEntry>();
-  private readonly revocationControllers = new Map<number, { controller: AbortController; users: number }>();
+  /** Who to tell when a token is revoked, by token id: one entry per connected token, not per stream. */
+  private readonly revocationListeners = new Map<number, Set<(reason: ConnectError) => void>>();
   /** Token ids revoked recently: a stream whose agent_info answer raced a revocation is refused. */
   private readonly recentlyRevoked = new Map<number, number>();
   private readonly stopWatching = new AbortController();
@@ -45,7 +50,7 @@ export class AgentAuthenticator {
   constructor(private readonly options: AgentAuthenticatorOptions) {
     this.ttl = options.cacheTtlMs ?? 60_000;
     this.negativeTtl = options.negativeCacheTtlMs ?? 10_000;
-    options.platform.watchTokenRevocations((r) => this.onRevoked(r), this.stopWatching.signal);
+    options.platform.watchTokenRevocations((r) => this.revoked(r), this.stopWatching.signal);
   }
 
   /** Resolves the caller's identity from request headers or throws UNAUTHENTICATED/UNAVAILABLE. */
@@ -76,33 +81,35 @@ export class AgentAuthenticator {
     }
   }
 
-  /** A signal aborted when `tokenId`'s token is revoked; call `release` when the call ends. */
-  watchToken(info: AgentInfo): { signal: AbortSignal; release(): void } {
+  /**
+   * Calls `listener` once when the token of `info` is revoked. Returns a function that stops
+   * watching, or undefined (and never calls `listener`) when the token is already known revoked.
+   * Costs a set entry per listener: callers with many streams per token share one listener.
+   */
+  onRevoked(info: AgentInfo, listener: (reason: ConnectError) => void): (() => void) | undefined {
     const tokenId = info.tokenId;
-    if (tokenId === undefined) return { signal: new AbortController().signal, release: () => {} };
-    if (this.recentlyRevoked.has(tokenId)) {
-      return { signal: AbortSignal.abort(new ConnectError("agent token revoked", Code.Unauthenticated)), release: () => {} };
+    if (tokenId === undefined) return noop;
+    if (this.recentlyRevoked.has(tokenId)) return undefined;
+    let listeners = this.revocationListeners.get(tokenId);
+    if (!listeners) {
+      listeners = new Set();
+      this.revocationListeners.set(tokenId, listeners);
     }
-    let entry = this.revocationControllers.get(tokenId);
-    if (!entry) {
-      entry = { controller: new AbortController(), users: 0 };
-      // One listener per stream of the token (up to hundreds of tunnels).
-      setMaxListeners(0, entry.controller.signal);
-      this.revocationControllers.set(tokenId, entry);
-    }
-    entry.users++;
-    const held = entry;
-    let released = false;
-    return {
-      signal: held.controller.signal,
-      release: () => {
-        if (released) return;
-        released = true;
-        if (--held.users === 0 && this.revocationControllers.get(tokenId) === held) {
-          this.revocationControllers.delete(tokenId);
-        }
-      },
+    listeners.add(listener);
+    const held = listeners;
+    return () => {
+      if (held.delete(listener) && held.size === 0 && this.revocationListeners.get(tokenId) === held) {
+        this.revocationListeners.delete(tokenId);
+      }
     };
+  }
+
+  /** A signal aborted when `info`'s token is revoked; call `release` when the call ends. */
+  watchToken(info: AgentInfo): { signal: AbortSignal; release(): void } {
+    const controller = new AbortController();
+    const release = this.onRevoked(info, (reason) => controller.abort(reason));
+    if (!release) return { signal: AbortSignal.abort(tokenRevokedError()), release: noop };
+    return { signal: controller.signal, release };
   }
 
   close(): void {
@@ -110,7 +117,7 @@ export class AgentAuthenticator {
     this.cache.clear();
   }
 
-  private onRevoked(revocation: TokenRevocation): void {
+  private revoked(revocation: TokenRevocation): void {
     const now = Date.now();
     this.recentlyRevoked.set(revocation.tokenId, now);
     for (const [id, at] of this.recentlyRevoked) if (now - at > revokedMemoryMs) this.recentlyRevoked.delete(id);
@@ -122,11 +129,18 @@ export class AgentAuthenticator {
         () => {},
       );
     }
-    const entry = this.revocationControllers.get(revocation.tokenId);
-    if (entry) {
-      this.revocationControllers.delete(revocation.tokenId);
+    const listeners = this.revocationListeners.get(revocation.tokenId);
+    if (listeners) {
+      this.revocationListeners.delete(revocation.tokenId);
       this.options.logger.info({ agentId: revocation.agentId, tokenId: revocation.tokenId }, "agent token revoked: closing its streams");
-      entry.controller.abort(new ConnectError("agent token revoked", Code.Unauthenticated));
+      const reason = tokenRevokedError();
+      for (const listener of listeners) {
+        try {
+          listener(reason);
+        } catch (error) {
+          this.options.logger.warn({ err: error, tokenId: revocation.tokenId }, "token revocation listener threw");
+        }
+      }
     }
   }
 
@@ -154,6 +168,8 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
     );
   });
 }
+
+function noop(): void {}
 
 function bearerToken(value: string | null): string | undefined {
   if (!value) return undefined;

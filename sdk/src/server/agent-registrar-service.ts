@@ -1,8 +1,9 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AgentRegistrar, RegisterRequest } from "../gen/gitlab/agent/agent_registrar/rpc/rpc_pb.js";
+import type { AgentInfo } from "../platform/platform-client.js";
 import type { AgentAuthenticator } from "./agent-authenticator.js";
-import type { AgentTracker } from "./agent-tracker.js";
-import { kConnectionClosed } from "./connection-context.js";
+import type { AgentTracker, EndWatch } from "./agent-tracker.js";
+import { kConnection, kConnectionClosed, onAbort, type ConnectionScope } from "./connection-context.js";
 
 /** The KAS half of `gitlab.agent.agent_registrar.rpc.AgentRegistrar/Register`. */
 export function agentRegistrarService(deps: {
@@ -12,11 +13,36 @@ export function agentRegistrarService(deps: {
   return {
     async register(req: RegisterRequest, ctx: HandlerContext) {
       const info = await deps.auth.authenticate(ctx.requestHeader, ctx.signal);
-      // The entry ends with the agent's connection, or at once when its token is revoked.
-      const watch = deps.auth.watchToken(info);
-      const ended = AbortSignal.any([ctx.values.get(kConnectionClosed), watch.signal]);
-      deps.tracker.register(info, req.podId, req.agentMeta, ended, watch.release);
+      const connection = ctx.values.get(kConnection) ?? signalScope(ctx.values.get(kConnectionClosed));
+      deps.tracker.register(info, req.podId, req.agentMeta, untilClosedOrRevoked(deps.auth, info, connection));
       return {};
     },
   };
 }
+
+/**
+ * The entry ends with the agent's connection, or at once when its token is revoked: two callbacks,
+ * where signals (one per connection, combined per registration) cost kilobytes per agent. Built
+ * outside the handler so that the entry's callbacks keep nothing of the call (its request, context).
+ */
+function untilClosedOrRevoked(auth: AgentAuthenticator, info: AgentInfo, connection: Pick<ConnectionScope, "onClose">): EndWatch {
+  return (forget) => {
+    const stopRevocation = auth.onRevoked(info, forget);
+    if (!stopRevocation) {
+      forget();
+      return noop;
+    }
+    const stopClose = connection.onClose(forget);
+    return () => {
+      stopRevocation();
+      stopClose();
+    };
+  };
+}
+
+/** For contexts without `kConnection` (an embedder's own contextValues hook). */
+function signalScope(closed: AbortSignal): Pick<ConnectionScope, "onClose"> {
+  return { onClose: (end) => onAbort(closed, end) };
+}
+
+function noop(): void {}

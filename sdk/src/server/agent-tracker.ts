@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import type { AgentMeta } from "../gen/gitlab/agent/entity/entity_pb.js";
 import type { AgentConnection, AgentConnectionsSource } from "../platform/connections.js";
 import type { AgentInfo } from "../platform/platform-client.js";
+import { onAbort } from "./connection-context.js";
 
 /** The identity of this KAS process, shown in connection listings. */
 export function defaultKasInstanceId(): string {
@@ -14,6 +15,9 @@ export interface AgentTrackerOptions {
   /** A registration not refreshed for this long is forgotten. Default 900 000 ms (agentk refreshes every 5 min). */
   registrationTtlMs?: number;
 }
+
+/** Calls `end` when a registration ends; returns a function that stops watching. */
+export type EndWatch = (end: () => void) => () => void;
 
 interface Tracked {
   connection: AgentConnection;
@@ -35,14 +39,16 @@ export class AgentTracker implements AgentConnectionsSource {
   }
 
   /**
-   * Records a registration. `connectionClosed` aborts when the registering connection closes (or
-   * its token is revoked); the entry is removed then and `onForget` called.
+   * Records a registration. `ended` says when the entry ends: a signal that aborts when the
+   * registering connection closes (or its token is revoked), or a function that calls its
+   * argument then and returns a function that stops watching. The entry is removed then and
+   * `onForget` called.
    */
   register(
     agent: AgentInfo,
     podId: bigint,
     meta: AgentMeta | undefined,
-    connectionClosed: AbortSignal,
+    ended: AbortSignal | EndWatch,
     onForget: () => void = () => {},
   ): void {
     const connectionId = podId.toString();
@@ -53,8 +59,7 @@ export class AgentTracker implements AgentConnectionsSource {
     }
     const existing = conns.get(connectionId);
     existing?.release();
-    const onClose = () => this.remove(agent.agentId, connectionId, tracked);
-    connectionClosed.addEventListener("abort", onClose, { once: true });
+    let released = false;
     const tracked: Tracked = {
       connection: {
         connectionId,
@@ -68,13 +73,24 @@ export class AgentTracker implements AgentConnectionsSource {
         kasInstance: this.options.kasInstance,
       },
       expiresAt: Date.now() + this.ttl,
+      // Until the watch is set up below.
       release: () => {
-        connectionClosed.removeEventListener("abort", onClose);
+        released = true;
         onForget();
       },
     };
     conns.set(connectionId, tracked);
-    if (connectionClosed.aborted) onClose();
+    const forget = () => this.remove(agent.agentId, connectionId, tracked);
+    const stopWatching = typeof ended === "function" ? ended(forget) : onAbort(ended, forget);
+    if (released) {
+      // Ended while the watch was being set up.
+      stopWatching();
+    } else {
+      tracked.release = () => {
+        stopWatching();
+        onForget();
+      };
+    }
   }
 
   /** Drops every connection of an agent whose token was revoked or which was deleted. */

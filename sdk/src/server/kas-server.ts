@@ -16,7 +16,7 @@ import { connectionContextValues } from "./connection-context.js";
 import { listenGateway, type GatewayListener, type GatewayListenOptions } from "./gateway-listener.js";
 import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth.js";
 import { createKasMetrics } from "./kas-metrics.js";
-import { reverseTunnelService, withRawReverseTunnel } from "./reverse-tunnel-service.js";
+import { rawReverseTunnelStreams, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 
@@ -115,12 +115,13 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
       for (const module of options.modules ?? []) module.registerAgentServices(router, moduleContext);
     },
   });
-  // gRPC tunnels over HTTP/2 bypass connect-es: an idle tunnel then costs a few KiB, not tens.
-  const handler = withRawReverseTunnel(connectHandler, tunnelDeps);
   const agentApi = await createAgentApiListener({
     ...options.agentApi,
     http2Settings: { initialWindowSize: streamWindowBytes, ...options.agentApi?.http2Settings },
-    handler,
+    handler: connectHandler,
+    // gRPC tunnels over HTTP/2 bypass connect-es and Node's compatibility layer: an idle tunnel
+    // then costs about a KiB of heap, not tens.
+    streamHandler: rawReverseTunnelStreams(tunnelDeps),
     logger: logger.child({ component: "agent-api" }),
   });
   agentApi.onSessionOpen((session) => widenConnectionWindow(session));

@@ -21,7 +21,8 @@ import { TunnelPool } from "../tunnel/agent/tunnel-pool.js";
 import { InMemoryTunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
 import { connectionContextValues } from "./connection-context.js";
-import { reverseTunnelConnectPath, reverseTunnelService, withRawReverseTunnel } from "./reverse-tunnel-service.js";
+import { createAgentApiListener } from "../transport/agent-api-listener.js";
+import { rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway, routingAgentIdHeader } from "./tunnel-gateway.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -43,22 +44,19 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
     contextValues: connectionContextValues,
     routes: (router) => router.service(ReverseTunnel, reverseTunnelService(deps)),
   });
-  const agentApi = http2.createServer(
-    withRawReverseTunnel((req, res) => {
+  const agentApi = await createAgentApiListener({
+    port: 0,
+    handler: (req, res) => {
       if (req.url === reverseTunnelConnectPath) fallbackTunnelCalls++;
       connectHandler(req, res);
-    }, deps),
-  );
+    },
+    streamHandler: rawReverseTunnelStreams(deps),
+  });
   const gateway = createTunnelGateway({ registry, logger, authorize: async () => {} });
   const gatewayServer = http2.createServer();
   gatewayServer.on("stream", (stream, headers) => void gateway(stream, headers));
-  const sessions = new Set<http2.Http2Session>();
-  agentApi.on("session", (s) => {
-    sessions.add(s);
-    s.once("close", () => sessions.delete(s));
-  });
-  await Promise.all([listen(agentApi), listen(gatewayServer)]);
-  const agentUrl = `http://127.0.0.1:${port(agentApi)}`;
+  await listen(gatewayServer);
+  const agentUrl = agentApi.url("http");
   const clientSessions = new Http2SessionManager(`http://127.0.0.1:${port(gatewayServer)}`);
   const echo: Client<typeof EchoService> = createClient(
     EchoService,
@@ -113,8 +111,7 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
       registry.close();
       auth.close();
       clientSessions.abort();
-      for (const s of sessions) s.destroy();
-      await Promise.all([closeServer(agentApi), closeServer(gatewayServer)]);
+      await Promise.all([agentApi.close(0), closeServer(gatewayServer)]);
     },
   };
 }

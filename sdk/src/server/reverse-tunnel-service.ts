@@ -1,5 +1,4 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
-import http2 from "node:http2";
+import type http2 from "node:http2";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
@@ -10,11 +9,11 @@ import {
   type ConnectRequest,
   type ConnectResponse,
 } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
-import { ServerTunnel } from "../tunnel/server/server-tunnel.js";
+import { ServerTunnel, type TunnelOutput } from "../tunnel/server/server-tunnel.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { FrameReader, frameHeader } from "../util/grpc-frames.js";
-import { nodeHeadersToHeaders } from "../util/metadata.js";
-import type { AgentAuthenticator } from "./agent-authenticator.js";
+import type { AgentInfo } from "../platform/platform-client.js";
+import { tokenRevokedError, type AgentAuthenticator } from "./agent-authenticator.js";
 import { grpcStatusHeaders } from "./grpc-status-headers.js";
 import { parseGrpcTimeout } from "./tunnel-gateway.js";
 import { drained } from "../util/drained.js";
@@ -39,123 +38,135 @@ export const reverseTunnelConnectPath = `/${ReverseTunnel.typeName}/${ReverseTun
 
 /**
  * The KAS half of `gitlab.agent.reverse_tunnel.rpc.ReverseTunnel/Connect` as a connect-es service.
- * KAS serves gRPC-over-HTTP/2 tunnels with {@link withRawReverseTunnel} instead (much less memory
+ * KAS serves gRPC-over-HTTP/2 tunnels with {@link rawReverseTunnelStreams} instead (much less memory
  * per idle stream); this implementation handles what that one passes on (Connect protocol,
  * gRPC-web, HTTP/1.1) and embedders that mount the service on their own router.
  */
 export function reverseTunnelService(deps: ReverseTunnelServiceDeps): Partial<ServiceImpl<typeof ReverseTunnel>> {
-  const openTunnel = tunnelOpener(deps);
+  const streams = new TunnelStreams(deps);
   return {
     async *connect(requests: AsyncIterable<ConnectRequest>, ctx: HandlerContext): AsyncIterable<ConnectResponse> {
-      const opened = await openTunnel(ctx.requestHeader, requests[Symbol.asyncIterator](), (end) => {
-        const signal = ctx.signal;
-        if (signal.aborted) return end(signal.reason);
-        signal.addEventListener("abort", () => end(signal.reason), { once: true });
-      });
-      if (!opened) return;
+      const member = new TunnelStream(streams);
+      const signal = ctx.signal;
+      const onAbort = () => member.end(signal.reason);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
       try {
-        yield* opened.tunnel.output();
+        const tunnel = await streams.open(ctx.requestHeader, member, requests[Symbol.asyncIterator]());
+        if (tunnel) yield* tunnel.output();
       } finally {
-        opened.close();
+        signal.removeEventListener("abort", onAbort);
+        streams.close(member);
       }
     },
   };
 }
 
-type NodeRequestHandler = (req: IncomingMessage | http2.Http2ServerRequest, res: ServerResponse | http2.Http2ServerResponse) => void;
-
 /**
- * Wraps the agent API's request handler so that gRPC `ReverseTunnel/Connect` streams over HTTP/2
- * are served directly on the HTTP/2 stream, without connect-es. An idle tunnel is the steady state
- * of every connected agent (thousands per KAS), and connect-es's streaming machinery costs tens of
- * KiB per open call; here an idle stream holds little more than its ServerTunnel. Everything else
- * (other methods, other protocols, HTTP/1.1) goes to `next`.
+ * Serves gRPC `ReverseTunnel/Connect` streams over HTTP/2 directly on the HTTP/2 stream, without
+ * connect-es and without Node's compatibility objects: for the agent API listener's
+ * `streamHandler`. An idle tunnel is the steady state of every connected agent (thousands per KAS),
+ * and connect-es's streaming machinery costs tens of KiB per open call; here an idle stream holds
+ * one small object, its ServerTunnel and a few set entries. Returns false for every other stream
+ * (other methods, Connect and gRPC-web requests), which then go to the request handler.
  */
-export function withRawReverseTunnel<H extends NodeRequestHandler>(next: H, deps: ReverseTunnelServiceDeps): H {
+export function rawReverseTunnelStreams(
+  deps: ReverseTunnelServiceDeps,
+): (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean {
   const maxMessageBytes = deps.maxMessageBytes ?? 16 * 1024 * 1024 + 1024;
-  const openTunnel = tunnelOpener(deps);
-  const handler = (req: IncomingMessage | http2.Http2ServerRequest, res: ServerResponse | http2.Http2ServerResponse) => {
-    if (req instanceof http2.Http2ServerRequest && res instanceof http2.Http2ServerResponse && isGrpcTunnelRequest(req)) {
-      void serveRawTunnel(openTunnel, maxMessageBytes, req, res);
-    } else {
-      next(req, res);
-    }
+  const streams = new TunnelStreams(deps);
+  return (stream, headers) => {
+    if (!isGrpcTunnelRequest(headers)) return false;
+    void serveRawTunnel(streams, maxMessageBytes, stream, headers);
+    return true;
   };
-  return handler as H;
 }
 
-function isGrpcTunnelRequest(req: http2.Http2ServerRequest): boolean {
-  if (req.method !== "POST" || req.url !== reverseTunnelConnectPath) return false;
-  const contentType = req.headers["content-type"];
+function isGrpcTunnelRequest(headers: http2.IncomingHttpHeaders): boolean {
+  if (headers[":method"] !== "POST" || headers[":path"] !== reverseTunnelConnectPath) return false;
+  const contentType = headers["content-type"];
   return contentType === "application/grpc" || contentType === "application/grpc+proto";
 }
 
-interface OpenTunnel {
-  tunnel: ServerTunnel;
-  /** Withdraws and closes the tunnel, releases the token watch. Idempotent. */
-  close(): void;
+/**
+ * One Connect stream as {@link TunnelStreams} tracks it, from authentication to its end. Revocation
+ * and shutdown end it through `end`; the stream itself calls `end` when it goes away.
+ */
+class TunnelStream {
+  tunnel: ServerTunnel | undefined;
+  /** Takes the tunnel out of the registry. */
+  withdraw: (() => void) | undefined;
+  ended: { reason: unknown } | undefined;
+  /** While waiting for the descriptor: fails that wait. */
+  failWait: ((error: ConnectError) => void) | undefined;
+  group: TokenGroup | undefined;
+
+  constructor(readonly streams: TunnelStreams) {}
+
+  /** Where the tunnel's responses go; undefined: the tunnel's own queue, read by the handler. */
+  output(): TunnelOutput | undefined {
+    return undefined;
+  }
+
+  end(reason: unknown): void {
+    if (this.ended) return;
+    this.ended = { reason };
+    if (this.tunnel) this.tunnel.streamEnded(reason);
+    else this.failWait?.(endError(reason));
+  }
 }
 
-type TunnelOpener = (
-  header: Headers,
-  input: AsyncIterator<ConnectRequest>,
-  /** How the stream tells the tunnel it ended: called once with a function to call then. */
-  onStreamEnd: (end: (reason: unknown) => void) => void,
-) => Promise<OpenTunnel | undefined>;
+function endError(reason: unknown): ConnectError {
+  return ConnectError.from(reason ?? new ConnectError("stream closed", Code.Canceled));
+}
+
+/** The open streams of one agent token: one revocation listener for all of them. */
+interface TokenGroup {
+  readonly tokenId: number | undefined;
+  readonly members: Set<TunnelStream>;
+  stopWatching: () => void;
+  revoked: boolean;
+}
 
 /**
- * Returns a function that authenticates a stream, waits for the agent's descriptor and registers
- * the tunnel as idle (undefined when the agent ends the stream before sending a descriptor).
- * A tunnel ends with its stream, a revocation of its token, or KAS shutting down. No signal is
- * combined per stream: shutdown is one listener for all streams, revocation one per stream on the
- * token's shared signal.
+ * Authenticates streams, waits for their descriptors and registers their tunnels as idle. A tunnel
+ * ends with its stream, a revocation of its token, or KAS shutting down. Nothing is subscribed per
+ * stream: shutdown is one listener for all streams, revocation one per token.
  */
-function tunnelOpener(deps: ReverseTunnelServiceDeps): TunnelOpener {
-  const open = new Set<(reason: unknown) => void>();
-  const onShutdown = () => {
-    for (const end of [...open]) end(deps.shutdownSignal.reason);
-  };
-  if (!deps.shutdownSignal.aborted) deps.shutdownSignal.addEventListener("abort", onShutdown, { once: true });
+class TunnelStreams {
+  private readonly groups = new Map<number | undefined, TokenGroup>();
 
-  return async (header, input, onStreamEnd) => {
-    const info = await deps.auth.authenticate(header);
-    const watch = deps.auth.watchToken(info);
-    let tunnel: ServerTunnel | undefined;
-    let ended: { reason: unknown } | undefined;
-    let failWait: ((error: ConnectError) => void) | undefined;
-    const end = (reason: unknown) => {
-      if (ended) return;
-      ended = { reason };
-      if (tunnel) tunnel.streamEnded(reason);
-      else failWait?.(ConnectError.from(reason ?? new ConnectError("stream closed", Code.Canceled)));
-    };
-    const onRevoked = () => end(watch.signal.reason);
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      open.delete(end);
-      watch.signal.removeEventListener("abort", onRevoked);
-      watch.release();
-    };
-    if (watch.signal.aborted) end(watch.signal.reason);
-    else if (deps.shutdownSignal.aborted) end(deps.shutdownSignal.reason);
-    else {
-      open.add(end);
-      watch.signal.addEventListener("abort", onRevoked, { once: true });
-      onStreamEnd(end);
+  constructor(private readonly deps: ReverseTunnelServiceDeps) {
+    const shutdown = deps.shutdownSignal;
+    if (!shutdown.aborted) {
+      shutdown.addEventListener(
+        "abort",
+        () => {
+          for (const group of [...this.groups.values()]) for (const member of [...group.members]) member.end(shutdown.reason);
+        },
+        { once: true },
+      );
     }
+  }
+
+  /**
+   * Opens `member`'s tunnel: undefined when the agent ended the stream before sending a
+   * descriptor. Throws (and forgets the member) on an authentication or protocol error.
+   */
+  async open(header: Headers, member: TunnelStream, input: AsyncIterator<ConnectRequest>): Promise<ServerTunnel | undefined> {
+    const info = await this.deps.auth.authenticate(header);
+    this.join(member, info);
     try {
       const first = await new Promise<IteratorResult<ConnectRequest>>((resolve, reject) => {
         const timer = setTimeout(
           () => reject(new ConnectError("no tunnel descriptor received in time", Code.DeadlineExceeded)),
-          deps.descriptorTimeoutMs ?? 10_000,
+          this.deps.descriptorTimeoutMs ?? 10_000,
         );
-        failWait = (error) => {
+        member.failWait = (error) => {
           clearTimeout(timer);
           reject(error);
         };
-        if (ended) return failWait(ConnectError.from(ended.reason ?? new ConnectError("stream closed", Code.Canceled)));
+        if (member.ended) return member.failWait(endError(member.ended.reason));
         input.next().then(
           (result) => {
             clearTimeout(timer);
@@ -167,9 +178,9 @@ function tunnelOpener(deps: ReverseTunnelServiceDeps): TunnelOpener {
           },
         );
       });
-      failWait = undefined;
+      member.failWait = undefined;
       if (first.done) {
-        release();
+        this.leave(member);
         return undefined;
       }
       if (first.value.msg.case !== "descriptor" || !first.value.msg.value.agentDescriptor) {
@@ -178,145 +189,193 @@ function tunnelOpener(deps: ReverseTunnelServiceDeps): TunnelOpener {
           Code.InvalidArgument,
         );
       }
-      const opened = new ServerTunnel(info, first.value.msg.value.agentDescriptor, input);
-      tunnel = opened;
-      if (ended) opened.streamEnded(ended.reason);
-      const unregister = deps.registry.register(opened);
-      opened.watchIdle();
-      return {
-        tunnel: opened,
-        close() {
-          unregister();
-          opened.close();
-          release();
-        },
-      };
+      const output = member.output();
+      const tunnel = new ServerTunnel(info, first.value.msg.value.agentDescriptor, input, undefined, output);
+      member.tunnel = tunnel;
+      if (member.ended) tunnel.streamEnded(member.ended.reason);
+      member.withdraw = this.deps.registry.register(tunnel);
+      // A stream that writes its own responses also watches its idle agent itself.
+      if (!output) tunnel.watchIdle();
+      return tunnel;
     } catch (error) {
-      release();
+      this.leave(member);
       throw error;
     }
-  };
-}
+  }
 
-/** One `ReverseTunnel/Connect` call over gRPC on a raw HTTP/2 stream (through Node's compat objects). */
-async function serveRawTunnel(
-  openTunnel: TunnelOpener,
-  maxMessageBytes: number,
-  req: http2.Http2ServerRequest,
-  res: http2.Http2ServerResponse,
-): Promise<void> {
-  // Stream errors surface as "close", which RequestMessages turns into the tunnel's end.
-  res.on("error", ignore);
-  req.on("error", ignore);
-  let timer: NodeJS.Timeout | undefined;
-  let opened: OpenTunnel | undefined;
-  let error: ConnectError | undefined;
-  let input: RequestMessages | undefined;
-  try {
-    const reader = new FrameReader(maxMessageBytes, firstHeader(req.headers["grpc-encoding"]) ?? "identity");
-    input = new RequestMessages(req, reader);
-    const timeoutMs = parseGrpcTimeout(firstHeader(req.headers["grpc-timeout"]) ?? null);
-    opened = await openTunnel(nodeHeadersToHeaders(req.headers), input, (end) => {
-      // The stream's end (agent gone, reset) is seen by RequestMessages, which passes it on.
-      input!.onClosed = end;
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => end(new ConnectError("the tunnel's deadline passed", Code.DeadlineExceeded)), timeoutMs);
-      }
-    });
-    if (opened) {
-      const output = opened.tunnel.output()[Symbol.asyncIterator]();
-      for (;;) {
-        const next = await output.next();
-        if (next.done) break;
-        if (res.writableEnded || res.destroyed) break;
-        if (!res.headersSent) writeHead(res);
-        const message = toBinary(ConnectResponseSchema, next.value);
-        res.write(frameHeader(message.byteLength));
-        if (!res.write(message)) await drained(res);
-      }
+  /** Withdraws and closes the member's tunnel and forgets the member. Idempotent. */
+  close(member: TunnelStream): void {
+    const withdraw = member.withdraw;
+    member.withdraw = undefined;
+    withdraw?.();
+    member.tunnel?.close();
+    this.leave(member);
+  }
+
+  private join(member: TunnelStream, info: AgentInfo): void {
+    if (this.deps.shutdownSignal.aborted) return member.end(this.deps.shutdownSignal.reason);
+    const tokenId = info.tokenId;
+    let group = this.groups.get(tokenId);
+    if (!group) {
+      const created: TokenGroup = { tokenId, members: new Set(), stopWatching: noop, revoked: false };
+      const stop = this.deps.auth.onRevoked(info, (reason) => {
+        created.revoked = true;
+        if (this.groups.get(tokenId) === created) this.groups.delete(tokenId);
+        for (const revoked of [...created.members]) revoked.end(reason);
+      });
+      if (!stop) return member.end(tokenRevokedError());
+      created.stopWatching = stop;
+      this.groups.set(tokenId, created);
+      group = created;
     }
-  } catch (e) {
-    error = ConnectError.from(e);
-  } finally {
-    clearTimeout(timer);
-    opened?.close();
-    input?.dispose();
+    group.members.add(member);
+    member.group = group;
   }
-  endResponse(req, res, error);
-}
 
-function ignore(): void {}
-
-function firstHeader(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
-function writeHead(res: http2.Http2ServerResponse): void {
-  res.writeHead(200, { "content-type": "application/grpc", "grpc-accept-encoding": "gzip" });
-}
-
-/** Sends the status trailers (after headers, even when no message was sent) and ends the stream. */
-function endResponse(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, error: ConnectError | undefined): void {
-  if (res.writableEnded || res.destroyed || res.stream.destroyed) return;
-  if (!res.headersSent) writeHead(res);
-  res.addTrailers(grpcStatusHeaders(error));
-  res.end();
-  if (!req.complete) {
-    // The agent still has its side open: once our trailers are out, ask it to stop sending
-    // (RST_STREAM NO_ERROR after a complete response, RFC 9113 §8.1) rather than keep the stream.
-    res.once("finish", () => {
-      if (!res.stream.destroyed) res.stream.close(http2.constants.NGHTTP2_NO_ERROR);
-    });
+  private leave(member: TunnelStream): void {
+    const group = member.group;
+    if (!group) return;
+    member.group = undefined;
+    group.members.delete(member);
+    if (group.members.size === 0 && !group.revoked && this.groups.get(group.tokenId) === group) {
+      this.groups.delete(group.tokenId);
+      group.stopWatching();
+    }
   }
 }
 
+/** One `ReverseTunnel/Connect` call over gRPC on a raw HTTP/2 stream; only the opening is async. */
+async function serveRawTunnel(
+  streams: TunnelStreams,
+  maxMessageBytes: number,
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+): Promise<void> {
+  let raw: RawTunnelStream | undefined;
+  try {
+    raw = new RawTunnelStream(streams, stream, new FrameReader(maxMessageBytes, firstHeader(headers["grpc-encoding"]) ?? "identity"));
+    const timeoutMs = parseGrpcTimeout(firstHeader(headers["grpc-timeout"]) ?? null);
+    if (timeoutMs !== undefined) raw.endAfter(timeoutMs);
+    // The authenticator reads only the bearer token.
+    const authHeader = new Headers();
+    const authorization = firstHeader(headers.authorization);
+    if (authorization !== undefined) authHeader.set("authorization", authorization);
+    const tunnel = await streams.open(authHeader, raw, raw);
+    // Without a descriptor (the agent ended the stream) there is nothing to serve.
+    if (!tunnel) raw.close();
+  } catch (error) {
+    if (raw) raw.close(ConnectError.from(error));
+    else endRawResponse(stream, ConnectError.from(error));
+  }
+}
+
+const kRawTunnel = Symbol("kasbridge.rawTunnel");
+type TunnelHttp2Stream = http2.ServerHttp2Stream & { [kRawTunnel]?: RawTunnelStream };
+
+// Listeners shared by every raw tunnel stream: an idle stream holds no closures of its own.
+function onRawData(this: TunnelHttp2Stream, chunk: Buffer): void {
+  this[kRawTunnel]?.onData(chunk);
+}
+function onRawEnd(this: TunnelHttp2Stream): void {
+  this[kRawTunnel]?.onEnd();
+}
+function onRawClose(this: TunnelHttp2Stream): void {
+  this[kRawTunnel]?.onClose();
+}
+
+const resolved = Promise.resolve();
+const responseHead = { ":status": 200, "content-type": "application/grpc", "grpc-accept-encoding": "gzip" };
 
 /**
- * The agent's messages, decoded from the request body as they arrive. At most a few decoded
- * messages wait here: beyond that the request is paused, so HTTP/2 flow control holds the agent.
+ * A `ReverseTunnel/Connect` stream served on the HTTP/2 stream itself: the tunnel's input (the
+ * agent's messages, decoded as they arrive) and its output (responses written as gRPC frames, the
+ * status sent as trailers). While the tunnel is idle nothing waits on a promise: a message from the
+ * agent is a protocol violation and ends the tunnel, as does the end of the agent's stream.
  */
-class RequestMessages implements AsyncIterator<ConnectRequest> {
+class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectRequest>, TunnelOutput {
   private static readonly highWater = 4;
-  private readonly queue: ConnectRequest[] = [];
+  /** Decoded messages of a running call that wait for the tunnel to take them. */
+  private queue: ConnectRequest[] | undefined;
   private waiter: { resolve(r: IteratorResult<ConnectRequest>): void; reject(e: unknown): void } | undefined;
-  private ended = false;
+  private inputEnded = false;
   private failure: ConnectError | undefined;
   private paused = false;
+  private outputEnded = false;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly req: http2.Http2ServerRequest,
+    streams: TunnelStreams,
+    private readonly stream: TunnelHttp2Stream,
     private readonly reader: FrameReader,
   ) {
-    req.on("data", this.onData);
-    req.once("end", this.onEnd);
-    req.once("close", this.onClose);
+    super(streams);
+    stream[kRawTunnel] = this;
+    // Stream errors surface as "close", which ends the tunnel.
+    stream.on("error", ignore);
+    stream.on("data", onRawData);
+    stream.on("end", onRawEnd);
+    stream.on("close", onRawClose);
+  }
+
+  override output(): TunnelOutput {
+    return this;
+  }
+
+  /** Ends the tunnel when the agent's own `grpc-timeout` passes. */
+  endAfter(timeoutMs: number): void {
+    this.timer = setTimeout(() => this.end(new ConnectError("the tunnel's deadline passed", Code.DeadlineExceeded)), timeoutMs);
   }
 
   next(): Promise<IteratorResult<ConnectRequest>> {
-    if (this.queue.length > 0) {
-      const value = this.queue.shift()!;
-      if (this.paused && this.queue.length < RequestMessages.highWater) {
+    const queue = this.queue;
+    if (queue && queue.length > 0) {
+      const value = queue.shift()!;
+      if (this.paused && queue.length < RawTunnelStream.highWater) {
         this.paused = false;
-        this.req.resume();
+        this.stream.resume();
       }
       return Promise.resolve({ done: false, value });
     }
     if (this.failure) return Promise.reject(this.failure);
-    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    if (this.inputEnded) return Promise.resolve({ done: true, value: undefined });
     return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
   }
 
-  /** Stops decoding; later data is read and dropped so the stream can finish. */
-  dispose(): void {
-    this.req.off("data", this.onData);
-    this.req.off("end", this.onEnd);
-    this.req.off("close", this.onClose);
-    this.queue.length = 0;
-    this.req.resume();
+  push(message: ConnectResponse): Promise<void> {
+    const stream = this.stream;
+    if (this.outputEnded || stream.destroyed || stream.writableEnded) {
+      return Promise.reject(new ConnectError("tunnel stream ended", Code.Unavailable));
+    }
+    try {
+      if (!stream.headersSent) stream.respond(responseHead, { waitForTrailers: true });
+      const bytes = toBinary(ConnectResponseSchema, message);
+      stream.write(frameHeader(bytes.byteLength));
+      return stream.write(bytes) ? resolved : drained(stream);
+    } catch (error) {
+      // respond() throws on a stream reset since the check above.
+      return Promise.reject(ConnectError.from(error, Code.Unavailable));
+    }
   }
 
-  private readonly onData = (chunk: Buffer) => {
-    if (this.failure || this.ended) return;
+  /** Ends the response (status `error`, or OK) and lets go of the stream and the tunnel. Idempotent. */
+  close(error?: ConnectError): void {
+    if (this.outputEnded) return;
+    this.outputEnded = true;
+    clearTimeout(this.timer);
+    this.streams.close(this);
+    const stream = this.stream;
+    stream.off("data", onRawData);
+    stream.off("end", onRawEnd);
+    stream.off("close", onRawClose);
+    stream[kRawTunnel] = undefined;
+    this.queue = undefined;
+    // Later data is read and dropped so the stream can finish.
+    stream.resume();
+    endRawResponse(stream, error);
+  }
+
+  onData(chunk: Buffer): void {
+    if (this.failure || this.inputEnded) return;
     try {
       for (const frame of this.reader.push(chunk)) {
         let message: ConnectRequest;
@@ -325,48 +384,86 @@ class RequestMessages implements AsyncIterator<ConnectRequest> {
         } catch (error) {
           throw new ConnectError(`invalid tunnel message: ${(error as Error).message}`, Code.InvalidArgument);
         }
-        const waiter = this.waiter;
-        if (waiter) {
-          this.waiter = undefined;
-          waiter.resolve({ done: false, value: message });
-        } else {
-          this.queue.push(message);
-        }
+        this.deliver(message);
       }
     } catch (error) {
       this.fail(ConnectError.from(error));
       return;
     }
-    if (this.queue.length >= RequestMessages.highWater && !this.paused) {
+    if (!this.paused && this.queue && this.queue.length >= RawTunnelStream.highWater) {
       this.paused = true;
-      this.req.pause();
+      this.stream.pause();
     }
-  };
+  }
 
-  private readonly onEnd = () => {
+  onEnd(): void {
     if (this.failure) return;
     if (this.reader.hasPartialFrame) return this.fail(new ConnectError("agent stream ended inside a message", Code.InvalidArgument));
-    this.ended = true;
+    this.inputEnded = true;
     const waiter = this.waiter;
     this.waiter = undefined;
     waiter?.resolve({ done: true, value: undefined });
-  };
+    // An idle agent that ends its stream withdraws its tunnel.
+    if (this.tunnel && !this.tunnel.isTaken) this.tunnel.close();
+  }
 
-  /** Told when the stream closes (agent gone, reset), whether or not its request side had ended. */
-  onClosed: ((reason: ConnectError) => void) | undefined;
-
-  private readonly onClose = () => {
+  /** The stream closed (agent gone, reset), whether or not its request side had ended. */
+  onClose(): void {
     const reason = new ConnectError("agent stream closed", Code.Canceled);
-    if (!this.ended) this.fail(reason);
-    this.onClosed?.(reason);
-  };
+    if (!this.inputEnded) this.fail(reason);
+    this.end(reason);
+  }
+
+  private deliver(message: ConnectRequest): void {
+    const tunnel = this.tunnel;
+    if (tunnel && !tunnel.isTaken) {
+      // An idle agent must send nothing.
+      tunnel.close(new ConnectError(`tunnel protocol violation: ${message.msg.case} before request_info`, Code.InvalidArgument));
+      return;
+    }
+    const waiter = this.waiter;
+    if (waiter) {
+      this.waiter = undefined;
+      waiter.resolve({ done: false, value: message });
+    } else {
+      (this.queue ??= []).push(message);
+    }
+  }
 
   private fail(error: ConnectError): void {
     if (this.failure) return;
     this.failure = error;
-    this.queue.length = 0;
+    this.queue = undefined;
     const waiter = this.waiter;
     this.waiter = undefined;
     waiter?.reject(error);
+    if (this.tunnel && !this.tunnel.isTaken) this.tunnel.close(error);
   }
+}
+
+function ignore(): void {}
+
+function noop(): void {}
+
+function firstHeader(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * Sends the status trailers (after headers, even when no message was sent) and ends our side of
+ * the stream. The agent ends its side once it has the status (gRPC clients do); a RST_STREAM sent
+ * right after the trailers would overtake them.
+ */
+function endRawResponse(stream: http2.ServerHttp2Stream, error: ConnectError | undefined): void {
+  if (stream.destroyed || stream.closed || stream.writableEnded) return;
+  if (!stream.headersSent) stream.respond(responseHead, { waitForTrailers: true });
+  const trailers = grpcStatusHeaders(error);
+  stream.once("wantTrailers", () => {
+    try {
+      stream.sendTrailers(trailers);
+    } catch {
+      // The stream was reset meanwhile.
+    }
+  });
+  stream.end();
 }

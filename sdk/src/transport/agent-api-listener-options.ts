@@ -12,6 +12,13 @@ export type AgentApiRequestHandler = (
   res: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
 
+/**
+ * Takes an HTTP/2 stream as it arrives, before Node's compatibility layer builds an
+ * `Http2ServerRequest`/`Http2ServerResponse` pair for it. Returns true when it has taken the
+ * stream; false hands the stream to the request handler.
+ */
+export type AgentApiStreamHandler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+
 /** Structured logger; pino's Logger satisfies it. */
 export interface TransportLogger {
   debug(obj: object, msg: string): void;
@@ -30,6 +37,13 @@ export interface AgentApiTlsOptions extends Omit<tls.TlsOptions, "ALPNProtocols"
 export interface AgentApiListenerOptions {
   /** Serves every request on the port, over HTTP/2 and HTTP/1.1. */
   handler: AgentApiRequestHandler;
+  /**
+   * Sees every HTTP/2 stream first and may serve it on the raw stream. Node's compatibility
+   * objects and their listeners cost about 2.5 KiB of heap per stream for as long as the stream is
+   * open, which adds up for long-lived idle streams such as agent tunnels. Default: none, every
+   * request goes to `handler`.
+   */
+  streamHandler?: AgentApiStreamHandler;
   /**
    * Address to bind. Default "127.0.0.1" (GitLab KAS's default); use
    * "0.0.0.0" or "::" to accept agents from other hosts.
@@ -98,12 +112,13 @@ export interface AgentApiListenerOptions {
 }
 
 /** The options with their defaults applied. */
-export type ResolvedAgentApiListenerOptions = Required<Omit<AgentApiListenerOptions, "tls" | "logger" | "http2Settings">> &
-  Pick<AgentApiListenerOptions, "tls" | "logger" | "http2Settings">;
+export type ResolvedAgentApiListenerOptions = Required<Omit<AgentApiListenerOptions, "tls" | "logger" | "http2Settings" | "streamHandler">> &
+  Pick<AgentApiListenerOptions, "tls" | "logger" | "http2Settings" | "streamHandler">;
 
 export function resolveAgentApiListenerOptions(options: AgentApiListenerOptions): ResolvedAgentApiListenerOptions {
   return {
     handler: options.handler,
+    streamHandler: options.streamHandler,
     host: options.host ?? "127.0.0.1",
     port: options.port ?? 8150,
     tls: options.tls,

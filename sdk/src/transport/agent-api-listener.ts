@@ -91,14 +91,23 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   let closed: Promise<void> | undefined;
   let lastSessionClosed: (() => void) | undefined;
 
-  const h2server = http2.createServer(
-    {
-      settings: { ...o.http2Settings, maxHeaderListSize: o.maxHeaderListSizeBytes },
-      maxSessionMemory: o.http2MaxSessionMemoryMiB,
-      // Our own supervisor pings; Node's server has no timeout by default.
-    },
-    o.handler,
-  );
+  const h2options: http2.ServerOptions = {
+    settings: { ...o.http2Settings, maxHeaderListSize: o.maxHeaderListSizeBytes },
+    maxSessionMemory: o.http2MaxSessionMemoryMiB,
+    // Our own supervisor pings; Node's server has no timeout by default.
+  };
+  // Node builds the compatibility objects (Http2ServerRequest/Response) for every stream of a
+  // server that has a "request" listener. With a stream handler, the sessions' server has none:
+  // streams the stream handler declines are passed as "stream" events to a second server that
+  // never listens itself and only runs the compatibility layer and the request handler.
+  const streamHandler = o.streamHandler;
+  const h2server = streamHandler ? http2.createServer(h2options) : http2.createServer(h2options, o.handler);
+  if (streamHandler) {
+    const compat = http2.createServer(h2options, o.handler);
+    h2server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+      if (!streamHandler(stream, headers)) compat.emit("stream", stream, headers, flags, rawHeaders);
+    });
+  }
   h2server.on("session", (session: http2.ServerHttp2Session) => {
     // "session" is emitted synchronously inside emit("connection"), so the
     // metadata set just before that call belongs to this session.
@@ -112,16 +121,25 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
       maxAgeMs: o.maxConnectionAgeMs,
       maxAgeGraceMs: o.maxConnectionAgeGraceMs,
     });
-    session.once("close", () => {
-      sessions.delete(session);
-      notify(closeListeners, session, info);
-      if (sessions.size === 0) lastSessionClosed?.();
-    });
+    session.on("close", onSessionClose);
     if (closing) {
       session.close();
     }
     notify(openListeners, session, info);
   });
+  // Shared by all sessions and sockets: no closure per connection.
+  function onSessionClose(this: http2.ServerHttp2Session): void {
+    const info = sessions.get(this);
+    if (!info) return;
+    sessions.delete(this);
+    notify(closeListeners, this, info);
+    if (sessions.size === 0) lastSessionClosed?.();
+  }
+  function onSocketClose(this: net.Socket): void {
+    sockets.delete(this);
+    // The peer address is cached on the socket from the "connection" handler on.
+    undecided.delete(peerKey(this));
+  }
   h2server.on("sessionError", (err: Error, session: http2.ServerHttp2Session) => {
     log?.debug({ err, session: sessions.get(session)?.id }, "agent API: HTTP/2 session error");
   });
@@ -203,15 +221,12 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   server.on("connection", (socket: net.Socket) => {
     // The TLS server hands us the TLS socket later; the peer address, which
     // it proxies, links the two.
-    const peer = `${socket.remoteAddress}|${socket.remotePort}`;
+    const peer = peerKey(socket);
     sockets.add(socket);
-    socket.once("close", () => {
-      sockets.delete(socket);
-      undecided.delete(peer);
-    });
+    socket.on("close", onSocketClose);
     // Errors are handled by whoever owns the socket next; this only keeps a
     // reset in a hand-over gap from becoming an uncaught exception.
-    socket.on("error", () => {});
+    socket.on("error", ignore);
     if (closing) {
       socket.destroy();
       return;
@@ -239,8 +254,8 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   if (o.tls) {
     const tlsServer = server as tls.Server;
     tlsServer.on("secureConnection", (socket: tls.TLSSocket) => {
-      undecided.delete(`${socket.remoteAddress}|${socket.remotePort}`);
-      socket.on("error", () => {});
+      undecided.delete(peerKey(socket));
+      socket.on("error", ignore);
       if (closing) {
         socket.destroy();
         return;
@@ -326,6 +341,13 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
     }
   }
 }
+
+/** Links a TCP socket to the TLS socket the TLS server hands over later, which proxies its address. */
+function peerKey(socket: net.Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}`;
+}
+
+function ignore(): void {}
 
 function subscribe<T>(set: Set<T>, item: T): () => void {
   set.add(item);

@@ -12,11 +12,14 @@ export type {
 export type {
   AgentApiListenerOptions,
   AgentApiRequestHandler,
+  AgentApiStreamHandler,
   AgentApiTlsOptions,
   TransportLogger,
 } from "./agent-api-listener-options.js";
 export { agentUserAgent, createAgentTransport } from "./agent-transport.js";
 export type { AgentTransport, AgentTransportOptions } from "./agent-transport.js";
+export { GrpcClientStream } from "./grpc-client-stream.js";
+export type { GrpcClientStreamOptions } from "./grpc-client-stream.js";
 export { parseAgentApiAddress } from "./agent-connection.js";
 export type { AgentApiAddress } from "./agent-connection.js";
 export { WS_TUNNEL_SUBPROTOCOL } from "./websocket-tunnel.js";

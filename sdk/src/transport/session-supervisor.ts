@@ -1,4 +1,4 @@
-import type { ServerHttp2Session } from "node:http2";
+import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
 
 /** Server-side liveness and lifetime rules for one HTTP/2 session. */
 export interface SessionSupervisorOptions {
@@ -17,86 +17,147 @@ export interface SessionSupervisorOptions {
   maxAgeGraceMs: number;
 }
 
+const kSupervisor = Symbol("kasbridge.sessionSupervisor");
+type Supervised = ServerHttp2Session & { [kSupervisor]?: SessionSupervisor };
+type SupervisedStream = ServerHttp2Stream & { [kSupervisor]?: SessionSupervisor };
+
 /**
  * Watches a server session: pings it so a vanished agent is noticed (its
  * connection then leaves the connected-agents view), closes sessions nobody
  * uses, and ages connections out so agents re-balance across KAS replicas.
  * All timers are unref'd and cleared when the session closes.
+ *
+ * Thousands of sessions are normal, each open for hours: a session holds one
+ * supervisor object and at most two timers, and its streams share the
+ * supervisor's listeners (no closure per session or stream).
  */
 export function superviseSession(session: ServerHttp2Session, options: SessionSupervisorOptions): void {
-  const timers = new Set<NodeJS.Timeout>();
-  const later = (ms: number, fn: () => void): NodeJS.Timeout => {
-    const t = setTimeout(() => {
-      timers.delete(t);
-      fn();
-    }, ms).unref();
-    timers.add(t);
-    return t;
-  };
-  session.once("close", () => {
-    for (const t of timers) clearTimeout(t);
-    timers.clear();
-  });
-
-  if (options.keepalivePingIntervalMs > 0) {
-    const ping = (): void => {
-      if (session.closed || session.destroyed) return;
-      const deadline = later(options.keepalivePingTimeoutMs, () => {
-        session.destroy(new Error(`keepalive PING not answered within ${options.keepalivePingTimeoutMs} ms`));
-      });
-      let sent = false;
-      try {
-        sent = session.ping((err) => {
-          clearTimeout(deadline);
-          timers.delete(deadline);
-          // An error means the session is going away: nothing left to watch.
-          if (!err) later(options.keepalivePingIntervalMs, ping);
-        });
-      } catch {
-        // ping() throws once the session is destroyed.
-      }
-      if (!sent) {
-        clearTimeout(deadline);
-        timers.delete(deadline);
-      }
-    };
-    later(options.keepalivePingIntervalMs, ping);
-  }
-
+  const supervisor = new SessionSupervisor(session, options);
+  (session as Supervised)[kSupervisor] = supervisor;
+  session.on("close", onSessionClose);
   if (options.idleTimeoutMs > 0) {
-    let openStreams = 0;
-    let lastActivity = Date.now();
-    const touch = (): void => {
-      lastActivity = Date.now();
-    };
-    session.on("stream", (stream) => {
-      openStreams++;
-      touch();
-      stream.once("close", () => {
-        openStreams--;
-        touch();
-      });
-    });
+    session.on("stream", onSessionStream);
     // Received PINGs (agentk sends one every 55 s) count as activity.
-    session.on("ping", touch);
-    const check = (): void => {
-      const idleFor = Date.now() - lastActivity;
-      if (openStreams === 0 && idleFor >= options.idleTimeoutMs) {
-        session.close();
-        return;
-      }
-      // Busy sessions are looked at again a whole period later.
-      later(openStreams > 0 ? options.idleTimeoutMs : options.idleTimeoutMs - idleFor, check);
-    };
-    later(options.idleTimeoutMs, check);
+    session.on("ping", onSessionPing);
+  }
+  supervisor.start();
+}
+
+function onSessionClose(this: Supervised): void {
+  this[kSupervisor]?.stop();
+}
+
+function onSessionStream(this: Supervised, stream: ServerHttp2Stream): void {
+  const supervisor = this[kSupervisor];
+  if (!supervisor) return;
+  supervisor.openStreams++;
+  supervisor.lastActivity = Date.now();
+  // A closed stream no longer knows its session, so it keeps the supervisor itself.
+  (stream as SupervisedStream)[kSupervisor] = supervisor;
+  stream.on("close", onStreamClose);
+}
+
+function onStreamClose(this: SupervisedStream): void {
+  const supervisor = this[kSupervisor];
+  if (!supervisor) return;
+  this[kSupervisor] = undefined;
+  supervisor.openStreams--;
+  supervisor.lastActivity = Date.now();
+}
+
+function onSessionPing(this: Supervised): void {
+  const supervisor = this[kSupervisor];
+  if (supervisor) supervisor.lastActivity = Date.now();
+}
+
+class SessionSupervisor {
+  openStreams = 0;
+  lastActivity = Date.now();
+  /** The next keepalive PING, or the deadline of the one in flight. */
+  private pingTimer: NodeJS.Timeout | undefined;
+  /** The next idle check, or the age limit (and then its grace period). */
+  private lifeTimer: NodeJS.Timeout | undefined;
+  private ageDueAt = Number.POSITIVE_INFINITY;
+  private aged = false;
+  private stopped = false;
+
+  constructor(
+    private readonly session: Supervised,
+    private readonly options: SessionSupervisorOptions,
+  ) {}
+
+  start(): void {
+    const o = this.options;
+    if (o.keepalivePingIntervalMs > 0) this.pingTimer = setTimeout(this.ping, o.keepalivePingIntervalMs).unref();
+    // Jitter spreads the reconnects of agents that connected together.
+    if (o.maxAgeMs > 0) this.ageDueAt = Date.now() + o.maxAgeMs * (0.9 + Math.random() * 0.2);
+    this.scheduleLife(Date.now());
   }
 
-  if (options.maxAgeMs > 0) {
-    // Jitter spreads the reconnects of agents that connected together.
-    const age = options.maxAgeMs * (0.9 + Math.random() * 0.2);
-    later(age, () => {
-      session.close();
-      later(options.maxAgeGraceMs, () => session.destroy());
-    });
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.pingTimer);
+    clearTimeout(this.lifeTimer);
+    this.pingTimer = this.lifeTimer = undefined;
+    delete this.session[kSupervisor];
   }
+
+  private readonly ping = (): void => {
+    const session = this.session;
+    if (this.stopped || session.closed || session.destroyed) return;
+    const timeoutMs = this.options.keepalivePingTimeoutMs;
+    let sent = false;
+    try {
+      sent = session.ping(this.onPong);
+    } catch {
+      // ping() throws once the session is destroyed.
+    }
+    if (sent) this.pingTimer = setTimeout(this.pingTimedOut, timeoutMs).unref();
+  };
+
+  private readonly pingTimedOut = (): void => {
+    this.session.destroy(new Error(`keepalive PING not answered within ${this.options.keepalivePingTimeoutMs} ms`));
+  };
+
+  private readonly onPong = (err: Error | null): void => {
+    clearTimeout(this.pingTimer);
+    this.pingTimer = undefined;
+    // An error means the session is going away: nothing left to watch.
+    if (!err && !this.stopped) this.pingTimer = setTimeout(this.ping, this.options.keepalivePingIntervalMs).unref();
+  };
+
+  /** One timer for the idle rule and the age rule: whichever is due first. */
+  private scheduleLife(now: number): void {
+    clearTimeout(this.lifeTimer);
+    this.lifeTimer = undefined;
+    if (this.stopped) return;
+    const idleMs = this.options.idleTimeoutMs;
+    let dueAt = this.ageDueAt;
+    if (idleMs > 0 && !this.aged) {
+      // Busy sessions are looked at again a whole period later.
+      const idleDueAt = this.openStreams > 0 ? now + idleMs : Math.max(now, this.lastActivity) + idleMs;
+      dueAt = Math.min(dueAt, idleDueAt);
+    }
+    if (dueAt === Number.POSITIVE_INFINITY) return;
+    this.lifeTimer = setTimeout(this.onLifeTimer, Math.max(0, dueAt - now)).unref();
+  }
+
+  private readonly onLifeTimer = (): void => {
+    this.lifeTimer = undefined;
+    const session = this.session;
+    const now = Date.now();
+    if (this.aged) {
+      session.destroy();
+      return;
+    }
+    if (now >= this.ageDueAt) {
+      this.aged = true;
+      session.close();
+      this.ageDueAt = now + this.options.maxAgeGraceMs;
+    } else if (this.options.idleTimeoutMs > 0 && this.openStreams === 0 && now - this.lastActivity >= this.options.idleTimeoutMs) {
+      session.close();
+      return;
+    }
+    this.scheduleLife(now);
+  };
 }

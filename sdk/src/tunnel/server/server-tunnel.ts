@@ -26,6 +26,17 @@ export interface TunnelCall {
   cancel(reason?: ConnectError): void;
 }
 
+/**
+ * Where a tunnel's responses to the agent go: by default an {@link AsyncQueue} that the Connect
+ * handler yields from (`output()`); the raw HTTP/2 path writes them to the stream itself.
+ */
+export interface TunnelOutput {
+  /** Sends one response; resolves when the next may be sent. Rejects once the output has ended. */
+  push(message: ConnectResponse): Promise<void>;
+  /** Ends the agent's stream: with `error` as the call's status, OK without. Idempotent. */
+  close(error?: ConnectError): void;
+}
+
 let nextTunnelId = 1;
 
 /**
@@ -58,8 +69,8 @@ function methodSet(descriptor: AgentDescriptor): ReadonlySet<string> {
 export class ServerTunnel {
   readonly id = nextTunnelId++;
   readonly methods: ReadonlySet<string>;
-  readonly connectedAt = new Date();
-  private readonly out = new AsyncQueue<ConnectResponse>(8);
+  private readonly connectedAtMs = Date.now();
+  private readonly out: TunnelOutput;
   /** Created on first use of `closedSignal`: thousands of idle tunnels need no AbortController each. */
   private done: AbortController | undefined;
   private closed: { reason: unknown } | undefined;
@@ -68,14 +79,17 @@ export class ServerTunnel {
   /**
    * @param streamSignal aborted when the agent's stream ends (disconnect, cancel) or the token is
    * revoked. Optional: the owner of the stream may call `streamEnded()` instead.
+   * @param output where responses go; default a queue read through `output()`.
    */
   constructor(
     readonly agent: AgentInfo,
     descriptor: AgentDescriptor,
     private readonly input: AsyncIterator<ConnectRequest>,
     streamSignal?: AbortSignal,
+    output?: TunnelOutput,
   ) {
     this.methods = methodSet(descriptor);
+    this.out = output ?? new AsyncQueue<ConnectResponse>(8);
     if (streamSignal) {
       const onAbort = () => this.streamEnded(streamSignal.reason);
       if (streamSignal.aborted) onAbort();
@@ -84,6 +98,11 @@ export class ServerTunnel {
         this.closedSignal.addEventListener("abort", () => streamSignal.removeEventListener("abort", onAbort), { once: true });
       }
     }
+  }
+
+  /** When the agent opened the tunnel's stream. */
+  get connectedAt(): Date {
+    return new Date(this.connectedAtMs);
   }
 
   /** Aborted once the tunnel has ended for any reason. */
@@ -108,9 +127,13 @@ export class ServerTunnel {
     return this.methods.has(methodName);
   }
 
-  /** Responses to yield to the agent; ends when the call completes or the tunnel closes. */
+  /**
+   * Responses to yield to the agent; ends when the call completes or the tunnel closes. Only for a
+   * tunnel built without its own `output`.
+   */
   output(): AsyncIterable<ConnectResponse> {
-    return this.out;
+    if (!(this.out instanceof AsyncQueue)) throw new Error("this tunnel writes its responses itself");
+    return this.out as AsyncQueue<ConnectResponse>;
   }
 
   /**
