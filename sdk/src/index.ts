@@ -33,6 +33,8 @@ export { LocalServiceHost } from "./tunnel/agent/local-service-host.js";
 export type { LocalServiceHostOptions } from "./tunnel/agent/local-service-host.js";
 export { TunnelPool } from "./tunnel/agent/tunnel-pool.js";
 export type { TunnelPoolOptions } from "./tunnel/agent/tunnel-pool.js";
+export { connectTunnelStreams, rawTunnelStreams } from "./tunnel/agent/tunnel-stream.js";
+export type { TunnelStream, TunnelStreamOpener } from "./tunnel/agent/tunnel-stream.js";
 export { AgentRegistration, randomPodId } from "./agent/agent-registration.js";
 export { echoService } from "./modules/echo/echo-service.js";
 
