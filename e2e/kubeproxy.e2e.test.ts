@@ -1,15 +1,26 @@
 // The Kubernetes API proxy end to end: real `kas` and `agentk` processes, a real kube-apiserver
 // with RBAC (tools/control-plane, `npm run control-plane`) and the real kubectl, driven with the
 // KUBECONFIG a CI job gets from the platform.
-import { execFileSync, spawn } from "node:child_process";
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
+import { createServer, connect, type AddressInfo, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, delay, startAgentk, startKas, waitUntil } from "./harness.js";
+import { adminToken, api, createAgentWithToken, delay, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
+
+/**
+ * How long the long-watch test keeps a watch idle before it must still deliver an event: longer
+ * than every timeout on the path (see that test). It runs alongside the other tests, so only
+ * what they leave of it is spent waiting.
+ */
+const IDLE_WATCH_MS = 65_000;
+/** The pod port kwok's port-forward connects to the test's own TCP server (`target`). */
+const FORWARDED_POD_PORT = 8080;
 
 describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)", function () {
   this.timeout(300_000);
@@ -18,8 +29,12 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   let agentk: ReturnType<typeof startAgentk>;
   const git = new GitClient();
   const dir = mkdtempSync(join(tmpdir(), "kubeproxy-e2e-"));
-  const certFile = join(dir, "tls.crt");
-  const keyFile = join(dir, "tls.key");
+  // Separate certificates: the agent API's (agentk trusts it) and the proxy's (kubectl trusts it).
+  const agentApiCert = selfSignedCert(dir, "agent-api", "kas-agent-api");
+  const { certFile, keyFile } = selfSignedCert(dir, "k8s-proxy", "kas-k8s-proxy");
+  /** Where kwok forwards pod port FORWARDED_POD_PORT: greets with a banner, then echoes. */
+  let target: Server;
+  const idleWatches: Array<{ name: string; watch: Kubectl; since: number }> = [];
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
   let configProjectPath: string;
@@ -31,15 +46,29 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     // The agent's own identity may do everything (access_as: agent); impersonated users get only
     // what RoleBindings grant them.
     const agentRules = [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }];
-    // kwok is required (logs/exec need its kubelet); a failure to start it fails the suite.
-    cp = await startControlPlane({ agentRules });
+    const targetSockets = new Set<Socket>();
+    target = createServer((socket) => {
+      targetSockets.add(socket);
+      socket.on("close", () => targetSockets.delete(socket));
+      socket.on("error", () => {});
+      socket.write(`kasbridge-target ${(target.address() as AddressInfo).port}\n`);
+      socket.pipe(socket);
+    });
+    await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => {
+      for (const socket of targetSockets) socket.destroy();
+      return new Promise((resolve) => target.close(resolve));
+    });
+    // kwok is required (logs/exec/attach/port-forward need its kubelet); a failure to start it fails the suite.
+    cp = await startControlPlane({ agentRules, portForwards: [{ podPort: FORWARDED_POD_PORT, port: (target.address() as AddressInfo).port }] });
     process.stdout.write(`      control plane ready in ${Date.now() - t0} ms\n`);
-    // kubectl sends bearer tokens only over TLS: the proxy serves the agent API's certificate.
-    execFileSync("openssl", [
-      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", keyFile, "-out", certFile,
-    ], { stdio: "pipe" });
-    kas = await startKas({ KAS_AGENT_TLS_CERT_FILE: certFile, KAS_AGENT_TLS_KEY_FILE: keyFile });
+    // kubectl sends bearer tokens only over TLS: the proxy has its own certificate.
+    kas = await startKas({
+      KAS_AGENT_TLS_CERT_FILE: agentApiCert.certFile,
+      KAS_AGENT_TLS_KEY_FILE: agentApiCert.keyFile,
+      KAS_K8S_PROXY_TLS_CERT_FILE: certFile,
+      KAS_K8S_PROXY_TLS_KEY_FILE: keyFile,
+    });
     agent = await createAgentWithToken(kas, "prod");
     configProjectPath = (await api(kas, "GET", `/projects/${agent.projectId}`)).json.path_with_namespace as string;
     for (const name of ["app", "jobid", "stranger"]) {
@@ -61,9 +90,29 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
       10_000,
       "config accepted",
     );
-    agentk = startAgentk(kas.addresses.agent, agent.token, {}, ["--kubeconfig", cp.agentKubeconfigPath, "--ca-cert-file", certFile]);
+    agentk = startAgentk(kas.addresses.agent, agent.token, {}, ["--kubeconfig", cp.agentKubeconfigPath, "--ca-cert-file", agentApiCert.certFile]);
     await agentk.waitFor(/kubeconfig loaded/);
     await delay(500); // tunnels
+
+    // The pod of the logs/exec/attach/cp/port-forward tests, on kwok's node.
+    await cp.runKubectl(["apply", "-f", "-"], {
+      input: JSON.stringify({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: "web", namespace: "default" },
+        spec: { nodeName: KWOK_NODE_NAME, containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort: FORWARDED_POD_PORT }] }] },
+      }),
+    });
+
+    // Watches that stay idle while the other tests run (checked by the last test), over HTTP/2
+    // (kubectl's default with TLS) and over HTTP/1.1.
+    await cp.runKubectl(["create", "namespace", "idle"]);
+    const job = await startJob("app");
+    for (const [name, env] of [["HTTP/2", {}], ["HTTP/1.1", { DISABLE_HTTP2: "1" }]] as const) {
+      const watch = startKubectl(job.path!, ["get", "configmaps", "-n", "idle", "-w", "-o", "name", "--output-watch-events", "--request-timeout=0"], env);
+      idleWatches.push({ name, watch, since: Date.now() });
+    }
+    await delay(1000); // both watches are open (kubectl prints nothing for an empty namespace)
   });
 
   after(async () => {
@@ -89,9 +138,27 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   }
 
   const context = () => `${configProjectPath}:prod`;
-  function kubectl(kubeconfig: string, args: string[], input?: string): Promise<RunResult> {
+
+  /** A long-running kubectl (watch, logs -f, attach, port-forward, proxy) with the job's KUBECONFIG; killed after the suite. */
+  function startKubectl(kubeconfig: string, args: string[], env: Record<string, string> = {}): Kubectl {
+    const child = spawn(cp.kubectl, ["--kubeconfig", kubeconfig, "--certificate-authority", certFile, "--context", context(), ...args], {
+      env: { ...process.env, KUBECACHEDIR: join(dir, "kube-cache"), ...env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    const k = new Kubectl(child);
+    cleanups.push(() => child.kill("SIGKILL"));
+    return k;
+  }
+  function kubectl(kubeconfig: string, args: string[], input?: string, env?: Record<string, string>): Promise<RunResult> {
+    if (env) return run(cp.kubectl, ["--kubeconfig", kubeconfig, "--certificate-authority", certFile, "--context", context(), ...args], env);
     return cp.runKubectl(["--certificate-authority", certFile, "--context", context(), ...args], { kubeconfig, allowFailure: true, input, timeoutMs: 60_000 });
   }
+
+  /** The audit line of an upgraded request is written when its connection ends. */
+  const auditedUpgrades = (subresource: string, atLeast: number) =>
+    waitUntil(() => kas.count(new RegExp(`"path":"/api/v1/namespaces/default/pods/web/${subresource}","status":101`)) >= atLeast, 10_000, `${atLeast} audited ${subresource} upgrades`);
+
+  const podRunning = () => cp.runKubectl(["wait", "-n", "default", "--for=jsonpath={.status.phase}=Running", "pod/web", "--timeout=60s"]);
   /** kubectl against the proxy with a hand-made token (no kubeconfig from the platform). */
   function kubectlWithToken(token: string, args: string[]): Promise<RunResult> {
     const empty = join(dir, "empty-kubeconfig");
@@ -111,13 +178,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     process.stdout.write(`      kubectl get ns through the proxy: ${Date.now() - t0} ms (process start included)\n`);
 
     // A watch, opened before the changes it must see.
-    const watch = spawn(cp.kubectl, ["--kubeconfig", job.path!, "--certificate-authority", certFile, "--context", context(), "get", "configmaps", "-n", "default", "-w", "-o", "name", "--output-watch-events"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let watched = "";
-    watch.stdout.on("data", (d: Buffer) => (watched += d.toString()));
-    watch.stderr.on("data", (d: Buffer) => (watched += d.toString()));
-    cleanups.push(() => watch.kill("SIGKILL"));
+    const watch = startKubectl(job.path!, ["get", "configmaps", "-n", "default", "-w", "-o", "name", "--output-watch-events"]);
     await delay(1000);
 
     const apply = await kubectl(job.path!, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "from-ci", namespace: "default" }, data: { a: "1" } }));
@@ -128,8 +189,8 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     const del = await kubectl(job.path!, ["delete", "configmap", "from-ci"]);
     expect(del.code, del.stderr).to.equal(0);
     // One line per event (ADDED, then DELETED; -o name prints no event type).
-    await waitUntil(() => (watched.match(/configmap\/from-ci/g)?.length ?? 0) >= 2, 10_000, `watch events (${watched})`);
-    watch.kill("SIGTERM");
+    await waitUntil(() => (watch.output.match(/configmap\/from-ci/g)?.length ?? 0) >= 2, 10_000, `watch events (${watch.output})`);
+    watch.kill();
 
     // The audit log names the job and the agent, never the token.
     expect(kas.output).to.match(new RegExp(`"caller":"ci_job","jobId":${job.id}.*"agentId":${agent.agentId}.*"k8s proxy request"`));
@@ -204,40 +265,263 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   it("follows logs and execs (WebSocket and SPDY upgrades) through the proxy (kwok pod)", async () => {
     expect(cp.kwokRunning, "kwok must be running for logs/exec").to.equal(true);
     const job = await startJob("app");
-    await cp.runKubectl(["apply", "-f", "-"], {
-      input: JSON.stringify({
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: { name: "web", namespace: "default" },
-        spec: { nodeName: KWOK_NODE_NAME, containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort: 8080 }] }] },
-      }),
-    });
-    await cp.runKubectl(["wait", "-n", "default", "--for=jsonpath={.status.phase}=Running", "pod/web", "--timeout=60s"]);
+    await podRunning();
 
     // logs -f: a line appended later arrives on the open stream.
     await cp.appendPodLog("first line");
-    const logs = spawn(cp.kubectl, ["--kubeconfig", job.path!, "--certificate-authority", certFile, "--context", context(), "logs", "-f", "web"], { stdio: ["ignore", "pipe", "pipe"] });
-    let logged = "";
-    logs.stdout.on("data", (d: Buffer) => (logged += d.toString()));
-    logs.stderr.on("data", (d: Buffer) => (logged += d.toString()));
-    cleanups.push(() => logs.kill("SIGKILL"));
-    await waitUntil(() => logged.includes("first line"), 15_000, `first log line (${logged})`);
+    const logs = startKubectl(job.path!, ["logs", "-f", "web"]);
+    await logs.waitFor(/first line/, "first log line");
     await cp.appendPodLog("appended while following");
-    await waitUntil(() => logged.includes("appended while following"), 10_000, `followed log line (${logged})`);
-    logs.kill("SIGTERM");
+    await logs.waitFor(/appended while following/, "followed log line");
+    logs.kill();
 
     const exec = await kubectl(job.path!, ["exec", "web", "--", "echo", "exec through kas"]);
     expect(exec.code, exec.stderr).to.equal(0);
     expect(exec.stdout.trim()).to.equal("exec through kas");
     // The same over SPDY/3.1 (kubectl's pre-WebSocket protocol, still what older clients use).
-    const spdy = await run(cp.kubectl, ["--kubeconfig", job.path!, "--certificate-authority", certFile, "--context", context(), "exec", "web", "--", "echo", "spdy through kas"], {
-      KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false",
-    });
+    const spdy = await kubectl(job.path!, ["exec", "web", "--", "echo", "spdy through kas"], undefined, { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false" });
     expect(spdy.code, spdy.stderr).to.equal(0);
     expect(spdy.stdout.trim()).to.equal("spdy through kas");
-    expect(kas.count(/"path":"\/api\/v1\/namespaces\/default\/pods\/web\/exec","status":101/)).to.be.at.least(2);
+    await auditedUpgrades("exec", 2);
+  });
+
+  it("port-forwards to a local TCP server through kwok, bytes intact both ways (WebSocket and SPDY)", async () => {
+    const job = await startJob("app");
+    await podRunning();
+    const targetPort = (target.address() as AddressInfo).port;
+    for (const [protocol, env] of [["WebSocket", {}], ["SPDY", { KUBECTL_PORT_FORWARD_WEBSOCKETS: "false" }]] as const) {
+      const pf = startKubectl(job.path!, ["port-forward", "pod/web", `:${FORWARDED_POD_PORT}`], env);
+      const localPort = Number((await pf.waitFor(/Forwarding from 127\.0\.0\.1:(\d+)/, `${protocol} port-forward listening`))[1]);
+      // Two connections one after the other, each a separate stream of the same upgraded connection.
+      for (let i = 0; i < 2; i++) {
+        const payload = randomBytes(512 * 1024 + i);
+        const banner = `kasbridge-target ${targetPort}\n`;
+        const received = await roundTrip(localPort, payload, banner.length + payload.length);
+        expect(received.subarray(0, banner.length).toString(), protocol).to.equal(banner);
+        expect(sha256(received.subarray(banner.length)), `${protocol} connection ${i}`).to.equal(sha256(payload));
+      }
+      pf.kill();
+      await pf.exited;
+    }
+    await auditedUpgrades("portforward", 2);
+  });
+
+  it("attaches to a running container (kwok streams the container's output from then on)", async () => {
+    const job = await startJob("app");
+    await podRunning();
+    const attach = startKubectl(job.path!, ["attach", "web"]);
+    // kwok follows the log file from its end once attached; until then appended lines are not shown.
+    let n = 0;
+    await waitUntil(
+      async () => {
+        await cp.appendPodLog(`before-attach-check ${n++}`);
+        return attach.output.includes("before-attach-check") || !attach.running;
+      },
+      15_000,
+      "attach streaming",
+    );
+    expect(attach.running, attach.output).to.equal(true);
+    await cp.appendPodLog("written while attached");
+    await attach.waitFor(/written while attached/, "output while attached");
+    attach.kill();
+    await auditedUpgrades("attach", 1);
+  });
+
+  it("copies files into and out of a pod with kubectl cp (tar over exec, stdin and stdout)", async () => {
+    const job = await startJob("app");
+    await podRunning();
+    // Into the pod: kwok runs the container's `tar -xmf -` as a local process in cp.execDir.
+    // kwok v0.8.0 never closes that process's stdin (pkg/utils/exec/exec.go copies the stream into
+    // cmd.StdinPipe() and does not Close() it), so `tar` never sees EOF although kubectl closes
+    // stdin (the v5 CLOSE signal; SPDY: stream half-close), and GNU tar reading a pipe waits for
+    // whole 10 KiB records: an archive of any other size hangs (directly against the API server
+    // too). kubectl's archive of one file is a 512-byte header, the data in 512-byte blocks and a
+    // 1 KiB end marker: this size makes it exactly 30 records, and tar ends at the marker.
+    const upload = randomBytes(30 * 10_240 - 1536);
+    const local = join(dir, "upload.bin");
+    writeFileSync(local, upload);
+    const into = await kubectl(job.path!, ["cp", local, "web:uploaded.bin"]);
+    expect(into.code, into.stderr).to.equal(0);
+    expect(sha256(readFileSync(join(cp.execDir, "uploaded.bin")))).to.equal(sha256(upload));
+    // stdin through exec -i, to a command that stops by itself (see above).
+    const stdin = await kubectl(job.path!, ["exec", "-i", "web", "--", "head", "-c", "11"], "stdin works and more");
+    expect(stdin.code, stdin.stderr).to.equal(0);
+    expect(stdin.stdout).to.equal("stdin works");
+    // Out of the pod: `tar cf - from-pod.txt` there, unpacked here.
+    const download = `${randomBytes(64 * 1024).toString("base64")}\n`;
+    writeFileSync(join(cp.execDir, "from-pod.txt"), download);
+    const copied = join(dir, "downloaded.txt");
+    const out = await kubectl(job.path!, ["cp", "web:from-pod.txt", copied]);
+    expect(out.code, out.stderr).to.equal(0);
+    expect(readFileSync(copied, "utf8")).to.equal(download);
+  });
+
+  it("server-side apply: applies, reports a field-manager conflict as kubectl prints it, forces", async () => {
+    const job = await startJob("app");
+    const manifest = (value: string) => JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "ssa", namespace: "default" }, data: { owner: value } });
+    const first = await kubectl(job.path!, ["apply", "--server-side", "--field-manager=team-a", "-f", "-"], manifest("a"));
+    expect(first.code, first.stderr).to.equal(0);
+    expect(first.stdout).to.include("configmap/ssa serverside-applied");
+
+    const conflict = await kubectl(job.path!, ["apply", "--server-side", "--field-manager=team-b", "-f", "-"], manifest("b"));
+    expect(conflict.code).to.not.equal(0);
+    expect(conflict.stderr).to.include('Apply failed with 1 conflict: conflict with "team-a": .data.owner');
+    expect(conflict.stderr).to.include("--force-conflicts");
+    // The audit line is written once the request body is through, which may be after kubectl is done.
+    await waitUntil(() => /"method":"PATCH","path":"\/api\/v1\/namespaces\/default\/configmaps\/ssa","status":409/.test(kas.output), 5_000, "audited 409");
+
+    const forced = await kubectl(job.path!, ["apply", "--server-side", "--field-manager=team-b", "--force-conflicts", "-f", "-"], manifest("b"));
+    expect(forced.code, forced.stderr).to.equal(0);
+    const cm = JSON.parse((await kubectl(job.path!, ["get", "configmap", "ssa", "-o", "json", "--show-managed-fields"])).stdout);
+    expect(cm.data).to.deep.equal({ owner: "b" });
+    expect(cm.metadata.managedFields.map((f: { manager: string; operation: string }) => `${f.manager}/${f.operation}`)).to.include("team-b/Apply");
+  });
+
+  it("serves raw paths, OpenAPI and discovery as the API server does (get --raw, api-resources, explain, kubectl proxy)", async () => {
+    const job = await startJob("app");
+    const direct = (args: string[]) => cp.runKubectl(args);
+    const raw = async (path: string) => {
+      const r = await kubectl(job.path!, ["get", "--raw", path]);
+      expect(r.code, `${path}: ${r.stderr}`).to.equal(0);
+      return r.stdout;
+    };
+
+    expect(JSON.parse(await raw("/version")).gitVersion).to.equal(JSON.parse((await direct(["get", "--raw", "/version"])).stdout).gitVersion);
+    const pods = JSON.parse(await raw("/api/v1/namespaces/default/pods"));
+    expect(pods.kind).to.equal("PodList");
+    expect(pods.items.map((p: { metadata: { name: string } }) => p.metadata.name)).to.include("web");
+    expect(JSON.parse(await raw("/api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dweb&limit=1")).items).to.have.length(1);
+    // The OpenAPI documents, several MiB, byte for byte as the API server sends them.
+    const v2 = await raw("/openapi/v2");
+    expect(JSON.parse(v2).swagger).to.equal("2.0");
+    expect(sha256(Buffer.from(v2)), `/openapi/v2 (${v2.length} bytes)`).to.equal(sha256(Buffer.from((await direct(["get", "--raw", "/openapi/v2"])).stdout)));
+    const v3 = JSON.parse(await raw("/openapi/v3"));
+    expect(v3.paths).to.have.property("api/v1");
+    expect(JSON.parse(await raw("/openapi/v3/api/v1")).openapi).to.match(/^3\./);
+
+    // Discovery (aggregated /api and /apis) and what is built on it.
+    const resources = await kubectl(job.path!, ["api-resources", "-o", "name"]);
+    expect(resources.code, resources.stderr).to.equal(0);
+    expect(resources.stdout.split("\n").sort()).to.deep.equal((await direct(["api-resources", "-o", "name"])).stdout.split("\n").sort());
+    expect(resources.stdout).to.include("configmaps").and.include("deployments.apps").and.include("roles.rbac.authorization.k8s.io");
+    const explain = await kubectl(job.path!, ["explain", "configmap.data"]);
+    expect(explain.code, explain.stderr).to.equal(0);
+    expect(explain.stdout).to.include("FIELD: data <map[string]string>");
+
+    // kubectl proxy: a local plain-HTTP front whose requests reach the cluster through KAS.
+    const proxy = startKubectl(job.path!, ["proxy", "--port=0"]);
+    const proxyPort = Number((await proxy.waitFor(/Starting to serve on 127\.0\.0\.1:(\d+)/, "kubectl proxy listening"))[1]);
+    const viaProxy = await fetch(`http://127.0.0.1:${proxyPort}/api/v1/namespaces/default/pods/web`);
+    expect(viaProxy.status).to.equal(200);
+    expect(((await viaProxy.json()) as { metadata: { name: string } }).metadata.name).to.equal("web");
+    const missing = await fetch(`http://127.0.0.1:${proxyPort}/api/v1/namespaces/default/configmaps/does-not-exist`);
+    expect(missing.status).to.equal(404);
+    expect(((await missing.json()) as { reason: string }).reason).to.equal("NotFound");
+    proxy.kill();
+  });
+
+  it("carries large bodies, paginated lists, refused upgrades, dry runs, diff and access reviews", async () => {
+    const job = await startJob("app");
+    await cp.runKubectl(["create", "namespace", "bulk"]);
+    // A request body of several tunnel frames (1 MiB each): just under the ConfigMap limit it is
+    // stored, and read back whole; just over, the API server's own validation answers.
+    const big = randomBytes(700 * 1024).toString("base64").slice(0, 1_000_000);
+    const configMap = (name: string, value: string) => JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name, namespace: "bulk" }, data: { big: value } });
+    const stored = await kubectl(job.path!, ["create", "-f", "-"], configMap("big", big));
+    expect(stored.code, stored.stderr).to.equal(0);
+    expect((await kubectl(job.path!, ["get", "configmap", "big", "-n", "bulk", "-o", "jsonpath={.data.big}"])).stdout).to.equal(big);
+    const tooBig = await kubectl(job.path!, ["create", "-f", "-"], configMap("too-big", `${big}${big.slice(0, 100_000)}`));
+    expect(tooBig.code).to.not.equal(0);
+    expect(tooBig.stderr, tooBig.stderr.slice(0, 300)).to.include('ConfigMap "too-big" is invalid').and.include("Too long");
+
+    // Chunked lists: the continue token (base64: '+', '/', '=') goes back through the query.
+    for (let i = 0; i < 5; i++) await cp.runKubectl(["create", "configmap", `page-${i}`, "-n", "bulk"]);
+    const paged = await kubectl(job.path!, ["get", "configmaps", "-n", "bulk", "--chunk-size=2", "-l", "!absent", "-o", "name", "-v=6"]);
+    expect(paged.code, paged.stderr).to.equal(0);
+    expect(paged.stdout.split("\n").filter((l) => l.startsWith("configmap/page-"))).to.have.length(5);
+    expect(paged.stderr).to.match(/continue=/);
+
+    // An upgrade the API server refuses is answered as a normal Status, not a broken stream.
+    const noPod = await kubectl(job.path!, ["exec", "no-such-pod", "--", "true"]);
+    expect(noPod.code).to.not.equal(0);
+    expect(noPod.stderr).to.include('pods "no-such-pod" not found');
+
+    // Dry runs and diff (server-side dry-run PATCH) change nothing; access reviews are POSTs.
+    const dry = await kubectl(job.path!, ["apply", "--dry-run=server", "-f", "-"], configMap("dry", "x"));
+    expect(dry.code, dry.stderr).to.equal(0);
+    expect(dry.stdout).to.include("configmap/dry created (server dry run)");
+    expect((await kubectl(job.path!, ["get", "configmap", "dry", "-n", "bulk"])).stderr).to.include("NotFound");
+    const diff = await kubectl(job.path!, ["diff", "-f", "-"], configMap("page-0", "changed"));
+    expect(diff.code, diff.stderr).to.equal(1); // 1: differences found
+    expect(diff.stdout).to.include("+  big: changed");
+    const canI = await kubectl(job.path!, ["auth", "can-i", "delete", "configmaps", "-n", "bulk"]);
+    expect(canI.stdout.trim()).to.equal("yes");
+  });
+
+  it("works over HTTP/1.1 as over HTTP/2 (kubectl with DISABLE_HTTP2)", async () => {
+    const job = await startJob("app");
+    const http1 = await kubectl(job.path!, ["get", "pods", "-o", "name", "-v=8"], undefined, { DISABLE_HTTP2: "1" });
+    expect(http1.code, http1.stderr).to.equal(0);
+    expect(http1.stdout).to.include("pod/web");
+    expect(http1.stderr).to.include("HTTP2 has been explicitly disabled");
+  });
+
+  it(`keeps a watch that stays idle for ${IDLE_WATCH_MS / 1000} s, then delivers its event (HTTP/2 and HTTP/1.1)`, async function () {
+    // Longer than every timeout on the path: kubectl's HTTP/2 read-idle PING (30 s, then 15 s for
+    // the answer), the proxy listener's TCP keepalive (30 s), Node's HTTP/1.1 headersTimeout
+    // (60 s; its requestTimeout, 300 s, ends with the request, before the response streams),
+    // KAS's agent-session PING (50 s) and agentk's (55 s), and agentk's idle-tunnel reaping
+    // (60 s; a tunnel carrying a watch is busy, not idle). The API server ends watches itself
+    // after 30 to 60 min (--min-request-timeout), which kubectl handles.
+    // The watches were opened before the other tests; only what is left of the time is waited here.
+    this.timeout(IDLE_WATCH_MS + 60_000);
+    const oldest = Math.min(...idleWatches.map((w) => w.since));
+    const remaining = oldest + IDLE_WATCH_MS - Date.now();
+    if (remaining > 0) await delay(remaining);
+    for (const w of idleWatches) {
+      expect(w.watch.running, `${w.name} watch still open: ${w.watch.output}`).to.equal(true);
+      expect(w.watch.stdout, `${w.name} watch saw nothing while idle`).to.equal("");
+      if (w.name === "HTTP/1.1") expect(w.watch.output).to.include("HTTP2 has been explicitly disabled");
+    }
+    await cp.runKubectl(["create", "configmap", "after-idle", "-n", "idle"]);
+    for (const w of idleWatches) {
+      await w.watch.waitFor(/configmap\/after-idle/, `${w.name} watch event after ${Math.round((Date.now() - w.since) / 1000)} s`);
+      w.watch.kill();
+    }
   });
 });
+
+/** A kubectl process that keeps running; its output (stdout and stderr) accumulates. */
+class Kubectl {
+  output = "";
+  stdout = "";
+  readonly exited: Promise<number | null>;
+  constructor(readonly child: ChildProcessWithoutNullStreams) {
+    child.stdout.on("data", (d: Buffer) => {
+      this.output += d.toString();
+      this.stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => (this.output += d.toString()));
+    this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async waitFor(pattern: RegExp, what: string, timeoutMs = 15_000): Promise<RegExpExecArray> {
+    let match: RegExpExecArray | null = null;
+    await waitUntil(() => (match = pattern.exec(this.output)) !== null || !this.running, timeoutMs, what).catch((e: Error) => {
+      throw new Error(`${e.message}; kubectl said: ${this.output}`);
+    });
+    if (!match) throw new Error(`kubectl exited (${this.child.exitCode}) before ${what}: ${this.output}`);
+    return match;
+  }
+
+  kill(): void {
+    this.child.kill("SIGTERM");
+  }
+}
 
 function run(cmd: string, args: string[], env: Record<string, string>): Promise<RunResult> {
   return new Promise((resolve) => {
@@ -250,6 +534,31 @@ function run(cmd: string, args: string[], env: Record<string, string>): Promise<
     child.on("close", (code) => {
       clearTimeout(timer);
       resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+function sha256(data: Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** Connects, writes `payload` and collects `expected` bytes. */
+function roundTrip(port: number, payload: Buffer, expected: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const socket: Socket = connect(port, "127.0.0.1", () => socket.write(payload));
+    socket.on("data", (d: Buffer) => {
+      chunks.push(d);
+      length += d.length;
+      if (length >= expected) {
+        socket.destroy();
+        resolve(Buffer.concat(chunks));
+      }
+    });
+    socket.on("error", reject);
+    socket.on("close", () => {
+      if (length < expected) reject(new Error(`connection closed after ${length} of ${expected} bytes`));
     });
   });
 }

@@ -51,6 +51,18 @@ export interface ControlPlaneOptions {
   keepDir?: boolean;
   /** Milliseconds for each component to become ready (default 90 s). */
   readyTimeoutMs?: number;
+  /**
+   * Pod ports that kwok's port-forward connects to a TCP address (every pod); other ports run
+   * `cat`, an echo.
+   */
+  portForwards?: PortForwardTarget[];
+}
+
+/** `kubectl port-forward` to `podPort` of any kwok pod reaches `address:port` (default 127.0.0.1). */
+export interface PortForwardTarget {
+  podPort: number;
+  port: number;
+  address?: string;
 }
 
 export interface RunResult {
@@ -88,7 +100,15 @@ export interface ControlPlane {
   nodeName: string | undefined;
   /** CRI-format log file that kwok serves as every container's log (`kubectl logs`). */
   podLogsFile: string;
-  /** Appends a line to podLogsFile (visible to `kubectl logs` at once, `-f` included). */
+  /**
+   * Working directory of `kubectl exec` in every kwok pod: kwok runs the command as a local
+   * process here, so relative paths of `kubectl cp` land in (and are read from) this folder.
+   */
+  execDir: string;
+  /**
+   * Appends a line to podLogsFile (visible to `kubectl logs` at once, `-f` included, and to
+   * `kubectl attach`, which kwok serves by following the same file from its end).
+   */
   appendPodLog(line: string, stream?: "stdout" | "stderr"): Promise<void>;
   /** Runs the real kubectl (admin kubeconfig unless options.kubeconfig). */
   runKubectl(args: string[], options?: KubectlOptions): Promise<RunResult>;
@@ -366,10 +386,13 @@ function httpsGet(url: string, ca: Buffer): Promise<{ status: number; body: stri
 
 // ---------------------------------------------------------------------------------------------
 // kwok configuration: our own minimal stages (node Ready, pod Running, pod deletion) and the
-// debugging endpoints (logs from one CRI-format file, exec as local commands, port-forward to
-// an echo command) for every pod.
+// debugging endpoints for every pod: logs and attach from one CRI-format file, exec as local
+// commands in execDir, port-forward to the configured TCP targets or else to an echo command.
 
-function kwokConfig(podLogsFile: string, execDir: string): string {
+function kwokConfig(podLogsFile: string, execDir: string, portForwards: PortForwardTarget[]): string {
+  const targets = portForwards
+    .map((f) => `  - ports: [${f.podPort}]\n    target: {port: ${f.port}, address: ${JSON.stringify(f.address ?? "127.0.0.1")}}\n`)
+    .join("");
   return `apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
@@ -518,12 +541,20 @@ spec:
       workDir: ${JSON.stringify(execDir)}
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterAttach
+metadata:
+  name: all-pods
+spec:
+  attaches:
+  - logsFile: ${JSON.stringify(podLogsFile)}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
 kind: ClusterPortForward
 metadata:
   name: all-pods
 spec:
   forwards:
-  - command: ["cat"]
+${targets}  - command: ["cat"]
 `;
 }
 
@@ -740,7 +771,7 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
     let kwokRunning = false;
     if (options.kwok !== false) {
       const kwokConfigPath = join(dir, "kwok.yaml");
-      await writeFile(kwokConfigPath, kwokConfig(podLogsFile, execDir));
+      await writeFile(kwokConfigPath, kwokConfig(podLogsFile, execDir, options.portForwards ?? []));
       start("kwok", binaries.kwok, [
         `--config=${kwokConfigPath}`, `--kubeconfig=${kubeconfigPath}`,
         "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
@@ -778,6 +809,7 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
       kwokRunning,
       nodeName: kwokRunning ? KWOK_NODE_NAME : undefined,
       podLogsFile,
+      execDir,
       appendPodLog,
       runKubectl: kubectl,
       stop,
