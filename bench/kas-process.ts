@@ -2,7 +2,8 @@
  * KAS alone in a child process, for the idle-tunnel memory benchmark: a StaticPlatformClient with
  * `BENCH_AGENTS` tokens (glagent-bench-<i>, agent id i + 1). Talks to the parent over IPC:
  *   -> { type: "ready", url }            agent API URL, once listening
- *   <- { type: "measure" }  -> { type: "memory", usage, spaces, stats }   after full GCs
+ *   <- { type: "measure" }  -> { type: "memory", usage, spaces, asFound, stats }   after full GCs
+ *                              (asFound: rss and heap spaces just before those GCs)
  *   <- { type: "snapshot", path }  -> { type: "snapshot", path }  heap snapshot after full GCs
  *   <- { type: "close" }    -> exits once KAS has closed
  * Run with --expose-gc.
@@ -42,14 +43,26 @@ async function fullGc(): Promise<void> {
   }
 }
 
+/** Committed bytes per V8 heap space. */
+function heapSpaces(): Record<string, number> {
+  return Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.space_size]));
+}
+
 process.on("message", (msg: { type: string }) => {
   void (async () => {
     if (msg.type === "stats") {
       send({ type: "stats", stats: { ...kas.registry.stats(), registered: kas.tracker.count() } });
     } else if (msg.type === "measure") {
+      // As V8 left them, before our forced GCs: shows what V8 gives back on its own while idle.
+      const asFound = { rss: process.memoryUsage.rss(), spaces: heapSpaces() };
       await fullGc();
-      const spaces = Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.space_size]));
-      send({ type: "memory", usage: process.memoryUsage(), spaces, stats: { ...kas.registry.stats(), registered: kas.tracker.count() } });
+      send({
+        type: "memory",
+        usage: process.memoryUsage(),
+        spaces: heapSpaces(),
+        asFound,
+        stats: { ...kas.registry.stats(), registered: kas.tracker.count() },
+      });
     } else if (msg.type === "snapshot") {
       // For investigations: BENCH_HEAP_SNAPSHOT=<dir> makes the memory bench write snapshots.
       await fullGc();

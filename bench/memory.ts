@@ -2,6 +2,17 @@
  * KAS memory per idle tunnel stream: KAS runs alone in a child process (bench/kas-process.ts), the
  * agents in another (bench/agents-process.ts). KAS's memory is read after full GCs before any agent
  * connects, with half of the agents connected and with all of them connected.
+ *
+ * Every sample, the baseline included, is taken after the same idle time (BENCH_SETTLE_MS, default
+ * 10 s). V8 sizes its young generation by the recent allocation rate: a connection storm grows it
+ * (16 -> 32 MiB of semispaces), and a GC while allocation is low shrinks it back (to 1 MiB here).
+ * The sample's forced GCs do that once the storm is a few seconds past, but not 1 s after it, and a
+ * baseline read 0.5 s after start still held the start-up's 16 MiB; so with unequal idle times the
+ * difference between samples counted that state (set by the allocation rate, not by the number of
+ * streams) as cost per stream. Even after the same idle time the forced GCs do not always shrink it
+ * (it depends on the allocation of the last seconds), so run.ts also prints the differences without
+ * the young generation's committed size. `asFound` shows the process as V8 left it before the forced
+ * GCs: with hardly any allocation no GC runs, and a grown young generation and garbage stay.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -17,11 +28,15 @@ export interface Usage {
 export interface MemorySample extends Usage {
   /** Committed bytes per V8 heap space (new_space, old_space, ...). */
   spaces: Record<string, number>;
+  /** RSS and heap spaces just before the forced GCs: what V8 had given back by itself. */
+  asFound: { rss: number; spaces: Record<string, number> };
   idleTunnels: number;
 }
 
 export interface MemoryResult {
   agents: number;
+  /** Idle time before each sample, baseline included. */
+  settleMs: number;
   tunnelsPerAgent: number;
   baseline: MemorySample;
   half: MemorySample;
@@ -79,7 +94,12 @@ async function sample(kas: ChildProcess): Promise<MemorySample> {
   const msg = await ask(kas, "measure", "memory");
   const pick = (u: NodeJS.MemoryUsage): Usage => ({ rss: u.rss, heapTotal: u.heapTotal, heapUsed: u.heapUsed, external: u.external });
   const stats = msg.stats as { idleTunnels: number };
-  return { ...pick(msg.usage as NodeJS.MemoryUsage), spaces: msg.spaces as Record<string, number>, idleTunnels: stats.idleTunnels };
+  return {
+    ...pick(msg.usage as NodeJS.MemoryUsage),
+    spaces: msg.spaces as Record<string, number>,
+    asFound: msg.asFound as MemorySample["asFound"],
+    idleTunnels: stats.idleTunnels,
+  };
 }
 
 /** Waits until KAS holds `tunnels` idle tunnels and `agents` registered agent processes. */
@@ -105,6 +125,7 @@ function stop(proc: ChildProcess, type: string, reply: string): Promise<void> {
 }
 
 export async function measureMemory(agents: number, tunnelsPerAgent: number): Promise<MemoryResult> {
+  const settleMs = Number(process.env.BENCH_SETTLE_MS ?? 10_000);
   const env = { BENCH_AGENTS: String(agents), BENCH_IDLE_TUNNELS: String(tunnelsPerAgent) };
   const kas = child("kas-process", env, true);
   const agentProc = child("agents-process", env, false);
@@ -112,7 +133,7 @@ export async function measureMemory(agents: number, tunnelsPerAgent: number): Pr
     const ready = await next(kas, "ready");
     await next(agentProc, "ready");
     const url = ready.url as string;
-    await sleep(500);
+    await sleep(settleMs);
     const baseline = await sample(kas);
     await snapshot(kas, "baseline");
     const halfCount = Math.floor(agents / 2);
@@ -120,17 +141,17 @@ export async function measureMemory(agents: number, tunnelsPerAgent: number): Pr
     agentProc.send({ type: "connect", url, first: 0, count: halfCount });
     await next(agentProc, "started");
     await waitForAgents(kas, halfCount, halfCount * tunnelsPerAgent);
-    await sleep(Number(process.env.BENCH_SETTLE_MS ?? 1000));
+    await sleep(settleMs);
     const half = await sample(kas);
     await snapshot(kas, "half");
     agentProc.send({ type: "connect", url, first: halfCount, count: agents - halfCount });
     await next(agentProc, "started");
     await waitForAgents(kas, agents, agents * tunnelsPerAgent);
     const connectSeconds = (performance.now() - start) / 1000;
-    await sleep(Number(process.env.BENCH_SETTLE_MS ?? 1000));
+    await sleep(settleMs);
     const full = await sample(kas);
     await snapshot(kas, "full");
-    return { agents, tunnelsPerAgent, baseline, half, full, connectSeconds };
+    return { agents, settleMs, tunnelsPerAgent, baseline, half, full, connectSeconds };
   } finally {
     await stop(agentProc, "stop", "stopped");
     await stop(kas, "close", "closed");
