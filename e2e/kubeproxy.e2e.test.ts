@@ -158,6 +158,20 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   const auditedUpgrades = (subresource: string, atLeast: number) =>
     waitUntil(() => kas.count(new RegExp(`"path":"/api/v1/namespaces/default/pods/web/${subresource}","status":101`)) >= atLeast, 10_000, `${atLeast} audited ${subresource} upgrades`);
 
+  /** The API server's count of its open long-running requests (watches, upgrades) of one kind. */
+  async function longRunning(verb: string, resource: string, subresource = ""): Promise<number> {
+    const metrics = (await cp.runKubectl(["get", "--raw", "/metrics"])).stdout;
+    let sum = 0;
+    for (const line of metrics.split("\n")) {
+      if (!line.startsWith("apiserver_longrunning_requests{")) continue;
+      if (line.includes(`resource="${resource}"`) && line.includes(`subresource="${subresource}"`) && line.includes(`verb="${verb}"`)) sum += Number(line.split(" ").pop());
+    }
+    return sum;
+  }
+  /** When a client goes away, the agent ends its request to the API server too (nothing leaks). */
+  const upstreamGone = (verb: string, resource: string, subresource: string, count: number) =>
+    waitUntil(async () => (await longRunning(verb, resource, subresource)) === count, 10_000, `${count} open ${verb} ${resource}/${subresource} at the API server`);
+
   const podRunning = () => cp.runKubectl(["wait", "-n", "default", "--for=jsonpath={.status.phase}=Running", "pod/web", "--timeout=60s"]);
   /** kubectl against the proxy with a hand-made token (no kubeconfig from the platform). */
   function kubectlWithToken(token: string, args: string[]): Promise<RunResult> {
@@ -304,6 +318,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
       await pf.exited;
     }
     await auditedUpgrades("portforward", 2);
+    await upstreamGone("CONNECT", "pods", "portforward", 0);
   });
 
   it("attaches to a running container (kwok streams the container's output from then on)", async () => {
@@ -323,8 +338,10 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     expect(attach.running, attach.output).to.equal(true);
     await cp.appendPodLog("written while attached");
     await attach.waitFor(/written while attached/, "output while attached");
+    expect(await longRunning("CONNECT", "pods", "attach")).to.equal(1);
     attach.kill();
     await auditedUpgrades("attach", 1);
+    await upstreamGone("CONNECT", "pods", "attach", 0);
   });
 
   it("copies files into and out of a pod with kubectl cp (tar over exec, stdin and stdout)", async () => {
@@ -486,8 +503,10 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     await cp.runKubectl(["create", "configmap", "after-idle", "-n", "idle"]);
     for (const w of idleWatches) {
       await w.watch.waitFor(/configmap\/after-idle/, `${w.name} watch event after ${Math.round((Date.now() - w.since) / 1000)} s`);
-      w.watch.kill();
     }
+    const open = await longRunning("WATCH", "configmaps");
+    for (const w of idleWatches) w.watch.kill();
+    await upstreamGone("WATCH", "configmaps", "", open - idleWatches.length);
   });
 });
 
