@@ -299,6 +299,20 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     await auditedUpgrades("exec", 2);
   });
 
+  it("exec -it: a terminal of the client's size, input and output (kwok runs the command on a pty)", async () => {
+    const job = await startJob("app");
+    await podRunning();
+    // `script` gives kubectl a terminal (33 rows, 101 columns); kubectl sends its size on the
+    // resize channel (read after the input line: kwok applies it concurrently with the start of
+    // the command), and the line typed in it on stdin.
+    const command = [cp.kubectl, "--kubeconfig", job.path!, "--certificate-authority", certFile, "--context", `'${context()}'`, "exec", "-it", "web", "--", "sh", "-c", `'read line; stty size; echo got:$line'`].join(" ");
+    for (const [protocol, env] of [["WebSocket", {}], ["SPDY", { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false" }]] as const) {
+      const r = await runWithInput("script", ["-qec", `stty rows 33 cols 101; ${command}`, "/dev/null"], "typed in a terminal\n", env);
+      expect(r.code, `${protocol}: ${r.stdout}${r.stderr}`).to.equal(0);
+      expect(r.stdout, protocol).to.include("33 101").and.include("got:typed in a terminal");
+    }
+  });
+
   it("port-forwards to a local TCP server through kwok, bytes intact both ways (WebSocket and SPDY)", async () => {
     const job = await startJob("app");
     await podRunning();
@@ -543,12 +557,17 @@ class Kubectl {
 }
 
 function run(cmd: string, args: string[], env: Record<string, string>): Promise<RunResult> {
+  return runWithInput(cmd, args, undefined, env);
+}
+
+function runWithInput(cmd: string, args: string[], input: string | undefined, env: Record<string, string>): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
+    if (input !== undefined) child.stdin!.end(input);
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
     child.on("close", (code) => {
       clearTimeout(timer);
