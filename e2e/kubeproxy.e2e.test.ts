@@ -320,14 +320,16 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     for (const [protocol, env] of [["WebSocket", {}], ["SPDY", { KUBECTL_PORT_FORWARD_WEBSOCKETS: "false" }]] as const) {
       const pf = startKubectl(job.path!, ["port-forward", "pod/web", `:${FORWARDED_POD_PORT}`], env);
       const localPort = Number((await pf.waitFor(/Forwarding from 127\.0\.0\.1:(\d+)/, `${protocol} port-forward listening`))[1]);
-      // Two connections one after the other, each a separate stream of the same upgraded connection.
-      for (let i = 0; i < 2; i++) {
+      // Three connections at once, each its own stream on the one upgraded connection, then one more.
+      const banner = `kasbridge-target ${targetPort}\n`;
+      const connection = async (i: number) => {
         const payload = randomBytes(512 * 1024 + i);
-        const banner = `kasbridge-target ${targetPort}\n`;
         const received = await roundTrip(localPort, payload, banner.length + payload.length);
         expect(received.subarray(0, banner.length).toString(), protocol).to.equal(banner);
         expect(sha256(received.subarray(banner.length)), `${protocol} connection ${i}`).to.equal(sha256(payload));
-      }
+      };
+      await Promise.all([0, 1, 2].map(connection));
+      await connection(3);
       pf.kill();
       await pf.exited;
     }
