@@ -2,7 +2,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import pino from "pino";
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { ReverseTunnel } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
@@ -27,7 +27,9 @@ const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 type AgentStreams = "connect-es" | "raw";
 
 /** KAS (agent API + gateway on plain h2c servers), one agent pool, and a client of the gateway. */
-async function startHarness(opts: { maxMessageBytes?: number; minIdle?: number; streams?: AgentStreams } = {}) {
+async function startHarness(
+  opts: { maxMessageBytes?: number; minIdle?: number; streams?: AgentStreams; echo?: Partial<ServiceImpl<typeof EchoService>> } = {},
+) {
   const platform = new StaticPlatformClient();
   platform.addToken("glagent-good", { agentId: 7, agentName: "a7", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 70 });
   const registry = new InMemoryTunnelRegistry();
@@ -47,7 +49,8 @@ async function startHarness(opts: { maxMessageBytes?: number; minIdle?: number; 
   await Promise.all([listen(agentApi), listen(gatewayServer)]);
 
   const agentSessions = new Http2SessionManager(`http://127.0.0.1:${port(agentApi)}`);
-  const host = new LocalServiceHost({ maxMessageBytes: opts.maxMessageBytes }).register(EchoService, echoService("agent-under-test"));
+  const echoImpl: Partial<ServiceImpl<typeof EchoService>> = { ...echoService("agent-under-test"), ...opts.echo };
+  const host = new LocalServiceHost({ maxMessageBytes: opts.maxMessageBytes }).register(EchoService, echoImpl);
   const agentTransport = createAgentTransport({
     url: `grpc://127.0.0.1:${port(agentApi)}`,
     callHeaders: { authorization: "Bearer glagent-good" },
@@ -233,6 +236,24 @@ describe(`reverse tunnel (agent pool <-> KAS registry <-> gateway), agent stream
     await waitFor(() => h.registry.stats().idleTunnels === 0, 1000);
     const err = await echo.echo({}, { timeoutMs: 300 }).catch((e: unknown) => ConnectError.from(e));
     expect((err as ConnectError).code).to.be.oneOf([Code.Unavailable, Code.DeadlineExceeded]);
+  });
+
+  it("aborts a handler's signal once its call has finished, as connect does", async () => {
+    await h.close();
+    const signals: AbortSignal[] = [];
+    h = await startHarness({
+      streams,
+      echo: {
+        echo(req, ctx) {
+          signals.push(ctx.signal);
+          return { payload: req.payload };
+        },
+      },
+    });
+    echo = h.client;
+    await echo.echo({ payload: new Uint8Array([1]) });
+    await waitFor(() => signals.length === 1 && signals[0].aborted);
+    expect(signals[0].reason).to.be.instanceOf(ConnectError);
   });
 
   it("serves 200 concurrent calls through one agent", async () => {

@@ -160,11 +160,17 @@ export class AgentTunnel {
     } finally {
       stream.closeSend();
       incoming.close();
+      // As connect does for its handlers: the call's signal aborts once the call is over, so
+      // whatever a handler tied to it (timers, watches) stops.
+      localAbort.abort(callFinished);
     }
     // KAS ends the stream once it has the trailer; shutdown cuts a hung one via cancelActive().
     await reader;
   }
 }
+
+/** The reason a local call's signal is aborted with once the call has finished (shared, no stack per call). */
+const callFinished = new ConnectError("the call has finished", Code.Canceled);
 
 function idleClosed(): ConnectError {
   return new ConnectError("idle tunnel closed", Code.Canceled);
