@@ -68,6 +68,8 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
       KAS_AGENT_TLS_KEY_FILE: agentApiCert.keyFile,
       KAS_K8S_PROXY_TLS_CERT_FILE: certFile,
       KAS_K8S_PROXY_TLS_KEY_FILE: keyFile,
+      // As behind a reverse proxy that forwards one path of its host: kubectl's server URL has a path.
+      KAS_K8S_PROXY_URL_PATH_PREFIX: "/-/k8s-proxy/",
     });
     agent = await createAgentWithToken(kas, "prod");
     configProjectPath = (await api(kas, "GET", `/projects/${agent.projectId}`)).json.path_with_namespace as string;
@@ -181,7 +183,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   }
 
   it("lists, applies, watches and deletes through the proxy with a CI job's KUBECONFIG", async () => {
-    expect(addresses().k8sProxy).to.match(/^https:\/\/127\.0\.0\.1:\d+$/);
+    expect(addresses().k8sProxy).to.match(/^https:\/\/127\.0\.0\.1:\d+\/-\/k8s-proxy$/);
     const job = await startJob("app");
     expect(job.kubeconfig).to.include(addresses().k8sProxy).and.include(`ci:${agent.agentId}:`);
 
@@ -303,13 +305,16 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     const job = await startJob("app");
     await podRunning();
     // `script` gives kubectl a terminal (33 rows, 101 columns); kubectl sends its size on the
-    // resize channel (read after the input line: kwok applies it concurrently with the start of
-    // the command), and the line typed in it on stdin.
-    const command = [cp.kubectl, "--kubeconfig", job.path!, "--certificate-authority", certFile, "--context", `'${context()}'`, "exec", "-it", "web", "--", "sh", "-c", `'read line; stty size; echo got:$line'`].join(" ");
+    // resize channel (kwok applies it concurrently with the start of the command: the command
+    // polls for it), and the line typed in it on stdin. kwok v0.8.0 closes the pty as soon as the
+    // command exits, racing its own copy of the last output (seen over SPDY straight to the API
+    // server too): the command lingers half a second after its last line.
+    const remote = 'read line; for i in $(seq 50); do size=$(stty size); [ "$size" != "0 0" ] && break; sleep 0.1; done; echo size:$size; echo got:$line; sleep 0.5';
+    const command = [cp.kubectl, "--kubeconfig", job.path!, "--certificate-authority", certFile, "--context", `'${context()}'`, "exec", "-it", "web", "--", "sh", "-c", `'${remote}'`].join(" ");
     for (const [protocol, env] of [["WebSocket", {}], ["SPDY", { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false" }]] as const) {
       const r = await runWithInput("script", ["-qec", `stty rows 33 cols 101; ${command}`, "/dev/null"], "typed in a terminal\n", env);
       expect(r.code, `${protocol}: ${r.stdout}${r.stderr}`).to.equal(0);
-      expect(r.stdout, protocol).to.include("33 101").and.include("got:typed in a terminal");
+      expect(r.stdout, protocol).to.include("size:33 101").and.include("got:typed in a terminal");
     }
   });
 
@@ -441,11 +446,12 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     expect(explain.code, explain.stderr).to.equal(0);
     expect(explain.stdout).to.include("FIELD: data <map[string]string>");
 
-    // kubectl proxy: a local plain-HTTP front whose requests reach the cluster through KAS.
-    const proxy = startKubectl(job.path!, ["proxy", "--port=0"]);
+    // kubectl proxy: a local plain-HTTP front whose requests reach the cluster through KAS. It drops
+    // the path of the server URL (here /-/k8s-proxy) unless told to keep it.
+    const proxy = startKubectl(job.path!, ["proxy", "--port=0", "--append-server-path"]);
     const proxyPort = Number((await proxy.waitFor(/Starting to serve on 127\.0\.0\.1:(\d+)/, "kubectl proxy listening"))[1]);
     const viaProxy = await fetch(`http://127.0.0.1:${proxyPort}/api/v1/namespaces/default/pods/web`);
-    expect(viaProxy.status).to.equal(200);
+    expect(viaProxy.status, await viaProxy.clone().text()).to.equal(200);
     expect(((await viaProxy.json()) as { metadata: { name: string } }).metadata.name).to.equal("web");
     const missing = await fetch(`http://127.0.0.1:${proxyPort}/api/v1/namespaces/default/configmaps/does-not-exist`);
     expect(missing.status).to.equal(404);

@@ -57,7 +57,7 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ env: { KAS_AGENT_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /KAS_AGENT_TLS_KEY_FILE/);
   });
 
-  it("takes the Kubernetes API proxy's own TLS files and external URL (YAML, then KAS_K8S_PROXY_*)", () => {
+  it("takes the Kubernetes API proxy's own TLS files, external URL and path prefix (YAML, then KAS_K8S_PROXY_*)", () => {
     const none = loadConfig({ env: {} });
     expect(none.k8sProxyTls).to.equal(undefined);
     expect(none.k8sProxyExternalUrl).to.equal(undefined);
@@ -80,6 +80,11 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ configFile: file("k8s_proxy_tls:\n  cert_file: /c\n  ca_file: /x\n"), env: {} })).to.throw(ConfigError, /k8s_proxy_tls\.ca_file/);
     expect(() => loadConfig({ configFile: file("k8s_proxy_tls:\n  cert_file: /c\n"), env: {} })).to.throw(ConfigError, /k8s_proxy_tls\.key_file/);
     expect(() => loadConfig({ env: { KAS_K8S_PROXY_EXTERNAL_URL: "kas:8154" } })).to.throw(ConfigError, /KAS_K8S_PROXY_EXTERNAL_URL/);
+    expect(none.k8sProxyUrlPathPrefix).to.equal("/");
+    expect(loadConfig({ configFile: file("k8s_proxy_url_path_prefix: /-/k8s-proxy/\n"), env: {} }).k8sProxyUrlPathPrefix).to.equal("/-/k8s-proxy/");
+    expect(loadConfig({ env: { KAS_K8S_PROXY_URL_PATH_PREFIX: "/k8s" } }).k8sProxyUrlPathPrefix).to.equal("/k8s");
+    expect(() => loadConfig({ env: { KAS_K8S_PROXY_URL_PATH_PREFIX: "k8s-proxy" } })).to.throw(ConfigError, /KAS_K8S_PROXY_URL_PATH_PREFIX/);
+    expect(() => loadConfig({ env: { KAS_K8S_PROXY_URL_PATH_PREFIX: "/a/../b" } })).to.throw(ConfigError, /KAS_K8S_PROXY_URL_PATH_PREFIX/);
   });
 
   it("derives the KUBECONFIG server from the proxy's listening URL, never a wildcard host", () => {

@@ -41,6 +41,8 @@ export interface KasConfig {
    * (GitLab's gitlab_kas.external_k8s_proxy_url). Default: derived from listen.k8s_proxy.
    */
   k8sProxyExternalUrl?: string;
+  /** Path under which the proxy serves the Kubernetes API, stripped before forwarding (GitLab: kubernetes_api.url_path_prefix). Default "/". */
+  k8sProxyUrlPathPrefix: string;
   logLevel: string;
   maxMessageBytes: number;
 }
@@ -66,6 +68,7 @@ const defaults: KasConfig = {
   },
   dataDir: "./data",
   platformEnabled: true,
+  k8sProxyUrlPathPrefix: "/",
   logLevel: "info",
   maxMessageBytes: 16 * 1024 * 1024,
 };
@@ -153,6 +156,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "k8s_proxy_external_url":
         config.k8sProxyExternalUrl = url(string(value, key), key);
         break;
+      case "k8s_proxy_url_path_prefix":
+        config.k8sProxyUrlPathPrefix = pathPrefix(string(value, key), key);
+        break;
       default:
         throw new ConfigError(`unknown key ${key} in ${file}`);
     }
@@ -177,6 +183,7 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   config.agentTls = envTlsFiles(env, "KAS_AGENT_TLS") ?? config.agentTls;
   config.k8sProxyTls = envTlsFiles(env, "KAS_K8S_PROXY_TLS") ?? config.k8sProxyTls;
   if (env.KAS_K8S_PROXY_EXTERNAL_URL) config.k8sProxyExternalUrl = url(env.KAS_K8S_PROXY_EXTERNAL_URL, "KAS_K8S_PROXY_EXTERNAL_URL");
+  if (env.KAS_K8S_PROXY_URL_PATH_PREFIX) config.k8sProxyUrlPathPrefix = pathPrefix(env.KAS_K8S_PROXY_URL_PATH_PREFIX, "KAS_K8S_PROXY_URL_PATH_PREFIX");
 }
 
 /** `<prefix>_CERT_FILE` / `<prefix>_KEY_FILE`; either one set means both are meant (checked later). */
@@ -232,6 +239,14 @@ function url(value: string, key: string): string {
   } catch {
     throw new ConfigError(`${key} must be an http(s) URL`);
   }
+}
+
+/** An absolute URL path such as "/" or "/-/k8s-proxy/" (no query, no "." or ".." segments). */
+function pathPrefix(value: string, key: string): string {
+  if (!value.startsWith("/") || /[?#\s]/.test(value) || value.split("/").some((s) => s === "." || s === "..")) {
+    throw new ConfigError(`${key} must be a URL path starting with / (for example /k8s-proxy/)`);
+  }
+  return value;
 }
 
 function databaseUrl(value: string, key: string): string {

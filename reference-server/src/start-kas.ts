@@ -106,6 +106,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       logger: logger.child({ component: "k8s-proxy" }),
       host: config.listen.k8sProxy.host,
       port: config.listen.k8sProxy.port,
+      urlPathPrefix: config.k8sProxyUrlPathPrefix,
       metrics: kas.metrics,
     });
     closers.push(() => k8sProxy.close(2_000));
