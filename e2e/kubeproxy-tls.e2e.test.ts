@@ -80,11 +80,17 @@ describe("e2e: Kubernetes API proxy TLS listener", function () {
     expect((await jobKubeconfig(k)).server).to.equal(k.addresses.k8sProxy);
   });
 
-  it("puts KAS_K8S_PROXY_EXTERNAL_URL in the KUBECONFIG; without any certificate the proxy is plain HTTP and says so", async () => {
+  it("puts KAS_K8S_PROXY_EXTERNAL_URL, else a reachable host, in the KUBECONFIG; without any certificate the proxy is plain HTTP and says so", async () => {
     const k = await kas({ KAS_K8S_PROXY_EXTERNAL_URL: "https://kas.example.com/k8s-proxy/" });
     expect(k.addresses.k8sProxy).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect((await jobKubeconfig(k)).server).to.equal("https://kas.example.com/k8s-proxy");
     expect(k.output).to.not.include("the Kubernetes API proxy has no TLS");
+
+    // Listening on every interface: the KUBECONFIG names the platform's host, not 0.0.0.0.
+    const wildcard = await kas({ KAS_K8S_PROXY_ADDR: "0.0.0.0:0", KAS_EXTERNAL_URL: "http://gitlab.example.com:8080", KAS_K8S_PROXY_TLS_CERT_FILE: proxyCert.certFile, KAS_K8S_PROXY_TLS_KEY_FILE: proxyCert.keyFile });
+    const port = new URL(wildcard.addresses.k8sProxy!).port;
+    expect(wildcard.addresses.k8sProxy).to.equal(`https://0.0.0.0:${port}`);
+    expect((await jobKubeconfig(wildcard)).server).to.equal(`https://gitlab.example.com:${port}`);
 
     const plain = await kas({});
     expect((await jobKubeconfig(plain)).server).to.equal(plain.addresses.k8sProxy);

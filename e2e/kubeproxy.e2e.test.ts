@@ -365,7 +365,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     await upstreamGone("CONNECT", "pods", "attach", 0);
   });
 
-  it("copies files into and out of a pod with kubectl cp (tar over exec, stdin and stdout)", async () => {
+  it("copies files into and out of a pod with kubectl cp (tar over exec, stdin and stdout), large output", async () => {
     const job = await startJob("app");
     await podRunning();
     // Into the pod: kwok runs the container's `tar -xmf -` as a local process in cp.execDir.
@@ -385,8 +385,15 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     const stdin = await kubectl(job.path!, ["exec", "-i", "web", "--", "head", "-c", "11"], "stdin works and more");
     expect(stdin.code, stdin.stderr).to.equal(0);
     expect(stdin.stdout).to.equal("stdin works");
+    // A large stdout (8 MiB) through the upgraded connection, with backpressure on every hop.
+    const large = randomBytes(6 * 1024 * 1024).toString("base64");
+    writeFileSync(join(cp.execDir, "large.txt"), large);
+    const cat = await kubectl(job.path!, ["exec", "web", "--", "cat", "large.txt"]);
+    expect(cat.code, cat.stderr).to.equal(0);
+    expect(cat.stdout.length).to.equal(large.length);
+    expect(cat.stdout === large, "8 MiB through exec intact").to.equal(true);
     // Out of the pod: `tar cf - from-pod.txt` there, unpacked here.
-    const download = `${randomBytes(64 * 1024).toString("base64")}\n`;
+    const download = `${randomBytes(3 * 1024 * 1024).toString("base64")}\n`;
     writeFileSync(join(cp.execDir, "from-pod.txt"), download);
     const copied = join(dir, "downloaded.txt");
     const out = await kubectl(job.path!, ["cp", "web:from-pod.txt", copied]);
