@@ -7,7 +7,7 @@
  *     BENCH_KP_CONCURRENCY requests in flight on one connection per target;
  *   - a watch through the proxy (and one direct, for reference) while ConfigMaps are created at
  *     BENCH_KP_WATCH_RATE per second: events received vs created, delivery rate and lag.
- * Parent -> { type: "start" }; -> { type: "seeded" | "round" | "watch" | "done" | "error" }.
+ * Parent -> { type: "start" }; -> { type: "seeded" | "warmed" | "round" | "watch" | "done" | "error" }.
  */
 import http2 from "node:http2";
 import { readFileSync } from "node:fs";
@@ -384,6 +384,7 @@ async function main(): Promise<void> {
   // Warm-up: connections, TLS sessions, the proxy's authorization cache, JIT.
   await latency([direct, proxy, proxyCiJob], small, 100, 20);
   await latency([direct, proxy], large, 2, 1);
+  send({ type: "warmed" });
   for (let round = 1; round <= rounds; round++) {
     const r: KubeproxyRound = {
       small: await measureList(round % 2 ? [direct, proxy, proxyCiJob] : [proxyCiJob, proxy, direct], small, smallRequests, 50, smallRequests),

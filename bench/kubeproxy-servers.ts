@@ -91,6 +91,8 @@ if (role === "kas") {
 }
 
 process.on("message", (msg: { type: string }) => {
+  // CPU time of this process (all threads), for CPU-per-request figures.
+  if (msg.type === "cpu") send({ type: "cpu", usage: process.cpuUsage() });
   if (msg.type !== "close") return;
   void close().finally(() => {
     process.disconnect();

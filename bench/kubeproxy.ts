@@ -128,15 +128,32 @@ export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => s
       BENCH_KP_PROXY_CI_JOB_TOKEN: `ci:${AGENT_ID}:${secrets.BENCH_KP_CI_JOB_TOKEN}`,
     }, profDir);
     procs.push(client);
+    // KAS's and the agent's CPU time between rounds (the seeding goes straight to the API server).
+    const cpuOf = (proc: ChildProcess) => {
+      const reply = next<{ usage: NodeJS.CpuUsage }>(proc, "cpu");
+      proc.send({ type: "cpu" });
+      return reply.then((m) => (m.usage.user + m.usage.system) / 1000);
+    };
+    const cpuSince = async (from: Promise<number[]>) => {
+      const [start, now] = await Promise.all([from, Promise.all([cpuOf(kas), cpuOf(agent)])]);
+      return { mark: Promise.resolve(now), kas: now[0]! - start[0]!, agent: now[1]! - start[1]! };
+    };
+    let cpuMark = Promise.resolve([0, 0]);
     await new Promise<void>((resolve, reject) => {
       client.on("message", (msg: { type: string } & Record<string, unknown>) => {
-        if (msg.type === "seeded") {
+        if (msg.type === "warmed") {
+          cpuMark = Promise.all([cpuOf(kas), cpuOf(agent)]);
+        } else if (msg.type === "seeded") {
           result.seedSeconds = msg.seconds as number;
           console.log(`  created ${String(msg.objects)} ConfigMaps for the large list in ${fmt(msg.seconds as number, 1)} s`);
         } else if (msg.type === "round") {
           const r = msg.result as KubeproxyRound;
           result.rounds.push(r);
           printRound(table, msg.round as number, r);
+          void cpuSince(cpuMark).then(({ mark, kas: k, agent: a }) => {
+            cpuMark = mark;
+            console.log(`  CPU of the round's proxied requests: KAS ${fmt(k / 1000, 2)} s, agent ${fmt(a / 1000, 2)} s (all threads)`);
+          });
         } else if (msg.type === "watch") {
           result.watch = msg.result as WatchResult;
         } else if (msg.type === "done") {
