@@ -497,6 +497,17 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     expect(dry.code, dry.stderr).to.equal(0);
     expect(dry.stdout).to.include("configmap/dry created (server dry run)");
     expect((await kubectl(job.path!, ["get", "configmap", "dry", "-n", "bulk"])).stderr).to.include("NotFound");
+    // The API server's warnings (a multi-valued Warning header) reach kubectl, which prints each.
+    const deprecated = JSON.stringify({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "deprecated", namespace: "bulk" },
+      spec: { nodeSelector: { "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64" }, containers: [{ name: "c", image: "registry.example/c:1" }] },
+    });
+    const warned = await kubectl(job.path!, ["apply", "--dry-run=server", "-f", "-"], deprecated);
+    expect(warned.code, warned.stderr).to.equal(0);
+    expect(warned.stderr).to.match(/Warning: spec\.nodeSelector\[beta\.kubernetes\.io\/os\]: deprecated/);
+    expect(warned.stderr).to.match(/Warning: spec\.nodeSelector\[beta\.kubernetes\.io\/arch\]: deprecated/);
     const diff = await kubectl(job.path!, ["diff", "-f", "-"], configMap("page-0", "changed"));
     expect(diff.code, diff.stderr).to.equal(1); // 1: differences found
     expect(diff.stdout).to.include("+  big: changed");
