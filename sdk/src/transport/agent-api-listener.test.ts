@@ -164,6 +164,35 @@ describe("transport/agent-api-listener", function () {
     await within(2000, new Promise((resolve) => (listener.sessions.size === 0 ? resolve(0) : listener.onSessionClose(resolve))), "session close");
   });
 
+  it("gives the stream handler first pick of HTTP/2 streams; the streams it declines reach the request handler", async () => {
+    const handled: string[] = [];
+    const listener = await listen({
+      handler: (req, res) => {
+        handled.push(`handler ${req.url} ${req instanceof http2.Http2ServerRequest}`);
+        res.writeHead(200, { "x-from": "handler" });
+        res.end();
+      },
+      streamHandler: (stream, headers) => {
+        if (headers[":path"] !== "/raw") return false;
+        handled.push("stream handler /raw");
+        stream.respond({ ":status": 200, "x-from": "stream-handler" }, { endStream: true });
+        return true;
+      },
+    });
+    const session = cleanup.track(http2.connect(listener.url("http")));
+    const get = (path: string) =>
+      new Promise<string>((resolve, reject) => {
+        const req = session.request({ ":path": path });
+        req.on("response", (headers) => resolve(String(headers["x-from"])));
+        req.on("error", reject);
+        req.resume();
+        req.end();
+      });
+    expect(await get("/raw")).to.equal("stream-handler");
+    expect(await get("/other")).to.equal("handler");
+    expect(handled).to.deep.equal(["stream handler /raw", "handler /other true"]);
+  });
+
   it("reports sessions with their transport; req.stream.session is the tunnel's session", async () => {
     const observed: EchoObservations = {};
     const listener = await listen({}, observed);
