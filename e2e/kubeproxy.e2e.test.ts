@@ -278,7 +278,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     expect(cm.data).to.deep.equal({ k: "v" });
   });
 
-  it("follows logs and execs (WebSocket and SPDY upgrades) through the proxy (kwok pod)", async () => {
+  it("follows logs and execs (WebSocket and SPDY upgrades; stdout, stderr, exit code) through the proxy (kwok pod)", async () => {
     expect(cp.kwokRunning, "kwok must be running for logs/exec").to.equal(true);
     const job = await startJob("app");
     await podRunning();
@@ -298,6 +298,15 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     const spdy = await kubectl(job.path!, ["exec", "web", "--", "echo", "spdy through kas"], undefined, { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false" });
     expect(spdy.code, spdy.stderr).to.equal(0);
     expect(spdy.stdout.trim()).to.equal("spdy through kas");
+    // stdout, stderr and the failure (the error channel's Status) come back apart. kwok v0.8.0
+    // wraps the command's exit error (`cmd wait: …: exit status 3`), so the Status says
+    // InternalError with that text, not NonZeroExitCode: kubectl exits 1, not 3.
+    for (const env of [{}, { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false" }]) {
+      const failed = await kubectl(job.path!, ["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], undefined, env);
+      expect(failed.code, failed.stderr).to.equal(1);
+      expect(failed.stdout).to.equal("out\n");
+      expect(failed.stderr).to.match(/^err\n/).and.include("exit status 3");
+    }
     await auditedUpgrades("exec", 2);
   });
 
