@@ -301,7 +301,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     // stdout, stderr and the failure (the error channel's Status) come back apart. kwok v0.8.0
     // wraps the command's exit error (`cmd wait: …: exit status 3`), so the Status says
     // InternalError with that text, not NonZeroExitCode: kubectl exits 1, not 3.
-    for (const env of [{}, { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false" }]) {
+    for (const env of [{}, { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false" }] as Array<Record<string, string>>) {
       const failed = await kubectl(job.path!, ["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], undefined, env);
       expect(failed.code, failed.stderr).to.equal(1);
       expect(failed.stdout).to.equal("out\n");
