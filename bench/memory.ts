@@ -4,15 +4,15 @@
  * connects, with half of the agents connected and with all of them connected.
  *
  * Every sample, the baseline included, is taken after the same idle time (BENCH_SETTLE_MS, default
- * 10 s). V8 sizes its young generation by the recent allocation rate: a connection storm grows it
+ * 30 s). V8 sizes its young generation by the recent allocation rate: a connection storm grows it
  * (16 -> 32 MiB of semispaces), and a GC while allocation is low shrinks it back (to 1 MiB here).
- * The sample's forced GCs do that once the storm is a few seconds past, but not 1 s after it, and a
- * baseline read 0.5 s after start still held the start-up's 16 MiB; so with unequal idle times the
- * difference between samples counted that state (set by the allocation rate, not by the number of
- * streams) as cost per stream. Even after the same idle time the forced GCs do not always shrink it
- * (it depends on the allocation of the last seconds), so run.ts also prints the differences without
- * the young generation's committed size. `asFound` shows the process as V8 left it before the forced
- * GCs: with hardly any allocation no GC runs, and a grown young generation and garbage stay.
+ * The sample's forced GCs do that once the storm is well past (reliably after 30 s here, only
+ * sometimes after 10 s, never after 1 s), and a baseline read 0.5 s after start still held the
+ * start-up's 16 MiB; with unequal or short idle times the difference between samples counted that
+ * state (set by the allocation rate, not by the number of streams) as cost per stream, 4 to 8 KiB
+ * per stream from run to run. run.ts also prints the differences without the young generation's
+ * committed size. `asFound` shows the process as V8 left it before the forced GCs: with hardly any
+ * allocation no GC runs, and a grown young generation and garbage stay until one does.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -125,7 +125,7 @@ function stop(proc: ChildProcess, type: string, reply: string): Promise<void> {
 }
 
 export async function measureMemory(agents: number, tunnelsPerAgent: number): Promise<MemoryResult> {
-  const settleMs = Number(process.env.BENCH_SETTLE_MS ?? 10_000);
+  const settleMs = Number(process.env.BENCH_SETTLE_MS ?? 30_000);
   const env = { BENCH_AGENTS: String(agents), BENCH_IDLE_TUNNELS: String(tunnelsPerAgent) };
   const kas = child("kas-process", env, true);
   const agentProc = child("agents-process", env, false);
