@@ -7,7 +7,7 @@
  *     BENCH_KP_CONCURRENCY requests in flight on one connection per target;
  *   - a watch through the proxy (and one direct, for reference) while ConfigMaps are created at
  *     BENCH_KP_WATCH_RATE per second: events received vs created, delivery rate and lag.
- * Parent -> { type: "start" }; -> { type: "seeded" | "warmed" | "round" | "watch" | "done" | "error" }.
+ * Parent -> { type: "start" | "marked" }; -> { type: "seeded" | "mark" | "round" | "watch" | "done" | "error" }.
  */
 import http2 from "node:http2";
 import { readFileSync } from "node:fs";
@@ -47,6 +47,10 @@ export interface ThroughputResult {
 export interface ListResult {
   latency: Partial<Record<KubeproxyTarget, LatencyResult>>;
   throughput: Partial<Record<KubeproxyTarget, ThroughputResult>>;
+  /** Requests of this list that went through KAS (checks included). */
+  proxiedRequests: number;
+  /** KAS's and the agent's CPU time over this list's measurements, filled in by the parent. */
+  cpuMs?: { kas: number; agent: number };
 }
 export interface KubeproxyRound {
   small: ListResult;
@@ -236,11 +240,27 @@ async function throughput(client: Client, spec: ListSpec, n: number): Promise<Th
   return { n, seconds, requestsPerSecond: n / seconds, mibPerSecond: bytes / MiB / seconds };
 }
 
+/** The parent reads KAS's and the agent's CPU time; resolves once it has (a "mark"). */
+function mark(): Promise<void> {
+  return new Promise((resolve) => {
+    const onMessage = (msg: { type: string }) => {
+      if (msg.type !== "marked") return;
+      process.off("message", onMessage);
+      resolve();
+    };
+    process.on("message", onMessage);
+    send({ type: "mark" });
+  });
+}
+
+/** One list's measurements, between two marks (the parent charges the CPU between them to it). */
 async function measureList(clients: Client[], spec: ListSpec, n: number, block: number, throughputN: number): Promise<ListResult> {
+  await mark();
   await check(clients, spec);
-  const result: ListResult = { latency: await latency(clients, spec, n, block), throughput: {} };
-  // Alternate the order per list so neither target always runs first.
+  const proxiedRequests = clients.filter((c) => c.name !== "direct").length * (1 + n + throughputN);
+  const result: ListResult = { latency: await latency(clients, spec, n, block), throughput: {}, proxiedRequests };
   for (const c of clients) result.throughput[c.name as KubeproxyTarget] = await throughput(c, spec, throughputN);
+  await mark();
   return result;
 }
 
@@ -384,8 +404,8 @@ async function main(): Promise<void> {
   // Warm-up: connections, TLS sessions, the proxy's authorization cache, JIT.
   await latency([direct, proxy, proxyCiJob], small, 100, 20);
   await latency([direct, proxy], large, 2, 1);
-  send({ type: "warmed" });
   for (let round = 1; round <= rounds; round++) {
+    // The target order alternates per round so that neither always runs first.
     const r: KubeproxyRound = {
       small: await measureList(round % 2 ? [direct, proxy, proxyCiJob] : [proxyCiJob, proxy, direct], small, smallRequests, 50, smallRequests),
       large: await measureList(round % 2 ? [direct, proxy] : [proxy, direct], large, largeRequests, 2, largeRequests),

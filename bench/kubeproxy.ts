@@ -128,32 +128,31 @@ export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => s
       BENCH_KP_PROXY_CI_JOB_TOKEN: `ci:${AGENT_ID}:${secrets.BENCH_KP_CI_JOB_TOKEN}`,
     }, profDir);
     procs.push(client);
-    // KAS's and the agent's CPU time between rounds (the seeding goes straight to the API server).
+    // KAS's and the agent's CPU time at each mark the client asks for (before and after each list).
     const cpuOf = (proc: ChildProcess) => {
       const reply = next<{ usage: NodeJS.CpuUsage }>(proc, "cpu");
       proc.send({ type: "cpu" });
       return reply.then((m) => (m.usage.user + m.usage.system) / 1000);
     };
-    const cpuSince = async (from: Promise<number[]>) => {
-      const [start, now] = await Promise.all([from, Promise.all([cpuOf(kas), cpuOf(agent)])]);
-      return { mark: Promise.resolve(now), kas: now[0]! - start[0]!, agent: now[1]! - start[1]! };
-    };
-    let cpuMark = Promise.resolve([0, 0]);
+    const marks: Array<{ kas: number; agent: number }> = [];
     await new Promise<void>((resolve, reject) => {
       client.on("message", (msg: { type: string } & Record<string, unknown>) => {
-        if (msg.type === "warmed") {
-          cpuMark = Promise.all([cpuOf(kas), cpuOf(agent)]);
+        if (msg.type === "mark") {
+          void Promise.all([cpuOf(kas), cpuOf(agent)]).then(([k, a]) => {
+            marks.push({ kas: k!, agent: a! });
+            client.send({ type: "marked" });
+          }, reject);
         } else if (msg.type === "seeded") {
           result.seedSeconds = msg.seconds as number;
           console.log(`  created ${String(msg.objects)} ConfigMaps for the large list in ${fmt(msg.seconds as number, 1)} s`);
         } else if (msg.type === "round") {
           const r = msg.result as KubeproxyRound;
+          // The round's last four marks: small list start and end, large list start and end.
+          const [s0, s1, l0, l1] = marks.slice(-4);
+          r.small.cpuMs = { kas: s1!.kas - s0!.kas, agent: s1!.agent - s0!.agent };
+          r.large.cpuMs = { kas: l1!.kas - l0!.kas, agent: l1!.agent - l0!.agent };
           result.rounds.push(r);
           printRound(table, msg.round as number, r);
-          void cpuSince(cpuMark).then(({ mark, kas: k, agent: a }) => {
-            cpuMark = mark;
-            console.log(`  CPU of the round's proxied requests: KAS ${fmt(k / 1000, 2)} s, agent ${fmt(a / 1000, 2)} s (all threads)`);
-          });
         } else if (msg.type === "watch") {
           result.watch = msg.result as WatchResult;
         } else if (msg.type === "done") {
@@ -189,6 +188,12 @@ function printRound(table: Table, round: number, r: KubeproxyRound): void {
         fmt(list.throughput[t]!.mibPerSecond, 1),
       ]),
     );
+    if (list.cpuMs) {
+      const per = (ms: number) => fmt((ms * 1000) / list.proxiedRequests, 0);
+      console.log(
+        `  CPU per proxied request (${list.proxiedRequests} requests, all threads): KAS ${per(list.cpuMs.kas)} us, agent ${per(list.cpuMs.agent)} us`,
+      );
+    }
   }
 }
 
@@ -218,6 +223,9 @@ function summarize(table: Table, verdict: (ok: boolean) => string, result: Kubep
       }),
     );
     for (const [label, list] of [["small list", (r: KubeproxyRound) => r.small], ["10k list", (r: KubeproxyRound) => r.large]] as const) {
+      const per = (f: (c: { kas: number; agent: number }) => number) =>
+        fmt(median(all.map((r) => (f(list(r).cpuMs ?? { kas: NaN, agent: NaN }) * 1000) / list(r).proxiedRequests)), 0);
+      console.log(`  ${label}: CPU per proxied request (median of rounds) KAS ${per((c) => c.kas)} us, agent ${per((c) => c.agent)} us`);
       const v = ratio(list, "proxy");
       console.log(`  targets, ${label}: p50 <= 1.3x ${verdict(v.p50 <= 1.3)}; throughput >= 0.5x ${verdict(v.throughput >= 0.5)}`);
     }
