@@ -99,8 +99,7 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
               ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
             })
           : new http.Agent({ keepAlive: true });
-        // Connections of the previous material end once idle (in-flight requests keep theirs).
-        previous?.agent?.destroy();
+        if (previous?.agent) retire(previous.agent);
       }
     } else {
       agent = opts.agent as http.Agent | undefined;
@@ -289,6 +288,12 @@ function impersonationOf(header: HttpRequest_Header): ImpersonationConfig | unde
   if (!extra) throw new ConnectError(`unexpected header extra ${header.extra.typeUrl}`, Code.InvalidArgument);
   const imp = extra.impConfig;
   return imp && !isEmptyImpersonation(imp) ? imp : undefined;
+}
+
+/** A pool of the previous TLS material: idle connections close now, busy ones (watches) when their request ends. */
+function retire(agent: http.Agent): void {
+  agent.maxFreeSockets = 0;
+  for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
 }
 
 /** Whether two sets of TLS options carry the same material (a keep-alive pool can be kept). */

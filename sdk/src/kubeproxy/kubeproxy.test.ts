@@ -8,7 +8,9 @@ import http2 from "node:http2";
 import tls from "node:tls";
 import { Registry } from "prom-client";
 import { selfSignedCertificate } from "../transport/fixtures.test.js";
-import { createAgent } from "../agent/create-agent.js";
+import type { HandlerContext } from "@connectrpc/connect";
+import { createAgent, type AgentModule } from "../agent/create-agent.js";
+import { HttpRequestSchema, type HttpRequest } from "../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { ImpersonationConfigSchema } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import { PlatformError, type JobAllowedAgents, type ProxyUserAuthorizationAnswer } from "../platform/platform-client.js";
 import { createKasServer } from "../server/kas-server.js";
@@ -142,6 +144,35 @@ async function fakeApiServer() {
   return server;
 }
 
+/** The agent's kubeconfig for the stand-in API server (plain HTTP), with a bearer token. */
+async function kubeConfig(apiUrl: string, token: string) {
+  const { KubeConfig } = await import("@kubernetes/client-node");
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: "c", server: apiUrl, skipTLSVerify: true }],
+    users: [{ name: "u", token }],
+    contexts: [{ name: "x", cluster: "c", user: "u" }],
+    currentContext: "x",
+  });
+  return kc;
+}
+
+/** Calls the agent module's MakeRequest directly (GET /api/v1/namespaces): the Authorization header the API server saw. */
+async function authorizationSeenBy(module: AgentModule): Promise<unknown> {
+  const impl = module.services![0]!.implementation as unknown as {
+    makeRequest(requests: AsyncIterable<HttpRequest>, ctx: HandlerContext): AsyncIterable<{ message?: { case?: string; value?: { data?: Uint8Array } } }>;
+  };
+  async function* requests() {
+    yield create(HttpRequestSchema, { message: { case: "header", value: { request: { method: "GET", urlPath: "/api/v1/namespaces" } } } });
+    yield create(HttpRequestSchema, { message: { case: "trailer", value: {} } });
+  }
+  const chunks: Uint8Array[] = [];
+  for await (const r of impl.makeRequest(requests(), { signal: new AbortController().signal } as HandlerContext)) {
+    if (r.message?.case === "data") chunks.push(r.message.value!.data!);
+  }
+  return (JSON.parse(Buffer.concat(chunks).toString("utf8")) as { headers: Record<string, unknown> }).headers.authorization;
+}
+
 class ProxyPlatform extends StaticPlatformClient {
   jobs = new Map<string, JobAllowedAgents>();
   lookups = 0;
@@ -177,14 +208,7 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     platform.jobs.set("job-agent", job({}));
     kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32) } });
     proxy = await createKubernetesApiProxy({ registry: kas.registry, platform, logger, port: 0, tunnelWaitMs: 300, metrics, authCacheTtlMs: 2000 });
-    const { KubeConfig } = await import("@kubernetes/client-node");
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: "c", server: apiUrl, skipTLSVerify: true }],
-      users: [{ name: "u", token: "agent-sa-token" }],
-      contexts: [{ name: "x", cluster: "c", user: "u" }],
-      currentContext: "x",
-    });
+    const kc = await kubeConfig(apiUrl, "agent-sa-token");
     agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await createAgentKubernetesApi({ kubeconfig: kc, logger })] });
     agent.start();
     // Wait for a tunnel.
@@ -235,6 +259,20 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     expect(JSON.parse(otherAgent.text).message).to.match(/^GitLab Agent Server: forbidden: project 5 .* may not use agent 8/);
     const pat = await get("/api/v1/namespaces", { authorization: "Bearer pat:9:glpat-good" });
     expect(pat.status).to.equal(403);
+  });
+
+  it("re-reads the agent's credentials once credentialTtlMs has passed (a rotated token is used)", async () => {
+    const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    const rereading = await kubeConfig(apiUrl, "token-1");
+    const caching = await kubeConfig(apiUrl, "token-1");
+    const fresh = await createAgentKubernetesApi({ kubeconfig: rereading, credentialTtlMs: 0, logger });
+    const cached = await createAgentKubernetesApi({ kubeconfig: caching, credentialTtlMs: 3_600_000, logger });
+    expect(await authorizationSeenBy(fresh)).to.equal("Bearer token-1");
+    expect(await authorizationSeenBy(cached)).to.equal("Bearer token-1");
+    // A rotated credential (as an in-cluster token file or an exec plugin would produce).
+    for (const kc of [rereading, caching]) Object.assign(kc.getCurrentUser()!, { token: "token-2" });
+    expect(await authorizationSeenBy(fresh)).to.equal("Bearer token-2");
+    expect(await authorizationSeenBy(cached)).to.equal("Bearer token-1");
   });
 
   it("refuses client impersonation headers", async () => {
