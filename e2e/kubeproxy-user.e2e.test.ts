@@ -6,8 +6,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, startAgentk, startKas, waitUntil } from "./harness.js";
-import { selfSignedLocalhostCert } from "./tls-cert.js";
+import { adminToken, api, createAgentWithToken, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
 
 describe("e2e: kubectl as a user (user_access) through kas and agentk", function () {
   this.timeout(300_000);
@@ -17,7 +16,7 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
   let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
   const git = new GitClient();
   const dir = mkdtempSync(join(tmpdir(), "kubeproxy-user-e2e-"));
-  const { certFile, keyFile } = selfSignedLocalhostCert(dir);
+  const { certFile, keyFile } = selfSignedCert(dir, "tls");
   let app: { id: number; path: string };
   let configRepo: string;
   const users: Record<string, { id: number; token: string; readOnlyToken?: string }> = {};

@@ -1,22 +1,10 @@
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { Code, ConnectError } from "@connectrpc/connect";
 import pg from "pg";
-import { api, createAgentWithToken, echoClient, startAgentk, startKas, waitUntil } from "./harness.js";
-
-/** A self-signed certificate for 127.0.0.1, made with openssl. */
-function selfSignedCert(dir: string): { cert: string; key: string } {
-  const cert = join(dir, "tls.crt");
-  const key = join(dir, "tls.key");
-  execFileSync("openssl", [
-    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", cert,
-  ], { stdio: "ignore" });
-  return { cert, key };
-}
+import { api, createAgentWithToken, echoClient, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
 
 describe("e2e: agent transports, remote platform and PostgreSQL", function () {
   this.timeout(120_000);
@@ -48,7 +36,7 @@ describe("e2e: agent transports, remote platform and PostgreSQL", function () {
   it("agentk over grpcs:// and wss:// with a configured certificate", async () => {
     const dir = mkdtempSync(join(tmpdir(), "kas-tls-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const { cert, key } = selfSignedCert(dir);
+    const { certFile: cert, keyFile: key } = selfSignedCert(dir, "tls");
     const env = { KAS_AGENT_TLS_CERT_FILE: cert, KAS_AGENT_TLS_KEY_FILE: key };
     const { kas } = await roundTrip((url) => url, env, ["--ca-cert-file", cert]);
     expect(kas.addresses.agent).to.match(/^grpcs:/);
@@ -64,7 +52,7 @@ describe("e2e: agent transports, remote platform and PostgreSQL", function () {
   it("agentk refuses a server certificate it does not trust", async () => {
     const dir = mkdtempSync(join(tmpdir(), "kas-tls-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const { cert, key } = selfSignedCert(dir);
+    const { certFile: cert, keyFile: key } = selfSignedCert(dir, "tls");
     const kas = await startKas({ KAS_AGENT_TLS_CERT_FILE: cert, KAS_AGENT_TLS_KEY_FILE: key });
     cleanups.push(() => kas.cleanup());
     const a = await createAgentWithToken(kas);
