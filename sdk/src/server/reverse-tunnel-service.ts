@@ -11,12 +11,22 @@ import {
 } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import { ServerTunnel, type TunnelOutput } from "../tunnel/server/server-tunnel.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
-import { FrameReader, frameHeader } from "../util/grpc-frames.js";
-import type { AgentInfo } from "../platform/platform-client.js";
-import { tokenRevokedError, type AgentAuthenticator } from "./agent-authenticator.js";
-import { grpcStatusHeaders } from "./grpc-status-headers.js";
-import { parseGrpcTimeout } from "./tunnel-gateway.js";
-import { drained } from "../util/drained.js";
+import type { FrameReader } from "../util/grpc-frames.js";
+import type { AgentAuthenticator } from "./agent-authenticator.js";
+import {
+  AgentStreamGroups,
+  attachRawStream,
+  authorizationHeader,
+  detachRawStream,
+  endGrpcResponse,
+  isGrpcRequest,
+  requestFrameReader,
+  requestTimeoutMs,
+  writeGrpcMessage,
+  type AgentStreamMember,
+  type RawStreamOwner,
+  type TokenGroup,
+} from "./raw-grpc.js";
 
 export interface ReverseTunnelServiceDeps {
   auth: AgentAuthenticator;
@@ -76,23 +86,17 @@ export function rawReverseTunnelStreams(
   const maxMessageBytes = deps.maxMessageBytes ?? 16 * 1024 * 1024 + 1024;
   const streams = new TunnelStreams(deps);
   return (stream, headers) => {
-    if (!isGrpcTunnelRequest(headers)) return false;
+    if (!isGrpcRequest(headers, reverseTunnelConnectPath)) return false;
     void serveRawTunnel(streams, maxMessageBytes, stream, headers);
     return true;
   };
-}
-
-function isGrpcTunnelRequest(headers: http2.IncomingHttpHeaders): boolean {
-  if (headers[":method"] !== "POST" || headers[":path"] !== reverseTunnelConnectPath) return false;
-  const contentType = headers["content-type"];
-  return contentType === "application/grpc" || contentType === "application/grpc+proto";
 }
 
 /**
  * One Connect stream as {@link TunnelStreams} tracks it, from authentication to its end. Revocation
  * and shutdown end it through `end`; the stream itself calls `end` when it goes away.
  */
-class TunnelStream {
+class TunnelStream implements AgentStreamMember {
   tunnel: ServerTunnel | undefined;
   /** Takes the tunnel out of the registry. */
   withdraw: (() => void) | undefined;
@@ -120,33 +124,16 @@ function endError(reason: unknown): ConnectError {
   return ConnectError.from(reason ?? new ConnectError("stream closed", Code.Canceled));
 }
 
-/** The open streams of one agent token: one revocation listener for all of them. */
-interface TokenGroup {
-  readonly tokenId: number | undefined;
-  readonly members: Set<TunnelStream>;
-  stopWatching: () => void;
-  revoked: boolean;
-}
-
 /**
  * Authenticates streams, waits for their descriptors and registers their tunnels as idle. A tunnel
  * ends with its stream, a revocation of its token, or KAS shutting down. Nothing is subscribed per
  * stream: shutdown is one listener for all streams, revocation one per token.
  */
 class TunnelStreams {
-  private readonly groups = new Map<number | undefined, TokenGroup>();
+  private readonly groups: AgentStreamGroups;
 
   constructor(private readonly deps: ReverseTunnelServiceDeps) {
-    const shutdown = deps.shutdownSignal;
-    if (!shutdown.aborted) {
-      shutdown.addEventListener(
-        "abort",
-        () => {
-          for (const group of [...this.groups.values()]) for (const member of [...group.members]) member.end(shutdown.reason);
-        },
-        { once: true },
-      );
-    }
+    this.groups = new AgentStreamGroups(deps.auth, deps.shutdownSignal);
   }
 
   /**
@@ -155,7 +142,7 @@ class TunnelStreams {
    */
   async open(header: Headers, member: TunnelStream, input: AsyncIterator<ConnectRequest>): Promise<ServerTunnel | undefined> {
     const info = await this.deps.auth.authenticate(header);
-    this.join(member, info);
+    this.groups.join(member, info);
     try {
       const first = await new Promise<IteratorResult<ConnectRequest>>((resolve, reject) => {
         const timer = setTimeout(
@@ -180,7 +167,7 @@ class TunnelStreams {
       });
       member.failWait = undefined;
       if (first.done) {
-        this.leave(member);
+        this.groups.leave(member);
         return undefined;
       }
       if (first.value.msg.case !== "descriptor" || !first.value.msg.value.agentDescriptor) {
@@ -198,7 +185,7 @@ class TunnelStreams {
       if (!output) tunnel.watchIdle();
       return tunnel;
     } catch (error) {
-      this.leave(member);
+      this.groups.leave(member);
       throw error;
     }
   }
@@ -209,38 +196,7 @@ class TunnelStreams {
     member.withdraw = undefined;
     withdraw?.();
     member.tunnel?.close();
-    this.leave(member);
-  }
-
-  private join(member: TunnelStream, info: AgentInfo): void {
-    if (this.deps.shutdownSignal.aborted) return member.end(this.deps.shutdownSignal.reason);
-    const tokenId = info.tokenId;
-    let group = this.groups.get(tokenId);
-    if (!group) {
-      const created: TokenGroup = { tokenId, members: new Set(), stopWatching: noop, revoked: false };
-      const stop = this.deps.auth.onRevoked(info, (reason) => {
-        created.revoked = true;
-        if (this.groups.get(tokenId) === created) this.groups.delete(tokenId);
-        for (const revoked of [...created.members]) revoked.end(reason);
-      });
-      if (!stop) return member.end(tokenRevokedError());
-      created.stopWatching = stop;
-      this.groups.set(tokenId, created);
-      group = created;
-    }
-    group.members.add(member);
-    member.group = group;
-  }
-
-  private leave(member: TunnelStream): void {
-    const group = member.group;
-    if (!group) return;
-    member.group = undefined;
-    group.members.delete(member);
-    if (group.members.size === 0 && !group.revoked && this.groups.get(group.tokenId) === group) {
-      this.groups.delete(group.tokenId);
-      group.stopWatching();
-    }
+    this.groups.leave(member);
   }
 }
 
@@ -253,38 +209,17 @@ async function serveRawTunnel(
 ): Promise<void> {
   let raw: RawTunnelStream | undefined;
   try {
-    raw = new RawTunnelStream(streams, stream, new FrameReader(maxMessageBytes, firstHeader(headers["grpc-encoding"]) ?? "identity"));
-    const timeoutMs = parseGrpcTimeout(firstHeader(headers["grpc-timeout"]) ?? null);
+    raw = new RawTunnelStream(streams, stream, requestFrameReader(headers, maxMessageBytes));
+    const timeoutMs = requestTimeoutMs(headers);
     if (timeoutMs !== undefined) raw.endAfter(timeoutMs);
-    // The authenticator reads only the bearer token.
-    const authHeader = new Headers();
-    const authorization = firstHeader(headers.authorization);
-    if (authorization !== undefined) authHeader.set("authorization", authorization);
-    const tunnel = await streams.open(authHeader, raw, raw);
+    const tunnel = await streams.open(authorizationHeader(headers), raw, raw);
     // Without a descriptor (the agent ended the stream) there is nothing to serve.
     if (!tunnel) raw.close();
   } catch (error) {
     if (raw) raw.close(ConnectError.from(error));
-    else endRawResponse(stream, ConnectError.from(error));
+    else endGrpcResponse(stream, ConnectError.from(error));
   }
 }
-
-const kRawTunnel = Symbol("kasbridge.rawTunnel");
-type TunnelHttp2Stream = http2.ServerHttp2Stream & { [kRawTunnel]?: RawTunnelStream };
-
-// Listeners shared by every raw tunnel stream: an idle stream holds no closures of its own.
-function onRawData(this: TunnelHttp2Stream, chunk: Buffer): void {
-  this[kRawTunnel]?.onData(chunk);
-}
-function onRawEnd(this: TunnelHttp2Stream): void {
-  this[kRawTunnel]?.onEnd();
-}
-function onRawClose(this: TunnelHttp2Stream): void {
-  this[kRawTunnel]?.onClose();
-}
-
-const resolved = Promise.resolve();
-const responseHead = { ":status": 200, "content-type": "application/grpc", "grpc-accept-encoding": "gzip" };
 
 /**
  * A `ReverseTunnel/Connect` stream served on the HTTP/2 stream itself: the tunnel's input (the
@@ -292,7 +227,7 @@ const responseHead = { ":status": 200, "content-type": "application/grpc", "grpc
  * status sent as trailers). While the tunnel is idle nothing waits on a promise: a message from the
  * agent is a protocol violation and ends the tunnel, as does the end of the agent's stream.
  */
-class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectRequest>, TunnelOutput {
+class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectRequest>, TunnelOutput, RawStreamOwner {
   private static readonly highWater = 4;
   /** Decoded messages of a running call that wait for the tunnel to take them. */
   private queue: ConnectRequest[] | undefined;
@@ -305,16 +240,11 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
 
   constructor(
     streams: TunnelStreams,
-    private readonly stream: TunnelHttp2Stream,
+    private readonly stream: http2.ServerHttp2Stream,
     private readonly reader: FrameReader,
   ) {
     super(streams);
-    stream[kRawTunnel] = this;
-    // Stream errors surface as "close", which ends the tunnel.
-    stream.on("error", ignore);
-    stream.on("data", onRawData);
-    stream.on("end", onRawEnd);
-    stream.on("close", onRawClose);
+    attachRawStream(stream, this);
   }
 
   override output(): TunnelOutput {
@@ -347,10 +277,7 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
       return Promise.reject(new ConnectError("tunnel stream ended", Code.Unavailable));
     }
     try {
-      if (!stream.headersSent) stream.respond(responseHead, { waitForTrailers: true });
-      const bytes = toBinary(ConnectResponseSchema, message);
-      stream.write(frameHeader(bytes.byteLength));
-      return stream.write(bytes) ? resolved : drained(stream);
+      return writeGrpcMessage(stream, toBinary(ConnectResponseSchema, message));
     } catch (error) {
       // respond() throws on a stream reset since the check above.
       return Promise.reject(ConnectError.from(error, Code.Unavailable));
@@ -363,15 +290,9 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
     this.outputEnded = true;
     clearTimeout(this.timer);
     this.streams.close(this);
-    const stream = this.stream;
-    stream.off("data", onRawData);
-    stream.off("end", onRawEnd);
-    stream.off("close", onRawClose);
-    stream[kRawTunnel] = undefined;
     this.queue = undefined;
-    // Later data is read and dropped so the stream can finish.
-    stream.resume();
-    endRawResponse(stream, error);
+    detachRawStream(this.stream);
+    endGrpcResponse(this.stream, error);
   }
 
   onData(chunk: Buffer): void {
@@ -439,31 +360,4 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
     waiter?.reject(error);
     if (this.tunnel && !this.tunnel.isTaken) this.tunnel.close(error);
   }
-}
-
-function ignore(): void {}
-
-function noop(): void {}
-
-function firstHeader(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
-/**
- * Sends the status trailers (after headers, even when no message was sent) and ends our side of
- * the stream. The agent ends its side once it has the status (gRPC clients do); a RST_STREAM sent
- * right after the trailers would overtake them.
- */
-function endRawResponse(stream: http2.ServerHttp2Stream, error: ConnectError | undefined): void {
-  if (stream.destroyed || stream.closed || stream.writableEnded) return;
-  if (!stream.headersSent) stream.respond(responseHead, { waitForTrailers: true });
-  const trailers = grpcStatusHeaders(error);
-  stream.once("wantTrailers", () => {
-    try {
-      stream.sendTrailers(trailers);
-    } catch {
-      // The stream was reset meanwhile.
-    }
-  });
-  stream.end();
 }
