@@ -13,6 +13,8 @@ export type { AgentAuthenticatorOptions } from "./server/agent-authenticator.js"
 export { AgentTracker, defaultKasInstanceId } from "./server/agent-tracker.js";
 export { createTunnelGateway, routingAgentIdHeader, parseGrpcTimeout } from "./server/tunnel-gateway.js";
 export type { TunnelGatewayOptions } from "./server/tunnel-gateway.js";
+export { rawServerStreamingMethod, rawGrpcMethods, RawServerStreamCall, handlerError, kasShuttingDownError } from "./server/raw-grpc.js";
+export type { RawGrpcMethod, RawServerStreamHandler, RawServerStreamOptions, RawStreamHandler } from "./server/raw-grpc.js";
 export {
   internalApiAuthorizer,
   internalApiClientInterceptor,

@@ -16,7 +16,8 @@ import { connectionContextValues } from "./connection-context.js";
 import { listenGateway, type GatewayListener, type GatewayListenOptions } from "./gateway-listener.js";
 import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth.js";
 import { createKasMetrics } from "./kas-metrics.js";
-import { rawReverseTunnelStreams, reverseTunnelService } from "./reverse-tunnel-service.js";
+import { rawGrpcMethods, type RawGrpcMethod } from "./raw-grpc.js";
+import { rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 
@@ -27,12 +28,22 @@ export interface KasModuleContext {
   registry: TunnelRegistry;
   logger: Logger;
   shutdownSignal: AbortSignal;
+  /** Largest gRPC message KAS accepts or sends (KasServerOptions.maxMessageBytes). */
+  maxMessageBytes?: number;
 }
 
 /** A feature channel's server half: registers services on the agent API. */
 export interface KasModule {
   name: string;
+  /** Registers the module's agent-facing services (connect-es: every protocol). */
   registerAgentServices(router: ConnectRouter, ctx: KasModuleContext): void;
+  /**
+   * Methods served on the raw HTTP/2 stream ahead of connect-es (see `rawServerStreamingMethod`),
+   * for long-lived streams every agent holds. They take gRPC over HTTP/2 only; the same methods
+   * registered by `registerAgentServices` serve everything else. Called once, after
+   * `registerAgentServices`; embedders that only mount the router never call it.
+   */
+  rawAgentMethods?(ctx: KasModuleContext): RawGrpcMethod[];
 }
 
 export interface KasServerOptions {
@@ -100,7 +111,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const auth = new AgentAuthenticator({ platform: options.platform, logger, cacheTtlMs: options.agentInfoCacheTtlMs });
   const tracker = new AgentTracker({ kasInstance });
   const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
-  const moduleContext: KasModuleContext = { auth, tracker, registry, logger, shutdownSignal: shutdown.signal };
+  const moduleContext: KasModuleContext = { auth, tracker, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes };
 
   // Tunnel frames wrap a message with a few bytes of envelope.
   const tunnelDeps = { auth, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes: maxMessageBytes + 1024 };
@@ -119,9 +130,12 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     ...options.agentApi,
     http2Settings: { initialWindowSize: streamWindowBytes, ...options.agentApi?.http2Settings },
     handler: connectHandler,
-    // gRPC tunnels over HTTP/2 bypass connect-es and Node's compatibility layer: an idle tunnel
-    // then costs about a KiB of heap, not tens.
-    streamHandler: rawReverseTunnelStreams(tunnelDeps),
+    // gRPC tunnels (and modules' long-lived streams) over HTTP/2 bypass connect-es and Node's
+    // compatibility layer: an idle stream then costs about a KiB of heap, not tens.
+    streamHandler: rawGrpcMethods([
+      { path: reverseTunnelConnectPath, handle: rawReverseTunnelStreams(tunnelDeps) },
+      ...(options.modules ?? []).flatMap((module) => module.rawAgentMethods?.(moduleContext) ?? []),
+    ]),
     logger: logger.child({ component: "agent-api" }),
   });
   agentApi.onSessionOpen((session) => widenConnectionWindow(session));

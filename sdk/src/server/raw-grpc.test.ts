@@ -4,7 +4,7 @@ import { describe, it, beforeEach, afterEach } from "mocha";
 import { expect } from "chai";
 import pino from "pino";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { compressionGzip, createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   AgentConfiguration,
@@ -12,6 +12,7 @@ import {
   ConfigurationResponseSchema,
 } from "../gen/gitlab/agent/agent_configuration/rpc/rpc_pb.js";
 import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { bearer } from "../testing/bearer.js";
 import { waitFor } from "../testing/wait-for.js";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
 import { encodeFrame as frame, frameHeader } from "../util/grpc-frames.js";
@@ -49,6 +50,7 @@ async function startServer(maxMessageBytes = 1 << 20) {
         const [kind, n, size] = request.commitId.split(":");
         if (kind === "echo") void call.send(create(ConfigurationResponseSchema, { commitId: `agent ${call.agent.agentId}` }));
         if (kind === "fail") call.finish(new ConnectError("no config for you: ü", Code.FailedPrecondition));
+        if (kind === "throw") throw new Error("handler bug");
         if (kind === "big") call.send(create(ConfigurationResponseSchema, { commitId: "x".repeat(maxMessageBytes) })).catch(() => {});
         if (kind === "count") {
           void (async () => {
@@ -104,13 +106,6 @@ async function startServer(maxMessageBytes = 1 << 20) {
       auth.close();
       await listener.close(0);
     },
-  };
-}
-
-function bearer(token: string): Interceptor {
-  return (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
   };
 }
 
@@ -186,6 +181,10 @@ describe("raw server-streaming gRPC method (rawServerStreamingMethod)", function
     const result = await collect(client.getConfiguration({ commitId: "fail" }));
     expect(result.error?.code).to.equal(Code.FailedPrecondition);
     expect(result.error?.rawMessage).to.equal("no config for you: ü");
+    // Anything but a ConnectError is INTERNAL "internal error", as connect-es sends it.
+    const thrown = await collect(client.getConfiguration({ commitId: "throw" }));
+    expect(thrown.error?.code).to.equal(Code.Internal);
+    expect(thrown.error?.rawMessage).to.equal("internal error");
   });
 
   it("refuses an unknown token with UNAUTHENTICATED and never starts the handler", async () => {
@@ -250,9 +249,10 @@ describe("raw server-streaming gRPC method (rawServerStreamingMethod)", function
   it("answers malformed requests with their gRPC status, as connect-es does", async () => {
     const request = toBinary(ConfigurationRequestSchema, create(ConfigurationRequestSchema, { commitId: "echo" }));
     const invalid = await rawCall(server.url, frame(Buffer.from([0xff, 0xff, 0xff])));
-    expect(invalid.status).to.equal(String(Code.InvalidArgument));
+    expect(invalid.status).to.equal(String(Code.Internal));
+    expect(invalid.message).to.match(/^parse binary: /);
     const truncated = await rawCall(server.url, frame(request).subarray(0, 7));
-    expect(truncated.status).to.equal(String(Code.InvalidArgument));
+    expect(truncated).to.deep.equal({ status: String(Code.InvalidArgument), message: "protocol error: incomplete envelope" });
     const none = await rawCall(server.url, Buffer.alloc(0));
     expect(none).to.deep.equal({ status: String(Code.Unimplemented), message: "protocol error: missing input message for server_streaming method" });
     const two = await rawCall(server.url, Buffer.concat([frame(request), frame(request)]));

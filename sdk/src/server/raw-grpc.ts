@@ -179,6 +179,14 @@ function noop(): void {}
 
 function ignore(): void {}
 
+/**
+ * The status a handler's failure ends a call with, as connect-es sends it: a ConnectError as it
+ * is, anything else INTERNAL "internal error".
+ */
+export function handlerError(error: unknown): ConnectError {
+  return error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error);
+}
+
 /** The error a raw call ends with when KAS shuts down. */
 export function kasShuttingDownError(): ConnectError {
   return new ConnectError("KAS is shutting down", Code.Unavailable);
@@ -262,7 +270,7 @@ class RawServerStreams<I extends DescMessage, O extends DescMessage, S> {
     try {
       request = fromBinary(this.options.method.input, bytes);
     } catch (error) {
-      return call.finish(new ConnectError(`invalid request message: ${(error as Error).message}`, Code.InvalidArgument));
+      return call.finish(new ConnectError(`parse binary: ${error instanceof Error ? error.message : String(error)}`, Code.Internal));
     }
     let info: AgentInfo;
     try {
@@ -278,7 +286,7 @@ class RawServerStreams<I extends DescMessage, O extends DescMessage, S> {
     try {
       this.options.handler.start(call, request);
     } catch (error) {
-      call.finish(ConnectError.from(error));
+      call.finish(handlerError(error));
     }
   }
 
@@ -436,7 +444,7 @@ export class RawServerStreamCall<O extends DescMessage, S = unknown> implements 
     const reader = this.reader;
     if (!reader) return;
     this.reader = undefined;
-    if (reader.hasPartialFrame) return this.finish(new ConnectError("request stream ended inside a message", Code.InvalidArgument));
+    if (reader.hasPartialFrame) return this.finish(new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument));
     const request = this.request;
     const authorization = this.authorization!;
     this.request = undefined;

@@ -8,8 +8,9 @@ import {
   type ConfigurationResponse,
 } from "../../gen/gitlab/agent/agent_configuration/rpc/rpc_pb.js";
 import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
-import type { AgentConfigurationSnapshot, PlatformClient } from "../../platform/platform-client.js";
-import type { KasModule } from "../../server/kas-server.js";
+import type { AgentConfigurationSnapshot, AgentInfo, PlatformClient } from "../../platform/platform-client.js";
+import type { KasModule, KasModuleContext } from "../../server/kas-server.js";
+import { handlerError, rawServerStreamingMethod, type RawServerStreamCall } from "../../server/raw-grpc.js";
 import { noConfigCommitId, toAgentConfiguration } from "./to-agent-configuration.js";
 
 export interface AgentConfigurationModuleOptions {
@@ -23,17 +24,48 @@ export interface AgentConfigurationModuleOptions {
   pollIntervalMs?: number;
 }
 
+/** A GetConfiguration call served on the raw HTTP/2 stream; its state is the last commit sent. */
+type RawConfigCall = RawServerStreamCall<typeof ConfigurationResponseSchema, { lastCommit: string }>;
+
+/** The raw calls of one agent: one platform read per change serves all of them. */
+interface AgentWatch {
+  readonly agentId: number;
+  readonly calls: Set<RawConfigCall>;
+  reading: boolean;
+  /** A change arrived (or a call joined) during a read: read again. */
+  again: boolean;
+}
+
 /**
  * KAS half of `gitlab.agent.agent_configuration.rpc.AgentConfiguration/GetConfiguration`: sends the
  * agent its accepted config at connect (unless it already has that commit), then every new one as
  * soon as the platform reports a change.
+ *
+ * Every connected agent holds this stream open, idle nearly all the time. KAS serves gRPC over
+ * HTTP/2 calls on the raw stream (`rawAgentMethods`): an idle call is one small object in its
+ * agent's set, woken by the platform's change feed (or one shared poll timer). Other protocols
+ * (Connect, gRPC-web, HTTP/1.1) and embedders with their own router get the connect-es service
+ * (`registerAgentServices`), which behaves the same on the wire.
  */
 export function agentConfigurationModule(options: AgentConfigurationModuleOptions): KasModule {
   const { platform } = options;
+  const pollIntervalMs = options.pollIntervalMs ?? 10_000;
+  /** connect-es calls waiting for a change, by agent id. */
   const waiters = new Map<number, Set<() => void>>();
+  /** Raw calls by agent id. */
+  const watches = new Map<number, AgentWatch>();
+  let pollTimer: NodeJS.Timeout | undefined;
   let watching = false;
 
+  function watchPlatform(shutdownSignal: AbortSignal): void {
+    if (watching || !platform.watchAgentConfigurations) return;
+    watching = true;
+    platform.watchAgentConfigurations(wake, shutdownSignal);
+  }
+
   function wake(agentId: number): void {
+    const watch = watches.get(agentId);
+    if (watch) void refresh(watch);
     const set = waiters.get(agentId);
     if (!set) return;
     waiters.delete(agentId);
@@ -49,7 +81,7 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
         waiters.set(agentId, set);
       }
       const entry = set;
-      const timer = platform.watchAgentConfigurations ? undefined : setTimeout(done, options.pollIntervalMs ?? 10_000);
+      const timer = platform.watchAgentConfigurations ? undefined : setTimeout(done, pollIntervalMs);
       signal.addEventListener("abort", done, { once: true });
       entry.add(done);
       function done() {
@@ -67,13 +99,68 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
     return platform.getAgentConfiguration(agentId, signal);
   }
 
+  /** The response for `snap` when it differs from `lastCommit`, else undefined. */
+  function responseFor(
+    snap: AgentConfigurationSnapshot,
+    info: AgentInfo,
+    lastCommit: string,
+    ctx: KasModuleContext,
+  ): ConfigurationResponse | undefined {
+    const commitId = snap.commitId || noConfigCommitId;
+    if (commitId === lastCommit) return undefined;
+    ctx.logger.debug({ agentId: info.agentId, commitId }, "sending agent configuration");
+    return create(ConfigurationResponseSchema, {
+      configuration: toAgentConfiguration(snap.config, info, options.gitlabExternalUrl),
+      commitId,
+    });
+  }
+
+  let moduleContext: KasModuleContext | undefined;
+
+  /** Reads the agent's config and sends it to each raw call that does not have that commit yet. */
+  async function refresh(watch: AgentWatch): Promise<void> {
+    const ctx = moduleContext!;
+    if (watch.reading) {
+      watch.again = true;
+      return;
+    }
+    watch.reading = true;
+    try {
+      do {
+        watch.again = false;
+        let snap: AgentConfigurationSnapshot;
+        try {
+          snap = await snapshot(watch.agentId, ctx.shutdownSignal);
+        } catch (error) {
+          const failure = handlerError(error);
+          for (const call of [...watch.calls]) call.finish(failure);
+          continue;
+        }
+        const sends: Promise<void>[] = [];
+        for (const call of watch.calls) {
+          const state = call.state!;
+          const response = responseFor(snap, call.agent, state.lastCommit, ctx);
+          if (!response) continue;
+          state.lastCommit = response.commitId;
+          // A call that ended meanwhile rejects; it has left the set by then.
+          sends.push(call.send(response).catch(ignore));
+        }
+        // Backpressure: the next read waits until every agent has taken this one.
+        await Promise.all(sends);
+      } while (watch.again);
+    } finally {
+      watch.reading = false;
+    }
+  }
+
+  function pollAll(): void {
+    for (const watch of watches.values()) void refresh(watch);
+  }
+
   return {
     name: "agent_configuration",
     registerAgentServices(router, ctx) {
-      if (!watching && platform.watchAgentConfigurations) {
-        watching = true;
-        platform.watchAgentConfigurations(wake, ctx.shutdownSignal);
-      }
+      watchPlatform(ctx.shutdownSignal);
       router.service(AgentConfiguration, {
         async *getConfiguration(req: ConfigurationRequest, hctx: HandlerContext): AsyncIterable<ConfigurationResponse> {
           const info = await ctx.auth.authenticate(hctx.requestHeader, hctx.signal);
@@ -85,15 +172,10 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
             for (;;) {
               // Register interest before reading so a change between read and wait is not missed.
               const changed = nextChange(info.agentId, signal);
-              const snap = await snapshot(info.agentId, signal);
-              const commitId = snap.commitId || noConfigCommitId;
-              if (commitId !== lastCommit) {
-                ctx.logger.debug({ agentId: info.agentId, commitId }, "sending agent configuration");
-                yield create(ConfigurationResponseSchema, {
-                  configuration: toAgentConfiguration(snap.config, info, options.gitlabExternalUrl),
-                  commitId,
-                });
-                lastCommit = commitId;
+              const response = responseFor(await snapshot(info.agentId, signal), info, lastCommit, ctx);
+              if (response) {
+                yield response;
+                lastCommit = response.commitId;
               }
               await changed;
               signal.throwIfAborted();
@@ -104,5 +186,42 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
         },
       });
     },
+    rawAgentMethods(ctx) {
+      moduleContext = ctx;
+      watchPlatform(ctx.shutdownSignal);
+      return [
+        rawServerStreamingMethod({
+          method: AgentConfiguration.method.getConfiguration,
+          auth: ctx.auth,
+          shutdownSignal: ctx.shutdownSignal,
+          maxMessageBytes: ctx.maxMessageBytes,
+          handler: {
+            start(call: RawConfigCall, request) {
+              call.state = { lastCommit: request.commitId };
+              let watch = watches.get(call.agent.agentId);
+              if (!watch) {
+                watch = { agentId: call.agent.agentId, calls: new Set(), reading: false, again: false };
+                watches.set(watch.agentId, watch);
+                if (!platform.watchAgentConfigurations && !pollTimer) pollTimer = setInterval(pollAll, pollIntervalMs).unref();
+              }
+              // The interest is registered before the read, so a change during it is not missed.
+              watch.calls.add(call);
+              void refresh(watch);
+            },
+            ended(call: RawConfigCall) {
+              const watch = watches.get(call.agent.agentId);
+              if (!watch?.calls.delete(call) || watch.calls.size > 0) return;
+              watches.delete(watch.agentId);
+              if (watches.size === 0 && pollTimer) {
+                clearInterval(pollTimer);
+                pollTimer = undefined;
+              }
+            },
+          },
+        }),
+      ];
+    },
   };
 }
+
+function ignore(): void {}
