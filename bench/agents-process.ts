@@ -1,8 +1,10 @@
 /**
  * Many agents in one child process, for the idle-tunnel memory benchmark. Each agent is a full
- * createAgent() (its own HTTP/2 connection, registration, a pool of `minIdleTunnels` idle tunnels).
+ * createAgent() (its own HTTP/2 connection, registration, a pool of `minIdleTunnels` idle tunnels;
+ * with BENCH_MEMORY_CONFIG=1 also its GetConfiguration stream, as agentk holds one).
  *   <- { type: "connect", url, first, count }  starts agents glagent-bench-<first>..<first+count-1>
  *                                              -> { type: "started", total }
+ *   <- { type: "configured" }                  -> { type: "configured", count }  agents that have their config
  *   <- { type: "stop" }                        -> { type: "stopped" }, then exits
  */
 import pino from "pino";
@@ -12,7 +14,10 @@ if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);
 const minIdleTunnels = Number(process.env.BENCH_IDLE_TUNNELS ?? 2);
 const logger = pino({ level: "error" });
+const watchConfiguration = process.env.BENCH_MEMORY_CONFIG === "1";
 const agents: Agent[] = [];
+/** Agents that received their first configuration (their stream is then open and idle). */
+let configured = 0;
 
 process.on("message", (msg: { type: string; url?: string; first?: number; count?: number }) => {
   void (async () => {
@@ -24,10 +29,11 @@ process.on("message", (msg: { type: string; url?: string; first?: number; count?
           logger,
           podName: `bench-${msg.first! + i}`,
           pool: { minIdleTunnels },
-          // The bench's KAS serves tunnels and registration only: without this, every agent would
-          // retry GetConfiguration (answered 404) with backoff for the whole run, and those calls,
-          // in flight at a sample, would be counted as tunnel memory.
-          watchConfiguration: false,
+          // Without the configuration module, KAS would answer GetConfiguration with 404 and every
+          // agent would retry it with backoff for the whole run: those calls, in flight at a sample,
+          // would be counted as tunnel memory.
+          watchConfiguration,
+          onConfiguration: () => configured++,
         });
         agent.start();
         agents.push(agent);
@@ -35,6 +41,8 @@ process.on("message", (msg: { type: string; url?: string; first?: number; count?
         if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 10));
       }
       send({ type: "started", total: agents.length });
+    } else if (msg.type === "configured") {
+      send({ type: "configured", count: configured });
     } else if (msg.type === "stop") {
       await Promise.all(agents.map((a) => a.stop(500)));
       send({ type: "stopped" });

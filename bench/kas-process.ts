@@ -1,6 +1,7 @@
 /**
  * KAS alone in a child process, for the idle-tunnel memory benchmark: a StaticPlatformClient with
- * `BENCH_AGENTS` tokens (glagent-bench-<i>, agent id i + 1). Talks to the parent over IPC:
+ * `BENCH_AGENTS` tokens (glagent-bench-<i>, agent id i + 1). With BENCH_MEMORY_CONFIG=1 it also runs
+ * the agent configuration module, as the shipped `kas` does. Talks to the parent over IPC:
  *   -> { type: "ready", url }            agent API URL, once listening
  *   <- { type: "measure" }  -> { type: "memory", usage, spaces, asFound, stats }   after full GCs
  *                              (asFound: rss and heap spaces just before those GCs)
@@ -10,6 +11,7 @@
  */
 import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8";
 import pino from "pino";
+import { agentConfigurationModule } from "../sdk/src/modules/configuration/server.js";
 import { createKasServer } from "../sdk/src/server/kas-server.js";
 import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.js";
 
@@ -34,6 +36,7 @@ const kas = await createKasServer({
   logger: pino({ level: "error" }),
   agentApi: { port: 0 },
   internalApi: { port: 0, jwtSecret: new Uint8Array(32).fill(3) },
+  modules: process.env.BENCH_MEMORY_CONFIG === "1" ? [agentConfigurationModule({ platform })] : [],
 });
 
 async function fullGc(): Promise<void> {

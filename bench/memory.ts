@@ -35,6 +35,8 @@ export interface MemorySample extends Usage {
 
 export interface MemoryResult {
   agents: number;
+  /** BENCH_MEMORY_CONFIG=1: KAS runs the configuration module and every agent holds a GetConfiguration stream. */
+  watchConfiguration: boolean;
   /** Idle time before each sample, baseline included. */
   settleMs: number;
   tunnelsPerAgent: number;
@@ -102,15 +104,28 @@ async function sample(kas: ChildProcess): Promise<MemorySample> {
   };
 }
 
-/** Waits until KAS holds `tunnels` idle tunnels and `agents` registered agent processes. */
-async function waitForAgents(kas: ChildProcess, agents: number, tunnels: number, timeoutMs = 120_000): Promise<void> {
+/**
+ * Waits until KAS holds `tunnels` idle tunnels and `agents` registered agent processes and, with
+ * `configured`, until that many agents have received their configuration.
+ */
+async function waitForAgents(
+  kas: ChildProcess,
+  agentProc: ChildProcess,
+  agents: number,
+  tunnels: number,
+  configured: number,
+  timeoutMs = 120_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const msg = await ask(kas, "stats", "stats");
     const { idleTunnels, registered } = msg.stats as { idleTunnels: number; registered: number };
-    if (idleTunnels >= tunnels && registered >= agents) return;
+    const withConfig = configured > 0 ? ((await ask(agentProc, "configured", "configured")).count as number) : 0;
+    if (idleTunnels >= tunnels && registered >= agents && withConfig >= configured) return;
     if (Date.now() > deadline) {
-      throw new Error(`only ${idleTunnels} of ${tunnels} idle tunnels and ${registered} of ${agents} agents after ${timeoutMs} ms`);
+      throw new Error(
+        `only ${idleTunnels} of ${tunnels} idle tunnels, ${registered} of ${agents} agents and ${withConfig} of ${configured} configurations after ${timeoutMs} ms`,
+      );
     }
     await sleep(250);
   }
@@ -126,7 +141,9 @@ function stop(proc: ChildProcess, type: string, reply: string): Promise<void> {
 
 export async function measureMemory(agents: number, tunnelsPerAgent: number): Promise<MemoryResult> {
   const settleMs = Number(process.env.BENCH_SETTLE_MS ?? 30_000);
-  const env = { BENCH_AGENTS: String(agents), BENCH_IDLE_TUNNELS: String(tunnelsPerAgent) };
+  const watchConfiguration = process.env.BENCH_MEMORY_CONFIG === "1";
+  const env = { BENCH_AGENTS: String(agents), BENCH_IDLE_TUNNELS: String(tunnelsPerAgent), BENCH_MEMORY_CONFIG: watchConfiguration ? "1" : "0" };
+  const configs = (n: number) => (watchConfiguration ? n : 0);
   const kas = child("kas-process", env, true);
   const agentProc = child("agents-process", env, false);
   try {
@@ -140,18 +157,18 @@ export async function measureMemory(agents: number, tunnelsPerAgent: number): Pr
     const start = performance.now();
     agentProc.send({ type: "connect", url, first: 0, count: halfCount });
     await next(agentProc, "started");
-    await waitForAgents(kas, halfCount, halfCount * tunnelsPerAgent);
+    await waitForAgents(kas, agentProc, halfCount, halfCount * tunnelsPerAgent, configs(halfCount));
     await sleep(settleMs);
     const half = await sample(kas);
     await snapshot(kas, "half");
     agentProc.send({ type: "connect", url, first: halfCount, count: agents - halfCount });
     await next(agentProc, "started");
-    await waitForAgents(kas, agents, agents * tunnelsPerAgent);
+    await waitForAgents(kas, agentProc, agents, agents * tunnelsPerAgent, configs(agents));
     const connectSeconds = (performance.now() - start) / 1000;
     await sleep(settleMs);
     const full = await sample(kas);
     await snapshot(kas, "full");
-    return { agents, settleMs, tunnelsPerAgent, baseline, half, full, connectSeconds };
+    return { agents, watchConfiguration, settleMs, tunnelsPerAgent, baseline, half, full, connectSeconds };
   } finally {
     await stop(agentProc, "stop", "stopped");
     await stop(kas, "close", "closed");

@@ -5,7 +5,8 @@
  *
  * Knobs (environment): BENCH_ROUNDS (3), BENCH_UNARY_CALLS (3000), BENCH_WARMUP (500),
  * BENCH_STREAM_MIB (100), BENCH_STREAM_MESSAGE_BYTES (32768), BENCH_CONCURRENT (1000),
- * BENCH_AGENTS (2000), BENCH_TUNNELS_PER_AGENT (2), BENCH_ONLY (comma list of: perf, concurrency, memory, kubeproxy),
+ * BENCH_AGENTS (2000), BENCH_TUNNELS_PER_AGENT (2), BENCH_MEMORY_CONFIG (0; 1: section 3 with KAS's
+ * configuration module on and every agent holding its GetConfiguration stream, as the shipped kas), BENCH_ONLY (comma list of: perf, concurrency, memory, kubeproxy),
  * BENCH_JSON (a file to write the raw results to); section 4 (kubeproxy): see bench/kubeproxy-client.ts for BENCH_KP_*.
  */
 import { execFileSync, fork } from "node:child_process";
@@ -176,7 +177,10 @@ compile();
 if (only.has("perf") || only.has("concurrency")) await runPerfWorker();
 
 if (only.has("memory")) {
-  console.log(`\n3. KAS memory with ${agentCount} agents x ${tunnelsPerAgent} idle tunnels (KAS alone in a child process, after full GCs)`);
+  const withConfig = process.env.BENCH_MEMORY_CONFIG === "1" ? " + 1 idle GetConfiguration stream each (configuration module on)" : "";
+  console.log(
+    `\n3. KAS memory with ${agentCount} agents x ${tunnelsPerAgent} idle tunnels${withConfig} (KAS alone in a child process, after full GCs; per stream = per tunnel stream)`,
+  );
   const m = await measureMemory(agentCount, tunnelsPerAgent);
   console.log(`  each sample after ${fmt(m.settleMs / 1000, 1)} s idle (BENCH_SETTLE_MS); "as found": before the forced GCs`);
   results.memory = m;
