@@ -5,12 +5,20 @@
  *   - a small list (kubectl get's Table request for a few ConfigMaps) and a 10,000-object list (plain
  *     JSON): sequential latency in blocks that rotate between the targets, then throughput with
  *     BENCH_KP_CONCURRENCY requests in flight on one connection per target;
+ *   - the same lists through the floor (bench/kubeproxy-floor.ts: the proxy's hops as bare node:http2
+ *     forwarders), in the same rotation;
+ *   - the real `kubectl get configmaps` process, BENCH_KP_KUBECTL_RUNS (30) invocations per target
+ *     rotating between them, wall time per invocation;
  *   - a watch through the proxy (and one direct, for reference) while ConfigMaps are created at
  *     BENCH_KP_WATCH_RATE per second: events received vs created, delivery rate and lag.
  * Parent -> { type: "start" | "marked" }; -> { type: "seeded" | "mark" | "round" | "watch" | "done" | "error" }.
  */
+import { execFile } from "node:child_process";
 import http2 from "node:http2";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { percentile, streamWindowBytes, widenConnectionWindow } from "./common.js";
 
 if (!process.send) throw new Error("run as a forked child");
@@ -29,8 +37,9 @@ const largeRequests = num("BENCH_KP_LARGE_REQUESTS", 20);
 const concurrency = num("BENCH_KP_CONCURRENCY", 8);
 const watchRate = num("BENCH_KP_WATCH_RATE", 1000);
 const watchSeconds = num("BENCH_KP_WATCH_SECONDS", 5);
+const kubectlRuns = num("BENCH_KP_KUBECTL_RUNS", 30);
 
-export type KubeproxyTarget = "direct" | "proxy" | "proxyCiJob";
+export type KubeproxyTarget = "direct" | "proxy" | "proxyCiJob" | "floor";
 export interface LatencyResult {
   n: number;
   p50: number;
@@ -49,12 +58,22 @@ export interface ListResult {
   throughput: Partial<Record<KubeproxyTarget, ThroughputResult>>;
   /** Requests of this list that went through KAS (checks included). */
   proxiedRequests: number;
-  /** KAS's and the agent's CPU time over this list's measurements, filled in by the parent. */
-  cpuMs?: { kas: number; agent: number };
+  /** Requests of this list that went through the floor's forwarders (checks included). */
+  floorRequests: number;
+  /** CPU time of KAS, the agent and the floor's forwarders over this list's measurements, filled in by the parent. */
+  cpuMs?: { kas: number; agent: number; floorA: number; floorB: number };
 }
 export interface KubeproxyRound {
   small: ListResult;
   large: ListResult;
+}
+/** Wall time of `kubectl get configmaps` invocations (spawn to exit), per target. */
+export interface KubectlResult {
+  runs: number;
+  items: number;
+  wallMs: Partial<Record<KubeproxyTarget, { p50: number; p99: number; mean: number; min: number }>>;
+  /** HTTP requests one warm invocation makes (counted once per target from kubectl -v=6). */
+  requests: Partial<Record<KubeproxyTarget, number>>;
 }
 export interface WatchTargetResult {
   received: number;
@@ -257,11 +276,74 @@ function mark(): Promise<void> {
 async function measureList(clients: Client[], spec: ListSpec, n: number, block: number, throughputN: number): Promise<ListResult> {
   await mark();
   await check(clients, spec);
-  const proxiedRequests = clients.filter((c) => c.name !== "direct").length * (1 + n + throughputN);
-  const result: ListResult = { latency: await latency(clients, spec, n, block), throughput: {}, proxiedRequests };
+  const proxiedRequests = clients.filter((c) => c.name === "proxy" || c.name === "proxyCiJob").length * (1 + n + throughputN);
+  const floorRequests = clients.filter((c) => c.name === "floor").length * (1 + n + throughputN);
+  const result: ListResult = { latency: await latency(clients, spec, n, block), throughput: {}, proxiedRequests, floorRequests };
   for (const c of clients) result.throughput[c.name as KubeproxyTarget] = await throughput(c, spec, throughputN);
   await mark();
   return result;
+}
+
+const execFileAsync = promisify(execFile);
+
+interface KubectlTarget {
+  name: KubeproxyTarget;
+  server: string;
+  ca: string;
+  token: string;
+}
+
+/**
+ * The real kubectl, `get configmaps -n <ns>`, `kubectlRuns` times per target in rotation (the order
+ * alternates per run). Every target gets the same kind of kubeconfig (the CA and a token; the URL
+ * as `--server`) and its own discovery cache directory, warmed before timing.
+ */
+async function measureKubectl(kubectl: string, targets: KubectlTarget[], namespace: string, items: number): Promise<KubectlResult> {
+  const dir = mkdtempSync(join(tmpdir(), "kasbridge-bench-kubectl-"));
+  try {
+    const args = targets.map((t) => {
+      const kubeconfig = join(dir, `${t.name}.kubeconfig`);
+      writeFileSync(kubeconfig, JSON.stringify({
+        apiVersion: "v1",
+        kind: "Config",
+        clusters: [{ name: "bench", cluster: { server: t.server, "certificate-authority": t.ca } }],
+        users: [{ name: "bench", user: { token: t.token } }],
+        contexts: [{ name: "bench", context: { cluster: "bench", user: "bench" } }],
+        "current-context": "bench",
+      }));
+      return [`--kubeconfig=${kubeconfig}`, `--server=${t.server}`, `--cache-dir=${join(dir, `cache-${t.name}`)}`, "get", "configmaps", "-n", namespace, "--no-headers"];
+    });
+    const env = { ...process.env, KUBECONFIG: undefined };
+    const run = async (i: number): Promise<number> => {
+      const t0 = performance.now();
+      const { stdout } = await execFileAsync(kubectl, args[i]!, { env, timeout: 60_000 });
+      const ms = performance.now() - t0;
+      const n = stdout.split("\n").filter((l) => l.startsWith("small-")).length;
+      if (n !== items) throw new Error(`kubectl via ${targets[i]!.name} listed ${n} ConfigMaps, expected ${items}: ${stdout.slice(0, 300)}`);
+      return ms;
+    };
+    // Warm-up: fills each discovery cache (and the proxy's authorization cache).
+    for (let w = 0; w < 3; w++) for (let i = 0; i < targets.length; i++) await run(i);
+    const requests: KubectlResult["requests"] = {};
+    for (let i = 0; i < targets.length; i++) {
+      const { stderr } = await execFileAsync(kubectl, ["-v=6", ...args[i]!], { env, timeout: 60_000 });
+      requests[targets[i]!.name] = stderr.split("\n").filter((l) => /\b(GET|POST|PUT|PATCH|DELETE) https?:\/\/|\bverb="[A-Z]+" url="/.test(l)).length;
+    }
+    const times = targets.map((): number[] => []);
+    for (let r = 0; r < kubectlRuns; r++) {
+      const order = targets.map((_, i) => i);
+      if (r % 2) order.reverse();
+      for (const i of order) times[i]!.push(await run(i));
+    }
+    const wallMs: KubectlResult["wallMs"] = {};
+    targets.forEach((t, i) => {
+      const sorted = times[i]!.sort((a, b) => a - b);
+      wallMs[t.name] = { p50: percentile(sorted, 50), p99: percentile(sorted, 99), mean: sorted.reduce((s, x) => s + x, 0) / sorted.length, min: sorted[0]! };
+    });
+    return { runs: kubectlRuns, items, wallMs, requests };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Event lines of a watch: (type, name) per event, until close(). */
@@ -394,6 +476,8 @@ async function main(): Promise<void> {
   const direct = new Client("direct", apiUrl, apiCa, agentToken);
   const proxy = new Client("proxy", env("BENCH_KP_PROXY_URL"), proxyCa, env("BENCH_KP_PROXY_TOKEN"));
   const proxyCiJob = new Client("proxyCiJob", env("BENCH_KP_PROXY_URL"), proxyCa, env("BENCH_KP_PROXY_CI_JOB_TOKEN"));
+  // The floor's B replaces the token with the agent's; the client sends one of the proxy's length.
+  const floor = new Client("floor", env("BENCH_KP_FLOOR_URL"), proxyCa, env("BENCH_KP_PROXY_TOKEN"));
   const admin = new Client("admin", apiUrl, apiCa, agentToken);
   const t0 = performance.now();
   await seed(admin);
@@ -402,18 +486,27 @@ async function main(): Promise<void> {
   const small: ListSpec = { path: `/api/v1/namespaces/${SMALL_NS}/configmaps`, accept: KUBECTL_GET_ACCEPT, items: 5 };
   const large: ListSpec = { path: `/api/v1/namespaces/${LARGE_NS}/configmaps`, accept: "application/json", items: largeObjects };
   // Warm-up: connections, TLS sessions, the proxy's authorization cache, JIT.
-  await latency([direct, proxy, proxyCiJob], small, 100, 20);
-  await latency([direct, proxy], large, 2, 1);
+  await latency([direct, proxy, proxyCiJob, floor], small, 100, 20);
+  await latency([direct, proxy, floor], large, 2, 1);
   for (let round = 1; round <= rounds; round++) {
     // The target order alternates per round so that neither always runs first.
     const r: KubeproxyRound = {
-      small: await measureList(round % 2 ? [direct, proxy, proxyCiJob] : [proxyCiJob, proxy, direct], small, smallRequests, 50, smallRequests),
-      large: await measureList(round % 2 ? [direct, proxy] : [proxy, direct], large, largeRequests, 2, largeRequests),
+      small: await measureList(round % 2 ? [direct, proxy, proxyCiJob, floor] : [floor, proxyCiJob, proxy, direct], small, smallRequests, 50, smallRequests),
+      large: await measureList(round % 2 ? [direct, proxy, floor] : [floor, proxy, direct], large, largeRequests, 2, largeRequests),
     };
     send({ type: "round", round, result: r });
   }
+  const kubectl = process.env.BENCH_KP_KUBECTL;
+  if (kubectl && kubectlRuns > 0) {
+    const targets: KubectlTarget[] = [
+      { name: "direct", server: apiUrl, ca: env("BENCH_KP_API_CA"), token: agentToken },
+      { name: "proxy", server: env("BENCH_KP_PROXY_URL"), ca: env("BENCH_KP_PROXY_CA"), token: env("BENCH_KP_PROXY_TOKEN") },
+      { name: "floor", server: env("BENCH_KP_FLOOR_URL"), ca: env("BENCH_KP_PROXY_CA"), token: env("BENCH_KP_PROXY_TOKEN") },
+    ];
+    send({ type: "kubectl", result: await measureKubectl(kubectl, targets, SMALL_NS, small.items) });
+  }
   if (watchRate > 0 && watchSeconds > 0) send({ type: "watch", result: await measureWatch(admin, proxy, direct) });
-  for (const c of [direct, proxy, proxyCiJob, admin]) c.close();
+  for (const c of [direct, proxy, proxyCiJob, floor, admin]) c.close();
 }
 
 process.on("message", (msg: { type: string }) => {
