@@ -1,4 +1,4 @@
-import { create, fromBinary, isMessage, toBinary, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -33,10 +33,11 @@ export interface LocalServiceHostOptions {
   interceptors?: Interceptor[];
 }
 
-/** A unary or server-streaming method called without the router (see {@link LocalServiceHost}). */
+/** A method called without the router (see {@link LocalServiceHost}). */
 interface DirectMethod {
   service: DescService;
-  method: DescMethod & { methodKind: "unary" | "server_streaming" };
+  method: DescMethod;
+  /** Takes a message (unary, server streaming) or an async iterable of them (client streaming, bidi). */
   impl: (request: unknown, context: HandlerContext) => unknown;
 }
 
@@ -46,10 +47,12 @@ interface DirectMethod {
  * length-prefixed bytes, exactly as if it had arrived over HTTP/2, so headers, trailers, status
  * codes, deadlines and cancellation behave as in any connect service.
  *
- * Unary and server-streaming methods of a host without interceptors skip the router: the request is
- * decoded and the implementation called with a handler context of its own (request and response
- * headers, trailers, the call's signal), which is the same contract at a fraction of the CPU (no
- * handler pipeline of async generators, envelopes and linked signals per call).
+ * Methods of a host without interceptors skip the router: requests are decoded (size-checked, as
+ * the router does, one at a time as the implementation pulls them, so the tunnel's incoming queue
+ * keeps its backpressure) and the implementation is called with a handler context of its own
+ * (request and response headers, trailers, the call's signal); its output is encoded as the caller
+ * pulls events. That is the same contract at a fraction of the CPU (no handler pipeline of async
+ * generators, envelopes and linked signals per call); local-service-host.test.ts compares the two.
  */
 export class LocalServiceHost {
   private readonly router: ConnectRouter;
@@ -83,9 +86,7 @@ export class LocalServiceHost {
     if (this.direct) {
       const spec = createServiceImplSpec(service, implementation as never);
       for (const { method, impl } of Object.values(spec.methods)) {
-        if (method.methodKind === "unary" || method.methodKind === "server_streaming") {
-          this.direct.set(`/${service.typeName}/${method.name}`, { service, method, impl } as DirectMethod);
-        }
+        this.direct.set(`/${service.typeName}/${method.name}`, { service, method, impl } as DirectMethod);
       }
     }
     this.services.push(service);
@@ -160,7 +161,7 @@ export class LocalServiceHost {
     yield { kind: "trailer", meta: headersToMeta(trailer), error };
   }
 
-  /** Runs a unary or server-streaming method without the router (same events as through it). */
+  /** Runs a method without the router (same events as through it). */
   private async *invokeDirect(
     { service, method, impl }: DirectMethod,
     methodName: string,
@@ -189,17 +190,20 @@ export class LocalServiceHost {
       }
       return bytes;
     };
+    const kind = method.methodKind;
     let headerSent = false;
     let error: ConnectError | undefined;
     try {
-      const request = fromBinary(method.input, await singleRequest(messages, this.maxMessageBytes, method.methodKind === "unary" ? "unary" : "server-streaming"));
-      if (method.methodKind === "unary") {
-        const data = encode(await impl(request, context));
+      const input = decodedInput(method.input, messages, this.maxMessageBytes);
+      const request = kind === "unary" || kind === "server_streaming" ? await singleRequest(input, kind === "unary" ? "unary" : "server-streaming") : input;
+      const result = impl(request, context);
+      if (kind === "unary" || kind === "client_streaming") {
+        const data = encode(await result);
         yield { kind: "header", meta: headersToMeta(context.responseHeader) };
         headerSent = true;
         yield { kind: "message", data };
       } else {
-        for await (const output of impl(request, context) as AsyncIterable<unknown>) {
+        for await (const output of result as AsyncIterable<unknown>) {
           const data = encode(output);
           if (!headerSent) {
             yield { kind: "header", meta: headersToMeta(context.responseHeader) };
@@ -209,7 +213,8 @@ export class LocalServiceHost {
         }
       }
     } catch (e) {
-      error = ConnectError.from(e);
+      // As the router's gRPC handler: anything but a ConnectError is reported as INTERNAL "internal error".
+      error = e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
       error.metadata.forEach((value, name) => context.responseTrailer.append(name, value));
     }
     if (!headerSent) yield { kind: "header", meta: headersToMeta(context.responseHeader) };
@@ -217,30 +222,53 @@ export class LocalServiceHost {
   }
 }
 
-/** The one request message of a unary or server-streaming call, size-checked. */
-async function singleRequest(messages: AsyncIterable<Uint8Array>, maxBytes: number, kind: string): Promise<Uint8Array> {
-  const it = messages[Symbol.asyncIterator]();
+/** The one request message of a unary or server-streaming call (connect's checks, in its order). */
+async function singleRequest(input: AsyncIterable<unknown>, kind: string): Promise<unknown> {
+  const it = input[Symbol.asyncIterator]();
   const first = await it.next();
   if (first.done) throw new ConnectError(`protocol error: missing input message for ${kind} method`, Code.Unimplemented);
   const second = await it.next();
   if (!second.done) throw new ConnectError(`protocol error: received extra input message for ${kind} method`, Code.Unimplemented);
-  if (first.value.byteLength > maxBytes) {
-    throw new ConnectError(`message size ${first.value.byteLength} is larger than configured readMaxBytes ${maxBytes}`, Code.ResourceExhausted);
-  }
   return first.value;
+}
+
+/**
+ * The request messages decoded one at a time as the implementation pulls them (a slow handler holds
+ * the tunnel's incoming queue full, which holds back KAS), each size-checked and parsed with the
+ * router's errors. Returning or throwing into it is passed on to `messages`. No async generator per
+ * call: this is the agent's hottest path for the Kubernetes API proxy.
+ */
+function decodedInput(schema: DescMessage, messages: AsyncIterable<Uint8Array>, maxBytes: number): AsyncIterable<unknown> {
+  const decode = (r: IteratorResult<Uint8Array>): IteratorResult<unknown> => {
+    if (r.done) return { done: true, value: undefined };
+    const bytes = r.value;
+    if (bytes.byteLength > maxBytes) {
+      throw new ConnectError(`message size ${bytes.byteLength} is larger than configured readMaxBytes ${maxBytes}`, Code.ResourceExhausted);
+    }
+    try {
+      return { done: false, value: fromBinary(schema, bytes) };
+    } catch (e) {
+      throw new ConnectError(`parse binary: ${e instanceof Error ? e.message : String(e)}`, Code.Internal);
+    }
+  };
+  return mapped(messages, decode);
+}
+
+/** `source` with every result passed through `map`, as a plain iterator (no async generator). */
+function mapped<T, U>(source: AsyncIterable<T>, map: (result: IteratorResult<T>) => IteratorResult<U>): AsyncIterable<U> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = source[Symbol.asyncIterator]();
+      return {
+        next: () => it.next().then(map),
+        return: (value?: unknown) => (it.return ? it.return(value) : Promise.resolve({ done: true, value: undefined })) as Promise<IteratorResult<U>>,
+        throw: (error?: unknown) => (it.throw ? it.throw(error) : Promise.reject(error)) as Promise<IteratorResult<U>>,
+      };
+    },
+  };
 }
 
 /** The request messages, length-prefixed, without an async generator per call. */
 function framed(messages: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = messages[Symbol.asyncIterator]();
-      return {
-        next: () =>
-          it.next().then((r): IteratorResult<Uint8Array> => (r.done ? { done: true, value: undefined } : { done: false, value: encodeFrame(r.value) })),
-        return: (value?: unknown) => (it.return ? it.return(value) : Promise.resolve({ done: true, value: undefined })) as Promise<IteratorResult<Uint8Array>>,
-        throw: (error?: unknown) => (it.throw ? it.throw(error) : Promise.reject(error)) as Promise<IteratorResult<Uint8Array>>,
-      };
-    },
-  };
+  return mapped(messages, (r): IteratorResult<Uint8Array> => (r.done ? { done: true, value: undefined } : { done: false, value: encodeFrame(r.value) }));
 }
