@@ -13,7 +13,9 @@ import { createAgent, type Agent } from "../sdk/src/agent/create-agent.js";
 if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);
 const minIdleTunnels = Number(process.env.BENCH_IDLE_TUNNELS ?? 2);
-const logger = pino({ level: "error" });
+// With the configuration module on, each agent applies its config's log level (info when unset):
+// keep only errors on stderr, whatever the level, so 2,000 agents do not flood the bench's output.
+const logger = pino({ level: "error" }, { write: (line: string) => void (/"level":[56]0/.test(line) && process.stderr.write(line)) });
 const watchConfiguration = process.env.BENCH_MEMORY_CONFIG === "1";
 const agents: Agent[] = [];
 /** Agents that received their first configuration (their stream is then open and idle). */
