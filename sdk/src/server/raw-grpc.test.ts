@@ -217,6 +217,21 @@ describe("raw server-streaming gRPC method (rawServerStreamingMethod)", function
     expect(server.ended[1].endError?.code).to.equal(Code.Canceled);
   });
 
+  it("keeps a call whose grpc-timeout is beyond setTimeout's range (2^31-1 ms) open", async () => {
+    const { client } = server.client();
+    const abort = new AbortController();
+    // 720 hours (30 days): setTimeout would clamp it to 1 ms and end the call at once.
+    const call = collect(client.getConfiguration({ commitId: "echo" }, { signal: abort.signal, headers: { "grpc-timeout": "720H" } }));
+    await waitFor(() => server.started.length === 1);
+    // A 1 ms timer armed now fires after any 1 ms timer the server armed before starting the call.
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    expect(server.ended).to.have.length(0);
+    abort.abort();
+    expect((await call).messages).to.deep.equal(["agent 7"]);
+    await waitFor(() => server.ended.length === 1);
+    expect(server.ended[0].endError?.code).to.equal(Code.Canceled);
+  });
+
   it("ends the calls of a revoked token with UNAUTHENTICATED, and all calls on KAS shutdown with UNAVAILABLE", async () => {
     const good = collect(server.client().client.getConfiguration({ commitId: "echo" }));
     const good2 = collect(server.client().client.getConfiguration({ commitId: "echo" }));

@@ -4,6 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { AgentInfo } from "../platform/platform-client.js";
 import { drained } from "../util/drained.js";
 import { FrameReader, frameHeader } from "../util/grpc-frames.js";
+import { deadlineTimer } from "../util/timers.js";
 import { tokenRevokedError, type AgentAuthenticator } from "./agent-authenticator.js";
 import { grpcStatusHeaders } from "./grpc-status-headers.js";
 import { parseGrpcTimeout } from "./tunnel-gateway.js";
@@ -418,7 +419,7 @@ export class RawServerStreamCall<O extends DescMessage, S = unknown> implements 
   }
 
   endAfter(timeoutMs: number): void {
-    this.timer = setTimeout(() => this.end(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
+    this.timer = deadlineTimer(timeoutMs, () => this.end(new ConnectError("the operation timed out", Code.DeadlineExceeded)));
   }
 
   onClose(): void {

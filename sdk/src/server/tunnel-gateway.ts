@@ -7,6 +7,7 @@ import { FrameReader, frameHeader } from "../util/grpc-frames.js";
 import { headersToMeta, metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../util/metadata.js";
 import { grpcStatusHeaders } from "./grpc-status-headers.js";
 import { drained } from "../util/drained.js";
+import { deadlineTimer } from "../util/timers.js";
 
 /** Metadata naming the agent a call is for (GitLab's kas-hop routing key). */
 export const routingAgentIdHeader = "kas-hop-routing-agent-id";
@@ -67,7 +68,7 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       // One timer for the wait, cleared as soon as a tunnel is found (AbortSignal.timeout() would
       // keep a timer per call alive for the whole wait period, 60 s by default). It can only fire
       // while the registry still holds our waiter, so it never cancels a call that got a tunnel.
-      const waitTimer = setTimeout(() => callAbort.abort(tunnelWaitExpired), waitMs);
+      const waitTimer = deadlineTimer(waitMs, () => callAbort.abort(tunnelWaitExpired));
       let tunnel: ServerTunnel;
       try {
         tunnel = await options.registry.acquire(agentId, method, callAbort.signal);

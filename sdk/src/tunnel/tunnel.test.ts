@@ -263,3 +263,34 @@ describe(`reverse tunnel (agent pool <-> KAS registry <-> gateway), agent stream
     results.forEach((r, i) => expect(r.payload[0]).to.equal(i % 256));
   });
 });
+
+describe("tunnel gateway deadlines", function () {
+  it("waits for a tunnel when the call's grpc-timeout is beyond setTimeout's range (2^31-1 ms)", async () => {
+    const h = await startHarness();
+    const sessions = new Http2SessionManager(`http://127.0.0.1:${h.gatewayPort}`);
+    try {
+      const waits: AbortSignal[] = [];
+      const acquire = h.registry.acquire.bind(h.registry);
+      h.registry.acquire = (agentId, methodName, signal) => {
+        waits.push(signal);
+        return acquire(agentId, methodName, signal);
+      };
+      const other = createClient(
+        EchoService,
+        createGrpcTransport({ baseUrl: `http://127.0.0.1:${h.gatewayPort}`, sessionManager: sessions, interceptors: [routeTo(99)] }),
+      );
+      const abort = new AbortController();
+      // 720 hours (30 days) for an agent that is not connected: the gateway waits for its tunnel.
+      const call = other.echo({}, { signal: abort.signal, headers: { "grpc-timeout": "720H" } }).catch((e: unknown) => ConnectError.from(e));
+      await waitFor(() => waits.length === 1);
+      // A 1 ms timer armed now fires after any 1 ms timer the gateway armed before acquire().
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      expect(waits[0].aborted).to.equal(false);
+      abort.abort();
+      expect(((await call) as ConnectError).code).to.equal(Code.Canceled);
+    } finally {
+      sessions.abort();
+      await h.close();
+    }
+  });
+});
