@@ -1,4 +1,5 @@
 import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
+import { safeTimeoutMs } from "../util/timers.js";
 
 /** Server-side liveness and lifetime rules for one HTTP/2 session. */
 export interface SessionSupervisorOptions {
@@ -88,7 +89,7 @@ class SessionSupervisor {
 
   start(): void {
     const o = this.options;
-    if (o.keepalivePingIntervalMs > 0) this.pingTimer = setTimeout(this.ping, o.keepalivePingIntervalMs).unref();
+    if (o.keepalivePingIntervalMs > 0) this.pingTimer = setTimeout(this.ping, safeTimeoutMs(o.keepalivePingIntervalMs)).unref();
     // Jitter spreads the reconnects of agents that connected together.
     if (o.maxAgeMs > 0) this.ageDueAt = Date.now() + o.maxAgeMs * (0.9 + Math.random() * 0.2);
     this.scheduleLife(Date.now());
@@ -112,7 +113,7 @@ class SessionSupervisor {
     } catch {
       // ping() throws once the session is destroyed.
     }
-    if (sent) this.pingTimer = setTimeout(this.pingTimedOut, timeoutMs).unref();
+    if (sent) this.pingTimer = setTimeout(this.pingTimedOut, safeTimeoutMs(timeoutMs)).unref();
   };
 
   private readonly pingTimedOut = (): void => {
@@ -123,7 +124,7 @@ class SessionSupervisor {
     clearTimeout(this.pingTimer);
     this.pingTimer = undefined;
     // An error means the session is going away: nothing left to watch.
-    if (!err && !this.stopped) this.pingTimer = setTimeout(this.ping, this.options.keepalivePingIntervalMs).unref();
+    if (!err && !this.stopped) this.pingTimer = setTimeout(this.ping, safeTimeoutMs(this.options.keepalivePingIntervalMs)).unref();
   };
 
   /** One timer for the idle rule and the age rule: whichever is due first. */
@@ -139,7 +140,9 @@ class SessionSupervisor {
       dueAt = Math.min(dueAt, idleDueAt);
     }
     if (dueAt === Number.POSITIVE_INFINITY) return;
-    this.lifeTimer = setTimeout(this.onLifeTimer, Math.max(0, dueAt - now)).unref();
+    // Clamped to setTimeout's range (~24.8 days; beyond it Node fires after 1 ms): a timer that
+    // wakes before dueAt re-checks the rules and sleeps again.
+    this.lifeTimer = setTimeout(this.onLifeTimer, safeTimeoutMs(dueAt - now)).unref();
   }
 
   private readonly onLifeTimer = (): void => {
@@ -147,6 +150,8 @@ class SessionSupervisor {
     const session = this.session;
     const now = Date.now();
     if (this.aged) {
+      // Woken early (a grace period beyond setTimeout's range): sleep again.
+      if (now < this.ageDueAt) return this.scheduleLife(now);
       session.destroy();
       return;
     }
