@@ -8,13 +8,14 @@ import http2 from "node:http2";
 import tls from "node:tls";
 import { Registry } from "prom-client";
 import { selfSignedCertificate } from "../transport/fixtures.test.js";
-import type { HandlerContext } from "@connectrpc/connect";
+import { ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { createAgent, type AgentModule } from "../agent/create-agent.js";
 import { HttpRequestSchema, type HttpRequest } from "../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { ImpersonationConfigSchema } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import { PlatformError, type JobAllowedAgents, type ProxyUserAuthorizationAnswer } from "../platform/platform-client.js";
 import { createKasServer } from "../server/kas-server.js";
 import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { waitFor } from "../testing/wait-for.js";
 import { createAgentKubernetesApi } from "./agent-kubernetes-api.js";
 import { ciJobImpersonation, impersonationHeaders, userImpersonation } from "./impersonation.js";
 import { K8sProxyError, statusJson, toK8sProxyError } from "./k8s-status.js";
@@ -176,8 +177,14 @@ async function authorizationSeenBy(module: AgentModule): Promise<unknown> {
 class ProxyPlatform extends StaticPlatformClient {
   jobs = new Map<string, JobAllowedAgents>();
   lookups = 0;
-  async allowedAgentsForJob(token: string): Promise<JobAllowedAgents> {
+  slowLookups = 0;
+  async allowedAgentsForJob(token: string, signal?: AbortSignal): Promise<JobAllowedAgents> {
     this.lookups++;
+    if (token === "job-slow") {
+      // Answers only once the client has gone (a platform that does not honour the abort).
+      this.slowLookups++;
+      await new Promise<void>((resolve) => (signal!.aborted ? resolve() : signal!.addEventListener("abort", () => resolve(), { once: true })));
+    }
     const j = this.jobs.get(token);
     if (!j) throw new PlatformError("unauthenticated", "bad token");
     return j;
@@ -286,6 +293,32 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     const r = await get("/api/v1/namespaces", { authorization: "Bearer ci:99:job-99" });
     expect(r.status).to.equal(503);
     expect(JSON.parse(r.text).message).to.equal("GitLab Agent Server: agent 99 is not connected");
+  });
+
+  it("takes no tunnel for a client that left during authorization", async () => {
+    platform.jobs.set("job-slow", job({}));
+    const acquired: Array<Promise<unknown>> = [];
+    const registry = kas.registry;
+    const acquire = registry.acquire;
+    registry.acquire = function (this: typeof registry, ...args: Parameters<typeof acquire>) {
+      const result = acquire.apply(this, args);
+      acquired.push(result.then((tunnel) => tunnel, (e: unknown) => ConnectError.from(e)));
+      return result;
+    };
+    try {
+      const client = new AbortController();
+      const request = fetch(`${proxy.url}/api/v1/namespaces`, { headers: { authorization: "Bearer ci:7:job-slow" }, signal: client.signal }).catch(
+        (e: unknown) => e,
+      );
+      await waitFor(() => platform.slowLookups === 1);
+      client.abort();
+      await request;
+      await waitFor(() => acquired.length === 1);
+      // The wait for a tunnel ends at once with the client's abort; no tunnel is taken.
+      expect(await acquired[0]).to.be.instanceOf(ConnectError);
+    } finally {
+      registry.acquire = acquire;
+    }
   });
 
   it("streams a response as it comes (watch)", async () => {

@@ -103,7 +103,9 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     if (shutdown.signal.aborted) throw new ConnectError("KAS is shutting down", Code.Unavailable);
     const wait = new AbortController();
     const onAbort = () => wait.abort(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
+    // A client that left during authorization has an aborted signal already: "abort" will not fire.
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
     // One timer, cleared once a tunnel is found (AbortSignal.timeout()/any() per request would keep
     // a timer and listeners alive for the whole wait period). It can only fire while the registry
     // still holds the waiter, so it never cancels a call that got a tunnel.

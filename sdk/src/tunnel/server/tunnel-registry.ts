@@ -10,7 +10,7 @@ export interface TunnelRegistry {
   register(tunnel: ServerTunnel): () => void;
   /**
    * Takes an idle tunnel of `agentId` that serves `methodName`, waiting for one until `signal`
-   * aborts; then throws UNAVAILABLE naming the agent.
+   * aborts; then throws UNAVAILABLE naming the agent. With `signal` already aborted it takes none.
    */
   acquire(agentId: number, methodName: string, signal: AbortSignal): Promise<ServerTunnel>;
   /** Closes every tunnel (idle or busy) that `predicate` selects, failing their calls with `error`. */
@@ -54,10 +54,13 @@ export class InMemoryTunnelRegistry implements TunnelRegistry {
 
   acquire(agentId: number, methodName: string, signal: AbortSignal): Promise<ServerTunnel> {
     const entry = this.entry(agentId);
-    for (const tunnel of entry.idle) {
-      if (tunnel.serves(methodName) && !tunnel.isClosed) {
-        entry.idle.delete(tunnel);
-        return Promise.resolve(tunnel);
+    // A caller that has already given up takes no tunnel, idle or not (the wait fails below).
+    if (!signal.aborted) {
+      for (const tunnel of entry.idle) {
+        if (tunnel.serves(methodName) && !tunnel.isClosed) {
+          entry.idle.delete(tunnel);
+          return Promise.resolve(tunnel);
+        }
       }
     }
     return new Promise((resolve, reject) => {
