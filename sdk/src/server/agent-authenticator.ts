@@ -134,7 +134,8 @@ export class AgentAuthenticator {
       this.revocationListeners.delete(revocation.tokenId);
       this.options.logger.info({ agentId: revocation.agentId, tokenId: revocation.tokenId }, "agent token revoked: closing its streams");
       const reason = tokenRevokedError();
-      for (const listener of listeners) {
+      // A copy: a listener may release others (e.g. end calls that share its connection).
+      for (const listener of [...listeners]) {
         try {
           listener(reason);
         } catch (error) {
