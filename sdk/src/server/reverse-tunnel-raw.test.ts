@@ -18,6 +18,7 @@ import { echoService } from "../modules/echo/echo-service.js";
 import { StaticPlatformClient } from "../testing/fake-platform.js";
 import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
 import { TunnelPool } from "../tunnel/agent/tunnel-pool.js";
+import type { ServerTunnel } from "../tunnel/server/server-tunnel.js";
 import { InMemoryTunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
 import { connectionContextValues } from "./connection-context.js";
@@ -207,6 +208,25 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     await waitFor(() => kas.registry.stats().idleTunnels >= 2);
     expect(pool.stats().idle).to.be.at.least(2);
     expect(kas.fallbackTunnelCalls()).to.equal(0);
+  });
+
+  it("ends a tunnel whose call succeeded without an error on its closedSignal", async () => {
+    const tunnels: ServerTunnel[] = [];
+    const register = kas.registry.register.bind(kas.registry);
+    kas.registry.register = (tunnel) => {
+      // Read now, so the signal exists before the tunnel closes.
+      void tunnel.closedSignal;
+      tunnels.push(tunnel);
+      return register(tunnel);
+    };
+    await kas.startAgent();
+    await waitFor(() => tunnels.length >= 2);
+    const res = await kas.echo.echo({ payload: new TextEncoder().encode("ok") });
+    expect(new TextDecoder().decode(res.payload)).to.equal("ok");
+    const used = tunnels.find((t) => t.isTaken)!;
+    await waitFor(() => used.isClosed);
+    expect(used.closedSignal.aborted).to.equal(true);
+    expect(used.closedSignal.reason).to.not.be.instanceOf(ConnectError);
   });
 
   it("passes error status, headers and trailers, and cancellation", async () => {

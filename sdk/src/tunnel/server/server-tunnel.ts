@@ -218,8 +218,10 @@ export class ServerTunnel {
         }
         await events.push({ kind: "end", trailer, error });
         events.close();
-        this.out.close();
+        // Closed (no error) first: closing the output may end the stream, whose owner then closes
+        // the tunnel, which would otherwise be marked closed with UNAVAILABLE.
         if (!this.closed) this.markClosed(undefined);
+        this.out.close();
       } catch (e) {
         const reason = this.closed ? this.closed.reason : e;
         const ce = ConnectError.from(reason);
