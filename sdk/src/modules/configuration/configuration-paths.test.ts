@@ -1,9 +1,15 @@
-import { create } from "@bufbuild/protobuf";
+import http2 from "node:http2";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport, createGrpcTransport, createGrpcWebTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { expect } from "chai";
 import pino from "pino";
-import { AgentConfiguration, type ConfigurationResponse } from "../../gen/gitlab/agent/agent_configuration/rpc/rpc_pb.js";
+import {
+  AgentConfiguration,
+  ConfigurationRequestSchema,
+  ConfigurationResponseSchema,
+  type ConfigurationResponse,
+} from "../../gen/gitlab/agent/agent_configuration/rpc/rpc_pb.js";
 import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { PlatformError, type PlatformClient } from "../../platform/platform-client.js";
 import { AgentAuthenticator } from "../../server/agent-authenticator.js";
@@ -14,6 +20,7 @@ import { StaticPlatformClient } from "../../testing/fake-platform.js";
 import { bearer } from "../../testing/bearer.js";
 import { waitFor } from "../../testing/wait-for.js";
 import { createAgentApiListener } from "../../transport/agent-api-listener.js";
+import { encodeFrame, FrameReader } from "../../util/grpc-frames.js";
 import { InMemoryTunnelRegistry } from "../../tunnel/server/tunnel-registry.js";
 import { agentConfigurationModule } from "./server.js";
 import { noConfigCommitId } from "./to-agent-configuration.js";
@@ -49,6 +56,7 @@ async function startModule(platform: PlatformClient & Partial<StaticPlatformClie
   return {
     fallback: () => fallback,
     shutdown,
+    url: listener.url("http"),
     transports(): Record<string, Transport> {
       const sessionManager = new Http2SessionManager(listener.url("http"));
       sessions.push(sessionManager);
@@ -130,6 +138,68 @@ describe("GetConfiguration: raw gRPC path and connect-es fallback behave the sam
       }
     });
   }
+
+  it("raw path: a config that cannot be converted ends that call with an error instead of escaping", async () => {
+    const platform = staticPlatform();
+    // BigInt(1.5) throws while the response is built.
+    platform.addToken("glagent-odd", { agentId: 6, agentName: "odd", projectId: 1.5, projectPath: "g/p", defaultBranch: "main", tokenId: 60 });
+    const kas = await startModule(platform);
+    const sessionManager = new Http2SessionManager(kas.url);
+    try {
+      const transport = createGrpcTransport({ baseUrl: kas.url, sessionManager, interceptors: [bearer("glagent-odd")] });
+      const odd = watch(transport, "");
+      await waitFor(() => odd.error() !== undefined);
+      await odd.done;
+      expect(odd.received).to.have.length(0);
+      expect(odd.error()?.code).to.equal(Code.Internal);
+      expect(kas.fallback()).to.equal(0);
+    } finally {
+      sessionManager.abort();
+      await kas.close();
+    }
+  });
+
+  it("raw path: an agent call that does not read holds back neither the agent's other calls nor itself once it reads", async () => {
+    const platform = staticPlatform();
+    const big = create(ConfigurationFileSchema, { ciAccess: { projects: Array.from({ length: 5000 }, (_, i) => ({ id: `group/project-${i}` })) } });
+    platform.setConfiguration(5, commitA, big);
+    const kas = await startModule(platform);
+    // A call whose client reads nothing: the config (> 100 KB) fills its flow-control window.
+    const session = http2.connect(kas.url);
+    const stalled = session.request({
+      ":method": "POST",
+      ":path": `/${AgentConfiguration.typeName}/${AgentConfiguration.method.getConfiguration.name}`,
+      "content-type": "application/grpc",
+      te: "trailers",
+      authorization: "Bearer glagent-cfg",
+    });
+    stalled.end(encodeFrame(toBinary(ConfigurationRequestSchema, create(ConfigurationRequestSchema, { commitId: "" }))));
+    stalled.pause();
+    try {
+      await new Promise((resolve) => stalled.once("response", resolve));
+      // A new pod of the same agent gets its initial config, and later commits.
+      const pod = watch(kas.transports()["gRPC over HTTP/2 (raw)"], "");
+      await waitFor(() => pod.received.length === 1);
+      expect(pod.received[0].commitId).to.equal(commitA);
+      platform.setConfiguration(5, commitB, create(ConfigurationFileSchema));
+      await waitFor(() => pod.received.length === 2);
+      expect(pod.received[1].commitId).to.equal(commitB);
+      // The stalled call reads at last: commit A, then it catches up with commit B.
+      const reader = new FrameReader(1 << 20, "identity");
+      const commits: string[] = [];
+      stalled.on("data", (chunk: Buffer) => {
+        for (const frame of reader.push(chunk)) commits.push(fromBinary(ConfigurationResponseSchema, frame).commitId);
+      });
+      stalled.resume();
+      await waitFor(() => commits.length === 2);
+      expect(commits).to.deep.equal([commitA, commitB]);
+      pod.abort.abort();
+      await pod.done;
+    } finally {
+      session.destroy();
+      await kas.close();
+    }
+  });
 
   it("ends the stream with the platform's error on both paths, and with the token's revocation", async () => {
     const platform = staticPlatform();

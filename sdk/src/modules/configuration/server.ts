@@ -24,8 +24,11 @@ export interface AgentConfigurationModuleOptions {
   pollIntervalMs?: number;
 }
 
-/** A GetConfiguration call served on the raw HTTP/2 stream; its state is the last commit sent. */
-type RawConfigCall = RawServerStreamCall<typeof ConfigurationResponseSchema, { lastCommit: string }>;
+/**
+ * A GetConfiguration call served on the raw HTTP/2 stream; its state is the last commit sent, and
+ * whether a send still waits for the agent to take it (and a newer read was skipped meanwhile).
+ */
+type RawConfigCall = RawServerStreamCall<typeof ConfigurationResponseSchema, { lastCommit: string; sending: boolean; behind: boolean }>;
 
 /** The raw calls of one agent: one platform read per change serves all of them. */
 interface AgentWatch {
@@ -136,20 +139,42 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
           for (const call of [...watch.calls]) call.finish(failure);
           continue;
         }
-        const sends: Promise<void>[] = [];
-        for (const call of watch.calls) {
-          const state = call.state!;
-          const response = responseFor(snap, call.agent, state.lastCommit, ctx);
-          if (!response) continue;
-          state.lastCommit = response.commitId;
-          // A call that ended meanwhile rejects; it has left the set by then.
-          sends.push(call.send(response).catch(ignore));
-        }
-        // Backpressure: the next read waits until every agent has taken this one.
-        await Promise.all(sends);
+        for (const call of [...watch.calls]) deliver(watch, call, snap, ctx);
       } while (watch.again);
     } finally {
       watch.reading = false;
+    }
+  }
+
+  /**
+   * Sends `snap` to `call` unless it has that commit. Backpressure is per call: a call whose last
+   * send is still pending is skipped and reads again once the agent has taken it. A failure (e.g. a
+   * config that cannot be converted or encoded) ends only this call, as it would at connect.
+   */
+  function deliver(watch: AgentWatch, call: RawConfigCall, snap: AgentConfigurationSnapshot, ctx: KasModuleContext): void {
+    const state = call.state!;
+    if (state.sending) {
+      state.behind = true;
+      return;
+    }
+    try {
+      const response = responseFor(snap, call.agent, state.lastCommit, ctx);
+      if (!response) return;
+      state.lastCommit = response.commitId;
+      state.sending = true;
+      call.send(response).then(
+        () => {
+          state.sending = false;
+          if (!state.behind) return;
+          state.behind = false;
+          void refresh(watch);
+        },
+        // A call that ended meanwhile rejects; it has left the set by then.
+        () => (state.sending = false),
+      );
+    } catch (error) {
+      state.sending = false;
+      call.finish(handlerError(error));
     }
   }
 
@@ -197,7 +222,7 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
           maxMessageBytes: ctx.maxMessageBytes,
           handler: {
             start(call: RawConfigCall, request) {
-              call.state = { lastCommit: request.commitId };
+              call.state = { lastCommit: request.commitId, sending: false, behind: false };
               let watch = watches.get(call.agent.agentId);
               if (!watch) {
                 watch = { agentId: call.agent.agentId, calls: new Set(), reading: false, again: false };
@@ -224,4 +249,3 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
   };
 }
 
-function ignore(): void {}
