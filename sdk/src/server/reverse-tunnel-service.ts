@@ -13,6 +13,7 @@ import { ServerTunnel, type TunnelOutput } from "../tunnel/server/server-tunnel.
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import type { FrameReader } from "../util/grpc-frames.js";
 import type { AgentAuthenticator } from "./agent-authenticator.js";
+import { deadlineTimer } from "../util/timers.js";
 import {
   AgentStreamGroups,
   attachRawStream,
@@ -253,7 +254,7 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
 
   /** Ends the tunnel when the agent's own `grpc-timeout` passes. */
   endAfter(timeoutMs: number): void {
-    this.timer = setTimeout(() => this.end(new ConnectError("the tunnel's deadline passed", Code.DeadlineExceeded)), timeoutMs);
+    this.timer = deadlineTimer(timeoutMs, () => this.end(new ConnectError("the tunnel's deadline passed", Code.DeadlineExceeded)));
   }
 
   next(): Promise<IteratorResult<ConnectRequest>> {

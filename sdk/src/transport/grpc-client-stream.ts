@@ -6,6 +6,7 @@ import { drained } from "../util/drained.js";
 import { FrameReader, frameHeader } from "../util/grpc-frames.js";
 import { MessageInbox } from "../util/message-inbox.js";
 import { nodeHeadersToHeaders } from "../util/metadata.js";
+import { deadlineTimer } from "../util/timers.js";
 import { connectionErrorToUnavailable } from "./connection-error.js";
 
 /** How one {@link GrpcClientStream} encodes, decodes and bounds its messages. */
@@ -54,7 +55,7 @@ export class GrpcClientStream<I, O> implements AsyncIterator<O, undefined> {
     private readonly options: GrpcClientStreamOptions<I, O>,
   ) {
     if (options.timeoutMs !== undefined) {
-      this.timer = setTimeout(() => this.cancel(new ConnectError("the operation timed out", Code.DeadlineExceeded)), options.timeoutMs);
+      this.timer = deadlineTimer(options.timeoutMs, () => this.cancel(new ConnectError("the operation timed out", Code.DeadlineExceeded)));
     }
     this.opening = open.then(
       (stream) => this.attach(stream),
@@ -222,19 +223,29 @@ export class GrpcClientStream<I, O> implements AsyncIterator<O, undefined> {
     const status = this.status;
     if (!status) return this.fail(new ConnectError("missing gRPC status trailers", Code.Internal));
     if (status["grpc-status"] !== "0") {
-      return this.fail(findTrailerError(nodeHeadersToHeaders(status)) ?? new ConnectError("invalid grpc-status", Code.Internal));
+      const error = findTrailerError(nodeHeadersToHeaders(status)) ?? new ConnectError("invalid grpc-status", Code.Internal);
+      return this.fail(error, false, true);
     }
     this.cleanup();
     this.inbox.end();
   }
 
-  /** Ends the call with `error` (after the responses already received, unless `discard`). */
-  private fail(error: ConnectError, discard = false): void {
+  /**
+   * Ends the call with `error` (after the responses already received, unless `discard`). When the
+   * server has ended the stream with its status, our side ends with END_STREAM, not a reset: Node
+   * does not return the connection window for DATA still buffered in a server stream that a reset
+   * destroys, so a reset per failed call (e.g. every call its caller cancelled) shrank the agent
+   * connection's receive window on KAS until KAS refused new streams (ENHANCE_YOUR_CALM).
+   */
+  private fail(error: ConnectError, discard = false, serverEnded = false): void {
     if (this.isFinished) return;
     this.failure = error;
     this.cleanup();
     const stream = this.stream;
-    if (stream && !stream.closed) stream.close(rstCodeFor(error));
+    if (stream && !stream.closed) {
+      if (serverEnded) endWritable(stream);
+      else stream.close(rstCodeFor(error));
+    }
     this.inbox.fail(error, discard);
   }
 
