@@ -232,10 +232,10 @@ export class GrpcClientStream<I, O> implements AsyncIterator<O, undefined> {
 
   /**
    * Ends the call with `error` (after the responses already received, unless `discard`). When the
-   * server has ended the stream with its status, our side ends with END_STREAM, not a reset: Node
-   * does not return the connection window for DATA still buffered in a server stream that a reset
-   * destroys, so a reset per failed call (e.g. every call its caller cancelled) shrank the agent
-   * connection's receive window on KAS until KAS refused new streams (ENHANCE_YOUR_CALM).
+   * server has ended the stream with its status, our side ends with END_STREAM, not a reset: a Node
+   * (nghttp2) server counts every RST_STREAM it receives against its rapid-reset limit (a burst of
+   * about 1,000, then 33 per second) and then refuses new streams with ENHANCE_YOUR_CALM, so a reset
+   * per failed call (e.g. every call its caller cancelled) cut the agent off from KAS.
    */
   private fail(error: ConnectError, discard = false, serverEnded = false): void {
     if (this.isFinished) return;
