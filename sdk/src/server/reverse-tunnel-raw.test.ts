@@ -23,7 +23,7 @@ import { InMemoryTunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
 import { connectionContextValues } from "./connection-context.js";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
-import { rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
+import { maxDescriptorBytes, rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway, routingAgentIdHeader } from "./tunnel-gateway.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -345,6 +345,19 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     expect((err as ConnectError).code).to.equal(Code.Unavailable);
     await waitFor(() => kas.registry.stats().idleTunnels === 0 && kas.registry.stats().busyTunnels === 0);
     expect(pool.stats()).to.deep.equal({ idle: 0, active: 0, workers: 0 });
+  });
+
+  it("reads no first message above 64 KiB before the tunnel is set up, whatever the message limit", async () => {
+    const client = kas.tunnelClient();
+    const end = deferred();
+    const big = create(ConnectRequestSchema, { msg: { case: "header", value: { meta: { junk: { value: ["x".repeat(100 * 1024)] } } } } });
+    const err = await (async () => {
+      for await (const _ of client.connect(requests([big], end.promise))) expect.fail("no response expected");
+    })().catch((e: unknown) => ConnectError.from(e));
+    end.resolve();
+    expect((err as ConnectError).code).to.equal(Code.ResourceExhausted);
+    expect((err as ConnectError).rawMessage).to.contain(`limit of ${maxDescriptorBytes} bytes`);
+    expect(kas.registry.stats().idleTunnels).to.equal(0);
   });
 
   it("fails a tunnel whose agent sends a message above the limit with RESOURCE_EXHAUSTED", async () => {

@@ -201,6 +201,9 @@ class TunnelStreams {
   }
 }
 
+/** Largest first message (the agent's descriptor) read before the tunnel is set up. */
+export const maxDescriptorBytes = 64 * 1024;
+
 /** One `ReverseTunnel/Connect` call over gRPC on a raw HTTP/2 stream; only the opening is async. */
 async function serveRawTunnel(
   streams: TunnelStreams,
@@ -239,12 +242,22 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
   private outputEnded = false;
   private timer: NodeJS.Timeout | undefined;
 
+  /** The reader's real limit while the descriptor has not been taken (then: undefined). */
+  private limitAfterDescriptor: number | undefined;
+
   constructor(
     streams: TunnelStreams,
     private readonly stream: http2.ServerHttp2Stream,
     private readonly reader: FrameReader,
   ) {
     super(streams);
+    // Until the agent is authenticated and its descriptor taken, read one small message only: the
+    // stream flows from here while authentication runs, and a stranger must not make KAS buffer
+    // several maximum-size messages per stream.
+    if (reader.maxMessageBytes > maxDescriptorBytes) {
+      this.limitAfterDescriptor = reader.maxMessageBytes;
+      reader.maxMessageBytes = maxDescriptorBytes;
+    }
     attachRawStream(stream, this);
   }
 
@@ -312,7 +325,9 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
       this.fail(ConnectError.from(error));
       return;
     }
-    if (!this.paused && this.queue && this.queue.length >= RawTunnelStream.highWater) {
+    // Before the descriptor is taken one message is all there is to read.
+    const highWater = this.tunnel ? RawTunnelStream.highWater : 1;
+    if (!this.paused && this.queue && this.queue.length >= highWater) {
       this.paused = true;
       this.stream.pause();
     }
@@ -337,6 +352,11 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
   }
 
   private deliver(message: ConnectRequest): void {
+    if (this.limitAfterDescriptor !== undefined) {
+      // The first message (the descriptor) is in; the stream stays paused until it is taken.
+      this.reader.maxMessageBytes = this.limitAfterDescriptor;
+      this.limitAfterDescriptor = undefined;
+    }
     const tunnel = this.tunnel;
     if (tunnel && !tunnel.isTaken) {
       // An idle agent must send nothing.

@@ -29,7 +29,8 @@ export class FrameReader {
   private buffered = 0;
 
   constructor(
-    private readonly maxMessageBytes: number,
+    /** Largest message accepted; may be changed between chunks (e.g. lower before authentication). */
+    public maxMessageBytes: number,
     private readonly encoding: string = "identity",
   ) {
     if (encoding !== "identity" && encoding !== "gzip") {
