@@ -29,7 +29,7 @@ type Call = RawServerStreamCall<typeof ConfigurationResponseSchema, string>;
  * "count:N:SIZE" sends N messages of SIZE bytes (awaiting backpressure) then OK, "fail" ends with
  * FAILED_PRECONDITION, "big" sends a message above the limit.
  */
-async function startServer(maxMessageBytes = 1 << 20) {
+async function startServer(maxMessageBytes = 1 << 20, maxRequestBytes?: number) {
   const platform = new StaticPlatformClient();
   platform.addToken("glagent-good", { agentId: 7, agentName: "a7", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 70 });
   platform.addToken("glagent-other", { agentId: 8, agentName: "a8", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 80 });
@@ -43,6 +43,7 @@ async function startServer(maxMessageBytes = 1 << 20) {
     auth,
     shutdownSignal: shutdown.signal,
     maxMessageBytes,
+    maxRequestBytes,
     handler: {
       start(call: Call, request) {
         call.state = request.commitId;
@@ -259,6 +260,21 @@ describe("raw server-streaming gRPC method (rawServerStreamingMethod)", function
     const { client } = server.client();
     const big = await collect(client.getConfiguration({ commitId: "big" }));
     expect(big.error?.code).to.equal(Code.ResourceExhausted);
+  });
+
+  it("reads a request no larger than maxRequestBytes, while responses may use maxMessageBytes", async () => {
+    const small = await startServer(1 << 20, 1024);
+    try {
+      const oversize = await rawCall(small.url, Buffer.concat([frameHeader(1025), Buffer.alloc(1025)]));
+      expect(oversize.status).to.equal(String(Code.ResourceExhausted));
+      expect(small.started).to.have.length(0);
+      const { client } = small.client();
+      const ok = await collect(client.getConfiguration({ commitId: "count:1:100000" }));
+      expect(ok.error).to.equal(undefined);
+      expect(ok.messages).to.have.length(1);
+    } finally {
+      await small.close();
+    }
   });
 
   it("answers malformed requests with their gRPC status, as connect-es does", async () => {

@@ -215,6 +215,12 @@ export interface RawServerStreamOptions<I extends DescMessage, O extends DescMes
   shutdownSignal: AbortSignal;
   /** Largest request and response message in bytes. Default 16 MiB; larger: RESOURCE_EXHAUSTED. */
   maxMessageBytes?: number;
+  /**
+   * Largest request message, read while the agent is still being authenticated. Default:
+   * `maxMessageBytes`; set it lower when requests are small, so strangers cannot make KAS buffer
+   * large messages.
+   */
+  maxRequestBytes?: number;
 }
 
 /**
@@ -242,6 +248,7 @@ export function rawServerStreamingMethod<I extends DescMessage, O extends DescMe
 class RawServerStreams<I extends DescMessage, O extends DescMessage, S> {
   readonly groups: AgentStreamGroups;
   readonly maxMessageBytes: number;
+  readonly maxRequestBytes: number;
 
   constructor(
     readonly options: RawServerStreamOptions<I, O, S>,
@@ -249,12 +256,13 @@ class RawServerStreams<I extends DescMessage, O extends DescMessage, S> {
   ) {
     this.groups = new AgentStreamGroups(options.auth, options.shutdownSignal, kasShuttingDownError);
     this.maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+    this.maxRequestBytes = Math.min(options.maxRequestBytes ?? this.maxMessageBytes, this.maxMessageBytes);
   }
 
   serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     let reader: FrameReader;
     try {
-      reader = requestFrameReader(headers, this.maxMessageBytes);
+      reader = requestFrameReader(headers, this.maxRequestBytes);
     } catch (error) {
       stream.on("error", ignore);
       stream.resume();

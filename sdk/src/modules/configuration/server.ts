@@ -220,6 +220,8 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
           auth: ctx.auth,
           shutdownSignal: ctx.shutdownSignal,
           maxMessageBytes: ctx.maxMessageBytes,
+          // A request is a commit id and the agent's metadata: a few hundred bytes.
+          maxRequestBytes: 64 * 1024,
           handler: {
             start(call: RawConfigCall, request) {
               call.state = { lastCommit: request.commitId, sending: false, behind: false };
