@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import http2 from "node:http2";
 import net from "node:net";
 import { join } from "node:path";
@@ -6,7 +7,7 @@ import { expect } from "chai";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { EchoService, decodeSecret, privateApiClientInterceptor } from "@kasbridge/sdk";
-import { api, createAgentWithToken, delay, echoClient, startAgentk, startKas, waitUntil, type KasProcess } from "./harness.js";
+import { api, createAgentWithToken, delay, echoClient, selfSignedCert, startAgentk, startKas, waitUntil, type KasProcess } from "./harness.js";
 
 describe("e2e: kas + agentk processes over the reverse tunnel", function () {
   this.timeout(120_000);
@@ -80,6 +81,27 @@ describe("e2e: kas + agentk processes over the reverse tunnel", function () {
     // The platform's secret is not a replica's.
     const refused = await peer(kas.secret).echo({ payload: new Uint8Array(1) }).then(() => undefined, (e: unknown) => ConnectError.from(e));
     expect(refused?.code).to.equal(Code.Unauthenticated);
+  });
+
+  it("serves the private API over TLS when private_tls is set", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kas-private-tls-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const { certFile, keyFile } = selfSignedCert(dir, "private");
+    const tlsKas = await startKas({ KAS_PRIVATE_TLS_CERT_FILE: certFile, KAS_PRIVATE_TLS_KEY_FILE: keyFile });
+    cleanups.push(() => tlsKas.cleanup());
+    const a = await createAgentWithToken(tlsKas);
+    const agentk = startAgentk(tlsKas.addresses.agent, a.token);
+    cleanups.push(() => agentk.cleanup());
+    await waitUntil(async () => (await connections(tlsKas, a)).length === 1, 15_000, "agent connection");
+    const address = (tlsKas.addresses as KasProcess["addresses"] & { private?: string }).private!;
+    expect(address).to.match(/^grpcs:\/\/127\.0\.0\.1:\d+$/);
+    const baseUrl = address.replace(/^grpcs:/, "https:");
+    const sessions = new Http2SessionManager(baseUrl, undefined, { ca: readFileSync(certFile) });
+    cleanups.push(() => sessions.abort());
+    const privateSecret = decodeSecret(readFileSync(join(tlsKas.dataDir, ".gitlab_kas_private_api_secret"), "utf8"));
+    const peer = createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: [privateApiClientInterceptor(privateSecret, a.agentId)] }));
+    const res = await peer.echo({ payload: new TextEncoder().encode("over TLS") });
+    expect(new TextDecoder().decode(res.payload)).to.equal("over TLS");
   });
 
   it("propagates cancellation from the caller and keeps serving", async () => {

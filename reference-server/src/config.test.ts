@@ -40,6 +40,13 @@ describe("kas configuration", () => {
     expect(c.databaseUrl).to.equal("postgres://u@db/kas");
   });
 
+  it("takes the private API's TLS files from YAML or KAS_PRIVATE_TLS_*, both or neither", () => {
+    const path = file(`private_tls:\n  cert_file: /etc/kas/p.crt\n  key_file: /etc/kas/p.key\n`);
+    expect(loadConfig({ configFile: path, env: {} }).privateTls).to.deep.equal({ certFile: "/etc/kas/p.crt", keyFile: "/etc/kas/p.key" });
+    expect(loadConfig({ env: { KAS_PRIVATE_TLS_CERT_FILE: "/c", KAS_PRIVATE_TLS_KEY_FILE: "/k" } }).privateTls).to.deep.equal({ certFile: "/c", keyFile: "/k" });
+    expect(() => loadConfig({ env: { KAS_PRIVATE_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /KAS_PRIVATE_TLS_KEY_FILE/);
+  });
+
   it("takes the private API secret file from YAML or KAS_PRIVATE_API_SECRET_FILE", () => {
     expect(loadConfig({ env: {} }).privateApiSecretFile).to.equal(undefined);
     const path = file(`private_api_secret_file: /etc/kas/private\n`);

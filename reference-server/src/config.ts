@@ -36,6 +36,8 @@ export interface KasConfig {
   agentTls?: TlsFiles;
   /** TLS of the Kubernetes API proxy (GitLab: kubernetes_api.listen.certificate_file/key_file). Default: agentTls. */
   k8sProxyTls?: TlsFiles;
+  /** TLS for the private (kas-to-kas) API; unset: cleartext h2c. */
+  privateTls?: TlsFiles;
   /**
    * The proxy's URL as clients reach it: the `server` of the KUBECONFIG generated for CI jobs
    * (GitLab's gitlab_kas.external_k8s_proxy_url). Default: derived from listen.k8s_proxy.
@@ -98,6 +100,9 @@ export function loadConfig(options: { configFile?: string; env: NodeJS.ProcessEn
       "Kubernetes API proxy TLS needs both a certificate and a key (k8s_proxy_tls.cert_file/key_file or KAS_K8S_PROXY_TLS_CERT_FILE/KAS_K8S_PROXY_TLS_KEY_FILE)",
     );
   }
+  if (config.privateTls && (!config.privateTls.certFile || !config.privateTls.keyFile)) {
+    throw new ConfigError("private API TLS needs both a certificate and a key (private_tls.cert_file/key_file or KAS_PRIVATE_TLS_CERT_FILE/KAS_PRIVATE_TLS_KEY_FILE)");
+  }
   config.dataDir = resolve(config.dataDir);
   return config;
 }
@@ -153,6 +158,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "k8s_proxy_tls":
         config.k8sProxyTls = tlsFiles(value, key);
         break;
+      case "private_tls":
+        config.privateTls = tlsFiles(value, key);
+        break;
       case "k8s_proxy_external_url":
         config.k8sProxyExternalUrl = url(string(value, key), key);
         break;
@@ -182,6 +190,7 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_MAX_MESSAGE_BYTES) config.maxMessageBytes = positiveInt(env.KAS_MAX_MESSAGE_BYTES, "KAS_MAX_MESSAGE_BYTES");
   config.agentTls = envTlsFiles(env, "KAS_AGENT_TLS") ?? config.agentTls;
   config.k8sProxyTls = envTlsFiles(env, "KAS_K8S_PROXY_TLS") ?? config.k8sProxyTls;
+  config.privateTls = envTlsFiles(env, "KAS_PRIVATE_TLS") ?? config.privateTls;
   if (env.KAS_K8S_PROXY_EXTERNAL_URL) config.k8sProxyExternalUrl = url(env.KAS_K8S_PROXY_EXTERNAL_URL, "KAS_K8S_PROXY_EXTERNAL_URL");
   if (env.KAS_K8S_PROXY_URL_PATH_PREFIX) config.k8sProxyUrlPathPrefix = pathPrefix(env.KAS_K8S_PROXY_URL_PATH_PREFIX, "KAS_K8S_PROXY_URL_PATH_PREFIX");
 }

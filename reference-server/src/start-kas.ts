@@ -87,13 +87,18 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
           : undefined,
       },
       internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
-      privateApi: { host: config.listen.private.host, port: config.listen.private.port, jwtSecret: privateJwtSecret },
+      privateApi: {
+        host: config.listen.private.host,
+        port: config.listen.private.port,
+        jwtSecret: privateJwtSecret,
+        tls: config.privateTls ? { cert: readFileSync(config.privateTls.certFile), key: readFileSync(config.privateTls.keyFile) } : undefined,
+      },
       modules: [agentConfigurationModule({ platform, gitlabExternalUrl: config.externalUrl })],
     });
     closers.push(() => kas.close());
     addresses.agent = kas.agentApi.url();
     addresses.internal = `grpc://${hostPort(kas.internalApiAddress)}`;
-    if (kas.privateApiAddress) addresses.private = `grpc://${hostPort(kas.privateApiAddress)}`;
+    if (kas.privateApiAddress) addresses.private = `${config.privateTls ? "grpcs" : "grpc"}://${hostPort(kas.privateApiAddress)}`;
 
     // Kubernetes API proxy (8154): kubectl -> KAS -> agent tunnel -> cluster. Closed before KAS.
     // kubectl sends tokens only over TLS, so the proxy serves TLS (HTTP/2 + HTTP/1.1 by ALPN) with
