@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { describe, it, beforeEach, afterEach } from "mocha";
 import { expect } from "chai";
 import pino from "pino";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
   compressionGzip,
@@ -25,6 +25,7 @@ import { connectionContextValues } from "./connection-context.js";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
 import { maxDescriptorBytes, rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway, routingAgentIdHeader } from "./tunnel-gateway.js";
+import { frameHeader } from "../util/grpc-frames.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -345,6 +346,40 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     expect((err as ConnectError).code).to.equal(Code.Unavailable);
     await waitFor(() => kas.registry.stats().idleTunnels === 0 && kas.registry.stats().busyTunnels === 0);
     expect(pool.stats()).to.deep.equal({ idle: 0, active: 0, workers: 0 });
+  });
+
+  it("resets, rather than answers with a status, the stream of a call its caller cancelled while the agent still sends", async () => {
+    // A hand-made agent: a grpc-go agent would answer a status on a stream it still writes with a
+    // reset of its own, which KAS's HTTP/2 server counts against nghttp2's rapid-reset limit.
+    const session = http2.connect(kas.agentUrl);
+    try {
+      session.on("error", () => {});
+      const stream = session.request({
+        ":method": "POST",
+        ":path": reverseTunnelConnectPath,
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: "Bearer glagent-good",
+      });
+      stream.on("error", () => {});
+      const bytes = toBinary(ConnectRequestSchema, descriptor);
+      stream.write(Buffer.concat([frameHeader(bytes.byteLength, false), bytes]));
+      let trailers = false;
+      stream.on("trailers", () => (trailers = true));
+      const closed = new Promise<number>((resolve) => stream.on("close", () => resolve(stream.rstCode ?? -1)));
+      const requestInfo = new Promise<void>((resolve) => stream.once("data", () => resolve()));
+      stream.resume();
+      await waitFor(() => kas.registry.stats().idleTunnels >= 1);
+      const caller = new AbortController();
+      const call = kas.echo.echo({ payload: new Uint8Array([1]) }, { signal: caller.signal }).catch((e: unknown) => ConnectError.from(e));
+      await requestInfo;
+      caller.abort();
+      expect(((await call) as ConnectError).code).to.equal(Code.Canceled);
+      expect(await closed).to.equal(http2.constants.NGHTTP2_CANCEL);
+      expect(trailers).to.equal(false);
+    } finally {
+      session.destroy();
+    }
   });
 
   it("reads no first message above 64 KiB before the tunnel is set up, whatever the message limit", async () => {

@@ -1,4 +1,4 @@
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
@@ -201,6 +201,8 @@ class TunnelStreams {
   }
 }
 
+const { NGHTTP2_CANCEL } = http2.constants;
+
 /** Largest first message (the agent's descriptor) read before the tunnel is set up. */
 export const maxDescriptorBytes = 64 * 1024;
 
@@ -306,6 +308,15 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
     this.streams.close(this);
     this.queue = undefined;
     detachRawStream(this.stream);
+    if (error?.code === Code.Canceled && !this.inputEnded && !this.stream.closed) {
+      // A call its caller cancelled while the agent still sends: reset the stream rather than send
+      // a status. A grpc-go agent (GitLab's agentk) answers a status that ends a stream it is still
+      // writing with a reset of its own, and Node's HTTP/2 server counts received resets against
+      // nghttp2's rapid-reset limit (about 1,000, then 33/s): a storm of cancelled calls would make
+      // KAS refuse the agent's new tunnels. Resets KAS sends do not count.
+      this.stream.close(NGHTTP2_CANCEL);
+      return;
+    }
     endGrpcResponse(this.stream, error);
   }
 
