@@ -392,6 +392,8 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
       const status = await new Promise<number>((resolve) => stream.once("response", (h) => resolve(Number(h[":status"]))));
       stream.on("data", (d: Buffer) => (text += d.toString()));
       await new Promise((r) => stream.once("end", r));
+      // The proxy widened the connection window (beyond Node's 64 KiB), so uploads are not capped.
+      expect(session.state.remoteWindowSize).to.be.greaterThan(16 << 20);
       session.close();
       expect(status).to.equal(200);
       expect(text).to.contain("ADDED").and.contain("DELETED");

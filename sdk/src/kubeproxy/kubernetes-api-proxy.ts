@@ -31,6 +31,7 @@ import { MAKE_REQUEST_METHOD, canonicalHeaderName, mapToNodeHeaders, nodeHeaders
 import { isImpersonationHeader } from "./impersonation.js";
 import { K8sProxyError, statusHeaders, statusJson, toK8sProxyError } from "./k8s-status.js";
 import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
+import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 import { drained } from "../util/drained.js";
 
 export interface KubernetesApiProxyOptions {
@@ -367,9 +368,12 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     void handleRequest(req, res);
   };
   const server = options.tls
-    ? http2.createSecureServer({ ...options.tls, allowHTTP1: true, settings: { initialWindowSize: 4 * 1024 * 1024 } }, onRequest)
+    ? http2.createSecureServer({ ...options.tls, allowHTTP1: true, settings: { initialWindowSize: streamWindowBytes } }, onRequest)
     : http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
   server.setTimeout(0);
+  // The connection window too (SETTINGS only cover streams): large uploads (kubectl apply/cp)
+  // would otherwise move 64 KiB per round trip.
+  if (options.tls) server.on("session", (session: http2.ServerHttp2Session) => widenConnectionWindow(session));
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     void handleUpgrade(req, socket, head);
   });
