@@ -7,6 +7,7 @@ import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { StaticPlatformClient } from "../testing/fake-platform.js";
 import { internalApiClientInterceptor, privateApiClientInterceptor } from "./internal-api-auth.js";
 import { createKasServer, type KasServer } from "./kas-server.js";
+import { waitFor } from "../tunnel/tunnel.test-support.js";
 
 describe("KAS private (kas-to-kas) API over real HTTP/2", function () {
   this.timeout(20_000);
@@ -29,11 +30,7 @@ describe("KAS private (kas-to-kas) API over real HTTP/2", function () {
     });
     agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-peer", logger, podName: "peer-pod", watchConfiguration: false });
     agent.start();
-    const deadline = Date.now() + 10_000;
-    while (kas.registry.stats().idleTunnels < 1) {
-      if (Date.now() > deadline) throw new Error("agent did not connect");
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor(() => kas.registry.stats().idleTunnels >= 1, 10_000);
   });
 
   after(async () => {

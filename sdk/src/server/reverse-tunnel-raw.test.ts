@@ -1,10 +1,9 @@
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import { describe, it, beforeEach, afterEach } from "mocha";
 import { expect } from "chai";
 import pino from "pino";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import {
   compressionGzip,
   connectNodeAdapter,
@@ -24,7 +23,8 @@ import { AgentAuthenticator } from "./agent-authenticator.js";
 import { connectionContextValues } from "./connection-context.js";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
 import { maxDescriptorBytes, rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
-import { createTunnelGateway, routingAgentIdHeader } from "./tunnel-gateway.js";
+import { createTunnelGateway } from "./tunnel-gateway.js";
+import { bearer, closeServer, listen, port, routeTo, waitFor } from "../tunnel/tunnel.test-support.js";
 import { frameHeader } from "../util/grpc-frames.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -116,40 +116,6 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
       await Promise.all([agentApi.close(0), closeServer(gatewayServer)]);
     },
   };
-}
-
-function bearer(token: string): Interceptor {
-  return (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-}
-
-function routeTo(agentId: number): Interceptor {
-  return (next) => (req) => {
-    req.header.set(routingAgentIdHeader, String(agentId));
-    return next(req);
-  };
-}
-
-function listen(server: http2.Http2Server): Promise<void> {
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-}
-
-function port(server: http2.Http2Server): number {
-  return (server.address() as AddressInfo).port;
-}
-
-function closeServer(server: http2.Http2Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()));
-}
-
-async function waitFor(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /** An request stream that yields `messages`, then stays open until `end` resolves. */

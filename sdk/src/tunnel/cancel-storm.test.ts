@@ -8,6 +8,7 @@ import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { internalApiClientInterceptor } from "../server/internal-api-auth.js";
 import { createKasServer } from "../server/kas-server.js";
 import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { waitFor } from "./tunnel.test-support.js";
 
 // Regression: the agent used to reset (RST_STREAM CANCEL) every tunnel stream whose call KAS had
 // ended with a non-OK status. KAS's HTTP/2 server (nghttp2's rapid-reset protection: a burst of
@@ -30,7 +31,7 @@ describe("a storm of calls cancelled mid-stream by their callers (real KAS, real
     const client = createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: [internalApiClientInterceptor(secret, 4)] }));
     try {
       agent.start();
-      while (kas.registry.stats().idleTunnels < 1) await new Promise((r) => setTimeout(r, 20));
+      await waitFor(() => kas.registry.stats().idleTunnels >= 1, 10_000);
       const calls = 2500;
       for (let i = 0; i < calls; i++) {
         const abort = new AbortController();

@@ -1,8 +1,7 @@
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import pino from "pino";
-import { Code, ConnectError, createClient, type Client, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { ReverseTunnel } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
@@ -10,12 +9,13 @@ import { echoService } from "../modules/echo/echo-service.js";
 import { AgentAuthenticator } from "../server/agent-authenticator.js";
 import { connectionContextValues } from "../server/connection-context.js";
 import { reverseTunnelService } from "../server/reverse-tunnel-service.js";
-import { createTunnelGateway, routingAgentIdHeader } from "../server/tunnel-gateway.js";
+import { createTunnelGateway } from "../server/tunnel-gateway.js";
 import { StaticPlatformClient } from "../testing/fake-platform.js";
 import { LocalServiceHost } from "./agent/local-service-host.js";
 import { TunnelPool } from "./agent/tunnel-pool.js";
 import { rawTunnelStreams } from "./agent/tunnel-stream.js";
 import { createAgentTransport } from "../transport/agent-transport.js";
+import { bearer, closeServer, listen, port, routeTo, waitFor } from "./tunnel.test-support.js";
 import { InMemoryTunnelRegistry } from "./server/tunnel-registry.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -99,40 +99,6 @@ async function startHarness(
       await Promise.all([closeServer(agentApi), closeServer(gatewayServer)]);
     },
   };
-}
-
-function bearer(token: string): Interceptor {
-  return (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-}
-
-function routeTo(agentId: number): Interceptor {
-  return (next) => (req) => {
-    req.header.set(routingAgentIdHeader, String(agentId));
-    return next(req);
-  };
-}
-
-function listen(server: http2.Http2Server): Promise<void> {
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-}
-
-function port(server: http2.Http2Server): number {
-  return (server.address() as AddressInfo).port;
-}
-
-function closeServer(server: http2.Http2Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()));
-}
-
-async function waitFor(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 for (const streams of ["connect-es", "raw"] as const)
