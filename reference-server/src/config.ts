@@ -92,17 +92,9 @@ export function loadConfig(options: { configFile?: string; env: NodeJS.ProcessEn
   const config: KasConfig = structuredClone(defaults);
   if (options.configFile) applyFile(config, options.configFile);
   applyEnv(config, options.env);
-  if (config.agentTls && (!config.agentTls.certFile || !config.agentTls.keyFile)) {
-    throw new ConfigError("agent TLS needs both a certificate and a key (agent_tls.cert_file/key_file or KAS_AGENT_TLS_CERT_FILE/KAS_AGENT_TLS_KEY_FILE)");
-  }
-  if (config.k8sProxyTls && (!config.k8sProxyTls.certFile || !config.k8sProxyTls.keyFile)) {
-    throw new ConfigError(
-      "Kubernetes API proxy TLS needs both a certificate and a key (k8s_proxy_tls.cert_file/key_file or KAS_K8S_PROXY_TLS_CERT_FILE/KAS_K8S_PROXY_TLS_KEY_FILE)",
-    );
-  }
-  if (config.privateTls && (!config.privateTls.certFile || !config.privateTls.keyFile)) {
-    throw new ConfigError("private API TLS needs both a certificate and a key (private_tls.cert_file/key_file or KAS_PRIVATE_TLS_CERT_FILE/KAS_PRIVATE_TLS_KEY_FILE)");
-  }
+  requireBothTlsFiles(config.agentTls, "agent TLS", "agent_tls", "KAS_AGENT_TLS");
+  requireBothTlsFiles(config.k8sProxyTls, "Kubernetes API proxy TLS", "k8s_proxy_tls", "KAS_K8S_PROXY_TLS");
+  requireBothTlsFiles(config.privateTls, "private API TLS", "private_tls", "KAS_PRIVATE_TLS");
   config.dataDir = resolve(config.dataDir);
   return config;
 }
@@ -200,6 +192,15 @@ function envTlsFiles(env: NodeJS.ProcessEnv, prefix: string): TlsFiles | undefin
   const certFile = env[`${prefix}_CERT_FILE`];
   const keyFile = env[`${prefix}_KEY_FILE`];
   return certFile || keyFile ? { certFile: certFile ?? "", keyFile: keyFile ?? "" } : undefined;
+}
+
+/** A TLS setting given in part (one environment variable of the pair) is an error naming both. */
+function requireBothTlsFiles(tls: TlsFiles | undefined, what: string, key: string, envPrefix: string): void {
+  if (tls && (!tls.certFile || !tls.keyFile)) {
+    throw new ConfigError(
+      `${what} needs both a certificate and a key (${key}.cert_file/key_file or ${envPrefix}_CERT_FILE/${envPrefix}_KEY_FILE)`,
+    );
+  }
 }
 
 /** `{ cert_file, key_file }` under `key`. */
