@@ -24,7 +24,7 @@ import {
   type PlatformServices,
   type Store,
 } from "@kasbridge/sdk";
-import type { KasConfig } from "./config.js";
+import type { KasConfig, TlsFiles } from "./config.js";
 
 export interface RunningKas {
   addresses: Record<string, string>;
@@ -82,16 +82,14 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       agentApi: {
         host: config.listen.agent.host,
         port: config.listen.agent.port,
-        tls: config.agentTls
-          ? { cert: readFileSync(config.agentTls.certFile), key: readFileSync(config.agentTls.keyFile) }
-          : undefined,
+        tls: readTls(config.agentTls),
       },
       internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
       privateApi: {
         host: config.listen.private.host,
         port: config.listen.private.port,
         jwtSecret: privateJwtSecret,
-        tls: config.privateTls ? { cert: readFileSync(config.privateTls.certFile), key: readFileSync(config.privateTls.keyFile) } : undefined,
+        tls: readTls(config.privateTls),
       },
       modules: [agentConfigurationModule({ platform, gitlabExternalUrl: config.externalUrl })],
     });
@@ -103,9 +101,8 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     // Kubernetes API proxy (8154): kubectl -> KAS -> agent tunnel -> cluster. Closed before KAS.
     // kubectl sends tokens only over TLS, so the proxy serves TLS (HTTP/2 + HTTP/1.1 by ALPN) with
     // its own certificate, or the agent API's when it has none.
-    const k8sProxyTls = config.k8sProxyTls ?? config.agentTls;
     const k8sProxy = await createKubernetesApiProxy({
-      tls: k8sProxyTls ? { cert: readFileSync(k8sProxyTls.certFile), key: readFileSync(k8sProxyTls.keyFile) } : undefined,
+      tls: readTls(config.k8sProxyTls ?? config.agentTls),
       registry: kas.registry,
       platform,
       logger: logger.child({ component: "k8s-proxy" }),
@@ -198,4 +195,9 @@ function closeHttp(server: http.Server): Promise<void> {
     server.close(() => resolve());
     server.closeAllConnections();
   });
+}
+
+/** The PEM certificate chain and key of a TLS setting, if there is one. */
+function readTls(files: TlsFiles | undefined): { cert: Buffer; key: Buffer } | undefined {
+  return files && { cert: readFileSync(files.certFile), key: readFileSync(files.keyFile) };
 }
