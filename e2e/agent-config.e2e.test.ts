@@ -1,7 +1,7 @@
 import { rmSync } from "node:fs";
 import { expect } from "chai";
-import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, delay, startAgentk, startKas, waitUntil } from "./harness.js";
+import { GitClient } from "./git.test-support.js";
+import { adminToken, api, createAgentWithToken, delay, startAgentk, startKas, waitUntil } from "./harness.test-support.js";
 
 describe("e2e: agent configuration from git (push -> GetConfiguration)", function () {
   this.timeout(180_000);

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import tls from "node:tls";
 import { expect } from "chai";
 import { parse as parseYaml } from "yaml";
-import { api, createAgentWithToken, selfSignedCert, startKas, type KasProcess } from "./harness.js";
+import { api, createAgentWithToken, selfSignedCert, startKas, type KasProcess } from "./harness.test-support.js";
 
 describe("e2e: Kubernetes API proxy TLS listener", function () {
   this.timeout(60_000);

@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
-import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
+import { GitClient } from "./git.test-support.js";
+import { adminToken, api, createAgentWithToken, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.test-support.js";
 
 describe("e2e: kubectl as a user (user_access) through kas and agentk", function () {
   this.timeout(300_000);

@@ -12,8 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
-import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, delay, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
+import { GitClient } from "./git.test-support.js";
+import { adminToken, api, createAgentWithToken, delay, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.test-support.js";
 
 /**
  * How long the long-watch test keeps a watch idle before it must still deliver an event: longer

@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { adminToken, api, createAgentWithToken, echoClient, startAgentk, startKas, waitUntil } from "./harness.js";
+import { adminToken, api, createAgentWithToken, echoClient, startAgentk, startKas, waitUntil } from "./harness.test-support.js";
 
 describe("e2e: limits, restarts and secrets", function () {
   this.timeout(120_000);

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { Code, ConnectError } from "@connectrpc/connect";
 import pg from "pg";
-import { api, createAgentWithToken, echoClient, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
+import { api, createAgentWithToken, echoClient, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.test-support.js";
 
 describe("e2e: agent transports, remote platform and PostgreSQL", function () {
   this.timeout(120_000);

@@ -7,7 +7,7 @@ import { expect } from "chai";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { EchoService, decodeSecret, privateApiClientInterceptor } from "@kasbridge/sdk";
-import { api, createAgentWithToken, delay, echoClient, selfSignedCert, startAgentk, startKas, waitUntil, type KasProcess } from "./harness.js";
+import { api, createAgentWithToken, delay, echoClient, selfSignedCert, startAgentk, startKas, waitUntil, type KasProcess } from "./harness.test-support.js";
 
 describe("e2e: kas + agentk processes over the reverse tunnel", function () {
   this.timeout(120_000);

@@ -1,7 +1,7 @@
 import { describe, it } from "mocha";
 import { expect } from "chai";
 import pino from "pino";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });

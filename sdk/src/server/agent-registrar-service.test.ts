@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { afterEach, describe, it } from "mocha";
 import pino from "pino";
 import { createAgent, type Agent } from "../agent/create-agent.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
 import { createKasServer, type KasServer } from "./kas-server.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });

@@ -4,10 +4,10 @@ import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createAgent } from "../agent/create-agent.js";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
 import { internalApiClientInterceptor, privateApiClientInterceptor } from "./internal-api-auth.js";
 import { createKasServer, type KasServer } from "./kas-server.js";
-import { waitFor } from "../tunnel/tunnel.test-support.js";
+import { waitFor } from "../testing/wait.test-support.js";
 
 describe("KAS private (kas-to-kas) API over real HTTP/2", function () {
   this.timeout(20_000);

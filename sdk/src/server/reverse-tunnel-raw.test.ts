@@ -14,7 +14,7 @@ import {
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { ConnectRequestSchema, ReverseTunnel, type ConnectRequest } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import { echoService } from "../modules/echo/echo-service.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
 import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
 import { TunnelPool } from "../tunnel/agent/tunnel-pool.js";
 import type { ServerTunnel } from "../tunnel/server/server-tunnel.js";
@@ -24,7 +24,9 @@ import { connectionContextValues } from "./connection-context.js";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
 import { maxDescriptorBytes, rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
-import { bearer, closeServer, listen, port, routeTo, waitFor } from "../tunnel/tunnel.test-support.js";
+import { bearer, routeTo } from "../testing/grpc.test-support.js";
+import { closeServer, listen, port } from "../testing/servers.test-support.js";
+import { waitFor } from "../testing/wait.test-support.js";
 import { frameHeader } from "../util/grpc-frames.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });

@@ -10,12 +10,14 @@ import { AgentAuthenticator } from "../server/agent-authenticator.js";
 import { connectionContextValues } from "../server/connection-context.js";
 import { reverseTunnelService } from "../server/reverse-tunnel-service.js";
 import { createTunnelGateway } from "../server/tunnel-gateway.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
 import { LocalServiceHost } from "./agent/local-service-host.js";
 import { TunnelPool } from "./agent/tunnel-pool.js";
 import { rawTunnelStreams } from "./agent/tunnel-stream.js";
 import { createAgentTransport } from "../transport/agent-transport.js";
-import { bearer, closeServer, listen, port, routeTo, waitFor } from "./tunnel.test-support.js";
+import { bearer, routeTo } from "../testing/grpc.test-support.js";
+import { closeServer, listen, port } from "../testing/servers.test-support.js";
+import { waitFor } from "../testing/wait.test-support.js";
 import { InMemoryTunnelRegistry } from "./server/tunnel-registry.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });

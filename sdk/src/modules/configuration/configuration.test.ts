@@ -4,7 +4,7 @@ import pino from "pino";
 import { ConfigurationFileSchema, log_level_enum, type AgentConfiguration } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { createAgent } from "../../agent/create-agent.js";
 import { createKasServer } from "../../server/kas-server.js";
-import { StaticPlatformClient } from "../../testing/fake-platform.js";
+import { StaticPlatformClient } from "../../testing/fake-platform.test-support.js";
 import { agentConfigurationModule } from "./server.js";
 import { noConfigCommitId } from "./to-agent-configuration.js";
 

@@ -5,9 +5,9 @@ import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcf
 import { createHttpPlatformClient } from "../client/http-platform-client.js";
 import { createInProcessPlatformClient } from "../client/in-process-platform-client.js";
 import { PlatformError, type PlatformClient } from "../platform-client.js";
-import { useTestStore } from "../testing/fixtures.test.js";
-import { call, kasHeaders, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test.js";
-import { TestRepositories } from "./git-fixture.test.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
+import { call, kasHeaders, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test-support.js";
+import { TestRepositories } from "./git-fixture.test-support.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

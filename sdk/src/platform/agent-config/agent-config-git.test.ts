@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
-import { GitClient, startGitPlatform, waitFor, type GitTestPlatform } from "../git/git-fixtures.test.js";
+import { GitClient, startGitPlatform, waitFor, type GitTestPlatform } from "../git/git-fixtures.test-support.js";
 import type { Project } from "../services/projects.js";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
 
 /** Polls `fn` until it returns a value. */
 async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {

@@ -9,9 +9,9 @@ import { createInternalApi } from "../api/internal-api.js";
 import { createPlatformApi } from "../api/rest-api.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import type { Store } from "../store/store.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
-import { FakeConnections, call, kasHeaders } from "../testing/http-fixtures.test.js";
-import { buildCiWorld, type CiWorld } from "./ci-fixture.test.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
+import { FakeConnections, call, kasHeaders } from "../testing/http-fixtures.test-support.js";
+import { buildCiWorld, type CiWorld } from "./ci-fixture.test-support.js";
 
 interface CiPlatform {
   baseUrl: string;

@@ -3,8 +3,8 @@ import { expect } from "chai";
 import { digestToken } from "../../auth/tokens.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import { ServiceError } from "../services/errors.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
-import { buildCiWorld, type CiWorld } from "./ci-fixture.test.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
+import { buildCiWorld, type CiWorld } from "./ci-fixture.test-support.js";
 import { generateCiJobToken } from "./job-tokens.js";
 
 async function serviceError(p: Promise<unknown>): Promise<ServiceError> {

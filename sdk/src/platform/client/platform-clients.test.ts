@@ -5,8 +5,8 @@ import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import express from "express";
 import { PlatformError, type PlatformClient, type TokenRevocation } from "../platform-client.js";
-import { call, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test.js";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { call, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test-support.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
 import { createHttpPlatformClient } from "./http-platform-client.js";
 import { createInProcessPlatformClient } from "./in-process-platform-client.js";
 

@@ -7,10 +7,10 @@ import { runInNewContext } from "node:vm";
 import { gzipSync } from "node:zlib";
 import { expect } from "chai";
 import { afterEach, beforeEach, describe, it } from "mocha";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
 import { AccessLevel } from "../services/access-levels.js";
 import { createPlatformServices } from "../services/platform-services.js";
-import { GitClient, ZERO_OID, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
+import { GitClient, ZERO_OID, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test-support.js";
 
 describe("git smart HTTP", function () {
   // Real git clients against a real server: seconds each, more on a busy machine.

@@ -4,8 +4,8 @@ import { expect } from "chai";
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { ServiceError } from "../services/errors.js";
 import { createPlatformServices } from "../services/platform-services.js";
-import { useTestStore } from "../testing/fixtures.test.js";
-import { GitClient, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
+import { GitClient, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test-support.js";
 import { POST_RECEIVE_HOOK } from "./repositories.js";
 
 describe("repository service", () => {

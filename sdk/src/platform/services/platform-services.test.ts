@@ -1,7 +1,7 @@
 import { beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import type { TokenRevocation } from "../platform-client.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
 import { AccessLevel } from "./access-levels.js";
 import { ServiceError } from "./errors.js";
 import { createPlatformServices, type PlatformServices } from "./platform-services.js";

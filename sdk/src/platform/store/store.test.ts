@@ -4,7 +4,7 @@ import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore } from "./store.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
 
 describe("platform/store (sqlite specifics)", () => {
   let dataDir: string;

@@ -1,5 +1,5 @@
 /**
- * Test harness (no tests here; *.test.ts keeps it out of dist): a platform HTTP server on an
+ * Test harness (a *.test-support.ts file: no tests, not in the package): a platform HTTP server on an
  * ephemeral port with the REST API and the git smart HTTP router over a throwaway store and
  * repositories directory, plus a real `git` client isolated from the user's configuration.
  */
@@ -14,7 +14,7 @@ import express from "express";
 import pino from "pino";
 import { createPlatformApi } from "../api/rest-api.js";
 import { bootstrapAdmin } from "../bootstrap.js";
-import { FakeConnections } from "../testing/http-fixtures.test.js";
+import { FakeConnections } from "../testing/http-fixtures.test-support.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
 import type { Visibility } from "../services/validation.js";

@@ -1,5 +1,5 @@
 /**
- * Shared test fixtures (named *.test.ts so the build leaves it out of dist; it defines no tests).
+ * Shared test fixtures (a *.test-support.ts file: no tests, not in the package).
  * Every store-backed suite runs twice: against embedded SQLite in a temp dir and against the
  * machine's PostgreSQL in a throwaway schema. A missing PostgreSQL fails the suite, on purpose.
  */

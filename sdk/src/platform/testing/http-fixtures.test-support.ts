@@ -1,5 +1,5 @@
 /**
- * Test harness (no tests here; *.test.ts keeps it out of dist): a real platform HTTP server on an
+ * Test harness (a *.test-support.ts file: no tests, not in the package): a real platform HTTP server on an
  * ephemeral port with the REST and internal APIs, over a throwaway store, plus a small client.
  */
 import { randomBytes } from "node:crypto";
