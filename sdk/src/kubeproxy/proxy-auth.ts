@@ -28,6 +28,8 @@ export interface ProxyAuthenticatorOptions {
   cacheTtlMs?: number;
   /** Most cached answers; the oldest go first. Default 10 000. */
   maxCacheEntries?: number;
+  /** The clock of the cache, in ms. Default Date.now (tests pass their own). */
+  now?: () => number;
 }
 
 interface CacheEntry<T> {
@@ -38,12 +40,14 @@ interface CacheEntry<T> {
 export class ProxyAuthenticator {
   private readonly ttlMs: number;
   private readonly maxEntries: number;
+  private readonly now: () => number;
   private readonly jobs = new Map<string, CacheEntry<JobAllowedAgents>>();
   private readonly users = new Map<string, CacheEntry<ProxyUserAuthorizationAnswer>>();
 
   constructor(private readonly options: ProxyAuthenticatorOptions) {
     this.ttlMs = options.cacheTtlMs ?? 5_000;
     this.maxEntries = options.maxCacheEntries ?? 10_000;
+    this.now = options.now ?? Date.now;
   }
 
   /** Authenticates and authorizes the `Authorization` header value; throws K8sProxyError. */
@@ -98,7 +102,7 @@ export class ProxyAuthenticator {
   }
 
   private cached<T>(cache: Map<string, CacheEntry<T>>, key: string, load: () => Promise<T>): Promise<T> {
-    const now = Date.now();
+    const now = this.now();
     const hit = cache.get(key);
     if (hit && hit.expiresAt > now) return hit.value;
     if (hit) cache.delete(key);
@@ -108,7 +112,7 @@ export class ProxyAuthenticator {
     cache.set(key, entry);
     value.then(
       () => {
-        entry.expiresAt = Date.now() + this.ttlMs;
+        entry.expiresAt = this.now() + this.ttlMs;
       },
       () => {
         if (cache.get(key) === entry) cache.delete(key);
