@@ -24,6 +24,7 @@ import { connectionContextValues } from "./connection-context.js";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
 import { maxDescriptorBytes, rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
+import { Cleanup } from "../testing/cleanup.test-support.js";
 import { bearer, routeTo } from "../testing/grpc.test-support.js";
 import { closeServer, listen, port } from "../testing/servers.test-support.js";
 import { deferred, rejection, streamRejection, waitFor } from "../testing/wait.test-support.js";
@@ -72,7 +73,13 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
       writeMaxBytes: 64 << 20,
     }),
   );
-  const closers: Array<() => Promise<void> | void> = [];
+  // Released last to first: agents (added later) before the servers.
+  const cleanup = new Cleanup();
+  cleanup.add(() => Promise.all([agentApi.close(0), closeServer(gatewayServer)]));
+  cleanup.add(() => clientSessions.abort());
+  cleanup.add(() => auth.close());
+  cleanup.add(() => registry.close());
+  cleanup.add(() => shutdown.abort());
   return {
     platform,
     registry,
@@ -94,29 +101,20 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
       const host = new LocalServiceHost().register(EchoService, echoService("raw-agent"));
       const pool = new TunnelPool({ transport, host, logger, minIdleTunnels: options.minIdle ?? 2, backoff: { initialMs: 50, maxMs: 200 } });
       pool.start();
-      closers.push(async () => {
-        await pool.stop(100);
-        agentSessions.abort();
-      });
+      cleanup.add(() => agentSessions.abort());
+      cleanup.add(() => pool.stop(100));
       return pool;
     },
     /** A bare ReverseTunnel client, to speak the protocol by hand. */
     tunnelClient(token = "glagent-good") {
       const agentSessions = new Http2SessionManager(agentUrl);
-      closers.push(() => agentSessions.abort());
+      cleanup.add(() => agentSessions.abort());
       return createClient(
         ReverseTunnel,
         createGrpcTransport({ baseUrl: agentUrl, sessionManager: agentSessions, interceptors: [bearer(token)] }),
       );
     },
-    async close() {
-      for (const close of closers.reverse()) await close();
-      shutdown.abort();
-      registry.close();
-      auth.close();
-      clientSessions.abort();
-      await Promise.all([agentApi.close(0), closeServer(gatewayServer)]);
-    },
+    close: () => cleanup.run(),
   };
 }
 

@@ -15,6 +15,7 @@ import { LocalServiceHost } from "./agent/local-service-host.js";
 import { TunnelPool } from "./agent/tunnel-pool.js";
 import { rawTunnelStreams } from "./agent/tunnel-stream.js";
 import { createAgentTransport } from "../transport/agent-transport.js";
+import { Cleanup } from "../testing/cleanup.test-support.js";
 import { bearer, routeTo } from "../testing/grpc.test-support.js";
 import { closeServer, listen, port } from "../testing/servers.test-support.js";
 import { rejection, streamRejection, waitFor } from "../testing/wait.test-support.js";
@@ -98,7 +99,20 @@ async function startHarness(
       writeMaxBytes: 64 << 20,
     }),
   );
-  await waitFor(() => registry.stats().idleTunnels >= (opts.minIdle ?? 2));
+  // Released last to first, also when the harness fails to come up.
+  const cleanup = new Cleanup();
+  cleanup.add(() => Promise.all([closeServer(agentApi), closeServer(gatewayServer)]));
+  cleanup.add(() => clientSessions.abort());
+  cleanup.add(() => agentTransport.close());
+  cleanup.add(() => agentSessions.abort());
+  cleanup.add(() => auth.close());
+  cleanup.add(() => registry.close());
+  cleanup.add(() => shutdown.abort());
+  cleanup.add(() => pool.stop(100));
+  await waitFor(() => registry.stats().idleTunnels >= (opts.minIdle ?? 2), undefined, "the agent's idle tunnels").catch(async (error: unknown) => {
+    await cleanup.run();
+    throw error;
+  });
   return {
     platform,
     registry,
@@ -107,16 +121,7 @@ async function startHarness(
     poolFailures,
     client,
     gatewayPort: port(gatewayServer),
-    async close() {
-      await pool.stop(100);
-      shutdown.abort();
-      registry.close();
-      auth.close();
-      agentSessions.abort();
-      agentTransport.close();
-      clientSessions.abort();
-      await Promise.all([closeServer(agentApi), closeServer(gatewayServer)]);
-    },
+    close: () => cleanup.run(),
   };
 }
 

@@ -6,13 +6,13 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import express from "express";
 import pino from "pino";
 import { createPlatformApi } from "../api/rest-api.js";
+import { closeServer, listen } from "../../testing/servers.test-support.js";
 import { bootstrapAdmin } from "../bootstrap.js";
 import { FakeConnections } from "../testing/http-fixtures.test-support.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
@@ -26,6 +26,7 @@ export interface GitTestPlatform {
   baseUrl: string;
   /** host:port, for URLs with credentials. */
   host: string;
+  port: number;
   services: PlatformServices;
   adminToken: string;
   repositoriesDir: string;
@@ -56,10 +57,8 @@ export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
   app.use((_req, res) => {
     res.status(404).json({ message: "404 Not Found" });
   });
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
-  const { port } = server.address() as AddressInfo;
+  const server = http.createServer(app);
+  const port = await listen(server);
   const host = `127.0.0.1:${port}`;
   const groups = new Map<string, number>();
   const root = await services.users.getByUsername("root");
@@ -67,6 +66,7 @@ export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
   return {
     baseUrl: `http://${host}`,
     host,
+    port,
     services,
     adminToken,
     repositoriesDir,
@@ -99,7 +99,7 @@ export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
     async close() {
       unsubscribe();
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer(server);
       await rm(repositoriesDir, { recursive: true, force: true });
     },
   };
@@ -168,15 +168,6 @@ export class GitClient {
 
   async dispose(): Promise<void> {
     await rm(this.home, { recursive: true, force: true });
-  }
-}
-
-/** Waits until `predicate` holds (polling), failing after `timeoutMs`. */
-export async function waitFor(predicate: () => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
   }
 }
 

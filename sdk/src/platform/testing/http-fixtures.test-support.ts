@@ -11,6 +11,7 @@ import { createInternalApi } from "../api/internal-api.js";
 import { createPlatformApi } from "../api/rest-api.js";
 import { bootstrapAdmin } from "../bootstrap.js";
 import type { AgentConnection, AgentConnectionsSource } from "../connections.js";
+import { PlatformError } from "../platform-client.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import type { Store } from "../store/store.js";
 
@@ -107,4 +108,15 @@ export async function kasHeaders(secret: Uint8Array, agentToken?: string, nowMs?
   const headers: Record<string, string> = { "Gitlab-Kas-Api-Request": await signKasApiRequestJwt(secret, nowMs) };
   if (agentToken !== undefined) headers.authorization = `Bearer ${agentToken}`;
   return headers;
+}
+
+/** The PlatformError `p` rejects with; throws when it resolves or fails otherwise. */
+export async function platformError(p: Promise<unknown>): Promise<PlatformError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof PlatformError) return err;
+    throw err;
+  }
+  throw new Error("expected a PlatformError");
 }
