@@ -11,15 +11,9 @@ import {
   verifyJwt,
   verifyKasApiRequestJwt,
 } from "./jwt.js";
+import { rejectionOf } from "../testing/wait.test-support.js";
 
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error("expected a rejection");
-}
+const rejection = (p: Promise<unknown>) => rejectionOf(p, Error);
 
 describe("auth/jwt", () => {
   const secret = new Uint8Array(randomBytes(32));

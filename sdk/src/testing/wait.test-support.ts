@@ -38,6 +38,17 @@ export async function rejection(p: Promise<unknown>): Promise<ConnectError> {
   throw new Error("expected a rejection, but the call succeeded");
 }
 
+/** The error `p` rejects with, which must be a `type`; throws when `p` resolves or fails otherwise. */
+export async function rejectionOf<E extends Error>(p: Promise<unknown>, type: abstract new (...args: never[]) => E): Promise<E> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof type) return err;
+    throw err;
+  }
+  throw new Error(`expected a rejection with a ${type.name}, but the call succeeded`);
+}
+
 /**
  * Reads `stream` to its end and returns the error it fails with, as a ConnectError; throws when it
  * ends cleanly. `onMessage` sees each message (e.g. to cancel after a few).

@@ -1,10 +1,10 @@
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import http from "node:http";
 import express from "express";
 import { parse } from "yaml";
+import { closeServer, listen } from "../../testing/servers.test-support.js";
 import { createInternalApi } from "../api/internal-api.js";
 import { createPlatformApi } from "../api/rest-api.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
@@ -27,16 +27,15 @@ async function startCiPlatform(store: Store, options: { now: () => Date; k8sProx
   const app = express();
   app.use(createInternalApi({ services, jwtSecret }));
   app.use(createPlatformApi({ services, connections: new FakeConnections(), k8sProxyUrl: options.k8sProxyUrl }));
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
+  const server = http.createServer(app);
+  const port = await listen(server);
   return {
-    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    baseUrl: `http://127.0.0.1:${port}`,
     services,
     jwtSecret,
     async close() {
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer(server);
     },
   };
 }

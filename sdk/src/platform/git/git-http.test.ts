@@ -11,7 +11,7 @@ import { useTestStore } from "../testing/fixtures.test-support.js";
 import { AccessLevel } from "../services/access-levels.js";
 import { createPlatformServices } from "../services/platform-services.js";
 import { tcpProxy } from "../../testing/tcp-proxy.test-support.js";
-import { waitFor } from "../../testing/wait.test-support.js";
+import { rejectionOf, waitFor } from "../../testing/wait.test-support.js";
 import { GitClient, ZERO_OID, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test-support.js";
 
 describe("git smart HTTP", function () {
@@ -366,11 +366,5 @@ function basic(user: string, password: string): string {
 }
 
 async function expectRejected(promise: Promise<unknown>, message: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    expect((err as Error).message).to.match(message);
-    return;
-  }
-  expect.fail("expected a rejection");
+  expect((await rejectionOf(promise, Error)).message).to.match(message);
 }

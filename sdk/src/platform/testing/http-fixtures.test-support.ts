@@ -3,14 +3,15 @@
  * ephemeral port with the REST and internal APIs, over a throwaway store, plus a small client.
  */
 import { randomBytes } from "node:crypto";
-import type { AddressInfo } from "node:net";
-import type { Server } from "node:http";
+import http from "node:http";
 import express from "express";
 import { signKasApiRequestJwt } from "../../auth/jwt.js";
 import { createInternalApi } from "../api/internal-api.js";
 import { createPlatformApi } from "../api/rest-api.js";
 import { bootstrapAdmin } from "../bootstrap.js";
 import type { AgentConnection, AgentConnectionsSource } from "../connections.js";
+import { closeServer, listen } from "../../testing/servers.test-support.js";
+import { rejectionOf } from "../../testing/wait.test-support.js";
 import { PlatformError } from "../platform-client.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import type { Store } from "../store/store.js";
@@ -52,10 +53,8 @@ export async function startTestPlatform(store: Store, options: { now?: () => Dat
   app.use((_req, res) => {
     res.status(404).json({ message: "404 Not Found" });
   });
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
-  const { port } = server.address() as AddressInfo;
+  const server = http.createServer(app);
+  const port = await listen(server);
   return {
     baseUrl: `http://127.0.0.1:${port}`,
     services,
@@ -64,7 +63,7 @@ export async function startTestPlatform(store: Store, options: { now?: () => Dat
     connections,
     async close() {
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer(server);
     },
   };
 }
@@ -111,12 +110,6 @@ export async function kasHeaders(secret: Uint8Array, agentToken?: string, nowMs?
 }
 
 /** The PlatformError `p` rejects with; throws when it resolves or fails otherwise. */
-export async function platformError(p: Promise<unknown>): Promise<PlatformError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof PlatformError) return err;
-    throw err;
-  }
-  throw new Error("expected a PlatformError");
+export function platformError(p: Promise<unknown>): Promise<PlatformError> {
+  return rejectionOf(p, PlatformError);
 }
