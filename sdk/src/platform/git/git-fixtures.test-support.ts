@@ -44,7 +44,7 @@ export interface GitTestPlatform {
 
 export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
   const repositoriesDir = await mkdtemp(join(tmpdir(), "kasbridge-repos-"));
-  const logger = pino({ level: process.env.KASBRIDGE_TEST_LOG ?? "silent" });
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const services = createPlatformServices({ store, repositoriesDir, logger });
   const adminToken = "glpat-" + randomBytes(20).toString("hex");
   await bootstrapAdmin(store, { dataDir: "/nonexistent-not-written", adminToken, services });
