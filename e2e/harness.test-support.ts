@@ -64,9 +64,9 @@ export interface KasProcess extends Proc {
   secret: Uint8Array;
 }
 
-/** Starts `kas` on port 0 everywhere with a fresh data directory. */
-export async function startKas(env: Record<string, string> = {}, dataDir = mkdtempSync(join(tmpdir(), "kas-e2e-"))): Promise<KasProcess & { cleanup(): Promise<void> }> {
-  const child = spawn(process.execPath, [kasBin], {
+/** Spawns `kas` (with `args`) on port 0 everywhere, in `dataDir`; `env` comes on top. */
+export function spawnKas(env: Record<string, string>, dataDir: string, args: string[] = []): Proc {
+  const child = spawn(process.execPath, [kasBin, ...args], {
     env: {
       ...process.env,
       KAS_DATA_DIR: dataDir,
@@ -82,7 +82,12 @@ export async function startKas(env: Record<string, string> = {}, dataDir = mkdte
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  const proc = new Proc(child) as Proc & Partial<KasProcess>;
+  return new Proc(child);
+}
+
+/** Starts `kas` on port 0 everywhere with a fresh data directory. */
+export async function startKas(env: Record<string, string> = {}, dataDir = mkdtempSync(join(tmpdir(), "kas-e2e-"))): Promise<KasProcess & { cleanup(): Promise<void> }> {
+  const proc = spawnKas(env, dataDir) as Proc & Partial<KasProcess>;
   const cleanup = async () => {
     try {
       await proc.stop();
