@@ -33,6 +33,7 @@ import { K8sProxyError, statusHeaders, statusJson, toK8sProxyError } from "./k8s
 import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 import { drained } from "../util/drained.js";
+import { hostPort } from "../util/host-port.js";
 
 export interface KubernetesApiProxyOptions {
   registry: TunnelRegistry;
@@ -394,8 +395,7 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     });
   });
   const address = server.address() as AddressInfo;
-  const hostForUrl = address.family === "IPv6" || address.address.includes(":") ? `[${address.address}]` : address.address;
-  const url = `${options.tls ? "https" : "http"}://${hostForUrl}:${address.port}${prefix === "/" ? "" : prefix.replace(/\/$/, "")}`;
+  const url = `${options.tls ? "https" : "http"}://${hostPort(address.address, address.port)}${prefix === "/" ? "" : prefix.replace(/\/$/, "")}`;
   logger.info({ url }, "Kubernetes API proxy listening");
 
   let closing: Promise<void> | undefined;
