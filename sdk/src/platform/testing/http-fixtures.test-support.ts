@@ -40,7 +40,7 @@ export interface TestPlatform {
  * Starts the platform over `store` (see useTestStore, which empties it before each test).
  * close() stops the server; the store stays open for the next test.
  */
-export async function startTestPlatform(store: Store, options: { now?: () => Date } = {}): Promise<TestPlatform> {
+export async function startTestPlatform(store: Store, options: { now?: () => Date; k8sProxyUrl?: string } = {}): Promise<TestPlatform> {
   const services = createPlatformServices({ store, now: options.now });
   const jwtSecret = new Uint8Array(randomBytes(32));
   const connections = new FakeConnections();
@@ -49,7 +49,7 @@ export async function startTestPlatform(store: Store, options: { now?: () => Dat
 
   const app = express();
   app.use(createInternalApi({ services, jwtSecret }));
-  app.use(createPlatformApi({ services, connections, externalUrl: "https://platform.test" }));
+  app.use(createPlatformApi({ services, connections, externalUrl: "https://platform.test", k8sProxyUrl: options.k8sProxyUrl }));
   app.use((_req, res) => {
     res.status(404).json({ message: "404 Not Found" });
   });
