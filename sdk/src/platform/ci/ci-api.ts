@@ -100,8 +100,8 @@ export function registerCiRestRoutes(router: Router, deps: CiRestRoutesDeps): vo
 }
 
 /** GitLab's `POST /internal/kubernetes/authorize_proxy_user`, behind the KAS JWT check. */
-export function registerProxyUserRoutes(router: Router, deps: { services: PlatformServices; kasJwt: RequestHandler; bodyLimitBytes?: number }): void {
-  const json = express.json({ limit: deps.bodyLimitBytes ?? 64 * 1024 });
+export function registerProxyUserRoutes(router: Router, deps: { services: PlatformServices; kasJwt: RequestHandler; bodyLimitBytes: number }): void {
+  const json = express.json({ limit: deps.bodyLimitBytes });
   router.post(AUTHORIZE_PROXY_USER_PATH, deps.kasJwt, json, async (req, res) => {
     const b = bodyOf(req);
     // Grape's parameter checks first: agent_id, access_type (one of two), access_key, and

@@ -41,7 +41,7 @@ export interface GitTestPlatform {
   close(): Promise<void>;
 }
 
-export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
+export async function startGitPlatform(store: Store, routerOptions: { maxBodyBytes?: number } = {}): Promise<GitTestPlatform> {
   const repositoriesDir = await mkdtemp(join(tmpdir(), "kasbridge-repos-"));
   const logger = pino({ level: process.env.KASBRIDGE_TEST_LOG ?? "silent" });
   const services = createPlatformServices({ store, repositoriesDir, logger });
@@ -52,7 +52,7 @@ export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
 
   const app = express();
   app.use(createPlatformApi({ services, connections: new FakeConnections(), externalUrl: "https://platform.test" }));
-  app.use(createGitHttpRouter({ services, logger, killGraceMs: 1000 }));
+  app.use(createGitHttpRouter({ services, logger, killGraceMs: 1000, ...routerOptions }));
   app.use((_req, res) => {
     res.status(404).json({ message: "404 Not Found" });
   });

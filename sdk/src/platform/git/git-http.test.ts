@@ -35,7 +35,8 @@ describe("git smart HTTP", function () {
   it("clones an empty project, pushes, reports the push and serves the file over REST", async () => {
     const alice = await p.user("alice");
     const project = await p.project("app");
-    await p.addMember(project, alice.id, AccessLevel.DEVELOPER);
+    // A Maintainer: the default branch is protected (Developers' pushes: branch-protection tests).
+    await p.addMember(project, alice.id, AccessLevel.MAINTAINER);
     const git = await client();
 
     const cloned = await git.run(["clone", p.url(project, alice.token), "app"]);
@@ -117,7 +118,7 @@ describe("git smart HTTP", function () {
     const guest = await p.user("guest");
     const stranger = await p.user("stranger");
     const project = await p.project("secret");
-    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+    await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
     await p.addMember(project, reporter.id, AccessLevel.REPORTER);
     await p.addMember(project, guest.id, AccessLevel.GUEST);
     const devGit = await client();
@@ -192,11 +193,13 @@ describe("git smart HTTP", function () {
   });
 
   it("lands concurrent pushes to different branches from several clients, one event each", async () => {
+    const maintainer = await p.user("maintainer");
     const dev = await p.user("dev");
     const project = await p.project("busy");
+    await p.addMember(project, maintainer.id, AccessLevel.MAINTAINER);
     await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
     const seed = await client();
-    await seed.ok(["clone", "-q", p.url(project, dev.token), "w"]);
+    await seed.ok(["clone", "-q", p.url(project, maintainer.token), "w"]);
     await seed.commit("w", { "base.txt": "base\n" });
     await seed.ok(["push", "-q", "origin", "main"], "w");
 
@@ -227,7 +230,7 @@ describe("git smart HTTP", function () {
     this.timeout(120_000);
     const dev = await p.user("dev");
     const project = await p.project("big");
-    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+    await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
     const git = await client();
     await git.ok(["clone", "-q", p.url(project, dev.token), "w"]);
     const big = randomBytes(20 * 1024 * 1024); // incompressible: the pack is as large
@@ -268,7 +271,7 @@ describe("git smart HTTP", function () {
   it("inflates gzip request bodies (git gzips large fetch negotiations)", async () => {
     const dev = await p.user("dev");
     const project = await p.project("gz");
-    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+    await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
     const git = await client();
     await git.ok(["clone", "-q", p.url(project, dev.token), "w"]);
     const head = await git.commit("w", { "z.txt": "z\n" });
@@ -297,7 +300,7 @@ describe("git smart HTTP", function () {
     this.timeout(60_000);
     const dev = await p.user("dev");
     const project = await p.project("cut");
-    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+    await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
     const objects = join(p.repositoriesDir, `${project.id}.git`, "objects");
     const quarantines = async () => (await readdir(objects)).filter((n) => n.startsWith("tmp_objdir-incoming"));
 
