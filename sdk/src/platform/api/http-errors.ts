@@ -1,7 +1,7 @@
 import type { ErrorRequestHandler } from "express";
 import type { Logger } from "pino";
 import { ServiceError } from "../services/errors.js";
-import { bodyTooLargeMessage, type BodyLimit } from "./body-limit.js";
+import { BodyTooLargeError, bodyTooLargeMessage, drainRefusedBody, type BodyLimit } from "./body-limit.js";
 
 /** An HTTP error with a GitLab-shaped JSON body. */
 export class HttpError extends Error {
@@ -43,7 +43,7 @@ export function fromServiceError(err: ServiceError): HttpError {
 /**
  * Renders every error as GitLab-style JSON. Unexpected errors are logged (never with request
  * headers, which carry tokens) and answered with a bare 500. A body over `bodyLimit` is a 413
- * naming the limit and its setting, and closes the connection (the rest is never read).
+ * naming the limit and its setting (what the client still sends is read off, within bounds).
  */
 export function jsonErrorHandler(logger: Logger, bodyLimit?: BodyLimit): ErrorRequestHandler {
   return (err: unknown, req, res, next) => {
@@ -56,6 +56,8 @@ export function jsonErrorHandler(logger: Logger, bodyLimit?: BodyLimit): ErrorRe
       httpError = err;
     } else if (err instanceof ServiceError) {
       httpError = fromServiceError(err);
+    } else if (err instanceof BodyTooLargeError) {
+      httpError = new HttpError(413, { message: `413 Request Entity Too Large - ${bodyTooLargeMessage(err.limit)}` });
     } else if (isBodyParserError(err)) {
       if (err.type === "entity.parse.failed") {
         httpError = badRequest("malformed JSON body");
@@ -69,8 +71,8 @@ export function jsonErrorHandler(logger: Logger, bodyLimit?: BodyLimit): ErrorRe
       logger.error({ err, method: req.method, path: req.path }, "platform API request failed");
       httpError = new HttpError(500, { message: "500 Internal Server Error" });
     }
-    if (httpError.status === 413) res.set("Connection", "close");
     res.status(httpError.status).json(httpError.body);
+    if (httpError.status === 413) drainRefusedBody(req);
   };
 }
 

@@ -122,7 +122,7 @@ export function createInternalApi(options: InternalApiOptions): Router {
   });
 
   // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).
-  registerProxyUserRoutes(router, { services, kasJwt, bodyLimitBytes: bodyLimit.maxBytes });
+  registerProxyUserRoutes(router, { services, kasJwt, bodyLimit });
 
   router.use(jsonErrorHandler(logger, bodyLimit));
   return router;

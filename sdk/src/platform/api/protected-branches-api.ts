@@ -3,36 +3,20 @@
  * unprotect. Like GitLab, every endpoint needs the Maintainer role (admin_project); the REST API
  * (createPlatformApi) mounts these routes with its authentication and error handling.
  */
-import type { Request, RequestHandler, Response, Router } from "express";
+import type { Request, Response, Router } from "express";
 import { AccessLevel } from "../services/access-levels.js";
-import type { PlatformServices } from "../services/platform-services.js";
 import { PROTECTED_BRANCH_ACCESS_LEVELS } from "../services/protected-branches.js";
 import type { Project } from "../services/projects.js";
-import type { User } from "../services/users.js";
 import { protectedBranchEntity } from "./entities.js";
 import { forbidden, notFound, paramError } from "./http-errors.js";
 import { paginate } from "./pagination.js";
 import { bodyOf, optionalBoolean, optionalInteger, requiredString } from "./params.js";
+import type { RestRouteDeps } from "./rest-route-deps.js";
 
 /** Minimum role to see and change a project's protected branches (GitLab: admin_project, Maintainer). */
 export const MANAGE_PROTECTED_BRANCHES_ACCESS_LEVEL = AccessLevel.MAINTAINER;
 
-/** What the REST router lends these routes. */
-export interface ProtectedBranchRoutesDeps {
-  services: PlatformServices;
-  /** PAT authentication accepting read scopes. */
-  read: RequestHandler;
-  /** PAT authentication requiring the `api` scope. */
-  write: RequestHandler;
-  body: RequestHandler[];
-  currentUser(res: Response): User;
-  /** The `:id` project when the user may see it; throws 404 otherwise. */
-  loadProject(req: Request, user: User): Promise<Project>;
-  /** The user's access level on the project (OWNER for admins). */
-  projectAccess(user: User, project: Project): Promise<number>;
-}
-
-export function registerProtectedBranchRoutes(router: Router, deps: ProtectedBranchRoutesDeps): void {
+export function registerProtectedBranchRoutes(router: Router, deps: RestRouteDeps): void {
   const { services, read, write, body, currentUser } = deps;
   const base = "/api/v4/projects/:id/protected_branches";
 

@@ -26,7 +26,7 @@ import {
   userBasicEntity,
   userEntity,
 } from "./entities.js";
-import type { BodyLimit } from "./body-limit.js";
+import { guardRequestBody, type BodyLimit } from "./body-limit.js";
 import { HttpError, forbidden, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
 import { paginate } from "./pagination.js";
 import { registerProtectedBranchRoutes } from "./protected-branches-api.js";
@@ -90,7 +90,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
   const limit = bodyLimit.maxBytes;
   const router = express.Router();
   // Per route, not router.use(): parsing (and its 400s) must not touch requests meant for others.
-  const body: RequestHandler[] = [express.json({ limit }), express.urlencoded({ extended: false, limit })];
+  const body: RequestHandler[] = [guardRequestBody(bodyLimit), express.json({ limit }), express.urlencoded({ extended: false, limit })];
 
   const baseUrl = (req: Request) => options.externalUrl ?? `${req.protocol}://${req.get("host") ?? "localhost"}`;
 
@@ -437,6 +437,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
 
   registerCiRestRoutes(router, {
     services,
+    read,
     write,
     body,
     currentUser,

@@ -5,6 +5,7 @@ import { AccessLevel } from "../services/access-levels.js";
 import type { ProtectedBranch } from "../services/protected-branches.js";
 import { BRANCH_PROTECTION_MESSAGES as M, decidePush, type PushPolicyInput } from "./branch-protection.js";
 import { PushRequestError, parseCommandList, peekPushCommands } from "./receive-pack-commands.js";
+import { pkt } from "./git-fixtures.test.js";
 import { formatDecisions } from "./repositories.js";
 
 const ZERO = "0".repeat(40);
@@ -90,7 +91,6 @@ describe("platform/git branch protection decisions (GitLab's BranchCheck)", () =
 });
 
 describe("platform/git receive-pack command lists", () => {
-  const pkt = (text: string) => (Buffer.byteLength(text) + 4).toString(16).padStart(4, "0") + text;
 
   it("parses commands after shallow lines and stops at the flush packet", () => {
     const data = Buffer.from(

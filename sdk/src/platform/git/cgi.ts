@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
+import { drainRefusedBody } from "../api/body-limit.js";
 
 export interface RunCgiOptions {
   command: string;
@@ -264,9 +265,9 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
       exited = true;
       releaseHeld(); // the process answered without reading all of its input
       cleanup();
-      // Whatever the program did not read must not stay in the socket; a refused body is not
-      // read at all (the caller answers and closes the connection).
-      if (!req.complete && !inputError) input.resume();
+      // Whatever the program did not read must not stay in the socket: it is read off, within
+      // bounds (a client may send forever). A refused body is left to the caller's answer.
+      if (!req.complete && !inputError) drainRefusedBody(req);
       resolve({ exitCode, signal, headersSent, clientGone, stderr, inputError });
     });
   });

@@ -10,7 +10,14 @@ import type { PersonalAccessToken } from "../services/personal-access-tokens.js"
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
 import type { User } from "../services/users.js";
-import { BodyTooLargeError, bodyTooLargeMessage, declaredLengthExceeds, limitBody, type BodyLimit } from "../api/body-limit.js";
+import {
+  BodyTooLargeError,
+  bodyTooLargeMessage,
+  declaredLengthExceeds,
+  drainRefusedBody,
+  limitBody,
+  type BodyLimit,
+} from "../api/body-limit.js";
 import { decidePush } from "./branch-protection.js";
 import { runCgi } from "./cgi.js";
 import { gitConfigEnvironment, gitExecPath } from "./git-command.js";
@@ -110,22 +117,24 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
     res.status(status).type("text/plain").send(`${message}\n`);
   }
 
-  /** Refuses a request body without reading (the rest of) it: the connection closes after the answer. */
-  function refuseBody(res: Response, status: 400 | 413 | 415, message: string): void {
+  /** Refuses a request body: git never sees (the rest of) it, the client gets the answer. */
+  function refuseBody(req: Request, res: Response, status: 400 | 413 | 415, message: string): void {
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    res.status(status).set("Connection", "close").type("text/plain").send(`${message}\n`);
+    res.status(status).type("text/plain").send(`${message}\n`);
+    drainRefusedBody(req);
   }
 
-  function refuseInput(res: Response, err: unknown, service: GitService): void {
+  function refuseInput(req: Request, res: Response, err: unknown, service: GitService): void {
     if (err instanceof BodyTooLargeError) {
-      refuseBody(res, 413, `Request Entity Too Large: ${bodyTooLargeMessage(err.limit, service === "receive-pack" ? "the push" : "the request body")}`);
+      const what = service === "receive-pack" ? "the push" : "the request body";
+      refuseBody(req, res, 413, `Request Entity Too Large: ${bodyTooLargeMessage(err.limit, what)}`);
     } else if (err instanceof PushRequestError) {
-      refuseBody(res, 400, `Bad Request: ${err.message}`);
+      refuseBody(req, res, 400, `Bad Request: ${err.message}`);
     } else if ((err as { code?: unknown }).code !== undefined && String((err as { code: unknown }).code).startsWith("Z_")) {
-      refuseBody(res, 400, "Bad Request: the request body is not valid gzip");
+      refuseBody(req, res, 400, "Bad Request: the request body is not valid gzip");
     } else {
       res.destroy(); // the client went away
     }
@@ -222,7 +231,7 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
       let decoded = false;
       if (!isAdvertisement) {
         if (declaredLengthExceeds(req.get("content-length"), bodyLimit)) {
-          refuseInput(res, new BodyTooLargeError(bodyLimit), service);
+          refuseInput(req, res, new BodyTooLargeError(bodyLimit), service);
           return;
         }
         const encoding = (req.get("content-encoding") ?? "").trim().toLowerCase();
@@ -232,11 +241,14 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
           source = req.pipe(gunzip);
           decoded = true;
         } else if (encoding !== "" && encoding !== "identity") {
-          refuseBody(res, 415, `Unsupported Media Type: Content-Encoding ${encoding.slice(0, 40)}`);
+          refuseBody(req, res, 415, `Unsupported Media Type: Content-Encoding ${encoding.slice(0, 40)}`);
           return;
         }
         const limited = limitBody(bodyLimit);
+        // Errors travel to `limited`, where runCgi or the command reader sees them; these
+        // listeners stay for the streams' lifetime, so a late error is never an uncaught one.
         if (source !== req) source.on("error", (err) => limited.destroy(err));
+        limited.on("error", (err) => log.debug({ err }, "git request body failed"));
         stdin = source.pipe(limited);
       }
 
@@ -249,7 +261,7 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
           commands = await peekPushCommands(stdin, MAX_PUSH_COMMANDS_BYTES);
         } catch (err) {
           log.debug({ err }, "push request refused before git ran");
-          refuseInput(res, err, service);
+          refuseInput(req, res, err, service);
           return;
         }
         const decisions = decidePush({
@@ -301,7 +313,7 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
       }
       if (result.inputError) {
         log.info({ userId: user?.id, reason: result.inputError.message, exitCode: result.exitCode }, "git request body refused");
-        refuseInput(res, result.inputError, service);
+        refuseInput(req, res, result.inputError, service);
         return;
       }
       const level = result.exitCode === 0 ? "debug" : "warn";

@@ -6,31 +6,18 @@ import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
 import { gzipSync } from "node:zlib";
 import { expect } from "chai";
-import { afterEach, beforeEach, describe, it } from "mocha";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { beforeEach, describe, it } from "mocha";
 import { AccessLevel } from "../services/access-levels.js";
 import { createPlatformServices } from "../services/platform-services.js";
-import { GitClient, ZERO_OID, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
+import { ZERO_OID, pkt, useGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
 
 describe("git smart HTTP", function () {
   // Real git clients against a real server: seconds each, more on a busy machine.
   this.timeout(60_000);
-  const db = useTestStore("sqlite");
+  const fixture = useGitPlatform();
+  const client = fixture.client;
   let p: GitTestPlatform;
-  const clients: GitClient[] = [];
-  const client = async () => {
-    const c = await GitClient.create();
-    clients.push(c);
-    return c;
-  };
-
-  beforeEach(async () => {
-    p = await startGitPlatform(db.store);
-  });
-  afterEach(async () => {
-    await p.close();
-    await Promise.all(clients.splice(0).map((c) => c.dispose()));
-  });
+  beforeEach(() => (p = fixture.platform));
 
   it("clones an empty project, pushes, reports the push and serves the file over REST", async () => {
     const alice = await p.user("alice");
@@ -278,7 +265,6 @@ describe("git smart HTTP", function () {
     await git.ok(["push", "-q", "origin", "main"], "w");
 
     // A protocol v0 upload-pack request: want <head>, done.
-    const pkt = (s: string) => (s.length + 4).toString(16).padStart(4, "0") + s;
     const body = gzipSync(Buffer.from(pkt(`want ${head} ofs-delta\n`) + "0000" + pkt("done\n")));
     const res = await fetch(`${p.baseUrl}/${project.pathWithNamespace}.git/git-upload-pack`, {
       method: "POST",
@@ -305,7 +291,6 @@ describe("git smart HTTP", function () {
     const quarantines = async () => (await readdir(objects)).filter((n) => n.startsWith("tmp_objdir-incoming"));
 
     // A receive-pack request whose pack never completes: git waits in its quarantine directory.
-    const pkt = (text: string) => (Buffer.byteLength(text) + 4).toString(16).padStart(4, "0") + text;
     const header = Buffer.alloc(12);
     header.write("PACK");
     header.writeUInt32BE(2, 4);
@@ -344,7 +329,7 @@ describe("git smart HTTP", function () {
     const dev = await p.user("dev");
     // Created by a platform without repositories (an older version): no repository on disk.
     const group = await p.services.namespaces.createGroup({ name: "old", path: "old" }, dev.id);
-    const withoutRepos = createPlatformServices({ store: db.store });
+    const withoutRepos = createPlatformServices({ store: p.services.store });
     const project = await withoutRepos.projects.create({ path: "late", namespaceId: group.id, defaultBranch: "trunk" }, dev.id);
     expect(await readdir(p.repositoriesDir)).to.not.include(`${project.id}.git`);
 

@@ -3,32 +3,20 @@ import { readdir } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
 import { expect } from "chai";
-import { afterEach, beforeEach, describe, it } from "mocha";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { beforeEach, describe, it } from "mocha";
 import { AccessLevel } from "../services/access-levels.js";
 import type { Project } from "../services/projects.js";
-import { GitClient, ZERO_OID, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
+import { sendEndlessly } from "../testing/http-fixtures.test.js";
+import { ZERO_OID, pkt, useGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
 
 const DECLINED = "(pre-receive hook declined)";
 
 describe("git: protected branches and push limits (real git over smart HTTP)", function () {
   this.timeout(60_000);
-  const db = useTestStore("sqlite");
+  const fixture = useGitPlatform({ maxBodyBytes: 512 * 1024 });
+  const client = fixture.client;
   let p: GitTestPlatform;
-  const clients: GitClient[] = [];
-  const client = async () => {
-    const c = await GitClient.create();
-    clients.push(c);
-    return c;
-  };
-
-  beforeEach(async () => {
-    p = await startGitPlatform(db.store, { maxBodyBytes: 512 * 1024 });
-  });
-  afterEach(async () => {
-    await p.close();
-    await Promise.all(clients.splice(0).map((c) => c.dispose()));
-  });
+  beforeEach(() => (p = fixture.platform));
 
   /** A project whose main has one commit (pushed by a Maintainer), with a Developer and a Maintainer. */
   async function seeded(path: string) {
@@ -192,7 +180,15 @@ describe("git: protected branches and push limits (real git over smart HTTP)", f
     expect(declared.body).to.equal(
       "Request Entity Too Large: the push is larger than 524288 bytes, the limit set by GitHttpRouterOptions.maxBodyBytes\n",
     );
-    expect(declared.connection).to.equal("close");
+    expect(await repositoryState(project)).to.deep.equal(before);
+
+    // Clients that go on sending are disconnected: after a bad command list, and after a valid
+    // one followed by a pack that never ends (git gives up on it long before the limit).
+    const url = `${p.baseUrl}/${project.pathWithNamespace}.git/git-receive-pack`;
+    const headers = { authorization: `Bearer ${p.adminToken}`, "content-type": "application/x-git-receive-pack-request" };
+    expect(await sendEndlessly(url, headers)).to.be.below(32 * 1024 * 1024);
+    const commands = Buffer.from(pkt(`${ZERO_OID} ${"1".repeat(40)} refs/heads/endless\0report-status\n`) + "0000PACK");
+    expect(await sendEndlessly(url, headers, commands)).to.be.below(32 * 1024 * 1024);
     expect(await repositoryState(project)).to.deep.equal(before);
 
     // A small push still goes through.
@@ -222,10 +218,6 @@ describe("git: protected branches and push limits (real git over smart HTTP)", f
     expect(await repositoryState(project)).to.deep.equal(before);
   });
 });
-
-function pkt(text: string): string {
-  return (Buffer.byteLength(text) + 4).toString(16).padStart(4, "0") + text;
-}
 
 /** A POST as the admin with `body`, or with only the given headers (and the body never sent). */
 function rawPost(
