@@ -21,7 +21,7 @@ import type { Project } from "../services/projects.js";
 import type { Visibility } from "../services/validation.js";
 import type { Store } from "../store/store.js";
 import { useTestStore } from "../testing/fixtures.test.js";
-import { createGitHttpRouter } from "./git-http-router.js";
+import { createGitHttpRouter, type GitHttpRouterOptions } from "./git-http-router.js";
 import type { PushEvent } from "./push-events.js";
 
 export interface GitTestPlatform {
@@ -43,7 +43,7 @@ export interface GitTestPlatform {
   close(): Promise<void>;
 }
 
-export async function startGitPlatform(store: Store, routerOptions: { maxBodyBytes?: number } = {}): Promise<GitTestPlatform> {
+export async function startGitPlatform(store: Store, routerOptions: Partial<GitHttpRouterOptions> = {}): Promise<GitTestPlatform> {
   const repositoriesDir = await mkdtemp(join(tmpdir(), "kasbridge-repos-"));
   const logger = pino({ level: process.env.KASBRIDGE_TEST_LOG ?? "silent" });
   const services = createPlatformServices({ store, repositoriesDir, logger });
@@ -111,7 +111,7 @@ export async function startGitPlatform(store: Store, routerOptions: { maxBodyByt
  * Registers hooks in the current describe block: a fresh git platform over an SQLite store for
  * each test (`platform`), and git clients (`client()`) disposed after it.
  */
-export function useGitPlatform(routerOptions: { maxBodyBytes?: number } = {}): {
+export function useGitPlatform(routerOptions: Partial<GitHttpRouterOptions> = {}): {
   readonly platform: GitTestPlatform;
   client(): Promise<GitClient>;
 } {

@@ -249,6 +249,12 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
         // listeners stay for the streams' lifetime, so a late error is never an uncaught one.
         if (source !== req) source.on("error", (err) => limited.destroy(err));
         limited.on("error", (err) => log.debug({ err }, "git request body failed"));
+        // A client gone mid-body must end whoever waits for the rest (pipe() would not tell them).
+        const clientGone = () => {
+          if (!req.complete) limited.destroy(new Error("the client closed the connection before the request body ended"));
+        };
+        if (req.destroyed) clientGone();
+        else req.once("close", clientGone);
         stdin = source.pipe(limited);
       }
 

@@ -3,17 +3,20 @@ import { readdir } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
 import { expect } from "chai";
+import pino from "pino";
 import { beforeEach, describe, it } from "mocha";
 import { AccessLevel } from "../services/access-levels.js";
 import type { Project } from "../services/projects.js";
 import { sendEndlessly } from "../testing/http-fixtures.test.js";
-import { ZERO_OID, pkt, useGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
+import { ZERO_OID, pkt, useGitPlatform, waitFor, type GitTestPlatform } from "./git-fixtures.test.js";
 
 const DECLINED = "(pre-receive hook declined)";
 
 describe("git: protected branches and push limits (real git over smart HTTP)", function () {
   this.timeout(60_000);
-  const fixture = useGitPlatform({ maxBodyBytes: 512 * 1024 });
+  const logs: string[] = [];
+  const logger = pino({ level: "debug" }, { write: (line: string) => void logs.push(line) });
+  const fixture = useGitPlatform({ maxBodyBytes: 512 * 1024, logger });
   const client = fixture.client;
   let p: GitTestPlatform;
   beforeEach(() => (p = fixture.platform));
@@ -195,6 +198,20 @@ describe("git: protected branches and push limits (real git over smart HTTP)", f
     await m.ok(["reset", "-q", "--hard", "HEAD~1"], "w");
     await m.commit("w", { "small.txt": "s\n" });
     await m.ok(["push", "-q", "origin", "main"], "w");
+  });
+
+  it("ends a push whose client leaves in the middle of its command list", async () => {
+    const { project } = await seeded("gone");
+    logs.length = 0;
+    const req = request(`${p.baseUrl}/${project.pathWithNamespace}.git/git-receive-pack`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${p.adminToken}`, "content-type": "application/x-git-receive-pack-request" },
+    });
+    req.on("error", () => {});
+    // No flush packet: the command list is not complete when the client leaves.
+    req.write(pkt(`${ZERO_OID} ${"1".repeat(40)} refs/heads/x\0report-status\n`), () => req.destroy());
+    // The request handler ends (it waited for the rest of the list forever before).
+    await waitFor(() => logs.some((l) => l.includes("push request refused before git ran")), 10_000, "the handler to end");
   });
 
   it("refuses malformed push requests and unknown encodings before git runs", async () => {
