@@ -227,36 +227,20 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
       }
 
       // ---- the request body: gzip decoded here, limited ----
-      let stdin: Readable | undefined;
-      let decoded = false;
+      let body: RequestBody | undefined;
       if (!isAdvertisement) {
         if (declaredLengthExceeds(req.get("content-length"), bodyLimit)) {
           refuseInput(req, res, new BodyTooLargeError(bodyLimit), service);
           return;
         }
-        const encoding = (req.get("content-encoding") ?? "").trim().toLowerCase();
-        let source: Readable = req;
-        if (encoding === "gzip" || encoding === "x-gzip") {
-          const gunzip = createGunzip();
-          source = req.pipe(gunzip);
-          decoded = true;
-        } else if (encoding !== "" && encoding !== "identity") {
-          refuseBody(req, res, 415, `Unsupported Media Type: Content-Encoding ${encoding.slice(0, 40)}`);
+        const opened = openRequestBody(req, bodyLimit, log);
+        if (typeof opened === "string") {
+          refuseBody(req, res, 415, `Unsupported Media Type: Content-Encoding ${opened.slice(0, 40)}`);
           return;
         }
-        const limited = limitBody(bodyLimit);
-        // Errors travel to `limited`, where runCgi or the command reader sees them; these
-        // listeners stay for the streams' lifetime, so a late error is never an uncaught one.
-        if (source !== req) source.on("error", (err) => limited.destroy(err));
-        limited.on("error", (err) => log.debug({ err }, "git request body failed"));
-        // A client gone mid-body must end whoever waits for the rest (pipe() would not tell them).
-        const clientGone = () => {
-          if (!req.complete) limited.destroy(new Error("the client closed the connection before the request body ended"));
-        };
-        if (req.destroyed) clientGone();
-        else req.once("close", clientGone);
-        stdin = source.pipe(limited);
+        body = opened;
       }
+      const stdin = body?.stream;
 
       // ---- branch protection: decided from the pushed commands, before git runs ----
       const repoDir = await repositories.ensureRepository(project.id);
@@ -279,6 +263,8 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
           projectPath: project.pathWithNamespace,
           emptyRepository: !(await repositories.hasBranches(project.id)),
         });
+        const denied = decisions.filter((d) => d.action === "deny").map((d) => d.ref);
+        if (denied.length > 0) log.info({ userId: user?.id, refs: denied }, "push refused by branch protection");
         session = await repositories.beginPush(project.id, decisions);
       }
 
@@ -296,6 +282,7 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
         ...session?.env,
       });
       const contentLength = req.get("content-length");
+      const decoded = body?.decoded ?? false;
       if (!decoded && contentLength !== undefined && /^\d+$/.test(contentLength)) env.CONTENT_LENGTH = contentLength;
       else if (decoded || req.get("transfer-encoding")) env.HTTP_TRANSFER_ENCODING = "chunked"; // read to EOF
       const protocol = req.get("git-protocol");
@@ -348,6 +335,34 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
   });
 
   return router;
+}
+
+/** A git request's body as git gets it: gzip decoded (`decoded`), failing once over the limit. */
+interface RequestBody {
+  stream: Readable;
+  decoded: boolean;
+}
+
+/**
+ * The body of `req`, decoded and limited; the Content-Encoding's name when it is one we do not
+ * decode. Every failure (over the limit, bad gzip, the client gone) ends up as an error of
+ * `stream`, which always has a listener, so no failure is ever an uncaught one.
+ */
+function openRequestBody(req: Request, limit: BodyLimit, log: Logger): RequestBody | string {
+  const encoding = (req.get("content-encoding") ?? "").trim().toLowerCase();
+  let source: Readable = req;
+  if (encoding === "gzip" || encoding === "x-gzip") source = req.pipe(createGunzip());
+  else if (encoding !== "" && encoding !== "identity") return encoding;
+  const limited = limitBody(limit);
+  if (source !== req) source.on("error", (err) => limited.destroy(err));
+  limited.on("error", (err) => log.debug({ err }, "git request body failed"));
+  // A client gone mid-body must end whoever waits for the rest (pipe() would not tell them).
+  const clientGone = () => {
+    if (!req.complete) limited.destroy(new Error("the client closed the connection before the request body ended"));
+  };
+  if (req.destroyed) clientGone();
+  else req.once("close", clientGone);
+  return { stream: source.pipe(limited), decoded: source !== req };
 }
 
 /** `GET /<path>/info/refs?service=git-…` → `/<path>.git/info/refs?service=git-…`, as GitLab redirects. */

@@ -132,7 +132,7 @@ export const PRE_RECEIVE_HOOK = `#!/bin/sh
 # Enforces branch protection as the platform decided it, in the file named in $${PUSH_RULES_ENV}.
 test -n "$${PUSH_RULES_ENV}" || exit 0
 if ! test -r "$${PUSH_RULES_ENV}"; then
-  echo "GitLab: The branch protection of this push cannot be checked." >&2
+  printf '%s\n' "GitLab: The branch protection of this push cannot be checked." >&2
   exit 1
 fi
 status=0
@@ -143,19 +143,19 @@ while read -r old new ref; do
     decided=1
     case $action in
       allow) ;;
-      deny) echo "GitLab: $message" >&2; status=1 ;;
+      deny) printf 'GitLab: %s\n' "$message" >&2; status=1 ;;
       no-force)
         case $old in *[!0]*) ;; *) continue ;; esac
         case $new in *[!0]*) ;; *) continue ;; esac
         if ! git merge-base --is-ancestor "$old" "$new" </dev/null; then
-          echo "GitLab: $message" >&2
+          printf 'GitLab: %s\n' "$message" >&2
           status=1
         fi ;;
-      *) echo "GitLab: The branch protection of this push cannot be checked." >&2; status=1 ;;
+      *) printf '%s\n' "GitLab: The branch protection of this push cannot be checked." >&2; status=1 ;;
     esac
   done <"$${PUSH_RULES_ENV}"
   if test -z "$decided"; then
-    echo "GitLab: The branch protection of $ref cannot be checked." >&2
+    printf 'GitLab: The branch protection of %s cannot be checked.\n' "$ref" >&2
     status=1
   fi
 done
