@@ -94,6 +94,18 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ env: { KAS_K8S_PROXY_URL_PATH_PREFIX: "/a/../b" } })).to.throw(ConfigError, /KAS_K8S_PROXY_URL_PATH_PREFIX/);
   });
 
+  it("limits platform request bodies and pushes (YAML, then KAS_MAX_REQUEST_BODY_BYTES / KAS_MAX_PUSH_BYTES)", () => {
+    const none = loadConfig({ env: {} });
+    expect(none.maxRequestBodyBytes).to.equal(1024 * 1024);
+    expect(none.maxPushBytes).to.equal(100 * 1024 * 1024);
+    const path = file("max_request_body_bytes: 65536\nmax_push_bytes: 10485760\n");
+    expect(loadConfig({ configFile: path, env: {} })).to.deep.include({ maxRequestBodyBytes: 65536, maxPushBytes: 10485760 });
+    const e = loadConfig({ configFile: path, env: { KAS_MAX_REQUEST_BODY_BYTES: "2048", KAS_MAX_PUSH_BYTES: "4096" } });
+    expect(e).to.deep.include({ maxRequestBodyBytes: 2048, maxPushBytes: 4096 });
+    expect(() => loadConfig({ configFile: file("max_push_bytes: 0\n"), env: {} })).to.throw(ConfigError, /max_push_bytes/);
+    expect(() => loadConfig({ env: { KAS_MAX_REQUEST_BODY_BYTES: "1MB" } })).to.throw(ConfigError, /KAS_MAX_REQUEST_BODY_BYTES/);
+  });
+
   it("derives the KUBECONFIG server from the proxy's listening URL, never a wildcard host", () => {
     expect(proxyUrlForClients("https://127.0.0.1:8154", undefined)).to.equal("https://127.0.0.1:8154");
     expect(proxyUrlForClients("https://0.0.0.0:8154", "https://gitlab.example.com")).to.equal("https://gitlab.example.com:8154");

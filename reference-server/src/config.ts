@@ -47,6 +47,10 @@ export interface KasConfig {
   k8sProxyUrlPathPrefix: string;
   logLevel: string;
   maxMessageBytes: number;
+  /** Largest request body of the platform's REST and internal APIs (after gzip decoding). */
+  maxRequestBodyBytes: number;
+  /** Largest body of a git request on the platform port, a push's pack above all (after gzip decoding). */
+  maxPushBytes: number;
 }
 
 /** A PEM certificate chain and its key. */
@@ -73,7 +77,13 @@ const defaults: KasConfig = {
   k8sProxyUrlPathPrefix: "/",
   logLevel: "info",
   maxMessageBytes: 16 * 1024 * 1024,
+  maxRequestBodyBytes: 1024 * 1024,
+  maxPushBytes: 100 * 1024 * 1024,
 };
+
+/** How refusals name the body limits, so an operator knows what to raise. */
+export const MAX_REQUEST_BODY_SETTING = "max_request_body_bytes (KAS_MAX_REQUEST_BODY_BYTES)";
+export const MAX_PUSH_SETTING = "max_push_bytes (KAS_MAX_PUSH_BYTES)";
 
 /** YAML keys (snake_case) -> where they go. Every other key is an error. */
 const listenKeys = { platform: "platform", agent: "agent", observability: "observability", internal: "internal", k8s_proxy: "k8sProxy", private: "private" } as const;
@@ -144,6 +154,12 @@ function applyFile(config: KasConfig, file: string): void {
       case "max_message_bytes":
         config.maxMessageBytes = positiveInt(value, key);
         break;
+      case "max_request_body_bytes":
+        config.maxRequestBodyBytes = positiveInt(value, key);
+        break;
+      case "max_push_bytes":
+        config.maxPushBytes = positiveInt(value, key);
+        break;
       case "agent_tls":
         config.agentTls = tlsFiles(value, key);
         break;
@@ -180,6 +196,8 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
   if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
   if (env.KAS_MAX_MESSAGE_BYTES) config.maxMessageBytes = positiveInt(env.KAS_MAX_MESSAGE_BYTES, "KAS_MAX_MESSAGE_BYTES");
+  if (env.KAS_MAX_REQUEST_BODY_BYTES) config.maxRequestBodyBytes = positiveInt(env.KAS_MAX_REQUEST_BODY_BYTES, "KAS_MAX_REQUEST_BODY_BYTES");
+  if (env.KAS_MAX_PUSH_BYTES) config.maxPushBytes = positiveInt(env.KAS_MAX_PUSH_BYTES, "KAS_MAX_PUSH_BYTES");
   config.agentTls = envTlsFiles(env, "KAS_AGENT_TLS") ?? config.agentTls;
   config.k8sProxyTls = envTlsFiles(env, "KAS_K8S_PROXY_TLS") ?? config.k8sProxyTls;
   config.privateTls = envTlsFiles(env, "KAS_PRIVATE_TLS") ?? config.privateTls;

@@ -13,6 +13,7 @@ import type { Membership } from "../services/members.js";
 import type { Namespace } from "../services/namespaces.js";
 import type { PersonalAccessToken } from "../services/personal-access-tokens.js";
 import type { Project } from "../services/projects.js";
+import { PROTECTED_BRANCH_ACCESS_LEVEL_NAMES, type ProtectedBranch } from "../services/protected-branches.js";
 import type { User } from "../services/users.js";
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
@@ -236,5 +237,25 @@ export function proxyUserAuthorizationEntity(a: ProxyUserAuthorization) {
     agent: { id: a.agent.id, config_project: { id: a.configProject.id } },
     user: { id: a.user.id, username: a.user.username },
     access_as: a.accessAs,
+  };
+}
+
+/**
+ * GitLab's `API::Entities::ProtectedBranch` (free tier: one push and one merge access level, by
+ * role). An access level entry has no row of its own here, so its id is the rule's id.
+ */
+export function protectedBranchEntity(branch: ProtectedBranch) {
+  const level = (accessLevel: number) => ({
+    id: branch.id,
+    access_level: accessLevel,
+    access_level_description: PROTECTED_BRANCH_ACCESS_LEVEL_NAMES[accessLevel] ?? String(accessLevel),
+  });
+  return {
+    id: branch.id,
+    name: branch.name,
+    push_access_levels: [{ ...level(branch.pushAccessLevel), deploy_key_id: null }],
+    merge_access_levels: [level(branch.mergeAccessLevel)],
+    allow_force_push: branch.allowForcePush,
+    code_owner_approval_required: false,
   };
 }

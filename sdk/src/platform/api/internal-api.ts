@@ -10,6 +10,7 @@ import { registerProxyUserRoutes } from "../ci/ci-api.js";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
+import type { BodyLimit } from "./body-limit.js";
 import { HttpError, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
 import { parseId } from "./params.js";
 
@@ -20,7 +21,14 @@ export interface InternalApiOptions {
   jwtSecret: Uint8Array;
   /** Default: silent. */
   logger?: Logger;
+  /** Largest accepted request body (read only after the JWT is checked); larger ones get 413. Default 64 KiB. */
+  bodyLimitBytes?: number;
+  /** How 413 answers name the setting behind bodyLimitBytes. Default "InternalApiOptions.bodyLimitBytes". */
+  bodyLimitSetting?: string;
 }
+
+/** Default InternalApiOptions.bodyLimitBytes. */
+export const DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES = 64 * 1024;
 
 /** Paths of the agent_info endpoint: the long-standing one and the newer agentk-specific one. */
 export const AGENT_INFO_PATHS = ["/api/v4/internal/kubernetes/agent_info", "/api/v4/internal/agents/agentk/agent_info"];
@@ -42,6 +50,10 @@ export const AGENT_CONFIGURATION_CHANGES_PATH = "/api/v4/internal/kubernetes/age
 export function createInternalApi(options: InternalApiOptions): Router {
   const { services, jwtSecret } = options;
   const logger = options.logger ?? pino({ level: "silent" });
+  const bodyLimit: BodyLimit = {
+    maxBytes: options.bodyLimitBytes ?? DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES,
+    setting: options.bodyLimitSetting ?? "InternalApiOptions.bodyLimitBytes",
+  };
   const router = express.Router();
 
   const kasJwt: RequestHandler = async (req, _res, next) => {
@@ -110,9 +122,9 @@ export function createInternalApi(options: InternalApiOptions): Router {
   });
 
   // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).
-  registerProxyUserRoutes(router, { services, kasJwt });
+  registerProxyUserRoutes(router, { services, kasJwt, bodyLimit });
 
-  router.use(jsonErrorHandler(logger));
+  router.use(jsonErrorHandler(logger, bodyLimit));
   return router;
 }
 

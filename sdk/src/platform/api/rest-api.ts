@@ -26,8 +26,10 @@ import {
   userBasicEntity,
   userEntity,
 } from "./entities.js";
+import { guardRequestBody, type BodyLimit } from "./body-limit.js";
 import { HttpError, forbidden, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
 import { paginate } from "./pagination.js";
+import { registerProtectedBranchRoutes } from "./protected-branches-api.js";
 import { bodyOf, optionalBoolean, optionalId, optionalString, parseId, requiredString, stringArray } from "./params.js";
 
 export interface PlatformApiOptions {
@@ -39,14 +41,19 @@ export interface PlatformApiOptions {
   logger?: Logger;
   /** Base of `web_url` fields, e.g. "https://platform.example.com". Default: from the request's Host. */
   externalUrl?: string;
-  /** Largest accepted request body. Default 1 MiB. */
+  /** Largest accepted request body (after gzip decoding); larger ones get 413. Default 1 MiB. */
   bodyLimitBytes?: number;
+  /** How 413 answers name the setting behind bodyLimitBytes. Default "PlatformApiOptions.bodyLimitBytes". */
+  bodyLimitSetting?: string;
   /**
    * KAS's Kubernetes API proxy URL as CI jobs reach it (GitLab's `Gitlab::Kas.tunnel_url`): the
    * server of the kubeconfig a new CI job gets. Default "http://127.0.0.1:8154".
    */
   k8sProxyUrl?: string;
 }
+
+/** Default PlatformApiOptions.bodyLimitBytes. */
+export const DEFAULT_REST_BODY_LIMIT_BYTES = 1024 * 1024;
 
 /**
  * Minimum role to read a project's agents and tokens. GitLab grants `read_cluster_agent` from
@@ -76,10 +83,14 @@ const WRITE_SCOPES = ["api"];
 export function createPlatformApi(options: PlatformApiOptions): Router {
   const { services, connections } = options;
   const logger = options.logger ?? pino({ level: "silent" });
-  const limit = options.bodyLimitBytes ?? 1024 * 1024;
+  const bodyLimit: BodyLimit = {
+    maxBytes: options.bodyLimitBytes ?? DEFAULT_REST_BODY_LIMIT_BYTES,
+    setting: options.bodyLimitSetting ?? "PlatformApiOptions.bodyLimitBytes",
+  };
+  const limit = bodyLimit.maxBytes;
   const router = express.Router();
   // Per route, not router.use(): parsing (and its 400s) must not touch requests meant for others.
-  const body: RequestHandler[] = [express.json({ limit }), express.urlencoded({ extended: false, limit })];
+  const body: RequestHandler[] = [guardRequestBody(bodyLimit), express.json({ limit }), express.urlencoded({ extended: false, limit })];
 
   const baseUrl = (req: Request) => options.externalUrl ?? `${req.protocol}://${req.get("host") ?? "localhost"}`;
 
@@ -328,6 +339,10 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     await sendRepositoryFile(res, file, ref);
   });
 
+  // ---- protected branches ----
+
+  registerProtectedBranchRoutes(router, { services, read, write, body, currentUser, loadProject, projectAccess });
+
   // ---- cluster agents ----
 
   router.get("/api/v4/projects/:id/cluster_agents", read, async (req, res) => {
@@ -422,6 +437,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
 
   registerCiRestRoutes(router, {
     services,
+    read,
     write,
     body,
     currentUser,
@@ -430,7 +446,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     k8sProxyUrl: options.k8sProxyUrl ?? DEFAULT_K8S_PROXY_URL,
   });
 
-  router.use(jsonErrorHandler(logger));
+  router.use(jsonErrorHandler(logger, bodyLimit));
   return router;
 }
 

@@ -12,6 +12,7 @@ import { createMemberService, type MemberService } from "./members.js";
 import { createNamespaceService, type NamespaceService } from "./namespaces.js";
 import { createPersonalAccessTokenService, type PersonalAccessTokenService } from "./personal-access-tokens.js";
 import { createProjectService, type ProjectService } from "./projects.js";
+import { createProtectedBranchService, type ProtectedBranchService } from "./protected-branches.js";
 import { createRevocationService, type RevocationService } from "./revocations.js";
 import { UsageThrottle } from "./usage-throttle.js";
 import { createUserService, type UserService } from "./users.js";
@@ -46,6 +47,8 @@ export interface PlatformServices {
   /** Personal namespaces and groups. */
   readonly namespaces: NamespaceService;
   readonly projects: ProjectService;
+  /** Protected branch rules, enforced on every push over git (see git/branch-protection.ts). */
+  readonly protectedBranches: ProtectedBranchService;
   readonly members: MemberService;
   readonly agents: AgentService;
   readonly agentTokens: AgentTokenService;
@@ -110,6 +113,7 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     users: createUserService(ctx),
     namespaces,
     projects,
+    protectedBranches: createProtectedBranchService(ctx),
     members,
     agents,
     agentTokens: createAgentTokenService(ctx, { projects, revocations, throttle: new UsageThrottle(throttleMs) }),

@@ -258,7 +258,44 @@ const ciJobs: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs];
+/**
+ * Protected branches (GitLab's `protected_branches` with one push and one merge access level each,
+ * the rule of GitLab's free tier). Every existing project gets GitLab's default protection of its
+ * default branch (Maintainers push and merge, no force push), as new projects get it on creation:
+ * before this migration any Developer could rewrite the agent configuration on the default branch.
+ */
+const protectedBranches: Migration = {
+  name: "0004_protected_branches",
+  async up(knex) {
+    await knex.schema.createTable("protected_branches", (t) => {
+      t.increments("id").primary();
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.string("name", 1024).notNullable(); // a branch name or a wildcard pattern (`release/*`)
+      t.integer("push_access_level").notNullable();
+      t.integer("merge_access_level").notNullable();
+      t.boolean("allow_force_push").notNullable().defaultTo(false);
+      ts(t, "created_at").notNullable();
+      t.unique(["project_id", "name"]);
+    });
+    const now = new Date().toISOString();
+    const projects = (await knex("projects").select("id", "default_branch")) as { id: number; default_branch: string }[];
+    for (const p of projects) {
+      await knex("protected_branches").insert({
+        project_id: p.id,
+        name: p.default_branch,
+        push_access_level: 40,
+        merge_access_level: 40,
+        allow_force_push: false,
+        created_at: now,
+      });
+    }
+  },
+  async down(knex) {
+    await knex.schema.dropTableIfExists("protected_branches");
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {

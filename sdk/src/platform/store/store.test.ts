@@ -3,6 +3,7 @@ import { expect } from "chai";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { migrationSource } from "./migrations.js";
 import { openStore } from "./store.js";
 import { describeEachStore } from "../testing/fixtures.test.js";
 
@@ -66,6 +67,27 @@ describeEachStore("platform/store", (getStore) => {
     await knex("users").insert({ username: "u", name: "U", created_at: now });
     err = await knex("users").insert({ username: "u", name: "U2", created_at: now }).catch((e: unknown) => e as Error);
     expect(err).to.be.instanceOf(Error);
+  });
+
+  it("0004 protects the default branch of every project that existed before it", async () => {
+    const knex = getStore().knex;
+    const now = new Date().toISOString();
+    // A project created by an earlier version: no protection yet.
+    await knex.migrate.down({ migrationSource });
+    expect(await knex.schema.hasTable("protected_branches")).to.equal(false);
+    const [{ id: nsId }] = (await knex("namespaces")
+      .insert({ name: "g", path: "g", kind: "group", full_path: "g", full_name: "g", created_at: now })
+      .returning("id")) as { id: number }[];
+    const [{ id: projectId }] = (await knex("projects")
+      .insert({ name: "p", path: "p", namespace_id: nsId, default_branch: "trunk", created_at: now })
+      .returning("id")) as { id: number }[];
+    await knex.migrate.latest({ migrationSource });
+    const rows = (await knex("protected_branches").select("project_id", "name", "push_access_level", "merge_access_level", "allow_force_push")) as {
+      allow_force_push: unknown;
+    }[];
+    expect(rows.map((r) => ({ ...r, allow_force_push: Boolean(r.allow_force_push) }))).to.deep.equal([
+      { project_id: projectId, name: "trunk", push_access_level: 40, merge_access_level: 40, allow_force_push: false },
+    ]);
   });
 
   it("round-trips timestamps as instants", async () => {

@@ -3,8 +3,8 @@
  * ephemeral port with the REST and internal APIs, over a throwaway store, plus a small client.
  */
 import { randomBytes } from "node:crypto";
+import { request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Server } from "node:http";
 import express from "express";
 import { signKasApiRequestJwt } from "../../auth/jwt.js";
 import { createInternalApi } from "../api/internal-api.js";
@@ -107,4 +107,39 @@ export async function kasHeaders(secret: Uint8Array, agentToken?: string, nowMs?
   const headers: Record<string, string> = { "Gitlab-Kas-Api-Request": await signKasApiRequestJwt(secret, nowMs) };
   if (agentToken !== undefined) headers.authorization = `Bearer ${agentToken}`;
   return headers;
+}
+
+/**
+ * POSTs a body that never ends (`prefix`, then chunked 64 KiB at a time, respecting backpressure) until the
+ * server closes the connection; resolves with the bytes written by then. Fails after 256 MiB.
+ */
+export function sendEndlessly(url: string, headers: Record<string, string>, prefix?: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let sent = 0;
+    const req = request(url, { method: "POST", headers });
+    if (prefix) {
+      req.write(prefix);
+      sent += prefix.length;
+    }
+    req.on("response", (res) => res.resume());
+    const done = () => resolve(sent);
+    req.on("error", done);
+    req.on("close", done);
+    const pump = () => {
+      while (!req.destroyed) {
+        if (sent > 256 * 1024 * 1024) {
+          req.destroy();
+          reject(new Error("the server never disconnected"));
+          return;
+        }
+        sent += chunk.length;
+        if (!req.write(chunk)) {
+          req.once("drain", pump);
+          return;
+        }
+      }
+    };
+    pump();
+  });
 }
