@@ -98,7 +98,7 @@ describe("PlatformClient implementations", () => {
       const controller = new AbortController();
       client.watchTokenRevocations((r) => seen.push(r), controller.signal);
       await p.services.agentTokens.revoke(agentId, tokens[0]!.id);
-      expect(seen).to.deep.equal([{ agentId, tokenId: tokens[0]!.id }]);
+      expect(seen).to.deep.equal([{ kind: "agent_token", agentId, tokenId: tokens[0]!.id }]);
       expect((await platformError(client.getAgentInfo(tokens[0]!.secret))).kind).to.equal("unauthenticated");
       controller.abort();
       await p.services.agentTokens.revoke(agentId, tokens[1]!.id);
@@ -187,7 +187,7 @@ describe("PlatformClient implementations", () => {
       await revokeViaApi(tokens[0]!.id);
       await waitFor(() => seenA.length === 1 && seenB.length === 1, 1500);
       expect(Date.now() - revokedAt).to.be.below(1000);
-      expect(seenA).to.deep.equal([{ agentId, tokenId: tokens[0]!.id }]);
+      expect(seenA).to.deep.equal([{ kind: "agent_token", agentId, tokenId: tokens[0]!.id }]);
       expect(seenB).to.deep.equal(seenA);
 
       // One shared poller: ~2 requests per second however many watchers.
