@@ -56,6 +56,11 @@ export interface ControlPlaneOptions {
    * `cat`, an echo.
    */
   portForwards?: PortForwardTarget[];
+  /**
+   * Write the API server's audit log (every request at level Metadata: user, impersonated user,
+   * verb, the request URI as received, response code) to auditLogPath. Default false.
+   */
+  auditLog?: boolean;
 }
 
 /** `kubectl port-forward` to `podPort` of any kwok pod reaches `address:port` (default 127.0.0.1). */
@@ -97,6 +102,8 @@ export interface ControlPlane {
   binaries: Record<BinaryName, string>;
   /** True when kwok runs and KWOK_NODE_NAME is Ready. */
   kwokRunning: boolean;
+  /** The API server's audit log (JSON lines, audit.k8s.io/v1 Events), with options.auditLog. */
+  auditLogPath: string | undefined;
   nodeName: string | undefined;
   /** CRI-format log file that kwok serves as every container's log (`kubectl logs`). */
   podLogsFile: string;
@@ -695,7 +702,17 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
 
     // kube-apiserver
     const apiServerUrl = `https://127.0.0.1:${apiPort}`;
+    let auditLogPath: string | undefined;
+    const auditArgs: string[] = [];
+    if (options.auditLog) {
+      auditLogPath = join(dir, "audit.log");
+      const policyPath = join(dir, "audit-policy.yaml");
+      await writeFile(policyPath, "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n");
+      // The log backend writes each event before the request completes (mode blocking).
+      auditArgs.push(`--audit-policy-file=${policyPath}`, `--audit-log-path=${auditLogPath}`, "--audit-log-mode=blocking");
+    }
     start("kube-apiserver", binaries["kube-apiserver"], [
+      ...auditArgs,
       `--etcd-servers=${etcdUrl}`,
       "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", `--secure-port=${apiPort}`,
       `--cert-dir=${join(dir, "apiserver")}`,
@@ -807,6 +824,7 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
       kubectl: binaries.kubectl,
       binaries,
       kwokRunning,
+      auditLogPath,
       nodeName: kwokRunning ? KWOK_NODE_NAME : undefined,
       podLogsFile,
       execDir,
