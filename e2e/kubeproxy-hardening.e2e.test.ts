@@ -23,12 +23,13 @@ import {
 } from "@kasbridge/sdk";
 import {
   HttpRequestSchema,
-  HttpResponseSchema,
   type HttpRequest,
   type HttpResponse,
+  type HttpResponseSchema,
 } from "@kasbridge/sdk/gen/gitlab/agent/grpctool/grpctool_pb";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { api, createAgentWithToken, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
+import { runWithInput } from "./kubectl.js";
 
 const PREFIX = "/-/k8s-proxy";
 
@@ -87,7 +88,7 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
     writeFileSync(empty, "apiVersion: v1\nkind: Config\n");
     const run = ["--server", proxyUrl(), "--certificate-authority", certFile, "--token", realToken, ...args];
     if (Object.keys(env).length === 0) return cp.runKubectl(run, { kubeconfig: empty, allowFailure: true, input, timeoutMs: 120_000 });
-    return runProcess(cp.kubectl, ["--kubeconfig", empty, ...run], input, env);
+    return runWithInput(cp.kubectl, ["--kubeconfig", empty, ...run], input, env);
   }
 
   /** Audit events of the API server (JSON lines; written before each response completes). */
@@ -433,19 +434,4 @@ function craftedKubernetesApi(): AgentModule {
 function busy(ms: number): void {
   const until = Date.now() + ms;
   while (Date.now() < until);
-}
-
-/** kubectl with extra environment variables (DISABLE_HTTP2), input on stdin. */
-async function runProcess(cmd: string, args: string[], input: string | undefined, env: Record<string, string>): Promise<RunResult> {
-  const { spawn } = await import("node:child_process");
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input);
-  });
 }

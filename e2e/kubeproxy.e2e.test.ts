@@ -3,7 +3,7 @@
 // real kubectl, driven with the KUBECONFIG a CI job gets from the platform. The proxy has its own
 // certificate and serves under a path prefix, as behind a reverse proxy. What kwok cannot do
 // (stdin EOF, exit codes, the pty's last output) is explained where a test works around it.
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
@@ -14,6 +14,7 @@ import { expect } from "chai";
 import { KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "./git.js";
 import { adminToken, api, createAgentWithToken, delay, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
+import { Kubectl, longRunningRequests, runWithInput } from "./kubectl.js";
 
 /**
  * How long the long-watch test keeps a watch idle before it must still deliver an event: longer
@@ -163,15 +164,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     waitUntil(() => kas.count(new RegExp(`"path":"/api/v1/namespaces/default/pods/web/${subresource}","status":101`)) >= atLeast, 10_000, `${atLeast} audited ${subresource} upgrades`);
 
   /** The API server's count of its open long-running requests (watches, upgrades) of one kind. */
-  async function longRunning(verb: string, resource: string, subresource = ""): Promise<number> {
-    const metrics = (await cp.runKubectl(["get", "--raw", "/metrics"])).stdout;
-    let sum = 0;
-    for (const line of metrics.split("\n")) {
-      if (!line.startsWith("apiserver_longrunning_requests{")) continue;
-      if (line.includes(`resource="${resource}"`) && line.includes(`subresource="${subresource}"`) && line.includes(`verb="${verb}"`)) sum += Number(line.split(" ").pop());
-    }
-    return sum;
-  }
+  const longRunning = (verb: string, resource: string, subresource = "") => longRunningRequests(cp, verb, resource, subresource);
   /** When a client goes away, the agent ends its request to the API server too (nothing leaks). */
   const upstreamGone = (verb: string, resource: string, subresource: string, count: number) =>
     waitUntil(async () => (await longRunning(verb, resource, subresource)) === count, 10_000, `${count} open ${verb} ${resource}/${subresource} at the API server`);
@@ -561,56 +554,8 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   });
 });
 
-/** A kubectl process that keeps running; its output (stdout and stderr) accumulates. */
-class Kubectl {
-  output = "";
-  stdout = "";
-  readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcessWithoutNullStreams) {
-    child.stdout.on("data", (d: Buffer) => {
-      this.output += d.toString();
-      this.stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => (this.output += d.toString()));
-    this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async waitFor(pattern: RegExp, what: string, timeoutMs = 15_000): Promise<RegExpExecArray> {
-    let match: RegExpExecArray | null = null;
-    await waitUntil(() => (match = pattern.exec(this.output)) !== null || !this.running, timeoutMs, what).catch((e: Error) => {
-      throw new Error(`${e.message}; kubectl said: ${this.output}`);
-    });
-    if (!match) throw new Error(`kubectl exited (${this.child.exitCode}) before ${what}: ${this.output}`);
-    return match;
-  }
-
-  kill(): void {
-    this.child.kill("SIGTERM");
-  }
-}
-
 function run(cmd: string, args: string[], env: Record<string, string>): Promise<RunResult> {
   return runWithInput(cmd, args, undefined, env);
-}
-
-function runWithInput(cmd: string, args: string[], input: string | undefined, env: Record<string, string>): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
-    if (input !== undefined) child.stdin!.end(input);
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
 }
 
 function sha256(data: Buffer): string {
