@@ -362,10 +362,11 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
         res.writeHead(err.code, statusHeaders(err.code, body));
         res.end(body);
       } else {
-        // Mid-stream: all we can do is cut the response so the client sees it incomplete.
+        // Mid-stream: all we can do is cut the response so the client sees it incomplete. Over
+        // HTTP/2 with an error code: a bare destroy would reset the stream with NO_ERROR.
         finished = true;
-        (res as ServerResponse).destroy?.();
-        (res as Http2ServerResponse).stream?.close?.(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        if (isHttp2) (res as Http2ServerResponse).stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        else (res as ServerResponse).destroy();
       }
       audit(started, req, code, startedAt, err);
     } finally {
