@@ -492,13 +492,18 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
   });
   if (options.tls) server.on("secureConnection", (socket: Socket) => sockets.add(socket));
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? 8154, options.host ?? "127.0.0.1", () => {
-      server.off("error", reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.port ?? 8154, options.host ?? "127.0.0.1", () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
-  });
+  } catch (e) {
+    openStreams.close(); // stops watching the platform's feeds
+    throw e;
+  }
   const address = server.address() as AddressInfo;
   const hostForUrl = address.family === "IPv6" || address.address.includes(":") ? `[${address.address}]` : address.address;
   const url = `${options.tls ? "https" : "http"}://${hostForUrl}:${address.port}${prefix === "/" ? "" : prefix.replace(/\/$/, "")}`;
