@@ -66,6 +66,7 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
       transport: { ca },
       modules: [craftedKubernetesApi()],
       logger: pino({ level: "silent" }),
+      watchConfiguration: false, // its configuration would set the log level
     });
     crafted.start();
     for (const a of [real, craftedAgent]) {
