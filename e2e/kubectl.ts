@@ -1,8 +1,9 @@
 // The real kubectl in end-to-end tests: long-running commands (watches, `logs -f`, exec,
-// port-forward) and one-shot runs with extra environment, and what the API server says about the
-// long-running requests it holds.
+// port-forward) and one-shot runs with extra environment, what the API server says about the
+// long-running requests it holds, and a TCP server for port-forwards to reach.
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import type { ControlPlane, RunResult } from "../tools/control-plane/control-plane.js";
+import { createServer, type AddressInfo, type Socket } from "node:net";
+import { KWOK_NODE_NAME, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { waitUntil } from "./harness.js";
 
 /** A kubectl process that keeps running; its output (stdout and stderr) accumulates. */
@@ -66,4 +67,46 @@ export async function longRunningRequests(cp: ControlPlane, verb: string, resour
     if (line.includes(`resource="${resource}"`) && line.includes(`subresource="${subresource}"`) && line.includes(`verb="${verb}"`)) sum += Number(line.split(" ").pop());
   }
   return sum;
+}
+
+/** A TCP server for kwok's port-forward to reach: greets with `banner`, then echoes. */
+export interface ForwardTarget {
+  port: number;
+  /** "kasbridge-target <port>\n", the first line every connection gets. */
+  banner: string;
+  close(): Promise<void>;
+}
+
+export async function startForwardTarget(): Promise<ForwardTarget> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    socket.write(banner);
+    socket.pipe(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  const banner = `kasbridge-target ${port}\n`;
+  return {
+    port,
+    banner,
+    close() {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** The pod `web` in `default` on kwok's node, with one container port (logs, exec, attach, cp, port-forward go to it). */
+export async function createWebPod(cp: ControlPlane, containerPort: number): Promise<void> {
+  await cp.runKubectl(["apply", "-f", "-"], {
+    input: JSON.stringify({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "web", namespace: "default" },
+      spec: { nodeName: KWOK_NODE_NAME, containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort }] }] },
+    }),
+  });
 }

@@ -7,14 +7,14 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
-import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane } from "../tools/control-plane/control-plane.js";
+import { findBinaries, startControlPlane, type ControlPlane } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "./git.js";
 import { adminToken, api, createAgentWithToken, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
-import { Kubectl, longRunningRequests } from "./kubectl.js";
+import { Kubectl, longRunningRequests, createWebPod, startForwardTarget, type ForwardTarget } from "./kubectl.js";
 
 /** The pod port kwok's port-forward connects to the test's own TCP server. */
 const FORWARDED_POD_PORT = 8080;
@@ -29,8 +29,7 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
   let kas: Awaited<ReturnType<typeof startKas>>;
   let agentk: ReturnType<typeof startAgentk>;
   let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
-  let target: Server;
-  const targetSockets = new Set<Socket>();
+  let target: ForwardTarget | undefined;
   const git = new GitClient();
   const dir = mkdtempSync(join(tmpdir(), "kubeproxy-revocation-e2e-"));
   const { certFile, keyFile } = selfSignedCert(dir, "tls");
@@ -41,17 +40,10 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
 
   before(async () => {
     findBinaries(); // throws "... Run `npm run control-plane` ..." when the binaries are missing
-    target = createServer((socket) => {
-      targetSockets.add(socket);
-      socket.on("close", () => targetSockets.delete(socket));
-      socket.on("error", () => {});
-      socket.write("kasbridge-target\n");
-      socket.pipe(socket);
-    });
-    await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+    target = await startForwardTarget();
     cp = await startControlPlane({
       agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }],
-      portForwards: [{ podPort: FORWARDED_POD_PORT, port: (target.address() as AddressInfo).port }],
+      portForwards: [{ podPort: FORWARDED_POD_PORT, port: target.port }],
     });
     kas = await startKas({
       KAS_AGENT_TLS_CERT_FILE: certFile,
@@ -86,14 +78,7 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
 
     await cp.runKubectl(["create", "namespace", "streams"]);
     await cp.runKubectl(["create", "configmap", "seed", "-n", "streams"]);
-    await cp.runKubectl(["apply", "-f", "-"], {
-      input: JSON.stringify({
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: { name: "web", namespace: "default" },
-        spec: { nodeName: KWOK_NODE_NAME, containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort: FORWARDED_POD_PORT }] }] },
-      }),
-    });
+    await createWebPod(cp, FORWARDED_POD_PORT);
     await cp.runKubectl(["wait", "-n", "default", "--for=jsonpath={.status.phase}=Running", "pod/web", "--timeout=60s"]);
     await cp.appendPodLog("a line to follow");
   });
@@ -104,8 +89,7 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
     await agentk?.cleanup();
     await kas?.cleanup();
     await cp?.stop();
-    for (const socket of targetSockets) socket.destroy();
-    await new Promise((resolve) => target?.close(resolve));
+    await target?.close();
     rmSync(dir, { recursive: true, force: true });
     rmSync(git.home, { recursive: true, force: true });
   });
@@ -151,7 +135,7 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
       } else {
         const k = startKubectl(token, ["port-forward", "-n", "default", "pod/web", `:${FORWARDED_POD_PORT}`]);
         const port = Number((await k.waitFor(/Forwarding from 127\.0\.0\.1:(\d+)/, `${name}: listening`))[1]);
-        expect(await banner(port), `${name}: a connection through it`).to.equal("kasbridge-target\n");
+        expect(await banner(port), `${name}: a connection through it`).to.equal(target!.banner);
         streams.push({ name, kubectl: k });
       }
       expect(streams.at(-1)!.kubectl.running, `${name}: ${streams.at(-1)!.kubectl.output}`).to.equal(true);
