@@ -348,6 +348,10 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
         finished = true;
         res.end();
       }
+      // Answered: what is left of the client's body is only read and dropped, which neither a
+      // shutdown nor the credential's end needs to wait for.
+      life.release();
+      calls.delete(call);
       await body;
       audit(started, req, code, startedAt);
     } catch (e) {
