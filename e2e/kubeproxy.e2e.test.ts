@@ -3,17 +3,18 @@
 // real kubectl, driven with the KUBECONFIG a CI job gets from the platform. The proxy has its own
 // certificate and serves under a path prefix, as behind a reverse proxy. What kwok cannot do
 // (stdin EOF, exit codes, the pty's last output) is explained where a test works around it.
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
-import { createServer, connect, type AddressInfo, type Server, type Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
+import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "./git.js";
 import { adminToken, api, createAgentWithToken, delay, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
+import { Kubectl, longRunningRequests, runWithInput, createWebPod, startForwardTarget, type ForwardTarget } from "./kubectl.js";
 
 /**
  * How long the long-watch test keeps a watch idle before it must still deliver an event: longer
@@ -35,7 +36,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   const agentApiCert = selfSignedCert(dir, "agent-api", "kas-agent-api");
   const { certFile, keyFile } = selfSignedCert(dir, "k8s-proxy", "kas-k8s-proxy");
   /** Where kwok forwards pod port FORWARDED_POD_PORT: greets with a banner, then echoes. */
-  let target: Server;
+  let target: ForwardTarget;
   const idleWatches: Array<{ name: string; watch: Kubectl; since: number }> = [];
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
@@ -48,21 +49,10 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     // The agent's own identity may do everything (access_as: agent); impersonated users get only
     // what RoleBindings grant them.
     const agentRules = [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }];
-    const targetSockets = new Set<Socket>();
-    target = createServer((socket) => {
-      targetSockets.add(socket);
-      socket.on("close", () => targetSockets.delete(socket));
-      socket.on("error", () => {});
-      socket.write(`kasbridge-target ${(target.address() as AddressInfo).port}\n`);
-      socket.pipe(socket);
-    });
-    await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
-    cleanups.push(() => {
-      for (const socket of targetSockets) socket.destroy();
-      return new Promise((resolve) => target.close(resolve));
-    });
+    target = await startForwardTarget();
+    cleanups.push(() => target.close());
     // kwok is required (logs/exec/attach/port-forward need its kubelet); a failure to start it fails the suite.
-    cp = await startControlPlane({ agentRules, portForwards: [{ podPort: FORWARDED_POD_PORT, port: (target.address() as AddressInfo).port }] });
+    cp = await startControlPlane({ agentRules, portForwards: [{ podPort: FORWARDED_POD_PORT, port: target.port }] });
     process.stdout.write(`      control plane ready in ${Date.now() - t0} ms\n`);
     // kubectl sends bearer tokens only over TLS: the proxy has its own certificate.
     kas = await startKas({
@@ -99,14 +89,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     await delay(500); // tunnels
 
     // The pod of the logs/exec/attach/cp/port-forward tests, on kwok's node.
-    await cp.runKubectl(["apply", "-f", "-"], {
-      input: JSON.stringify({
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: { name: "web", namespace: "default" },
-        spec: { nodeName: KWOK_NODE_NAME, containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort: FORWARDED_POD_PORT }] }] },
-      }),
-    });
+    await createWebPod(cp, FORWARDED_POD_PORT);
 
     // Watches that stay idle while the other tests run (checked by the last test), over HTTP/2
     // (kubectl's default with TLS) and over HTTP/1.1.
@@ -163,15 +146,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     waitUntil(() => kas.count(new RegExp(`"path":"/api/v1/namespaces/default/pods/web/${subresource}","status":101`)) >= atLeast, 10_000, `${atLeast} audited ${subresource} upgrades`);
 
   /** The API server's count of its open long-running requests (watches, upgrades) of one kind. */
-  async function longRunning(verb: string, resource: string, subresource = ""): Promise<number> {
-    const metrics = (await cp.runKubectl(["get", "--raw", "/metrics"])).stdout;
-    let sum = 0;
-    for (const line of metrics.split("\n")) {
-      if (!line.startsWith("apiserver_longrunning_requests{")) continue;
-      if (line.includes(`resource="${resource}"`) && line.includes(`subresource="${subresource}"`) && line.includes(`verb="${verb}"`)) sum += Number(line.split(" ").pop());
-    }
-    return sum;
-  }
+  const longRunning = (verb: string, resource: string, subresource = "") => longRunningRequests(cp, verb, resource, subresource);
   /** When a client goes away, the agent ends its request to the API server too (nothing leaks). */
   const upstreamGone = (verb: string, resource: string, subresource: string, count: number) =>
     waitUntil(async () => (await longRunning(verb, resource, subresource)) === count, 10_000, `${count} open ${verb} ${resource}/${subresource} at the API server`);
@@ -332,12 +307,11 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   it("port-forwards to a local TCP server through kwok, bytes intact both ways (WebSocket and SPDY)", async () => {
     const job = await startJob("app");
     await podRunning();
-    const targetPort = (target.address() as AddressInfo).port;
     for (const [protocol, env] of [["WebSocket", {}], ["SPDY", { KUBECTL_PORT_FORWARD_WEBSOCKETS: "false" }]] as const) {
       const pf = startKubectl(job.path!, ["port-forward", "pod/web", `:${FORWARDED_POD_PORT}`], env);
       const localPort = Number((await pf.waitFor(/Forwarding from 127\.0\.0\.1:(\d+)/, `${protocol} port-forward listening`))[1]);
       // Three connections at once, each its own stream on the one upgraded connection, then one more.
-      const banner = `kasbridge-target ${targetPort}\n`;
+      const banner = target.banner;
       const connection = async (i: number) => {
         const payload = randomBytes(512 * 1024 + i);
         const received = await roundTrip(localPort, payload, banner.length + payload.length);
@@ -561,56 +535,8 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   });
 });
 
-/** A kubectl process that keeps running; its output (stdout and stderr) accumulates. */
-class Kubectl {
-  output = "";
-  stdout = "";
-  readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcessWithoutNullStreams) {
-    child.stdout.on("data", (d: Buffer) => {
-      this.output += d.toString();
-      this.stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => (this.output += d.toString()));
-    this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async waitFor(pattern: RegExp, what: string, timeoutMs = 15_000): Promise<RegExpExecArray> {
-    let match: RegExpExecArray | null = null;
-    await waitUntil(() => (match = pattern.exec(this.output)) !== null || !this.running, timeoutMs, what).catch((e: Error) => {
-      throw new Error(`${e.message}; kubectl said: ${this.output}`);
-    });
-    if (!match) throw new Error(`kubectl exited (${this.child.exitCode}) before ${what}: ${this.output}`);
-    return match;
-  }
-
-  kill(): void {
-    this.child.kill("SIGTERM");
-  }
-}
-
 function run(cmd: string, args: string[], env: Record<string, string>): Promise<RunResult> {
   return runWithInput(cmd, args, undefined, env);
-}
-
-function runWithInput(cmd: string, args: string[], input: string | undefined, env: Record<string, string>): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
-    if (input !== undefined) child.stdin!.end(input);
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
 }
 
 function sha256(data: Buffer): string {

@@ -106,6 +106,17 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ env: { KAS_MAX_REQUEST_BODY_BYTES: "1MB" } })).to.throw(ConfigError, /KAS_MAX_REQUEST_BODY_BYTES/);
   });
 
+  it("takes the proxy's re-authorization interval and the CI job token lifetime (YAML, then KAS_*)", () => {
+    const none = loadConfig({ env: {} });
+    expect([none.k8sProxyReauthorizeIntervalSeconds, none.ciJobTokenTtlSeconds]).to.deep.equal([60, 3600]);
+    const y = loadConfig({ configFile: file("k8s_proxy_reauthorize_interval_seconds: 0\nci_job_token_ttl_seconds: 30\n"), env: {} });
+    expect([y.k8sProxyReauthorizeIntervalSeconds, y.ciJobTokenTtlSeconds]).to.deep.equal([0, 30]);
+    const e = loadConfig({ env: { KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS: "15", KAS_CI_JOB_TOKEN_TTL_SECONDS: "120" } });
+    expect([e.k8sProxyReauthorizeIntervalSeconds, e.ciJobTokenTtlSeconds]).to.deep.equal([15, 120]);
+    expect(() => loadConfig({ env: { KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS: "-1" } })).to.throw(ConfigError, /KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS must be a non-negative integer/);
+    expect(() => loadConfig({ env: { KAS_CI_JOB_TOKEN_TTL_SECONDS: "0" } })).to.throw(ConfigError, /KAS_CI_JOB_TOKEN_TTL_SECONDS must be a positive integer/);
+  });
+
   it("derives the KUBECONFIG server from the proxy's listening URL, never a wildcard host", () => {
     expect(proxyUrlForClients("https://127.0.0.1:8154", undefined)).to.equal("https://127.0.0.1:8154");
     expect(proxyUrlForClients("https://0.0.0.0:8154", "https://gitlab.example.com")).to.equal("https://gitlab.example.com:8154");

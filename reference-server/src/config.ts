@@ -45,6 +45,13 @@ export interface KasConfig {
   k8sProxyExternalUrl?: string;
   /** Path under which the proxy serves the Kubernetes API, stripped before forwarding (GitLab: kubernetes_api.url_path_prefix). Default "/". */
   k8sProxyUrlPathPrefix: string;
+  /**
+   * How often the credential of each running proxy request (watch, logs -f, exec, port-forward)
+   * is authorized again, as a backstop to the platform's revocation feed; 0 turns it off. Default 60.
+   */
+  k8sProxyReauthorizeIntervalSeconds: number;
+  /** Lifetime of a CI job token of the embedded platform (it also stops working when its job finishes). Default 3600. */
+  ciJobTokenTtlSeconds: number;
   logLevel: string;
   maxMessageBytes: number;
   /** Largest request body of the platform's REST and internal APIs (after gzip decoding). */
@@ -75,6 +82,8 @@ const defaults: KasConfig = {
   dataDir: "./data",
   platformEnabled: true,
   k8sProxyUrlPathPrefix: "/",
+  k8sProxyReauthorizeIntervalSeconds: 60,
+  ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
   maxMessageBytes: 16 * 1024 * 1024,
   maxRequestBodyBytes: 1024 * 1024,
@@ -175,6 +184,12 @@ function applyFile(config: KasConfig, file: string): void {
       case "k8s_proxy_url_path_prefix":
         config.k8sProxyUrlPathPrefix = pathPrefix(string(value, key), key);
         break;
+      case "k8s_proxy_reauthorize_interval_seconds":
+        config.k8sProxyReauthorizeIntervalSeconds = nonNegativeInt(value, key);
+        break;
+      case "ci_job_token_ttl_seconds":
+        config.ciJobTokenTtlSeconds = positiveInt(value, key);
+        break;
       default:
         throw new ConfigError(`unknown key ${key} in ${file}`);
     }
@@ -203,6 +218,10 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   config.privateTls = envTlsFiles(env, "KAS_PRIVATE_TLS") ?? config.privateTls;
   if (env.KAS_K8S_PROXY_EXTERNAL_URL) config.k8sProxyExternalUrl = url(env.KAS_K8S_PROXY_EXTERNAL_URL, "KAS_K8S_PROXY_EXTERNAL_URL");
   if (env.KAS_K8S_PROXY_URL_PATH_PREFIX) config.k8sProxyUrlPathPrefix = pathPrefix(env.KAS_K8S_PROXY_URL_PATH_PREFIX, "KAS_K8S_PROXY_URL_PATH_PREFIX");
+  if (env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS) {
+    config.k8sProxyReauthorizeIntervalSeconds = nonNegativeInt(env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS, "KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS");
+  }
+  if (env.KAS_CI_JOB_TOKEN_TTL_SECONDS) config.ciJobTokenTtlSeconds = positiveInt(env.KAS_CI_JOB_TOKEN_TTL_SECONDS, "KAS_CI_JOB_TOKEN_TTL_SECONDS");
 }
 
 /** `<prefix>_CERT_FILE` / `<prefix>_KEY_FILE`; either one set means both are meant (checked later). */
@@ -256,6 +275,12 @@ function boolean(value: unknown, key: string): boolean {
 function positiveInt(value: unknown, key: string): number {
   const n = typeof value === "number" ? value : Number(value);
   if (!Number.isSafeInteger(n) || n <= 0) throw new ConfigError(`${key} must be a positive integer`);
+  return n;
+}
+
+function nonNegativeInt(value: unknown, key: string): number {
+  const n = typeof value === "number" ? value : Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new ConfigError(`${key} must be a non-negative integer`);
   return n;
 }
 

@@ -59,6 +59,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         store,
         logger: logger.child({ component: "platform" }),
         repositoriesDir: join(config.dataDir, "repositories"),
+        ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
       });
       const admin = await bootstrapAdmin(store, { dataDir: config.dataDir, adminToken: config.adminToken, services, logger });
       if (admin.created) {
@@ -110,6 +111,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       port: config.listen.k8sProxy.port,
       urlPathPrefix: config.k8sProxyUrlPathPrefix,
       metrics: kas.metrics,
+      reauthorizeIntervalMs: config.k8sProxyReauthorizeIntervalSeconds * 1000,
     });
     closers.push(() => k8sProxy.close(2_000));
     addresses.k8sProxy = k8sProxy.url;

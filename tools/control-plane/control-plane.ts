@@ -60,6 +60,11 @@ export interface ControlPlaneOptions {
    * `cat`, an echo.
    */
   portForwards?: PortForwardTarget[];
+  /**
+   * Write the API server's audit log (every request at level Metadata: user, impersonated user,
+   * verb, the request URI as received, response code) to auditLogPath. Default false.
+   */
+  auditLog?: boolean;
 }
 
 export interface ControlPlane {
@@ -78,6 +83,8 @@ export interface ControlPlane {
   binaries: Record<BinaryName, string>;
   /** True when kwok runs and KWOK_NODE_NAME is Ready. */
   kwokRunning: boolean;
+  /** The API server's audit log (JSON lines, audit.k8s.io/v1 Events), with options.auditLog. */
+  auditLogPath: string | undefined;
   nodeName: string | undefined;
   /** True when kube-controller-manager and kube-scheduler run (options.controllers). */
   controllersRunning: boolean;
@@ -139,7 +146,8 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
     const pki = await makePki(join(dir, "pki"), { controllers, kwokNodeName: KWOK_NODE_NAME });
     const [etcdClient, etcdPeer, apiServer, kwokPort, controllerManager, scheduler] = await freePorts(6);
     const etcdUrl = await startEtcd(supervisor, binaries.etcd, dir, { client: etcdClient, peer: etcdPeer });
-    const apiServerUrl = await startApiServer(supervisor, binaries["kube-apiserver"], dir, pki, { etcdUrl, port: apiServer, controllers });
+    const auditLogPath = options.auditLog ? join(dir, "audit.log") : undefined;
+    const apiServerUrl = await startApiServer(supervisor, binaries["kube-apiserver"], dir, pki, { etcdUrl, port: apiServer, controllers, auditLogPath });
 
     const kubeconfigPath = await writeKubeconfig(join(dir, "admin.kubeconfig"), apiServerUrl, pki.caCert, "admin", clientCertAuth(pki.admin));
     const kubectl = kubectlRunner(binaries.kubectl, dir, kubeconfigPath);
@@ -173,6 +181,7 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
       kubectl: binaries.kubectl,
       binaries,
       kwokRunning,
+      auditLogPath,
       nodeName: kwokRunning ? KWOK_NODE_NAME : undefined,
       controllersRunning: controllers,
       podLogsFile: podFiles.podLogsFile,

@@ -1,6 +1,7 @@
 // kube-apiserver: RBAC on, client certificates from the test CA, ServiceAccount tokens signed
 // with the PKI's key, kwok's kubelet-like server verified with the test CA.
 import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { httpsGet } from "./loopback.js";
 import type { Pki } from "./pki.js";
@@ -16,12 +17,25 @@ export interface ApiServerOptions {
    * cluster.
    */
   controllers: boolean;
+  /**
+   * Where to write the audit log (every request at level Metadata: user, impersonated user, verb,
+   * the request URI as received, response code). Default: none.
+   */
+  auditLogPath?: string;
 }
 
 /** Starts kube-apiserver and waits for /readyz; resolves to its URL. */
 export async function startApiServer(supervisor: Supervisor, binary: string, dir: string, pki: Pki, options: ApiServerOptions): Promise<string> {
   const url = `https://127.0.0.1:${options.port}`;
+  const auditArgs: string[] = [];
+  if (options.auditLogPath) {
+    const policyPath = join(dir, "audit-policy.yaml");
+    await writeFile(policyPath, "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n");
+    // The log backend writes each event before the request completes (mode blocking).
+    auditArgs.push(`--audit-policy-file=${policyPath}`, `--audit-log-path=${options.auditLogPath}`, "--audit-log-mode=blocking");
+  }
   supervisor.start("kube-apiserver", binary, [
+    ...auditArgs,
     `--etcd-servers=${options.etcdUrl}`,
     "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", `--secure-port=${options.port}`,
     `--cert-dir=${join(dir, "apiserver")}`,

@@ -5,6 +5,10 @@ export type {
   PlatformClient,
   PlatformErrorKind,
   TokenRevocation,
+  AgentTokenRevocation,
+  CiJobRevocation,
+  PersonalAccessTokenRevocation,
+  UserRevocation,
 } from "./platform-client.js";
 export { PlatformError } from "./platform-client.js";
 export type { AgentConnection, AgentConnectionsSource } from "./connections.js";

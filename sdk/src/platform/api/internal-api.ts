@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import { JwtVerificationError, KAS_API_REQUEST_HEADER, verifyKasApiRequestJwt } from "../../auth/jwt.js";
 import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { registerProxyUserRoutes } from "../ci/ci-api.js";
+import type { TokenRevocation } from "../platform-client.js";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
@@ -32,7 +33,11 @@ export const DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES = 64 * 1024;
 
 /** Paths of the agent_info endpoint: the long-standing one and the newer agentk-specific one. */
 export const AGENT_INFO_PATHS = ["/api/v4/internal/kubernetes/agent_info", "/api/v4/internal/agents/agentk/agent_info"];
-/** kasbridge extension: the revocation feed `createHttpPlatformClient` polls. */
+/**
+ * kasbridge extension: the revocation feed `createHttpPlatformClient` polls. Entries by `kind`:
+ * `agent_token` (`agent_id`, `token_id`), `ci_job` (`job_id`), `personal_access_token`
+ * (`user_id`, `token_id`), `user` (`user_id`, blocked).
+ */
 export const TOKEN_REVOCATIONS_PATH = "/api/v4/internal/kubernetes/token_revocations";
 /**
  * kasbridge extension: an agent's accepted configuration, `?agent_id=`. (GitLab has a POST at this
@@ -95,7 +100,7 @@ export function createInternalApi(options: InternalApiOptions): Router {
   router.get(TOKEN_REVOCATIONS_PATH, kasJwt, async (req, res) => {
     const page = await services.revocations.feed(feedCursor(req));
     res.json({
-      revocations: page.revocations.map((r) => ({ agent_id: r.agentId, token_id: r.tokenId })),
+      revocations: page.revocations.map(revocationEntity),
       cursor: String(page.cursor),
     });
   });
@@ -126,6 +131,19 @@ export function createInternalApi(options: InternalApiOptions): Router {
 
   router.use(jsonErrorHandler(logger, bodyLimit));
   return router;
+}
+
+function revocationEntity(r: TokenRevocation) {
+  switch (r.kind) {
+    case "agent_token":
+      return { kind: r.kind, agent_id: r.agentId, token_id: r.tokenId };
+    case "ci_job":
+      return { kind: r.kind, job_id: r.jobId };
+    case "personal_access_token":
+      return { kind: r.kind, user_id: r.userId, token_id: r.tokenId };
+    case "user":
+      return { kind: r.kind, user_id: r.userId };
+  }
 }
 
 /** The `after` cursor of a feed request; undefined when absent (start from now). */

@@ -196,6 +196,41 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     res.status(201).json({ ...personalAccessTokenEntity(token), token: secret });
   });
 
+  // Blocking ends everything the user's tokens opened, KAS's Kubernetes API proxy streams included
+  // (the revocation feed tells KAS). GitLab answers 201 with `true`, or `null` for a user already
+  // blocked; unblock answers `true` when the user was blocked, else `false`.
+  router.post("/api/v4/users/:id/block", write, requireAdmin, async (req, res) => {
+    const userId = parseId(req.params.id, "id");
+    if (!(await services.users.get(userId))) throw notFound("User");
+    if (userId === currentUser(res).id) throw new HttpError(403, { message: "403 Forbidden - The API initiating user cannot be blocked by the API" });
+    const result = await services.users.block(userId);
+    if (!result) throw notFound("User");
+    res.status(201).json(result.changed ? true : null);
+  });
+
+  router.post("/api/v4/users/:id/unblock", write, requireAdmin, async (req, res) => {
+    const result = await services.users.unblock(parseId(req.params.id, "id"));
+    if (!result) throw notFound("User");
+    res.status(201).json(result.changed);
+  });
+
+  // GitLab's `DELETE /personal_access_tokens/:id` (admins any token, users their own; 400 for
+  // someone else's) and `DELETE /personal_access_tokens/self` (the token making the request).
+  router.delete("/api/v4/personal_access_tokens/self", write, async (_req, res) => {
+    const { token, user } = res.locals.auth as Auth;
+    await services.personalAccessTokens.revoke(user.id, token.id);
+    res.status(204).end();
+  });
+
+  router.delete("/api/v4/personal_access_tokens/:id", write, async (req, res) => {
+    const token = await services.personalAccessTokens.get(parseId(req.params.id, "id"));
+    if (!token) throw notFound();
+    const user = currentUser(res);
+    if (!user.admin && token.userId !== user.id) throw new HttpError(400, { message: "400 Bad request" });
+    await services.personalAccessTokens.revoke(token.userId, token.id);
+    res.status(204).end();
+  });
+
   // ---- groups ----
 
   router.post("/api/v4/groups", write, ...body, async (req, res) => {

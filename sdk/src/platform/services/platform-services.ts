@@ -107,10 +107,10 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     },
   };
   const members = createMemberService(ctx, namespaces);
-  const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs) });
+  const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs), revocations });
   return {
     store: options.store,
-    users: createUserService(ctx),
+    users: createUserService(ctx, { revocations }),
     namespaces,
     projects,
     protectedBranches: createProtectedBranchService(ctx),
@@ -121,7 +121,7 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     revocations,
     agentConfigs,
     repositories,
-    ciJobs: createCiJobService(ctx, { projects, namespaces, members, agentConfigs }, { tokenTtlMs: options.ciJobTokenTtlMs }),
+    ciJobs: createCiJobService(ctx, { projects, namespaces, members, agentConfigs, revocations }, { tokenTtlMs: options.ciJobTokenTtlMs }),
     proxyUserAuthorization: createProxyUserAuthorizationService({
       personalAccessTokens,
       agents,
