@@ -6,18 +6,18 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect, type Server, type Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
-import { KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
+import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "./git.test-support.js";
 import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
 import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { listen, port } from "../sdk/src/testing/servers.test-support.js";
 import { waitFor } from "../sdk/src/testing/wait.test-support.js";
 import { Proc, adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
+import { createWebPod, longRunningRequests, runWithInput, startForwardTarget, type ForwardTarget } from "./kubectl.test-support.js";
 
 /**
  * How long the long-watch test keeps a watch idle before it must still deliver an event: longer
@@ -44,7 +44,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   const agentApiCert = selfSignedCertificateFiles(dir, "agent-api", "kas-agent-api");
   const { certFile, keyFile } = selfSignedCertificateFiles(dir, "k8s-proxy", "kas-k8s-proxy");
   /** Where kwok forwards pod port FORWARDED_POD_PORT: greets with a banner, then echoes. */
-  let target: Server;
+  let target: ForwardTarget;
   const idleWatches: Array<{ name: string; watch: Proc; since: number }> = [];
   let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
   let configProjectPath: string;
@@ -55,21 +55,10 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     // The agent's own identity may do everything (access_as: agent); impersonated users get only
     // what RoleBindings grant them.
     const agentRules = [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }];
-    const targetSockets = new Set<Socket>();
-    target = createServer((socket) => {
-      targetSockets.add(socket);
-      socket.on("close", () => targetSockets.delete(socket));
-      socket.on("error", () => {});
-      socket.write(`kasbridge-target ${port(target)}\n`);
-      socket.pipe(socket);
-    });
-    const targetPort = await listen(target);
-    cleanups.add(() => {
-      for (const socket of targetSockets) socket.destroy();
-      return new Promise((resolve) => target.close(resolve));
-    });
+    target = await startForwardTarget();
+    cleanups.add(() => target.close());
     // kwok is required (logs/exec/attach/port-forward need its kubelet); a failure to start it fails the suite.
-    cp = await startControlPlane({ agentRules, portForwards: [{ podPort: FORWARDED_POD_PORT, port: targetPort }] });
+    cp = await startControlPlane({ agentRules, portForwards: [{ podPort: FORWARDED_POD_PORT, port: target.port }] });
     cleanups.add(() => cp.stop());
     // kubectl sends bearer tokens only over TLS: the proxy has its own certificate.
     kas = await startKas({
@@ -112,14 +101,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     );
 
     // The pod of the logs/exec/attach/cp/port-forward tests, on kwok's node.
-    await cp.runKubectl(["apply", "-f", "-"], {
-      input: JSON.stringify({
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: { name: "web", namespace: "default" },
-        spec: { nodeName: KWOK_NODE_NAME, containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort: FORWARDED_POD_PORT }] }] },
-      }),
-    });
+    await createWebPod(cp, FORWARDED_POD_PORT);
 
     // Watches that stay idle while the other tests run (checked by the last test), over HTTP/2
     // (kubectl's default with TLS) and over HTTP/1.1.
@@ -171,15 +153,7 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     waitFor(() => kas.count(new RegExp(`"path":"/api/v1/namespaces/default/pods/web/${subresource}","status":101`)) >= atLeast, 10_000, `${atLeast} audited ${subresource} upgrades`);
 
   /** The API server's count of its open long-running requests (watches, upgrades) of one kind. */
-  async function longRunning(verb: string, resource: string, subresource = ""): Promise<number> {
-    const metrics = (await cp.runKubectl(["get", "--raw", "/metrics"])).stdout;
-    let sum = 0;
-    for (const line of metrics.split("\n")) {
-      if (!line.startsWith("apiserver_longrunning_requests{")) continue;
-      if (line.includes(`resource="${resource}"`) && line.includes(`subresource="${subresource}"`) && line.includes(`verb="${verb}"`)) sum += Number(line.split(" ").pop());
-    }
-    return sum;
-  }
+  const longRunning = (verb: string, resource: string, subresource = "") => longRunningRequests(cp, verb, resource, subresource);
   /** Waits until the API server counts `count` open long-running requests of the kind. */
   const upstreamOpen = (verb: string, resource: string, subresource: string, count: number) =>
     waitFor(async () => (await longRunning(verb, resource, subresource)) === count, 30_000, `${count} open ${verb} ${resource}/${subresource} at the API server`);
@@ -330,12 +304,11 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
   it("port-forwards to a local TCP server through kwok, bytes intact both ways (WebSocket and SPDY)", async () => {
     const job = await startJob("app");
     await podRunning();
-    const targetPort = port(target);
     for (const [protocol, env] of [["WebSocket", {}], ["SPDY", { KUBECTL_PORT_FORWARD_WEBSOCKETS: "false" }]] as const) {
       const pf = startKubectl(job.path!, ["port-forward", "pod/web", `:${FORWARDED_POD_PORT}`], env);
       const localPort = Number((await pf.waitFor(/Forwarding from 127\.0\.0\.1:(\d+)/, `${protocol} port-forward listening`))[1]);
       // Three connections at once, each its own stream on the one upgraded connection, then one more.
-      const banner = `kasbridge-target ${targetPort}\n`;
+      const banner = target.banner;
       const connection = async (i: number) => {
         const payload = randomBytes(512 * 1024 + i);
         const received = await roundTrip(localPort, payload, banner.length + payload.length);
@@ -561,22 +534,6 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
 
 function run(cmd: string, args: string[], env: Record<string, string>): Promise<RunResult> {
   return runWithInput(cmd, args, undefined, env);
-}
-
-function runWithInput(cmd: string, args: string[], input: string | undefined, env: Record<string, string>): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
-    if (input !== undefined) child.stdin!.end(input);
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
 }
 
 function sha256(data: Buffer): string {

@@ -94,6 +94,29 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ env: { KAS_K8S_PROXY_URL_PATH_PREFIX: "/a/../b" } })).to.throw(ConfigError, /KAS_K8S_PROXY_URL_PATH_PREFIX/);
   });
 
+  it("limits platform request bodies and pushes (YAML, then KAS_MAX_REQUEST_BODY_BYTES / KAS_MAX_PUSH_BYTES)", () => {
+    const none = loadConfig({ env: {} });
+    expect(none.maxRequestBodyBytes).to.equal(1024 * 1024);
+    expect(none.maxPushBytes).to.equal(100 * 1024 * 1024);
+    const path = file("max_request_body_bytes: 65536\nmax_push_bytes: 10485760\n");
+    expect(loadConfig({ configFile: path, env: {} })).to.deep.include({ maxRequestBodyBytes: 65536, maxPushBytes: 10485760 });
+    const e = loadConfig({ configFile: path, env: { KAS_MAX_REQUEST_BODY_BYTES: "2048", KAS_MAX_PUSH_BYTES: "4096" } });
+    expect(e).to.deep.include({ maxRequestBodyBytes: 2048, maxPushBytes: 4096 });
+    expect(() => loadConfig({ configFile: file("max_push_bytes: 0\n"), env: {} })).to.throw(ConfigError, /max_push_bytes/);
+    expect(() => loadConfig({ env: { KAS_MAX_REQUEST_BODY_BYTES: "1MB" } })).to.throw(ConfigError, /KAS_MAX_REQUEST_BODY_BYTES/);
+  });
+
+  it("takes the proxy's re-authorization interval and the CI job token lifetime (YAML, then KAS_*)", () => {
+    const none = loadConfig({ env: {} });
+    expect([none.k8sProxyReauthorizeIntervalSeconds, none.ciJobTokenTtlSeconds]).to.deep.equal([60, 3600]);
+    const y = loadConfig({ configFile: file("k8s_proxy_reauthorize_interval_seconds: 0\nci_job_token_ttl_seconds: 30\n"), env: {} });
+    expect([y.k8sProxyReauthorizeIntervalSeconds, y.ciJobTokenTtlSeconds]).to.deep.equal([0, 30]);
+    const e = loadConfig({ env: { KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS: "15", KAS_CI_JOB_TOKEN_TTL_SECONDS: "120" } });
+    expect([e.k8sProxyReauthorizeIntervalSeconds, e.ciJobTokenTtlSeconds]).to.deep.equal([15, 120]);
+    expect(() => loadConfig({ env: { KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS: "-1" } })).to.throw(ConfigError, /KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS must be a non-negative integer/);
+    expect(() => loadConfig({ env: { KAS_CI_JOB_TOKEN_TTL_SECONDS: "0" } })).to.throw(ConfigError, /KAS_CI_JOB_TOKEN_TTL_SECONDS must be a positive integer/);
+  });
+
   it("derives the KUBECONFIG server from the proxy's listening URL, never a wildcard host", () => {
     expect(proxyUrlForClients("https://127.0.0.1:8154", undefined)).to.equal("https://127.0.0.1:8154");
     expect(proxyUrlForClients("https://0.0.0.0:8154", "https://gitlab.example.com")).to.equal("https://gitlab.example.com:8154");

@@ -45,8 +45,19 @@ export interface KasConfig {
   k8sProxyExternalUrl?: string;
   /** Path under which the proxy serves the Kubernetes API, stripped before forwarding (GitLab: kubernetes_api.url_path_prefix). Default "/". */
   k8sProxyUrlPathPrefix: string;
+  /**
+   * How often the credential of each running proxy request (watch, logs -f, exec, port-forward)
+   * is authorized again, as a backstop to the platform's revocation feed; 0 turns it off. Default 60.
+   */
+  k8sProxyReauthorizeIntervalSeconds: number;
+  /** Lifetime of a CI job token of the embedded platform (it also stops working when its job finishes). Default 3600. */
+  ciJobTokenTtlSeconds: number;
   logLevel: string;
   maxMessageBytes: number;
+  /** Largest request body of the platform's REST and internal APIs (after gzip decoding). */
+  maxRequestBodyBytes: number;
+  /** Largest body of a git request on the platform port, a push's pack above all (after gzip decoding). */
+  maxPushBytes: number;
 }
 
 /** A PEM certificate chain and its key. */
@@ -71,9 +82,17 @@ const defaults: KasConfig = {
   dataDir: "./data",
   platformEnabled: true,
   k8sProxyUrlPathPrefix: "/",
+  k8sProxyReauthorizeIntervalSeconds: 60,
+  ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
   maxMessageBytes: 16 * 1024 * 1024,
+  maxRequestBodyBytes: 1024 * 1024,
+  maxPushBytes: 100 * 1024 * 1024,
 };
+
+/** How refusals name the body limits, so an operator knows what to raise. */
+export const MAX_REQUEST_BODY_SETTING = "max_request_body_bytes (KAS_MAX_REQUEST_BODY_BYTES)";
+export const MAX_PUSH_SETTING = "max_push_bytes (KAS_MAX_PUSH_BYTES)";
 
 /** YAML keys (snake_case) -> where they go. Every other key is an error. */
 const listenKeys = { platform: "platform", agent: "agent", observability: "observability", internal: "internal", k8s_proxy: "k8sProxy", private: "private" } as const;
@@ -144,6 +163,12 @@ function applyFile(config: KasConfig, file: string): void {
       case "max_message_bytes":
         config.maxMessageBytes = positiveInt(value, key);
         break;
+      case "max_request_body_bytes":
+        config.maxRequestBodyBytes = positiveInt(value, key);
+        break;
+      case "max_push_bytes":
+        config.maxPushBytes = positiveInt(value, key);
+        break;
       case "agent_tls":
         config.agentTls = tlsFiles(value, key);
         break;
@@ -158,6 +183,12 @@ function applyFile(config: KasConfig, file: string): void {
         break;
       case "k8s_proxy_url_path_prefix":
         config.k8sProxyUrlPathPrefix = pathPrefix(string(value, key), key);
+        break;
+      case "k8s_proxy_reauthorize_interval_seconds":
+        config.k8sProxyReauthorizeIntervalSeconds = nonNegativeInt(value, key);
+        break;
+      case "ci_job_token_ttl_seconds":
+        config.ciJobTokenTtlSeconds = positiveInt(value, key);
         break;
       default:
         throw new ConfigError(`unknown key ${key} in ${file}`);
@@ -180,11 +211,17 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
   if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
   if (env.KAS_MAX_MESSAGE_BYTES) config.maxMessageBytes = positiveInt(env.KAS_MAX_MESSAGE_BYTES, "KAS_MAX_MESSAGE_BYTES");
+  if (env.KAS_MAX_REQUEST_BODY_BYTES) config.maxRequestBodyBytes = positiveInt(env.KAS_MAX_REQUEST_BODY_BYTES, "KAS_MAX_REQUEST_BODY_BYTES");
+  if (env.KAS_MAX_PUSH_BYTES) config.maxPushBytes = positiveInt(env.KAS_MAX_PUSH_BYTES, "KAS_MAX_PUSH_BYTES");
   config.agentTls = envTlsFiles(env, "KAS_AGENT_TLS") ?? config.agentTls;
   config.k8sProxyTls = envTlsFiles(env, "KAS_K8S_PROXY_TLS") ?? config.k8sProxyTls;
   config.privateTls = envTlsFiles(env, "KAS_PRIVATE_TLS") ?? config.privateTls;
   if (env.KAS_K8S_PROXY_EXTERNAL_URL) config.k8sProxyExternalUrl = url(env.KAS_K8S_PROXY_EXTERNAL_URL, "KAS_K8S_PROXY_EXTERNAL_URL");
   if (env.KAS_K8S_PROXY_URL_PATH_PREFIX) config.k8sProxyUrlPathPrefix = pathPrefix(env.KAS_K8S_PROXY_URL_PATH_PREFIX, "KAS_K8S_PROXY_URL_PATH_PREFIX");
+  if (env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS) {
+    config.k8sProxyReauthorizeIntervalSeconds = nonNegativeInt(env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS, "KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS");
+  }
+  if (env.KAS_CI_JOB_TOKEN_TTL_SECONDS) config.ciJobTokenTtlSeconds = positiveInt(env.KAS_CI_JOB_TOKEN_TTL_SECONDS, "KAS_CI_JOB_TOKEN_TTL_SECONDS");
 }
 
 /** `<prefix>_CERT_FILE` / `<prefix>_KEY_FILE`; either one set means both are meant (checked later). */
@@ -238,6 +275,12 @@ function boolean(value: unknown, key: string): boolean {
 function positiveInt(value: unknown, key: string): number {
   const n = typeof value === "number" ? value : Number(value);
   if (!Number.isSafeInteger(n) || n <= 0) throw new ConfigError(`${key} must be a positive integer`);
+  return n;
+}
+
+function nonNegativeInt(value: unknown, key: string): number {
+  const n = typeof value === "number" ? value : Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new ConfigError(`${key} must be a non-negative integer`);
   return n;
 }
 

@@ -25,7 +25,7 @@ import {
   type PlatformServices,
   type Store,
 } from "@kasbridge/sdk";
-import type { KasConfig, TlsFiles } from "./config.js";
+import { MAX_PUSH_SETTING, MAX_REQUEST_BODY_SETTING, type KasConfig, type TlsFiles } from "./config.js";
 
 export interface RunningKas {
   addresses: Record<string, string>;
@@ -60,6 +60,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         store,
         logger: logger.child({ component: "platform" }),
         repositoriesDir: join(config.dataDir, "repositories"),
+        ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
       });
       const admin = await bootstrapAdmin(store, { dataDir: config.dataDir, adminToken: config.adminToken, services, logger });
       if (admin.created) {
@@ -113,6 +114,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       port: config.listen.k8sProxy.port,
       urlPathPrefix: config.k8sProxyUrlPathPrefix,
       metrics: kas.metrics,
+      reauthorizeIntervalMs: config.k8sProxyReauthorizeIntervalSeconds * 1000,
     });
     closers.push(() => k8sProxy.close(2_000));
     addresses.k8sProxy = k8sProxy.url;
@@ -125,7 +127,8 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       const app = express();
       app.disable("x-powered-by");
       app.set("trust proxy", false);
-      app.use(createInternalApi({ services, jwtSecret, logger: logger.child({ component: "internal-api" }) }));
+      const bodyLimit = { bodyLimitBytes: config.maxRequestBodyBytes, bodyLimitSetting: MAX_REQUEST_BODY_SETTING };
+      app.use(createInternalApi({ services, jwtSecret, logger: logger.child({ component: "internal-api" }), ...bodyLimit }));
       app.use(
         createPlatformApi({
           services,
@@ -133,10 +136,20 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
           externalUrl: config.externalUrl,
           k8sProxyUrl,
           logger: logger.child({ component: "rest-api" }),
+          ...bodyLimit,
         }),
       );
-      app.use(createGitHttpRouter({ services, logger: logger.child({ component: "git-http" }) }));
-      app.use((_req, res) => {
+      app.use(
+        createGitHttpRouter({
+          services,
+          logger: logger.child({ component: "git-http" }),
+          maxBodyBytes: config.maxPushBytes,
+          maxBodySetting: MAX_PUSH_SETTING,
+        }),
+      );
+      app.use((req, res) => {
+        // A body sent to no route is not read: close rather than drain it.
+        if (req.get("content-length") !== undefined || req.get("transfer-encoding") !== undefined) res.set("Connection", "close");
         res.status(404).json({ message: "404 Not Found" });
       });
       const server = http.createServer(app);

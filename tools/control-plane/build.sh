@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real upstream binaries that the test-time Kubernetes control plane runs
-# (kube-apiserver, kubectl, etcd, kwok) from the Go module proxy, once, into a cache folder
-# outside the checkout, and reuses them when they are already there.
+# (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok) from the Go
+# module proxy, once, into a cache folder outside the checkout, and reuses them when they are
+# already there.
 #
 #   bash tools/control-plane/build.sh          # or: npm run control-plane
 #   bash tools/control-plane/build.sh --print-dir   # print the cache folder, build nothing
@@ -9,7 +10,8 @@
 # Cache folder: ${KASBRIDGE_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kasbridge/control-plane}/<key>
 # where <key> names the versions and hashes the wrapper modules and build flags, so that a change
 # to any of them builds into a new folder. A folder counts as built only when its stamp file
-# (control-plane.stamp, written last) matches. control-plane.ts computes the same folder.
+# (control-plane.stamp, written last) matches. binaries.ts asks this script for the folder
+# (--print-dir), so the key is computed here only.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -18,8 +20,7 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 LDFLAGS_BASE="-s -w"
 
-# The key: versions + a hash of what decides the binaries' content (kept in step with keyOf() in
-# control-plane.ts: same files, same order).
+# The key: versions + a hash of what decides the binaries' content.
 key_inputs() {
   printf 'kubernetes=%s etcd=%s kwok=%s ldflags=%s\n' "$KUBERNETES_VERSION" "$ETCD_VERSION" "$KWOK_VERSION" "$LDFLAGS_BASE"
   for f in kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum etcd/main.go kwok/go.mod kwok/go.sum; do
@@ -35,16 +36,16 @@ stamp_text="kubernetes=${KUBERNETES_VERSION} etcd=${ETCD_VERSION} kwok=${KWOK_VE
 
 if [ "${1:-}" = "--print-dir" ]; then echo "$dir"; exit 0; fi
 
-binaries=(kube-apiserver kubectl etcd kwok)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok)
 built() {
   [ -f "$dir/control-plane.stamp" ] && [ "$(head -n1 "$dir/control-plane.stamp")" = "$stamp_text" ] || return 1
   for b in "${binaries[@]}"; do [ -x "$dir/$b" ] || return 1; done
 }
 sizes() {
   for b in "${binaries[@]}"; do
-    printf '  %-15s %s\n' "$b" "$(du -h --apparent-size "$dir/$b" | cut -f1)"
+    printf '  %-24s %s\n' "$b" "$(du -h --apparent-size "$dir/$b" | cut -f1)"
   done
-  printf '  %-15s %s\n' total "$(du -ch --apparent-size "${binaries[@]/#/$dir/}" | tail -n1 | cut -f1)"
+  printf '  %-24s %s\n' total "$(du -ch --apparent-size "${binaries[@]/#/$dir/}" | tail -n1 | cut -f1)"
 }
 
 if built; then
@@ -83,7 +84,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 
-echo "control-plane: building kube-apiserver, kubectl ($KUBERNETES_VERSION), etcd ($ETCD_VERSION), kwok ($KWOK_VERSION)"
+echo "control-plane: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl ($KUBERNETES_VERSION), etcd ($ETCD_VERSION), kwok ($KWOK_VERSION)"
 echo "control-plane: into $dir ($(go version | cut -d' ' -f3), GOFLAGS=$GOFLAGS, CGO_ENABLED=0, -p $jobs)"
 start=$(date +%s)
 step() { # name module-dir package ldflags
@@ -92,6 +93,8 @@ step() { # name module-dir package ldflags
   echo "control-plane:   $1 built in $(( $(date +%s) - t0 ))s"
 }
 step kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
+step kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
+step kube-scheduler kubernetes k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
 step kubectl kubernetes k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
 step etcd etcd . "$LDFLAGS_BASE"
 step kwok kwok sigs.k8s.io/kwok/cmd/kwok "$LDFLAGS_BASE"

@@ -1,11 +1,13 @@
 // The test-time control plane is real: etcd + kube-apiserver with RBAC, kwok running pods, the
-// real kubectl. Needs the binaries from `npm run control-plane`; without them this test fails
-// (it does not skip) and says so.
+// real kubectl, and with `controllers` the real kube-controller-manager and kube-scheduler. Needs
+// the binaries from `npm run control-plane`; without them this test fails (it does not skip) and
+// says so.
 import { expect } from "chai";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { connect } from "node:net";
-import { AGENT_USERNAME, KWOK_NODE_NAME, findBinaries, startControlPlane, type ControlPlane } from "./control-plane.js";
+import { AGENT_USERNAME, KWOK_NODE_NAME, STORAGE_CLASS, findBinaries, startControlPlane, type ControlPlane } from "./control-plane.js";
 
 describe("tools/control-plane: etcd + kube-apiserver (RBAC) + kwok", function () {
   this.timeout(180_000);
@@ -18,12 +20,7 @@ describe("tools/control-plane: etcd + kube-apiserver (RBAC) + kwok", function ()
     console.log(`      control plane ready in ${Date.now() - t0} ms at ${cp.apiServerUrl}`);
   });
   after(async () => {
-    if (!cp) return;
-    const pids = pgrep(cp.dir); // every child names the temporary folder in its arguments
-    expect(pids, "children found before stop()").to.not.be.empty;
-    await cp.stop();
-    expect(existsSync(cp.dir), "temporary folder removed").to.equal(false);
-    expect(pids.filter(alive), "no child process left running").to.deep.equal([]);
+    if (cp) await stopAndCheck(cp);
   });
 
   it("serves the real kubectl with the admin identity", async () => {
@@ -107,6 +104,142 @@ describe("tools/control-plane: etcd + kube-apiserver (RBAC) + kwok", function ()
     expect(job2b.stderr).to.include('User "gitlab:ci_job:2" cannot list resource "pods" in API group "" in the namespace "team-b"');
   });
 });
+
+describe("tools/control-plane with controllers: + kube-controller-manager + kube-scheduler", function () {
+  this.timeout(300_000);
+  let cp: ControlPlane;
+  const volumeDirs: string[] = []; // provisioned hostPath volumes: gone after stop()
+
+  before(async function () {
+    findBinaries();
+    const t0 = Date.now();
+    cp = await startControlPlane({ controllers: true });
+    console.log(`      control plane with controllers ready in ${Date.now() - t0} ms at ${cp.apiServerUrl}`);
+  });
+  after(async () => {
+    if (!cp) return;
+    await stopAndCheck(cp);
+    expect(volumeDirs.filter((d) => existsSync(d)), "provisioned volume directories removed").to.deep.equal([]);
+  });
+
+  const get = async (args: string[]) => JSON.parse((await cp.runKubectl(["get", ...args, "-o", "json"])).stdout);
+  const wait = (args: string[]) => cp.runKubectl(["wait", ...args, "--timeout=120s"], { timeoutMs: 130_000 });
+  /** Polls `probe` until it holds (for states kubectl wait cannot express, such as a field gone). */
+  const eventually = async (what: string, probe: () => Promise<boolean>) => {
+    const deadline = Date.now() + 120_000;
+    while (!(await probe())) {
+      if (Date.now() > deadline) throw new Error(`still not ${what} after 120 s`);
+      await sleep(200);
+    }
+  };
+  /** Waits for the claim to bind; returns its volume's directory (made by the hostPath provisioner). */
+  const boundVolumeDir = async (ns: string) => {
+    await wait(["-n", ns, "--for=jsonpath={.status.phase}=Bound", "pvc/data"]);
+    const pvc = await get(["-n", ns, "pvc/data"]);
+    expect(pvc.spec.storageClassName).to.equal(STORAGE_CLASS);
+    const pv = await get([`pv/${pvc.spec.volumeName}`]);
+    const dir = pv.spec.hostPath.path as string;
+    volumeDirs.push(dir);
+    expect(existsSync(dir), `${dir} exists`).to.equal(true);
+    return { pv: pv.metadata.name as string, dir };
+  };
+
+  it("rolls out a Deployment to a kwok pod, reports its conditions, scales it to 0 and collects its ReplicaSet", async () => {
+    await cp.runKubectl(["create", "namespace", "apps"]);
+    await cp.runKubectl(["apply", "-f", "-"], { input: JSON.stringify({ apiVersion: "v1", kind: "List", items: webApp("apps") }) });
+
+    await wait(["-n", "apps", "--for=jsonpath={.status.availableReplicas}=1", "deployment/web"]);
+    await wait(["-n", "apps", "--for=jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}=NewReplicaSetAvailable", "deployment/web"]);
+    const deployment = await get(["-n", "apps", "deployment/web"]);
+    expect(deployment.status).to.include({ replicas: 1, updatedReplicas: 1, readyReplicas: 1, availableReplicas: 1 });
+    expect(condition(deployment, "Available")).to.include({ status: "True", reason: "MinimumReplicasAvailable" });
+    expect(condition(deployment, "Progressing")).to.include({ status: "True", reason: "NewReplicaSetAvailable" });
+
+    // The scheduler bound the pod (it names no node) to the kwok node; kwok made it Running and Ready.
+    const pods = (await get(["-n", "apps", "pods", "-l", "app=web"])).items;
+    expect(pods).to.have.length(1);
+    expect(pods[0].spec.nodeName).to.equal(KWOK_NODE_NAME);
+    expect(pods[0].status.phase).to.equal("Running");
+    expect(pods[0].metadata.ownerReferences[0].kind).to.equal("ReplicaSet");
+    // ServiceAccount admission is on: the pod runs as the namespace's "default" ServiceAccount.
+    expect(pods[0].spec.serviceAccountName).to.equal("default");
+    await boundVolumeDir("apps");
+    // The Service's EndpointSlice lists the ready pod.
+    await eventually("an endpoint for the pod", async () => {
+      const slices = (await get(["-n", "apps", "endpointslices", "-l", "kubernetes.io/service-name=web"])).items;
+      return slices.some((s: { endpoints?: Array<{ addresses: string[]; conditions: { ready?: boolean } }> }) =>
+        s.endpoints?.some((e) => e.addresses.includes(pods[0].status.podIP) && e.conditions.ready === true));
+    });
+
+    await cp.runKubectl(["scale", "-n", "apps", "deployment/web", "--replicas=0"]);
+    await eventually("scaled to 0", async () => {
+      const d = await get(["-n", "apps", "deployment/web"]);
+      return d.status.observedGeneration >= d.metadata.generation && !d.status.replicas && !d.status.availableReplicas;
+    });
+    await eventually("without pods", async () => (await get(["-n", "apps", "pods", "-l", "app=web"])).items.length === 0);
+    expect(condition(await get(["-n", "apps", "deployment/web"]), "Available")).to.include({ status: "True" });
+
+    // The garbage collector deletes the ReplicaSet that the Deployment owned.
+    expect((await get(["-n", "apps", "replicasets", "-l", "app=web"])).items).to.have.length(1);
+    await cp.runKubectl(["delete", "-n", "apps", "deployment/web"]);
+    await eventually("without ReplicaSets", async () => (await get(["-n", "apps", "replicasets", "-l", "app=web"])).items.length === 0);
+  });
+
+  it("deletes a namespace with objects in it: its pods, claims and volumes go, then the namespace", async () => {
+    await cp.runKubectl(["create", "namespace", "doomed"]);
+    await cp.runKubectl(["apply", "-f", "-"], {
+      input: JSON.stringify({ apiVersion: "v1", kind: "List", items: [
+        ...webApp("doomed"),
+        { apiVersion: "v1", kind: "ConfigMap", metadata: { name: "settings", namespace: "doomed" }, data: { a: "1" } },
+        { apiVersion: "v1", kind: "Secret", metadata: { name: "token", namespace: "doomed" }, stringData: { t: "x" } },
+      ] }),
+    });
+    await wait(["-n", "doomed", "--for=jsonpath={.status.availableReplicas}=1", "deployment/web"]);
+    const volume = await boundVolumeDir("doomed");
+
+    await cp.runKubectl(["delete", "namespace", "doomed", "--wait=false"]);
+    await wait(["--for=delete", "namespace/doomed"]);
+    expect((await cp.runKubectl(["get", "namespace", "doomed"], { allowFailure: true })).stderr).to.include("NotFound");
+    // The claim went with the namespace; its volume (reclaim policy Delete) and directory follow.
+    await wait(["--for=delete", `pv/${volume.pv}`]);
+    await eventually("without the volume's directory", async () => !existsSync(volume.dir));
+  });
+});
+
+/** A Deployment of one pod (no node named: the scheduler picks it) with a claim, and its Service. */
+function webApp(namespace: string): object[] {
+  const labels = { app: "web" };
+  return [
+    { apiVersion: "v1", kind: "PersistentVolumeClaim", metadata: { name: "data", namespace },
+      spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } } },
+    { apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace }, spec: { selector: labels, ports: [{ port: 80, targetPort: 8080 }] } },
+    { apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "web", namespace, labels },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: labels },
+        template: {
+          metadata: { labels },
+          spec: {
+            containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort: 8080 }], volumeMounts: [{ name: "data", mountPath: "/data" }] }],
+            volumes: [{ name: "data", persistentVolumeClaim: { claimName: "data" } }],
+          },
+        },
+      } },
+  ];
+}
+
+function condition(object: { status: { conditions?: Array<{ type: string }> } }, type: string): object | undefined {
+  return object.status.conditions?.find((c) => c.type === type);
+}
+
+/** stop() ends every child and removes the folder. */
+async function stopAndCheck(cp: ControlPlane): Promise<void> {
+  const pids = pgrep(cp.dir); // every child names the temporary folder in its arguments
+  expect(pids, "children found before stop()").to.not.be.empty;
+  await cp.stop();
+  expect(existsSync(cp.dir), "temporary folder removed").to.equal(false);
+  expect(pids.filter(alive), "no child process left running").to.deep.equal([]);
+}
 
 function pgrep(text: string): number[] {
   try {

@@ -4,7 +4,9 @@
  * agent's own credentials (a kubeconfig or the in-cluster ServiceAccount), adding Kubernetes
  * impersonation headers from the request's `HeaderExtra.imp_config` so that cluster RBAC decides.
  * Bodies stream both ways; a 101 answer (exec, attach, port-forward) switches both directions to
- * `upgradeData` frames over the raw connection.
+ * `upgradeData` frames over the raw connection. Once the API server has answered, its answer is
+ * what the call reports, even if sending the rest of the request body fails (the API server may
+ * answer early, e.g. 413 to a body too large, and close the connection while it is still sent).
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
@@ -20,8 +22,9 @@ import { type HttpRequest, type HttpRequest_Header } from "../gen/gitlab/agent/g
 import { HeaderExtraSchema, KubernetesApi, type ImpersonationConfig } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import { ValuesSchema } from "../gen/gitlab/agent/prototool/prototool_pb.js";
 import { AsyncQueue } from "../util/async-queue.js";
-import { canonicalHeaderName, mapToNodeHeaders, mapToQueryString } from "./http-codec.js";
+import { canonicalHeaderName, connectionOptions, isHopByHop, mapToNodeHeaders, mapToQueryString } from "./http-codec.js";
 import { impersonationHeaders, isEmptyImpersonation, isImpersonationHeader } from "./impersonation.js";
+import { ESCAPED_PATH_HEADER, RequestPathError, pathForApiServer } from "./request-path.js";
 import { drained } from "../util/drained.js";
 
 export interface AgentKubernetesApiOptions {
@@ -146,9 +149,15 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
 
     const headers: OutgoingHttpHeaders = {};
     const upgrade = Object.keys(request.header).some((n) => n.toLowerCase() === "upgrade");
-    for (const [name, value] of Object.entries(mapToNodeHeaders(request.header, { keepUpgrade: upgrade }))) {
+    let escapedPath: string | undefined;
+    const invalid: string[] = [];
+    for (const [name, value] of Object.entries(mapToNodeHeaders(request.header, { keepUpgrade: upgrade, onInvalid: (n) => invalid.push(n) }))) {
       const lower = name.toLowerCase();
       if (lower === "authorization" || lower === "cookie") continue;
+      if (lower === escapedPathLower) {
+        escapedPath = Array.isArray(value) ? String(value[0]) : String(value);
+        continue;
+      }
       // Always refused, as KAS's proxy does (GitLab's agentk refuses them only when impersonating).
       if (isImpersonationHeader(lower)) {
         throw new ConnectError(`nested impersonation is not supported: the request carries ${canonicalHeaderName(lower)}`, Code.InvalidArgument);
@@ -158,7 +167,15 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
     if (imp) for (const [name, value] of impersonationHeaders(imp)) appendHeader(headers, name, value);
     if (header.contentLength !== undefined && headers["Content-Length"] === undefined) headers["Content-Length"] = String(header.contentLength);
 
-    const pathAndQuery = encodePath(request.urlPath) + mapToQueryString(request.query);
+    if (invalid.length > 0) throw new ConnectError(`invalid request header ${JSON.stringify(invalid[0])}`, Code.InvalidArgument);
+    let path: string;
+    try {
+      path = pathForApiServer(request.urlPath, escapedPath);
+    } catch (e) {
+      if (e instanceof RequestPathError) throw new ConnectError(e.message, Code.InvalidArgument);
+      throw e;
+    }
+    const pathAndQuery = path + mapToQueryString(request.query);
     const c = currentCredentials();
     const opts = requestOptions(c instanceof Promise ? await c : c, request.method || "GET", pathAndQuery, headers);
     logger.debug({ method: request.method, path: request.urlPath, impersonating: imp?.username }, "forwarding to the API server");
@@ -169,6 +186,8 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
 
     let upgradedSocket: ((socket: Duplex) => void) | undefined;
     const socketReady = new Promise<Duplex>((resolve) => (upgradedSocket = resolve));
+    /** The API server answered: from then on only the answer matters. */
+    let answered = false;
 
     // Request body, then (after an upgrade) the client's raw bytes.
     const pumpRequest = (async () => {
@@ -179,10 +198,12 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
         if (next.done) break;
         const msg = next.value.message;
         if (msg.case === "data" && !ended) {
+          // After an early answer the rest of the body is read from KAS and dropped.
+          if (answered || req.destroyed) continue;
           if (!req.write(msg.value.data)) await drained(req);
         } else if (msg.case === "trailer" && !ended) {
           ended = true;
-          req.end();
+          if (!req.destroyed) req.end();
         } else if (msg.case === "upgradeData") {
           socket ??= await socketReady;
           if (!socket.write(msg.value.data)) await drained(socket);
@@ -190,22 +211,28 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
           throw new ConnectError(`unexpected ${msg.case ?? "empty"} frame`, Code.InvalidArgument);
         }
       }
-      if (!ended) req.end();
+      if (!ended && !req.destroyed) req.end();
       // End of the request stream: half-close the upgraded connection.
       if (socket) socket.end();
       else if (upgrade) void socketReady.then((s) => s.end());
     })();
-    pumpRequest.catch((e: unknown) => req.destroy(e as Error));
+    pumpRequest.catch((e: unknown) => {
+      if (!answered) req.destroy(e as Error);
+    });
 
     try {
       await new Promise<void>((resolve, reject) => {
-        req.once("error", reject);
+        // Always listened to: a write failing after the answer must not go unhandled.
+        req.on("error", (e) => {
+          if (answered) logger.debug({ err: e.message, path: request.urlPath }, "the API server answered before the request body was through");
+          else reject(e);
+        });
         req.once("response", (res: IncomingMessage) => {
-          relayResponse(res, out)
-            .then(resolve, reject)
-            .finally(() => req.off("error", reject));
+          answered = true;
+          relayResponse(res, out).then(resolve, reject);
         });
         req.once("upgrade", (res: IncomingMessage, socket: Duplex, head: Buffer) => {
+          answered = true;
           upgradedSocket!(socket);
           relayUpgrade(res, socket, head, out, signal).then(resolve, reject);
         });
@@ -220,10 +247,15 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
     // the call ends; the response does not wait for it.
   }
 
-  function headerFrame(res: IncomingMessage): ResponseInit {
+  /** The API server's answer as the response header frame: hop-by-hop headers stay here (except a 101's Connection/Upgrade). */
+  function headerFrame(res: IncomingMessage, upgraded = false): ResponseInit {
     const header: Record<string, ReturnType<typeof create<typeof ValuesSchema>>> = {};
+    const listed = connectionOptions(res.headers.connection);
     for (let i = 0; i < res.rawHeaders.length; i += 2) {
-      const name = canonicalHeaderName(res.rawHeaders[i]!);
+      const lower = res.rawHeaders[i]!.toLowerCase();
+      const keep = upgraded && (lower === "connection" || lower === "upgrade");
+      if (!keep && (isHopByHop(lower) || listed.has(lower))) continue;
+      const name = canonicalHeaderName(lower);
       const value = res.rawHeaders[i + 1]!;
       (header[name] ??= create(ValuesSchema, { value: [] })).value.push(value);
     }
@@ -254,7 +286,7 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
     signal.addEventListener("abort", onAbort, { once: true });
     socket.on("error", () => {});
     try {
-      await out.push(headerFrame(res));
+      await out.push(headerFrame(res, true));
       await out.push({ message: { case: "trailer", value: {} } });
       if (head.length > 0) await pushData(out, head, "upgradeData");
       for await (const chunk of socket as AsyncIterable<Buffer>) await pushData(out, chunk, "upgradeData");
@@ -317,14 +349,5 @@ function appendHeader(headers: OutgoingHttpHeaders, name: string, value: string)
   else headers[name] = [...(Array.isArray(existing) ? existing : [String(existing)]), value];
 }
 
-/** Percent-encodes each path segment (KAS sends the decoded path, as GitLab's `URL.Path`). */
-function encodePath(path: string): string {
-  const p = path.startsWith("/") ? path : `/${path}`;
-  // The usual Kubernetes path needs no escaping at all.
-  if (/^[A-Za-z0-9\-._~/:@,=+]*$/.test(p)) return p;
-  return p
-    .split("/")
-    .map((s) => encodeURIComponent(s).replace(/%3A/gi, ":").replace(/%40/g, "@").replace(/%2C/gi, ",").replace(/%3D/gi, "=").replace(/%2B/gi, "+"))
-    .join("/");
-}
+const escapedPathLower = ESCAPED_PATH_HEADER.toLowerCase();
 

@@ -7,3 +7,4 @@ export type { ProxyAuthenticatorOptions, ProxyAuthorization, ProxyCaller } from 
 export { ciJobIdentity, ciJobImpersonation, userImpersonation, impersonationHeaders, isEmptyImpersonation } from "./impersonation.js";
 export { K8sProxyError, statusJson, GITLAB_UNAUTHORIZED_HEADER, STATUS_MESSAGE_PREFIX } from "./k8s-status.js";
 export { MAKE_REQUEST_METHOD } from "./http-codec.js";
+export { ESCAPED_PATH_HEADER } from "./request-path.js";

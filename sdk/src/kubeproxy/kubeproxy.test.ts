@@ -1,7 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { expect } from "chai";
 import { createHash } from "node:crypto";
-import http from "node:http";
 import net from "node:net";
 import pino from "pino";
 import http2 from "node:http2";
@@ -12,25 +11,16 @@ import { ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { createAgent, type AgentModule } from "../agent/create-agent.js";
 import { HttpRequestSchema, type HttpRequest } from "../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { ImpersonationConfigSchema } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
-import { PlatformError, type JobAllowedAgents, type ProxyUserAuthorizationAnswer } from "../platform/platform-client.js";
+import type { ProxyUserAuthorizationAnswer } from "../platform/platform-client.js";
 import { createKasServer } from "../server/kas-server.js";
-import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
 import { Cleanup } from "../testing/cleanup.test-support.js";
-import { closeServer, listen } from "../testing/servers.test-support.js";
+import { closeServer } from "../testing/servers.test-support.js";
 import { waitFor } from "../testing/wait.test-support.js";
 import { createAgentKubernetesApi } from "./agent-kubernetes-api.js";
 import { ciJobImpersonation, impersonationHeaders, userImpersonation } from "./impersonation.js";
 import { K8sProxyError, statusJson, toK8sProxyError } from "./k8s-status.js";
 import { createKubernetesApiProxy } from "./kubernetes-api-proxy.js";
-
-const job = (configuration: Record<string, unknown>, environment?: { slug: string; tier: string }): JobAllowedAgents => ({
-  allowedAgents: [{ id: 7, configProject: { id: 3 }, configuration }],
-  job: { id: 11 },
-  pipeline: { id: 10 },
-  project: { id: 5, groups: [{ id: 2 }, { id: 1 }] },
-  user: { id: 4, username: "dev", rolesInProject: ["reporter", "developer"] },
-  ...(environment ? { environment } : {}),
-});
+import { ProxyPlatform, fakeApiServer, job, kubeConfig } from "./kubeproxy.test-support.js";
 
 describe("kubeproxy: impersonation and Status errors", () => {
   it("builds GitLab's ci_job identity (groups, extras, environment)", () => {
@@ -108,70 +98,6 @@ describe("kubeproxy: impersonation and Status errors", () => {
   });
 });
 
-/**
- * A stand-in API server: echoes what it receives, streams a "watch" (its first event at once, the
- * last when the test calls `endWatches`), switches protocols.
- */
-async function fakeApiServer() {
-  const openWatches = new Set<http.ServerResponse>();
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? "/", "http://x");
-    if (url.pathname === "/api/v1/namespaces") {
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ kind: "NamespaceList", headers: req.headers, query: url.search, method: req.method }));
-    } else if (url.pathname === "/watch") {
-      res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
-      res.write('{"type":"ADDED"}\n');
-      openWatches.add(res);
-      res.on("close", () => openWatches.delete(res));
-    } else if (url.pathname === "/echo") {
-      const hash = createHash("sha256");
-      let n = 0;
-      req.on("data", (c: Buffer) => {
-        hash.update(c);
-        n += c.length;
-      });
-      req.on("end", () => {
-        res.writeHead(201, { "content-type": "text/plain" });
-        res.end(`${n} ${hash.digest("hex")}`);
-      });
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket) => {
-    if (req.headers.upgrade !== "SPDY/3.1") {
-      socket.end("HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno");
-      return;
-    }
-    socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n");
-    socket.on("data", (d: Buffer) => socket.write(d.toString("utf8").toUpperCase()));
-    socket.on("end", () => socket.end());
-  });
-  const port = await listen(server);
-  return {
-    server,
-    url: `http://127.0.0.1:${port}`,
-    /** Sends the last event of every open watch and ends it. */
-    endWatches(): void {
-      for (const res of openWatches) res.end('{"type":"DELETED"}\n');
-    },
-  };
-}
-
-/** The agent's kubeconfig for the stand-in API server (plain HTTP), with a bearer token. */
-async function kubeConfig(apiUrl: string, token: string) {
-  const { KubeConfig } = await import("@kubernetes/client-node");
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: "c", server: apiUrl, skipTLSVerify: true }],
-    users: [{ name: "u", token }],
-    contexts: [{ name: "x", cluster: "c", user: "u" }],
-    currentContext: "x",
-  });
-  return kc;
-}
-
 /** Calls the agent module's MakeRequest directly (GET /api/v1/namespaces): the Authorization header the API server saw. */
 async function authorizationSeenBy(module: AgentModule): Promise<unknown> {
   const impl = module.services![0]!.implementation as unknown as {
@@ -186,28 +112,6 @@ async function authorizationSeenBy(module: AgentModule): Promise<unknown> {
     if (r.message?.case === "data") chunks.push(r.message.value!.data!);
   }
   return (JSON.parse(Buffer.concat(chunks).toString("utf8")) as { headers: Record<string, unknown> }).headers.authorization;
-}
-
-class ProxyPlatform extends StaticPlatformClient {
-  jobs = new Map<string, JobAllowedAgents>();
-  lookups = 0;
-  slowLookups = 0;
-  async allowedAgentsForJob(token: string, signal?: AbortSignal): Promise<JobAllowedAgents> {
-    this.lookups++;
-    if (token === "job-slow") {
-      // Answers only once the client has gone (a platform that does not honour the abort).
-      this.slowLookups++;
-      await new Promise<void>((resolve) => (signal!.aborted ? resolve() : signal!.addEventListener("abort", () => resolve(), { once: true })));
-    }
-    const j = this.jobs.get(token);
-    if (!j) throw new PlatformError("unauthenticated", "bad token");
-    return j;
-  }
-  async authorizeProxyUser(req: { agentId: number; accessKey: string }): Promise<ProxyUserAuthorizationAnswer> {
-    if (req.accessKey !== "glpat-good") throw new PlatformError("unauthenticated", "bad");
-    if (req.agentId !== 7) throw new PlatformError("forbidden", "no");
-    return { agent: { id: 7, configProject: { id: 3 } }, user: { id: 4, username: "dev" }, accessAs: { user: { projects: [{ id: 5, roles: ["developer"] }], groups: [] } } };
-  }
 }
 
 describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {

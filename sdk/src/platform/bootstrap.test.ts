@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, it } from "mocha";
 import { expect } from "chai";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { link, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bootstrapAdmin } from "./bootstrap.js";
@@ -33,6 +33,26 @@ describeEachStore("platform/bootstrapAdmin", (getStore) => {
     const second = await bootstrapAdmin(getStore(), { dataDir });
     expect(second).to.deep.equal({ created: false });
     expect(await services.users.count()).to.equal(1);
+  });
+
+  it("never writes the token into a file others can read, whatever the umask or a leftover file", async () => {
+    // A leftover token file readable by everyone, and a second name for it (as someone who
+    // could read it before would keep an open descriptor).
+    const tokenFile = join(dataDir, "admin-token");
+    await writeFile(tokenFile, "old\n", { mode: 0o644 });
+    await link(tokenFile, join(dataDir, "watcher"));
+    const umask = process.umask(0);
+    let result;
+    try {
+      result = await bootstrapAdmin(getStore(), { dataDir });
+    } finally {
+      process.umask(umask);
+    }
+    expect((await stat(tokenFile)).mode & 0o777).to.equal(0o600);
+    expect((await readFile(tokenFile, "utf8")).trim()).to.equal(result.token);
+    // The world-readable file was replaced, never written through: it still holds the old text.
+    expect(await readFile(join(dataDir, "watcher"), "utf8")).to.equal("old\n");
+    expect((await readdir(dataDir)).sort()).to.deep.equal(["admin-token", "watcher"]);
   });
 
   it("uses a supplied token, registers a new one on a later start, and rejects short ones", async () => {

@@ -1,7 +1,8 @@
-import { chmod, mkdir, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import pino from "pino";
 import type { Logger } from "pino";
+import { writePrivateFile } from "../util/private-file.js";
 import { MIN_SUPPLIED_TOKEN_LENGTH } from "./services/personal-access-tokens.js";
 import { createPlatformServices, type PlatformServices } from "./services/platform-services.js";
 import type { Store } from "./store/store.js";
@@ -81,9 +82,9 @@ export async function bootstrapAdmin(store: Store, options: BootstrapAdminOption
   }
   await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   const tokenFile = join(options.dataDir, ADMIN_TOKEN_FILE_NAME);
-  // mode only applies when the file is created; chmod covers a leftover file from an older store.
-  await writeFile(tokenFile, `${secret}\n`, { mode: 0o600 });
-  await chmod(tokenFile, 0o600);
+  // A new 0600 file renamed into place: never readable by others, even for a moment, and a
+  // leftover file with a looser mode is replaced rather than written through.
+  await writePrivateFile(tokenFile, `${secret}\n`);
   logger.info({ username: ADMIN_USERNAME, tokenFile }, "created admin user and wrote its token file");
   return { created: true, token: secret, tokenFile };
 }

@@ -5,6 +5,10 @@ export type {
   PlatformClient,
   PlatformErrorKind,
   TokenRevocation,
+  AgentTokenRevocation,
+  CiJobRevocation,
+  PersonalAccessTokenRevocation,
+  UserRevocation,
 } from "./platform-client.js";
 export { PlatformError } from "./platform-client.js";
 export type { AgentConnection, AgentConnectionsSource } from "./connections.js";
@@ -22,6 +26,14 @@ export type { CreateUserInput, User, UserService } from "./services/users.js";
 export type { CreateGroupInput, Namespace, NamespaceService } from "./services/namespaces.js";
 export type { CreateProjectInput, Project, ProjectService } from "./services/projects.js";
 export type { MemberService, Membership } from "./services/members.js";
+export {
+  DEFAULT_BRANCH_PROTECTION,
+  PROTECTED_BRANCH_ACCESS_LEVELS,
+  PROTECTED_BRANCH_ACCESS_LEVEL_NAMES,
+  protectedAccessAllows,
+  protectedBranchMatches,
+} from "./services/protected-branches.js";
+export type { ProtectBranchInput, ProtectedBranch, ProtectedBranchService } from "./services/protected-branches.js";
 export type { Agent, AgentService } from "./services/agents.js";
 export { MAX_ACTIVE_AGENT_TOKENS } from "./services/agent-tokens.js";
 export type { AgentToken, AgentTokenService, AuthenticatedAgent, CreateAgentTokenInput } from "./services/agent-tokens.js";
@@ -63,20 +75,34 @@ export type {
 export { AGENT_CONFIG_DIRECTORY, AGENT_CONFIG_FILE_NAME, agentConfigPath, agentNameOfConfigPath } from "./agent-config/repository.js";
 export type { AgentConfigRepositories, PushSource, RepositoryReader } from "./agent-config/repository.js";
 
-export { createPlatformApi, MANAGE_AGENTS_ACCESS_LEVEL, READ_AGENTS_ACCESS_LEVEL } from "./api/rest-api.js";
+export { createPlatformApi, DEFAULT_REST_BODY_LIMIT_BYTES, MANAGE_AGENTS_ACCESS_LEVEL, READ_AGENTS_ACCESS_LEVEL } from "./api/rest-api.js";
 export type { PlatformApiOptions } from "./api/rest-api.js";
 export {
   AGENT_CONFIGURATION_CHANGES_PATH,
   AGENT_CONFIGURATION_PATH,
   AGENT_INFO_PATHS,
+  DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES,
   TOKEN_REVOCATIONS_PATH,
   createInternalApi,
 } from "./api/internal-api.js";
 export type { InternalApiOptions } from "./api/internal-api.js";
 
-export { createGitHttpRouter, GIT_DOWNLOAD_ACCESS_LEVEL, GIT_PUSH_ACCESS_LEVEL, GIT_READ_SCOPES, GIT_WRITE_SCOPES } from "./git/git-http-router.js";
+export { MANAGE_PROTECTED_BRANCHES_ACCESS_LEVEL } from "./api/protected-branches-api.js";
+export { BodyTooLargeError, bodyTooLargeMessage } from "./api/body-limit.js";
+export type { BodyLimit } from "./api/body-limit.js";
+
+export {
+  createGitHttpRouter,
+  DEFAULT_GIT_MAX_BODY_BYTES,
+  GIT_DOWNLOAD_ACCESS_LEVEL,
+  GIT_PUSH_ACCESS_LEVEL,
+  GIT_READ_SCOPES,
+  GIT_WRITE_SCOPES,
+} from "./git/git-http-router.js";
 export type { GitHttpRouterOptions } from "./git/git-http-router.js";
-export { POST_RECEIVE_HOOK, PUSH_REPORT_ENV } from "./git/repositories.js";
+export { BRANCH_PROTECTION_MESSAGES, decidePush } from "./git/branch-protection.js";
+export type { PushCommand, PushPolicyInput, RefDecision } from "./git/branch-protection.js";
+export { POST_RECEIVE_HOOK, PRE_RECEIVE_HOOK, PUSH_REPORT_ENV, PUSH_RULES_ENV } from "./git/repositories.js";
 export type { PushSession, RepositoryEntry, RepositoryFile, RepositoryService } from "./git/repositories.js";
 export type { PushEvent, PushListener, RefUpdate } from "./git/push-events.js";
 

@@ -22,10 +22,36 @@ export interface AgentInfo {
   tokenId?: number;
 }
 
-/** A token revocation, delivered so KAS can close the tunnels that used the token. */
-export interface TokenRevocation {
+/**
+ * A credential that stopped working, delivered so KAS can end what it authorized: the tunnels of
+ * an agent token, the Kubernetes API proxy streams of a CI job, a personal access token or a user.
+ */
+export type TokenRevocation = AgentTokenRevocation | CiJobRevocation | PersonalAccessTokenRevocation | UserRevocation;
+
+/** An agent token was revoked (or its agent deleted). */
+export interface AgentTokenRevocation {
+  kind: "agent_token";
   agentId: number;
   tokenId: number;
+}
+
+/** A CI job finished (or was canceled): its job token stopped working. */
+export interface CiJobRevocation {
+  kind: "ci_job";
+  jobId: number;
+}
+
+/** A personal access token was revoked. */
+export interface PersonalAccessTokenRevocation {
+  kind: "personal_access_token";
+  userId: number;
+  tokenId: number;
+}
+
+/** A user was blocked: none of their tokens (personal access tokens, their CI jobs' tokens) work. */
+export interface UserRevocation {
+  kind: "user";
+  userId: number;
 }
 
 /** An agent's accepted configuration (`.gitlab/agents/<name>/config.yaml` on the default branch). */
@@ -61,8 +87,10 @@ export interface PlatformClient {
    */
   getAgentInfo(agentToken: string, signal?: AbortSignal): Promise<AgentInfo>;
   /**
-   * Calls `onRevoked` for every agent token revoked from now on, until `signal` aborts. Delivery
-   * target: within a second of the revocation.
+   * Calls `onRevoked` for every credential revoked from now on (agent tokens, finished CI jobs,
+   * personal access tokens, blocked users), until `signal` aborts. Delivery target: within a
+   * second of the revocation. Expiry is not signalled: the answers that authorize a credential
+   * say when it expires.
    */
   watchTokenRevocations(onRevoked: (revocation: TokenRevocation) => void, signal: AbortSignal): void;
   /**
@@ -96,7 +124,11 @@ export interface PlatformClient {
  */
 export interface JobAllowedAgents {
   allowedAgents: Array<{ id: number; configProject: { id: number }; configuration: Record<string, unknown> }>;
-  job: { id: number };
+  /**
+   * `tokenExpiresAt` (ms since the epoch; kasbridge extension `job.token_expires_at`, absent from
+   * GitLab): when the job token stops working even while the job runs.
+   */
+  job: { id: number; tokenExpiresAt?: number };
   pipeline: { id: number };
   project: { id: number; groups: Array<{ id: number }> };
   user: { id: number; username: string; rolesInProject: string[] };
@@ -114,6 +146,12 @@ export interface ProxyUserAuthorizationAnswer {
   agent: { id: number; configProject: { id: number } };
   user: { id: number; username: string };
   accessAs: ProxyUserAccessAsAnswer;
+  /**
+   * The personal access token that authenticated (kasbridge extension `personal_access_token`,
+   * absent from GitLab): its id, so KAS can end what it authorized when it is revoked, and when it
+   * expires (ms since the epoch; absent: never).
+   */
+  personalAccessToken?: { id: number; expiresAt?: number };
 }
 
 /** What KAS passes to `authorizeProxyUser`. */
@@ -143,9 +181,10 @@ export function parseJobAllowedAgents(body: unknown): JobAllowedAgents {
   const groups = Array.isArray(b.project.groups) ? (b.project.groups as { id?: unknown }[]) : [];
   const roles = Array.isArray(b.user.roles_in_project) ? (b.user.roles_in_project as unknown[]) : [];
   const env = b.environment as { slug?: unknown; tier?: unknown } | undefined | null;
+  const tokenExpiresAt = instant(b.job.token_expires_at);
   return {
     allowedAgents,
-    job: { id: b.job.id },
+    job: { id: b.job.id, ...(tokenExpiresAt !== undefined ? { tokenExpiresAt } : {}) },
     pipeline: { id: b.pipeline.id },
     project: { id: b.project.id, groups: groups.filter((g) => int(g?.id)).map((g) => ({ id: g.id as number })) },
     user: { id: b.user.id, username: b.user.username, rolesInProject: roles.filter((r): r is string => typeof r === "string") },
@@ -173,5 +212,22 @@ export function parseProxyUserAuthorization(body: unknown): ProxyUserAuthorizati
   } else {
     throw bad("access_as");
   }
-  return { agent: { id: b.agent.id, configProject: { id: b.agent.config_project.id } }, user: { id: b.user.id, username: b.user.username }, accessAs };
+  const pat = b.personal_access_token as { id?: unknown; expires_at?: unknown } | undefined | null;
+  const expiresAt = instant(pat?.expires_at);
+  return {
+    agent: { id: b.agent.id, configProject: { id: b.agent.config_project.id } },
+    user: { id: b.user.id, username: b.user.username },
+    accessAs,
+    ...(pat && int(pat.id) ? { personalAccessToken: { id: pat.id, ...(expiresAt !== undefined ? { expiresAt } : {}) } } : {}),
+  };
+}
+
+/**
+ * An expiry instant from a platform answer: an ISO 8601 timestamp, or a GitLab token date
+ * ("YYYY-MM-DD", which ends at 00:00 UTC that day). Undefined when absent or unreadable.
+ */
+function instant(value: unknown): number | undefined {
+  if (typeof value !== "string") return undefined;
+  const ms = Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00Z` : value);
+  return Number.isFinite(ms) ? ms : undefined;
 }

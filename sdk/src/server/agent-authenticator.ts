@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { PlatformError, type AgentInfo, type PlatformClient, type TokenRevocation } from "../platform/platform-client.js";
+import { PlatformError, type AgentInfo, type AgentTokenRevocation, type PlatformClient } from "../platform/platform-client.js";
 
 export interface AgentAuthenticatorOptions {
   platform: PlatformClient;
@@ -54,7 +54,9 @@ export class AgentAuthenticator {
     this.ttl = options.cacheTtlMs ?? 60_000;
     this.negativeTtl = options.negativeCacheTtlMs ?? 10_000;
     this.now = options.now ?? Date.now;
-    options.platform.watchTokenRevocations((r) => this.revoked(r), this.stopWatching.signal);
+    options.platform.watchTokenRevocations((r) => {
+      if (r.kind === "agent_token") this.revoked(r);
+    }, this.stopWatching.signal);
   }
 
   /** Resolves the caller's identity from request headers or throws UNAUTHENTICATED/UNAVAILABLE. */
@@ -121,7 +123,7 @@ export class AgentAuthenticator {
     this.cache.clear();
   }
 
-  private revoked(revocation: TokenRevocation): void {
+  private revoked(revocation: AgentTokenRevocation): void {
     const now = this.now();
     this.recentlyRevoked.set(revocation.tokenId, now);
     for (const [id, at] of this.recentlyRevoked) if (now - at > revokedMemoryMs) this.recentlyRevoked.delete(id);

@@ -24,7 +24,12 @@ export class StaticPlatformClient implements PlatformClient {
     const info = this.tokens.get(token);
     if (!info) return;
     this.tokens.delete(token);
-    for (const w of this.watchers) w({ agentId: info.agentId, tokenId: info.tokenId ?? 0 });
+    this.publish({ kind: "agent_token", agentId: info.agentId, tokenId: info.tokenId ?? 0 });
+  }
+
+  /** Delivers a revocation to every watcher (as a platform's feed would). */
+  publish(revocation: TokenRevocation): void {
+    for (const w of [...this.watchers]) w(revocation);
   }
 
   async getAgentInfo(agentToken: string): Promise<AgentInfo> {

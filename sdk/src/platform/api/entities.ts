@@ -13,6 +13,7 @@ import type { Membership } from "../services/members.js";
 import type { Namespace } from "../services/namespaces.js";
 import type { PersonalAccessToken } from "../services/personal-access-tokens.js";
 import type { Project } from "../services/projects.js";
+import { PROTECTED_BRANCH_ACCESS_LEVEL_NAMES, type ProtectedBranch } from "../services/protected-branches.js";
 import type { User } from "../services/users.js";
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
@@ -213,7 +214,8 @@ export function ciJobEntity(job: CiJob) {
 /**
  * GitLab's `GET /job/allowed_agents` answer. Each agent is GitLab's CiAccess authorization entity
  * (`config_project` as ProjectIdentity, `configuration` = the ci_access entry without `id`, `{}`
- * for the implicit authorization); `environment` only when the job has one.
+ * for the implicit authorization); `environment` only when the job has one. kasbridge extension:
+ * `job.token_expires_at`, when the job token stops working (KAS ends the streams it opened then).
  */
 export function allowedAgentsForJobEntity(a: CiJobAllowedAgents) {
   return {
@@ -222,7 +224,7 @@ export function allowedAgentsForJobEntity(a: CiJobAllowedAgents) {
       config_project: projectIdentityEntity(x.configProject),
       configuration: x.configuration,
     })),
-    job: { id: a.job.id },
+    job: { id: a.job.id, token_expires_at: iso(a.job.tokenExpiresAt) },
     pipeline: { id: a.job.pipelineId },
     project: { id: a.project.id, groups: a.projectGroupIds.map((id) => ({ id })) },
     user: { id: a.user.id, username: a.user.username, roles_in_project: a.rolesInProject },
@@ -230,11 +232,35 @@ export function allowedAgentsForJobEntity(a: CiJobAllowedAgents) {
   };
 }
 
-/** GitLab's `authorize_proxy_user` answer. */
+/**
+ * GitLab's `authorize_proxy_user` answer. kasbridge extension: `personal_access_token` (its id and
+ * `expires_at` date), so KAS can end what the token opened when it is revoked or expires.
+ */
 export function proxyUserAuthorizationEntity(a: ProxyUserAuthorization) {
   return {
     agent: { id: a.agent.id, config_project: { id: a.configProject.id } },
     user: { id: a.user.id, username: a.user.username },
     access_as: a.accessAs,
+    personal_access_token: { id: a.token.id, expires_at: a.token.expiresAt },
+  };
+}
+
+/**
+ * GitLab's `API::Entities::ProtectedBranch` (free tier: one push and one merge access level, by
+ * role). An access level entry has no row of its own here, so its id is the rule's id.
+ */
+export function protectedBranchEntity(branch: ProtectedBranch) {
+  const level = (accessLevel: number) => ({
+    id: branch.id,
+    access_level: accessLevel,
+    access_level_description: PROTECTED_BRANCH_ACCESS_LEVEL_NAMES[accessLevel] ?? String(accessLevel),
+  });
+  return {
+    id: branch.id,
+    name: branch.name,
+    push_access_levels: [{ ...level(branch.pushAccessLevel), deploy_key_id: null }],
+    merge_access_levels: [level(branch.mergeAccessLevel)],
+    allow_force_push: branch.allowForcePush,
+    code_owner_approval_required: false,
   };
 }

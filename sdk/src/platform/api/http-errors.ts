@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler } from "express";
 import type { Logger } from "pino";
 import { ServiceError } from "../services/errors.js";
+import { BodyTooLargeError, bodyTooLargeMessage, drainRefusedBody, type BodyLimit } from "./body-limit.js";
 
 /** An HTTP error with a GitLab-shaped JSON body. */
 export class HttpError extends Error {
@@ -41,9 +42,10 @@ export function fromServiceError(err: ServiceError): HttpError {
 
 /**
  * Renders every error as GitLab-style JSON. Unexpected errors are logged (never with request
- * headers, which carry tokens) and answered with a bare 500.
+ * headers, which carry tokens) and answered with a bare 500. A body over `bodyLimit` is a 413
+ * naming the limit and its setting (what the client still sends is read off, within bounds).
  */
-export function jsonErrorHandler(logger: Logger): ErrorRequestHandler {
+export function jsonErrorHandler(logger: Logger, bodyLimit?: BodyLimit): ErrorRequestHandler {
   return (err: unknown, req, res, next) => {
     if (res.headersSent) {
       next(err);
@@ -54,20 +56,27 @@ export function jsonErrorHandler(logger: Logger): ErrorRequestHandler {
       httpError = err;
     } else if (err instanceof ServiceError) {
       httpError = fromServiceError(err);
+    } else if (err instanceof BodyTooLargeError) {
+      httpError = new HttpError(413, { message: `413 Request Entity Too Large - ${bodyTooLargeMessage(err.limit)}` });
     } else if (isBodyParserError(err)) {
-      httpError =
-        err.type === "entity.parse.failed"
-          ? badRequest("malformed JSON body")
-          : new HttpError(err.status, { message: `${err.status} ${err.expose ? err.message : "Bad request"}` });
+      if (err.type === "entity.parse.failed") {
+        httpError = badRequest("malformed JSON body");
+      } else if (err.type === "entity.too.large") {
+        const limit = bodyLimit ?? { maxBytes: Number(err.limit), setting: "the server's request body limit" };
+        httpError = new HttpError(413, { message: `413 Request Entity Too Large - ${bodyTooLargeMessage(limit)}` });
+      } else {
+        httpError = new HttpError(err.status, { message: `${err.status} ${err.expose ? err.message : "Bad request"}` });
+      }
     } else {
       logger.error({ err, method: req.method, path: req.path }, "platform API request failed");
       httpError = new HttpError(500, { message: "500 Internal Server Error" });
     }
     res.status(httpError.status).json(httpError.body);
+    if (httpError.status === 413) drainRefusedBody(req);
   };
 }
 
-function isBodyParserError(err: unknown): err is { type: string; status: number; expose: boolean; message: string } {
+function isBodyParserError(err: unknown): err is { type: string; status: number; expose: boolean; message: string; limit?: unknown } {
   const e = err as { type?: unknown; status?: unknown } | null;
   return typeof e?.type === "string" && typeof e.status === "number" && e.status >= 400 && e.status < 500;
 }

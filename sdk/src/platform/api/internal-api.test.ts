@@ -108,7 +108,7 @@ describe("platform internal API (KAS -> platform)", () => {
 
     await call(p.baseUrl, "DELETE", `${tokensPath()}/${token.id}`, { token: p.adminToken });
     const page = await call(p.baseUrl, "GET", `${path}?after=${start.body.cursor}`, { headers: await kasHeaders(p.jwtSecret) });
-    expect(page.body.revocations).to.deep.equal([{ agent_id: agentId, token_id: token.id }]);
+    expect(page.body.revocations).to.deep.equal([{ kind: "agent_token", agent_id: agentId, token_id: token.id }]);
     expect(page.body.cursor).to.equal("1");
     const empty = await call(p.baseUrl, "GET", `${path}?after=${page.body.cursor}`, { headers: await kasHeaders(p.jwtSecret) });
     expect(empty.body).to.deep.equal({ revocations: [], cursor: "1" });

@@ -7,9 +7,11 @@ import type { Logger } from "pino";
 import { JwtVerificationError, KAS_API_REQUEST_HEADER, verifyKasApiRequestJwt } from "../../auth/jwt.js";
 import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { registerProxyUserRoutes } from "../ci/ci-api.js";
+import type { TokenRevocation } from "../platform-client.js";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
+import type { BodyLimit } from "./body-limit.js";
 import { HttpError, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
 import { parseId } from "./params.js";
 
@@ -20,11 +22,22 @@ export interface InternalApiOptions {
   jwtSecret: Uint8Array;
   /** Default: silent. */
   logger?: Logger;
+  /** Largest accepted request body (read only after the JWT is checked); larger ones get 413. Default 64 KiB. */
+  bodyLimitBytes?: number;
+  /** How 413 answers name the setting behind bodyLimitBytes. Default "InternalApiOptions.bodyLimitBytes". */
+  bodyLimitSetting?: string;
 }
+
+/** Default InternalApiOptions.bodyLimitBytes. */
+export const DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES = 64 * 1024;
 
 /** Paths of the agent_info endpoint: the long-standing one and the newer agentk-specific one. */
 export const AGENT_INFO_PATHS = ["/api/v4/internal/kubernetes/agent_info", "/api/v4/internal/agents/agentk/agent_info"];
-/** kasbridge extension: the revocation feed `createHttpPlatformClient` polls. */
+/**
+ * kasbridge extension: the revocation feed `createHttpPlatformClient` polls. Entries by `kind`:
+ * `agent_token` (`agent_id`, `token_id`), `ci_job` (`job_id`), `personal_access_token`
+ * (`user_id`, `token_id`), `user` (`user_id`, blocked).
+ */
 export const TOKEN_REVOCATIONS_PATH = "/api/v4/internal/kubernetes/token_revocations";
 /**
  * kasbridge extension: an agent's accepted configuration, `?agent_id=`. (GitLab has a POST at this
@@ -42,6 +55,10 @@ export const AGENT_CONFIGURATION_CHANGES_PATH = "/api/v4/internal/kubernetes/age
 export function createInternalApi(options: InternalApiOptions): Router {
   const { services, jwtSecret } = options;
   const logger = options.logger ?? pino({ level: "silent" });
+  const bodyLimit: BodyLimit = {
+    maxBytes: options.bodyLimitBytes ?? DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES,
+    setting: options.bodyLimitSetting ?? "InternalApiOptions.bodyLimitBytes",
+  };
   const router = express.Router();
 
   const kasJwt: RequestHandler = async (req, _res, next) => {
@@ -83,7 +100,7 @@ export function createInternalApi(options: InternalApiOptions): Router {
   router.get(TOKEN_REVOCATIONS_PATH, kasJwt, async (req, res) => {
     const page = await services.revocations.feed(feedCursor(req));
     res.json({
-      revocations: page.revocations.map((r) => ({ agent_id: r.agentId, token_id: r.tokenId })),
+      revocations: page.revocations.map(revocationEntity),
       cursor: String(page.cursor),
     });
   });
@@ -110,10 +127,23 @@ export function createInternalApi(options: InternalApiOptions): Router {
   });
 
   // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).
-  registerProxyUserRoutes(router, { services, kasJwt });
+  registerProxyUserRoutes(router, { services, kasJwt, bodyLimit });
 
-  router.use(jsonErrorHandler(logger));
+  router.use(jsonErrorHandler(logger, bodyLimit));
   return router;
+}
+
+function revocationEntity(r: TokenRevocation) {
+  switch (r.kind) {
+    case "agent_token":
+      return { kind: r.kind, agent_id: r.agentId, token_id: r.tokenId };
+    case "ci_job":
+      return { kind: r.kind, job_id: r.jobId };
+    case "personal_access_token":
+      return { kind: r.kind, user_id: r.userId, token_id: r.tokenId };
+    case "user":
+      return { kind: r.kind, user_id: r.userId };
+  }
 }
 
 /** The `after` cursor of a feed request; undefined when absent (start from now). */

@@ -38,6 +38,15 @@ export function optionalString(body: Record<string, unknown>, name: string): str
   return String(value);
 }
 
+/** An integer parameter (numbers and numeric strings, as Grape's Integer type). */
+export function optionalInteger(body: Record<string, unknown>, name: string): number | undefined {
+  const value = body[name];
+  if (value === undefined || value === null || value === "") return undefined;
+  const n = typeof value === "number" ? value : typeof value === "string" && /^-?[0-9]{1,15}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n)) throw paramError(`${name} is invalid`);
+  return n;
+}
+
 export function optionalBoolean(body: Record<string, unknown>, name: string): boolean | undefined {
   const value = body[name];
   if (value === undefined || value === null || value === "") return undefined;

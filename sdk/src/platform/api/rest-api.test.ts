@@ -79,6 +79,52 @@ describe("platform REST API", () => {
       });
       expect((await api("POST", "/api/v4/users/999/personal_access_tokens", { body: { name: "x", scopes: ["api"] } })).status).to.equal(404);
     });
+
+    it("blocks and unblocks users as GitLab does: their tokens stop and start working, the feed tells KAS", async () => {
+      const alice = await userWithToken("alice");
+      const bob = await userWithToken("bob");
+      const feed = await p.services.revocations.feed(undefined);
+      expect((await call(p.baseUrl, "POST", `/api/v4/users/${bob.id}/block`, { token: alice.token })).status).to.equal(403);
+      const self = await api("POST", "/api/v4/users/1/block");
+      expect([self.status, self.body]).to.deep.equal([403, { message: "403 Forbidden - The API initiating user cannot be blocked by the API" }]);
+      expect((await api("POST", "/api/v4/users/999/block")).body).to.deep.equal({ message: "404 User Not Found" });
+
+      const blocked = await api("POST", `/api/v4/users/${alice.id}/block`);
+      expect([blocked.status, blocked.body]).to.deep.equal([201, true]);
+      expect((await api("GET", `/api/v4/users/${alice.id}`)).body.state).to.equal("blocked");
+      expect((await call(p.baseUrl, "GET", "/api/v4/user", { token: alice.token })).status).to.equal(401);
+      // Blocking a blocked user changes nothing and answers null, as GitLab.
+      expect((await api("POST", `/api/v4/users/${alice.id}/block`)).body).to.equal(null);
+      expect((await p.services.revocations.feed(feed.cursor)).revocations).to.deep.equal([{ kind: "user", userId: alice.id }]);
+
+      const unblocked = await api("POST", `/api/v4/users/${alice.id}/unblock`);
+      expect([unblocked.status, unblocked.body]).to.deep.equal([201, true]);
+      expect((await call(p.baseUrl, "GET", "/api/v4/user", { token: alice.token })).status).to.equal(200);
+      expect((await api("POST", `/api/v4/users/${alice.id}/unblock`)).body).to.equal(false);
+      expect((await call(p.baseUrl, "POST", `/api/v4/users/${alice.id}/unblock`, { token: bob.token })).status).to.equal(403);
+    });
+
+    it("revokes personal access tokens (admins any, users their own and the one they use), and tells KAS", async () => {
+      const alice = await userWithToken("alice");
+      const bob = await userWithToken("bob");
+      const second = await api("POST", `/api/v4/users/${alice.id}/personal_access_tokens`, { body: { name: "k8s", scopes: ["k8s_proxy"] } });
+      const feed = await p.services.revocations.feed(undefined);
+      const bobsTokenId = (await p.services.personalAccessTokens.list(bob.id))[0]!.id;
+      const foreign = await call(p.baseUrl, "DELETE", `/api/v4/personal_access_tokens/${bobsTokenId}`, { token: alice.token });
+      expect([foreign.status, foreign.body]).to.deep.equal([400, { message: "400 Bad request" }]);
+      expect((await call(p.baseUrl, "DELETE", `/api/v4/personal_access_tokens/${second.body.id}`, { token: alice.token })).status).to.equal(204);
+      expect((await api("DELETE", "/api/v4/personal_access_tokens/9999")).status).to.equal(404);
+      expect((await api("DELETE", `/api/v4/personal_access_tokens/${bobsTokenId}`)).status).to.equal(204);
+      expect((await call(p.baseUrl, "GET", "/api/v4/user", { token: bob.token })).status).to.equal(401);
+      expect((await call(p.baseUrl, "DELETE", "/api/v4/personal_access_tokens/self", { token: alice.token })).status).to.equal(204);
+      expect((await call(p.baseUrl, "GET", "/api/v4/user", { token: alice.token })).status).to.equal(401);
+      const aliceFirst = (await p.services.personalAccessTokens.list(alice.id))[0]!.id;
+      expect((await p.services.revocations.feed(feed.cursor)).revocations).to.deep.equal([
+        { kind: "personal_access_token", userId: alice.id, tokenId: second.body.id },
+        { kind: "personal_access_token", userId: bob.id, tokenId: bobsTokenId },
+        { kind: "personal_access_token", userId: alice.id, tokenId: aliceFirst },
+      ]);
+    });
   });
 
   describe("projects and groups", () => {

@@ -26,8 +26,10 @@ import {
   userBasicEntity,
   userEntity,
 } from "./entities.js";
+import { guardRequestBody, type BodyLimit } from "./body-limit.js";
 import { HttpError, forbidden, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
 import { paginate } from "./pagination.js";
+import { registerProtectedBranchRoutes } from "./protected-branches-api.js";
 import { bodyOf, optionalBoolean, optionalId, optionalString, parseId, requiredString, stringArray } from "./params.js";
 
 export interface PlatformApiOptions {
@@ -39,14 +41,19 @@ export interface PlatformApiOptions {
   logger?: Logger;
   /** Base of `web_url` fields, e.g. "https://platform.example.com". Default: from the request's Host. */
   externalUrl?: string;
-  /** Largest accepted request body. Default 1 MiB. */
+  /** Largest accepted request body (after gzip decoding); larger ones get 413. Default 1 MiB. */
   bodyLimitBytes?: number;
+  /** How 413 answers name the setting behind bodyLimitBytes. Default "PlatformApiOptions.bodyLimitBytes". */
+  bodyLimitSetting?: string;
   /**
    * KAS's Kubernetes API proxy URL as CI jobs reach it (GitLab's `Gitlab::Kas.tunnel_url`): the
    * server of the kubeconfig a new CI job gets. Default "http://127.0.0.1:8154".
    */
   k8sProxyUrl?: string;
 }
+
+/** Default PlatformApiOptions.bodyLimitBytes. */
+export const DEFAULT_REST_BODY_LIMIT_BYTES = 1024 * 1024;
 
 /**
  * Minimum role to read a project's agents and tokens. GitLab grants `read_cluster_agent` from
@@ -76,10 +83,14 @@ const WRITE_SCOPES = ["api"];
 export function createPlatformApi(options: PlatformApiOptions): Router {
   const { services, connections } = options;
   const logger = options.logger ?? pino({ level: "silent" });
-  const limit = options.bodyLimitBytes ?? 1024 * 1024;
+  const bodyLimit: BodyLimit = {
+    maxBytes: options.bodyLimitBytes ?? DEFAULT_REST_BODY_LIMIT_BYTES,
+    setting: options.bodyLimitSetting ?? "PlatformApiOptions.bodyLimitBytes",
+  };
+  const limit = bodyLimit.maxBytes;
   const router = express.Router();
   // Per route, not router.use(): parsing (and its 400s) must not touch requests meant for others.
-  const body: RequestHandler[] = [express.json({ limit }), express.urlencoded({ extended: false, limit })];
+  const body: RequestHandler[] = [guardRequestBody(bodyLimit), express.json({ limit }), express.urlencoded({ extended: false, limit })];
 
   const baseUrl = (req: Request) => options.externalUrl ?? `${req.protocol}://${req.get("host") ?? "localhost"}`;
 
@@ -183,6 +194,41 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
       description: optionalString(b, "description"),
     });
     res.status(201).json({ ...personalAccessTokenEntity(token), token: secret });
+  });
+
+  // Blocking ends everything the user's tokens opened, KAS's Kubernetes API proxy streams included
+  // (the revocation feed tells KAS). GitLab answers 201 with `true`, or `null` for a user already
+  // blocked; unblock answers `true` when the user was blocked, else `false`.
+  router.post("/api/v4/users/:id/block", write, requireAdmin, async (req, res) => {
+    const userId = parseId(req.params.id, "id");
+    if (!(await services.users.get(userId))) throw notFound("User");
+    if (userId === currentUser(res).id) throw new HttpError(403, { message: "403 Forbidden - The API initiating user cannot be blocked by the API" });
+    const result = await services.users.block(userId);
+    if (!result) throw notFound("User");
+    res.status(201).json(result.changed ? true : null);
+  });
+
+  router.post("/api/v4/users/:id/unblock", write, requireAdmin, async (req, res) => {
+    const result = await services.users.unblock(parseId(req.params.id, "id"));
+    if (!result) throw notFound("User");
+    res.status(201).json(result.changed);
+  });
+
+  // GitLab's `DELETE /personal_access_tokens/:id` (admins any token, users their own; 400 for
+  // someone else's) and `DELETE /personal_access_tokens/self` (the token making the request).
+  router.delete("/api/v4/personal_access_tokens/self", write, async (_req, res) => {
+    const { token, user } = res.locals.auth as Auth;
+    await services.personalAccessTokens.revoke(user.id, token.id);
+    res.status(204).end();
+  });
+
+  router.delete("/api/v4/personal_access_tokens/:id", write, async (req, res) => {
+    const token = await services.personalAccessTokens.get(parseId(req.params.id, "id"));
+    if (!token) throw notFound();
+    const user = currentUser(res);
+    if (!user.admin && token.userId !== user.id) throw new HttpError(400, { message: "400 Bad request" });
+    await services.personalAccessTokens.revoke(token.userId, token.id);
+    res.status(204).end();
   });
 
   // ---- groups ----
@@ -328,6 +374,10 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     await sendRepositoryFile(res, file, ref);
   });
 
+  // ---- protected branches ----
+
+  registerProtectedBranchRoutes(router, { services, read, write, body, currentUser, loadProject, projectAccess });
+
   // ---- cluster agents ----
 
   router.get("/api/v4/projects/:id/cluster_agents", read, async (req, res) => {
@@ -422,6 +472,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
 
   registerCiRestRoutes(router, {
     services,
+    read,
     write,
     body,
     currentUser,
@@ -430,7 +481,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     k8sProxyUrl: options.k8sProxyUrl ?? DEFAULT_K8S_PROXY_URL,
   });
 
-  router.use(jsonErrorHandler(logger));
+  router.use(jsonErrorHandler(logger, bodyLimit));
   return router;
 }
 

@@ -13,6 +13,7 @@ describeEachStore("platform/ci over HTTP", (getStore) => {
   let w: CiWorld;
   /** PATs: `api` scope, and `k8s_proxy` (+ read_api) for the proxy. */
   const pat: Record<string, string> = {};
+  const patIds: Record<string, number> = {};
 
   beforeEach(async () => {
     clock = new Date("2030-01-01T00:00:00Z");
@@ -20,7 +21,9 @@ describeEachStore("platform/ci over HTTP", (getStore) => {
     w = await buildCiWorld(p.services);
     for (const user of [w.owner, w.dev, w.reporter, w.stranger]) {
       pat[user.username] = (await p.services.personalAccessTokens.create(user.id, { name: "api", scopes: ["api"] })).secret;
-      pat[`${user.username}:k8s`] = (await p.services.personalAccessTokens.create(user.id, { name: "k8s", scopes: ["k8s_proxy"] })).secret;
+      const k8s = await p.services.personalAccessTokens.create(user.id, { name: "k8s", scopes: ["k8s_proxy"] });
+      pat[`${user.username}:k8s`] = k8s.secret;
+      patIds[`${user.username}:k8s`] = k8s.token.id;
     }
     pat["dev:read"] = (await p.services.personalAccessTokens.create(w.dev.id, { name: "read", scopes: ["read_api"] })).secret;
   });
@@ -118,7 +121,7 @@ describeEachStore("platform/ci over HTTP", (getStore) => {
           },
           { id: w.agents.dev, config_project: configProject, configuration: {} },
         ],
-        job: { id: job.id },
+        job: { id: job.id, token_expires_at: job.expires_at },
         pipeline: { id: job.pipeline.id },
         project: { id: w.projects.api.id, groups: [{ id: w.groups.ops }] },
         user: { id: w.dev.id, username: "dev", roles_in_project: ["guest", "planner", "reporter", "developer"] },
@@ -200,6 +203,7 @@ describeEachStore("platform/ci over HTTP", (getStore) => {
         agent: { id: w.agents.prod, config_project: { id: w.projects.config.id } },
         user: { id: w.dev.id, username: "dev" },
         access_as: { agent: {} },
+        personal_access_token: { id: patIds["dev:k8s"], expires_at: null },
       });
       // KAS sends int64 as a string (protojson).
       expect((await authorize({ ...withPat(w.agents.prod, pat["dev:k8s"]!), agent_id: String(w.agents.prod) })).status).to.equal(200);
@@ -217,6 +221,7 @@ describeEachStore("platform/ci over HTTP", (getStore) => {
             groups: [{ id: w.groups.apps, roles: ["guest", "planner", "reporter", "developer", "maintainer"] }],
           },
         },
+        personal_access_token: { id: patIds["dev:k8s"], expires_at: null },
       });
       // The owner of ops reaches both through the group membership.
       const owner = await authorize(withPat(w.agents.dev, pat["owner:k8s"]!));

@@ -5,12 +5,12 @@
  */
 import express from "express";
 import type { Request, RequestHandler, Response, Router } from "express";
-import type { Project } from "../services/projects.js";
 import type { PlatformServices } from "../services/platform-services.js";
-import type { User } from "../services/users.js";
+import { guardRequestBody, type BodyLimit } from "../api/body-limit.js";
 import { allowedAgentsForJobEntity, ciJobEntity, proxyUserAuthorizationEntity } from "../api/entities.js";
 import { HttpError, forbidden, notFound, paramError, unauthorized } from "../api/http-errors.js";
 import { bodyOf, optionalString, parseId, requiredString } from "../api/params.js";
+import type { RestRouteDeps } from "../api/rest-route-deps.js";
 import { AccessLevel } from "../services/access-levels.js";
 import { CI_JOB_FINISHED_STATUSES, type CiJobFinishedStatus } from "./ci-jobs.js";
 import { generateKubeconfig } from "./kubeconfig.js";
@@ -28,17 +28,7 @@ export const AUTHORIZE_PROXY_USER_PATH = "/api/v4/internal/kubernetes/authorize_
 export const JOB_TOKEN_HEADER = "Job-Token";
 
 /** What the REST router lends the CI routes. */
-export interface CiRestRoutesDeps {
-  services: PlatformServices;
-  /** PAT authentication requiring the `api` scope. */
-  write: RequestHandler;
-  /** Body parsers. */
-  body: RequestHandler[];
-  currentUser(res: Response): User;
-  /** The `:id` project when the user may see it; throws 404 otherwise. */
-  loadProject(req: Request, user: User): Promise<Project>;
-  /** The user's access level on the project (OWNER for admins). */
-  projectAccess(user: User, project: Project): Promise<number>;
+export interface CiRestRoutesDeps extends RestRouteDeps {
   /** KAS's Kubernetes API proxy URL, the kubeconfig's server. */
   k8sProxyUrl: string;
 }
@@ -100,9 +90,9 @@ export function registerCiRestRoutes(router: Router, deps: CiRestRoutesDeps): vo
 }
 
 /** GitLab's `POST /internal/kubernetes/authorize_proxy_user`, behind the KAS JWT check. */
-export function registerProxyUserRoutes(router: Router, deps: { services: PlatformServices; kasJwt: RequestHandler; bodyLimitBytes?: number }): void {
-  const json = express.json({ limit: deps.bodyLimitBytes ?? 64 * 1024 });
-  router.post(AUTHORIZE_PROXY_USER_PATH, deps.kasJwt, json, async (req, res) => {
+export function registerProxyUserRoutes(router: Router, deps: { services: PlatformServices; kasJwt: RequestHandler; bodyLimit: BodyLimit }): void {
+  const json = express.json({ limit: deps.bodyLimit.maxBytes });
+  router.post(AUTHORIZE_PROXY_USER_PATH, deps.kasJwt, guardRequestBody(deps.bodyLimit), json, async (req, res) => {
     const b = bodyOf(req);
     // Grape's parameter checks first: agent_id, access_type (one of two), access_key, and
     // csrf_token with a session cookie.

@@ -18,6 +18,7 @@ import { invalid, notFound } from "../services/errors.js";
 import type { MemberService } from "../services/members.js";
 import type { NamespaceService } from "../services/namespaces.js";
 import type { Project, ProjectService } from "../services/projects.js";
+import type { RevocationRecorder } from "../services/revocations.js";
 import { userFromRow, type User } from "../services/users.js";
 import { fromDbTime, fromDbTimeOrNull, isUniqueViolation, toDbTime } from "../store/db-util.js";
 import {
@@ -97,8 +98,9 @@ export interface CiJobService {
   /** The job, when it belongs to `projectId`. */
   get(projectId: number, jobId: number): Promise<CiJob | undefined>;
   /**
-   * Ends a running job with `status` (default "success"); its token stops working at once.
-   * Finishing a finished job changes nothing. Throws not_found when the job is not the project's.
+   * Ends a running job with `status` (default "success"); its token stops working at once and the
+   * revocation feed tells KAS, which ends the job's open Kubernetes API proxy streams. Finishing a
+   * finished job changes nothing. Throws not_found when the job is not the project's.
    */
   finish(projectId: number, jobId: number, status?: CiJobFinishedStatus): Promise<CiJob>;
   /**
@@ -123,6 +125,8 @@ export interface CiJobServiceDeps {
   namespaces: NamespaceService;
   members: MemberService;
   agentConfigs: AgentConfigService;
+  /** Where a finished job's token revocation is recorded and published. */
+  revocations: RevocationRecorder;
 }
 
 interface JobRow {
@@ -320,12 +324,19 @@ export function createCiJobService(ctx: ServiceContext, deps: CiJobServiceDeps, 
       if (!(CI_JOB_FINISHED_STATUSES as readonly string[]).includes(status)) {
         throw invalid(`status must be one of ${CI_JOB_FINISHED_STATUSES.join(", ")}`, { status: ["is invalid"] });
       }
-      const updated = await knex("ci_jobs")
-        .where({ id: jobId, project_id: projectId, status: "running" })
-        .update({ status, finished_at: toDbTime(ctx.now()) });
-      const job = await getJob({ "j.id": jobId, "j.project_id": projectId });
+      const revoked = [{ kind: "ci_job", jobId } as const];
+      const { job, updated } = await knex.transaction(async (trx) => {
+        const changed = await trx("ci_jobs")
+          .where({ id: jobId, project_id: projectId, status: "running" })
+          .update({ status, finished_at: toDbTime(ctx.now()) });
+        if (changed > 0) await deps.revocations.record(trx, revoked);
+        return { job: await getJob({ "j.id": jobId, "j.project_id": projectId }, trx), updated: changed };
+      });
       if (!job) throw notFound("Job");
-      if (updated > 0) ctx.logger.info({ jobId, projectId, status }, "CI job finished; its token is revoked");
+      if (updated > 0) {
+        deps.revocations.publish(revoked);
+        ctx.logger.info({ jobId, projectId, status }, "CI job finished; its token is revoked");
+      }
       return job;
     },
 

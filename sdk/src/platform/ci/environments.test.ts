@@ -62,17 +62,38 @@ describe("platform/ci environments, kubeconfig and roles", () => {
     expect(environmentNameErrors("")).to.deep.equal(["can't be blank"]);
   });
 
-  it("matches environments patterns as Gitlab::Ci::EnvironmentMatcher, unanchored like GitLab's", () => {
-    expect(environmentPatternMatches("production", "production")).to.equal(true);
-    expect(environmentPatternMatches("production", "production-eu")).to.equal(false);
-    expect(environmentPatternMatches("review/*", "review/feature-1")).to.equal(true);
-    expect(environmentPatternMatches("review/*", "staging")).to.equal(false);
-    expect(environmentPatternMatches("*", "anything")).to.equal(true);
-    // GitLab's regex is not anchored: a documented quirk we keep for compatibility.
-    expect(environmentPatternMatches("review/*", "old-review/x")).to.equal(true);
-    expect(environmentPatternMatches("", "")).to.equal(false);
-    expect(environmentPatternMatches(" ", " ")).to.equal(false);
-    expect(environmentPatternMatches("a(*", "a(b")).to.equal(false); // not a valid expression
+  it("matches environments patterns as Gitlab::Ci::EnvironmentMatcher: anchored, only * is special", () => {
+    // GitLab's spec table (spec/lib/gitlab/ci/environment_matcher_spec.rb).
+    const table: [string, string, boolean][] = [
+      ["production", "production", true],
+      ["production", "productiom", false],
+      ["production", "production-eu", false],
+      ["review/*", "review/123", true],
+      ["review/*", "review/feature-branch", true],
+      ["review/*/*", "review/123/456", true],
+      ["*-this-is-a-pattern-*", "abc123-this-is-a-pattern-abc123", true],
+      ["prod*", "production", true],
+      ["*", "anything-goes", true],
+      ["*", "", true],
+      ["review/*/*", "review/123", false],
+      ["*-this-is-a-pattern-*", "abc123-this-is-a-pattern", false],
+      ["review/*", "review123", false],
+      ["review/*", "not-review/app1", false],
+      ["review/*", "staging-review/test", false],
+      ["prod*", "not-prod-thing", false],
+      ["prod.internal*", "prodXinternal-app", false],
+      ["prod[*", "prod[abc", true],
+      ["prod*", "production\nmalicious", false],
+      // Regex syntax is literal: no error, no special meaning, no backtracking.
+      ["a(*", "a(b", true],
+      ["(a+)+b*", "aaaa", false],
+      ["(a+)+b*", "(a+)+bcd", true],
+      ["", "", false],
+      [" ", " ", false],
+    ];
+    for (const [pattern, environment, matches] of table) {
+      expect(environmentPatternMatches(pattern, environment), `${JSON.stringify(pattern)} ~ ${JSON.stringify(environment)}`).to.equal(matches);
+    }
     expect(authorizationAppliesToEnvironment(undefined, null)).to.equal(true);
     expect(authorizationAppliesToEnvironment([], "x")).to.equal(true);
     expect(authorizationAppliesToEnvironment(["production"], null)).to.equal(false);

@@ -5,6 +5,7 @@
  * (`Gitlab::Ci::EnvironmentMatcher`).
  */
 import { createHash } from "node:crypto";
+import { wildcardMatch } from "../../util/wildcard.js";
 
 /** GitLab's deployment tiers (`Environment.tiers`). */
 export const ENVIRONMENT_TIERS = ["production", "staging", "testing", "development", "other"] as const;
@@ -69,24 +70,15 @@ export function guessEnvironmentTier(name: string): EnvironmentTier {
 }
 
 /**
- * Whether a ci_access `environments` pattern matches the job's environment name, exactly as
- * `Gitlab::Ci::EnvironmentMatcher`: an equal string, or, for a pattern with `*`, the pattern as a
- * regular expression with each `*` replaced by `.*`. Like GitLab's, that expression is not
- * anchored and other characters keep their regex meaning (`review/*` also matches
- * `old-review/x`; `.` matches any character). A pattern that is not a valid expression matches
- * only itself.
+ * Whether a ci_access `environments` pattern matches the job's environment name, as
+ * `Gitlab::Ci::EnvironmentMatcher`: an equal string, or, for a pattern with `*`, the whole name
+ * with each `*` standing for any run of characters and everything else literal (`review/*` does
+ * not match `old-review/x`, `prod.*` does not match `prodX1`). A blank pattern matches nothing.
+ * Linear time: a pattern pushed by any project member must not be able to stall the platform.
  */
 export function environmentPatternMatches(pattern: string, environment: string): boolean {
   if (pattern.trim() === "") return false; // Ruby's `blank?`
-  if (pattern === environment) return true;
-  if (!pattern.includes("*")) return false;
-  let re: RegExp;
-  try {
-    re = new RegExp(pattern.replaceAll("*", ".*"));
-  } catch {
-    return false;
-  }
-  return re.test(environment);
+  return wildcardMatch(pattern, environment);
 }
 
 /**

@@ -13,7 +13,7 @@ import type { AgentConfigService } from "../agent-config/agent-config-service.js
 import type { UserAccessAuthorization } from "../agent-config/authorizations.js";
 import type { MemberService } from "../services/members.js";
 import type { NamespaceService } from "../services/namespaces.js";
-import type { PersonalAccessTokenService } from "../services/personal-access-tokens.js";
+import type { PersonalAccessToken, PersonalAccessTokenService } from "../services/personal-access-tokens.js";
 import type { Agent, AgentService } from "../services/agents.js";
 import type { Project, ProjectService } from "../services/projects.js";
 import type { User } from "../services/users.js";
@@ -37,6 +37,8 @@ export interface ProxyUserAuthorization {
   configProject: Project;
   user: User;
   accessAs: ProxyUserAccessAs;
+  /** The token that authenticated (its id and expiry go to KAS, so it can end what the token opened). */
+  token: PersonalAccessToken;
 }
 
 /** Why a request was refused; `status` is the HTTP status GitLab answers with. */
@@ -91,7 +93,7 @@ export function createProxyUserAuthorizationService(deps: ProxyUserAuthorization
       if (!found.token.scopes.includes(K8S_PROXY_SCOPE)) {
         return refuse({ status: 403, reason: "insufficient_scope", message: "403 Forbidden - insufficient_scope" });
       }
-      const { user } = found;
+      const { user, token } = found;
       const agent = await deps.agents.getById(input.agentId);
       if (!agent) return refuse({ status: 404, reason: "agent_not_found", message: "404 Not found" });
 
@@ -104,7 +106,7 @@ export function createProxyUserAuthorizationService(deps: ProxyUserAuthorization
       const configProject = auths[0]!.configProject;
 
       if (keys[0] === "agent") {
-        return { ok: true, authorization: { agent, configProject, user, accessAs: { agent: {} } } };
+        return { ok: true, authorization: { agent, configProject, user, accessAs: { agent: {} }, token } };
       }
       if (keys[0] !== "user") return FORBIDDEN();
       const projects: ProxyUserRoles[] = [];
@@ -113,7 +115,7 @@ export function createProxyUserAuthorizationService(deps: ProxyUserAuthorization
         const entry = { id: auth.targetId, roles: rolesForAccessLevel(await levelAt(user, auth)) };
         (auth.via === "project" ? projects : groups).push(entry);
       }
-      return { ok: true, authorization: { agent, configProject, user, accessAs: { user: { projects, groups } } } };
+      return { ok: true, authorization: { agent, configProject, user, accessAs: { user: { projects, groups } }, token } };
     },
   };
 }

@@ -231,9 +231,9 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
     maxBackoffMs: options.revocationMaxBackoffMs ?? 10_000,
     parse: (body) => {
       const page = parseFeed(body);
-      return { items: page.revocations, cursor: page.cursor, entries: page.revocations.length };
+      return { items: page.revocations, cursor: page.cursor, entries: page.entries };
     },
-    describe: (r) => ({ agentId: r.agentId, tokenId: r.tokenId }),
+    describe: (r) => ({ revocation: r }),
   });
 
   const watchConfigurations = feedWatch<number>({
@@ -323,17 +323,43 @@ function parseAgentInfo(body: unknown): AgentInfo {
   };
 }
 
-function parseFeed(body: unknown): { revocations: TokenRevocation[]; cursor: string } {
+/**
+ * A page of the revocation feed. An entry without `kind` is an agent token's (platforms from
+ * before the other kinds); a kind this version does not know is skipped, so a newer platform
+ * does not stop the feed.
+ */
+function parseFeed(body: unknown): { revocations: TokenRevocation[]; entries: number; cursor: string } {
   const b = body as { revocations?: unknown; cursor?: unknown } | undefined;
   if (!b || !Array.isArray(b.revocations) || typeof b.cursor !== "string") {
     throw new PlatformError("unavailable", "token revocation feed: malformed response");
   }
+  const malformed = () => new PlatformError("unavailable", "token revocation feed: malformed entry");
   const revocations: TokenRevocation[] = [];
-  for (const r of b.revocations as { agent_id?: unknown; token_id?: unknown }[]) {
-    if (!isInt(r?.agent_id) || !isInt(r.token_id)) throw new PlatformError("unavailable", "token revocation feed: malformed entry");
-    revocations.push({ agentId: r.agent_id, tokenId: r.token_id });
+  type Entry = { kind?: unknown; agent_id?: unknown; token_id?: unknown; user_id?: unknown; job_id?: unknown } | null | undefined;
+  for (const r of b.revocations as Entry[]) {
+    if (!r || typeof r !== "object") throw malformed();
+    switch (r.kind ?? "agent_token") {
+      case "agent_token":
+        if (!isInt(r.agent_id) || !isInt(r.token_id)) throw malformed();
+        revocations.push({ kind: "agent_token", agentId: r.agent_id, tokenId: r.token_id });
+        break;
+      case "ci_job":
+        if (!isInt(r.job_id)) throw malformed();
+        revocations.push({ kind: "ci_job", jobId: r.job_id });
+        break;
+      case "personal_access_token":
+        if (!isInt(r.user_id) || !isInt(r.token_id)) throw malformed();
+        revocations.push({ kind: "personal_access_token", userId: r.user_id, tokenId: r.token_id });
+        break;
+      case "user":
+        if (!isInt(r.user_id)) throw malformed();
+        revocations.push({ kind: "user", userId: r.user_id });
+        break;
+      default:
+        break;
+    }
   }
-  return { revocations, cursor: b.cursor };
+  return { revocations, entries: b.revocations.length, cursor: b.cursor };
 }
 
 function parseConfigurationFeed(body: unknown): { agentIds: number[]; cursor: string } {

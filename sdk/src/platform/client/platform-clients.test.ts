@@ -7,7 +7,7 @@ import pino from "pino";
 import { AgentAuthenticator } from "../../server/agent-authenticator.js";
 import { closeServer, listen } from "../../testing/servers.test-support.js";
 import { waitFor } from "../../testing/wait.test-support.js";
-import type { PlatformClient, TokenRevocation } from "../platform-client.js";
+import { parseJobAllowedAgents, parseProxyUserAuthorization, type PlatformClient, type TokenRevocation } from "../platform-client.js";
 import { FeedFetch } from "../testing/feed-fetch.test-support.js";
 import { call, platformError, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test-support.js";
 import { useTestStore } from "../testing/fixtures.test-support.js";
@@ -71,7 +71,36 @@ describe("PlatformClient implementations", () => {
     };
   }
 
+  /** Finishes a CI job, revokes a PAT and blocks a user; the revocations the feed must carry. */
+  async function revokeOneOfEach(): Promise<TokenRevocation[]> {
+    const user = await p.services.users.create({ username: "blockme", name: "Block Me" });
+    const pat = await p.services.personalAccessTokens.create(user.id, { name: "k8s", scopes: ["k8s_proxy"] });
+    const { job } = await p.services.ciJobs.create(projectId, 1);
+    await p.services.ciJobs.finish(projectId, job.id);
+    await p.services.personalAccessTokens.revoke(user.id, pat.token.id);
+    await p.services.users.block(user.id);
+    return [
+      { kind: "ci_job", jobId: job.id },
+      { kind: "personal_access_token", userId: user.id, tokenId: pat.token.id },
+      { kind: "user", userId: user.id },
+    ];
+  }
+
   describe("in-process", () => {
+    it("delivers finished CI jobs, revoked personal access tokens and blocked users", async () => {
+      const client = createInProcessPlatformClient(p.services);
+      const seen: TokenRevocation[] = [];
+      const controller = new AbortController();
+      client.watchTokenRevocations((r) => seen.push(r), controller.signal);
+      try {
+        expect(seen).to.deep.equal([]);
+        const expected = await revokeOneOfEach();
+        expect(seen).to.deep.equal(expected);
+      } finally {
+        controller.abort();
+      }
+    });
+
     it("resolves agent tokens", async () => {
       await expectAgentInfo(createInProcessPlatformClient(p.services))();
     });
@@ -82,7 +111,7 @@ describe("PlatformClient implementations", () => {
       const controller = new AbortController();
       client.watchTokenRevocations((r) => seen.push(r), controller.signal);
       await p.services.agentTokens.revoke(agentId, tokens[0]!.id);
-      expect(seen).to.deep.equal([{ agentId, tokenId: tokens[0]!.id }]);
+      expect(seen).to.deep.equal([{ kind: "agent_token", agentId, tokenId: tokens[0]!.id }]);
       expect((await platformError(client.getAgentInfo(tokens[0]!.secret))).kind).to.equal("unauthenticated");
       controller.abort();
       await p.services.agentTokens.revoke(agentId, tokens[1]!.id);
@@ -179,7 +208,7 @@ describe("PlatformClient implementations", () => {
       await revokeViaApi(tokens[0]!.id);
       polling.pass();
       await waitFor(() => seenA.length === 1 && seenB.length === 1, undefined, "both watchers to see the revocation");
-      expect(seenA).to.deep.equal([{ agentId, tokenId: tokens[0]!.id }]);
+      expect(seenA).to.deep.equal([{ kind: "agent_token", agentId, tokenId: tokens[0]!.id }]);
       expect(seenB).to.deep.equal(seenA);
 
       // One watcher leaves: the other still receives.
@@ -195,6 +224,55 @@ describe("PlatformClient implementations", () => {
       b.abort();
       expect(last.signal?.aborted).to.equal(true);
       last.pass();
+    });
+
+    it("delivers finished CI jobs, revoked personal access tokens and blocked users over the feed", async () => {
+      const feed = new FeedFetch(TOKEN_REVOCATIONS);
+      const client = createHttpPlatformClient({ baseUrl: p.baseUrl, jwtSecret: p.jwtSecret, fetch: feed.fetch, revocationPollIntervalMs: 50 });
+      const seen: TokenRevocation[] = [];
+      const controller = new AbortController();
+      clients.push(controller);
+      client.watchTokenRevocations((r) => seen.push(r), controller.signal);
+      await waitFor(() => feed.answers >= 1, undefined, "the feed's first answer (the watch positioned at now)");
+      const expected = await revokeOneOfEach();
+      await waitFor(() => seen.length === expected.length, undefined, "the three revocations");
+      expect(seen).to.deep.equal(expected);
+    });
+
+    it("reads entries without a kind as agent tokens (older platforms) and skips kinds it does not know", async () => {
+      let page = 0;
+      const feed = await startServer((_req, res) => {
+        page++;
+        if (page === 1) {
+          res.json({ revocations: [], cursor: "1" });
+          return;
+        }
+        res.json({
+          revocations:
+            page === 2
+              ? [
+                  { agent_id: 3, token_id: 4 },
+                  { kind: "something_newer", whatever: true },
+                  { kind: "ci_job", job_id: 5 },
+                ]
+              : [],
+          cursor: "4",
+        });
+      });
+      try {
+        const client = createHttpPlatformClient({ baseUrl: feed.url, jwtSecret: p.jwtSecret, revocationPollIntervalMs: 20 });
+        const seen: TokenRevocation[] = [];
+        const controller = new AbortController();
+        clients.push(controller);
+        client.watchTokenRevocations((r) => seen.push(r), controller.signal);
+        await waitFor(() => seen.length === 2, undefined, "the two known revocations");
+        expect(seen).to.deep.equal([
+          { kind: "agent_token", agentId: 3, tokenId: 4 },
+          { kind: "ci_job", jobId: 5 },
+        ]);
+      } finally {
+        await feed.close();
+      }
     });
 
     it("backs off while the feed fails and recovers", async () => {
@@ -264,5 +342,28 @@ describe("PlatformClient implementations", () => {
         auth.close();
       }
     });
+  });
+});
+
+describe("platform answers KAS reads", () => {
+  const job = { allowed_agents: [], job: { id: 1 }, pipeline: { id: 2 }, project: { id: 3 }, user: { id: 4, username: "u" } };
+  const user = { agent: { id: 7, config_project: { id: 3 } }, user: { id: 4, username: "u" }, access_as: { agent: {} } };
+
+  it("takes a job token's expiry (kasbridge's job.token_expires_at) when the platform sends it", () => {
+    expect(parseJobAllowedAgents({ ...job, job: { id: 1, token_expires_at: "2030-01-02T03:04:05.000Z" } }).job).to.deep.equal({
+      id: 1,
+      tokenExpiresAt: Date.parse("2030-01-02T03:04:05.000Z"),
+    });
+    expect(parseJobAllowedAgents(job).job).to.deep.equal({ id: 1 }); // GitLab's answer
+    expect(parseJobAllowedAgents({ ...job, job: { id: 1, token_expires_at: "soon" } }).job).to.deep.equal({ id: 1 });
+  });
+
+  it("takes the personal access token's id and expiry date (kasbridge's personal_access_token) when the platform sends them", () => {
+    expect(parseProxyUserAuthorization({ ...user, personal_access_token: { id: 9, expires_at: "2030-01-02" } }).personalAccessToken).to.deep.equal({
+      id: 9,
+      expiresAt: Date.parse("2030-01-02T00:00:00Z"),
+    });
+    expect(parseProxyUserAuthorization({ ...user, personal_access_token: { id: 9, expires_at: null } }).personalAccessToken).to.deep.equal({ id: 9 });
+    expect(parseProxyUserAuthorization(user).personalAccessToken).to.equal(undefined); // GitLab's answer
   });
 });

@@ -1,14 +1,31 @@
 import { spawn } from "node:child_process";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
 import type { Logger } from "pino";
+import { drainRefusedBody } from "../api/body-limit.js";
 
 export interface RunCgiOptions {
   command: string;
   args?: readonly string[];
   /** The complete environment of the CGI process (CGI meta-variables included). */
   env: Record<string, string>;
-  /** Its body is streamed to the process's stdin. */
+  /** The request: its body is streamed to the process's stdin (unless `stdin` is given). */
   req: IncomingMessage;
+  /**
+   * What to stream to stdin instead of `req` itself: the body after decoding or limiting. When it
+   * fails (a limit is reached, bad gzip), stdin is closed (EOF) as for a client gone, the process
+   * is left to exit, and the result's `inputError` says why; the rest of the request is not read.
+   */
+  stdin?: Readable;
+  /**
+   * Keep the process's status, headers and output back until the whole input has been read (up to
+   * `maxHeldBytes`, then it goes out anyway), so that a body found bad at its end can still be
+   * answered with an error status: with `inputError`, the held output is discarded and
+   * `headersSent` is false. Default false.
+   */
+  holdOutputUntilInputEnds?: boolean;
+  /** See holdOutputUntilInputEnds. Default 1 MiB. */
+  maxHeldBytes?: number;
   /** Receives the status and headers the process prints, then its output. Not ended here. */
   res: ServerResponse;
   logger: Logger;
@@ -32,6 +49,8 @@ export interface CgiResult {
   headersSent: boolean;
   /** The client disconnected before the process finished (the process was then killed). */
   clientGone: boolean;
+  /** Why the input (`stdin`) failed, if it did. */
+  inputError?: Error;
   /** The start of what the process wrote to stderr. */
   stderr: string;
 }
@@ -56,6 +75,9 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
   const exitGraceMs = options.exitGraceMs ?? 0;
   const maxHeaderBytes = options.maxHeaderBytes ?? 64 * 1024;
 
+  const input = options.stdin ?? req;
+  const maxHeldBytes = options.maxHeldBytes ?? 1024 * 1024;
+
   return new Promise<CgiResult>((resolve, reject) => {
     const child = spawn(options.command, options.args ?? [], {
       env: options.env,
@@ -68,6 +90,10 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
     let headersSent = false;
     let killTimer: NodeJS.Timeout | undefined;
     let stderr = "";
+    let inputError: Error | undefined;
+    /** Output kept back while the input is still arriving (holdOutputUntilInputEnds). */
+    let held: Buffer[] | undefined = options.holdOutputUntilInputEnds ? [] : undefined;
+    let heldBytes = 0;
 
     const kill = (signal: NodeJS.Signals) => {
       if (exited) return;
@@ -83,13 +109,11 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
       killTimer = setTimeout(() => kill("SIGKILL"), killGraceMs);
       killTimer.unref();
     };
-    const abort = (why: string) => {
-      if (exited || clientGone) return;
-      clientGone = true;
-      logger.debug({ why }, "client gone; stopping the CGI process");
-      req.unpipe(child.stdin);
+    /** Stops the input (EOF on stdin) and gives the process exitGraceMs to finish by itself. */
+    const stopInput = () => {
+      input.unpipe(child.stdin);
       child.stdin.destroy(); // EOF
-      child.stdout.resume(); // discard the rest, so the process never blocks on a full pipe
+      if (killTimer) return;
       if (exitGraceMs > 0) {
         killTimer = setTimeout(terminate, exitGraceMs);
         killTimer.unref();
@@ -97,12 +121,30 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
         terminate();
       }
     };
+    const abort = (why: string) => {
+      if (exited || clientGone) return;
+      clientGone = true;
+      logger.debug({ why }, "client gone; stopping the CGI process");
+      held = undefined;
+      child.stdout.resume(); // discard the rest, so the process never blocks on a full pipe
+      stopInput();
+    };
     const onResClose = () => {
       if (!res.writableFinished) abort("response closed");
     };
     const onReqError = () => abort("request error");
+    const onInputError = (err: Error) => {
+      if (exited || clientGone || inputError) return;
+      inputError = err;
+      logger.debug({ err }, "request body refused; stopping the CGI process");
+      if (held) held = []; // the caller answers instead; whatever the process says is dropped
+      stopInput();
+    };
+    const onInputEnd = () => releaseHeld();
     res.on("close", onResClose);
     req.on("error", onReqError);
+    if (input !== req) input.on("error", onInputError);
+    input.on("end", onInputEnd);
 
     child.on("error", (err) => {
       exited = true;
@@ -114,14 +156,14 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
     child.stdin.on("error", () => {
       // EPIPE: the program stopped reading (it answered early, or died); its exit tells the rest.
     });
-    req.pipe(child.stdin);
+    input.pipe(child.stdin);
 
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (text: string) => {
       if (stderr.length < 4096) stderr += text;
     });
 
-    // stdout -> header block, then the body.
+    // stdout -> (held until the input is complete) -> header block, then the body.
     let header: Buffer | undefined = Buffer.alloc(0);
     const write = (chunk: Buffer) => {
       if (res.destroyed) return; // the client is gone: discard
@@ -130,7 +172,23 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
         res.once("drain", () => child.stdout.resume());
       }
     };
+    const releaseHeld = () => {
+      if (!held || inputError) return;
+      const chunks = held;
+      held = undefined;
+      for (const chunk of chunks) output(chunk);
+    };
     child.stdout.on("data", (chunk: Buffer) => {
+      if (inputError || clientGone) return;
+      if (!held) {
+        output(chunk);
+        return;
+      }
+      held.push(chunk);
+      heldBytes += chunk.length;
+      if (heldBytes > maxHeldBytes) releaseHeld(); // never block the process on our account
+    });
+    const output = (chunk: Buffer) => {
       if (header === undefined) {
         write(chunk);
         return;
@@ -159,7 +217,7 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
         return;
       }
       if (rest.length > 0) write(rest);
-    });
+    };
 
     const sendHeaders = (block: string): boolean => {
       if (res.destroyed) return false;
@@ -198,15 +256,19 @@ export function runCgi(options: RunCgiOptions): Promise<CgiResult> {
       if (killTimer) clearTimeout(killTimer);
       res.off("close", onResClose);
       req.off("error", onReqError);
-      req.unpipe(child.stdin);
+      input.off("error", onInputError);
+      input.off("end", onInputEnd);
+      input.unpipe(child.stdin);
     };
 
     child.on("close", (exitCode, signal) => {
       exited = true;
+      releaseHeld(); // the process answered without reading all of its input
       cleanup();
-      // Whatever the program did not read must not stay in the socket.
-      if (!req.complete) req.resume();
-      resolve({ exitCode, signal, headersSent, clientGone, stderr });
+      // Whatever the program did not read must not stay in the socket: it is read off, within
+      // bounds (a client may send forever). A refused body is left to the caller's answer.
+      if (!req.complete && !inputError) drainRefusedBody(req);
+      resolve({ exitCode, signal, headersSent, clientGone, stderr, inputError });
     });
   });
 }

@@ -10,6 +10,7 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import express from "express";
+import { afterEach, beforeEach } from "mocha";
 import pino from "pino";
 import { createPlatformApi } from "../api/rest-api.js";
 import { closeServer, listen } from "../../testing/servers.test-support.js";
@@ -19,7 +20,8 @@ import { createPlatformServices, type PlatformServices } from "../services/platf
 import type { Project } from "../services/projects.js";
 import type { Visibility } from "../services/validation.js";
 import type { Store } from "../store/store.js";
-import { createGitHttpRouter } from "./git-http-router.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
+import { createGitHttpRouter, type GitHttpRouterOptions } from "./git-http-router.js";
 import type { PushEvent } from "./push-events.js";
 
 export interface GitTestPlatform {
@@ -42,7 +44,7 @@ export interface GitTestPlatform {
   close(): Promise<void>;
 }
 
-export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
+export async function startGitPlatform(store: Store, routerOptions: Partial<GitHttpRouterOptions> = {}): Promise<GitTestPlatform> {
   const repositoriesDir = await mkdtemp(join(tmpdir(), "kasbridge-repos-"));
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const services = createPlatformServices({ store, repositoriesDir, logger });
@@ -53,7 +55,7 @@ export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
 
   const app = express();
   app.use(createPlatformApi({ services, connections: new FakeConnections(), externalUrl: "https://platform.test" }));
-  app.use(createGitHttpRouter({ services, logger, killGraceMs: 1000 }));
+  app.use(createGitHttpRouter({ services, logger, killGraceMs: 1000, ...routerOptions }));
   app.use((_req, res) => {
     res.status(404).json({ message: "404 Not Found" });
   });
@@ -101,6 +103,38 @@ export async function startGitPlatform(store: Store): Promise<GitTestPlatform> {
       server.closeAllConnections();
       await closeServer(server);
       await rm(repositoriesDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Registers hooks in the current describe block: a fresh git platform over an SQLite store for
+ * each test (`platform`), and git clients (`client()`) disposed after it.
+ */
+export function useGitPlatform(routerOptions: Partial<GitHttpRouterOptions> = {}): {
+  readonly platform: GitTestPlatform;
+  client(): Promise<GitClient>;
+} {
+  const db = useTestStore("sqlite");
+  let platform: GitTestPlatform | undefined;
+  const clients: GitClient[] = [];
+  beforeEach(async () => {
+    platform = await startGitPlatform(db.store, routerOptions);
+  });
+  afterEach(async () => {
+    await platform?.close();
+    platform = undefined;
+    await Promise.all(clients.splice(0).map((c) => c.dispose()));
+  });
+  return {
+    get platform(): GitTestPlatform {
+      if (!platform) throw new Error("git platform used outside a test");
+      return platform;
+    },
+    async client() {
+      const c = await GitClient.create();
+      clients.push(c);
+      return c;
     },
   };
 }
@@ -172,3 +206,8 @@ export class GitClient {
 }
 
 export const ZERO_OID = "0".repeat(40);
+
+/** One pkt-line of git's wire protocol: 4 hex digits of length (itself included), then the text. */
+export function pkt(text: string): string {
+  return (Buffer.byteLength(text) + 4).toString(16).padStart(4, "0") + text;
+}

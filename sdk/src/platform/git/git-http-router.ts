@@ -1,4 +1,6 @@
 import { basename, dirname, join } from "node:path";
+import type { Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
 import express from "express";
 import type { Request, Response, Router } from "express";
 import pino from "pino";
@@ -8,8 +10,18 @@ import type { PersonalAccessToken } from "../services/personal-access-tokens.js"
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
 import type { User } from "../services/users.js";
+import {
+  BodyTooLargeError,
+  bodyTooLargeMessage,
+  declaredLengthExceeds,
+  drainRefusedBody,
+  limitBody,
+  type BodyLimit,
+} from "../api/body-limit.js";
+import { decidePush } from "./branch-protection.js";
 import { runCgi } from "./cgi.js";
 import { gitConfigEnvironment, gitExecPath } from "./git-command.js";
+import { PushRequestError, peekPushCommands } from "./receive-pack-commands.js";
 import type { PushSession } from "./repositories.js";
 
 export interface GitHttpRouterOptions {
@@ -23,7 +35,19 @@ export interface GitHttpRouterOptions {
    * SIGKILL. Fetches are stopped with SIGTERM at once. Default 5000 ms.
    */
   killGraceMs?: number;
+  /**
+   * Largest body of a git request, counted after gzip decoding: a push's pack, a fetch's
+   * negotiation. A larger one is refused with 413 before git writes anything. Default 100 MiB.
+   */
+  maxBodyBytes?: number;
+  /** How 413 answers name the setting behind maxBodyBytes. Default "GitHttpRouterOptions.maxBodyBytes". */
+  maxBodySetting?: string;
 }
+
+/** Default GitHttpRouterOptions.maxBodyBytes. */
+export const DEFAULT_GIT_MAX_BODY_BYTES = 100 * 1024 * 1024;
+/** Longest command list of a push read before git runs (about 40 000 ref updates). */
+export const MAX_PUSH_COMMANDS_BYTES = 4 * 1024 * 1024;
 
 /** Token scopes that may fetch (GitLab: download_code). */
 export const GIT_READ_SCOPES: readonly string[] = ["api", "read_api", "read_repository", "write_repository"];
@@ -31,7 +55,7 @@ export const GIT_READ_SCOPES: readonly string[] = ["api", "read_api", "read_repo
 export const GIT_WRITE_SCOPES: readonly string[] = ["api", "write_repository"];
 /** Minimum role to fetch a private project's repository (GitLab: Reporter). */
 export const GIT_DOWNLOAD_ACCESS_LEVEL = AccessLevel.REPORTER;
-/** Minimum role to push (GitLab: Developer; branch protection is not modelled). */
+/** Minimum role to push (GitLab: Developer); protected branches ask for more (see branch-protection.ts). */
 export const GIT_PUSH_ACCESS_LEVEL = AccessLevel.DEVELOPER;
 
 // GitLab's wording, so git prints familiar "remote:" lines.
@@ -71,7 +95,9 @@ const GIT_PATH_RE = /^\/(.+)\.git\/(info\/refs|git-upload-pack|git-receive-pack)
  * with `WWW-Authenticate: Basic realm="GitLab"`, so git asks for credentials. Authorization
  * follows GitLab: fetch needs Reporter on a private project (anyone signed in for internal ones),
  * push needs Developer; a project the user cannot see is 404, a visible one they may not
- * fetch from or push to is 403. Admins may do anything.
+ * fetch from or push to is 403. Admins may do anything. Pushes to protected branches are checked
+ * ref by ref (decidePush, enforced by the repository's pre-receive hook); bodies larger than
+ * `maxBodyBytes` are refused with 413 and leave the repository unchanged.
  *
  * Mount it at the root of the platform's express app (before any catch-all); it passes every
  * other request on, and everything when `services.repositories` is disabled.
@@ -80,11 +106,38 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
   const { services } = options;
   const logger = options.logger ?? pino({ level: "silent" });
   const repositories = services.repositories;
+  const bodyLimit: BodyLimit = {
+    maxBytes: options.maxBodyBytes ?? DEFAULT_GIT_MAX_BODY_BYTES,
+    setting: options.maxBodySetting ?? "GitHttpRouterOptions.maxBodyBytes",
+  };
   const router = express.Router();
 
   function deny(res: Response, status: 401 | 403 | 404, message: string): void {
     if (status === 401) res.set("WWW-Authenticate", 'Basic realm="GitLab"');
     res.status(status).type("text/plain").send(`${message}\n`);
+  }
+
+  /** Refuses a request body: git never sees (the rest of) it, the client gets the answer. */
+  function refuseBody(req: Request, res: Response, status: 400 | 413 | 415, message: string): void {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(status).type("text/plain").send(`${message}\n`);
+    drainRefusedBody(req);
+  }
+
+  function refuseInput(req: Request, res: Response, err: unknown, service: GitService): void {
+    if (err instanceof BodyTooLargeError) {
+      const what = service === "receive-pack" ? "the push" : "the request body";
+      refuseBody(req, res, 413, `Request Entity Too Large: ${bodyTooLargeMessage(err.limit, what)}`);
+    } else if (err instanceof PushRequestError) {
+      refuseBody(req, res, 400, `Bad Request: ${err.message}`);
+    } else if ((err as { code?: unknown }).code !== undefined && String((err as { code: unknown }).code).startsWith("Z_")) {
+      refuseBody(req, res, 400, "Bad Request: the request body is not valid gzip");
+    } else {
+      res.destroy(); // the client went away
+    }
   }
 
   router.use(async (req, res, next) => {
@@ -173,10 +226,49 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
         }
       }
 
-      // ---- git http-backend ----
+      // ---- the request body: gzip decoded here, limited ----
+      let body: RequestBody | undefined;
+      if (!isAdvertisement) {
+        if (declaredLengthExceeds(req.get("content-length"), bodyLimit)) {
+          refuseInput(req, res, new BodyTooLargeError(bodyLimit), service);
+          return;
+        }
+        const opened = openRequestBody(req, bodyLimit, log);
+        if (typeof opened === "string") {
+          refuseBody(req, res, 415, `Unsupported Media Type: Content-Encoding ${opened.slice(0, 40)}`);
+          return;
+        }
+        body = opened;
+      }
+      const stdin = body?.stream;
+
+      // ---- branch protection: decided from the pushed commands, before git runs ----
       const repoDir = await repositories.ensureRepository(project.id);
-      const session: PushSession | undefined =
-        service === "receive-pack" && !isAdvertisement ? await repositories.beginPush(project.id) : undefined;
+      let session: PushSession | undefined;
+      if (service === "receive-pack" && stdin) {
+        let commands;
+        try {
+          commands = await peekPushCommands(stdin, MAX_PUSH_COMMANDS_BYTES);
+        } catch (err) {
+          log.debug({ err }, "push request refused before git ran");
+          refuseInput(req, res, err, service);
+          return;
+        }
+        const decisions = decidePush({
+          commands,
+          rules: await services.protectedBranches.list(project.id),
+          access,
+          isAdmin: user?.admin ?? false,
+          defaultBranch: project.defaultBranch,
+          projectPath: project.pathWithNamespace,
+          emptyRepository: !(await repositories.hasBranches(project.id)),
+        });
+        const denied = decisions.filter((d) => d.action === "deny").map((d) => d.ref);
+        if (denied.length > 0) log.info({ userId: user?.id, refs: denied }, "push refused by branch protection");
+        session = await repositories.beginPush(project.id, decisions);
+      }
+
+      // ---- git http-backend ----
       const env: Record<string, string> = repositories.gitEnvironment({
         ...HTTP_BACKEND_CONFIG,
         GIT_PROJECT_ROOT: dirname(repoDir),
@@ -190,11 +282,9 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
         ...session?.env,
       });
       const contentLength = req.get("content-length");
-      if (contentLength !== undefined && /^\d+$/.test(contentLength)) env.CONTENT_LENGTH = contentLength;
-      else if (req.get("transfer-encoding")) env.HTTP_TRANSFER_ENCODING = "chunked"; // read to EOF
-      // http-backend inflates gzip bodies itself (git sends large fetch negotiations gzipped).
-      const encoding = req.get("content-encoding");
-      if (encoding) env.HTTP_CONTENT_ENCODING = encoding;
+      const decoded = body?.decoded ?? false;
+      if (!decoded && contentLength !== undefined && /^\d+$/.test(contentLength)) env.CONTENT_LENGTH = contentLength;
+      else if (decoded || req.get("transfer-encoding")) env.HTTP_TRANSFER_ENCODING = "chunked"; // read to EOF
       const protocol = req.get("git-protocol");
       if (protocol && /^[\x20-\x7e]{1,256}$/.test(protocol)) env.HTTP_GIT_PROTOCOL = protocol;
 
@@ -203,6 +293,9 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
         env,
         req,
         res,
+        stdin,
+        // A body found too large at its end is still answered with 413, not git's half answer.
+        holdOutputUntilInputEnds: stdin !== undefined,
         logger: log,
         exitGraceMs: service === "receive-pack" ? (options.killGraceMs ?? 5000) : 0,
         killGraceMs: options.killGraceMs,
@@ -210,6 +303,11 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
       if (session) {
         // Before the response ends: when `git push` returns, listeners have seen the push.
         await session.finish().catch((err: unknown) => log.error({ err }, "cannot process a push"));
+      }
+      if (result.inputError) {
+        log.info({ userId: user?.id, reason: result.inputError.message, exitCode: result.exitCode }, "git request body refused");
+        refuseInput(req, res, result.inputError, service);
+        return;
       }
       const level = result.exitCode === 0 ? "debug" : "warn";
       log[level](
@@ -237,6 +335,34 @@ export function createGitHttpRouter(options: GitHttpRouterOptions): Router {
   });
 
   return router;
+}
+
+/** A git request's body as git gets it: gzip decoded (`decoded`), failing once over the limit. */
+interface RequestBody {
+  stream: Readable;
+  decoded: boolean;
+}
+
+/**
+ * The body of `req`, decoded and limited; the Content-Encoding's name when it is one we do not
+ * decode. Every failure (over the limit, bad gzip, the client gone) ends up as an error of
+ * `stream`, which always has a listener, so no failure is ever an uncaught one.
+ */
+function openRequestBody(req: Request, limit: BodyLimit, log: Logger): RequestBody | string {
+  const encoding = (req.get("content-encoding") ?? "").trim().toLowerCase();
+  let source: Readable = req;
+  if (encoding === "gzip" || encoding === "x-gzip") source = req.pipe(createGunzip());
+  else if (encoding !== "" && encoding !== "identity") return encoding;
+  const limited = limitBody(limit);
+  if (source !== req) source.on("error", (err) => limited.destroy(err));
+  limited.on("error", (err) => log.debug({ err }, "git request body failed"));
+  // A client gone mid-body must end whoever waits for the rest (pipe() would not tell them).
+  const clientGone = () => {
+    if (!req.complete) limited.destroy(new Error("the client closed the connection before the request body ended"));
+  };
+  if (req.destroyed) clientGone();
+  else req.once("close", clientGone);
+  return { stream: source.pipe(limited), decoded: source !== req };
 }
 
 /** `GET /<path>/info/refs?service=git-…` → `/<path>.git/info/refs?service=git-…`, as GitLab redirects. */

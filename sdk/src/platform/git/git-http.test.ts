@@ -6,38 +6,26 @@ import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
 import { gzipSync } from "node:zlib";
 import { expect } from "chai";
-import { afterEach, beforeEach, describe, it } from "mocha";
-import { useTestStore } from "../testing/fixtures.test-support.js";
+import { beforeEach, describe, it } from "mocha";
 import { AccessLevel } from "../services/access-levels.js";
 import { createPlatformServices } from "../services/platform-services.js";
 import { tcpProxy } from "../../testing/tcp-proxy.test-support.js";
 import { rejectionOf, waitFor } from "../../testing/wait.test-support.js";
-import { GitClient, ZERO_OID, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test-support.js";
+import { ZERO_OID, pkt, useGitPlatform, type GitTestPlatform } from "./git-fixtures.test-support.js";
 
 describe("git smart HTTP", function () {
   // Real git clients against a real server: seconds each, more on a busy machine.
   this.timeout(60_000);
-  const db = useTestStore("sqlite");
+  const fixture = useGitPlatform();
+  const client = fixture.client;
   let p: GitTestPlatform;
-  const clients: GitClient[] = [];
-  const client = async () => {
-    const c = await GitClient.create();
-    clients.push(c);
-    return c;
-  };
-
-  beforeEach(async () => {
-    p = await startGitPlatform(db.store);
-  });
-  afterEach(async () => {
-    await p.close();
-    await Promise.all(clients.splice(0).map((c) => c.dispose()));
-  });
+  beforeEach(() => (p = fixture.platform));
 
   it("clones an empty project, pushes, reports the push and serves the file over REST", async () => {
     const alice = await p.user("alice");
     const project = await p.project("app");
-    await p.addMember(project, alice.id, AccessLevel.DEVELOPER);
+    // A Maintainer: the default branch is protected (Developers' pushes: branch-protection tests).
+    await p.addMember(project, alice.id, AccessLevel.MAINTAINER);
     const git = await client();
 
     const cloned = await git.run(["clone", p.url(project, alice.token), "app"]);
@@ -119,7 +107,7 @@ describe("git smart HTTP", function () {
     const guest = await p.user("guest");
     const stranger = await p.user("stranger");
     const project = await p.project("secret");
-    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+    await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
     await p.addMember(project, reporter.id, AccessLevel.REPORTER);
     await p.addMember(project, guest.id, AccessLevel.GUEST);
     const devGit = await client();
@@ -194,11 +182,13 @@ describe("git smart HTTP", function () {
   });
 
   it("lands concurrent pushes to different branches from several clients, one event each", async () => {
+    const maintainer = await p.user("maintainer");
     const dev = await p.user("dev");
     const project = await p.project("busy");
+    await p.addMember(project, maintainer.id, AccessLevel.MAINTAINER);
     await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
     const seed = await client();
-    await seed.ok(["clone", "-q", p.url(project, dev.token), "w"]);
+    await seed.ok(["clone", "-q", p.url(project, maintainer.token), "w"]);
     await seed.commit("w", { "base.txt": "base\n" });
     await seed.ok(["push", "-q", "origin", "main"], "w");
 
@@ -229,7 +219,7 @@ describe("git smart HTTP", function () {
     this.timeout(120_000);
     const dev = await p.user("dev");
     const project = await p.project("big");
-    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+    await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
     const MB = 1024 * 1024;
     // Live Buffer memory, sampled after full GCs (garbage from streamed chunks is not "held"), for
     // every MiB that passes between git and the server: a proxy in this process takes the samples
@@ -282,14 +272,13 @@ describe("git smart HTTP", function () {
   it("inflates gzip request bodies (git gzips large fetch negotiations)", async () => {
     const dev = await p.user("dev");
     const project = await p.project("gz");
-    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+    await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
     const git = await client();
     await git.ok(["clone", "-q", p.url(project, dev.token), "w"]);
     const head = await git.commit("w", { "z.txt": "z\n" });
     await git.ok(["push", "-q", "origin", "main"], "w");
 
     // A protocol v0 upload-pack request: want <head>, done.
-    const pkt = (s: string) => (s.length + 4).toString(16).padStart(4, "0") + s;
     const body = gzipSync(Buffer.from(pkt(`want ${head} ofs-delta\n`) + "0000" + pkt("done\n")));
     const res = await fetch(`${p.baseUrl}/${project.pathWithNamespace}.git/git-upload-pack`, {
       method: "POST",
@@ -311,12 +300,11 @@ describe("git smart HTTP", function () {
     this.timeout(60_000);
     const dev = await p.user("dev");
     const project = await p.project("cut");
-    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+    await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
     const objects = join(p.repositoriesDir, `${project.id}.git`, "objects");
     const quarantines = async () => (await readdir(objects)).filter((n) => n.startsWith("tmp_objdir-incoming"));
 
     // A receive-pack request whose pack never completes: git waits in its quarantine directory.
-    const pkt = (text: string) => (Buffer.byteLength(text) + 4).toString(16).padStart(4, "0") + text;
     const header = Buffer.alloc(12);
     header.write("PACK");
     header.writeUInt32BE(2, 4);
@@ -347,7 +335,7 @@ describe("git smart HTTP", function () {
     const dev = await p.user("dev");
     // Created by a platform without repositories (an older version): no repository on disk.
     const group = await p.services.namespaces.createGroup({ name: "old", path: "old" }, dev.id);
-    const withoutRepos = createPlatformServices({ store: db.store });
+    const withoutRepos = createPlatformServices({ store: p.services.store });
     const project = await withoutRepos.projects.create({ path: "late", namespaceId: group.id, defaultBranch: "trunk" }, dev.id);
     expect(await readdir(p.repositoriesDir)).to.not.include(`${project.id}.git`);
 

@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import type { ServiceContext } from "../services/context.js";
 import { invalid, notFound } from "../services/errors.js";
 import type { Project, ProjectService } from "../services/projects.js";
+import type { RefDecision } from "./branch-protection.js";
 import { GitCommandError, gitEnvironment, runGit } from "./git-command.js";
 import { OID_RE, isValidPathPrefix, isValidRefName, isValidRepoPath, isValidRevision, isZeroOid } from "./git-names.js";
 import { PushDispatcher, type PushEvent, type PushListener, type RefUpdate } from "./push-events.js";
@@ -80,12 +81,15 @@ export interface RepositoryService {
    * one at a time, in push order. Returns the unsubscribe function. Listener errors are logged.
    */
   onPush(listener: PushListener): () => void;
+  /** Whether the repository has at least one branch (GitLab's "empty repository" is one without). */
+  hasBranches(projectId: number): Promise<boolean>;
   /**
-   * For git transports: prepares the report of one receive-pack on the project's repository. The
-   * repository's post-receive hook appends the pushed `<old> <new> <ref>` lines to the file named
-   * in `env`; `finish()` turns them into PushEvents.
+   * For git transports: prepares one receive-pack on the project's repository. Its pre-receive
+   * hook applies `decisions` (one per pushed ref, see decidePush; a ref without one is refused),
+   * its post-receive hook appends the pushed `<old> <new> <ref>` lines to a file named in `env`,
+   * and `finish()` turns them into PushEvents.
    */
-  beginPush(projectId: number): Promise<PushSession>;
+  beginPush(projectId: number, decisions: readonly RefDecision[]): Promise<PushSession>;
   /**
    * The environment for git processes started on the service's repositories (hooks see it):
    * a minimal allow-list of the platform's variables, system and global git config shut out.
@@ -112,6 +116,51 @@ export interface RepositoryServiceInternal extends RepositoryService {
 
 /** Name of the environment variable that tells the post-receive hook where to report. */
 export const PUSH_REPORT_ENV = "KASBRIDGE_PUSH_REPORT";
+/** Name of the environment variable that names the pre-receive hook's decisions file. */
+export const PUSH_RULES_ENV = "KASBRIDGE_PUSH_RULES";
+
+/**
+ * The pre-receive hook installed in every repository. For pushes through our transports it
+ * applies the platform's decision on each ref (lines `allow <ref>`, `deny <ref> <message>`,
+ * `no-force <ref> <message>` in the file named in $KASBRIDGE_PUSH_RULES): `no-force` refuses an
+ * update unless the old commit is an ancestor of the new one, which only now, with the pushed
+ * objects in quarantine, can be checked. A ref without a decision, or an unreadable file, refuses
+ * the push; refusing it leaves the repository as it was (git drops the quarantined objects).
+ */
+export const PRE_RECEIVE_HOOK = `#!/bin/sh
+# Installed and kept up to date by the kasbridge platform; local edits are overwritten.
+# Enforces branch protection as the platform decided it, in the file named in $${PUSH_RULES_ENV}.
+test -n "$${PUSH_RULES_ENV}" || exit 0
+if ! test -r "$${PUSH_RULES_ENV}"; then
+  printf '%s\n' "GitLab: The branch protection of this push cannot be checked." >&2
+  exit 1
+fi
+status=0
+while read -r old new ref; do
+  decided=
+  while read -r action rule_ref message; do
+    test "x$rule_ref" = "x$ref" || continue
+    decided=1
+    case $action in
+      allow) ;;
+      deny) printf 'GitLab: %s\n' "$message" >&2; status=1 ;;
+      no-force)
+        case $old in *[!0]*) ;; *) continue ;; esac
+        case $new in *[!0]*) ;; *) continue ;; esac
+        if ! git merge-base --is-ancestor "$old" "$new" </dev/null; then
+          printf 'GitLab: %s\n' "$message" >&2
+          status=1
+        fi ;;
+      *) printf '%s\n' "GitLab: The branch protection of this push cannot be checked." >&2; status=1 ;;
+    esac
+  done <"$${PUSH_RULES_ENV}"
+  if test -z "$decided"; then
+    printf 'GitLab: The branch protection of %s cannot be checked.\n' "$ref" >&2
+    status=1
+  fi
+done
+exit $status
+`;
 
 /**
  * The post-receive hook installed in every repository. It only acts when the platform named a
@@ -123,6 +172,9 @@ export const POST_RECEIVE_HOOK = `#!/bin/sh
 test -n "$${PUSH_REPORT_ENV}" || exit 0
 exec cat >>"$${PUSH_REPORT_ENV}"
 `;
+
+/** Every hook the platform installs, by file name. */
+const HOOKS: Readonly<Record<string, string>> = { "pre-receive": PRE_RECEIVE_HOOK, "post-receive": POST_RECEIVE_HOOK };
 
 const REPORTS_DIR_NAME = ".push-reports";
 
@@ -167,28 +219,30 @@ export function createRepositoryService(
     }
   }
 
-  async function installHook(dir: string): Promise<void> {
+  async function installHooks(dir: string): Promise<void> {
     const hooks = join(dir, "hooks");
-    const hook = join(hooks, "post-receive");
-    let current: string | undefined;
-    try {
-      current = await readFsFile(hook, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    for (const [name, content] of Object.entries(HOOKS)) {
+      const hook = join(hooks, name);
+      let current: string | undefined;
+      try {
+        current = await readFsFile(hook, "utf8");
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      }
+      if (current === content && ((await stat(hook)).mode & 0o100) !== 0) continue;
+      await mkdir(hooks, { recursive: true });
+      // Write-then-rename, so a push never runs a half-written hook.
+      const tmp = `${hook}.${randomUUID()}.tmp`;
+      await writeFile(tmp, content, { mode: 0o755 });
+      await chmod(tmp, 0o755);
+      await rename(tmp, hook);
     }
-    if (current === POST_RECEIVE_HOOK && ((await stat(hook)).mode & 0o100) !== 0) return;
-    await mkdir(hooks, { recursive: true });
-    // Write-then-rename, so a push never runs a half-written hook.
-    const tmp = `${hook}.${randomUUID()}.tmp`;
-    await writeFile(tmp, POST_RECEIVE_HOOK, { mode: 0o755 });
-    await chmod(tmp, 0o755);
-    await rename(tmp, hook);
   }
 
   async function create(projectId: number, known?: Project): Promise<string> {
     const dir = repoDir(projectId);
     if (await exists(join(dir, "HEAD"))) {
-      await installHook(dir);
+      await installHooks(dir);
       return dir;
     }
     const project = known ?? (await deps.projects.get(projectId));
@@ -200,14 +254,14 @@ export function createRepositoryService(
     const tmp = await mkdtemp(join(requireRoot(), `.tmp-${projectId}-`));
     try {
       await runGit(git, ["init", "--bare", "--quiet", "--template=", `--initial-branch=${branch}`, tmp], { env: cmdEnv });
-      await installHook(tmp);
+      await installHooks(tmp);
       try {
         await rename(tmp, dir);
         logger.info({ projectId, dir }, "created git repository");
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if ((code !== "EEXIST" && code !== "ENOTEMPTY") || !(await exists(join(dir, "HEAD")))) throw err;
-        await installHook(dir); // someone else created it first
+        await installHooks(dir); // someone else created it first
       }
     } finally {
       await rm(tmp, { recursive: true, force: true });
@@ -387,18 +441,26 @@ export function createRepositoryService(
       return () => void listeners.delete(listener);
     },
 
-    async beginPush(projectId) {
+    async hasBranches(projectId) {
+      const out = await gitIn(await ensure(projectId), ["for-each-ref", "--count=1", "--format=%(refname)", "refs/heads/"]);
+      return out.length > 0;
+    },
+
+    async beginPush(projectId, decisions) {
       await ensure(projectId);
       reportsDir ??= mkdir(join(requireRoot(), REPORTS_DIR_NAME), { recursive: true, mode: 0o700 }).then(() =>
         join(requireRoot(), REPORTS_DIR_NAME),
       );
       reportsDir.catch(() => (reportsDir = undefined));
       const file = join(await reportsDir, `${projectId}-${randomUUID()}`);
+      const rulesFile = `${file}.rules`;
+      await writeFile(rulesFile, formatDecisions(decisions), { mode: 0o600, flag: "wx" });
       let finished: Promise<void> | undefined;
       return {
-        env: { [PUSH_REPORT_ENV]: file },
+        env: { [PUSH_REPORT_ENV]: file, [PUSH_RULES_ENV]: rulesFile },
         finish: () =>
           (finished ??= (async () => {
+            await unlink(rulesFile).catch((err: unknown) => logger.warn({ err, file: rulesFile }, "cannot remove a push's rules"));
             let text: string;
             try {
               text = await readFsFile(file, "utf8");
@@ -414,4 +476,18 @@ export function createRepositoryService(
 
     gitEnvironment: env,
   };
+}
+
+/** The pre-receive hook's decisions file: one line per ref (or per message line), see PRE_RECEIVE_HOOK. */
+export function formatDecisions(decisions: readonly RefDecision[]): string {
+  const lines: string[] = [];
+  for (const d of decisions) {
+    if (!isValidRefName(d.ref)) throw new Error(`not a ref name: ${JSON.stringify(d.ref)}`);
+    if (d.action === "allow") {
+      lines.push(`allow ${d.ref}`);
+      continue;
+    }
+    for (const line of d.message) lines.push(`${d.action} ${d.ref} ${line.replace(/[\r\n]+/g, " ")}`);
+  }
+  return lines.map((line) => `${line}\n`).join("");
 }

@@ -6,6 +6,8 @@ export const AccessLevel = {
   DEVELOPER: 30,
   MAINTAINER: 40,
   OWNER: 50,
+  /** Instance administrators; only protected branch rules use it (GitLab's `Gitlab::Access::ADMIN`). */
+  ADMIN: 60,
 } as const;
 
 export type AccessLevelValue = (typeof AccessLevel)[keyof typeof AccessLevel];

@@ -163,11 +163,11 @@ export function createAgentTokenService(
         if (!row) throw notFound("Agent token");
         if (changed > 0) {
           newlyRevoked = true;
-          await deps.revocations.record(trx, [{ agentId, tokenId }]);
+          await deps.revocations.record(trx, [{ kind: "agent_token", agentId, tokenId }]);
         }
         return tokenFromRow(row);
       });
-      if (newlyRevoked) deps.revocations.publish([{ agentId, tokenId }]);
+      if (newlyRevoked) deps.revocations.publish([{ kind: "agent_token", agentId, tokenId }]);
       return token;
     },
 

@@ -90,7 +90,7 @@ export function createAgentService(ctx: ServiceContext, revocations: RevocationR
         const active = (await trx("cluster_agent_tokens").where({ agent_id: agentId, status: "active" }).select("id")) as {
           id: number;
         }[];
-        revoked = active.map((t) => ({ agentId, tokenId: t.id }));
+        revoked = active.map((t) => ({ kind: "agent_token", agentId, tokenId: t.id }));
         await trx("cluster_agent_tokens")
           .where({ agent_id: agentId, status: "active" })
           .update({ status: "revoked", revoked_at: toDbTime(ctx.now()) });

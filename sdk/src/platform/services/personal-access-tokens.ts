@@ -2,6 +2,7 @@ import { digestToken, digestsEqual, generatePersonalAccessToken } from "../../au
 import { fromDbTime, fromDbTimeOrNull, isUniqueViolation, toDbTime } from "../store/db-util.js";
 import type { ServiceContext } from "./context.js";
 import { conflict, invalid, notFound } from "./errors.js";
+import type { RevocationRecorder } from "./revocations.js";
 import type { UsageThrottle } from "./usage-throttle.js";
 import { userFromRow, type User } from "./users.js";
 import { optionalString, requireString } from "./validation.js";
@@ -63,6 +64,12 @@ export interface PersonalAccessTokenService {
     options?: { secret?: string },
   ): Promise<{ token: PersonalAccessToken; secret: string }>;
   list(userId: number): Promise<PersonalAccessToken[]>;
+  /** The token with this id, whoever owns it. */
+  get(tokenId: number): Promise<PersonalAccessToken | undefined>;
+  /**
+   * Revokes the user's token; the revocation feed tells KAS, which ends the Kubernetes API proxy
+   * streams it opened. Revoking a revoked token changes nothing. Throws not_found.
+   */
   revoke(userId: number, tokenId: number): Promise<PersonalAccessToken>;
   /** True when a token with this plaintext exists (whatever its state). */
   exists(secret: string): Promise<boolean>;
@@ -110,7 +117,7 @@ const MAX_TOKEN_LENGTH = 1024;
 
 export function createPersonalAccessTokenService(
   ctx: ServiceContext,
-  deps: { throttle: UsageThrottle },
+  deps: { throttle: UsageThrottle; revocations: RevocationRecorder },
 ): PersonalAccessTokenService {
   const { knex } = ctx;
 
@@ -175,14 +182,24 @@ export function createPersonalAccessTokenService(
       return rows.map((r) => patFromRow(r, now));
     },
 
+    async get(tokenId) {
+      const row = (await knex("personal_access_tokens").where({ id: tokenId }).first()) as PatRow | undefined;
+      return row && patFromRow(row, ctx.now());
+    },
+
     async revoke(userId, tokenId) {
       const now = ctx.now();
-      await knex("personal_access_tokens")
-        .where({ id: tokenId, user_id: userId })
-        .whereNull("revoked_at")
-        .update({ revoked_at: toDbTime(now) });
-      const row = (await knex("personal_access_tokens").where({ id: tokenId, user_id: userId }).first()) as PatRow | undefined;
+      const revoked = [{ kind: "personal_access_token", userId, tokenId } as const];
+      const { row, changed } = await knex.transaction(async (trx) => {
+        const n = await trx("personal_access_tokens")
+          .where({ id: tokenId, user_id: userId })
+          .whereNull("revoked_at")
+          .update({ revoked_at: toDbTime(now) });
+        if (n > 0) await deps.revocations.record(trx, revoked);
+        return { row: (await trx("personal_access_tokens").where({ id: tokenId, user_id: userId }).first()) as PatRow | undefined, changed: n > 0 };
+      });
       if (!row) throw notFound("Personal access token");
+      if (changed) deps.revocations.publish(revoked);
       return patFromRow(row, now);
     },
 

@@ -188,11 +188,11 @@ describeEachStore("platform/services", (getStore) => {
 
       const revoked = await svc.agentTokens.revoke(agent.id, token.id);
       expect(revoked.status).to.equal("revoked");
-      expect(seen).to.deep.equal([{ agentId: agent.id, tokenId: token.id }]);
+      expect(seen).to.deep.equal([{ kind: "agent_token", agentId: agent.id, tokenId: token.id }]);
       expect(await svc.agentTokens.authenticate(secret)).to.equal(undefined);
 
       const page = await svc.revocations.feed(start.cursor);
-      expect(page.revocations).to.deep.equal([{ agentId: agent.id, tokenId: token.id }]);
+      expect(page.revocations).to.deep.equal([{ kind: "agent_token", agentId: agent.id, tokenId: token.id }]);
       expect(page.cursor).to.be.greaterThan(start.cursor);
       expect((await svc.revocations.feed(page.cursor)).revocations).to.deep.equal([]);
       // A cursor from a replaced database restarts at the current position.
@@ -214,7 +214,7 @@ describeEachStore("platform/services", (getStore) => {
       svc.revocations.subscribe((r) => seen.push(r));
       const start = await svc.revocations.feed(undefined);
       expect(await svc.agents.delete(project.id, agent.id)).to.equal(true);
-      expect(seen).to.deep.equal([{ agentId: agent.id, tokenId: a.token.id }]);
+      expect(seen).to.deep.equal([{ kind: "agent_token", agentId: agent.id, tokenId: a.token.id }]);
       expect((await svc.revocations.feed(start.cursor)).revocations).to.deep.equal(seen);
       expect(await svc.agentTokens.authenticate(a.secret)).to.equal(undefined);
       expect(await svc.agents.delete(project.id, agent.id)).to.equal(false);

@@ -12,6 +12,7 @@ import { createMemberService, type MemberService } from "./members.js";
 import { createNamespaceService, type NamespaceService } from "./namespaces.js";
 import { createPersonalAccessTokenService, type PersonalAccessTokenService } from "./personal-access-tokens.js";
 import { createProjectService, type ProjectService } from "./projects.js";
+import { createProtectedBranchService, type ProtectedBranchService } from "./protected-branches.js";
 import { createRevocationService, type RevocationService } from "./revocations.js";
 import { UsageThrottle } from "./usage-throttle.js";
 import { createUserService, type UserService } from "./users.js";
@@ -46,6 +47,8 @@ export interface PlatformServices {
   /** Personal namespaces and groups. */
   readonly namespaces: NamespaceService;
   readonly projects: ProjectService;
+  /** Protected branch rules, enforced on every push over git (see git/branch-protection.ts). */
+  readonly protectedBranches: ProtectedBranchService;
   readonly members: MemberService;
   readonly agents: AgentService;
   readonly agentTokens: AgentTokenService;
@@ -104,12 +107,13 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     },
   };
   const members = createMemberService(ctx, namespaces);
-  const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs) });
+  const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs), revocations });
   return {
     store: options.store,
-    users: createUserService(ctx),
+    users: createUserService(ctx, { revocations }),
     namespaces,
     projects,
+    protectedBranches: createProtectedBranchService(ctx),
     members,
     agents,
     agentTokens: createAgentTokenService(ctx, { projects, revocations, throttle: new UsageThrottle(throttleMs) }),
@@ -117,7 +121,7 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     revocations,
     agentConfigs,
     repositories,
-    ciJobs: createCiJobService(ctx, { projects, namespaces, members, agentConfigs }, { tokenTtlMs: options.ciJobTokenTtlMs }),
+    ciJobs: createCiJobService(ctx, { projects, namespaces, members, agentConfigs, revocations }, { tokenTtlMs: options.ciJobTokenTtlMs }),
     proxyUserAuthorization: createProxyUserAuthorizationService({
       personalAccessTokens,
       agents,

@@ -3,6 +3,7 @@ import { AccessLevel } from "./access-levels.js";
 import type { ServiceContext } from "./context.js";
 import { invalid, notFound } from "./errors.js";
 import type { Namespace, NamespaceService } from "./namespaces.js";
+import { protectDefaultBranch } from "./protected-branches.js";
 import {
   optionalString,
   parseVisibility,
@@ -44,7 +45,8 @@ export interface CreateProjectInput {
 export interface ProjectService {
   /**
    * Creates a project; `creatorId` (if any) becomes its owner member, so the creator manages it
-   * even in a group where they hold a lower role. Authorization is the caller's job.
+   * even in a group where they hold a lower role. Its default branch is protected as GitLab does
+   * by default (Maintainers push and merge, no force push). Authorization is the caller's job.
    */
   create(input: CreateProjectInput, creatorId: number | null): Promise<Project>;
   get(id: number): Promise<Project | undefined>;
@@ -188,6 +190,7 @@ export function createProjectService(ctx: ServiceContext, namespaces: NamespaceS
           if (isUniqueViolation(err)) throw invalid("Project is invalid", { path: ["has already been taken"] });
           throw err;
         }
+        await protectDefaultBranch(trx, id, defaultBranch, ctx.now());
         if (creatorId !== null) {
           await trx("project_members").insert({
             project_id: id,

@@ -22,7 +22,10 @@ export interface RevocationService {
   feed(after: number | undefined, limit?: number): Promise<RevocationFeedPage>;
 }
 
-/** Used by the agent and token services: record inside the revoking transaction, publish after commit. */
+/**
+ * Used by the services that revoke credentials (agent tokens, CI jobs, personal access tokens,
+ * users): record inside the revoking transaction, publish after commit.
+ */
 export interface RevocationRecorder {
   record(trx: Knex.Transaction, revocations: readonly TokenRevocation[]): Promise<void>;
   publish(revocations: readonly TokenRevocation[]): void;
@@ -57,15 +60,13 @@ export function createRevocationService(
         // Serialises revoking transactions so ids become visible in id order: otherwise a feed
         // reader could see id 6 commit before id 5, advance its cursor past 5 and never see it.
         // EXCLUSIVE mode still lets readers of the feed through.
-        await trx.raw("LOCK TABLE agent_token_revocations IN EXCLUSIVE MODE");
+        await trx.raw("LOCK TABLE token_revocations IN EXCLUSIVE MODE");
       }
       const now = ctx.now();
-      await trx("agent_token_revocations").insert(
-        revocations.map((r) => ({ agent_id: r.agentId, token_id: r.tokenId, revoked_at: toDbTime(now) })),
-      );
+      await trx("token_revocations").insert(revocations.map((r) => ({ ...revocationRow(r), revoked_at: toDbTime(now) })));
       if (now.getTime() - lastPruneMs >= PRUNE_EVERY_MS) {
         lastPruneMs = now.getTime();
-        await trx("agent_token_revocations").where("revoked_at", "<", toDbTime(new Date(now.getTime() - retentionMs))).delete();
+        await trx("token_revocations").where("revoked_at", "<", toDbTime(new Date(now.getTime() - retentionMs))).delete();
       }
     },
 
@@ -75,26 +76,66 @@ export function createRevocationService(
           try {
             listener({ ...revocation });
           } catch (err) {
-            ctx.logger.error({ err, agentId: revocation.agentId, tokenId: revocation.tokenId }, "token revocation listener failed");
+            ctx.logger.error({ err, revocation }, "token revocation listener failed");
           }
         }
       }
     },
 
     async feed(after, limit = FEED_MAX_LIMIT) {
-      const max = (await knex("agent_token_revocations").max({ id: "id" }).first()) as { id: unknown } | undefined;
+      const max = (await knex("token_revocations").max({ id: "id" }).first()) as { id: unknown } | undefined;
       const maxId = max?.id == null ? 0 : Number(max.id);
       // A cursor beyond the newest entry means the database was replaced: restart from now.
       if (after === undefined || after > maxId) return { revocations: [], cursor: maxId };
-      const rows = (await knex("agent_token_revocations")
+      const rows = (await knex("token_revocations")
         .where("id", ">", after)
         .orderBy("id")
         .limit(Math.max(1, Math.min(limit, FEED_MAX_LIMIT)))
-        .select("id", "agent_id", "token_id")) as { id: number; agent_id: number; token_id: number }[];
+        .select("id", "kind", "agent_id", "token_id", "user_id", "job_id")) as RevocationRow[];
       return {
-        revocations: rows.map((r) => ({ agentId: r.agent_id, tokenId: r.token_id })),
-        cursor: rows.length > 0 ? rows[rows.length - 1]!.id : after,
+        revocations: rows.map(revocationFromRow).filter((r): r is TokenRevocation => r !== undefined),
+        cursor: rows.length > 0 ? Number(rows[rows.length - 1]!.id) : after,
       };
     },
   };
+}
+
+interface RevocationRow {
+  id: number;
+  kind: string;
+  agent_id: number | null;
+  token_id: number | null;
+  user_id: number | null;
+  job_id: number | null;
+}
+
+function revocationRow(r: TokenRevocation): Omit<RevocationRow, "id"> {
+  const none = { agent_id: null, token_id: null, user_id: null, job_id: null };
+  switch (r.kind) {
+    case "agent_token":
+      return { ...none, kind: r.kind, agent_id: r.agentId, token_id: r.tokenId };
+    case "ci_job":
+      return { ...none, kind: r.kind, job_id: r.jobId };
+    case "personal_access_token":
+      return { ...none, kind: r.kind, user_id: r.userId, token_id: r.tokenId };
+    case "user":
+      return { ...none, kind: r.kind, user_id: r.userId };
+  }
+}
+
+/** The row as a revocation; undefined for a kind this version does not know (written by a newer one). */
+function revocationFromRow(row: RevocationRow): TokenRevocation | undefined {
+  const n = (v: number | null) => Number(v);
+  switch (row.kind) {
+    case "agent_token":
+      return { kind: "agent_token", agentId: n(row.agent_id), tokenId: n(row.token_id) };
+    case "ci_job":
+      return { kind: "ci_job", jobId: n(row.job_id) };
+    case "personal_access_token":
+      return { kind: "personal_access_token", userId: n(row.user_id), tokenId: n(row.token_id) };
+    case "user":
+      return { kind: "user", userId: n(row.user_id) };
+    default:
+      return undefined;
+  }
 }

@@ -1,6 +1,7 @@
 import type { Knex } from "knex";
 import { fromDbBool, fromDbInt, fromDbTime, isUniqueViolation, toDbTime } from "../store/db-util.js";
 import { inTransaction, type ServiceContext } from "./context.js";
+import type { RevocationRecorder } from "./revocations.js";
 import { conflict, invalid } from "./errors.js";
 import { optionalString, requireString, usernameErrors } from "./validation.js";
 
@@ -28,6 +29,15 @@ export interface UserService {
   get(id: number): Promise<User | undefined>;
   getByUsername(username: string): Promise<User | undefined>;
   count(): Promise<number>;
+  /**
+   * Blocks an active user (GitLab's `POST /users/:id/block`): none of their personal access
+   * tokens or CI job tokens work any more, and the revocation feed tells KAS, which ends the
+   * Kubernetes API proxy streams they opened. Undefined when there is no such user; `changed` is
+   * false when the user was already blocked.
+   */
+  block(id: number): Promise<{ user: User; changed: boolean } | undefined>;
+  /** Makes a blocked user active again (their tokens work again unless revoked or expired). */
+  unblock(id: number): Promise<{ user: User; changed: boolean } | undefined>;
 }
 
 interface UserRow {
@@ -52,8 +62,23 @@ export function userFromRow(row: UserRow): User {
   };
 }
 
-export function createUserService(ctx: ServiceContext): UserService {
+export function createUserService(ctx: ServiceContext, deps: { revocations: RevocationRecorder }): UserService {
   const { knex } = ctx;
+
+  /** Moves the user from state `from` to `to`; records `revoked` in the same transaction when it changed. */
+  async function transition(id: number, from: string, to: string, revoked: Parameters<RevocationRecorder["record"]>[1]) {
+    const result = await knex.transaction(async (trx) => {
+      const changed = await trx("users").where({ id, state: from }).update({ state: to });
+      if (changed > 0 && revoked.length > 0) await deps.revocations.record(trx, revoked);
+      const row = (await trx("users").where({ id }).first()) as UserRow | undefined;
+      return row && { user: userFromRow(row), changed: changed > 0 };
+    });
+    if (result?.changed) {
+      deps.revocations.publish(revoked);
+      ctx.logger.info({ userId: id, state: to }, to === "blocked" ? "user blocked; their tokens stop working" : "user unblocked");
+    }
+    return result;
+  }
 
   async function create(input: CreateUserInput, db: Knex | Knex.Transaction = knex): Promise<User> {
     const username = requireString(input.username, "username");
@@ -115,5 +140,7 @@ export function createUserService(ctx: ServiceContext): UserService {
       const row = (await knex("users").count({ n: "*" }).first()) as { n: unknown } | undefined;
       return fromDbInt(row?.n ?? 0);
     },
+    block: (id) => transition(id, "active", "blocked", [{ kind: "user", userId: id }]),
+    unblock: (id) => transition(id, "blocked", "active", []),
   };
 }

@@ -258,7 +258,90 @@ const ciJobs: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs];
+/**
+ * Protected branches (GitLab's `protected_branches` with one push and one merge access level each,
+ * the rule of GitLab's free tier). Every existing project gets GitLab's default protection of its
+ * default branch (Maintainers push and merge, no force push), as new projects get it on creation:
+ * before this migration any Developer could rewrite the agent configuration on the default branch.
+ */
+const protectedBranches: Migration = {
+  name: "0004_protected_branches",
+  async up(knex) {
+    await knex.schema.createTable("protected_branches", (t) => {
+      t.increments("id").primary();
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.string("name", 1024).notNullable(); // a branch name or a wildcard pattern (`release/*`)
+      t.integer("push_access_level").notNullable();
+      t.integer("merge_access_level").notNullable();
+      t.boolean("allow_force_push").notNullable().defaultTo(false);
+      ts(t, "created_at").notNullable();
+      t.unique(["project_id", "name"]);
+    });
+    const now = new Date().toISOString();
+    const projects = (await knex("projects").select("id", "default_branch")) as { id: number; default_branch: string }[];
+    for (const p of projects) {
+      await knex("protected_branches").insert({
+        project_id: p.id,
+        name: p.default_branch,
+        push_access_level: 40,
+        merge_access_level: 40,
+        allow_force_push: false,
+        created_at: now,
+      });
+    }
+  },
+  async down(knex) {
+    await knex.schema.dropTableIfExists("protected_branches");
+  },
+};
+
+/**
+ * One revocation feed for every credential KAS must stop honouring: agent tokens as before, and
+ * finished CI jobs, revoked personal access tokens and blocked users (so KAS ends the Kubernetes
+ * API proxy streams they opened). The rows of `agent_token_revocations` move over with their ids,
+ * so a KAS polling with a cursor from before the migration misses nothing.
+ */
+const tokenRevocations: Migration = {
+  name: "0005_token_revocations",
+  async up(knex) {
+    await knex.schema.createTable("token_revocations", (t) => {
+      t.increments("id").primary(); // doubles as the feed cursor
+      t.string("kind", 32).notNullable(); // agent_token | ci_job | personal_access_token | user
+      // No foreign keys, as before: entries must outlive what they name.
+      t.integer("agent_id").nullable();
+      t.integer("token_id").nullable(); // agent token or personal access token
+      t.integer("user_id").nullable();
+      t.integer("job_id").nullable();
+      ts(t, "revoked_at").notNullable();
+      t.index(["revoked_at"]);
+    });
+    await knex.raw(
+      "INSERT INTO token_revocations (id, kind, agent_id, token_id, revoked_at) SELECT id, 'agent_token', agent_id, token_id, revoked_at FROM agent_token_revocations",
+    );
+    if (knex.client.config.client === "pg") {
+      // Explicit ids leave the sequence behind; the next revocation must follow the copied rows.
+      await knex.raw(
+        "SELECT setval(pg_get_serial_sequence('token_revocations', 'id'), COALESCE((SELECT MAX(id) FROM token_revocations), 0) + 1, false)",
+      );
+    }
+    await knex.schema.dropTable("agent_token_revocations");
+  },
+  async down(knex) {
+    await knex.schema.createTable("agent_token_revocations", (t) => {
+      t.increments("id").primary();
+      t.integer("agent_id").notNullable();
+      t.integer("token_id").notNullable();
+      ts(t, "revoked_at").notNullable();
+      t.index(["revoked_at"]);
+    });
+    await knex.raw(
+      "INSERT INTO agent_token_revocations (id, agent_id, token_id, revoked_at) SELECT id, agent_id, token_id, revoked_at FROM token_revocations WHERE kind = 'agent_token'",
+    );
+    await knex.schema.dropTable("token_revocations");
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -3,6 +3,8 @@ import { expect } from "chai";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createPlatformServices } from "../services/platform-services.js";
+import { migrationSource } from "./migrations.js";
 import { openStore } from "./store.js";
 import { describeEachStore } from "../testing/fixtures.test-support.js";
 
@@ -66,6 +68,52 @@ describeEachStore("platform/store", (getStore) => {
     await knex("users").insert({ username: "u", name: "U", created_at: now });
     err = await knex("users").insert({ username: "u", name: "U2", created_at: now }).catch((e: unknown) => e as Error);
     expect(err).to.be.instanceOf(Error);
+  });
+
+  it("0004 protects the default branch of every project that existed before it", async () => {
+    const knex = getStore().knex;
+    const now = new Date().toISOString();
+    // A project created by an earlier version: no protection yet.
+    await knex.migrate.down({ migrationSource }); // 0005
+    await knex.migrate.down({ migrationSource }); // 0004
+    expect(await knex.schema.hasTable("protected_branches")).to.equal(false);
+    const [{ id: nsId }] = (await knex("namespaces")
+      .insert({ name: "g", path: "g", kind: "group", full_path: "g", full_name: "g", created_at: now })
+      .returning("id")) as { id: number }[];
+    const [{ id: projectId }] = (await knex("projects")
+      .insert({ name: "p", path: "p", namespace_id: nsId, default_branch: "trunk", created_at: now })
+      .returning("id")) as { id: number }[];
+    await knex.migrate.latest({ migrationSource });
+    const rows = (await knex("protected_branches").select("project_id", "name", "push_access_level", "merge_access_level", "allow_force_push")) as {
+      allow_force_push: unknown;
+    }[];
+    expect(rows.map((r) => ({ ...r, allow_force_push: Boolean(r.allow_force_push) }))).to.deep.equal([
+      { project_id: projectId, name: "trunk", push_access_level: 40, merge_access_level: 40, allow_force_push: false },
+    ]);
+  });
+
+  it("moves agent token revocations into the feed of every kind with their ids (0005), so a poller's cursor stays good", async () => {
+    const knex = getStore().knex;
+    await knex.migrate.down({ migrationSource }); // back to agent_token_revocations
+    try {
+      const at = new Date().toISOString();
+      await knex("agent_token_revocations").insert([
+        { id: 7, agent_id: 1, token_id: 11, revoked_at: at },
+        { id: 9, agent_id: 2, token_id: 12, revoked_at: at },
+      ]);
+    } finally {
+      await knex.migrate.latest({ migrationSource });
+    }
+    expect(await knex.schema.hasTable("agent_token_revocations")).to.equal(false);
+    const services = createPlatformServices({ store: getStore() });
+    expect((await services.revocations.feed(6)).revocations).to.deep.equal([
+      { kind: "agent_token", agentId: 1, tokenId: 11 },
+      { kind: "agent_token", agentId: 2, tokenId: 12 },
+    ]);
+    // The next entry follows the moved ones.
+    const user = await services.users.create({ username: "someone", name: "Someone" });
+    await services.users.block(user.id);
+    expect(await services.revocations.feed(9)).to.deep.equal({ revocations: [{ kind: "user", userId: user.id }], cursor: 10 });
   });
 
   it("round-trips timestamps as instants", async () => {

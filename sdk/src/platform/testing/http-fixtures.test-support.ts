@@ -113,3 +113,38 @@ export async function kasHeaders(secret: Uint8Array, agentToken?: string, nowMs?
 export function platformError(p: Promise<unknown>): Promise<PlatformError> {
   return rejectionOf(p, PlatformError);
 }
+
+/**
+ * POSTs a body that never ends (`prefix`, then chunked 64 KiB at a time, respecting backpressure) until the
+ * server closes the connection; resolves with the bytes written by then. Fails after 256 MiB.
+ */
+export function sendEndlessly(url: string, headers: Record<string, string>, prefix?: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let sent = 0;
+    const req = http.request(url, { method: "POST", headers });
+    if (prefix) {
+      req.write(prefix);
+      sent += prefix.length;
+    }
+    req.on("response", (res) => res.resume());
+    const done = () => resolve(sent);
+    req.on("error", done);
+    req.on("close", done);
+    const pump = () => {
+      while (!req.destroyed) {
+        if (sent > 256 * 1024 * 1024) {
+          req.destroy();
+          reject(new Error("the server never disconnected"));
+          return;
+        }
+        sent += chunk.length;
+        if (!req.write(chunk)) {
+          req.once("drain", pump);
+          return;
+        }
+      }
+    };
+    pump();
+  });
+}
