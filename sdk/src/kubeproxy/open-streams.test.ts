@@ -225,12 +225,14 @@ describe("kubeproxy: open streams end with their credential (in process)", funct
   });
 
   it("ends streams when their job token or personal access token expires", async () => {
-    platform.jobs.set("job-expiring", jobOf(26, 4, {}, Date.now() + 300));
+    // Long enough for both watches to open on a busy machine; their end is then awaited as an event.
+    const expiresAt = Date.now() + 2_000;
+    platform.jobs.set("job-expiring", jobOf(26, 4, {}, expiresAt));
     platform.users.set("glpat-expiring", {
       agent: { id: 7, configProject: { id: 3 } },
       user: { id: 8, username: "temp" },
       accessAs: { agent: {} },
-      personalAccessToken: { id: 43, expiresAt: Date.now() + 300 },
+      personalAccessToken: { id: 43, expiresAt },
     });
     const p = await proxy({ tls: cert });
     const streams = [await watchHttp2(p, "ci:7:job-expiring"), await watchHttp2(p, "pat:7:glpat-expiring")];
