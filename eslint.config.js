@@ -14,7 +14,7 @@ export default tseslint.config(
   },
   {
     // chai's property assertions (`expect(x).to.be.empty`) are expressions by design.
-    files: ["**/*.test.ts", "e2e/**/*.ts"],
+    files: ["**/*.test.ts", "**/*.test-support.ts", "e2e/**/*.ts"],
     rules: { "@typescript-eslint/no-unused-expressions": "off" },
   },
   {

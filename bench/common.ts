@@ -4,7 +4,6 @@
  * the connection window, echo clients, and statistics.
  */
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager, type GrpcTransportOptions } from "@connectrpc/connect-node";
 import { EchoService } from "../sdk/src/gen/kasbridge/echo/v1/echo_pb.js";
@@ -23,12 +22,8 @@ export function createWideServer(): http2.Http2Server {
   return server;
 }
 
-export function listen(server: http2.Http2Server): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port));
-  });
-}
+/** Listens on 127.0.0.1, port 0; resolves with the port (the tests' helper). */
+export { listen } from "../sdk/src/testing/servers.test-support.js";
 
 /** Closes a server and destroys its remaining sessions. */
 export function closeServer(server: http2.Http2Server, sessions: Set<http2.Http2Session>): Promise<void> {

@@ -13,7 +13,7 @@ import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8";
 import pino from "pino";
 import { agentConfigurationModule } from "../sdk/src/modules/configuration/server.js";
 import { createKasServer } from "../sdk/src/server/kas-server.js";
-import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.js";
+import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.test-support.js";
 
 const agents = Number(process.env.BENCH_AGENTS ?? 2000);
 const gc = (globalThis as { gc?: () => void }).gc;

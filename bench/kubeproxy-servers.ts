@@ -20,7 +20,7 @@ import { createAgentKubernetesApi } from "../sdk/src/kubeproxy/agent-kubernetes-
 import { createKubernetesApiProxy } from "../sdk/src/kubeproxy/kubernetes-api-proxy.js";
 import { PlatformError, type JobAllowedAgents } from "../sdk/src/platform/platform-client.js";
 import { createKasServer } from "../sdk/src/server/kas-server.js";
-import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.js";
+import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.test-support.js";
 
 if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);

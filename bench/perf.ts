@@ -14,7 +14,7 @@ import { EchoService } from "../sdk/src/gen/kasbridge/echo/v1/echo_pb.js";
 import { echoService } from "../sdk/src/modules/echo/echo-service.js";
 import { internalApiClientInterceptor } from "../sdk/src/server/internal-api-auth.js";
 import { createKasServer, type KasServer } from "../sdk/src/server/kas-server.js";
-import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.js";
+import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.test-support.js";
 import {
   closeServer,
   createWideServer,

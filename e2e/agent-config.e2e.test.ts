@@ -1,22 +1,26 @@
 import { rmSync } from "node:fs";
 import { expect } from "chai";
-import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, delay, startAgentk, startKas, waitUntil } from "./harness.js";
+import { GitClient } from "./git.test-support.js";
+import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
 
 describe("e2e: agent configuration from git (push -> GetConfiguration)", function () {
   this.timeout(180_000);
   let kas: Awaited<ReturnType<typeof startKas>>;
   const git = new GitClient();
-  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+  const cleanups = new Cleanup();
+  cleanups.add(() => rmSync(git.home, { recursive: true, force: true }));
 
   before(async () => {
     kas = await startKas();
+    cleanups.add(() => kas.cleanup());
   });
-  after(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-    await kas?.cleanup();
-    rmSync(git.home, { recursive: true, force: true });
-  });
+  after(() => cleanups.run());
+
+  /** agentk's log line for an applied config of `commit`. */
+  const applied = (commit: string) =>
+    new RegExp(`"commitId":"${commit}"[^\\n]*applied agent configuration|applied agent configuration[^\\n]*"commitId":"${commit}"`);
 
   function repoUrl(pathWithNamespace: string, token = adminToken): string {
     const u = new URL(kas.addresses.platform!);
@@ -28,21 +32,17 @@ describe("e2e: agent configuration from git (push -> GetConfiguration)", functio
     const a = await createAgentWithToken(kas, name);
     const project = (await api(kas, "GET", `/projects/${a.projectId}`)).json;
     const agentk = startAgentk(kas.addresses.agent, a.token);
-    cleanups.push(() => agentk.cleanup());
+    cleanups.add(() => agentk.cleanup());
     await agentk.waitFor(/applied agent configuration.*"commitId":"0{40}"|"commitId":"0{40}".*applied agent configuration/);
 
-    // A valid config: the agent applies it within a second of the push.
+    // A valid config: the agent applies it (how fast: `npm run bench`, "push -> agent applied").
     const wc = await git.clone(repoUrl(project.path_with_namespace));
     const configPath = `.gitlab/agents/${name}/config.yaml`;
     const good = await git.commit(wc, {
       [configPath]: "observability:\n  logging:\n    level: debug\nci_access:\n  projects:\n    - id: root/other\n",
     });
     await git.push(wc);
-    const pushedAt = Date.now();
-    await agentk.waitFor(new RegExp(`"commitId":"${good}"[^\\n]*applied agent configuration|applied agent configuration[^\\n]*"commitId":"${good}"`), 5000);
-    const latencyMs = Date.now() - pushedAt;
-    expect(latencyMs).to.be.lessThan(1000);
-    process.stdout.write(`      push -> agent applied config: ${latencyMs} ms\n`);
+    await agentk.waitFor(applied(good));
     // The log level from the config applies: agentk now logs at debug.
     expect(agentk.output).to.match(/"logLevel":"debug"/);
 
@@ -55,16 +55,19 @@ describe("e2e: agent configuration from git (push -> GetConfiguration)", functio
       [configPath]: "observability:\n  logging:\n    level: debug\nci_acess:\n  projects: []\n",
     });
     await git.push(wc);
-    await waitUntil(
+    await waitFor(
       async () => (await api(kas, "GET", `/projects/${a.projectId}/cluster_agents/${a.agentId}`)).json.config_error !== null,
-      5000,
+      undefined,
       "config error recorded",
     );
     agent = (await api(kas, "GET", `/projects/${a.projectId}/cluster_agents/${a.agentId}`)).json;
     expect(agent.config_commit_id).to.equal(good);
     expect(agent.config_error.commit_id).to.equal(bad);
     expect(agent.config_error.message).to.match(/ci_acess/).and.match(/line 4/);
-    await delay(300);
+    // A later valid config reaches the agent; the invalid one, pushed before it, never did.
+    const fixed = await git.commit(wc, { [configPath]: "observability:\n  logging:\n    level: info\n" });
+    await git.push(wc);
+    await agentk.waitFor(applied(fixed));
     expect(agentk.output).to.not.include(bad);
 
     // The raw file API shows what is on the default branch.
@@ -73,7 +76,7 @@ describe("e2e: agent configuration from git (push -> GetConfiguration)", functio
       { headers: { "PRIVATE-TOKEN": adminToken } },
     );
     expect(raw.status).to.equal(200);
-    expect(await raw.text()).to.include("ci_acess");
+    expect(await raw.text()).to.equal("observability:\n  logging:\n    level: info\n");
 
     // A user without access cannot push; nothing changes.
     const user = await api(kas, "POST", "/users", { username: "stranger", name: "Stranger", email: "s@example.com" });
@@ -87,7 +90,7 @@ describe("e2e: agent configuration from git (push -> GetConfiguration)", functio
     const refused = await git.push(strangerWc).then(() => undefined, (e: Error) => e);
     expect(refused, "stranger's push must fail").to.be.instanceOf(Error);
     const head = await git.git(wc, "ls-remote", "origin", "refs/heads/main");
-    expect(head.split(/\s/)[0]).to.equal(bad);
+    expect(head.split(/\s/)[0]).to.equal(fixed);
   });
 
   it("loses nothing when several clients push at once", async () => {
@@ -104,13 +107,13 @@ describe("e2e: agent configuration from git (push -> GetConfiguration)", functio
 
     // Rapid successive config pushes to the default branch: the last one wins and is delivered.
     const agentk = startAgentk(kas.addresses.agent, a.token);
-    cleanups.push(() => agentk.cleanup());
+    cleanups.add(() => agentk.cleanup());
     let last = "";
     for (const level of ["warn", "error", "info", "debug"]) {
       last = await git.commit(seed, { ".gitlab/agents/busy/config.yaml": `observability:\n  logging:\n    level: ${level}\n` });
       await git.push(seed);
     }
-    await agentk.waitFor(new RegExp(last), 10_000);
+    await agentk.waitFor(new RegExp(last));
     const agent = (await api(kas, "GET", `/projects/${a.projectId}/cluster_agents/${a.agentId}`)).json;
     expect(agent.config_commit_id).to.equal(last);
   });

@@ -28,8 +28,11 @@ import {
   type HttpResponseSchema,
 } from "@kasbridge/sdk/gen/gitlab/agent/grpctool/grpctool_pb";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
-import { api, createAgentWithToken, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
-import { runWithInput } from "./kubectl.js";
+import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
+import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
+import { runWithInput } from "./kubectl.test-support.js";
 
 const PREFIX = "/-/k8s-proxy";
 
@@ -38,9 +41,12 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
   let cp: ControlPlane;
   let kas: Awaited<ReturnType<typeof startKas>>;
   let agentk: ReturnType<typeof startAgentk>;
-  let crafted: ReturnType<typeof createAgent> | undefined;
+  let crafted: ReturnType<typeof createAgent>;
+  // Released last to first, each step even when another throws: nothing is left running.
+  const cleanups = new Cleanup();
   const dir = mkdtempSync(join(tmpdir(), "kubeproxy-hardening-e2e-"));
-  const { certFile, keyFile } = selfSignedCert(dir, "tls");
+  cleanups.add(() => rmSync(dir, { recursive: true, force: true }));
+  const { certFile, keyFile } = selfSignedCertificateFiles(dir, "tls");
   const ca = readFileSync(certFile);
   /** `ci:<agent>:<job token>` for the agentk in front of the API server, and for the crafted agent. */
   let realToken: string;
@@ -50,7 +56,9 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
   before(async () => {
     findBinaries(); // throws "... Run `npm run control-plane` ..." when the binaries are missing
     cp = await startControlPlane({ kwok: false, auditLog: true, agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] });
+    cleanups.add(() => cp.stop());
     kas = await startKas({ KAS_AGENT_TLS_CERT_FILE: certFile, KAS_AGENT_TLS_KEY_FILE: keyFile, KAS_K8S_PROXY_URL_PATH_PREFIX: `${PREFIX}/` });
+    cleanups.add(() => kas.cleanup());
     // A job of an agent's own configuration project may use the agent (GitLab's implicit authorization).
     const real = await createAgentWithToken(kas, "real");
     realAgentId = real.agentId;
@@ -59,6 +67,7 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
     craftedToken = `ci:${craftedAgent.agentId}:${(await api(kas, "POST", `/projects/${craftedAgent.projectId}/jobs`, {})).json.token}`;
 
     agentk = startAgentk(kas.addresses.agent, real.token, {}, ["--kubeconfig", cp.agentKubeconfigPath, "--ca-cert-file", certFile]);
+    cleanups.add(() => agentk.cleanup());
     await agentk.waitFor(/kubeconfig loaded/);
     crafted = createAgent({
       kasAddress: kas.addresses.agent,
@@ -69,18 +78,13 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
       watchConfiguration: false, // its configuration would set the log level
     });
     crafted.start();
+    cleanups.add(() => crafted.stop(100));
     for (const a of [real, craftedAgent]) {
-      await waitUntil(async () => (await api(kas, "GET", `/projects/${a.projectId}/cluster_agents/${a.agentId}/connections`)).json.length === 1, 15_000, "agent connected");
+      await waitFor(async () => (await api(kas, "GET", `/projects/${a.projectId}/cluster_agents/${a.agentId}/connections`)).json.length === 1, 15_000, "agent connected");
     }
   });
 
-  after(async () => {
-    await crafted?.stop(100);
-    await agentk?.cleanup();
-    await kas?.cleanup();
-    await cp?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => cleanups.run());
 
   const proxyUrl = () => (kas.addresses as { k8sProxy: string }).k8sProxy;
 
@@ -173,7 +177,7 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
       // The body still on its way when the answer was complete: the race was real.
       expect(sent, "bytes sent when the answer was complete").to.be.lessThan(body.length);
       // Until the whole body is through (and the API server has broken the connection under it).
-      await waitUntil(() => sent === body.length, 60_000, "body sent");
+      await waitFor(() => sent === body.length, 60_000, "body sent");
     } finally {
       call.abort();
     }
@@ -223,7 +227,7 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
       const r = await request(protocol, "GET", `/api/v1/namespaces/default/configmaps/${name}`);
       expect(r.status, r.body).to.equal(404);
       const uri = `/api/v1/namespaces/default/configmaps/${name}`;
-      await waitUntil(() => auditEvents().some((e) => e.requestURI === uri), 10_000, `audit event for ${uri}`);
+      await waitFor(() => auditEvents().some((e) => e.requestURI === uri), undefined, `audit event for ${uri}`);
     }
   });
 
@@ -326,7 +330,7 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
     let received = "";
     socket.on("data", (d: Buffer) => (received += d.toString("latin1")));
     socket.on("error", () => {});
-    await waitUntil(() => socket.destroyed || socket.readableEnded || received.includes("upgraded bytes"), 15_000, `answer to ${path}`);
+    await waitFor(() => socket.destroyed || socket.readableEnded || received.includes("upgraded bytes"), 15_000, `answer to ${path}`);
     socket.destroy();
     return received;
   }

@@ -3,7 +3,7 @@
 // a real kube-apiserver with kwok's simulated kubelet, ended by a finished CI job, a revoked
 // personal access token, a blocked user and an expired job token. KAS's periodic
 // re-authorization is off here, so what ends them is the platform's revocation feed (or the
-// expiry timer), each waited for as an event; the delays seen are printed.
+// expiry timer), each waited for as an event.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
@@ -12,9 +12,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { findBinaries, startControlPlane, type ControlPlane } from "../tools/control-plane/control-plane.js";
-import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
-import { Kubectl, longRunningRequests, createWebPod, startForwardTarget, type ForwardTarget } from "./kubectl.js";
+import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
+import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { GitClient } from "./git.test-support.js";
+import { Proc, adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
+import { createWebPod, longRunningRequests, startForwardTarget, type ForwardTarget } from "./kubectl.test-support.js";
 
 /** The pod port kwok's port-forward connects to the test's own TCP server. */
 const FORWARDED_POD_PORT = 8080;
@@ -29,22 +32,26 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
   let kas: Awaited<ReturnType<typeof startKas>>;
   let agentk: ReturnType<typeof startAgentk>;
   let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
-  let target: ForwardTarget | undefined;
+  let target: ForwardTarget;
+  // Released last to first, each step even when another throws: nothing is left running.
+  const cleanups = new Cleanup();
   const git = new GitClient();
   const dir = mkdtempSync(join(tmpdir(), "kubeproxy-revocation-e2e-"));
-  const { certFile, keyFile } = selfSignedCert(dir, "tls");
-  const kubectls: Kubectl[] = [];
+  cleanups.add(() => rmSync(dir, { recursive: true, force: true }));
+  cleanups.add(() => rmSync(git.home, { recursive: true, force: true }));
+  const { certFile, keyFile } = selfSignedCertificateFiles(dir, "tls");
   /** alice: a Developer of the agent's configuration project (user_access), with an `api` token to run jobs. */
   let alice: { id: number; apiToken: string };
-  const delays: string[] = [];
 
   before(async () => {
     findBinaries(); // throws "... Run `npm run control-plane` ..." when the binaries are missing
     target = await startForwardTarget();
+    cleanups.add(() => target.close());
     cp = await startControlPlane({
       agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }],
       portForwards: [{ podPort: FORWARDED_POD_PORT, port: target.port }],
     });
+    cleanups.add(() => cp.stop());
     kas = await startKas({
       KAS_AGENT_TLS_CERT_FILE: certFile,
       KAS_AGENT_TLS_KEY_FILE: keyFile,
@@ -52,6 +59,7 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
       // Off: the streams must end by the revocation feed and the expiry timer, not the backstop.
       KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS: "0",
     });
+    cleanups.add(() => kas.cleanup());
     agent = await createAgentWithToken(kas, "prod");
     const configProject = (await api(kas, "GET", `/projects/${agent.projectId}`)).json.path_with_namespace as string;
 
@@ -67,14 +75,15 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
       ".gitlab/agents/prod/config.yaml": `user_access:\n  access_as:\n    agent: {}\n  projects:\n    - id: ${configProject}\n`,
     });
     await git.push(repo);
-    await waitUntil(
+    await waitFor(
       async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}`)).json.config_commit_id === commit,
-      10_000,
+      undefined,
       "config accepted",
     );
     agentk = startAgentk(kas.addresses.agent, agent.token, {}, ["--kubeconfig", cp.agentKubeconfigPath, "--ca-cert-file", certFile]);
+    cleanups.add(() => agentk.cleanup());
     await agentk.waitFor(/kubeconfig loaded/);
-    await waitUntil(async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}/connections`)).json.length === 1, 15_000, "agent connected");
+    await waitFor(async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}/connections`)).json.length === 1, 15_000, "agent connected");
 
     await cp.runKubectl(["create", "namespace", "streams"]);
     await cp.runKubectl(["create", "configmap", "seed", "-n", "streams"]);
@@ -83,34 +92,26 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
     await cp.appendPodLog("a line to follow");
   });
 
-  after(async () => {
-    if (delays.length > 0) process.stdout.write(`      observed delays from the change to the end of each stream:\n${delays.map((d) => `        ${d}\n`).join("")}`);
-    for (const k of kubectls) k.child.kill("SIGKILL");
-    await agentk?.cleanup();
-    await kas?.cleanup();
-    await cp?.stop();
-    await target?.close();
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(git.home, { recursive: true, force: true });
-  });
+  after(() => cleanups.run());
 
   const proxyUrl = () => (kas.addresses as { k8sProxy: string }).k8sProxy;
 
-  function startKubectl(token: string, args: string[]): Kubectl {
+  /** A long-running kubectl with `token`; killed after the suite. */
+  function startKubectl(token: string, args: string[]): Proc {
     const empty = join(dir, "empty-kubeconfig");
     writeFileSync(empty, "apiVersion: v1\nkind: Config\n");
     const child = spawn(cp.kubectl, ["--kubeconfig", empty, "--server", proxyUrl(), "--certificate-authority", certFile, "--token", token, ...args], {
       env: { ...process.env, KUBECACHEDIR: join(dir, "kube-cache") },
       stdio: ["pipe", "pipe", "pipe"],
     });
-    const k = new Kubectl(child);
-    kubectls.push(k);
+    const k = new Proc(child);
+    cleanups.add(() => k.stop("SIGKILL"));
     return k;
   }
 
   const longRunning = (verb: string, resource: string, subresource = "") => longRunningRequests(cp, verb, resource, subresource);
 
-  type Stream = { name: string; kubectl: Kubectl };
+  type Stream = { name: string; kubectl: Proc };
 
   /** Opens a watch, `logs -f`, `exec -i … cat` and a port-forward with `token`; resolves once each works. */
   async function openStreams(token: string, label: string, kinds = ["watch", "logs -f", "exec", "port-forward"]): Promise<Stream[]> {
@@ -121,7 +122,7 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
         const open = await longRunning("WATCH", "configmaps");
         const k = startKubectl(token, ["get", "configmaps", "-n", "streams", "-w", "-o", "name", "--request-timeout=0"]);
         await k.waitFor(/configmap\/seed/, `${name}: initial list`);
-        await waitUntil(async () => (await longRunning("WATCH", "configmaps")) > open || !k.running, 15_000, `${name} open at the API server`);
+        await waitFor(async () => (await longRunning("WATCH", "configmaps")) > open || !k.running, 15_000, `${name} open at the API server`);
         streams.push({ name, kubectl: k });
       } else if (kind === "logs -f") {
         const k = startKubectl(token, ["logs", "-f", "web", "-n", "default"]);
@@ -129,13 +130,13 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
         streams.push({ name, kubectl: k });
       } else if (kind === "exec") {
         const k = startKubectl(token, ["exec", "-i", "web", "-n", "default", "--", "cat"]);
-        k.child.stdin.write("echoed through exec\n");
+        k.child.stdin!.write("echoed through exec\n");
         await k.waitFor(/echoed through exec/, `${name}: echo`);
         streams.push({ name, kubectl: k });
       } else {
         const k = startKubectl(token, ["port-forward", "-n", "default", "pod/web", `:${FORWARDED_POD_PORT}`]);
         const port = Number((await k.waitFor(/Forwarding from 127\.0\.0\.1:(\d+)/, `${name}: listening`))[1]);
-        expect(await banner(port), `${name}: a connection through it`).to.equal(target!.banner);
+        expect(await banner(port), `${name}: a connection through it`).to.equal(target.banner);
         streams.push({ name, kubectl: k });
       }
       expect(streams.at(-1)!.kubectl.running, `${name}: ${streams.at(-1)!.kubectl.output}`).to.equal(true);
@@ -143,15 +144,14 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
     return streams;
   }
 
-  /** Waits for every stream's kubectl to exit; records how long after `since` each did. */
-  async function allEnd(streams: Stream[], since: number, what: string): Promise<void> {
+  /** Waits for every stream's kubectl to exit (`timeoutMs` only ends a hung test). */
+  async function allEnd(streams: Stream[], what: string, timeoutMs = END_TIMEOUT_MS): Promise<void> {
     await Promise.all(
-      streams.map(async (s) => {
-        await waitUntil(() => !s.kubectl.running, END_TIMEOUT_MS, `${s.name} to end after ${what}`).catch((e: Error) => {
+      streams.map((s) =>
+        waitFor(() => !s.kubectl.running, timeoutMs, `${s.name} to end after ${what}`).catch((e: Error) => {
           throw new Error(`${e.message}; kubectl said: ${s.kubectl.output}`);
-        });
-        delays.push(`${what}: ${s.name} ended after ${Date.now() - since} ms (kubectl exit ${s.kubectl.child.exitCode})`);
-      }),
+        }),
+      ),
     );
   }
 
@@ -196,7 +196,7 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
   /** The agent ended its requests to the API server too: back to what was open before the test. */
   async function upstreamClosed(before: number[]): Promise<void> {
     for (const [i, [verb, resource, sub]] of upstreamKinds.entries()) {
-      await waitUntil(async () => (await longRunning(verb, resource, sub)) === before[i], 15_000, `open ${verb} ${resource}/${sub} at the API server back to ${before[i]}`);
+      await waitFor(async () => (await longRunning(verb, resource, sub)) === before[i], 15_000, `open ${verb} ${resource}/${sub} at the API server back to ${before[i]}`);
     }
   }
 
@@ -204,9 +204,8 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
     const job = await newJob();
     const before = await upstreamCounts();
     const streams = await openStreams(job.token, "CI job");
-    const since = Date.now();
     expect((await api(kas, "POST", `/projects/${agent.projectId}/jobs/${job.id}/finish`, {})).status).to.equal(200);
-    await allEnd(streams, since, "job finished");
+    await allEnd(streams, "job finished");
     expect(await statusWith(job.token)).to.deep.equal(refused);
     await upstreamClosed(before);
     expect(kas.output).to.include('"why":"revoked"').and.include(`CI job ${job.id} finished`);
@@ -218,14 +217,13 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
     const before = await upstreamCounts();
     const streams = await openStreams(revoked.token, "PAT");
     const bystander = (await openStreams(kept.token, "other PAT", ["watch"]))[0]!;
-    const since = Date.now();
     expect((await api(kas, "DELETE", `/personal_access_tokens/${revoked.id}`)).status).to.equal(204);
-    await allEnd(streams, since, "PAT revoked");
+    await allEnd(streams, "PAT revoked");
     expect(await statusWith(revoked.token)).to.deep.equal(patRefused);
     // The user's other token is not concerned: its watch still delivers events.
     await cp.runKubectl(["create", "configmap", "after-revocation", "-n", "streams"]);
     await bystander.kubectl.waitFor(/configmap\/after-revocation/, "the other token's watch still delivering");
-    bystander.kubectl.kill();
+    bystander.kubectl.child.kill("SIGTERM");
     await bystander.kubectl.exited;
     await upstreamClosed(before);
   });
@@ -235,10 +233,9 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
     const job = await newJob(alice.apiToken);
     const before = await upstreamCounts();
     const streams = [...(await openStreams(pat.token, "blocked user's PAT")), ...(await openStreams(job.token, "blocked user's CI job", ["watch", "port-forward"]))];
-    const since = Date.now();
     const block = await api(kas, "POST", `/users/${alice.id}/block`);
     expect([block.status, block.json]).to.deep.equal([201, true]);
-    await allEnd(streams, since, "user blocked");
+    await allEnd(streams, "user blocked");
     expect(await statusWith(pat.token)).to.deep.equal(patRefused);
     expect(await statusWith(job.token)).to.deep.equal(refused);
     await upstreamClosed(before);
@@ -256,14 +253,7 @@ describe("e2e: open Kubernetes API proxy streams end with their credential (kube
     const streams = await openStreams(job.token, "expiring CI job");
     const expiresAt = Date.parse(job.expiresAt);
     // Waited for as an event (each kubectl exits), not timed: up to the token's lifetime and then some.
-    await Promise.all(
-      streams.map(async (s) => {
-        await waitUntil(() => !s.kubectl.running, JOB_TOKEN_TTL_SECONDS * 1000 + END_TIMEOUT_MS, `${s.name} to end at the token's expiry`).catch((e: Error) => {
-          throw new Error(`${e.message}; kubectl said: ${s.kubectl.output}`);
-        });
-        delays.push(`job token expired: ${s.name} ended ${Date.now() - expiresAt} ms after expires_at (kubectl exit ${s.kubectl.child.exitCode})`);
-      }),
-    );
+    await allEnd(streams, "the job token expired", JOB_TOKEN_TTL_SECONDS * 1000 + END_TIMEOUT_MS);
     // Ended by the expiry, not before it.
     expect(Date.now()).to.be.at.least(expiresAt);
     expect(kas.output).to.include('"why":"expired"');

@@ -9,22 +9,22 @@ import { join } from "node:path";
 import tls from "node:tls";
 import { expect } from "chai";
 import { parse as parseYaml } from "yaml";
-import { api, createAgentWithToken, selfSignedCert, startKas, type KasProcess } from "./harness.js";
+import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
+import { api, createAgentWithToken, startKas, type KasProcess } from "./harness.test-support.js";
 
 describe("e2e: Kubernetes API proxy TLS listener", function () {
   this.timeout(60_000);
   const dir = mkdtempSync(join(tmpdir(), "kubeproxy-tls-e2e-"));
-  const agentCert = selfSignedCert(dir, "agent", "kas-agent-api");
-  const proxyCert = selfSignedCert(dir, "proxy", "kas-k8s-proxy");
-  const running: Array<{ cleanup(): Promise<void> }> = [];
-  after(async () => {
-    for (const k of running.splice(0)) await k.cleanup();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const agentCert = selfSignedCertificateFiles(dir, "agent", "kas-agent-api");
+  const proxyCert = selfSignedCertificateFiles(dir, "proxy", "kas-k8s-proxy");
+  const cleanups = new Cleanup();
+  cleanups.add(() => rmSync(dir, { recursive: true, force: true }));
+  after(() => cleanups.run());
 
   async function kas(env: Record<string, string>) {
     const k = await startKas(env);
-    running.push(k);
+    cleanups.add(() => k.cleanup());
     return k;
   }
 

@@ -5,8 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
-import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, selfSignedCert, startAgentk, startKas, waitUntil } from "./harness.js";
+import { GitClient } from "./git.test-support.js";
+import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
+import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
 
 describe("e2e: kubectl as a user (user_access) through kas and agentk", function () {
   this.timeout(300_000);
@@ -14,9 +17,13 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
   let kas: Awaited<ReturnType<typeof startKas>>;
   let agentk: ReturnType<typeof startAgentk>;
   let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
+  // Released last to first, each step even when another throws (no control plane left running).
+  const cleanups = new Cleanup();
   const git = new GitClient();
   const dir = mkdtempSync(join(tmpdir(), "kubeproxy-user-e2e-"));
-  const { certFile, keyFile } = selfSignedCert(dir, "tls");
+  cleanups.add(() => rmSync(dir, { recursive: true, force: true }));
+  cleanups.add(() => rmSync(git.home, { recursive: true, force: true }));
+  const { certFile, keyFile } = selfSignedCertificateFiles(dir, "tls");
   let app: { id: number; path: string };
   let configRepo: string;
   const users: Record<string, { id: number; token: string; readOnlyToken?: string }> = {};
@@ -24,7 +31,9 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
   before(async () => {
     findBinaries(); // throws "... Run `npm run control-plane` ..." when the binaries are missing
     cp = await startControlPlane({ kwok: false, agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] });
+    cleanups.add(() => cp.stop());
     kas = await startKas({ KAS_AGENT_TLS_CERT_FILE: certFile, KAS_AGENT_TLS_KEY_FILE: keyFile });
+    cleanups.add(() => kas.cleanup());
     agent = await createAgentWithToken(kas, "dev");
     const p = await api(kas, "POST", "/projects", { name: "app" });
     expect(p.status).to.equal(201);
@@ -46,24 +55,19 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
     configRepo = await git.clone(`http://root:${adminToken}@${new URL(kas.addresses.platform!).host}/${configProject}.git`);
     await pushConfig("user");
     agentk = startAgentk(kas.addresses.agent, agent.token, {}, ["--kubeconfig", cp.agentKubeconfigPath, "--ca-cert-file", certFile]);
+    cleanups.add(() => agentk.cleanup());
     await agentk.waitFor(/kubeconfig loaded/);
-    await waitUntil(async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}/connections`)).json.length === 1, 15_000, "agent connected");
+    await waitFor(async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}/connections`)).json.length === 1, 15_000, "agent connected");
   });
 
-  after(async () => {
-    await agentk?.cleanup();
-    await kas?.cleanup();
-    await cp?.stop();
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(git.home, { recursive: true, force: true });
-  });
+  after(() => cleanups.run());
 
   async function pushConfig(accessAs: "user" | "agent"): Promise<void> {
     const commit = await git.commit(configRepo, {
       ".gitlab/agents/dev/config.yaml": `user_access:\n  access_as:\n    ${accessAs}: {}\n  projects:\n    - id: ${app.path}\n`,
     });
     await git.push(configRepo);
-    await waitUntil(
+    await waitFor(
       async () => (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}`)).json.config_commit_id === commit,
       10_000,
       "config accepted",
@@ -103,7 +107,7 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
     await cp.runKubectl(["create", "rolebinding", "app-developers", "-n", "team-u", "--role", "cm-read", "--group", `gitlab:project_role:${app.id}:developer`]);
     await cp.runKubectl(["create", "configmap", "team-settings", "-n", "team-u", "--from-literal", "k=v"]);
     let last: RunResult | undefined;
-    await waitUntil(async () => (last = await kubectlAs(users.alice!.token, ["get", "configmaps", "-n", "team-u", "-o", "name"])).code === 0, 10_000, "RoleBinding effective").catch(
+    await waitFor(async () => (last = await kubectlAs(users.alice!.token, ["get", "configmaps", "-n", "team-u", "-o", "name"])).code === 0, 30_000, "RoleBinding effective").catch(
       (e: Error) => {
         throw new Error(`${e.message}: ${last?.stderr}`);
       },
@@ -136,7 +140,7 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
     await pushConfig("agent");
     let who = "";
     // KAS caches authorization answers for a few seconds.
-    await waitUntil(async () => (who = (await whoami(users.alice!.token)).username) === cp.agentUsername, 15_000, "agent identity").catch((e: Error) => {
+    await waitFor(async () => (who = (await whoami(users.alice!.token)).username) === cp.agentUsername, 30_000, "agent identity").catch((e: Error) => {
       throw new Error(`${e.message}: still ${who}`);
     });
     const ns = await kubectlAs(users.alice!.token, ["get", "ns", "-o", "name"]);

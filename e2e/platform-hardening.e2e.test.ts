@@ -7,21 +7,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { signKasApiRequestJwt } from "@kasbridge/sdk";
-import { GitClient } from "./git.js";
-import { adminToken, api, createAgentWithToken, startKas, type KasProcess } from "./harness.js";
+import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { GitClient } from "./git.test-support.js";
+import { adminToken, api, createAgentWithToken, startKas, type KasProcess } from "./harness.test-support.js";
 
 describe("e2e: platform hardening (real kas)", function () {
   this.timeout(120_000);
   let kas: Awaited<ReturnType<typeof startKas>>;
+  // Released last to first, each step even when another throws.
+  const cleanups = new Cleanup();
   const git = new GitClient();
+  cleanups.add(() => rmSync(git.home, { recursive: true, force: true }));
 
   before(async () => {
     kas = await startKas({ KAS_MAX_REQUEST_BODY_BYTES: "16384", KAS_MAX_PUSH_BYTES: "262144" });
+    cleanups.add(() => kas.cleanup());
   });
-  after(async () => {
-    await kas?.cleanup();
-    rmSync(git.home, { recursive: true, force: true });
-  });
+  after(() => cleanups.run());
 
   function repoUrl(pathWithNamespace: string, token = adminToken): string {
     return `http://root:${token}@${new URL(kas.addresses.platform!).host}/${pathWithNamespace}.git`;

@@ -4,33 +4,34 @@ import http2 from "node:http2";
 import net from "node:net";
 import { join } from "node:path";
 import { expect } from "chai";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { EchoService, decodeSecret, privateApiClientInterceptor } from "@kasbridge/sdk";
-import { api, createAgentWithToken, delay, echoClient, selfSignedCert, startAgentk, startKas, waitUntil, type KasProcess } from "./harness.js";
+import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
+import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { HUNG_MS, deferred, rejection, streamRejection, waitFor, within } from "../sdk/src/testing/wait.test-support.js";
+import { api, createAgentWithToken, echoClient, startAgentk, startKas, type KasProcess } from "./harness.test-support.js";
 
 describe("e2e: kas + agentk processes over the reverse tunnel", function () {
   this.timeout(120_000);
   let kas: Awaited<ReturnType<typeof startKas>>;
-  const cleanups: Array<() => Promise<void> | void> = [];
+  const suite = new Cleanup();
+  const cleanups = new Cleanup();
 
   before(async () => {
     kas = await startKas();
+    suite.add(() => kas.cleanup());
   });
-  after(async () => {
-    await kas?.cleanup();
-  });
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  after(() => suite.run());
+  afterEach(() => cleanups.run());
 
   async function connectedAgent() {
     const a = await createAgentWithToken(kas);
     const agentk = startAgentk(kas.addresses.agent, a.token);
-    cleanups.push(() => agentk.cleanup());
-    await waitUntil(async () => (await connections(kas, a)).length === 1, 15_000, "agent connection");
+    cleanups.add(() => agentk.cleanup());
+    await waitFor(async () => (await connections(kas, a)).length === 1, 15_000, "agent connection");
     const echo = echoClient(kas, a.agentId);
-    cleanups.push(() => echo.close());
+    cleanups.add(() => echo.close());
     return { ...a, agentk, echo: echo.client };
   }
 
@@ -72,32 +73,32 @@ describe("e2e: kas + agentk processes over the reverse tunnel", function () {
     expect(addresses.private).to.match(/^grpc:\/\/127\.0\.0\.1:\d+$/);
     const baseUrl = addresses.private!.replace(/^grpc:/, "http:");
     const sessions = new Http2SessionManager(baseUrl);
-    cleanups.push(() => sessions.abort());
+    cleanups.add(() => sessions.abort());
     const peer = (secret: Uint8Array) =>
       createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: [privateApiClientInterceptor(secret, agentId)] }));
     const privateSecret = decodeSecret(readFileSync(join(kas.dataDir, ".gitlab_kas_private_api_secret"), "utf8"));
     const res = await peer(privateSecret).echo({ payload: new TextEncoder().encode("from a replica") });
     expect(new TextDecoder().decode(res.payload)).to.equal("from a replica");
     // The platform's secret is not a replica's.
-    const refused = await peer(kas.secret).echo({ payload: new Uint8Array(1) }).then(() => undefined, (e: unknown) => ConnectError.from(e));
-    expect(refused?.code).to.equal(Code.Unauthenticated);
+    const refused = await rejection(peer(kas.secret).echo({ payload: new Uint8Array(1) }));
+    expect(refused.code).to.equal(Code.Unauthenticated);
   });
 
   it("serves the private API over TLS when private_tls is set", async () => {
     const dir = mkdtempSync(join(tmpdir(), "kas-private-tls-"));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const { certFile, keyFile } = selfSignedCert(dir, "private");
+    cleanups.add(() => rmSync(dir, { recursive: true, force: true }));
+    const { certFile, keyFile } = selfSignedCertificateFiles(dir, "private");
     const tlsKas = await startKas({ KAS_PRIVATE_TLS_CERT_FILE: certFile, KAS_PRIVATE_TLS_KEY_FILE: keyFile });
-    cleanups.push(() => tlsKas.cleanup());
+    cleanups.add(() => tlsKas.cleanup());
     const a = await createAgentWithToken(tlsKas);
     const agentk = startAgentk(tlsKas.addresses.agent, a.token);
-    cleanups.push(() => agentk.cleanup());
-    await waitUntil(async () => (await connections(tlsKas, a)).length === 1, 15_000, "agent connection");
+    cleanups.add(() => agentk.cleanup());
+    await waitFor(async () => (await connections(tlsKas, a)).length === 1, 15_000, "agent connection");
     const address = (tlsKas.addresses as KasProcess["addresses"] & { private?: string }).private!;
     expect(address).to.match(/^grpcs:\/\/127\.0\.0\.1:\d+$/);
     const baseUrl = address.replace(/^grpcs:/, "https:");
     const sessions = new Http2SessionManager(baseUrl, undefined, { ca: readFileSync(certFile) });
-    cleanups.push(() => sessions.abort());
+    cleanups.add(() => sessions.abort());
     const privateSecret = decodeSecret(readFileSync(join(tlsKas.dataDir, ".gitlab_kas_private_api_secret"), "utf8"));
     const peer = createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: [privateApiClientInterceptor(privateSecret, a.agentId)] }));
     const res = await peer.echo({ payload: new TextEncoder().encode("over TLS") });
@@ -108,13 +109,10 @@ describe("e2e: kas + agentk processes over the reverse tunnel", function () {
     const { echo } = await connectedAgent();
     const abort = new AbortController();
     let n = 0;
-    const err = await (async () => {
-      for await (const _ of echo.serverStream({ count: 10_000_000, size: 1024 }, { signal: abort.signal })) {
-        if (++n === 100) abort.abort();
-      }
-    })().catch((e: unknown) => ConnectError.from(e));
-    expect(err).to.be.instanceOf(ConnectError);
-    expect((err as ConnectError).code).to.equal(Code.Canceled);
+    const err = await streamRejection(echo.serverStream({ count: 10_000_000, size: 1024 }, { signal: abort.signal }), () => {
+      if (++n === 100) abort.abort();
+    });
+    expect(err.code).to.equal(Code.Canceled);
     const res = await echo.echo({ payload: new Uint8Array([9]) });
     expect(res.payload[0]).to.equal(9);
   });
@@ -122,49 +120,58 @@ describe("e2e: kas + agentk processes over the reverse tunnel", function () {
   it("ends the call with UNAVAILABLE when the agent is killed mid-stream", async () => {
     const { echo, agentk } = await connectedAgent();
     let n = 0;
-    const err = await (async () => {
-      for await (const _ of echo.serverStream({ count: 10_000_000, size: 1024 })) {
-        if (++n === 100) agentk.child.kill("SIGKILL");
-      }
-    })().catch((e: unknown) => ConnectError.from(e));
-    expect(err).to.be.instanceOf(ConnectError);
-    expect((err as ConnectError).code).to.equal(Code.Unavailable);
-    expect((err as ConnectError).rawMessage).to.match(/agent \d+/);
+    const err = await streamRejection(echo.serverStream({ count: 10_000_000, size: 1024 }), () => {
+      if (++n === 100) agentk.child.kill("SIGKILL");
+    });
+    expect(err.code).to.equal(Code.Unavailable);
+    expect(err.rawMessage).to.match(/agent \d+/);
   });
 
   it("fails fast with UNAVAILABLE naming an agent that is not connected", async () => {
     const a = await createAgentWithToken(kas);
     const echo = echoClient(kas, a.agentId);
-    cleanups.push(() => echo.close());
-    const err = await echo.client.echo({}, { timeoutMs: 500 }).catch((e: unknown) => ConnectError.from(e));
-    expect((err as ConnectError).code).to.equal(Code.Unavailable);
-    expect((err as ConnectError).rawMessage).to.equal(`agent ${a.agentId} is not connected`);
+    cleanups.add(() => echo.close());
+    // The gateway gives up 250 ms before the deadline, so the caller gets its UNAVAILABLE rather than DEADLINE_EXCEEDED.
+    const err = await rejection(echo.client.echo({}, { timeoutMs: 2000 }));
+    expect(err.code).to.equal(Code.Unavailable);
+    expect(err.rawMessage).to.equal(`agent ${a.agentId} is not connected`);
   });
 
-  it("closes every tunnel of a revoked token within 1 second", async () => {
+  // How fast (bench: "revocation -> tunnels closed"), is measured by `npm run bench`.
+  it("closes every tunnel of a revoked token and refuses the token afterwards", async () => {
     const a = await connectedAgent();
     await a.echo.echo({});
-    const revokedAt = Date.now();
     const res = await api(kas, "DELETE", `/projects/${a.projectId}/cluster_agents/${a.agentId}/tokens/${a.tokenId}`);
     expect(res.status).to.equal(204);
-    const took = await waitUntil(async () => (await connections(kas, a)).length === 0, 1000, "connection removal");
-    const err = await a.echo.echo({}, { timeoutMs: 300 }).catch((e: unknown) => ConnectError.from(e));
-    expect((err as ConnectError).code).to.equal(Code.Unavailable);
-    expect(Date.now() - revokedAt).to.be.lessThan(2000);
-    expect(took).to.be.lessThan(1000);
+    await waitFor(async () => (await connections(kas, a)).length === 0, undefined, "the revoked token's connection to go");
+    const err = await rejection(a.echo.echo({}, { timeoutMs: 2000 }));
+    expect(err.code).to.equal(Code.Unavailable);
+    expect(err.rawMessage).to.equal(`agent ${a.agentId} is not connected`);
     await a.agentk.waitFor(/KAS rejected the agent token/);
   });
 
   it("refuses a bad token with a clear log and backs off instead of spinning", async () => {
     const agentk = startAgentk(kas.addresses.agent, "glagent-not-a-real-token-000000000000000000000000000");
-    cleanups.push(() => agentk.cleanup());
-    await agentk.waitFor(/KAS rejected the agent token/);
-    await delay(3000);
-    expect(agentk.child.exitCode).to.equal(null);
-    // Backoff 1 s -> 1.6 s -> 2.6 s: a handful of attempts in 3 s, not thousands.
-    const attempts = kas.count(/agent token is invalid or revoked|unknown or revoked agent token/);
-    expect(agentk.count(/KAS rejected the agent token/)).to.be.lessThan(8);
-    expect(attempts).to.be.lessThan(50);
+    cleanups.add(() => agentk.cleanup());
+    await agentk.waitFor(/KAS rejected the agent token; check the token/);
+    // Each refused attempt of the configuration stream is logged with the delay before the next:
+    // agentk's back-off (1 s, growing 1.6x per attempt, +-20 % jitter), read from four of them.
+    const failures = () =>
+      agentk.output
+        .split("\n")
+        .filter((l) => l.includes('"msg":"configuration stream failed"'))
+        .map((l) => JSON.parse(l) as { time: number; retryInMs: number });
+    await waitFor(() => failures().length >= 4, 30_000, "four refused configuration attempts");
+    const attempts = failures().slice(0, 4);
+    attempts.forEach((a, i) => {
+      const base = 1000 * 1.6 ** i;
+      expect(a.retryInMs, `delay after attempt ${i + 1}`).to.be.within(Math.floor(0.8 * base), Math.ceil(1.2 * base));
+    });
+    // And agentk waited that long before trying again (a lower bound: load only adds to it).
+    for (let i = 1; i < attempts.length; i++) {
+      expect(attempts[i]!.time - attempts[i - 1]!.time, `gap before attempt ${i + 1}`).to.be.at.least(attempts[i - 1]!.retryInMs - 5);
+    }
+    expect(agentk.running).to.equal(true);
     expect(agentk.output).to.not.include("glagent-not-a-real-token");
   });
 
@@ -212,29 +219,36 @@ describe("e2e: kas + agentk processes over the reverse tunnel", function () {
     for (const s of statuses) expect(s).to.not.equal("0");
     // Raw garbage at the TCP level, too.
     const { port } = new URL(agentUrl);
-    await new Promise<void>((resolve) => {
-      const junk = net.connect(Number(port), "127.0.0.1", () => junk.write(Buffer.alloc(1000, 0x7f)));
-      junk.on("error", () => resolve());
-      junk.on("close", () => resolve());
-      junk.resume();
-      setTimeout(() => {
-        junk.destroy();
-        resolve();
-      }, 500);
-    });
+    const junk = net.connect(Number(port), "127.0.0.1", () => junk.write(Buffer.alloc(1000, 0x7f)));
+    cleanups.add(() => junk.destroy());
+    junk.on("error", () => {});
+    junk.resume();
+    // KAS hangs up on it.
+    await within(HUNG_MS, new Promise((resolve) => junk.once("close", resolve)), "KAS to close the garbage connection");
     const res = await a.echo.echo({ payload: new Uint8Array([42]) });
     expect(res.payload[0]).to.equal(42);
   });
 
   it("lets in-flight calls finish when agentk gets SIGTERM", async () => {
     const a = await connectedAgent();
+    // The reader stops after the first message until agentk has its SIGTERM: flow control keeps
+    // most of the 25 MiB on the agent's side, so the call is in flight when agentk is told to stop.
+    const started = deferred();
+    const signalled = deferred();
     const stream = (async () => {
       let bytes = 0;
-      for await (const m of a.echo.serverStream({ count: 400, size: 65_536 })) bytes += m.payload.byteLength;
+      for await (const m of a.echo.serverStream({ count: 400, size: 65_536 })) {
+        if (bytes === 0) {
+          started.resolve();
+          await signalled.promise;
+        }
+        bytes += m.payload.byteLength;
+      }
       return bytes;
     })();
-    await delay(20);
+    await started.promise;
     a.agentk.child.kill("SIGTERM");
+    signalled.resolve();
     expect(await stream).to.equal(400 * 65_536);
     expect(await a.agentk.exited).to.equal(0);
   });

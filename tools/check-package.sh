@@ -7,7 +7,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 npm pack -w sdk --pack-destination "$work" --silent > /dev/null
 tarball=$(ls "$work"/kasbridge-sdk-*.tgz)
-if tar tzf "$tarball" | grep -E '\.test\.|/zz-' ; then
+# Tests, test helpers (*.test-support.*) and anything of sdk/src/testing stay out of the package.
+if tar tzf "$tarball" | grep -E '\.test[.-]|/testing/|/zz-' ; then
   echo "the package contains test files" >&2
   exit 1
 fi

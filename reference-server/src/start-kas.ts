@@ -18,6 +18,7 @@ import {
   createPlatformApi,
   createPlatformServices,
   ensureSecretFile,
+  hostPort,
   loadSecretFile,
   openStore,
   type PlatformClient,
@@ -96,8 +97,10 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     });
     closers.push(() => kas.close());
     addresses.agent = kas.agentApi.url();
-    addresses.internal = `grpc://${hostPort(kas.internalApiAddress)}`;
-    if (kas.privateApiAddress) addresses.private = `${config.privateTls ? "grpcs" : "grpc"}://${hostPort(kas.privateApiAddress)}`;
+    addresses.internal = `grpc://${hostPort(kas.internalApiAddress.host, kas.internalApiAddress.port)}`;
+    if (kas.privateApiAddress) {
+      addresses.private = `${config.privateTls ? "grpcs" : "grpc"}://${hostPort(kas.privateApiAddress.host, kas.privateApiAddress.port)}`;
+    }
 
     // Kubernetes API proxy (8154): kubectl -> KAS -> agent tunnel -> cluster. Closed before KAS.
     // kubectl sends tokens only over TLS, so the proxy serves TLS (HTTP/2 + HTTP/1.1 by ALPN) with
@@ -152,7 +155,8 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       const server = http.createServer(app);
       await listen(server, config.listen.platform.host, config.listen.platform.port);
       closers.push(() => closeHttp(server));
-      addresses.platform = `http://${hostPort(server.address() as AddressInfo)}`;
+      const bound = server.address() as AddressInfo;
+      addresses.platform = `http://${hostPort(bound.address, bound.port)}`;
     }
 
     const observability = await createObservabilityServer({
@@ -162,7 +166,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       ready: () => true,
     });
     closers.push(() => observability.close());
-    addresses.observability = `http://${hostPort(observability.address)}`;
+    addresses.observability = `http://${hostPort(observability.address.host, observability.address.port)}`;
 
     logger.info(
       { ...addresses, dataDir: config.dataDir, database: store?.dialect ?? "none", platform: config.platformUrl ?? "in-process" },
@@ -189,11 +193,6 @@ export function proxyUrlForClients(listenUrl: string, externalUrl: string | unde
 
 function fail(message: string): never {
   throw new Error(message);
-}
-
-function hostPort(a: { address?: string; host?: string; port: number }): string {
-  const host = a.host ?? a.address ?? "127.0.0.1";
-  return host.includes(":") ? `[${host}]:${a.port}` : `${host}:${a.port}`;
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<void> {

@@ -67,6 +67,7 @@ export * from "./platform/index.js";
 
 // Utilities worth sharing
 export { Backoff, sleep } from "./util/backoff.js";
+export { hostPort } from "./util/host-port.js";
 export type { BackoffOptions } from "./util/backoff.js";
 
 // Protocol

@@ -5,8 +5,8 @@
 import { expect } from "chai";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { setTimeout as sleep } from "node:timers/promises";
 import { connect } from "node:net";
+import { waitFor } from "../../sdk/src/testing/wait.test-support.js";
 import { AGENT_USERNAME, KWOK_NODE_NAME, STORAGE_CLASS, findBinaries, startControlPlane, type ControlPlane } from "./control-plane.js";
 
 describe("tools/control-plane: etcd + kube-apiserver (RBAC) + kwok", function () {
@@ -125,13 +125,7 @@ describe("tools/control-plane with controllers: + kube-controller-manager + kube
   const get = async (args: string[]) => JSON.parse((await cp.runKubectl(["get", ...args, "-o", "json"])).stdout);
   const wait = (args: string[]) => cp.runKubectl(["wait", ...args, "--timeout=120s"], { timeoutMs: 130_000 });
   /** Polls `probe` until it holds (for states kubectl wait cannot express, such as a field gone). */
-  const eventually = async (what: string, probe: () => Promise<boolean>) => {
-    const deadline = Date.now() + 120_000;
-    while (!(await probe())) {
-      if (Date.now() > deadline) throw new Error(`still not ${what} after 120 s`);
-      await sleep(200);
-    }
-  };
+  const eventually = (what: string, probe: () => Promise<boolean>) => waitFor(probe, 120_000, what);
   /** Waits for the claim to bind; returns its volume's directory (made by the hostPath provisioner). */
   const boundVolumeDir = async (ns: string) => {
     await wait(["-n", ns, "--for=jsonpath={.status.phase}=Bound", "pvc/data"]);

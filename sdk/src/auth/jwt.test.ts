@@ -1,7 +1,7 @@
 import { describe, it } from "mocha";
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
-import { SignJWT } from "jose";
+import { SignJWT, jwtVerify } from "jose";
 import {
   JwtVerificationError,
   KAS_JWT_AUDIENCE,
@@ -11,15 +11,9 @@ import {
   verifyJwt,
   verifyKasApiRequestJwt,
 } from "./jwt.js";
+import { rejectionOf } from "../testing/wait.test-support.js";
 
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error("expected a rejection");
-}
+const rejection = (p: Promise<unknown>) => rejectionOf(p, Error);
 
 describe("auth/jwt", () => {
   const secret = new Uint8Array(randomBytes(32));
@@ -59,13 +53,18 @@ describe("auth/jwt", () => {
 
   it("requires exp and refuses other algorithms", async () => {
     const noExp = await new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setIssuer("gitlab-kas").setAudience("gitlab").sign(secret);
-    expect(await rejection(verifyKasApiRequestJwt(secret, noExp))).to.be.instanceOf(JwtVerificationError);
-    const hs512 = await new SignJWT({})
-      .setProtectedHeader({ alg: "HS512" })
-      .setIssuer("gitlab-kas")
-      .setAudience("gitlab")
-      .setExpirationTime("30s")
-      .sign(new Uint8Array(randomBytes(64)));
-    expect(await rejection(verifyKasApiRequestJwt(secret, hs512))).to.be.instanceOf(JwtVerificationError);
+    const missingExp = await rejection(verifyKasApiRequestJwt(secret, noExp));
+    expect(missingExp).to.be.instanceOf(JwtVerificationError);
+    expect(missingExp.message).to.contain("ERR_JWT_CLAIM_VALIDATION_FAILED");
+    expect(((missingExp as Error & { cause: { claim?: string } }).cause).claim).to.equal("exp");
+    // Signed with the right key and valid claims: only the algorithm allow-list refuses it.
+    const hs512 = () =>
+      new SignJWT({}).setProtectedHeader({ alg: "HS512" }).setIssuer("gitlab-kas").setAudience("gitlab").setExpirationTime("30s").sign(secret);
+    const refused = await rejection(verifyKasApiRequestJwt(secret, await hs512()));
+    expect(refused).to.be.instanceOf(JwtVerificationError);
+    expect(refused.message).to.equal("invalid JWT: ERR_JOSE_ALG_NOT_ALLOWED");
+    // The same token passes a verifier that allows HS512: the key and claims are fine.
+    const { payload } = await jwtVerify(await hs512(), secret, { algorithms: ["HS512"], issuer: "gitlab-kas", audience: "gitlab" });
+    expect(payload.iss).to.equal("gitlab-kas");
   });
 });

@@ -4,7 +4,8 @@ import http from "node:http";
 import type net from "node:net";
 import { createHash } from "node:crypto";
 import { PlatformError, type JobAllowedAgents, type ProxyUserAuthorizationAnswer } from "../platform/platform-client.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
+import { listen } from "../testing/servers.test-support.js";
 
 export const job = (configuration: Record<string, unknown>, environment?: { slug: string; tier: string }): JobAllowedAgents => ({
   allowedAgents: [{ id: 7, configProject: { id: 3 }, configuration }],
@@ -16,29 +17,31 @@ export const job = (configuration: Record<string, unknown>, environment?: { slug
 });
 
 /**
- * A stand-in API server: echoes what it receives, streams a "watch" (`/watch` ends after 500 ms,
- * `/watch-forever` never does), switches protocols (SPDY/3.1: echoes in upper case).
- * `openStreams()` counts the watches and upgraded connections it holds open.
+ * A stand-in API server: echoes what it receives, streams a "watch" (`/watch`: its first event at
+ * once, the last when the test calls `endWatches`; `/watch-forever` never ends), switches protocols
+ * (SPDY/3.1: echoes in upper case). `openStreams()` counts the watches and upgraded connections it
+ * holds open.
  */
-export async function fakeApiServer(): Promise<http.Server & { openStreams(): number }> {
+export async function fakeApiServer(): Promise<{ server: http.Server; url: string; openStreams(): number; endWatches(): void }> {
   let open = 0;
   const held = (s: { once(e: "close", l: () => void): unknown }) => {
     open++;
     s.once("close", () => open--);
   };
+  const endable = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     if (url.pathname === "/api/v1/namespaces") {
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ kind: "NamespaceList", headers: req.headers, query: url.search, method: req.method }));
-    } else if (url.pathname === "/watch-forever") {
+    } else if (url.pathname === "/watch" || url.pathname === "/watch-forever") {
       held(res);
       res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
       res.write('{"type":"ADDED"}\n');
-    } else if (url.pathname === "/watch") {
-      res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
-      res.write('{"type":"ADDED"}\n');
-      setTimeout(() => res.end('{"type":"DELETED"}\n'), 500);
+      if (url.pathname === "/watch") {
+        endable.add(res);
+        res.once("close", () => endable.delete(res));
+      }
     } else if (url.pathname === "/echo") {
       const hash = createHash("sha256");
       let n = 0;
@@ -64,8 +67,16 @@ export async function fakeApiServer(): Promise<http.Server & { openStreams(): nu
     socket.on("data", (d: Buffer) => socket.write(d.toString("utf8").toUpperCase()));
     socket.on("end", () => socket.end());
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return Object.assign(server, { openStreams: () => open });
+  const port = await listen(server);
+  return {
+    server,
+    url: `http://127.0.0.1:${port}`,
+    openStreams: () => open,
+    /** Sends the last event of every open `/watch` and ends it. */
+    endWatches(): void {
+      for (const res of endable) res.end('{"type":"DELETED"}\n');
+    },
+  };
 }
 
 /** The agent's kubeconfig for the stand-in API server (plain HTTP), with a bearer token. */

@@ -1,20 +1,21 @@
 import { create } from "@bufbuild/protobuf";
 import { expect } from "chai";
 import { createHash } from "node:crypto";
-import type http from "node:http";
-import net, { type AddressInfo } from "node:net";
+import net from "node:net";
 import pino from "pino";
 import http2 from "node:http2";
 import tls from "node:tls";
 import { Registry } from "prom-client";
-import { selfSignedCertificate } from "../transport/fixtures.test.js";
+import { selfSignedCertificate } from "../testing/tls.test-support.js";
 import { ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { createAgent, type AgentModule } from "../agent/create-agent.js";
 import { HttpRequestSchema, type HttpRequest } from "../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { ImpersonationConfigSchema } from "../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import type { ProxyUserAuthorizationAnswer } from "../platform/platform-client.js";
 import { createKasServer } from "../server/kas-server.js";
-import { waitFor } from "../testing/wait-for.js";
+import { Cleanup } from "../testing/cleanup.test-support.js";
+import { closeServer } from "../testing/servers.test-support.js";
+import { waitFor } from "../testing/wait.test-support.js";
 import { createAgentKubernetesApi } from "./agent-kubernetes-api.js";
 import { ciJobImpersonation, impersonationHeaders, userImpersonation } from "./impersonation.js";
 import { K8sProxyError, statusJson, toK8sProxyError } from "./k8s-status.js";
@@ -116,36 +117,35 @@ async function authorizationSeenBy(module: AgentModule): Promise<unknown> {
 describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
   this.timeout(30_000);
   const logger = pino({ level: "silent" });
-  let api: http.Server;
+  let api: Awaited<ReturnType<typeof fakeApiServer>>;
   let kas: Awaited<ReturnType<typeof createKasServer>>;
   let agent: ReturnType<typeof createAgent>;
   let proxy: Awaited<ReturnType<typeof createKubernetesApiProxy>>;
   let platform: ProxyPlatform;
   const metrics = new Registry();
 
+  const cleanup = new Cleanup();
+
   before(async () => {
     api = await fakeApiServer();
-    const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    cleanup.add(() => closeServer(api.server));
+    const apiUrl = api.url;
     platform = new ProxyPlatform();
     platform.addToken("glagent-k", { agentId: 7, agentName: "a", projectId: 3, projectPath: "g/cfg", defaultBranch: "main", tokenId: 70 });
     platform.jobs.set("job-ci", job({ access_as: { ci_job: {} } }));
     platform.jobs.set("job-agent", job({}));
     kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32) } });
+    cleanup.add(() => kas.close(100));
     proxy = await createKubernetesApiProxy({ registry: kas.registry, platform, logger, port: 0, tunnelWaitMs: 300, metrics, authCacheTtlMs: 2000 });
+    cleanup.add(() => proxy.close(100));
     const kc = await kubeConfig(apiUrl, "agent-sa-token");
     agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await createAgentKubernetesApi({ kubeconfig: kc, logger })] });
     agent.start();
-    // Wait for a tunnel.
-    const deadline = Date.now() + 10_000;
-    while (kas.registry.stats().idleTunnels === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    cleanup.add(() => agent.stop(100));
+    await waitFor(() => kas.registry.stats().idleTunnels > 0, undefined, "a tunnel from the agent");
   });
 
-  after(async () => {
-    await proxy?.close(100);
-    await agent?.stop(100);
-    await kas?.close(100);
-    api?.close();
-  });
+  after(() => cleanup.run());
 
   async function get(path: string, headers: Record<string, string>) {
     const res = await fetch(proxy.url + path, { headers });
@@ -186,9 +186,8 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
   });
 
   it("re-reads the agent's credentials once credentialTtlMs has passed (a rotated token is used)", async () => {
-    const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
-    const rereading = await kubeConfig(apiUrl, "token-1");
-    const caching = await kubeConfig(apiUrl, "token-1");
+    const rereading = await kubeConfig(api.url, "token-1");
+    const caching = await kubeConfig(api.url, "token-1");
     const fresh = await createAgentKubernetesApi({ kubeconfig: rereading, credentialTtlMs: 0, logger });
     const cached = await createAgentKubernetesApi({ kubeconfig: caching, credentialTtlMs: 3_600_000, logger });
     expect(await authorizationSeenBy(fresh)).to.equal("Bearer token-1");
@@ -239,12 +238,12 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
   });
 
   it("streams a response as it comes (watch)", async () => {
-    const started = Date.now();
     const res = await fetch(`${proxy.url}/watch`, { headers: { authorization: "Bearer ci:7:job-ci" } });
     const reader = res.body!.getReader();
+    // The first event arrives while the API server still holds the response open.
     const first = await reader.read();
     expect(Buffer.from(first.value!).toString()).to.contain("ADDED");
-    expect(Date.now() - started).to.be.lessThan(450);
+    api.endWatches();
     let rest = "";
     for (;;) {
       const n = await reader.read();
@@ -272,17 +271,10 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     );
     let received = "";
     socket.on("data", (d: Buffer) => (received += d.toString()));
-    const until = async (s: string) => {
-      const deadline = Date.now() + 5000;
-      while (!received.includes(s)) {
-        if (Date.now() > deadline) throw new Error(`no ${s} in ${received}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    };
-    await until("\r\n\r\n");
+    await waitFor(() => received.includes("\r\n\r\n"), undefined, "the upgrade's answer");
     expect(received).to.match(/^HTTP\/1.1 101 /);
     socket.write("hello through the tunnel");
-    await until("HELLO THROUGH THE TUNNEL");
+    await waitFor(() => received.includes("HELLO THROUGH THE TUNNEL"), undefined, "the echo through the upgraded connection");
     socket.end();
     await new Promise((r) => socket.once("close", r));
   });
@@ -307,7 +299,10 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
       const stream = session.request({ ":path": "/watch", authorization: "Bearer ci:7:job-ci" });
       let text = "";
       const status = await new Promise<number>((resolve) => stream.once("response", (h) => resolve(Number(h[":status"]))));
-      stream.on("data", (d: Buffer) => (text += d.toString()));
+      stream.on("data", (d: Buffer) => {
+        text += d.toString();
+        if (text.includes("ADDED")) api.endWatches();
+      });
       await new Promise((r) => stream.once("end", r));
       // The proxy widened the connection window (beyond Node's 64 KiB), so uploads are not capped.
       expect(session.state.remoteWindowSize).to.be.greaterThan(16 << 20);
@@ -323,8 +318,7 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
         received += d.toString();
         if (received.includes("\r\n\r\n") && !received.includes("abc")) socket.write("abc");
       });
-      const deadline = Date.now() + 5000;
-      while (!received.includes("ABC") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      await waitFor(() => received.includes("ABC"), undefined, "the echo over TLS");
       expect(received).to.match(/^HTTP\/1.1 101 /).and.include("ABC");
       socket.destroy();
     } finally {

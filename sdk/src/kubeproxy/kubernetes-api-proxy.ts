@@ -48,6 +48,7 @@ import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
 import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget } from "./request-path.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 import { drained } from "../util/drained.js";
+import { hostPort } from "../util/host-port.js";
 
 export interface KubernetesApiProxyOptions {
   registry: TunnelRegistry;
@@ -509,8 +510,7 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     throw e;
   }
   const address = server.address() as AddressInfo;
-  const hostForUrl = address.family === "IPv6" || address.address.includes(":") ? `[${address.address}]` : address.address;
-  const url = `${options.tls ? "https" : "http"}://${hostForUrl}:${address.port}${prefix === "/" ? "" : prefix.replace(/\/$/, "")}`;
+  const url = `${options.tls ? "https" : "http"}://${hostPort(address.address, address.port)}${prefix === "/" ? "" : prefix.replace(/\/$/, "")}`;
   logger.info({ url }, "Kubernetes API proxy listening");
 
   let closing: Promise<void> | undefined;

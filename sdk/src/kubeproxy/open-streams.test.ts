@@ -7,14 +7,16 @@ import { expect } from "chai";
 import http from "node:http";
 import http2 from "node:http2";
 import https from "node:https";
-import net, { type AddressInfo } from "node:net";
+import net from "node:net";
 import pino from "pino";
 import { createAgent } from "../agent/create-agent.js";
 import { ConfigurationFileSchema } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { PlatformError, type JobAllowedAgents } from "../platform/platform-client.js";
 import { createKasServer } from "../server/kas-server.js";
-import { waitFor } from "../testing/wait-for.js";
-import { selfSignedCertificate } from "../transport/fixtures.test.js";
+import { Cleanup } from "../testing/cleanup.test-support.js";
+import { closeServer } from "../testing/servers.test-support.js";
+import { selfSignedCertificate } from "../testing/tls.test-support.js";
+import { waitFor } from "../testing/wait.test-support.js";
 import { createAgentKubernetesApi } from "./agent-kubernetes-api.js";
 import { createKubernetesApiProxy, type KubernetesApiProxy, type KubernetesApiProxyOptions } from "./kubernetes-api-proxy.js";
 import { ProxyPlatform, fakeApiServer, job, kubeConfig } from "./kubeproxy.test-support.js";
@@ -63,16 +65,20 @@ describe("kubeproxy: open streams end with their credential (in process)", funct
   let platform: GatedPlatform;
   const proxies: KubernetesApiProxy[] = [];
   const clients: Array<() => void> = [];
+  const cleanup = new Cleanup();
 
   before(async () => {
     api = await fakeApiServer();
+    cleanup.add(() => closeServer(api.server));
     platform = new GatedPlatform();
     platform.addToken("glagent-k", { agentId: 7, agentName: "a", projectId: 3, projectPath: "g/cfg", defaultBranch: "main", tokenId: 70 });
     kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32) } });
-    const kc = await kubeConfig(`http://127.0.0.1:${(api.address() as AddressInfo).port}`, "agent-sa-token");
+    cleanup.add(() => kas.close(100));
+    const kc = await kubeConfig(api.url, "agent-sa-token");
     agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await createAgentKubernetesApi({ kubeconfig: kc, logger })] });
     agent.start();
-    await waitFor(() => kas.registry.stats().idleTunnels > 0, 10_000);
+    cleanup.add(() => agent.stop(100));
+    await waitFor(() => kas.registry.stats().idleTunnels > 0, undefined, "a tunnel from the agent");
   });
 
   afterEach(async () => {
@@ -80,11 +86,7 @@ describe("kubeproxy: open streams end with their credential (in process)", funct
     for (const p of proxies.splice(0)) await p.close(100);
   });
 
-  after(async () => {
-    await agent?.stop(100);
-    await kas?.close(100);
-    api?.close();
-  });
+  after(() => cleanup.run());
 
   async function proxy(options: Partial<KubernetesApiProxyOptions> = {}): Promise<KubernetesApiProxy> {
     const p = await createKubernetesApiProxy({ registry: kas.registry, platform, logger, port: 0, reauthorizeIntervalMs: 0, ...options });
@@ -177,7 +179,7 @@ describe("kubeproxy: open streams end with their credential (in process)", funct
     expect(await Promise.all(streams.map((s) => s.ended))).to.deep.equal(["cut", "cut", "cut"]);
     expect(other.done).to.equal(false);
     // The agent ended its requests to the API server too.
-    await waitFor(() => api.openStreams() === held + 1);
+    await waitFor(() => api.openStreams() === held + 1, undefined, "the agent to end its requests to the API server");
     for (const p of [plain, tls]) {
       expect(await request(p, "ci:7:job-a")).to.deep.equal({ status: 401, message: "GitLab Agent Server: unauthorized: invalid, expired or revoked CI job token" });
     }
@@ -216,19 +218,21 @@ describe("kubeproxy: open streams end with their credential (in process)", funct
     const p = await proxy();
     const gated = platform.gated;
     const pending = request(p, "ci:7:job-racing");
-    await waitFor(() => platform.gated === gated + 1);
+    await waitFor(() => platform.gated === gated + 1, undefined, "the look-up to wait at its gate");
     platform.publish({ kind: "ci_job", jobId: 25 }); // while the platform's (stale) answer is on its way
     release();
     expect(await pending).to.deep.equal({ status: 401, message: "GitLab Agent Server: unauthorized: CI job 25 finished, its job token is no longer valid" });
   });
 
   it("ends streams when their job token or personal access token expires", async () => {
-    platform.jobs.set("job-expiring", jobOf(26, 4, {}, Date.now() + 300));
+    // Long enough for both watches to open on a busy machine; their end is then awaited as an event.
+    const expiresAt = Date.now() + 2_000;
+    platform.jobs.set("job-expiring", jobOf(26, 4, {}, expiresAt));
     platform.users.set("glpat-expiring", {
       agent: { id: 7, configProject: { id: 3 } },
       user: { id: 8, username: "temp" },
       accessAs: { agent: {} },
-      personalAccessToken: { id: 43, expiresAt: Date.now() + 300 },
+      personalAccessToken: { id: 43, expiresAt },
     });
     const p = await proxy({ tls: cert });
     const streams = [await watchHttp2(p, "ci:7:job-expiring"), await watchHttp2(p, "pat:7:glpat-expiring")];
@@ -243,7 +247,7 @@ describe("kubeproxy: open streams end with their credential (in process)", funct
     const stream = await watchHttp1(p, "ci:7:job-recheck");
     platform.down.add("job-recheck");
     const lookups = platform.lookups;
-    await waitFor(() => platform.lookups >= lookups + 3);
+    await waitFor(() => platform.lookups >= lookups + 3, undefined, "three re-authorizations during the outage");
     expect(stream.done).to.equal(false);
     platform.down.delete("job-recheck");
     platform.jobs.delete("job-recheck"); // refused from now on, without a word on the feed

@@ -74,6 +74,8 @@ export interface ProxyAuthenticatorOptions {
   cacheTtlMs?: number;
   /** Most cached answers; the oldest go first. Default 10 000. */
   maxCacheEntries?: number;
+  /** The clock of the cache, in ms. Default Date.now (tests pass their own). */
+  now?: () => number;
 }
 
 interface CacheEntry<T> {
@@ -91,6 +93,7 @@ const revokedMemoryMs = 10 * 60_000;
 export class ProxyAuthenticator {
   private readonly ttlMs: number;
   private readonly maxEntries: number;
+  private readonly now: () => number;
   private readonly jobs = new Map<string, CacheEntry<JobAllowedAgents>>();
   private readonly users = new Map<string, CacheEntry<ProxyUserAuthorizationAnswer>>();
   /** Bumped by every revocation; answers remember the generation they were asked in. */
@@ -101,6 +104,7 @@ export class ProxyAuthenticator {
   constructor(private readonly options: ProxyAuthenticatorOptions) {
     this.ttlMs = options.cacheTtlMs ?? 5_000;
     this.maxEntries = options.maxCacheEntries ?? 10_000;
+    this.now = options.now ?? Date.now;
   }
 
   /**
@@ -128,7 +132,7 @@ export class ProxyAuthenticator {
   revoke(revocation: TokenRevocation): void {
     const key = revocationKey(revocation);
     if (key === undefined) return;
-    const now = Date.now();
+    const now = this.now();
     this.revoked.set(key, { generation: ++this.generation, at: now, message: revocationMessage(revocation) });
     for (const [k, r] of this.revoked) if (now - r.at > revokedMemoryMs) this.revoked.delete(k);
     for (const cache of [this.jobs, this.users] as Array<Map<string, CacheEntry<unknown>>>) {
@@ -209,7 +213,7 @@ export class ProxyAuthenticator {
     keysOf: (answer: T) => string[],
     fresh: boolean | undefined,
   ): Promise<{ answer: T; generation: number }> {
-    const now = Date.now();
+    const now = this.now();
     const hit = cache.get(key);
     if (hit && hit.expiresAt > now && !fresh) return { answer: await hit.value, generation: hit.generation };
     if (hit) cache.delete(key);
@@ -220,7 +224,7 @@ export class ProxyAuthenticator {
     value.then(
       (answer) => {
         entry.keys = keysOf(answer);
-        entry.expiresAt = Date.now() + this.ttlMs;
+        entry.expiresAt = this.now() + this.ttlMs;
         // Revoked while it was on its way: not worth keeping (revokedSince refuses it anyway).
         if (entry.keys.some((k) => (this.revoked.get(k)?.generation ?? 0) > entry.generation) && cache.get(key) === entry) cache.delete(key);
       },

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bootstrapAdmin } from "./bootstrap.js";
 import { createPlatformServices } from "./services/platform-services.js";
-import { describeEachStore } from "./testing/fixtures.test.js";
+import { describeEachStore } from "./testing/fixtures.test-support.js";
 
 describeEachStore("platform/bootstrapAdmin", (getStore) => {
   let dataDir: string;

@@ -10,6 +10,8 @@ export interface AgentAuthenticatorOptions {
   cacheTtlMs?: number;
   /** How long an "unknown token" answer is reused, so a bad token cannot flood the platform. Default 10 000 ms. */
   negativeCacheTtlMs?: number;
+  /** The clock of the cache, in ms. Default Date.now (tests pass their own). */
+  now?: () => number;
 }
 
 /** An authenticated agent call: who it is, and a signal that aborts when its token is revoked. */
@@ -46,10 +48,12 @@ export class AgentAuthenticator {
   private readonly stopWatching = new AbortController();
   private readonly ttl: number;
   private readonly negativeTtl: number;
+  private readonly now: () => number;
 
   constructor(private readonly options: AgentAuthenticatorOptions) {
     this.ttl = options.cacheTtlMs ?? 60_000;
     this.negativeTtl = options.negativeCacheTtlMs ?? 10_000;
+    this.now = options.now ?? Date.now;
     options.platform.watchTokenRevocations((r) => {
       if (r.kind === "agent_token") this.revoked(r);
     }, this.stopWatching.signal);
@@ -60,7 +64,7 @@ export class AgentAuthenticator {
     const token = bearerToken(header.get("authorization"));
     if (!token) throw new ConnectError("missing agent token (authorization: Bearer <token>)", Code.Unauthenticated);
     const key = createHash("sha256").update(token).digest("hex");
-    const now = Date.now();
+    const now = this.now();
     let entry = this.cache.get(key);
     if (!entry || entry.expiresAt <= now) {
       // Shared by concurrent streams with the same token, so no one stream's signal may cancel it;
@@ -71,7 +75,7 @@ export class AgentAuthenticator {
       const stored = entry;
       result.catch((error: unknown) => {
         // Only "token unknown" is worth remembering; a platform outage must not stick.
-        if (error instanceof PlatformError && error.kind === "unauthenticated") stored.expiresAt = Date.now() + this.negativeTtl;
+        if (error instanceof PlatformError && error.kind === "unauthenticated") stored.expiresAt = this.now() + this.negativeTtl;
         else if (this.cache.get(key) === stored) this.cache.delete(key);
       });
       this.sweep(now);
@@ -120,7 +124,7 @@ export class AgentAuthenticator {
   }
 
   private revoked(revocation: AgentTokenRevocation): void {
-    const now = Date.now();
+    const now = this.now();
     this.recentlyRevoked.set(revocation.tokenId, now);
     for (const [id, at] of this.recentlyRevoked) if (now - at > revokedMemoryMs) this.recentlyRevoked.delete(id);
     for (const [key, entry] of this.cache) {

@@ -2,38 +2,30 @@ import { expect } from "chai";
 import { afterEach, describe, it } from "mocha";
 import pino from "pino";
 import { createAgent, type Agent } from "../agent/create-agent.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { Cleanup } from "../testing/cleanup.test-support.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
+import { waitFor } from "../testing/wait.test-support.js";
 import { createKasServer, type KasServer } from "./kas-server.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
-async function waitFor(predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 describe("AgentRegistrar/Register on KAS", () => {
-  const closers: Array<() => Promise<void>> = [];
-  afterEach(async () => {
-    for (const close of closers.splice(0).reverse()) await close();
-  });
+  const cleanup = new Cleanup();
+  afterEach(() => cleanup.run());
 
   async function start(): Promise<{ kas: KasServer; platform: StaticPlatformClient; agent(token: string): Agent }> {
     const platform = new StaticPlatformClient();
     platform.addToken("glagent-a", { agentId: 1, agentName: "a", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 10 });
     platform.addToken("glagent-b", { agentId: 2, agentName: "b", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 20 });
     const kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32).fill(1) } });
-    closers.push(() => kas.close(100));
+    cleanup.add(() => kas.close(100));
     return {
       kas,
       platform,
       agent(token) {
         const agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token, logger, podName: token, watchConfiguration: false });
         agent.start();
-        closers.push(() => agent.stop(100));
+        cleanup.add(() => agent.stop(100));
         return agent;
       },
     };

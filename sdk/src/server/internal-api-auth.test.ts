@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { KAS_JWT_AUDIENCE, signJwt } from "../auth/jwt.js";
+import { rejectionOf } from "../testing/wait.test-support.js";
 import { internalApiAuthorizer } from "./internal-api-auth.js";
 
 describe("internal API JWT authorizer", () => {
@@ -8,10 +9,9 @@ describe("internal API JWT authorizer", () => {
   const bearer = (token: string) => new Headers({ authorization: `Bearer ${token}` });
 
   async function refused(promise: Promise<void>): Promise<ConnectError> {
-    const err = await promise.then(() => undefined, (e: unknown) => e);
-    expect(err).to.be.instanceOf(ConnectError);
-    expect((err as ConnectError).code).to.equal(Code.Unauthenticated);
-    return err as ConnectError;
+    const err = await rejectionOf(promise, ConnectError);
+    expect(err.code).to.equal(Code.Unauthenticated);
+    return err;
   }
 
   it("accepts a valid token (any issuer, as GitLab) again and again", async () => {

@@ -20,6 +20,7 @@ import { rawGrpcMethods, type RawGrpcMethod } from "./raw-grpc.js";
 import { rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
+import { hostPort } from "../util/host-port.js";
 
 /** What a feature module gets to register its agent-facing services. */
 export interface KasModuleContext {
@@ -172,12 +173,11 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     await Promise.all([agentApi.close(0), ...gateways.map((g) => g.close())]);
     throw error;
   }
-  const hostPort = (a: { host: string; port: number }) => `${a.host}:${a.port}`;
   logger.info(
     {
       agentApi: agentApi.url(),
-      internalApi: hostPort(internalApi.address),
-      privateApi: privateApi && hostPort(privateApi.address),
+      internalApi: hostPort(internalApi.address.host, internalApi.address.port),
+      privateApi: privateApi && hostPort(privateApi.address.host, privateApi.address.port),
       kasInstance,
     },
     "KAS listening",

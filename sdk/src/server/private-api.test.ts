@@ -1,13 +1,13 @@
 import { expect } from "chai";
 import pino from "pino";
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { Code, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createAgent } from "../agent/create-agent.js";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
 import { internalApiClientInterceptor, privateApiClientInterceptor } from "./internal-api-auth.js";
 import { createKasServer, type KasServer } from "./kas-server.js";
-import { waitFor } from "../tunnel/tunnel.test-support.js";
+import { rejection, waitFor } from "../testing/wait.test-support.js";
 
 describe("KAS private (kas-to-kas) API over real HTTP/2", function () {
   this.timeout(20_000);
@@ -46,12 +46,6 @@ describe("KAS private (kas-to-kas) API over real HTTP/2", function () {
     return createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager, interceptors: [interceptor] }));
   }
 
-  async function refusal(call: Promise<unknown>): Promise<ConnectError> {
-    const error = await call.then(() => undefined, (e: unknown) => ConnectError.from(e));
-    expect(error, "the call should have been refused").to.be.instanceOf(ConnectError);
-    return error!;
-  }
-
   it("listens on its own port and routes a peer's call to an agent connected here", async () => {
     expect(kas.privateApiAddress).to.not.equal(undefined);
     expect(kas.privateApiAddress!.port).to.not.equal(kas.internalApiAddress.port);
@@ -62,23 +56,23 @@ describe("KAS private (kas-to-kas) API over real HTTP/2", function () {
 
   it("refuses the platform's JWT (issuer gitlab) and JWTs signed with another secret", async () => {
     const platformJwt = echoVia(kas.privateApiAddress!, internalApiClientInterceptor(privateSecret, 11));
-    const err1 = await refusal(platformJwt.echo({ payload: new Uint8Array(1) }));
+    const err1 = await rejection(platformJwt.echo({ payload: new Uint8Array(1) }));
     expect(err1.code).to.equal(Code.Unauthenticated);
     expect(err1.rawMessage).to.equal("private API JWT authentication invalid");
 
     const wrongSecret = echoVia(kas.privateApiAddress!, privateApiClientInterceptor(platformSecret, 11));
-    expect((await refusal(wrongSecret.echo({ payload: new Uint8Array(1) }))).code).to.equal(Code.Unauthenticated);
+    expect((await rejection(wrongSecret.echo({ payload: new Uint8Array(1) }))).code).to.equal(Code.Unauthenticated);
 
     // ... and the internal API does not take the replicas' secret.
     const onInternal = echoVia(kas.internalApiAddress, privateApiClientInterceptor(privateSecret, 11));
-    const err3 = await refusal(onInternal.echo({ payload: new Uint8Array(1) }));
+    const err3 = await rejection(onInternal.echo({ payload: new Uint8Array(1) }));
     expect(err3.code).to.equal(Code.Unauthenticated);
     expect(err3.rawMessage).to.equal("internal API JWT authentication invalid");
   });
 
   it("names an agent that is not connected to this replica", async () => {
     const client = echoVia(kas.privateApiAddress!, privateApiClientInterceptor(privateSecret, 12));
-    const err = await refusal(client.echo({ payload: new Uint8Array(1) }, { timeoutMs: 500 }));
+    const err = await rejection(client.echo({ payload: new Uint8Array(1) }, { timeoutMs: 500 }));
     expect(err.code).to.equal(Code.Unavailable);
     expect(err.rawMessage).to.contain("12");
   });

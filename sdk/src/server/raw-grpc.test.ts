@@ -11,9 +11,9 @@ import {
   ConfigurationRequestSchema,
   ConfigurationResponseSchema,
 } from "../gen/gitlab/agent/agent_configuration/rpc/rpc_pb.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
-import { bearer } from "../testing/bearer.js";
-import { waitFor } from "../testing/wait-for.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
+import { bearer } from "../testing/grpc.test-support.js";
+import { waitFor } from "../testing/wait.test-support.js";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
 import { encodeFrame as frame, frameHeader } from "../util/grpc-frames.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";

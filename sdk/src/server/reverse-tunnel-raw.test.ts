@@ -14,7 +14,7 @@ import {
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { ConnectRequestSchema, ReverseTunnel, type ConnectRequest } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import { echoService } from "../modules/echo/echo-service.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
 import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
 import { TunnelPool } from "../tunnel/agent/tunnel-pool.js";
 import type { ServerTunnel } from "../tunnel/server/server-tunnel.js";
@@ -24,7 +24,10 @@ import { connectionContextValues } from "./connection-context.js";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
 import { maxDescriptorBytes, rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "./reverse-tunnel-service.js";
 import { createTunnelGateway } from "./tunnel-gateway.js";
-import { bearer, closeServer, listen, port, routeTo, waitFor } from "../tunnel/tunnel.test-support.js";
+import { Cleanup } from "../testing/cleanup.test-support.js";
+import { bearer, routeTo } from "../testing/grpc.test-support.js";
+import { closeServer, listen, port } from "../testing/servers.test-support.js";
+import { deferred, rejection, streamRejection, waitFor } from "../testing/wait.test-support.js";
 import { frameHeader } from "../util/grpc-frames.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -70,7 +73,13 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
       writeMaxBytes: 64 << 20,
     }),
   );
-  const closers: Array<() => Promise<void> | void> = [];
+  // Released last to first: agents (added later) before the servers.
+  const cleanup = new Cleanup();
+  cleanup.add(() => Promise.all([agentApi.close(0), closeServer(gatewayServer)]));
+  cleanup.add(() => clientSessions.abort());
+  cleanup.add(() => auth.close());
+  cleanup.add(() => registry.close());
+  cleanup.add(() => shutdown.abort());
   return {
     platform,
     registry,
@@ -92,29 +101,20 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
       const host = new LocalServiceHost().register(EchoService, echoService("raw-agent"));
       const pool = new TunnelPool({ transport, host, logger, minIdleTunnels: options.minIdle ?? 2, backoff: { initialMs: 50, maxMs: 200 } });
       pool.start();
-      closers.push(async () => {
-        await pool.stop(100);
-        agentSessions.abort();
-      });
+      cleanup.add(() => agentSessions.abort());
+      cleanup.add(() => pool.stop(100));
       return pool;
     },
     /** A bare ReverseTunnel client, to speak the protocol by hand. */
     tunnelClient(token = "glagent-good") {
       const agentSessions = new Http2SessionManager(agentUrl);
-      closers.push(() => agentSessions.abort());
+      cleanup.add(() => agentSessions.abort());
       return createClient(
         ReverseTunnel,
         createGrpcTransport({ baseUrl: agentUrl, sessionManager: agentSessions, interceptors: [bearer(token)] }),
       );
     },
-    async close() {
-      for (const close of closers.reverse()) await close();
-      shutdown.abort();
-      registry.close();
-      auth.close();
-      clientSessions.abort();
-      await Promise.all([agentApi.close(0), closeServer(gatewayServer)]);
-    },
+    close: () => cleanup.run(),
   };
 }
 
@@ -124,12 +124,6 @@ function requests(messages: ConnectRequest[], end: Promise<void>): AsyncIterable
     yield* messages;
     await end;
   })();
-}
-
-function deferred(): { promise: Promise<void>; resolve(): void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
 }
 
 const descriptor = create(ConnectRequestSchema, {
@@ -199,19 +193,14 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
   it("passes error status, headers and trailers, and cancellation", async () => {
     await kas.startAgent();
     await waitFor(() => kas.registry.stats().idleTunnels >= 2);
-    const err = await kas.echo.fail({ code: Code.FailedPrecondition, message: "nope" }).catch((e: unknown) => ConnectError.from(e));
-    expect(err).to.be.instanceOf(ConnectError);
-    expect((err as ConnectError).code).to.equal(Code.FailedPrecondition);
-    expect((err as ConnectError).metadata.get("fail-trailer")).to.equal("present");
+    const err = await rejection(kas.echo.fail({ code: Code.FailedPrecondition, message: "nope" }));
+    expect(err.code).to.equal(Code.FailedPrecondition);
+    expect(err.metadata.get("fail-trailer")).to.equal("present");
     const abort = new AbortController();
-    let got = 0;
-    try {
-      for await (const _ of kas.echo.serverStream({ count: 1_000_000, size: 1000 }, { signal: abort.signal })) {
-        if (++got === 10) abort.abort();
-      }
-    } catch (error) {
-      expect(ConnectError.from(error).code).to.equal(Code.Canceled);
-    }
+    const cancelled = await streamRejection(kas.echo.serverStream({ count: 1_000_000, size: 1000 }, { signal: abort.signal }), (_, i) => {
+      if (i === 9) abort.abort();
+    });
+    expect(cancelled.code).to.equal(Code.Canceled);
     await waitFor(() => kas.registry.stats().busyTunnels === 0);
     const res = await kas.echo.echo({ payload: new Uint8Array([5]) });
     expect(res.payload[0]).to.equal(5);
@@ -246,18 +235,14 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
   it("refuses unknown tokens, and a first message that is not a descriptor", async () => {
     const bad = kas.tunnelClient("glagent-unknown");
     const end = deferred();
-    const unauthenticated = await (async () => {
-      for await (const _ of bad.connect(requests([descriptor], end.promise))) expect.fail("no response expected");
-    })().catch((e: unknown) => ConnectError.from(e));
-    expect((unauthenticated as ConnectError).code).to.equal(Code.Unauthenticated);
+    const unauthenticated = await streamRejection(bad.connect(requests([descriptor], end.promise)));
+    expect(unauthenticated.code).to.equal(Code.Unauthenticated);
 
     const client = kas.tunnelClient();
     const header = create(ConnectRequestSchema, { msg: { case: "header", value: { meta: {} } } });
-    const violation = await (async () => {
-      for await (const _ of client.connect(requests([header], end.promise))) expect.fail("no response expected");
-    })().catch((e: unknown) => ConnectError.from(e));
-    expect((violation as ConnectError).code).to.equal(Code.InvalidArgument);
-    expect((violation as ConnectError).rawMessage).to.contain("expected descriptor");
+    const violation = await streamRejection(client.connect(requests([header], end.promise)));
+    expect(violation.code).to.equal(Code.InvalidArgument);
+    expect(violation.rawMessage).to.contain("expected descriptor");
     end.resolve();
     expect(kas.registry.stats().idleTunnels).to.equal(0);
   });
@@ -266,30 +251,24 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     const client = kas.tunnelClient();
     const abort = new AbortController();
     const end = deferred();
-    const gone = (async () => {
-      for await (const _ of client.connect(requests([descriptor], end.promise), { signal: abort.signal })) expect.fail("none");
-    })().catch((e: unknown) => ConnectError.from(e));
+    const gone = streamRejection(client.connect(requests([descriptor], end.promise), { signal: abort.signal }));
     await waitFor(() => kas.registry.stats().idleTunnels === 1);
     abort.abort();
-    expect(((await gone) as ConnectError).code).to.equal(Code.Canceled);
+    expect((await gone).code).to.equal(Code.Canceled);
     await waitFor(() => kas.registry.stats().idleTunnels === 0 && kas.registry.stats().agents === 0);
 
-    const revoked = (async () => {
-      for await (const _ of client.connect(requests([descriptor], end.promise))) expect.fail("none");
-    })().catch((e: unknown) => ConnectError.from(e));
+    const revoked = streamRejection(client.connect(requests([descriptor], end.promise)));
     await waitFor(() => kas.registry.stats().idleTunnels === 1);
     kas.platform.revoke("glagent-good");
-    expect(((await revoked) as ConnectError).code).to.equal(Code.Unauthenticated);
+    expect((await revoked).code).to.equal(Code.Unauthenticated);
     await waitFor(() => kas.registry.stats().idleTunnels === 0);
 
     kas.platform.addToken("glagent-other", { agentId: 8, agentName: "a8", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 80 });
     const other = kas.tunnelClient("glagent-other");
-    const shutDown = (async () => {
-      for await (const _ of other.connect(requests([descriptor], end.promise))) expect.fail("none");
-    })().catch((e: unknown) => ConnectError.from(e));
+    const shutDown = streamRejection(other.connect(requests([descriptor], end.promise)));
     await waitFor(() => kas.registry.stats().idleTunnels === 1);
     kas.shutdown.abort();
-    expect(((await shutDown) as ConnectError).code).to.equal(Code.Unavailable);
+    expect((await shutDown).code).to.equal(Code.Unavailable);
     await waitFor(() => kas.registry.stats().idleTunnels === 0);
     end.resolve();
   });
@@ -298,18 +277,14 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     const pool = await kas.startAgent();
     await waitFor(() => kas.registry.stats().idleTunnels >= 2);
     let received = 0;
-    const slowReader = (async () => {
-      for await (const _ of kas.echo.serverStream({ count: 1_000_000, size: 1000 })) {
-        if (++received % 100 === 0) await new Promise((r) => setTimeout(r, 5));
-      }
-    })().catch((e: unknown) => ConnectError.from(e));
+    // Reads slowly, so the call is still running when the grace period ends.
+    const slowReader = streamRejection(kas.echo.serverStream({ count: 1_000_000, size: 1000 }), async () => {
+      if (++received % 100 === 0) await new Promise((r) => setTimeout(r, 5));
+    });
     await waitFor(() => received > 0);
-    const started = Date.now();
     await pool.stop(200);
-    expect(Date.now() - started).to.be.lessThan(3000);
     const err = await slowReader;
-    expect(err).to.be.instanceOf(ConnectError);
-    expect((err as ConnectError).code).to.equal(Code.Unavailable);
+    expect(err.code).to.equal(Code.Unavailable);
     await waitFor(() => kas.registry.stats().idleTunnels === 0 && kas.registry.stats().busyTunnels === 0);
     expect(pool.stats()).to.deep.equal({ idle: 0, active: 0, workers: 0 });
   });
@@ -337,10 +312,10 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
       stream.resume();
       await waitFor(() => kas.registry.stats().idleTunnels >= 1);
       const caller = new AbortController();
-      const call = kas.echo.echo({ payload: new Uint8Array([1]) }, { signal: caller.signal }).catch((e: unknown) => ConnectError.from(e));
+      const call = rejection(kas.echo.echo({ payload: new Uint8Array([1]) }, { signal: caller.signal }));
       await requestInfo;
       caller.abort();
-      expect(((await call) as ConnectError).code).to.equal(Code.Canceled);
+      expect((await call).code).to.equal(Code.Canceled);
       expect(await closed).to.equal(http2.constants.NGHTTP2_CANCEL);
       expect(trailers).to.equal(false);
     } finally {
@@ -352,12 +327,10 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     const client = kas.tunnelClient();
     const end = deferred();
     const big = create(ConnectRequestSchema, { msg: { case: "header", value: { meta: { junk: { value: ["x".repeat(100 * 1024)] } } } } });
-    const err = await (async () => {
-      for await (const _ of client.connect(requests([big], end.promise))) expect.fail("no response expected");
-    })().catch((e: unknown) => ConnectError.from(e));
+    const err = await streamRejection(client.connect(requests([big], end.promise)));
     end.resolve();
-    expect((err as ConnectError).code).to.equal(Code.ResourceExhausted);
-    expect((err as ConnectError).rawMessage).to.contain(`limit of ${maxDescriptorBytes} bytes`);
+    expect(err.code).to.equal(Code.ResourceExhausted);
+    expect(err.rawMessage).to.contain(`limit of ${maxDescriptorBytes} bytes`);
     expect(kas.registry.stats().idleTunnels).to.equal(0);
   });
 
@@ -366,10 +339,8 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     kas = await startKas({ maxMessageBytes: 64 * 1024 });
     await kas.startAgent();
     await waitFor(() => kas.registry.stats().idleTunnels >= 2);
-    const err = await (async () => {
-      for await (const _ of kas.echo.serverStream({ count: 1, size: 200_000 })) expect.fail("too big to arrive");
-    })().catch((e: unknown) => ConnectError.from(e));
-    expect((err as ConnectError).code).to.equal(Code.ResourceExhausted);
+    const err = await streamRejection(kas.echo.serverStream({ count: 1, size: 200_000 }));
+    expect(err.code).to.equal(Code.ResourceExhausted);
     // The pool refills and small calls still work.
     const res = await kas.echo.echo({ payload: new Uint8Array([3]) });
     expect(res.payload[0]).to.equal(3);

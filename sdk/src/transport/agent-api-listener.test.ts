@@ -10,11 +10,21 @@ import type { AgentApiListener, AgentApiSessionInfo } from "./agent-api-listener
 import { createAgentApiListener } from "./agent-api-listener.js";
 import type { AgentApiListenerOptions } from "./agent-api-listener-options.js";
 import { createAgentTransport, type AgentTransport } from "./agent-transport.js";
-import { type EchoObservations, echoHandler, freezableProxy, rejection, selfSignedCertificate, trackResources, within } from "./fixtures.test.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Cleanup } from "../testing/cleanup.test-support.js";
+import { closeServer, listen as listenOn } from "../testing/servers.test-support.js";
+import { tcpProxy } from "../testing/tcp-proxy.test-support.js";
+import { selfSignedCertificate } from "../testing/tls.test-support.js";
+import { HUNG_MS, deferred, rejection, waitFor, within } from "../testing/wait.test-support.js";
+import { type EchoObservations, echoHandler, trackResources } from "./fixtures.test-support.js";
 import { HTTP2_PREFACE } from "./protocol-sniffer.js";
 import { WS_TUNNEL_SUBPROTOCOL } from "./websocket-tunnel.js";
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Bound on waits for the listener to drop a misbehaving connection: generous next to the 200-300 ms
+ * timeouts these tests configure, and below the defaults (10 s and more) that would drop it too.
+ */
+const DROP_MS = 5000;
 
 /** Resolves when the socket has closed; rejects if that takes longer than ms. */
 function closedWithin(socket: net.Socket, ms: number, what: string): Promise<void> {
@@ -27,22 +37,6 @@ function rawConnect(port: number): Promise<net.Socket> {
     socket.once("error", reject);
     socket.on("data", () => {}); // drain whatever the server answers
   });
-}
-
-/** Everything a test opened, closed afterwards even when it fails. */
-class Cleanup {
-  private readonly fns: Array<() => unknown> = [];
-  add<T>(fn: () => unknown, value: T): T {
-    this.fns.push(fn);
-    return value;
-  }
-  /** Destroys the socket or session afterwards. */
-  track<T extends { destroy(): unknown }>(value: T): T {
-    return this.add(() => value.destroy(), value);
-  }
-  async run(): Promise<void> {
-    for (const fn of this.fns.splice(0).reverse()) await fn();
-  }
 }
 
 describe("transport/agent-api-listener", function () {
@@ -109,9 +103,9 @@ describe("transport/agent-api-listener", function () {
       b.pipe(a);
       for (const s of [a, b]) s.on("error", () => {}).on("close", () => (s === a ? b : a).destroy());
     });
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    cleanup.add(() => new Promise((resolve) => proxy.close(resolve)), proxy);
-    const t = agent(`grpc://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`);
+    const proxyPort = await listenOn(proxy);
+    cleanup.add(() => closeServer(proxy));
+    const t = agent(`grpc://127.0.0.1:${proxyPort}`);
     const payload = new Uint8Array([4, 5, 6]);
     expect((await createClient(EchoService, t.transport).echo({ payload })).payload).to.deep.equal(payload);
     expect([...listener.sessions.values()].map((i) => i.transport)).to.deep.equal(["h2c"]);
@@ -147,7 +141,7 @@ describe("transport/agent-api-listener", function () {
     const answer = new Promise<string>((resolve) => socket.once("data", (d: Buffer) => resolve(d.toString())));
     socket.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
     expect(await answer).to.match(/^HTTP\/1\.1 400 /);
-    await closedWithin(socket, 2000, "refused upgrade");
+    await closedWithin(socket, DROP_MS, "refused upgrade");
     expect(listener.sessions.size).to.equal(0);
   });
 
@@ -157,11 +151,11 @@ describe("transport/agent-api-listener", function () {
     cleanup.add(() => ws.terminate(), ws);
     await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
     expect(ws.protocol).to.equal(WS_TUNNEL_SUBPROTOCOL);
-    await within(2000, new Promise((resolve) => (listener.sessions.size > 0 ? resolve(0) : listener.onSessionOpen(resolve))), "session");
+    await within(HUNG_MS, new Promise((resolve) => (listener.sessions.size > 0 ? resolve(0) : listener.onSessionOpen(resolve))), "session");
     const closed = new Promise((resolve) => ws.once("close", resolve));
     ws.send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); // the right bytes, the wrong frame type
-    await within(2000, closed, "tunnel close");
-    await within(2000, new Promise((resolve) => (listener.sessions.size === 0 ? resolve(0) : listener.onSessionClose(resolve))), "session close");
+    await within(HUNG_MS, closed, "tunnel close");
+    await within(HUNG_MS, new Promise((resolve) => (listener.sessions.size === 0 ? resolve(0) : listener.onSessionClose(resolve))), "session close");
   });
 
   it("gives the stream handler first pick of HTTP/2 streams; the streams it declines reach the request handler", async () => {
@@ -219,7 +213,7 @@ describe("transport/agent-api-listener", function () {
     expect(opened[1]![1].id).to.not.equal(info.id);
 
     t.close();
-    await within(2000, (async () => { while (closed.length === 0) await sleep(10); })(), "session close");
+    await waitFor(() => closed.length > 0, HUNG_MS, "session close");
     expect(closed[0]).to.equal(info);
     unsubscribe();
     expect(listener.sessions.size).to.equal(1);
@@ -249,7 +243,7 @@ describe("transport/agent-api-listener", function () {
         async send(payload) {
           queue.push(payload);
           wake?.();
-          const r = await within(2000, responses.next(), "healthy echo");
+          const r = await within(HUNG_MS, responses.next(), "healthy echo");
           if (r.done) throw new Error("healthy stream ended");
           return r.value.payload;
         },
@@ -270,19 +264,19 @@ describe("transport/agent-api-listener", function () {
     it("answers garbage bytes with 400 and hangs up", async () => {
       const socket = cleanup.track(await rawConnect(listener.address.port));
       socket.write(Buffer.from([0x00, 0xff, 0x13, 0x37, 0x0d, 0x0a, 0x0d, 0x0a, 0x16, 0x03]));
-      await closedWithin(socket, 2000, "garbage connection");
+      await closedWithin(socket, DROP_MS, "garbage connection");
     });
 
     it("hangs up on a bad HTTP/2 preface", async () => {
       const socket = cleanup.track(await rawConnect(listener.address.port));
       socket.write("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n");
-      await closedWithin(socket, 2000, "bad preface connection");
+      await closedWithin(socket, DROP_MS, "bad preface connection");
     });
 
     it("closes an HTTP/2 session that sends garbage frames after the preface", async () => {
       const socket = cleanup.track(await rawConnect(listener.address.port));
       socket.write(Buffer.concat([HTTP2_PREFACE, Buffer.from([0, 0, 4, 0xfe, 0, 0, 0, 0, 1, 1, 2, 3, 4]), Buffer.alloc(100, 0xaa)]));
-      await closedWithin(socket, 2000, "garbage HTTP/2 session");
+      await closedWithin(socket, DROP_MS, "garbage HTTP/2 session");
     });
 
     it("closes a ws-tunnel whose binary frames are not HTTP/2", async () => {
@@ -291,26 +285,26 @@ describe("transport/agent-api-listener", function () {
       await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
       const closed = new Promise((resolve) => ws.once("close", resolve));
       ws.send(Buffer.alloc(4096, 0x5a));
-      await within(2000, closed, "tunnel close");
+      await within(HUNG_MS, closed, "tunnel close");
     });
 
     it("drops a half-open HTTP/2 session that never answers PINGs", async () => {
       const socket = cleanup.track(await rawConnect(listener.address.port));
       socket.write(HTTP2_PREFACE); // and no SETTINGS, no PING ACK, nothing
-      await closedWithin(socket, 3000, "half-open session");
+      await closedWithin(socket, DROP_MS, "half-open session");
     });
 
     it("closes a connection that never says anything", async () => {
       const socket = cleanup.track(await rawConnect(listener.address.port));
-      await closedWithin(socket, 2000, "silent connection");
+      await closedWithin(socket, DROP_MS, "silent connection");
     });
 
     it("rejects huge HTTP/1.1 headers with 431", async () => {
       const socket = cleanup.track(await rawConnect(listener.address.port));
       const answer = new Promise<string>((resolve) => socket.once("data", (d: Buffer) => resolve(d.toString())));
       socket.write(`POST /x HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(200_000)}\r\n\r\n`);
-      expect(await within(2000, answer, "431")).to.match(/^HTTP\/1\.1 431 /);
-      await closedWithin(socket, 2000, "huge header connection");
+      expect(await within(HUNG_MS, answer, "431")).to.match(/^HTTP\/1\.1 431 /);
+      await closedWithin(socket, DROP_MS, "huge header connection");
     });
 
     it("fails an HTTP/2 request with huge headers without harming the session's peers", async () => {
@@ -325,7 +319,7 @@ describe("transport/agent-api-listener", function () {
       });
       stream.on("error", () => {});
       stream.end();
-      const rstCode = await within(3000, new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? -1))), "stream close");
+      const rstCode = await within(HUNG_MS, new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? -1))), "stream close");
       expect(rstCode).to.not.equal(http2.constants.NGHTTP2_NO_ERROR);
     });
 
@@ -337,9 +331,11 @@ describe("transport/agent-api-listener", function () {
         s.on("error", () => {});
         s.write(Buffer.from([0, 0, 0, 0, 3, 1, 2]));
       }
-      await sleep(50);
+      // The server answers a PING after it has read every frame sent before it (or has hung up).
+      await new Promise((resolve) => client.ping(resolve));
       client.destroy();
-      await sleep(100);
+      // Only the healthy stream's session is left once the server has seen this one go.
+      await waitFor(() => listener.sessions.size === 1, HUNG_MS, "the vanished session to close");
     });
   });
 
@@ -348,13 +344,13 @@ describe("transport/agent-api-listener", function () {
     const silent = cleanup.track(await rawConnect(listener.address.port));
     const plain = cleanup.track(await rawConnect(listener.address.port));
     plain.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    await closedWithin(plain, 2000, "plaintext on TLS port");
-    await closedWithin(silent, 2000, "silent TLS connection");
+    await closedWithin(plain, DROP_MS, "plaintext on TLS port");
+    await closedWithin(silent, DROP_MS, "silent TLS connection");
   });
 
   it("drops an agent that stopped answering PINGs and reports the session closed", async () => {
     const listener = await listen({ keepalivePingIntervalMs: 100, keepalivePingTimeoutMs: 100 });
-    const proxy = await freezableProxy(listener.address.port);
+    const proxy = await tcpProxy(listener.address.port);
     cleanup.add(() => proxy.close(), proxy);
     const closed = new Promise<AgentApiSessionInfo>((resolve) => listener.onSessionClose((_s, i) => resolve(i)));
     const client = cleanup.track(http2.connect(`http://127.0.0.1:${proxy.port}`));
@@ -362,20 +358,28 @@ describe("transport/agent-api-listener", function () {
     await new Promise((resolve) => client.once("remoteSettings", resolve));
     expect(listener.sessions.size).to.equal(1);
     proxy.frozen = true; // the agent hangs: PINGs go unanswered
-    expect((await within(2000, closed, "session close")).transport).to.equal("h2c");
+    expect((await within(HUNG_MS, closed, "session close")).transport).to.equal("h2c");
   });
 
   it("closes idle sessions but keeps those that only ping", async () => {
-    const listener = await listen({ http2SessionIdleTimeoutMs: 300 });
+    const idleMs = 500;
+    const listener = await listen({ http2SessionIdleTimeoutMs: idleMs });
     const quiet = http2.connect(listener.url("http"));
     const pinging = http2.connect(listener.url("http"));
     cleanup.track(quiet);
     cleanup.track(pinging);
+    pinging.on("error", () => {});
     const quietGoaway = new Promise((resolve) => quiet.once("goaway", resolve));
-    const timer = setInterval(() => pinging.ping(() => {}), 100);
-    cleanup.add(() => clearInterval(timer), timer);
-    await within(2000, quietGoaway, "GOAWAY for the idle session");
-    await sleep(500);
+    // A PING every 50 ms, each sent once the previous one is answered: the session is never idle.
+    let pings = 0;
+    const ping = (): void => {
+      if (!pinging.destroyed) pinging.ping(() => ((pings += 1), setTimeout(ping, 50)));
+    };
+    ping();
+    await within(HUNG_MS, quietGoaway, "GOAWAY for the idle session");
+    // Answered PINGs spanning twice the idle timeout after the quiet session went.
+    const after = pings;
+    await waitFor(() => pings - after >= (2 * idleMs) / 50 || pinging.closed, HUNG_MS, "PINGs after the GOAWAY");
     expect(pinging.closed || pinging.destroyed).to.equal(false);
     expect(listener.sessions.size).to.equal(1);
   });
@@ -384,7 +388,7 @@ describe("transport/agent-api-listener", function () {
     const listener = await listen({ maxConnectionAgeMs: 200, maxConnectionAgeGraceMs: 200 });
     const client = http2.connect(listener.url("http"));
     cleanup.track(client);
-    const goaway = await within(2000, new Promise<number>((resolve) => client.once("goaway", resolve)), "GOAWAY");
+    const goaway = await within(HUNG_MS, new Promise<number>((resolve) => client.once("goaway", resolve)), "GOAWAY");
     expect(goaway).to.equal(http2.constants.NGHTTP2_NO_ERROR);
   });
 
@@ -394,7 +398,7 @@ describe("transport/agent-api-listener", function () {
     await createClient(EchoService, t.transport).echo({});
     const extra = cleanup.track(net.connect(listener.address.port, "127.0.0.1"));
     extra.on("error", () => {});
-    await closedWithin(extra, 2000, "connection over the limit");
+    await closedWithin(extra, DROP_MS, "connection over the limit");
     await createClient(EchoService, t.transport).echo({});
   });
 
@@ -413,10 +417,8 @@ describe("transport/agent-api-listener", function () {
         const t = createAgentTransport({ url: listener.url(scheme), ca: cert.cert });
         const client = createClient(EchoService, t.transport);
         const first = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
-        await within(2000, started, "stream start");
-        const t0 = Date.now();
-        await within(3000, listener.close(200), "close");
-        expect(Date.now() - t0).to.be.within(150, 2000);
+        await within(HUNG_MS, started, "stream start");
+        await within(HUNG_MS, listener.close(200), "close");
         const err = await first;
         expect(err.code).to.equal(Code.Unavailable);
         expect(listener.sessions.size).to.equal(0);
@@ -424,15 +426,20 @@ describe("transport/agent-api-listener", function () {
         expect((await rejection(client.echo({}))).code).to.equal(Code.Unavailable);
         t.close();
         await listener.close(); // idempotent
-        await sleep(100);
-        await new Promise((resolve) => setImmediate(resolve)); // let destroy hooks run
+        // Destroy hooks run from the immediate queue, after the timer that waits for them (which
+        // trackResources counts too); compare afterwards for a readable failure.
+        for (const deadline = Date.now() + HUNG_MS; Date.now() < deadline; ) {
+          await sleep(20);
+          await new Promise((resolve) => setImmediate(resolve));
+          if (resources.live().length === 0 && activeHandles().join() === before.join()) break;
+        }
         expect(resources.live()).to.deep.equal([]);
         expect(activeHandles()).to.deep.equal(before);
       });
     }
 
     it("closes idle HTTP/1.1 keep-alive connections at once", async () => {
-      const listener = await createAgentApiListener({ handler: echoHandler(), port: 0 });
+      const listener = await listen();
       const agentH1 = new http.Agent({ keepAlive: true });
       cleanup.add(() => agentH1.destroy(), agentH1);
       const connect = createClient(
@@ -440,13 +447,15 @@ describe("transport/agent-api-listener", function () {
         createConnectTransport({ httpVersion: "1.1", baseUrl: listener.url("http"), nodeOptions: { agent: agentH1 } }),
       );
       await connect.echo({});
-      const t0 = Date.now();
-      await within(2000, listener.close(10_000), "close");
-      expect(Date.now() - t0).to.be.lessThan(1000);
+      // A grace period longer than the test may run: close() ends only if it does not wait for idle connections.
+      await within(HUNG_MS, listener.close(600_000), "close");
     });
 
     it("lets calls finish within the grace period and sends GOAWAY to idle sessions", async () => {
-      const listener = await createAgentApiListener({ handler: echoHandler(), port: 0 });
+      const release = deferred();
+      const observed: EchoObservations = { holdStream: release.promise };
+      const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
+      const listener = await listen({}, observed);
       const idle = http2.connect(listener.url("http"));
       cleanup.track(idle);
       idle.on("error", () => {});
@@ -456,17 +465,18 @@ describe("transport/agent-api-listener", function () {
       const client = createClient(EchoService, t.transport);
       const received: number[] = [];
       const call = (async () => {
-        for await (const m of client.serverStream({ count: 5, size: 1 })) {
-          received.push(m.index);
-          await sleep(40);
-        }
+        for await (const m of client.serverStream({ count: 5, size: 1 })) received.push(m.index);
       })();
-      await sleep(30);
-      const closing = listener.close(5000);
-      await within(2000, goaway, "GOAWAY");
-      await call;
+      await within(HUNG_MS, started, "stream start");
+      let closed = false;
+      const closing = listener.close(600_000).then(() => (closed = true));
+      await within(HUNG_MS, goaway, "GOAWAY");
+      // The call is still running (its handler waits for `release`): the listener waits for it.
+      expect(closed).to.equal(false);
+      release.resolve();
+      await within(HUNG_MS, call, "the call to finish");
       expect(received).to.deep.equal([0, 1, 2, 3, 4]);
-      await within(2000, closing, "close after the last call");
+      await within(HUNG_MS, closing, "close after the last call");
     });
   });
 });

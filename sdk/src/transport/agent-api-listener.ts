@@ -12,6 +12,7 @@ import { answerAndHangUp } from "./hang-up.js";
 import { sniffProtocol } from "./protocol-sniffer.js";
 import { superviseSession } from "./session-supervisor.js";
 import { createWebSocketTunnelAcceptor } from "./websocket-tunnel.js";
+import { hostPort } from "../util/host-port.js";
 
 /**
  * How an HTTP/2 session reached the listener: "h2c" cleartext with prior
@@ -321,8 +322,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
       let host = address.host;
       if (host === "0.0.0.0") host = "127.0.0.1";
       if (host === "::") host = "::1";
-      if (host.includes(":")) host = `[${host}]`;
-      return `${scheme}://${host}:${address.port}${path}`;
+      return `${scheme}://${hostPort(host, address.port)}${path}`;
     },
     sessions,
     sessionInfo: (session) => (session ? sessions.get(session as http2.ServerHttp2Session) : undefined),

@@ -3,6 +3,7 @@ import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { dialWebSocketTunnel } from "./websocket-tunnel.js";
+import { hostPort } from "../util/host-port.js";
 
 /** A parsed KAS address (agentk's `--kas-address`). */
 export interface AgentApiAddress {
@@ -29,12 +30,11 @@ export function parseAgentApiAddress(url: string): AgentApiAddress {
   const secure = scheme === "grpcs" || scheme === "wss";
   const port = u.port === "" ? (secure ? 443 : 80) : Number(u.port);
   const host = u.hostname.startsWith("[") ? u.hostname.slice(1, -1) : u.hostname;
-  const hostPort = `${u.hostname}:${port}`;
   return {
     scheme,
     host,
     port,
-    origin: scheme === "grpcs" ? `https://${hostPort}` : `http://${hostPort}`,
+    origin: `${scheme === "grpcs" ? "https" : "http"}://${hostPort(host, port)}`,
     href: u.href,
   };
 }

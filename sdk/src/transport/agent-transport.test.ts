@@ -14,9 +14,12 @@ import { type AgentApiListener, createAgentApiListener } from "./agent-api-liste
 import { parseAgentApiAddress } from "./agent-connection.js";
 import { type AgentTransport, type AgentTransportOptions, agentUserAgent, createAgentTransport } from "./agent-transport.js";
 import type { GrpcClientStream } from "./grpc-client-stream.js";
-import { type EchoObservations, echoHandler, freezableProxy, rejection, selfSignedCertificate, within } from "./fixtures.test.js";
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+import { Cleanup } from "../testing/cleanup.test-support.js";
+import { closeServer, listen as listenOn } from "../testing/servers.test-support.js";
+import { tcpProxy } from "../testing/tcp-proxy.test-support.js";
+import { selfSignedCertificate } from "../testing/tls.test-support.js";
+import { HUNG_MS, rejection, waitFor, within } from "../testing/wait.test-support.js";
+import { type EchoObservations, echoHandler } from "./fixtures.test-support.js";
 
 /** A call with one request message as a raw gRPC stream on the transport (the agent tunnel's path). */
 function rawCall<I extends DescMessage, O extends DescMessage>(
@@ -44,20 +47,18 @@ async function collect<O>(stream: AsyncIterator<O>): Promise<O[]> {
 describe("transport/agent-transport", function () {
   this.timeout(20_000);
   const cert = selfSignedCertificate();
-  const closers: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const close of closers.splice(0).reverse()) await close();
-  });
+  const cleanup = new Cleanup();
+  afterEach(() => cleanup.run());
 
   async function listen(secure: boolean, observed?: EchoObservations, port = 0): Promise<AgentApiListener> {
     const listener = await createAgentApiListener({ handler: echoHandler(observed), port, tls: secure ? cert : undefined });
-    closers.push(() => listener.close(0));
+    cleanup.add(() => listener.close(0));
     return listener;
   }
 
   function agent(url: string, options: Partial<AgentTransportOptions> = {}): AgentTransport {
     const t = createAgentTransport({ url, ca: cert.cert, ...options });
-    closers.push(() => t.close());
+    cleanup.add(() => t.close());
     return t;
   }
 
@@ -194,7 +195,7 @@ describe("transport/agent-transport", function () {
       const t = agent(first.url(scheme));
       const client = createClient(EchoService, t.transport);
       const call = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
-      await within(2000, started, "stream start");
+      await within(HUNG_MS, started, "stream start");
       const raw = rejection(rawCall(t, "ServerStream", ServerStreamRequestSchema, ServerStreamResponseSchema, { count: 0 }).next());
       await first.close(0);
       const err = await call;
@@ -211,17 +212,16 @@ describe("transport/agent-transport", function () {
       const observed: EchoObservations = {};
       const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
       const listener = await listen(secure, observed);
-      const proxy = await freezableProxy(listener.address.port);
-      closers.push(() => proxy.close());
+      const proxy = await tcpProxy(listener.address.port);
+      cleanup.add(() => proxy.close());
       const t = agent(`${scheme}://localhost:${proxy.port}`, { pingIntervalMs: 100, pingTimeoutMs: 100 });
       const client = createClient(EchoService, t.transport);
       const call = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
-      await within(2000, started, "stream start");
+      await within(HUNG_MS, started, "stream start");
       proxy.frozen = true;
-      const t0 = Date.now();
-      const err = await within(3000, call, "dead connection detection");
+      // The default PING interval (55 s) is far beyond this bound: only the 100 ms one can end the call.
+      const err = await within(HUNG_MS, call, "dead connection detection");
       expect(err.code).to.equal(Code.Unavailable);
-      expect(Date.now() - t0).to.be.lessThan(1500);
       proxy.frozen = false;
       expect((await client.echo({ payload: new Uint8Array([6]) })).payload).to.deep.equal(new Uint8Array([6]));
     });
@@ -232,16 +232,15 @@ describe("transport/agent-transport", function () {
         sockets.add(s);
         s.on("error", () => {});
       });
-      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
-      closers.push(() => {
+      const port = await listenOn(silent);
+      cleanup.add(() => {
         for (const s of sockets) s.destroy();
-        return new Promise((resolve) => silent.close(resolve));
+        return closeServer(silent);
       });
-      const t = agent(`${scheme}://127.0.0.1:${(silent.address() as net.AddressInfo).port}`, { connectTimeoutMs: 200 });
-      const t0 = Date.now();
-      const err = await within(3000, rejection(createClient(EchoService, t.transport).echo({})), "connect timeout");
+      const t = agent(`${scheme}://127.0.0.1:${port}`, { connectTimeoutMs: 200 });
+      // The default connect timeout (20 s) is beyond this bound: only the 200 ms one can end the call.
+      const err = await within(HUNG_MS, rejection(createClient(EchoService, t.transport).echo({})), "connect timeout");
       expect(err.code, err.message).to.equal(Code.Unavailable);
-      expect(Date.now() - t0).to.be.within(150, 1500);
     });
   }
 
@@ -268,9 +267,9 @@ describe("transport/agent-transport", function () {
       s.on("error", () => {});
       s.once("data", () => s.end("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"));
     });
-    await new Promise<void>((resolve) => plain.listen(0, "127.0.0.1", resolve));
-    closers.push(() => new Promise((resolve) => plain.close(resolve)));
-    const t = agent(`ws://127.0.0.1:${(plain.address() as net.AddressInfo).port}`);
+    const port = await listenOn(plain);
+    cleanup.add(() => closeServer(plain));
+    const t = agent(`ws://127.0.0.1:${port}`);
     const err = await rejection(createClient(EchoService, t.transport).echo({}));
     expect(err.code).to.equal(Code.Unavailable);
     expect(err.message).to.match(/400/);
@@ -317,7 +316,7 @@ describe("transport/agent-transport", function () {
 
     const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
     const inFlight = rejection(rawCall(timed, "ServerStream", ServerStreamRequestSchema, ServerStreamResponseSchema, { count: 0 }).next());
-    await within(2000, started, "stream start");
+    await within(HUNG_MS, started, "stream start");
     timed.close();
     expect((await inFlight).code).to.equal(Code.Canceled);
     expect((await rejection(rawCall(timed, "Echo", EchoRequestSchema, EchoResponseSchema, {}).next())).code).to.equal(Code.Canceled);
@@ -333,27 +332,29 @@ describe("transport/agent-transport", function () {
     const t = agent(listener.url("ws"));
     const client = createClient(EchoService, t.transport);
     const call = rejection(client.serverStream({ count: 0 })[Symbol.asyncIterator]().next());
-    await within(2000, started, "stream start");
+    await within(HUNG_MS, started, "stream start");
     expect(t.state()).to.equal("open");
     t.close();
     t.close();
     expect((await call).code).to.equal(Code.Canceled);
     expect((await rejection(client.echo({}))).code).to.equal(Code.Canceled);
     expect(t.state()).to.equal("closed");
-    await within(2000, (async () => {
-      while (listener.sessions.size > 0) await sleep(10);
-    })(), "server-side session close");
+    await waitFor(() => listener.sessions.size === 0, HUNG_MS, "server-side session close");
   });
 
   it("keeps an idle connection alive with PINGs the server does not mind", async () => {
-    const listener = await createAgentApiListener({ handler: echoHandler(), port: 0, http2SessionIdleTimeoutMs: 300 });
-    closers.push(() => listener.close(0));
+    const idleMs = 1000;
+    const listener = await createAgentApiListener({ handler: echoHandler(), port: 0, http2SessionIdleTimeoutMs: idleMs });
+    cleanup.add(() => listener.close(0));
     const t = agent(listener.url(), { pingIntervalMs: 100 });
     const client = createClient(EchoService, t.transport);
     await client.echo({});
-    const session = [...listener.sessions.keys()][0];
-    await sleep(1000);
-    expect([...listener.sessions.keys()][0]).to.equal(session);
+    const session = [...listener.sessions.keys()][0]!;
+    let pings = 0;
+    session.on("ping", () => pings++);
+    // PINGs 100 ms apart spanning twice the idle timeout, and no other traffic.
+    await waitFor(() => pings >= (2 * idleMs) / 100 || session.closed, HUNG_MS, "the agent's PINGs");
+    expect([...listener.sessions.keys()]).to.deep.equal([session]);
     await client.echo({});
   });
 });

@@ -1,10 +1,13 @@
 import { expect } from "chai";
+import type { AddressInfo } from "node:net";
 import { createClient } from "@connectrpc/connect";
+import { WebSocket, WebSocketServer } from "ws";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { HUNG_MS, waitFor, within } from "../testing/wait.test-support.js";
 import { createAgentApiListener } from "./agent-api-listener.js";
 import { createAgentTransport } from "./agent-transport.js";
-import { echoHandler } from "./fixtures.test.js";
-import { coalesce } from "./websocket-tunnel.js";
+import { echoHandler } from "./fixtures.test-support.js";
+import { WS_TUNNEL_SUBPROTOCOL, coalesce, dialWebSocketTunnel } from "./websocket-tunnel.js";
 
 describe("transport/websocket-tunnel", function () {
   this.timeout(20_000);
@@ -40,6 +43,53 @@ describe("transport/websocket-tunnel", function () {
     } finally {
       t.close();
       await listener.close(0);
+    }
+  });
+
+  it("closes a ws-tunnel whose agent sends a message over the limit (1009) and keeps serving", async () => {
+    const listener = await createAgentApiListener({ handler: echoHandler(), port: 0, webSocketMaxMessageBytes: 64 * 1024 });
+    const ws = new WebSocket(listener.url("ws"), [WS_TUNNEL_SUBPROTOCOL]);
+    const t = createAgentTransport({ url: listener.url("ws"), sendCompression: null });
+    try {
+      await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+      const closed = new Promise<number>((resolve) => ws.once("close", (code: number) => resolve(code)));
+      ws.on("error", () => {});
+      ws.send(Buffer.alloc(64 * 1024 + 1, 0x5a));
+      expect(await within(HUNG_MS, closed, "tunnel close")).to.equal(1009); // Message Too Big
+      await waitFor(() => listener.sessions.size === 0, HUNG_MS, "the session to close");
+      // Messages up to the limit pass, and other agents are served.
+      const client = createClient(EchoService, t.transport);
+      const payload = new Uint8Array(32 * 1024).fill(3);
+      expect((await client.echo({ payload })).payload).to.deep.equal(payload);
+    } finally {
+      ws.terminate();
+      t.close();
+      await listener.close(0);
+    }
+  });
+
+  it("closes the agent's ws-tunnel when KAS sends a message over the agent's limit (1009)", async () => {
+    const server = new WebSocketServer({ port: 0, host: "127.0.0.1", handleProtocols: () => WS_TUNNEL_SUBPROTOCOL });
+    const peerClosed = new Promise<number>((resolve) =>
+      server.on("connection", (peer) => {
+        peer.on("error", () => {});
+        peer.once("close", (code: number) => resolve(code));
+        peer.send(Buffer.alloc(64 * 1024 + 1, 0x5a));
+      }),
+    );
+    try {
+      await new Promise((resolve) => server.once("listening", resolve));
+      const { port } = server.address() as AddressInfo;
+      const { stream } = dialWebSocketTunnel(`ws://127.0.0.1:${port}`, { maxMessageBytes: 64 * 1024 });
+      const received: Buffer[] = [];
+      stream.on("data", (d: Buffer) => received.push(d));
+      const failed = new Promise<Error & { code?: string }>((resolve) => stream.once("error", resolve));
+      expect((await within(HUNG_MS, failed, "tunnel failure")).code).to.equal("WS_ERR_UNSUPPORTED_MESSAGE_LENGTH");
+      expect(await within(HUNG_MS, peerClosed, "KAS side close")).to.equal(1009); // Message Too Big
+      expect(received).to.deep.equal([]); // nothing of the message reached HTTP/2
+    } finally {
+      for (const peer of server.clients) peer.terminate();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 });

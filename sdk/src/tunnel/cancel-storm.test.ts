@@ -7,8 +7,8 @@ import { createAgent } from "../agent/create-agent.js";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { internalApiClientInterceptor } from "../server/internal-api-auth.js";
 import { createKasServer } from "../server/kas-server.js";
-import { StaticPlatformClient } from "../testing/fake-platform.js";
-import { waitFor } from "./tunnel.test-support.js";
+import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
+import { waitFor } from "../testing/wait.test-support.js";
 
 // Regression: the agent used to reset (RST_STREAM CANCEL) every tunnel stream whose call KAS had
 // ended with a non-OK status. KAS's HTTP/2 server (nghttp2's rapid-reset protection: a burst of

@@ -1,17 +1,11 @@
 import { describe, it } from "mocha";
 import { expect } from "chai";
+import { rejectionOf } from "../testing/wait.test-support.js";
 import { AsyncQueue } from "./async-queue.js";
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected a rejection");
-}
+const rejection = (p: Promise<unknown>) => rejectionOf(p, Error);
 
 describe("AsyncQueue", () => {
   it("delivers items in order, to a waiting consumer and from the buffer", async () => {

@@ -4,7 +4,8 @@ import pino from "pino";
 import { ConfigurationFileSchema, log_level_enum, type AgentConfiguration } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { createAgent } from "../../agent/create-agent.js";
 import { createKasServer } from "../../server/kas-server.js";
-import { StaticPlatformClient } from "../../testing/fake-platform.js";
+import { StaticPlatformClient } from "../../testing/fake-platform.test-support.js";
+import { waitFor } from "../../testing/wait.test-support.js";
 import { agentConfigurationModule } from "./server.js";
 import { noConfigCommitId } from "./to-agent-configuration.js";
 
@@ -14,7 +15,10 @@ describe("agent configuration (GetConfiguration) over a real agent API", functio
   it("delivers the config at connect and each change at once and applies the log level", async () => {
     const platform = new StaticPlatformClient();
     platform.addToken("glagent-cfg", { agentId: 5, agentName: "cfg", projectId: 9, projectPath: "g/p", defaultBranch: "main", tokenId: 50 });
-    const logger = pino({ level: "silent" });
+    // KAS's debug log names each config it sends: what the agent would drop as a duplicate shows there.
+    const kasLog: string[] = [];
+    const logger = pino({ level: "debug" }, { write: (line: string) => kasLog.push(line) });
+    const sent = (commitId: string) => kasLog.filter((l) => l.includes('"msg":"sending agent configuration"') && l.includes(`"commitId":"${commitId}"`)).length;
     const kas = await createKasServer({
       platform,
       logger,
@@ -22,38 +26,41 @@ describe("agent configuration (GetConfiguration) over a real agent API", functio
       internalApi: { port: 0, jwtSecret: new Uint8Array(32) },
       modules: [agentConfigurationModule({ platform, gitlabExternalUrl: "https://platform.example" })],
     });
-    const received: Array<{ config: AgentConfiguration; commitId: string; at: number }> = [];
+    const received: Array<{ config: AgentConfiguration; commitId: string }> = [];
     const agentLogger = pino({ level: "info" }, { write() {} });
     const agent = createAgent({
       kasAddress: kas.agentApi.url("grpc"),
       token: "glagent-cfg",
       logger: agentLogger,
-      onConfiguration: (config, commitId) => received.push({ config, commitId, at: Date.now() }),
+      onConfiguration: (config, commitId) => received.push({ config, commitId }),
     });
     try {
       agent.start();
-      await until(() => received.length === 1);
+      await waitFor(() => received.length === 1);
       expect(received[0].commitId).to.equal(noConfigCommitId);
       expect(received[0].config.agentId).to.equal(5n);
       expect(received[0].config.projectPath).to.equal("g/p");
       expect(received[0].config.gitlabExternalUrl).to.equal("https://platform.example");
 
-      const pushedAt = Date.now();
       platform.setConfiguration(
         5,
         "a".repeat(40),
         create(ConfigurationFileSchema, { observability: { logging: { level: log_level_enum.debug } }, ciAccess: { projects: [{ id: "g/app" }] } }),
       );
-      await until(() => received.length === 2);
+      await waitFor(() => received.length === 2);
       expect(received[1].commitId).to.equal("a".repeat(40));
       expect(received[1].config.ciAccess?.projects[0].id).to.equal("g/app");
-      expect(received[1].at - pushedAt).to.be.lessThan(1000);
       expect(agentLogger.level).to.equal("debug");
 
-      // The same commit again is not re-sent.
+      // The same commit again is not re-sent: KAS reads it, and the next commit is what arrives next.
+      const reads = platform.configurationReads;
       platform.setConfiguration(5, "a".repeat(40), create(ConfigurationFileSchema));
-      await new Promise((r) => setTimeout(r, 200));
-      expect(received).to.have.length(2);
+      await waitFor(() => platform.configurationReads > reads, undefined, "KAS to read the config again");
+      platform.setConfiguration(5, "b".repeat(40), create(ConfigurationFileSchema));
+      await waitFor(() => received.length === 3);
+      expect(received.map((r) => r.commitId)).to.deep.equal([noConfigCommitId, "a".repeat(40), "b".repeat(40)]);
+      expect(sent("a".repeat(40))).to.equal(1);
+      expect(sent("b".repeat(40))).to.equal(1);
     } finally {
       await agent.stop(100);
       await kas.close(100);
@@ -61,10 +68,3 @@ describe("agent configuration (GetConfiguration) over a real agent API", functio
   });
 });
 
-async function until(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

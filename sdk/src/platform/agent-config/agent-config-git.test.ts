@@ -1,19 +1,9 @@
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
-import { GitClient, startGitPlatform, waitFor, type GitTestPlatform } from "../git/git-fixtures.test.js";
+import { waitFor } from "../../testing/wait.test-support.js";
+import { GitClient, startGitPlatform, type GitTestPlatform } from "../git/git-fixtures.test-support.js";
 import type { Project } from "../services/projects.js";
-import { useTestStore } from "../testing/fixtures.test.js";
-
-/** Polls `fn` until it returns a value. */
-async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { useTestStore } from "../testing/fixtures.test-support.js";
 
 /** The platform's own repositories: `git push` over smart HTTP updates agent configs. */
 describe("platform/agent-config with the platform's git repositories", () => {
@@ -47,15 +37,13 @@ describe("platform/agent-config with the platform's git repositories", () => {
     p.services.agentConfigs.subscribe((c) => changes.push(c.commitId));
 
     const good = await pushed({ ".gitlab/agents/prod/config.yaml": "ci_access:\n  projects:\n  - id: group/config\n" });
-    await waitFor(() => changes.length === 1, 5000, "accepted config");
+    await waitFor(() => changes.length === 1, undefined, "accepted config");
     expect(changes).to.deep.equal([good]);
     expect((await p.services.agentConfigs.allowedAgentsForProject(project.id)).map((a) => a.via)).to.deep.equal(["project"]);
 
     const bad = await pushed({ ".gitlab/agents/prod/config.yaml": "ci_access:\n  projects:\n  - id: 12\n" });
-    let state = await eventually(async () => {
-      const s = (await p.services.agentConfigs.get(agent.id))!;
-      return s.error ? s : undefined;
-    });
+    await waitFor(async () => Boolean((await p.services.agentConfigs.get(agent.id))?.error), undefined, "the error recorded");
+    let state = (await p.services.agentConfigs.get(agent.id))!;
     expect(state.commitId).to.equal(good);
     expect(state.error).to.deep.include({ commitId: bad, message: "ci_access.projects[0].id: must be a string, got 12 (line 3)" });
 
@@ -63,7 +51,7 @@ describe("platform/agent-config with the platform's git repositories", () => {
     await git.ok(["commit", "-q", "-m", "remove"], "work");
     await git.ok(["push", "-q", "origin", "main"], "work");
     const removed = (await git.ok(["rev-parse", "HEAD"], "work")).trim();
-    await waitFor(() => changes.length === 2, 5000, "empty config");
+    await waitFor(() => changes.length === 2, undefined, "empty config");
     state = (await p.services.agentConfigs.get(agent.id))!;
     expect(state).to.deep.include({ commitId: removed, error: null });
     expect((await p.services.agentConfigs.allowedAgentsForProject(project.id)).map((a) => a.via)).to.deep.equal(["implicit"]);
@@ -71,7 +59,7 @@ describe("platform/agent-config with the platform's git repositories", () => {
 
   it("gives an agent created after its file the config of the default branch", async () => {
     const commit = await pushed({ ".gitlab/agents/late/config.yaml": "observability: {logging: {level: debug}}\n" });
-    await waitFor(() => p.events.length === 1, 5000, "push event");
+    await waitFor(() => p.events.length === 1, undefined, "push event");
     const agent = await p.services.agents.create(project.id, "late", null);
     const state = (await p.services.agentConfigs.get(agent.id))!;
     expect(state.commitId).to.equal(commit);

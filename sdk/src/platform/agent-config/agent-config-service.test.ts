@@ -7,9 +7,9 @@ import { AccessLevel } from "../services/access-levels.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
 import type { User } from "../services/users.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
 import { createAgentConfigService, type AgentConfigChange, type AgentConfigService } from "./agent-config-service.js";
-import { TestRepositories } from "./git-fixture.test.js";
+import { TestRepositories } from "./git-fixture.test-support.js";
 
 const CONFIG = (name: string) => `.gitlab/agents/${name}/config.yaml`;
 

@@ -3,8 +3,8 @@ import { gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { AUTHORIZE_PROXY_USER_PATH } from "../ci/ci-api.js";
-import { call, kasHeaders, sendEndlessly, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test.js";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { call, kasHeaders, sendEndlessly, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test-support.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
 
 describe("platform HTTP: request body limits", () => {
   const db = useTestStore("sqlite");

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
-import { call, kasHeaders, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test.js";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { call, kasHeaders, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test-support.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
 
 describe("platform internal API (KAS -> platform)", () => {
   const db = useTestStore("sqlite");

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { AccessLevel } from "../services/access-levels.js";
-import { call, startTestPlatform, type RequestOptions, type TestPlatform } from "../testing/http-fixtures.test.js";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { call, startTestPlatform, type RequestOptions, type TestPlatform } from "../testing/http-fixtures.test-support.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
 
 describe("platform REST API: protected branches (GitLab's /projects/:id/protected_branches)", () => {
   const db = useTestStore("sqlite");

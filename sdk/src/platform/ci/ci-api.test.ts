@@ -1,50 +1,14 @@
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
-import { randomBytes } from "node:crypto";
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import express from "express";
 import { parse } from "yaml";
-import { createInternalApi } from "../api/internal-api.js";
-import { createPlatformApi } from "../api/rest-api.js";
-import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
-import type { Store } from "../store/store.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
-import { FakeConnections, call, kasHeaders } from "../testing/http-fixtures.test.js";
-import { buildCiWorld, type CiWorld } from "./ci-fixture.test.js";
-
-interface CiPlatform {
-  baseUrl: string;
-  services: PlatformServices;
-  jwtSecret: Uint8Array;
-  close(): Promise<void>;
-}
-
-/** The REST and internal APIs on a real port, with the options these tests vary. */
-async function startCiPlatform(store: Store, options: { now: () => Date; k8sProxyUrl?: string }): Promise<CiPlatform> {
-  const services = createPlatformServices({ store, now: options.now });
-  const jwtSecret = new Uint8Array(randomBytes(32));
-  const app = express();
-  app.use(createInternalApi({ services, jwtSecret }));
-  app.use(createPlatformApi({ services, connections: new FakeConnections(), k8sProxyUrl: options.k8sProxyUrl }));
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
-  return {
-    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    services,
-    jwtSecret,
-    async close() {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
+import { describeEachStore } from "../testing/fixtures.test-support.js";
+import { call, kasHeaders, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test-support.js";
+import { buildCiWorld, type CiWorld } from "./ci-fixture.test-support.js";
 
 const PROXY_URL = "https://kas.example.test/k8s-proxy";
 
 describeEachStore("platform/ci over HTTP", (getStore) => {
-  let p: CiPlatform;
+  let p: TestPlatform;
   let clock: Date;
   let w: CiWorld;
   /** PATs: `api` scope, and `k8s_proxy` (+ read_api) for the proxy. */
@@ -53,7 +17,7 @@ describeEachStore("platform/ci over HTTP", (getStore) => {
 
   beforeEach(async () => {
     clock = new Date("2030-01-01T00:00:00Z");
-    p = await startCiPlatform(getStore(), { now: () => clock, k8sProxyUrl: PROXY_URL });
+    p = await startTestPlatform(getStore(), { now: () => clock, k8sProxyUrl: PROXY_URL });
     w = await buildCiWorld(p.services);
     for (const user of [w.owner, w.dev, w.reporter, w.stranger]) {
       pat[user.username] = (await p.services.personalAccessTokens.create(user.id, { name: "api", scopes: ["api"] })).secret;
@@ -118,7 +82,7 @@ describeEachStore("platform/ci over HTTP", (getStore) => {
     });
 
     it("points the kubeconfig at KAS's default proxy address unless told otherwise", async () => {
-      const plain = await startCiPlatform(getStore(), { now: () => clock });
+      const plain = await startTestPlatform(getStore(), { now: () => clock });
       try {
         const res = await call(plain.baseUrl, "POST", `/api/v4/projects/${w.projects.api.id}/jobs`, { token: pat.dev!, body: {} });
         expect(parse(res.body.kubeconfig).clusters).to.deep.equal([{ name: "gitlab", cluster: { server: "http://127.0.0.1:8154" } }]);

@@ -3,19 +3,12 @@ import { expect } from "chai";
 import { digestToken } from "../../auth/tokens.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import { ServiceError } from "../services/errors.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
-import { buildCiWorld, type CiWorld } from "./ci-fixture.test.js";
+import { rejectionOf } from "../../testing/wait.test-support.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
+import { buildCiWorld, type CiWorld } from "./ci-fixture.test-support.js";
 import { generateCiJobToken } from "./job-tokens.js";
 
-async function serviceError(p: Promise<unknown>): Promise<ServiceError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ServiceError) return err;
-    throw err;
-  }
-  throw new Error("expected a ServiceError");
-}
+const serviceError = (p: Promise<unknown>) => rejectionOf(p, ServiceError);
 
 describeEachStore("platform/ci jobs", (getStore) => {
   let services: PlatformServices;

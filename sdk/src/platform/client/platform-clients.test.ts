@@ -1,48 +1,32 @@
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
-import type { AddressInfo } from "node:net";
-import type { Server } from "node:http";
+import http from "node:http";
 import express from "express";
-import { PlatformError, parseJobAllowedAgents, parseProxyUserAuthorization, type PlatformClient, type TokenRevocation } from "../platform-client.js";
-import { call, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test.js";
-import { useTestStore } from "../testing/fixtures.test.js";
+import pino from "pino";
+import { AgentAuthenticator } from "../../server/agent-authenticator.js";
+import { closeServer, listen } from "../../testing/servers.test-support.js";
+import { waitFor } from "../../testing/wait.test-support.js";
+import { parseJobAllowedAgents, parseProxyUserAuthorization, type PlatformClient, type TokenRevocation } from "../platform-client.js";
+import { FeedFetch } from "../testing/feed-fetch.test-support.js";
+import { call, platformError, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test-support.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
 import { createHttpPlatformClient } from "./http-platform-client.js";
 import { createInProcessPlatformClient } from "./in-process-platform-client.js";
 
-async function platformError(p: Promise<unknown>): Promise<PlatformError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof PlatformError) return err;
-    throw err;
-  }
-  throw new Error("expected a PlatformError");
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(predicate: () => boolean, timeoutMs: number): Promise<number> {
-  const start = Date.now();
-  while (!predicate()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-  return Date.now() - start;
-}
+const TOKEN_REVOCATIONS = "token_revocations";
 
 /** A throwaway express server; `handler` answers every request. */
 async function startServer(handler: express.RequestHandler): Promise<{ url: string; close(): Promise<void> }> {
   const app = express();
   app.use(handler);
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
+  const server = http.createServer(app);
+  const port = await listen(server);
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: `http://127.0.0.1:${port}`,
     async close() {
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer(server);
     },
   };
 }
@@ -174,8 +158,15 @@ describe("PlatformClient implementations", () => {
         );
         // The caller's abort wins over the timeout and is passed through as-is.
         const controller = new AbortController();
-        const pending = createHttpPlatformClient({ ...opts, baseUrl: hanging.url }).getAgentInfo("x", controller.signal);
-        setTimeout(() => controller.abort(), 20);
+        let requested!: () => void;
+        const arrived = new Promise<void>((resolve) => (requested = resolve));
+        const watching: typeof fetch = (input, init) => {
+          requested();
+          return fetch(input, init);
+        };
+        const pending = createHttpPlatformClient({ ...opts, baseUrl: hanging.url, fetch: watching }).getAgentInfo("x", controller.signal);
+        await arrived;
+        controller.abort();
         const aborted = await pending.catch((e: unknown) => e as Error);
         expect((aborted as Error).name).to.equal("AbortError");
       } finally {
@@ -191,17 +182,10 @@ describe("PlatformClient implementations", () => {
       );
     });
 
-    it("polls the feed once per interval for all watchers and delivers revocations within a second", async () => {
-      let feedRequests = 0;
-      let feedResponses = 0;
-      const countingFetch: typeof fetch = async (input, init) => {
-        if (!String(input).includes("token_revocations")) return fetch(input, init);
-        feedRequests++;
-        const res = await fetch(input, init);
-        feedResponses++;
-        return res;
-      };
-      const client = createHttpPlatformClient({ baseUrl: p.baseUrl, jwtSecret: p.jwtSecret, fetch: countingFetch });
+    it("polls the feed with one poller for all watchers, delivers revocations to each, stops when the last leaves", async () => {
+      const feed = new FeedFetch(TOKEN_REVOCATIONS);
+      feed.hold = true;
+      const client = createHttpPlatformClient({ baseUrl: p.baseUrl, jwtSecret: p.jwtSecret, fetch: feed.fetch, revocationPollIntervalMs: 20 });
       const seenA: TokenRevocation[] = [];
       const seenB: TokenRevocation[] = [];
       const a = new AbortController();
@@ -209,50 +193,49 @@ describe("PlatformClient implementations", () => {
       clients.push(a, b);
       client.watchTokenRevocations((r) => seenA.push(r), a.signal);
       client.watchTokenRevocations((r) => seenB.push(r), b.signal);
-      // The first answer positions the watch at "now"; revocations before it are not replayed.
-      await waitFor(() => feedResponses >= 1, 1000);
 
-      const revokedAt = Date.now();
+      // The first answer positions the watch at "now"; revocations before it are not replayed.
+      const positioning = await feed.next();
+      expect(positioning.url.searchParams.has("after")).to.equal(false);
+      positioning.pass();
+      const polling = await feed.next();
+      expect(polling.url.searchParams.has("after")).to.equal(true);
+      // One poller however many watchers: one request without a cursor, one request at a time.
+      expect(feed.requests.filter((u) => !u.searchParams.has("after"))).to.have.length(1);
+      expect(feed.requests).to.have.length(2);
+
+      // A revocation recorded before the platform answers the poll is in its answer.
       await revokeViaApi(tokens[0]!.id);
-      await waitFor(() => seenA.length === 1 && seenB.length === 1, 1500);
-      expect(Date.now() - revokedAt).to.be.below(1000);
+      polling.pass();
+      await waitFor(() => seenA.length === 1 && seenB.length === 1, undefined, "both watchers to see the revocation");
       expect(seenA).to.deep.equal([{ kind: "agent_token", agentId, tokenId: tokens[0]!.id }]);
       expect(seenB).to.deep.equal(seenA);
 
-      // One shared poller: ~2 requests per second however many watchers.
-      const before = feedRequests;
-      await sleep(1100);
-      expect(feedRequests - before).to.be.within(1, 3);
-
       // One watcher leaves: the other still receives.
       a.abort();
+      const next = await feed.next();
       await revokeViaApi(tokens[1]!.id);
-      await waitFor(() => seenB.length === 2, 1500);
+      next.pass();
+      await waitFor(() => seenB.length === 2, undefined, "the remaining watcher to see the second revocation");
       expect(seenA).to.have.length(1);
 
-      // All gone: polling stops.
+      // All gone: the poller stops, cancelling the request it has made.
+      const last = await feed.next();
       b.abort();
-      await sleep(50);
-      const stopped = feedRequests;
-      await sleep(700);
-      expect(feedRequests).to.equal(stopped);
+      expect(last.signal?.aborted).to.equal(true);
+      last.pass();
     });
 
     it("delivers finished CI jobs, revoked personal access tokens and blocked users over the feed", async () => {
-      let feedResponses = 0;
-      const countingFetch: typeof fetch = async (input, init) => {
-        const res = await fetch(input, init);
-        if (String(input).includes("token_revocations")) feedResponses++;
-        return res;
-      };
-      const client = createHttpPlatformClient({ baseUrl: p.baseUrl, jwtSecret: p.jwtSecret, fetch: countingFetch, revocationPollIntervalMs: 50 });
+      const feed = new FeedFetch(TOKEN_REVOCATIONS);
+      const client = createHttpPlatformClient({ baseUrl: p.baseUrl, jwtSecret: p.jwtSecret, fetch: feed.fetch, revocationPollIntervalMs: 50 });
       const seen: TokenRevocation[] = [];
       const controller = new AbortController();
       clients.push(controller);
       client.watchTokenRevocations((r) => seen.push(r), controller.signal);
-      await waitFor(() => feedResponses >= 1, 2000); // positioned at "now"
+      await waitFor(() => feed.answers >= 1, undefined, "the feed's first answer (the watch positioned at now)");
       const expected = await revokeOneOfEach();
-      await waitFor(() => seen.length === expected.length, 3000);
+      await waitFor(() => seen.length === expected.length, undefined, "the three revocations");
       expect(seen).to.deep.equal(expected);
     });
 
@@ -282,7 +265,7 @@ describe("PlatformClient implementations", () => {
         const controller = new AbortController();
         clients.push(controller);
         client.watchTokenRevocations((r) => seen.push(r), controller.signal);
-        await waitFor(() => seen.length === 2, 2000);
+        await waitFor(() => seen.length === 2, undefined, "the two known revocations");
         expect(seen).to.deep.equal([
           { kind: "agent_token", agentId: 3, tokenId: 4 },
           { kind: "ci_job", jobId: 5 },
@@ -293,30 +276,71 @@ describe("PlatformClient implementations", () => {
     });
 
     it("backs off while the feed fails and recovers", async () => {
-      let calls = 0;
-      let failing = true;
-      const flakyFetch: typeof fetch = (input, init) => {
-        calls++;
-        return failing ? Promise.reject(new TypeError("fetch failed")) : fetch(input, init);
-      };
+      const feed = new FeedFetch(TOKEN_REVOCATIONS);
+      feed.outage = true;
+      const log: Array<{ msg: string; failures?: number; retryInMs?: number }> = [];
       const client = createHttpPlatformClient({
         baseUrl: p.baseUrl,
         jwtSecret: p.jwtSecret,
-        fetch: flakyFetch,
-        revocationPollIntervalMs: 50,
-        revocationMaxBackoffMs: 400,
+        fetch: feed.fetch,
+        revocationPollIntervalMs: 10,
+        revocationMaxBackoffMs: 80,
+        logger: pino({ level: "info" }, { write: (line: string) => log.push(JSON.parse(line)) }),
       });
       const seen: TokenRevocation[] = [];
       const controller = new AbortController();
       clients.push(controller);
+      const started = Date.now();
       client.watchTokenRevocations((r) => seen.push(r), controller.signal);
-      await sleep(1000);
-      // Without back-off: ~20 calls; with 100, 200, 400, 400… ms: about 4.
-      expect(calls).to.be.within(2, 6);
-      failing = false;
-      await sleep(500); // next attempt positions the cursor
+      await waitFor(() => feed.failures >= 10, undefined, "ten failed polls");
+      // Doubling from the interval, capped: 20, 40, 80, 80, ... ms (the log shows failures 1 and 10).
+      const warnings = log.filter((l) => l.msg === "cannot poll token revocation feed");
+      expect(warnings.map((w) => [w.failures, w.retryInMs])).to.deep.equal([[1, 20], [10, 80]]);
+      // And the poller waits that long: a lower bound only (load can only make it later). Without
+      // the back-off, ten polls would take nine intervals (90 ms) instead of 20 + 40 + 7 x 80 ms.
+      expect(Date.now() - started).to.be.at.least(0.8 * (20 + 40 + 80 * 7));
+
+      feed.outage = false;
+      await waitFor(() => feed.answers >= 1, undefined, "the feed to answer again");
+      expect(log.some((l) => l.msg === "token revocation feed reachable again")).to.equal(true);
       await revokeViaApi(tokens[0]!.id);
-      await waitFor(() => seen.length === 1, 1500);
+      await waitFor(() => seen.length === 1, undefined, "the revocation after the outage");
+    });
+
+    it("delivers a revocation made while the platform was down once it is back, and KAS then closes the token's calls", async () => {
+      const feed = new FeedFetch(TOKEN_REVOCATIONS);
+      const client = createHttpPlatformClient({
+        baseUrl: p.baseUrl,
+        jwtSecret: p.jwtSecret,
+        fetch: feed.fetch,
+        revocationPollIntervalMs: 20,
+        revocationMaxBackoffMs: 40,
+      });
+      const auth = new AgentAuthenticator({ platform: client, logger: pino({ level: "silent" }) });
+      try {
+        const info = await auth.authenticate(new Headers({ authorization: `Bearer ${tokens[0]!.secret}` }));
+        const call = auth.watchToken(info);
+        await waitFor(() => feed.answers >= 1, undefined, "the feed's first answer");
+
+        feed.outage = true;
+        const failedBefore = feed.failures;
+        await waitFor(() => feed.failures > failedBefore, undefined, "a poll during the outage");
+        await revokeViaApi(tokens[0]!.id);
+        const failedAtRevocation = feed.failures;
+        await waitFor(() => feed.failures > failedAtRevocation, undefined, "a poll after the revocation, during the outage");
+        expect(call.signal.aborted).to.equal(false);
+
+        // The platform is back: the poll resumes from its cursor, so the revocation is not lost.
+        feed.outage = false;
+        await waitFor(() => call.signal.aborted, undefined, "the token's calls to be aborted");
+        expect((call.signal.reason as Error).message).to.contain("agent token revoked");
+        // Its cached agent_info is gone: the token is refused at once, not after the cache's 60 s.
+        const refused = await auth.authenticate(new Headers({ authorization: `Bearer ${tokens[0]!.secret}` })).catch((e: Error) => e);
+        expect((refused as Error).message).to.contain("invalid or revoked");
+        call.release();
+      } finally {
+        auth.close();
+      }
     });
   });
 });

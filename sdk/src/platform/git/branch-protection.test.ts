@@ -5,7 +5,7 @@ import { AccessLevel } from "../services/access-levels.js";
 import type { ProtectedBranch } from "../services/protected-branches.js";
 import { BRANCH_PROTECTION_MESSAGES as M, decidePush, type PushPolicyInput } from "./branch-protection.js";
 import { PushRequestError, parseCommandList, peekPushCommands } from "./receive-pack-commands.js";
-import { pkt } from "./git-fixtures.test.js";
+import { pkt } from "./git-fixtures.test-support.js";
 import { formatDecisions } from "./repositories.js";
 
 const ZERO = "0".repeat(40);

@@ -1,12 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, request, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { afterEach, beforeEach, describe, it } from "mocha";
 import pino from "pino";
+import { listen } from "../../testing/servers.test-support.js";
+import { waitFor } from "../../testing/wait.test-support.js";
 import { runCgi, type CgiResult, type RunCgiOptions } from "./cgi.js";
 
 describe("runCgi", () => {
@@ -36,8 +37,7 @@ describe("runCgi", () => {
         })
         .catch(() => res.destroy());
     });
-    await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
-    return `http://127.0.0.1:${(server!.address() as AddressInfo).port}`;
+    return `http://127.0.0.1:${await listen(server)}`;
   }
 
   it("streams the body both ways and applies Status and headers", async () => {
@@ -77,9 +77,9 @@ describe("runCgi", () => {
       req.end();
     });
     const pids = [Number(await readFile(join(dir, "pid"), "utf8")), Number(await readFile(join(dir, "child"), "utf8"))];
-    await waitUntil(() => results.length === 1);
+    await waitFor(() => results.length === 1);
     expect(results[0]).to.include({ clientGone: true, signal: "SIGTERM" });
-    await waitUntil(() => pids.every((pid) => !alive(pid)));
+    await waitFor(() => pids.every((pid) => !alive(pid)));
   });
 
   it("with exitGraceMs, closes stdin and lets the program finish by itself", async () => {
@@ -87,17 +87,16 @@ describe("runCgi", () => {
       exitGraceMs: 5000,
     });
     await new Promise<void>((resolve, reject) => {
+      // The client leaves once the program has answered its headers, body unfinished.
       const req = request(url, { method: "POST" }, (res) => {
         res.resume();
-        setTimeout(() => {
-          req.destroy();
-          resolve();
-        }, 100);
+        req.destroy();
+        resolve();
       });
       req.on("error", reject);
       req.write("partial body, never finished");
     });
-    await waitUntil(() => results.length === 1);
+    await waitFor(() => results.length === 1);
     expect(results[0]).to.include({ clientGone: true, exitCode: 0, signal: null });
     expect(await readFile(join(dir, "done"), "utf8")).to.equal("clean\n");
   });
@@ -109,13 +108,5 @@ function alive(pid: number): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function waitUntil(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -9,7 +9,9 @@ import { expect } from "chai";
 import { beforeEach, describe, it } from "mocha";
 import { AccessLevel } from "../services/access-levels.js";
 import { createPlatformServices } from "../services/platform-services.js";
-import { ZERO_OID, pkt, useGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
+import { tcpProxy } from "../../testing/tcp-proxy.test-support.js";
+import { rejectionOf, waitFor } from "../../testing/wait.test-support.js";
+import { ZERO_OID, pkt, useGitPlatform, type GitTestPlatform } from "./git-fixtures.test-support.js";
 
 describe("git smart HTTP", function () {
   // Real git clients against a real server: seconds each, more on a busy machine.
@@ -218,12 +220,11 @@ describe("git smart HTTP", function () {
     const dev = await p.user("dev");
     const project = await p.project("big");
     await p.addMember(project, dev.id, AccessLevel.MAINTAINER);
-    const git = await client();
-    await git.ok(["clone", "-q", p.url(project, dev.token), "w"]);
-    const big = randomBytes(20 * 1024 * 1024); // incompressible: the pack is as large
-    await git.commit("w", { "big.bin": big });
-
-    // Live Buffer memory, sampled after full GCs (garbage from streamed chunks is not "held").
+    const MB = 1024 * 1024;
+    // Live Buffer memory, sampled after full GCs (garbage from streamed chunks is not "held"), for
+    // every MiB that passes between git and the server: a proxy in this process takes the samples
+    // as the bytes flow (with backpressure, the transfer waits for each sample). A timer was used
+    // before: a fast machine finished push and clone between too few of its ticks.
     v8.setFlagsFromString("--expose-gc");
     const gc = runInNewContext("gc") as () => void;
     const live = () => {
@@ -231,27 +232,40 @@ describe("git smart HTTP", function () {
       gc();
       return process.memoryUsage().arrayBuffers;
     };
-    const base = live();
-    let peak = base;
+    let transferred = 0;
     let samples = 0;
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, live());
-      samples++;
-    }, 200);
+    let base = 0;
+    let peak = 0;
+    const proxy = await tcpProxy(p.port, {
+      onData(chunk) {
+        const before = Math.floor(transferred / MB);
+        transferred += chunk.length;
+        if (Math.floor(transferred / MB) === before) return;
+        peak = Math.max(peak, live());
+        samples++;
+      },
+    });
+    const url = p.url(project, dev.token).replace(p.host, `127.0.0.1:${proxy.port}`);
     try {
+      const git = await client();
+      await git.ok(["clone", "-q", url, "w"]);
+      const big = randomBytes(20 * MB); // incompressible: the pack is as large
+      await git.commit("w", { "big.bin": big });
+      base = peak = live();
+      samples = 0;
+      transferred = 0;
       await git.ok(["push", "-q", "origin", "main"], "w");
-      await git.ok(["clone", "-q", p.url(project, dev.token), "copy"]);
+      await git.ok(["clone", "-q", url, "copy"]);
     } finally {
-      clearInterval(sampler);
+      await proxy.close();
     }
-    const MB = 1024 * 1024;
     // The 20 MB pack went through this process twice (push, clone), a chunk at a time
-    // (measured: ~0.1 MB; holding the pack would be >= 20 MB).
+    // (measured: ~0.1 MB; holding the pack would be >= 20 MB), sampled once per MiB.
+    expect(samples, "samples during push and clone").to.be.at.least(40);
     expect(peak - base, "live Buffer growth").to.be.below(4 * MB);
-    expect(samples).to.be.above(5);
     expect(p.events.at(-1)!.changedPaths).to.deep.equal(["big.bin"]);
     const file = await p.services.repositories.openFile(project.id, "main", "big.bin");
-    expect(file?.size).to.equal(big.length);
+    expect(file?.size).to.equal(20 * MB);
     await expectRejected(p.services.repositories.readFile(project.id, "main", "big.bin"), /limit/);
   });
 
@@ -304,18 +318,10 @@ describe("git smart HTTP", function () {
     req.write(pkt(`${ZERO_OID} ${"1".repeat(40)} refs/heads/x\0report-status\n`) + "0000");
     // First object: a 1000-byte commit whose zlib stream has only begun.
     req.write(Buffer.concat([header, Buffer.from([0x98, 0x3e, 0x78, 0x9c])]));
-    const deadline = Date.now() + 10_000;
-    while ((await quarantines()).length === 0) {
-      if (Date.now() > deadline) throw new Error("receive-pack never started");
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor(async () => (await quarantines()).length > 0, undefined, "receive-pack to start");
     req.destroy();
     // Git sees EOF, removes its quarantine and exits: nothing of the half push stays.
-    const gone = Date.now() + 10_000;
-    while ((await quarantines()).length > 0) {
-      if (Date.now() > gone) throw new Error("git kept running after the client left");
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor(async () => (await quarantines()).length === 0, undefined, "git to stop after the client left");
 
     // The repository is unharmed: a normal push still works.
     const git = await client();
@@ -348,11 +354,5 @@ function basic(user: string, password: string): string {
 }
 
 async function expectRejected(promise: Promise<unknown>, message: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    expect((err as Error).message).to.match(message);
-    return;
-  }
-  expect.fail("expected a rejection");
+  expect((await rejectionOf(promise, Error)).message).to.match(message);
 }

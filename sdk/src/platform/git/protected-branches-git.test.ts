@@ -7,8 +7,9 @@ import pino from "pino";
 import { beforeEach, describe, it } from "mocha";
 import { AccessLevel } from "../services/access-levels.js";
 import type { Project } from "../services/projects.js";
-import { sendEndlessly } from "../testing/http-fixtures.test.js";
-import { ZERO_OID, pkt, useGitPlatform, waitFor, type GitTestPlatform } from "./git-fixtures.test.js";
+import { sendEndlessly } from "../testing/http-fixtures.test-support.js";
+import { waitFor } from "../../testing/wait.test-support.js";
+import { ZERO_OID, pkt, useGitPlatform, type GitTestPlatform } from "./git-fixtures.test-support.js";
 
 const DECLINED = "(pre-receive hook declined)";
 
@@ -211,7 +212,7 @@ describe("git: protected branches and push limits (real git over smart HTTP)", f
     // No flush packet: the command list is not complete when the client leaves.
     req.write(pkt(`${ZERO_OID} ${"1".repeat(40)} refs/heads/x\0report-status\n`), () => req.destroy());
     // The request handler ends (it waited for the rest of the list forever before).
-    await waitFor(() => logs.some((l) => l.includes("push request refused before git ran")), 10_000, "the handler to end");
+    await waitFor(() => logs.some((l) => l.includes("push request refused before git ran")), undefined, "the handler to end");
   });
 
   it("refuses malformed push requests and unknown encodings before git runs", async () => {

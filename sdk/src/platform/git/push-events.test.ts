@@ -1,34 +1,47 @@
 import { expect } from "chai";
 import { describe, it } from "mocha";
 import pino from "pino";
+import { deferred } from "../../testing/wait.test-support.js";
 import { PushDispatcher, type PushEvent, type RefUpdate } from "./push-events.js";
 
 const Z = "0".repeat(40);
 const oid = (n: number) => String(n).repeat(40).slice(0, 40);
 
-function dispatcher(reorderWaitMs = 2000, delays: Record<string, number> = {}) {
+/** A dispatcher whose diff of `gated` commits waits until the test releases it. */
+function dispatcher(reorderWaitMs = 2000, gated: Record<string, Promise<void>> = {}) {
   const events: PushEvent[] = [];
+  const diffing: string[] = [];
   const d = new PushDispatcher({
     reorderWaitMs,
     logger: pino({ level: "silent" }),
     async changedPaths(_projectId, u: RefUpdate) {
-      await new Promise((r) => setTimeout(r, delays[u.after] ?? 0));
+      diffing.push(u.after);
+      await gated[u.after];
       if (u.after === oid(9)) throw new Error("diff failed");
       return [`${u.ref}:${u.after.slice(0, 1)}`];
     },
     deliver: (e) => events.push(e),
   });
-  return { d, events };
+  return { d, events, diffing };
 }
+
+/** Lets every promise callback and I/O callback queued so far run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 describe("PushDispatcher", () => {
   it("delivers one event per ref, one push at a time per project, in submission order", async () => {
-    const { d, events } = dispatcher(2000, { [oid(1)]: 50 });
+    const slowDiff = deferred();
+    const { d, events, diffing } = dispatcher(2000, { [oid(1)]: slowDiff.promise });
     const a = d.submit(1, [
       { ref: "refs/heads/a", before: Z, after: oid(1) },
       { ref: "refs/heads/b", before: Z, after: oid(2) },
     ]);
     const b = d.submit(1, [{ ref: "refs/heads/c", before: Z, after: oid(3) }]);
+    await settle();
+    // The first push's first ref is being diffed; nothing of the second push has started.
+    expect(diffing).to.deep.equal([oid(1)]);
+    expect(events).to.deep.equal([]);
+    slowDiff.resolve();
     await Promise.all([a, b]);
     expect(events.map((e) => [e.projectId, e.ref, e.changedPaths[0]])).to.deep.equal([
       [1, "refs/heads/a", "refs/heads/a:1"],
@@ -53,17 +66,22 @@ describe("PushDispatcher", () => {
   it("gives up waiting for a missing predecessor after reorderWaitMs", async () => {
     const { d, events } = dispatcher(100);
     await d.submit(1, [{ ref: "refs/heads/main", before: Z, after: oid(1) }]);
-    const started = Date.now();
-    await d.submit(1, [{ ref: "refs/heads/main", before: oid(7), after: oid(8) }]);
-    expect(Date.now() - started).to.be.within(90, 1000);
+    const orphan = d.submit(1, [{ ref: "refs/heads/main", before: oid(7), after: oid(8) }]);
+    await settle();
+    // Held: its predecessor (7) may still arrive.
+    expect(events.map((e) => e.after)).to.deep.equal([oid(1)]);
+    await orphan;
     expect(events.map((e) => e.after)).to.deep.equal([oid(1), oid(8)]);
   });
 
   it("delivers with no paths when they cannot be computed, and keeps projects independent", async () => {
-    const { d, events } = dispatcher(2000, { [oid(1)]: 100 });
+    const slowDiff = deferred();
+    const { d, events } = dispatcher(2000, { [oid(1)]: slowDiff.promise });
     const slow = d.submit(1, [{ ref: "refs/heads/a", before: Z, after: oid(1) }]);
+    // Project 2 is delivered while project 1's diff has not finished.
     await d.submit(2, [{ ref: "refs/heads/a", before: Z, after: oid(9) }]);
     expect(events.map((e) => [e.projectId, e.changedPaths])).to.deep.equal([[2, []]]);
+    slowDiff.resolve();
     await slow;
     expect(events).to.have.length(2);
     await d.submit(3, []);

@@ -3,9 +3,10 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { ServiceError } from "../services/errors.js";
+import { rejectionOf } from "../../testing/wait.test-support.js";
 import { createPlatformServices } from "../services/platform-services.js";
-import { useTestStore } from "../testing/fixtures.test.js";
-import { GitClient, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
+import { GitClient, startGitPlatform, type GitTestPlatform } from "./git-fixtures.test-support.js";
 import { POST_RECEIVE_HOOK } from "./repositories.js";
 
 describe("repository service", () => {
@@ -111,12 +112,5 @@ describe("repository service", () => {
 });
 
 async function expectServiceError(promise: Promise<unknown>, kind: string, what = ""): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err, what).to.be.instanceOf(ServiceError);
-    expect((err as ServiceError).kind, what).to.equal(kind);
-    return;
-  }
-  expect.fail(`expected a ServiceError(${kind}) ${what}`);
+  expect((await rejectionOf(promise, ServiceError)).kind, what).to.equal(kind);
 }

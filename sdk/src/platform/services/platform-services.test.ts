@@ -1,20 +1,13 @@
 import { beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
 import type { TokenRevocation } from "../platform-client.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
 import { AccessLevel } from "./access-levels.js";
 import { ServiceError } from "./errors.js";
+import { rejectionOf } from "../../testing/wait.test-support.js";
 import { createPlatformServices, type PlatformServices } from "./platform-services.js";
 
-async function serviceError(p: Promise<unknown>): Promise<ServiceError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ServiceError) return err;
-    throw err;
-  }
-  throw new Error("expected a ServiceError");
-}
+const serviceError = (p: Promise<unknown>) => rejectionOf(p, ServiceError);
 
 describeEachStore("platform/services", (getStore) => {
   let clock: Date;

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { createPlatformServices } from "../services/platform-services.js";
 import { migrationSource } from "./migrations.js";
 import { openStore } from "./store.js";
-import { describeEachStore } from "../testing/fixtures.test.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
 
 describe("platform/store (sqlite specifics)", () => {
   let dataDir: string;

@@ -1,5 +1,5 @@
 /**
- * Test harness (no tests here; *.test.ts keeps it out of dist): real git repositories made with the
+ * Test harness (a *.test-support.ts file: no tests, not in the package): real git repositories made with the
  * `git` CLI in a temp dir, one per project id, behind the AgentConfigRepositories interface. A
  * commit is announced to push listeners the way the platform's repository service does it.
  */

@@ -1,42 +1,11 @@
-// The real kubectl in end-to-end tests: long-running commands (watches, `logs -f`, exec,
-// port-forward) and one-shot runs with extra environment, what the API server says about the
-// long-running requests it holds, and a TCP server for port-forwards to reach.
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { createServer, type AddressInfo, type Socket } from "node:net";
+// The real kubectl in end-to-end tests (a *.test-support.ts file: no tests): one-shot runs with
+// extra environment, what the API server says about the long-running requests it holds, a kwok
+// pod and a TCP server for port-forwards to reach. Long-running kubectl processes (watches,
+// `logs -f`, exec, port-forward) are the harness's `Proc`.
+import { spawn } from "node:child_process";
+import { createServer, type Socket } from "node:net";
 import { KWOK_NODE_NAME, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
-import { waitUntil } from "./harness.js";
-
-/** A kubectl process that keeps running; its output (stdout and stderr) accumulates. */
-export class Kubectl {
-  output = "";
-  stdout = "";
-  readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcessWithoutNullStreams) {
-    child.stdout.on("data", (d: Buffer) => {
-      this.output += d.toString();
-      this.stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => (this.output += d.toString()));
-    this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async waitFor(pattern: RegExp, what: string, timeoutMs = 15_000): Promise<RegExpExecArray> {
-    let match: RegExpExecArray | null = null;
-    await waitUntil(() => (match = pattern.exec(this.output)) !== null || !this.running, timeoutMs, what).catch((e: Error) => {
-      throw new Error(`${e.message}; kubectl said: ${this.output}`);
-    });
-    if (!match) throw new Error(`kubectl exited (${this.child.exitCode}) before ${what}: ${this.output}`);
-    return match;
-  }
-
-  kill(): void {
-    this.child.kill("SIGTERM");
-  }
-}
+import { closeServer, listen } from "../sdk/src/testing/servers.test-support.js";
 
 /** Runs a command to its end with `input` on stdin (none: stdin closed) and extra environment; killed after 60 s. */
 export function runWithInput(cmd: string, args: string[], input: string | undefined, env: Record<string, string>): Promise<RunResult> {
@@ -86,15 +55,14 @@ export async function startForwardTarget(): Promise<ForwardTarget> {
     socket.write(banner);
     socket.pipe(socket);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
+  const port = await listen(server);
   const banner = `kasbridge-target ${port}\n`;
   return {
     port,
     banner,
     close() {
       for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
+      return closeServer(server);
     },
   };
 }

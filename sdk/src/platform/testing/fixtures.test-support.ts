@@ -1,5 +1,5 @@
 /**
- * Shared test fixtures (named *.test.ts so the build leaves it out of dist; it defines no tests).
+ * Shared test fixtures (a *.test-support.ts file: no tests, not in the package).
  * Every store-backed suite runs twice: against embedded SQLite in a temp dir and against the
  * machine's PostgreSQL in a throwaway schema. A missing PostgreSQL fails the suite, on purpose.
  */
@@ -11,7 +11,7 @@ import { join } from "node:path";
 import knexFactory from "knex";
 import { openStore, type Store } from "../store/store.js";
 
-export const TEST_POSTGRES_URL = process.env.KASBRIDGE_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+export const TEST_POSTGRES_URL = process.env.KAS_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const SCHEMA_PREFIX = "kasbridge_test_";
 
 export type StoreKind = "sqlite" | "postgres";
@@ -36,7 +36,7 @@ function checkPostgres(): Promise<void> {
       throw new Error(
         `PostgreSQL is not reachable at ${TEST_POSTGRES_URL.replace(/:[^:@/]*@/, ":***@")} (${(err as Error).message}). ` +
           "Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start " +
-          "(or set KASBRIDGE_TEST_POSTGRES_URL).",
+          "(or set KAS_TEST_POSTGRES_URL).",
         { cause: err },
       );
     }

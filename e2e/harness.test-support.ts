@@ -1,4 +1,5 @@
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+// Real `kas` and `agentk` processes for the e2e tests (a *.test-support.ts file: no tests).
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -6,31 +7,39 @@ import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { EchoService, decodeSecret, internalApiClientInterceptor } from "@kasbridge/sdk";
+import { waitFor } from "../sdk/src/testing/wait.test-support.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const kasBin = join(root, "reference-server", "bin", "kas.js");
 export const agentkBin = join(root, "reference-agent", "bin", "agentk.js");
 export const adminToken = "glpat-e2e-admin-token-0123456789abcdef";
 
-/** A child process with its output captured; killed (and awaited) on cleanup. */
+/** A child process with its output captured (stdout and stderr; stdout alone too); stopped on cleanup. */
 export class Proc {
   output = "";
+  stdout = "";
   readonly exited: Promise<number | null>;
   constructor(readonly child: ChildProcess) {
-    child.stdout?.on("data", (d: Buffer) => (this.output += d.toString()));
+    child.stdout?.on("data", (d: Buffer) => {
+      this.output += d.toString();
+      this.stdout += d.toString();
+    });
     child.stderr?.on("data", (d: Buffer) => (this.output += d.toString()));
     this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
   }
 
-  async waitFor(pattern: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const match = pattern.exec(this.output);
-      if (match) return match;
-      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode}) before ${pattern}:\n${this.output}`);
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${this.output.slice(-4000)}`);
-      await delay(20);
-    }
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Waits until the output matches `pattern`; fails, showing the output, when the process exits first or after `timeoutMs`. */
+  async waitFor(pattern: RegExp, what = String(pattern), timeoutMs = 15_000): Promise<RegExpExecArray> {
+    let match: RegExpExecArray | null = null;
+    await waitFor(() => (match = pattern.exec(this.output)) !== null || !this.running, timeoutMs, what).catch((e: Error) => {
+      throw new Error(`${e.message}; the process said:\n${this.output.slice(-4000)}`);
+    });
+    if (!match) throw new Error(`process exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}:\n${this.output.slice(-4000)}`);
+    return match;
   }
 
   count(pattern: RegExp): number {
@@ -55,9 +64,9 @@ export interface KasProcess extends Proc {
   secret: Uint8Array;
 }
 
-/** Starts `kas` on port 0 everywhere with a fresh data directory. */
-export async function startKas(env: Record<string, string> = {}, dataDir = mkdtempSync(join(tmpdir(), "kas-e2e-"))): Promise<KasProcess & { cleanup(): Promise<void> }> {
-  const child = spawn(process.execPath, [kasBin], {
+/** Spawns `kas` (with `args`) on port 0 everywhere, in `dataDir`; `env` comes on top. */
+export function spawnKas(env: Record<string, string>, dataDir: string, args: string[] = []): Proc {
+  const child = spawn(process.execPath, [kasBin, ...args], {
     env: {
       ...process.env,
       KAS_DATA_DIR: dataDir,
@@ -73,17 +82,30 @@ export async function startKas(env: Record<string, string> = {}, dataDir = mkdte
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  const proc = new Proc(child) as Proc & Partial<KasProcess>;
-  const match = await proc.waitFor(/KAS_LISTENING (\{.*\})/);
-  proc.addresses = JSON.parse(match[1]);
-  proc.dataDir = dataDir;
-  proc.secret = decodeSecret(readFileSync(env.KAS_API_SECRET_FILE ?? join(dataDir, ".gitlab_kas_secret"), "utf8"));
-  return Object.assign(proc as KasProcess, {
-    async cleanup() {
+  return new Proc(child);
+}
+
+/** Starts `kas` on port 0 everywhere with a fresh data directory. */
+export async function startKas(env: Record<string, string> = {}, dataDir = mkdtempSync(join(tmpdir(), "kas-e2e-"))): Promise<KasProcess & { cleanup(): Promise<void> }> {
+  const proc = spawnKas(env, dataDir) as Proc & Partial<KasProcess>;
+  const cleanup = async () => {
+    try {
       await proc.stop();
+    } finally {
       rmSync(dataDir, { recursive: true, force: true });
-    },
-  });
+    }
+  };
+  try {
+    const match = await proc.waitFor(/KAS_LISTENING (\{.*\})/);
+    proc.addresses = JSON.parse(match[1]);
+    proc.dataDir = dataDir;
+    proc.secret = decodeSecret(readFileSync(env.KAS_API_SECRET_FILE ?? join(dataDir, ".gitlab_kas_secret"), "utf8"));
+  } catch (error) {
+    // A kas that did not come up is not left running.
+    await cleanup();
+    throw error;
+  }
+  return Object.assign(proc as KasProcess, { cleanup });
 }
 
 /** Starts `agentk` with a token file. */
@@ -98,8 +120,11 @@ export function startAgentk(kasAddress: string, token: string, extraEnv: Record<
   const proc = new Proc(child);
   return Object.assign(proc, {
     async cleanup() {
-      await proc.stop("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
+      try {
+        await proc.stop("SIGKILL");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
   });
 }
@@ -140,31 +165,4 @@ export function echoClient(kas: KasProcess, agentId: number): { client: Client<t
     }),
   );
   return { client, close: () => sessions.abort() };
-}
-
-export async function waitUntil(predicate: () => Promise<boolean> | boolean, timeoutMs = 10_000, what = "condition"): Promise<number> {
-  const started = Date.now();
-  for (;;) {
-    if (await predicate()) return Date.now() - started;
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await delay(25);
-  }
-}
-
-export function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/**
- * A self-signed EC certificate for localhost and 127.0.0.1, valid 2 days, written as
- * `<dir>/<name>.crt` and `<dir>/<name>.key`; `commonName` tells certificates apart in tests.
- */
-export function selfSignedCert(dir: string, name: string, commonName = "localhost"): { certFile: string; keyFile: string } {
-  const certFile = join(dir, `${name}.crt`);
-  const keyFile = join(dir, `${name}.key`);
-  execFileSync("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", `/CN=${commonName}`,
-    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", keyFile, "-out", certFile,
-  ], { stdio: "pipe" });
-  return { certFile, keyFile };
 }

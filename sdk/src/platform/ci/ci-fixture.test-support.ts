@@ -1,5 +1,5 @@
 /**
- * Test fixture (no tests here; *.test.ts keeps it out of dist): a small GitLab-like world for the
+ * Test fixture (a *.test-support.ts file: no tests, not in the package): a small GitLab-like world for the
  * CI and proxy-user tests, made through the services.
  *
  *   ops (group)                    agent "prod" in ops/config:

@@ -1,16 +1,18 @@
 /**
- * Test harness (no tests here; *.test.ts keeps it out of dist): a real platform HTTP server on an
+ * Test harness (a *.test-support.ts file: no tests, not in the package): a real platform HTTP server on an
  * ephemeral port with the REST and internal APIs, over a throwaway store, plus a small client.
  */
 import { randomBytes } from "node:crypto";
-import { request, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import http from "node:http";
 import express from "express";
 import { signKasApiRequestJwt } from "../../auth/jwt.js";
 import { createInternalApi } from "../api/internal-api.js";
 import { createPlatformApi } from "../api/rest-api.js";
 import { bootstrapAdmin } from "../bootstrap.js";
 import type { AgentConnection, AgentConnectionsSource } from "../connections.js";
+import { closeServer, listen } from "../../testing/servers.test-support.js";
+import { rejectionOf } from "../../testing/wait.test-support.js";
+import { PlatformError } from "../platform-client.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import type { Store } from "../store/store.js";
 
@@ -38,7 +40,7 @@ export interface TestPlatform {
  * Starts the platform over `store` (see useTestStore, which empties it before each test).
  * close() stops the server; the store stays open for the next test.
  */
-export async function startTestPlatform(store: Store, options: { now?: () => Date } = {}): Promise<TestPlatform> {
+export async function startTestPlatform(store: Store, options: { now?: () => Date; k8sProxyUrl?: string } = {}): Promise<TestPlatform> {
   const services = createPlatformServices({ store, now: options.now });
   const jwtSecret = new Uint8Array(randomBytes(32));
   const connections = new FakeConnections();
@@ -47,14 +49,12 @@ export async function startTestPlatform(store: Store, options: { now?: () => Dat
 
   const app = express();
   app.use(createInternalApi({ services, jwtSecret }));
-  app.use(createPlatformApi({ services, connections, externalUrl: "https://platform.test" }));
+  app.use(createPlatformApi({ services, connections, externalUrl: "https://platform.test", k8sProxyUrl: options.k8sProxyUrl }));
   app.use((_req, res) => {
     res.status(404).json({ message: "404 Not Found" });
   });
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
-  const { port } = server.address() as AddressInfo;
+  const server = http.createServer(app);
+  const port = await listen(server);
   return {
     baseUrl: `http://127.0.0.1:${port}`,
     services,
@@ -63,7 +63,7 @@ export async function startTestPlatform(store: Store, options: { now?: () => Dat
     connections,
     async close() {
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer(server);
     },
   };
 }
@@ -109,6 +109,11 @@ export async function kasHeaders(secret: Uint8Array, agentToken?: string, nowMs?
   return headers;
 }
 
+/** The PlatformError `p` rejects with; throws when it resolves or fails otherwise. */
+export function platformError(p: Promise<unknown>): Promise<PlatformError> {
+  return rejectionOf(p, PlatformError);
+}
+
 /**
  * POSTs a body that never ends (`prefix`, then chunked 64 KiB at a time, respecting backpressure) until the
  * server closes the connection; resolves with the bytes written by then. Fails after 256 MiB.
@@ -117,7 +122,7 @@ export function sendEndlessly(url: string, headers: Record<string, string>, pref
   return new Promise((resolve, reject) => {
     const chunk = Buffer.alloc(64 * 1024, 0x61);
     let sent = 0;
-    const req = request(url, { method: "POST", headers });
+    const req = http.request(url, { method: "POST", headers });
     if (prefix) {
       req.write(prefix);
       sent += prefix.length;

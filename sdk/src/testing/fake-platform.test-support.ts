@@ -49,7 +49,11 @@ export class StaticPlatformClient implements PlatformClient {
     for (const w of this.configWatchers) w(agentId);
   }
 
+  /** getAgentConfiguration calls so far. */
+  configurationReads = 0;
+
   async getAgentConfiguration(agentId: number): Promise<AgentConfigurationSnapshot> {
+    this.configurationReads++;
     return this.configs.get(agentId) ?? { agentId, commitId: "", config: create(ConfigurationFileSchema) };
   }
 

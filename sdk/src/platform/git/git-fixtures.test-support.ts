@@ -1,26 +1,26 @@
 /**
- * Test harness (no tests here; *.test.ts keeps it out of dist): a platform HTTP server on an
+ * Test harness (a *.test-support.ts file: no tests, not in the package): a platform HTTP server on an
  * ephemeral port with the REST API and the git smart HTTP router over a throwaway store and
  * repositories directory, plus a real `git` client isolated from the user's configuration.
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import express from "express";
 import { afterEach, beforeEach } from "mocha";
 import pino from "pino";
 import { createPlatformApi } from "../api/rest-api.js";
+import { closeServer, listen } from "../../testing/servers.test-support.js";
 import { bootstrapAdmin } from "../bootstrap.js";
-import { FakeConnections } from "../testing/http-fixtures.test.js";
+import { FakeConnections } from "../testing/http-fixtures.test-support.js";
 import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
 import type { Visibility } from "../services/validation.js";
 import type { Store } from "../store/store.js";
-import { useTestStore } from "../testing/fixtures.test.js";
+import { useTestStore } from "../testing/fixtures.test-support.js";
 import { createGitHttpRouter, type GitHttpRouterOptions } from "./git-http-router.js";
 import type { PushEvent } from "./push-events.js";
 
@@ -28,6 +28,7 @@ export interface GitTestPlatform {
   baseUrl: string;
   /** host:port, for URLs with credentials. */
   host: string;
+  port: number;
   services: PlatformServices;
   adminToken: string;
   repositoriesDir: string;
@@ -45,7 +46,7 @@ export interface GitTestPlatform {
 
 export async function startGitPlatform(store: Store, routerOptions: Partial<GitHttpRouterOptions> = {}): Promise<GitTestPlatform> {
   const repositoriesDir = await mkdtemp(join(tmpdir(), "kasbridge-repos-"));
-  const logger = pino({ level: process.env.KASBRIDGE_TEST_LOG ?? "silent" });
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const services = createPlatformServices({ store, repositoriesDir, logger });
   const adminToken = "glpat-" + randomBytes(20).toString("hex");
   await bootstrapAdmin(store, { dataDir: "/nonexistent-not-written", adminToken, services });
@@ -58,10 +59,8 @@ export async function startGitPlatform(store: Store, routerOptions: Partial<GitH
   app.use((_req, res) => {
     res.status(404).json({ message: "404 Not Found" });
   });
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
-  const { port } = server.address() as AddressInfo;
+  const server = http.createServer(app);
+  const port = await listen(server);
   const host = `127.0.0.1:${port}`;
   const groups = new Map<string, number>();
   const root = await services.users.getByUsername("root");
@@ -69,6 +68,7 @@ export async function startGitPlatform(store: Store, routerOptions: Partial<GitH
   return {
     baseUrl: `http://${host}`,
     host,
+    port,
     services,
     adminToken,
     repositoriesDir,
@@ -101,7 +101,7 @@ export async function startGitPlatform(store: Store, routerOptions: Partial<GitH
     async close() {
       unsubscribe();
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer(server);
       await rm(repositoriesDir, { recursive: true, force: true });
     },
   };
@@ -202,15 +202,6 @@ export class GitClient {
 
   async dispose(): Promise<void> {
     await rm(this.home, { recursive: true, force: true });
-  }
-}
-
-/** Waits until `predicate` holds (polling), failing after `timeoutMs`. */
-export async function waitFor(predicate: () => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
   }
 }
 
