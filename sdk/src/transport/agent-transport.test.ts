@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import * as http2 from "node:http2";
 import * as net from "node:net";
 import { fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape, create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
@@ -16,6 +17,7 @@ import { type AgentTransport, type AgentTransportOptions, agentUserAgent, create
 import type { GrpcClientStream } from "./grpc-client-stream.js";
 import { Cleanup } from "../testing/cleanup.test-support.js";
 import { closeServer, listen as listenOn } from "../testing/servers.test-support.js";
+import { http2Tap } from "../testing/http2-frames.test-support.js";
 import { tcpProxy } from "../testing/tcp-proxy.test-support.js";
 import { selfSignedCertificate } from "../testing/tls.test-support.js";
 import { HUNG_MS, rejection, waitFor, within } from "../testing/wait.test-support.js";
@@ -323,6 +325,36 @@ describe("transport/agent-transport", function () {
 
     const intercepted = agent(listener.url(), { interceptors: [(next) => (req) => next(req)] });
     expect(intercepted.grpcStream).to.equal(undefined);
+  });
+
+  it("raw streams: a cancel resets the stream only after the message in flight has gone out whole", async () => {
+    // KAS's window (1,000 bytes, KAS not reading) holds the message back; a reset sent meanwhile
+    // would reach KAS as a truncated message instead of a cancel.
+    const server = http2.createServer({ settings: { initialWindowSize: 1000 } });
+    const kasStreams: http2.ServerHttp2Stream[] = [];
+    server.on("stream", (stream) => {
+      stream.on("error", () => {});
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      kasStreams.push(stream);
+    });
+    const port = await listenOn(server);
+    cleanup.add(() => closeServer(server));
+    const tap = await http2Tap(port);
+    cleanup.add(() => tap.close());
+    const t = agent(`grpc://127.0.0.1:${tap.port}`, { sendCompression: null });
+    const call = t.grpcStream!("/x.Y/Z", { encode: (b: Uint8Array) => b, decode: (b) => b });
+    void call.send(new Uint8Array(100_000).fill(9)).catch(() => {});
+    await waitFor(() => kasStreams.length === 1 && tap.toServer.stream(kasStreams[0]!.id!).partial, undefined, "KAS's window to stop the message");
+    const next = rejection(call.next());
+    call.cancel(new ConnectError("stop", Code.Canceled));
+    expect((await next).code).to.equal(Code.Canceled);
+    expect(kasStreams[0]!.closed).to.equal(false);
+    kasStreams[0]!.resume();
+    const received = tap.toServer.stream(kasStreams[0]!.id!);
+    await waitFor(() => received.reset !== undefined, undefined, "the reset");
+    // (Node ends a client's side with END_STREAM before its RST_STREAM.)
+    expect(received.reset).to.deep.equal({ code: http2.constants.NGHTTP2_CANCEL, messages: 1, partial: false });
+    expect(received.messages[0]!.byteLength).to.equal(100_000);
   });
 
   it("close() cancels in-flight calls and refuses new ones", async () => {
