@@ -1,6 +1,9 @@
 // What an HTTP/2 peer receives, frame by frame: a TCP tap between a client and a server under test
 // that parses the frames each way and the gRPC messages in each stream's DATA.
+import http2 from "node:http2";
 import { FrameReader } from "../util/grpc-frames.js";
+import type { Cleanup } from "./cleanup.test-support.js";
+import { closeServer, listen } from "./servers.test-support.js";
 import { tcpProxy } from "./tcp-proxy.test-support.js";
 
 const clientPreface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -139,4 +142,26 @@ export async function http2Tap(targetPort: number): Promise<Http2Tap> {
   const toServer = new Http2FrameLog(true);
   const proxy = await tcpProxy(targetPort, { onData: (chunk, up) => (up ? toServer : toClient).push(chunk) });
   return { port: proxy.port, toClient, toServer, close: () => proxy.close() };
+}
+
+/**
+ * An HTTP/2 server behind a tap that answers every stream with gRPC response headers and keeps it
+ * in `streams`, reading nothing (its flow-control window holds the client back). Closed by `cleanup`.
+ */
+export async function tappedGrpcServer(
+  cleanup: Cleanup,
+  settings?: http2.Settings,
+): Promise<{ streams: http2.ServerHttp2Stream[]; tap: Http2Tap }> {
+  const server = http2.createServer({ settings });
+  const streams: http2.ServerHttp2Stream[] = [];
+  server.on("stream", (stream) => {
+    stream.on("error", () => {});
+    stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+    streams.push(stream);
+  });
+  const port = await listen(server);
+  cleanup.add(() => closeServer(server));
+  const tap = await http2Tap(port);
+  cleanup.add(() => tap.close());
+  return { streams, tap };
 }

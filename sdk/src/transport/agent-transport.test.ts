@@ -21,7 +21,7 @@ import type { GrpcClientStream } from "./grpc-client-stream.js";
 import { createWebSocketTunnelAcceptor } from "./websocket-tunnel.js";
 import { Cleanup } from "../testing/cleanup.test-support.js";
 import { closeServer, listen as listenOn } from "../testing/servers.test-support.js";
-import { encodeHttp2Frame, frameType, Http2FrameLog, http2Tap } from "../testing/http2-frames.test-support.js";
+import { encodeHttp2Frame, frameType, Http2FrameLog, tappedGrpcServer } from "../testing/http2-frames.test-support.js";
 import { tcpProxy } from "../testing/tcp-proxy.test-support.js";
 import { selfSignedCertificate } from "../testing/tls.test-support.js";
 import { HUNG_MS, rejection, waitFor, within } from "../testing/wait.test-support.js";
@@ -386,17 +386,7 @@ describe("transport/agent-transport", function () {
   it("raw streams: a cancel resets the stream only after the message in flight has gone out whole", async () => {
     // KAS's window (1,000 bytes, KAS not reading) holds the message back; a reset sent meanwhile
     // would reach KAS as a truncated message instead of a cancel.
-    const server = http2.createServer({ settings: { initialWindowSize: 1000 } });
-    const kasStreams: http2.ServerHttp2Stream[] = [];
-    server.on("stream", (stream) => {
-      stream.on("error", () => {});
-      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-      kasStreams.push(stream);
-    });
-    const port = await listenOn(server);
-    cleanup.add(() => closeServer(server));
-    const tap = await http2Tap(port);
-    cleanup.add(() => tap.close());
+    const { streams: kasStreams, tap } = await tappedGrpcServer(cleanup, { initialWindowSize: 1000 });
     const t = agent(`grpc://127.0.0.1:${tap.port}`, { sendCompression: null });
     const call = t.grpcStream!("/x.Y/Z", { encode: (b: Uint8Array) => b, decode: (b) => b });
     void call.send(new Uint8Array(100_000).fill(9)).catch(() => {});

@@ -1,8 +1,7 @@
 import http2 from "node:http2";
 import { expect } from "chai";
 import { Cleanup } from "../testing/cleanup.test-support.js";
-import { http2Tap, type Http2Tap } from "../testing/http2-frames.test-support.js";
-import { closeServer, listen } from "../testing/servers.test-support.js";
+import { tappedGrpcServer, type Http2Tap } from "../testing/http2-frames.test-support.js";
 import { waitFor } from "../testing/wait.test-support.js";
 import { messagesInFlight, resetAfterMessages, writeGrpcFrame } from "./grpc-message-writes.js";
 
@@ -18,17 +17,7 @@ describe("util/grpc-message-writes (real HTTP/2)", function () {
    * nothing until the test resumes it; the tap sees what the client receives.
    */
   async function open(windowBytes: number): Promise<{ server: http2.ServerHttp2Stream; client: http2.ClientHttp2Stream; tap: Http2Tap }> {
-    const h2 = http2.createServer();
-    const streams: http2.ServerHttp2Stream[] = [];
-    h2.on("stream", (stream) => {
-      stream.on("error", () => {});
-      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-      streams.push(stream);
-    });
-    const port = await listen(h2);
-    cleanup.add(() => closeServer(h2));
-    const tap = await http2Tap(port);
-    cleanup.add(() => tap.close());
+    const { streams, tap } = await tappedGrpcServer(cleanup);
     const session = cleanup.track(http2.connect(`http://127.0.0.1:${tap.port}`, { settings: { initialWindowSize: windowBytes } }));
     session.on("error", () => {});
     const client = session.request({ ":method": "POST", ":path": "/x.Y/Z", "content-type": "application/grpc" });
