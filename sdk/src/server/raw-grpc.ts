@@ -3,7 +3,8 @@ import { fromBinary, toBinary, type DescMessage, type DescMethodServerStreaming,
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AgentInfo } from "../platform/platform-client.js";
 import { drained } from "../util/drained.js";
-import { FrameReader, frameHeader } from "../util/grpc-frames.js";
+import { FrameReader } from "../util/grpc-frames.js";
+import { writeGrpcFrame } from "../util/grpc-message-writes.js";
 import { deadlineTimer } from "../util/timers.js";
 import { tokenRevokedError, type AgentAuthenticator } from "./agent-authenticator.js";
 import { grpcStatusHeaders } from "./grpc-status-headers.js";
@@ -76,13 +77,13 @@ const resolved = Promise.resolve();
 const responseHead = { ":status": 200, "content-type": "application/grpc", "grpc-accept-encoding": "gzip" };
 
 /**
- * Writes one length-prefixed message (sending the response headers first if needed). Resolves at
- * once, or when the stream drains (backpressure) or closes. Throws if the stream was reset.
+ * Writes one length-prefixed message in one piece (sending the response headers first if needed),
+ * so that a reset (`resetAfterMessages`) never cuts it. Resolves at once, or when the stream drains
+ * (backpressure) or closes. Throws if the stream was reset.
  */
 export function writeGrpcMessage(stream: http2.ServerHttp2Stream, bytes: Uint8Array): Promise<void> {
   if (!stream.headersSent) stream.respond(responseHead, { waitForTrailers: true });
-  stream.write(frameHeader(bytes.byteLength));
-  return stream.write(bytes) ? resolved : drained(stream);
+  return writeGrpcFrame(stream, bytes) ? resolved : drained(stream);
 }
 
 /**

@@ -13,6 +13,7 @@ import { ServerTunnel, type TunnelOutput } from "../tunnel/server/server-tunnel.
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import type { FrameReader } from "../util/grpc-frames.js";
 import type { AgentAuthenticator } from "./agent-authenticator.js";
+import { resetAfterMessages } from "../util/grpc-message-writes.js";
 import { deadlineTimer } from "../util/timers.js";
 import {
   AgentStreamGroups,
@@ -313,8 +314,10 @@ class RawTunnelStream extends TunnelStream implements AsyncIterator<ConnectReque
       // a status. A grpc-go agent (GitLab's agentk) answers a status that ends a stream it is still
       // writing with a reset of its own, and Node's HTTP/2 server counts received resets against
       // nghttp2's rapid-reset limit (about 1,000, then 33/s): a storm of cancelled calls would make
-      // KAS refuse the agent's new tunnels. Resets KAS sends do not count.
-      this.stream.close(NGHTTP2_CANCEL);
+      // KAS refuse the agent's new tunnels. Resets KAS sends do not count. The reset waits for the
+      // messages already written: one cut by it would reach the agent as a truncated message
+      // (grpc-go: INTERNAL "unexpected EOF", and agentk backs off), not as a cancel.
+      resetAfterMessages(this.stream, NGHTTP2_CANCEL);
       return;
     }
     endGrpcResponse(this.stream, error);

@@ -3,7 +3,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { ServerTunnel, TunnelCall } from "../tunnel/server/server-tunnel.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
-import { FrameReader, frameHeader } from "../util/grpc-frames.js";
+import { FrameReader } from "../util/grpc-frames.js";
+import { writeGrpcFrame } from "../util/grpc-message-writes.js";
 import { headersToMeta, metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../util/metadata.js";
 import { grpcStatusHeaders } from "./grpc-status-headers.js";
 import { drained } from "../util/drained.js";
@@ -167,8 +168,7 @@ async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall): Promis
         );
       } else if (event.kind === "message") {
         if (stream.destroyed) continue;
-        stream.write(frameHeader(event.data.byteLength));
-        if (!stream.write(event.data)) await drained(stream);
+        if (!writeGrpcFrame(stream, event.data)) await drained(stream);
       } else {
         return { error: event.error, trailer: event.trailer };
       }

@@ -10,8 +10,11 @@ type SessionManager = NonNullable<GrpcTransportOptions["sessionManager"]>;
  * connection, as seen by the agent:
  *
  * - When the socket closes under open streams, Node resets them with CANCEL,
- *   which connect-node reports as Canceled, as if we had cancelled. We report
- *   Unavailable instead, so callers retry.
+ *   which connect-node reports as Canceled, as if we had cancelled; after a
+ *   GOAWAY (NO_ERROR) it closes them with NO_ERROR, which connect-node does not
+ *   report at all: a call still waiting for its response waits forever. We
+ *   report Unavailable instead, so callers retry. A stream KAS closes with
+ *   NO_ERROR before answering, the connection still up, fails with Internal.
  * - The manager forgets a dead session as soon as a new call replaces it, but
  *   late events of that session can still reach it: an "error" Node emits
  *   afterwards (e.g. after a PING timeout) would be an uncaught exception, and
@@ -53,17 +56,25 @@ export class AgentSessionManager implements SessionManager {
       session.ping = ((...args: unknown[]) => (session.destroyed ? false : ping(...args))) as typeof session.ping;
       if (session.pendingSettingsAck) this.bound(session);
     }
+    // Whether KAS answered (response headers): a stream closed with NO_ERROR
+    // before that ends no connect-node call, which waits for the answer forever.
+    let answered = false;
+    stream.once("response", () => (answered = true));
     // Registered before connect-node's own listeners, so ours runs first: the
-    // error it emits settles the call before the CANCEL is looked at.
+    // error it emits settles the call before the reset code is looked at.
     stream.once("close", () => {
-      const lost =
-        stream.rstCode === http2.constants.NGHTTP2_CANCEL &&
-        session !== undefined &&
-        (session.closed || session.destroyed) &&
-        !this.aborted;
-      if (lost && stream.listenerCount("error") > 0) {
-        stream.emit("error", connectionError("connection to KAS lost"));
+      if (this.aborted) return;
+      const rstCode = stream.rstCode;
+      const unanswered = rstCode === http2.constants.NGHTTP2_NO_ERROR && !answered;
+      const goingAway = session !== undefined && (session.closed || session.destroyed);
+      let error: ConnectError | undefined;
+      if (goingAway && (unanswered || rstCode === http2.constants.NGHTTP2_CANCEL)) {
+        error = connectionError("connection to KAS lost");
+      } else if (unanswered) {
+        // The connection is up: INTERNAL, as grpc-go maps a NO_ERROR reset.
+        error = new ConnectError("KAS closed the stream (NO_ERROR) without answering", Code.Internal);
       }
+      if (error && stream.listenerCount("error") > 0) stream.emit("error", error);
     });
     return stream;
   }

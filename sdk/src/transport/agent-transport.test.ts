@@ -1,5 +1,9 @@
 import { expect } from "chai";
+import * as http from "node:http";
+import * as http2 from "node:http2";
 import * as net from "node:net";
+import type { Duplex } from "node:stream";
+import type { WebSocket } from "ws";
 import { fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape, create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import {
@@ -14,8 +18,10 @@ import { type AgentApiListener, createAgentApiListener } from "./agent-api-liste
 import { parseAgentApiAddress } from "./agent-connection.js";
 import { type AgentTransport, type AgentTransportOptions, agentUserAgent, createAgentTransport } from "./agent-transport.js";
 import type { GrpcClientStream } from "./grpc-client-stream.js";
+import { createWebSocketTunnelAcceptor } from "./websocket-tunnel.js";
 import { Cleanup } from "../testing/cleanup.test-support.js";
 import { closeServer, listen as listenOn } from "../testing/servers.test-support.js";
+import { encodeHttp2Frame, frameType, Http2FrameLog, tappedGrpcServer } from "../testing/http2-frames.test-support.js";
 import { tcpProxy } from "../testing/tcp-proxy.test-support.js";
 import { selfSignedCertificate } from "../testing/tls.test-support.js";
 import { HUNG_MS, rejection, waitFor, within } from "../testing/wait.test-support.js";
@@ -244,6 +250,58 @@ describe("transport/agent-transport", function () {
     });
   }
 
+  // A stream closed with NO_ERROR before KAS answered ends no connect-node call: one waiting for its
+  // response would wait forever. With the connection up that is INTERNAL (as grpc-go maps it);
+  // after a GOAWAY it is the connection going away, UNAVAILABLE, so callers retry.
+  for (const scheme of ["grpc", "ws"] as const) {
+    for (const { ending, code } of [
+      { ending: "sends GOAWAY (NO_ERROR) and closes the connection", code: Code.Unavailable },
+      { ending: "resets the stream with NO_ERROR", code: Code.Internal },
+    ]) {
+      it(`fails a call KAS never answers when KAS ${ending} (${scheme})`, async () => {
+        const { SETTINGS, HEADERS, GOAWAY, RST_STREAM } = frameType;
+        // A KAS that speaks HTTP/2 frames by hand.
+        const serve = (connection: Duplex, ws?: WebSocket) => {
+          connection.on("error", () => {});
+          cleanup.track(connection);
+          const received = new Http2FrameLog(true);
+          connection.write(encodeHttp2Frame(SETTINGS, 0, 0));
+          connection.on("data", (chunk: Buffer) => {
+            const seen = received.frames.length;
+            received.push(chunk);
+            for (const frame of received.frames.slice(seen)) {
+              if (frame.type === SETTINGS && !(frame.flags & 1)) connection.write(encodeHttp2Frame(SETTINGS, 1, 0));
+              if (frame.type !== HEADERS) continue;
+              const payload = Buffer.alloc(8);
+              if (code === Code.Unavailable) {
+                payload.writeUInt32BE(frame.id, 0); // the last stream taken: this call's; NO_ERROR
+                // Then the connection drops (as when KAS's grace period ends): no close handshake.
+                connection.write(encodeHttp2Frame(GOAWAY, 0, 0, payload), () => (ws ? ws.terminate() : connection.destroy()));
+              } else {
+                connection.write(encodeHttp2Frame(RST_STREAM, 0, frame.id, payload.subarray(0, 4)));
+              }
+            }
+          });
+        };
+        let server: net.Server;
+        if (scheme === "ws") {
+          const acceptor = createWebSocketTunnelAcceptor({ onTunnel: (connection, ws) => serve(connection, ws) });
+          server = http.createServer();
+          server.on("upgrade", (req, socket, head) => acceptor.handleUpgrade(req, socket as Duplex, head));
+          cleanup.add(() => closeServer(server));
+          cleanup.add(() => acceptor.terminateAll());
+        } else {
+          server = net.createServer(serve);
+          cleanup.add(() => closeServer(server));
+        }
+        const port = await listenOn(server);
+        const t = agent(`${scheme}://127.0.0.1:${port}`);
+        const err = await within(HUNG_MS, rejection(createClient(EchoService, t.transport).echo({})), "the call to fail");
+        expect(err.code, err.message).to.equal(code);
+      });
+    }
+  }
+
   it("fails with Unavailable when KAS is not listening or its certificate is not trusted", async () => {
     const listener = await listen(true);
     for (const url of [listener.url("grpcs"), listener.url("wss")]) {
@@ -323,6 +381,26 @@ describe("transport/agent-transport", function () {
 
     const intercepted = agent(listener.url(), { interceptors: [(next) => (req) => next(req)] });
     expect(intercepted.grpcStream).to.equal(undefined);
+  });
+
+  it("raw streams: a cancel resets the stream only after the message in flight has gone out whole", async () => {
+    // KAS's window (1,000 bytes, KAS not reading) holds the message back; a reset sent meanwhile
+    // would reach KAS as a truncated message instead of a cancel.
+    const { streams: kasStreams, tap } = await tappedGrpcServer(cleanup, { initialWindowSize: 1000 });
+    const t = agent(`grpc://127.0.0.1:${tap.port}`, { sendCompression: null });
+    const call = t.grpcStream!("/x.Y/Z", { encode: (b: Uint8Array) => b, decode: (b) => b });
+    void call.send(new Uint8Array(100_000).fill(9)).catch(() => {});
+    await waitFor(() => kasStreams.length === 1 && tap.toServer.stream(kasStreams[0]!.id!).partial, undefined, "KAS's window to stop the message");
+    const next = rejection(call.next());
+    call.cancel(new ConnectError("stop", Code.Canceled));
+    expect((await next).code).to.equal(Code.Canceled);
+    expect(kasStreams[0]!.closed).to.equal(false);
+    kasStreams[0]!.resume();
+    const received = tap.toServer.stream(kasStreams[0]!.id!);
+    await waitFor(() => received.reset !== undefined, undefined, "the reset");
+    // (Node ends a client's side with END_STREAM before its RST_STREAM.)
+    expect(received.reset).to.deep.equal({ code: http2.constants.NGHTTP2_CANCEL, messages: 1, partial: false });
+    expect(received.messages[0]!.byteLength).to.equal(100_000);
   });
 
   it("close() cancels in-flight calls and refuses new ones", async () => {

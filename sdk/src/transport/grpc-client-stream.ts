@@ -3,7 +3,8 @@ import { gzipSync } from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeFromHttpStatus, findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { drained } from "../util/drained.js";
-import { FrameReader, frameHeader } from "../util/grpc-frames.js";
+import { FrameReader } from "../util/grpc-frames.js";
+import { resetAfterMessages, writeGrpcFrame } from "../util/grpc-message-writes.js";
 import { MessageInbox } from "../util/message-inbox.js";
 import { nodeHeadersToHeaders } from "../util/metadata.js";
 import { deadlineTimer } from "../util/timers.js";
@@ -36,7 +37,8 @@ const resolved: Promise<void> = Promise.resolve();
  * Reading is the iterator (`next()`): responses in order, then done on status OK, or a rejection with
  * the call's ConnectError. Writing is `send()`, which resolves when more may be sent (HTTP/2
  * backpressure), and `closeSend()`. `cancel()` ends the call from our side (RST_STREAM CANCEL for
- * Canceled, INTERNAL_ERROR otherwise, as gRPC maps them).
+ * Canceled, INTERNAL_ERROR otherwise, as gRPC maps them), once the messages already written have
+ * gone out: a reset inside a message would reach the server as a truncated message.
  */
 export class GrpcClientStream<I, O> implements AsyncIterator<O, undefined> {
   private stream: http2.ClientHttp2Stream | undefined;
@@ -108,8 +110,7 @@ export class GrpcClientStream<I, O> implements AsyncIterator<O, undefined> {
     }
     const gzip = this.options.gzipMinBytes !== undefined && bytes.byteLength >= this.options.gzipMinBytes;
     if (gzip) bytes = gzipSync(bytes);
-    stream.write(frameHeader(bytes.byteLength, gzip));
-    if (stream.write(bytes)) return resolved;
+    if (writeGrpcFrame(stream, bytes, gzip)) return resolved;
     return drained(stream).then(() => {
       if (this.failure) throw this.failure;
     });
@@ -244,7 +245,8 @@ export class GrpcClientStream<I, O> implements AsyncIterator<O, undefined> {
     const stream = this.stream;
     if (stream && !stream.closed) {
       if (serverEnded) endWritable(stream);
-      else stream.close(rstCodeFor(error));
+      // After the messages already written: a reset that cuts one reads as a truncated message.
+      else resetAfterMessages(stream, rstCodeFor(error));
     }
     this.inbox.fail(error, discard);
   }

@@ -15,8 +15,9 @@ export function frameHeader(length: number, compressed = false): Buffer {
 const noMessages = Object.freeze([]) as unknown as Uint8Array[];
 const emptyBuffer = Buffer.alloc(0);
 
-export function encodeFrame(data: Uint8Array): Buffer {
-  return Buffer.concat([frameHeader(data.byteLength), data]);
+/** One length-prefixed message in one buffer. */
+export function encodeFrame(data: Uint8Array, compressed = false): Buffer {
+  return Buffer.concat([frameHeader(data.byteLength, compressed), data]);
 }
 
 /**
