@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { createAgent, createAgentKubernetesApi, type AgentModule } from "@kasbridge/sdk";
+import { agentFluxModule, createAgent, createAgentKubernetesApi, KubeHttp, type AgentModule } from "@kasbridge/sdk";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
 
@@ -26,6 +26,8 @@ if (args.kubeconfig || inCluster) {
   else kc.loadFromCluster();
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
   modules.push(await createAgentKubernetesApi({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
+  // Flux: trigger Flux's reconciliation on every push (runs only where Flux's CRDs are installed).
+  modules.push(agentFluxModule({ kube: new KubeHttp(kc) }));
 }
 
 const agent = createAgent({

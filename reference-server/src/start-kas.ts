@@ -14,12 +14,16 @@ import {
   createInternalApi,
   createKasServer,
   createKubernetesApiProxy,
+  createGitPushNotifier,
   createObservabilityServer,
   createPlatformApi,
   createPlatformServices,
   ensureSecretFile,
+  fluxModule,
   hostPort,
+  InMemoryGitPushEvents,
   loadSecretFile,
+  notificationsModule,
   openStore,
   type PlatformClient,
   type PlatformServices,
@@ -77,6 +81,8 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         ? createInProcessPlatformClient(services)
         : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
 
+    // Pushes the platform reports (Notifications/GitPushEvent) reach the Flux streams through this.
+    const gitPushEvents = new InMemoryGitPushEvents(logger);
     const kas = await createKasServer({
       platform,
       logger,
@@ -93,7 +99,11 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         jwtSecret: privateJwtSecret,
         tls: readTls(config.privateTls),
       },
-      modules: [agentConfigurationModule({ platform, gitlabExternalUrl: config.externalUrl })],
+      modules: [
+        agentConfigurationModule({ platform, gitlabExternalUrl: config.externalUrl }),
+        notificationsModule({ events: gitPushEvents }),
+        fluxModule({ platform, events: gitPushEvents }),
+      ],
     });
     closers.push(() => kas.close());
     addresses.agent = kas.agentApi.url();
@@ -124,6 +134,19 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     }
 
     if (services) {
+      // After every push the platform tells KAS, as GitLab's Rails does (NotifyGitPushWorker).
+      const platformServices = services;
+      const notifier = createGitPushNotifier({
+        kasInternalUrl: `grpc://${hostPort(connectableHost(kas.internalApiAddress.host), kas.internalApiAddress.port)}`,
+        jwtSecret,
+        projectPath: async (projectId) => (await platformServices.projects.get(projectId))?.pathWithNamespace,
+        logger: logger.child({ component: "git-push-notifier" }),
+      });
+      const stopNotifying = services.repositories.enabled ? services.repositories.onPush((event) => notifier.pushed(event)) : () => {};
+      closers.push(async () => {
+        stopNotifying();
+        await notifier.close();
+      });
       const app = express();
       app.disable("x-powered-by");
       app.set("trust proxy", false);
@@ -189,6 +212,13 @@ export function proxyUrlForClients(listenUrl: string, externalUrl: string | unde
   const u = new URL(listenUrl);
   if (u.hostname === "0.0.0.0" || u.hostname === "[::]") u.hostname = externalUrl ? new URL(externalUrl).hostname : hostname();
   return u.href.replace(/\/$/, "");
+}
+
+/** A host to connect to for a listener bound to `host` (a wildcard address means this machine). */
+function connectableHost(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  if (host === "::") return "::1";
+  return host;
 }
 
 function fail(message: string): never {

@@ -46,6 +46,21 @@ export type { AgentConfigurationModuleOptions } from "./modules/configuration/se
 export { agentConfigurationWatcher } from "./modules/configuration/agent.js";
 export type { AgentConfigurationWatcherOptions } from "./modules/configuration/agent.js";
 export { toAgentConfiguration, noConfigCommitId } from "./modules/configuration/to-agent-configuration.js";
+export { AgentConfigurationSource } from "./agent/agent-configuration-source.js";
+export type { AppliedAgentConfiguration, AgentConfigurationListener } from "./agent/agent-configuration-source.js";
+export { apiUnaryMethod } from "./server/api-unary-method.js";
+export type { ApiUnaryMethod, ApiUnaryMethodOptions } from "./server/api-unary-method.js";
+
+// Git push notifications (platform -> KAS) and the modules that react to pushes
+export { notificationsModule } from "./modules/notifications/server/notifications-module.js";
+export type { NotificationsModuleOptions } from "./modules/notifications/server/notifications-module.js";
+export { InMemoryGitPushEvents } from "./modules/notifications/server/git-push-events.js";
+export type { GitPushEvents, GitPushEventInfo, GitPushListener } from "./modules/notifications/server/git-push-events.js";
+export { fluxModule } from "./modules/flux/server/flux-module.js";
+export type { FluxModuleOptions } from "./modules/flux/server/flux-module.js";
+export { agentFluxModule } from "./modules/flux/agent/flux-module.js";
+export type { AgentFluxOptions } from "./modules/flux/agent/flux-module.js";
+export { KubeHttp, KubeApiError } from "./agent/kube/kube-http.js";
 
 // Kubernetes API proxy: KAS side (port 8154) and agent side (KubernetesApi/MakeRequest)
 export * from "./kubeproxy/index.js";
@@ -54,6 +69,7 @@ export type {
   ProxyUserAuthorizationAnswer,
   ProxyUserAccessAsAnswer,
   AuthorizeProxyUserRequest,
+  ProjectInfo,
 } from "./platform/platform-client.js";
 
 // Transports

@@ -12,6 +12,7 @@ import { TunnelPool, type TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.
 import { createAgentTransport, type AgentTransportOptions } from "../transport/agent-transport.js";
 import { rawTunnelStreams } from "../tunnel/agent/tunnel-stream.js";
 import { AgentRegistration, randomPodId } from "./agent-registration.js";
+import { AgentConfigurationSource } from "./agent-configuration-source.js";
 import { streamWindowBytes } from "../util/http2-windows.js";
 
 /** What a feature module's agent half gets. */
@@ -20,6 +21,8 @@ export interface AgentModuleContext {
   transport: Transport;
   logger: Logger;
   shutdownSignal: AbortSignal;
+  /** The agent's configuration from KAS (GetConfiguration): the latest, and each change. */
+  configuration: AgentConfigurationSource;
 }
 
 /** A feature channel's agent half: services it serves through the tunnel, and background work. */
@@ -106,8 +109,18 @@ export function createAgent(options: AgentOptions): Agent {
     podNamespace: options.podNamespace ?? "",
   });
   const modules = [...(options.modules ?? [])];
+  const configuration = new AgentConfigurationSource();
   if (options.watchConfiguration ?? true) {
-    modules.unshift(agentConfigurationWatcher({ logger, agentMeta: meta, onConfiguration: options.onConfiguration }));
+    modules.unshift(
+      agentConfigurationWatcher({
+        logger,
+        agentMeta: meta,
+        onConfiguration(config, commitId) {
+          configuration.publish(config, commitId);
+          options.onConfiguration?.(config, commitId);
+        },
+      }),
+    );
   }
   const registration = new AgentRegistration(transport, meta, podId, logger, options.registerIntervalMs);
   const pool = new TunnelPool({
@@ -135,7 +148,7 @@ export function createAgent(options: AgentOptions): Agent {
       for (const module of modules) {
         if (!module.run) continue;
         moduleRuns.push(
-          module.run({ transport, logger: logger.child({ module: module.name }), shutdownSignal: shutdown.signal }).catch((error: unknown) => {
+          module.run({ transport, logger: logger.child({ module: module.name }), shutdownSignal: shutdown.signal, configuration }).catch((error: unknown) => {
             logger.error({ err: error, module: module.name }, "agent module failed");
           }),
         );

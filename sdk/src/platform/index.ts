@@ -163,3 +163,8 @@ export type { HttpPlatformClientOptions } from "./client/http-platform-client.js
 
 export { ADMIN_TOKEN_FILE_NAME, ADMIN_USERNAME, bootstrapAdmin } from "./bootstrap.js";
 export type { BootstrapAdminOptions, BootstrapAdminResult } from "./bootstrap.js";
+
+// Push notifications to KAS (GitLab's NotifyGitPushWorker) and the projects agents may read
+export { createGitPushNotifier } from "./kas/git-push-notifier.js";
+export type { GitPushNotifier, GitPushNotifierOptions } from "./kas/git-push-notifier.js";
+export { VERIFY_PROJECT_ACCESS_PATH, PROJECT_INFO_PATH } from "./gitops/agent-project-api.js";

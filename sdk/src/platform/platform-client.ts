@@ -66,6 +66,16 @@ export interface AgentConfigurationSnapshot {
   config: ConfigurationFile;
 }
 
+/** GitLab's `project_info` answer, camelCased: the project an agent may read, and its repository. */
+export interface ProjectInfo {
+  /** Numeric project id. */
+  projectId: number;
+  /** The repository's default branch ("HEAD" resolves to it). */
+  defaultBranch: string;
+  /** `gitaly_repository.gl_project_path`: the project's full path. */
+  fullPath: string;
+}
+
 /** Error kinds a PlatformClient reports; KAS maps them to gRPC codes. */
 export type PlatformErrorKind = "unauthenticated" | "forbidden" | "not_found" | "unavailable";
 
@@ -115,6 +125,18 @@ export interface PlatformClient {
    * (404, no such agent) or "unavailable".
    */
   authorizeProxyUser?(request: AuthorizeProxyUserRequest, signal?: AbortSignal): Promise<ProxyUserAuthorizationAnswer>;
+  /**
+   * May the agent of `agentToken` read the project at `fullPath` (GitLab's `verify_project_access`)?
+   * False for a project that does not exist or that it may not read. Throws PlatformError
+   * "unauthenticated" for a bad token, "unavailable". Used by Flux before notifying an agent.
+   */
+  verifyProjectAccess?(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * The project at `fullPath` as the agent of `agentToken` may read it (GitLab's `project_info`).
+   * Throws PlatformError "not_found" (no such project, or not readable), "unauthenticated",
+   * "forbidden", "unavailable". Used by GitOps before reading manifests.
+   */
+  getProjectInfo?(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<ProjectInfo>;
 }
 
 /**

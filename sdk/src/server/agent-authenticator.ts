@@ -178,7 +178,7 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
 
 function noop(): void {}
 
-function bearerToken(value: string | null): string | undefined {
+export function bearerToken(value: string | null): string | undefined {
   if (!value) return undefined;
   const match = /^Bearer\s+(\S+)\s*$/i.exec(value);
   return match?.[1];

@@ -11,6 +11,7 @@ import { createAgentApiListener, type AgentApiListener, type AgentApiListenerOpt
 import { InMemoryTunnelRegistry, type TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
 import { agentRegistrarService } from "./agent-registrar-service.js";
+import type { ApiUnaryMethod } from "./api-unary-method.js";
 import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
 import { connectionContextValues } from "./connection-context.js";
 import { listenGateway, type GatewayListener, type GatewayListenOptions } from "./gateway-listener.js";
@@ -31,13 +32,15 @@ export interface KasModuleContext {
   shutdownSignal: AbortSignal;
   /** Largest gRPC message KAS accepts or sends (KasServerOptions.maxMessageBytes). */
   maxMessageBytes?: number;
+  /** KAS's Prometheus registry: modules register their metrics here. */
+  metrics?: Registry;
 }
 
 /** A feature channel's server half: registers services on the agent API. */
 export interface KasModule {
   name: string;
   /** Registers the module's agent-facing services (connect-es: every protocol). */
-  registerAgentServices(router: ConnectRouter, ctx: KasModuleContext): void;
+  registerAgentServices?(router: ConnectRouter, ctx: KasModuleContext): void;
   /**
    * Methods served on the raw HTTP/2 stream ahead of connect-es (see `rawServerStreamingMethod`),
    * for long-lived streams every agent holds. They take gRPC over HTTP/2 only; the same methods
@@ -45,6 +48,11 @@ export interface KasModule {
    * `registerAgentServices`; embedders that only mount the router never call it.
    */
   rawAgentMethods?(ctx: KasModuleContext): RawGrpcMethod[];
+  /**
+   * Unary methods KAS serves itself on its internal API (8153) for the platform (GitLab's
+   * `Notifications/GitPushEvent`), behind the same JWT check as the tunnel gateway. Called once.
+   */
+  apiMethods?(ctx: KasModuleContext): ApiUnaryMethod[];
 }
 
 export interface KasServerOptions {
@@ -112,7 +120,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const auth = new AgentAuthenticator({ platform: options.platform, logger, cacheTtlMs: options.agentInfoCacheTtlMs });
   const tracker = new AgentTracker({ kasInstance });
   const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
-  const moduleContext: KasModuleContext = { auth, tracker, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes };
+  const moduleContext: KasModuleContext = { auth, tracker, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes, metrics };
 
   // Tunnel frames wrap a message with a few bytes of envelope.
   const tunnelDeps = { auth, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes: maxMessageBytes + 1024 };
@@ -124,7 +132,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     routes(router) {
       router.service(ReverseTunnel, reverseTunnelService(tunnelDeps));
       router.service(AgentRegistrar, agentRegistrarService({ auth, tracker }));
-      for (const module of options.modules ?? []) module.registerAgentServices(router, moduleContext);
+      for (const module of options.modules ?? []) module.registerAgentServices?.(router, moduleContext);
     },
   });
   const agentApi = await createAgentApiListener({
@@ -141,12 +149,14 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   });
   agentApi.onSessionOpen((session) => widenConnectionWindow(session));
 
-  const gatewayFor = (authorize: (headers: Headers) => Promise<void>) =>
+  const apiMethods = (options.modules ?? []).flatMap((module) => module.apiMethods?.(moduleContext) ?? []);
+  const gatewayFor = (authorize: (headers: Headers) => Promise<void>, localMethods?: ApiUnaryMethod[]) =>
     createTunnelGateway({
       registry,
       logger,
       maxMessageBytes,
       authorize,
+      localMethods,
       onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
     });
   const gateways: GatewayListener[] = [];
@@ -156,7 +166,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     internalApi = await listenGateway(
       "internal API",
       { ...options.internalApi, port: options.internalApi.port ?? 8153 },
-      gatewayFor(internalApiAuthorizer(options.internalApi.jwtSecret)),
+      gatewayFor(internalApiAuthorizer(options.internalApi.jwtSecret), apiMethods),
       logger,
     );
     gateways.push(internalApi);

@@ -42,7 +42,7 @@ async function startModule(platform: PlatformClient & Partial<StaticPlatformClie
     maxMessageBytes: 1 << 20,
   };
   const module = agentConfigurationModule({ platform, gitlabExternalUrl: "https://platform.example", pollIntervalMs });
-  const connectHandler = connectNodeAdapter({ shutdownSignal: shutdown.signal, routes: (router) => module.registerAgentServices(router, ctx) });
+  const connectHandler = connectNodeAdapter({ shutdownSignal: shutdown.signal, routes: (router) => module.registerAgentServices!(router, ctx) });
   let fallback = 0;
   const listener = await createAgentApiListener({
     port: 0,

@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import { JwtVerificationError, KAS_API_REQUEST_HEADER, verifyKasApiRequestJwt } from "../../auth/jwt.js";
 import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { registerProxyUserRoutes } from "../ci/ci-api.js";
+import { registerAgentProjectRoutes } from "../gitops/agent-project-api.js";
 import type { TokenRevocation } from "../platform-client.js";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
@@ -128,6 +129,8 @@ export function createInternalApi(options: InternalApiOptions): Router {
 
   // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).
   registerProxyUserRoutes(router, { services, kasJwt, bodyLimit });
+  // GET …/verify_project_access and …/project_info: the projects an agent may read (Flux, GitOps).
+  registerAgentProjectRoutes(router, { services, kasJwt, agentFromRequest });
 
   router.use(jsonErrorHandler(logger, bodyLimit));
   return router;

@@ -9,6 +9,7 @@ import {
   AGENT_INFO_PATHS,
   TOKEN_REVOCATIONS_PATH,
 } from "../api/internal-api.js";
+import { PROJECT_INFO_PATH, VERIFY_PROJECT_ACCESS_PATH } from "../gitops/agent-project-api.js";
 import { AUTHORIZE_PROXY_USER_PATH, JOB_ALLOWED_AGENTS_PATH, JOB_TOKEN_HEADER } from "../ci/ci-api.js";
 import {
   PlatformError,
@@ -20,6 +21,7 @@ import {
   type AgentConfigurationSnapshot,
   type AgentInfo,
   type PlatformClient,
+  type ProjectInfo,
   type TokenRevocation,
 } from "../platform-client.js";
 
@@ -293,11 +295,34 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
       if (status !== 200) throw errorFor(status, body, "authorize_proxy_user");
       return parseProxyUserAuthorization(body);
     },
+
+    /** 204 yes; 403 and 404 no (as GitLab's KAS reads them); 401 a bad agent token. */
+    async verifyProjectAccess(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<boolean> {
+      const { status, body } = await get(VERIFY_PROJECT_ACCESS_PATH, { id: fullPath }, agentToken, signal);
+      if (status === 204 || status === 200) return true;
+      if (status === 403 || status === 404) return false;
+      throw errorFor(status, body, "verify_project_access");
+    },
+
+    async getProjectInfo(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<ProjectInfo> {
+      const { status, body } = await get(PROJECT_INFO_PATH, { id: fullPath }, agentToken, signal);
+      if (status !== 200) throw errorFor(status, body, "project_info");
+      return parseProjectInfo(body);
+    },
   };
 }
 
 function isInt(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v);
+}
+
+function parseProjectInfo(body: unknown): ProjectInfo {
+  const b = body as Record<string, unknown> | undefined;
+  const repo = b?.gitaly_repository as Record<string, unknown> | undefined;
+  if (!b || !isInt(b.project_id) || typeof b.default_branch !== "string" || typeof repo?.gl_project_path !== "string") {
+    throw new PlatformError("unavailable", "project_info: malformed response from platform");
+  }
+  return { projectId: b.project_id, defaultBranch: b.default_branch, fullPath: repo.gl_project_path };
 }
 
 function parseAgentInfo(body: unknown): AgentInfo {

@@ -7,9 +7,11 @@ import {
   type AgentInfo,
   type JobAllowedAgents,
   type PlatformClient,
+  type ProjectInfo,
   type ProxyUserAuthorizationAnswer,
 } from "../platform-client.js";
 import type { PlatformServices } from "../services/platform-services.js";
+import { projectReadableByAgent } from "../gitops/agent-project-access.js";
 
 /**
  * PlatformClient backed directly by our platform services, for a KAS and platform in one process.
@@ -17,6 +19,21 @@ import type { PlatformServices } from "../services/platform-services.js";
  * right after its transaction commits.
  */
 export function createInProcessPlatformClient(services: PlatformServices): PlatformClient {
+  /** The project at `fullPath` if the token's agent may read it (see projectReadableByAgent). */
+  async function readableProject(agentToken: string, fullPath: string, signal?: AbortSignal) {
+    signal?.throwIfAborted();
+    let found;
+    let project;
+    try {
+      found = await services.agentTokens.authenticate(agentToken);
+      project = found && (await projectReadableByAgent(services, found, fullPath));
+    } catch (err) {
+      throw new PlatformError("unavailable", "platform store unavailable", { cause: err });
+    }
+    if (!found) throw new PlatformError("unauthenticated", "unknown or revoked agent token");
+    return project;
+  }
+
   return {
     async getAgentInfo(agentToken: string, signal?: AbortSignal): Promise<AgentInfo> {
       signal?.throwIfAborted();
@@ -91,6 +108,16 @@ export function createInProcessPlatformClient(services: PlatformServices): Platf
         throw new PlatformError(kind, `authorize_proxy_user: ${result.message}`);
       }
       return parseProxyUserAuthorization(JSON.parse(JSON.stringify(proxyUserAuthorizationEntity(result.authorization))));
+    },
+
+    async verifyProjectAccess(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<boolean> {
+      return (await readableProject(agentToken, fullPath, signal)) !== undefined;
+    },
+
+    async getProjectInfo(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<ProjectInfo> {
+      const project = await readableProject(agentToken, fullPath, signal);
+      if (!project) throw new PlatformError("not_found", `project_info: project ${fullPath} not found`);
+      return { projectId: project.id, defaultBranch: project.defaultBranch, fullPath: project.pathWithNamespace };
     },
   };
 }

@@ -1,0 +1,73 @@
+import { expect } from "chai";
+import pino from "pino";
+import { InMemoryGitPushEvents, type GitPushEventInfo } from "../../modules/notifications/server/git-push-events.js";
+import { notificationsModule } from "../../modules/notifications/server/notifications-module.js";
+import { createKasServer, type KasServer } from "../../server/kas-server.js";
+import { Cleanup } from "../../testing/cleanup.test-support.js";
+import { StaticPlatformClient } from "../../testing/fake-platform.test-support.js";
+import { waitFor } from "../../testing/wait.test-support.js";
+import { createGitPushNotifier } from "./git-push-notifier.js";
+
+describe("git push notifier (platform -> KAS Notifications/GitPushEvent)", function () {
+  this.timeout(20_000);
+  const secret = new Uint8Array(32).fill(3);
+  const cleanup = new Cleanup();
+  let kas: KasServer;
+  const received: GitPushEventInfo[] = [];
+
+  beforeEach(async () => {
+    received.length = 0;
+    const events = new InMemoryGitPushEvents();
+    kas = await createKasServer({
+      platform: new StaticPlatformClient(),
+      logger: pino({ level: "silent" }),
+      agentApi: { port: 0 },
+      internalApi: { port: 0, jwtSecret: secret },
+      modules: [notificationsModule({ events })],
+    });
+    cleanup.add(() => kas.close(0));
+    const stop = new AbortController();
+    cleanup.add(() => stop.abort());
+    events.subscribe((e) => received.push(e), stop.signal);
+  });
+  afterEach(() => cleanup.run());
+
+  const notifier = (jwtSecret: Uint8Array, logger = pino({ level: "silent" })) => {
+    const n = createGitPushNotifier({
+      kasInternalUrl: `grpc://127.0.0.1:${kas.internalApiAddress.port}`,
+      jwtSecret,
+      projectPath: async (id) => (id === 404 ? undefined : `group/p${id}`),
+      logger,
+      maxAttempts: 2,
+    });
+    cleanup.add(() => n.close());
+    return n;
+  };
+
+  it("sends each pushed project's id and full path; pushes during a call make one more call", async () => {
+    const n = notifier(secret);
+    n.pushed({ projectId: 7 });
+    n.pushed({ projectId: 7 });
+    n.pushed({ projectId: 7 });
+    n.pushed({ projectId: 8 });
+    n.pushed({ projectId: 404 }); // gone: nothing to send
+    await waitFor(() => received.length === 3, undefined, "three events");
+    expect(received.filter((e) => e.projectId === 7)).to.deep.equal([
+      { projectId: 7, fullPath: "group/p7" },
+      { projectId: 7, fullPath: "group/p7" },
+    ]);
+    expect(received.filter((e) => e.projectId === 8)).to.deep.equal([{ projectId: 8, fullPath: "group/p8" }]);
+    expect(n.sent).to.equal(3);
+  });
+
+  it("retries a refused call and then gives up with an error in the log", async () => {
+    const lines: string[] = [];
+    const n = notifier(new Uint8Array(32).fill(9), pino({ level: "warn" }, { write: (l: string) => lines.push(l) }));
+    n.pushed({ projectId: 7 });
+    await waitFor(() => lines.some((l) => l.includes("giving up")), undefined, "the notifier to give up");
+    expect(lines.filter((l) => l.includes("retrying"))).to.have.length(1);
+    expect(lines.join("\n")).to.include("JWT authentication invalid");
+    expect(received).to.deep.equal([]);
+    expect(n.sent).to.equal(0);
+  });
+});
