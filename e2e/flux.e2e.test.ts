@@ -64,7 +64,7 @@ describe("e2e: Flux (push -> KAS -> agentk -> Flux webhook)", function () {
 
     // agentk applies the Secret and the Receiver, owned by the GitRepository.
     let receiver: Record<string, any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
-    await waitFor(async () => (receiver = await getJson(cp, ["receivers.notification.toolkit.fluxcd.io", "-n", "flux-system", "gitlab-app"])) !== undefined, 60_000, "Receiver gitlab-app");
+    await waitFor(async () => (receiver = await getJson(cp, ["receivers.notification.toolkit.fluxcd.io", "-n", "flux-system", "gitlab-app", "--show-managed-fields"])) !== undefined, 60_000, "Receiver gitlab-app");
     const repo = (await getJson(cp, ["gitrepositories.source.toolkit.fluxcd.io", "-n", "flux-system", "app"]))!;
     expect(receiver!.metadata.annotations).to.include({
       "app.kubernetes.io/managed-by": "gitlab",
