@@ -4,41 +4,25 @@
 // sets the Receiver's status.webhookPath and serves the receiver URL). Everything else is the
 // product's code: agentk creates the Secret and Receiver, opens ReconcileProjects, and POSTs the
 // webhook when the platform tells KAS about a push (Notifications/GitPushEvent).
-import { rmSync } from "node:fs";
 import { expect } from "chai";
-import { findBinaries, startControlPlane, type ControlPlane } from "../tools/control-plane/control-plane.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
 import { waitFor } from "../sdk/src/testing/wait.test-support.js";
-import { GitClient } from "./git.test-support.js";
-import { getJson, installFluxCrds, startWebhookReceiver } from "./gitops.test-support.js";
-import { adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
+import { clusterSuite, getJson, installFluxCrds, startWebhookReceiver } from "./gitops.test-support.js";
+import { api, createAgentWithToken, startAgentk } from "./harness.test-support.js";
 
 describe("e2e: Flux (push -> KAS -> agentk -> Flux webhook)", function () {
   this.timeout(240_000);
-  const cleanups = new Cleanup();
-  const git = new GitClient();
-  cleanups.add(() => rmSync(git.home, { recursive: true, force: true }));
-  let cp: ControlPlane;
-  let kas: Awaited<ReturnType<typeof startKas>>;
-
-  before(async () => {
-    findBinaries();
-    cp = await startControlPlane({ kwok: false, agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] });
-    cleanups.add(() => cp.stop());
-    await installFluxCrds(cp);
-    // Agents match GitRepository URLs to the platform by host name (gitlab_external_url).
-    kas = await startKas({ KAS_EXTERNAL_URL: "http://127.0.0.1" });
-    cleanups.add(() => kas.cleanup());
-  });
-  after(() => cleanups.run());
+  // Agents match GitRepository URLs to the platform by host name (gitlab_external_url).
+  const suite = clusterSuite({ kwok: false }, { KAS_EXTERNAL_URL: "http://127.0.0.1" });
+  const { git, cleanups } = suite;
+  before(() => installFluxCrds(suite.cp));
 
   it("creates the Receiver for GitRepositories on the platform and triggers it on every push", async () => {
+    const { cp, kas } = suite;
     const receiverServer = await startWebhookReceiver();
     cleanups.add(() => receiverServer.close());
     const a = await createAgentWithToken(kas, "flux");
     const project = (await api(kas, "GET", `/projects/${a.projectId}`)).json;
-    const repoUrl = `http://root:${adminToken}@${new URL(kas.addresses.platform!).host}/${project.path_with_namespace}.git`;
-    const wc = await git.clone(repoUrl);
+    const wc = await git.clone(suite.repoUrl(project.path_with_namespace));
     await git.commit(wc, { ".gitlab/agents/flux/config.yaml": `flux:\n  webhook_receiver_url: ${receiverServer.url}\n` });
     await git.push(wc);
 

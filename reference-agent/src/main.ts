@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { agentFluxModule, createAgent, createAgentKubernetesApi, KubeHttp, type AgentModule } from "@kasbridge/sdk";
+import { agentFluxModule, agentGitopsModule, createAgent, createAgentKubernetesApi, KubeHttp, type AgentModule } from "@kasbridge/sdk";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
 
@@ -27,7 +27,10 @@ if (args.kubeconfig || inCluster) {
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
   modules.push(await createAgentKubernetesApi({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
   // Flux: trigger Flux's reconciliation on every push (runs only where Flux's CRDs are installed).
-  modules.push(agentFluxModule({ kube: new KubeHttp(kc) }));
+  const kube = new KubeHttp(kc);
+  modules.push(agentFluxModule({ kube }));
+  // Built-in GitOps: applies gitops.manifest_projects, pulled through KAS at each pushed commit.
+  modules.push(agentGitopsModule({ kube }));
 }
 
 const agent = createAgent({

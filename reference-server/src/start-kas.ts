@@ -20,6 +20,7 @@ import {
   createPlatformServices,
   ensureSecretFile,
   fluxModule,
+  gitopsModule,
   hostPort,
   InMemoryGitPushEvents,
   loadSecretFile,
@@ -103,6 +104,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         agentConfigurationModule({ platform, gitlabExternalUrl: config.externalUrl }),
         notificationsModule({ events: gitPushEvents }),
         fluxModule({ platform, events: gitPushEvents }),
+        gitopsModule({ platform, events: gitPushEvents }),
       ],
     });
     closers.push(() => kas.close());

@@ -60,7 +60,13 @@ export { fluxModule } from "./modules/flux/server/flux-module.js";
 export type { FluxModuleOptions } from "./modules/flux/server/flux-module.js";
 export { agentFluxModule } from "./modules/flux/agent/flux-module.js";
 export type { AgentFluxOptions } from "./modules/flux/agent/flux-module.js";
+export { gitopsModule, MANIFEST_CHUNK_BYTES } from "./modules/gitops/server/gitops-module.js";
+export type { GitopsModuleOptions } from "./modules/gitops/server/gitops-module.js";
+export { agentGitopsModule } from "./modules/gitops/agent/gitops-module.js";
+export type { AgentGitopsOptions } from "./modules/gitops/agent/gitops-module.js";
+export { decodeManifests, ManifestError, ManifestsInvalidError } from "./modules/gitops/agent/manifest-decoder.js";
 export { KubeHttp, KubeApiError } from "./agent/kube/kube-http.js";
+export { GitopsStatusService } from "./gen/kasbridge/gitops/v1/sync_status_pb.js";
 
 // Kubernetes API proxy: KAS side (port 8154) and agent side (KubernetesApi/MakeRequest)
 export * from "./kubeproxy/index.js";

@@ -10,7 +10,7 @@ export type {
   PersonalAccessTokenRevocation,
   UserRevocation,
 } from "./platform-client.js";
-export { PlatformError } from "./platform-client.js";
+export { PlatformError, RepositoryFileTooLargeError } from "./platform-client.js";
 export type { AgentConnection, AgentConnectionsSource } from "./connections.js";
 
 export { openStore, SQLITE_FILE_NAME } from "./store/store.js";

@@ -30,6 +30,7 @@ import { guardRequestBody, type BodyLimit } from "./body-limit.js";
 import { HttpError, forbidden, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
 import { paginate } from "./pagination.js";
 import { registerProtectedBranchRoutes } from "./protected-branches-api.js";
+import { registerGitopsStatusRoutes } from "../gitops/gitops-status-api.js";
 import { bodyOf, optionalBoolean, optionalId, optionalString, parseId, requiredString, stringArray } from "./params.js";
 
 export interface PlatformApiOptions {
@@ -451,6 +452,9 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
     await services.agentTokens.revoke(agent.id, parseId(req.params.token_id, "token_id"));
     res.status(204).end();
   });
+
+  // kasbridge extension: the agent's GitOps sync status per manifest project.
+  registerGitopsStatusRoutes(router, { services, read, loadAgentForRead });
 
   // kasbridge extension: the agent's connected processes, from KAS's agent tracker.
   router.get("/api/v4/projects/:id/cluster_agents/:agent_id/connections", read, async (req, res) => {

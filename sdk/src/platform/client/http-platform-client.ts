@@ -9,10 +9,19 @@ import {
   AGENT_INFO_PATHS,
   TOKEN_REVOCATIONS_PATH,
 } from "../api/internal-api.js";
-import { PROJECT_INFO_PATH, VERIFY_PROJECT_ACCESS_PATH } from "../gitops/agent-project-api.js";
+import {
+  GITOPS_STATUS_PATH,
+  PROJECT_INFO_PATH,
+  REPOSITORY_BLOB_PATH,
+  REPOSITORY_COMMIT_PATH,
+  REPOSITORY_TREE_PATH,
+  VERIFY_PROJECT_ACCESS_PATH,
+  gitopsStatusBody,
+} from "../gitops/agent-project-api.js";
 import { AUTHORIZE_PROXY_USER_PATH, JOB_ALLOWED_AGENTS_PATH, JOB_TOKEN_HEADER } from "../ci/ci-api.js";
 import {
   PlatformError,
+  RepositoryFileTooLargeError,
   parseJobAllowedAgents,
   parseProxyUserAuthorization,
   type AuthorizeProxyUserRequest,
@@ -308,6 +317,59 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
       const { status, body } = await get(PROJECT_INFO_PATH, { id: fullPath }, agentToken, signal);
       if (status !== 200) throw errorFor(status, body, "project_info");
       return parseProjectInfo(body);
+    },
+
+    async resolveRepositoryRevision(projectId, revision, signal) {
+      const { status, body } = await get(REPOSITORY_COMMIT_PATH, { project_id: String(projectId), revision }, undefined, signal);
+      if (status === 404) return undefined;
+      const commit = (body as { commit_id?: unknown } | undefined)?.commit_id;
+      if (status !== 200 || typeof commit !== "string") throw errorFor(status === 200 ? 502 : status, body, "repository commit");
+      return commit;
+    },
+
+    async listRepositoryFiles(projectId, commit, signal) {
+      const { status, body } = await get(REPOSITORY_TREE_PATH, { project_id: String(projectId), commit }, undefined, signal);
+      const paths = (body as { paths?: unknown } | undefined)?.paths;
+      if (status !== 200 || !Array.isArray(paths) || !paths.every((p) => typeof p === "string")) {
+        throw errorFor(status === 200 ? 502 : status, body, "repository tree");
+      }
+      return paths as string[];
+    },
+
+    async readRepositoryFile(projectId, commit, path, maxBytes, signal) {
+      const url = new URL(REPOSITORY_BLOB_PATH.replace(/^\//, ""), base);
+      for (const [k, v] of Object.entries({ project_id: String(projectId), commit, path, max_bytes: String(maxBytes) })) url.searchParams.set(k, v);
+      let res: Response;
+      try {
+        res = await doFetch(url, {
+          headers: { "user-agent": userAgent, [KAS_API_REQUEST_HEADER]: await signKasApiRequestJwt(options.jwtSecret) },
+          signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs),
+          redirect: "error",
+        });
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        throw new PlatformError("unavailable", `platform request ${REPOSITORY_BLOB_PATH} failed: ${(err as Error).message}`, { cause: err });
+      }
+      if (res.status === 404) {
+        await res.body?.cancel();
+        return undefined;
+      }
+      if (res.status === 413) {
+        await res.body?.cancel();
+        throw new RepositoryFileTooLargeError(path, maxBytes);
+      }
+      if (res.status !== 200) {
+        await res.body?.cancel();
+        throw errorFor(res.status, undefined, "repository blob");
+      }
+      const data = new Uint8Array(await res.arrayBuffer());
+      if (data.byteLength > maxBytes) throw new RepositoryFileTooLargeError(path, maxBytes);
+      return data;
+    },
+
+    async reportGitopsStatus(agentToken, status, signal) {
+      const res = await send("POST", GITOPS_STATUS_PATH, {}, { authorization: `Bearer ${agentToken}` }, gitopsStatusBody(status), true, signal);
+      if (res.status !== 204) throw errorFor(res.status, res.body, "gitops_status");
     },
   };
 }

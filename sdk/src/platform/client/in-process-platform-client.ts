@@ -1,6 +1,7 @@
 import { allowedAgentsForJobEntity, proxyUserAuthorizationEntity } from "../api/entities.js";
 import {
   PlatformError,
+  RepositoryFileTooLargeError,
   parseJobAllowedAgents,
   parseProxyUserAuthorization,
   type AgentConfigurationSnapshot,
@@ -12,6 +13,18 @@ import {
 } from "../platform-client.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import { projectReadableByAgent } from "../gitops/agent-project-access.js";
+import { recordGitopsStatus } from "../gitops/gitops-status.js";
+import { readCapped } from "../gitops/repository-reads.js";
+
+/** Runs a platform read; a failure of the store or of git is "unavailable" (KAS retries). */
+async function unavailableOnFailure<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (err instanceof RepositoryFileTooLargeError) throw err;
+    throw new PlatformError("unavailable", `platform read failed: ${(err as Error).message}`, { cause: err });
+  }
+}
 
 /**
  * PlatformClient backed directly by our platform services, for a KAS and platform in one process.
@@ -118,6 +131,32 @@ export function createInProcessPlatformClient(services: PlatformServices): Platf
       const project = await readableProject(agentToken, fullPath, signal);
       if (!project) throw new PlatformError("not_found", `project_info: project ${fullPath} not found`);
       return { projectId: project.id, defaultBranch: project.defaultBranch, fullPath: project.pathWithNamespace };
+    },
+
+    async resolveRepositoryRevision(projectId, revision, signal) {
+      signal?.throwIfAborted();
+      return unavailableOnFailure(() => services.repositories.resolveRef(projectId, revision));
+    },
+
+    async listRepositoryFiles(projectId, commit, signal) {
+      signal?.throwIfAborted();
+      const files = await unavailableOnFailure(() => services.repositories.listFiles(projectId, commit));
+      if (!files) throw new PlatformError("not_found", `commit ${commit} not found`);
+      return files.map((f) => f.path);
+    },
+
+    async readRepositoryFile(projectId, commit, path, maxBytes, signal) {
+      const file = await unavailableOnFailure(() => services.repositories.openFile(projectId, commit, path));
+      if (!file) return undefined;
+      if (file.size > maxBytes) throw new RepositoryFileTooLargeError(path, maxBytes);
+      return readCapped(file.stream(signal), path, maxBytes);
+    },
+
+    async reportGitopsStatus(agentToken, status, signal) {
+      signal?.throwIfAborted();
+      const found = await unavailableOnFailure(() => services.agentTokens.authenticate(agentToken));
+      if (!found) throw new PlatformError("unauthenticated", "unknown or revoked agent token");
+      await unavailableOnFailure(() => recordGitopsStatus(services.store.knex, found.agent.id, status, new Date()));
     },
   };
 }

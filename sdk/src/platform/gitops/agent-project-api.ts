@@ -1,14 +1,33 @@
-import type { Request, RequestHandler, Router } from "express";
+import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import express, { type Request, type RequestHandler, type Router } from "express";
+import { ManifestProjectStatusSchema } from "../../gen/kasbridge/gitops/v1/sync_status_pb.js";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import { gitalyRepository } from "../api/internal-api.js";
-import { notFound, paramError } from "../api/http-errors.js";
+import { guardRequestBody } from "../api/body-limit.js";
+import { HttpError, notFound, paramError } from "../api/http-errors.js";
+import { parseId } from "../api/params.js";
+import { RepositoryFileTooLargeError } from "../platform-client.js";
 import { projectReadableByAgent } from "./agent-project-access.js";
+import { recordGitopsStatus } from "./gitops-status.js";
+import { readCapped } from "./repository-reads.js";
 
 /** GitLab's `GET /api/v4/internal/kubernetes/verify_project_access?id=<full path>`: 204 yes, 404 no. */
 export const VERIFY_PROJECT_ACCESS_PATH = "/api/v4/internal/kubernetes/verify_project_access";
 /** GitLab's `GET /api/v4/internal/kubernetes/project_info?id=<full path>`: where the project's repository is. */
 export const PROJECT_INFO_PATH = "/api/v4/internal/kubernetes/project_info";
+/**
+ * kasbridge extensions standing in for Gitaly (GitLab's KAS reads repositories there):
+ * `…/commit?project_id&revision` -> `{commit_id}`, `…/tree?project_id&commit` -> `{paths}`,
+ * `…/blob?project_id&commit&path&max_bytes` -> the raw file (413 when larger).
+ */
+export const REPOSITORY_COMMIT_PATH = "/api/v4/internal/kubernetes/kasbridge/repository/commit";
+export const REPOSITORY_TREE_PATH = "/api/v4/internal/kubernetes/kasbridge/repository/tree";
+export const REPOSITORY_BLOB_PATH = "/api/v4/internal/kubernetes/kasbridge/repository/blob";
+/** kasbridge extension: `POST` an agent's GitOps sync status (`{status: ManifestProjectStatus JSON}`, agent token). */
+export const GITOPS_STATUS_PATH = "/api/v4/internal/kubernetes/kasbridge/gitops_status";
+/** Largest GitOps status report (up to 1000 objects). */
+const GITOPS_STATUS_MAX_BYTES = 1024 * 1024;
 
 export interface AgentProjectRouteDeps {
   services: PlatformServices;
@@ -18,7 +37,7 @@ export interface AgentProjectRouteDeps {
   agentFromRequest(req: Request): Promise<AuthenticatedAgent>;
 }
 
-/** The agent-scoped project endpoints of GitLab's internal API that the Flux and GitOps modules use. */
+/** The internal API endpoints the Flux and GitOps modules of KAS use. */
 export function registerAgentProjectRoutes(router: Router, deps: AgentProjectRouteDeps): void {
   const { services, kasJwt, agentFromRequest } = deps;
 
@@ -46,4 +65,57 @@ export function registerAgentProjectRoutes(router: Router, deps: AgentProjectRou
       default_branch: project.defaultBranch,
     });
   });
+
+  const text = (req: Request, name: string): string => {
+    const v = req.query[name];
+    if (typeof v !== "string" || v === "") throw paramError(`${name} is missing`);
+    return v;
+  };
+
+  router.get(REPOSITORY_COMMIT_PATH, kasJwt, async (req, res) => {
+    const commit = await services.repositories.resolveRef(parseId(req.query.project_id, "project_id"), text(req, "revision"));
+    if (!commit) throw notFound("Commit");
+    res.json({ commit_id: commit });
+  });
+
+  router.get(REPOSITORY_TREE_PATH, kasJwt, async (req, res) => {
+    const files = await services.repositories.listFiles(parseId(req.query.project_id, "project_id"), text(req, "commit"));
+    if (!files) throw notFound("Commit");
+    res.json({ paths: files.map((f) => f.path) });
+  });
+
+  router.get(REPOSITORY_BLOB_PATH, kasJwt, async (req, res) => {
+    const path = text(req, "path");
+    const maxBytes = parseId(req.query.max_bytes, "max_bytes");
+    const file = await services.repositories.openFile(parseId(req.query.project_id, "project_id"), text(req, "commit"), path);
+    if (!file) throw notFound("File");
+    if (file.size > maxBytes) throw new HttpError(413, { message: `file ${path} is larger than ${maxBytes} bytes` });
+    let data: Buffer;
+    try {
+      data = await readCapped(file.stream(), path, maxBytes);
+    } catch (err) {
+      if (err instanceof RepositoryFileTooLargeError) throw new HttpError(413, { message: err.message });
+      throw err;
+    }
+    res.type("application/octet-stream").send(data);
+  });
+
+  const statusLimit = { maxBytes: GITOPS_STATUS_MAX_BYTES, setting: "the GitOps status report limit (1 MiB)" };
+  router.post(GITOPS_STATUS_PATH, kasJwt, guardRequestBody(statusLimit), express.json({ limit: GITOPS_STATUS_MAX_BYTES }), async (req, res) => {
+    const { agent } = await agentFromRequest(req);
+    let status;
+    try {
+      status = fromJson(ManifestProjectStatusSchema, (req.body as { status?: JsonValue })?.status ?? null);
+    } catch (err) {
+      throw paramError(`status is invalid: ${(err as Error).message}`);
+    }
+    if (status.project === "") throw paramError("status.project is missing");
+    await recordGitopsStatus(services.store.knex, agent.id, status, new Date());
+    res.status(204).end();
+  });
+}
+
+/** The body of a GITOPS_STATUS_PATH request. */
+export function gitopsStatusBody(status: Parameters<typeof toJson<typeof ManifestProjectStatusSchema>>[1]): { status: JsonValue } {
+  return { status: toJson(ManifestProjectStatusSchema, status) };
 }

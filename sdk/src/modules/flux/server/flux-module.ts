@@ -1,4 +1,3 @@
-import { setMaxListeners } from "node:events";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { create } from "@bufbuild/protobuf";
@@ -9,7 +8,7 @@ import {
   type ReconcileProjectsResponse,
 } from "../../../gen/gitlab/agent/flux/rpc/rpc_pb.js";
 import type { PlatformClient } from "../../../platform/platform-client.js";
-import { bearerToken } from "../../../server/agent-authenticator.js";
+import { openAgentCall } from "../../../server/agent-call.js";
 import type { KasModule, KasModuleContext } from "../../../server/kas-server.js";
 import { AsyncQueue } from "../../../util/async-queue.js";
 import type { GitPushEventInfo, GitPushEvents } from "../../notifications/server/git-push-events.js";
@@ -82,16 +81,13 @@ export function fluxModule(options: FluxModuleOptions): KasModule {
     hctx: HandlerContext,
     ctx: KasModuleContext,
   ): AsyncIterable<ReconcileProjectsResponse> {
-    const info = await ctx.auth.authenticate(hctx.requestHeader, hctx.signal);
-    const token = bearerToken(hctx.requestHeader.get("authorization"))!;
     req.project.forEach((p, i) => {
       if (p.id === "") throw new ConnectError(`invalid ReconcileProjectsRequest.Project[${i}]: Id: value length must be at least 1 runes`, Code.InvalidArgument);
     });
     const projects = new Set(req.project.map((p) => p.id));
     const m = metricsFor(ctx.metrics);
-    const watch = ctx.auth.watchToken(info);
-    const signal = AbortSignal.any([hctx.signal, watch.signal, ctx.shutdownSignal]);
-    setMaxListeners(0, signal);
+    const call = await openAgentCall(ctx, hctx);
+    const { agent: info, token, signal } = call;
     const queue = new AsyncQueue<GitPushEventInfo>(bufferSize);
     const onAbort = () => queue.close(signal.reason ?? new ConnectError("stream ended", Code.Canceled));
     signal.addEventListener("abort", onAbort, { once: true });
@@ -125,7 +121,7 @@ export function fluxModule(options: FluxModuleOptions): KasModule {
     } finally {
       signal.removeEventListener("abort", onAbort);
       queue.close();
-      watch.release();
+      call.release();
     }
   }
 
