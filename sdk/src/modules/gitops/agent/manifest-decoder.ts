@@ -1,4 +1,4 @@
-import { LineCounter, parseAllDocuments, isMap, type Document } from "yaml";
+import { LineCounter, parseAllDocuments, isMap, isScalar, type Document } from "yaml";
 
 /** One Kubernetes object of a manifest project, with where it comes from. */
 export interface ManifestObject {
@@ -6,7 +6,6 @@ export interface ManifestObject {
   kind: string;
   metadata: { name: string; namespace?: string; annotations?: Record<string, string>; labels?: Record<string, string>; [k: string]: unknown };
   [field: string]: unknown;
-  /** Not sent to the API server: the file and line of the object. */
 }
 
 export interface DecodedObject {
@@ -60,7 +59,8 @@ export function decodeManifests(files: ReadonlyArray<{ source: string; data: Uin
         for (const e of doc.errors) problems.push(new ManifestError(source, e.linePos?.[0]?.line ?? lines.linePos(e.pos[0]).line, `invalid YAML: ${e.message.split("\n")[0]}`));
         continue;
       }
-      if (doc.contents === null) continue;
+      // An empty document (between two "---", or only comments) is skipped.
+      if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) continue;
       const line = lines.linePos(doc.contents.range?.[0] ?? 0).line;
       if (!isMap(doc.contents)) {
         problems.push(new ManifestError(source, line, "a manifest document must be a mapping (an object)"));
