@@ -4,7 +4,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import pino from "pino";
 import { Gitops, type ObjectsToSynchronizeRequest, type ObjectsToSynchronizeResponse } from "../../../gen/gitlab/agent/gitops/rpc/rpc_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { ObjectsToSynchronizeRequestSchema } from "../../../gen/gitlab/agent/gitops/rpc/rpc_pb.js";
+import type { ObjectsToSynchronizeRequestSchema } from "../../../gen/gitlab/agent/gitops/rpc/rpc_pb.js";
 import { PlatformError, RepositoryFileTooLargeError, type ProjectInfo } from "../../../platform/platform-client.js";
 import { createKasServer, type KasServer } from "../../../server/kas-server.js";
 import { Cleanup } from "../../../testing/cleanup.test-support.js";
