@@ -6,7 +6,8 @@
 // webhook when the platform tells KAS about a push (Notifications/GitPushEvent).
 import { expect } from "chai";
 import { waitFor } from "../sdk/src/testing/wait.test-support.js";
-import { clusterSuite, getJson, installFluxCrds, startWebhookReceiver } from "./gitops.test-support.js";
+import { clusterSuite } from "./cluster-suite.test-support.js";
+import { getJson, installFluxCrds, startWebhookReceiver } from "./gitops.test-support.js";
 import { api, createAgentWithToken, startAgentk } from "./harness.test-support.js";
 
 describe("e2e: Flux (push -> KAS -> agentk -> Flux webhook)", function () {

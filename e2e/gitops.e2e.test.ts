@@ -4,7 +4,8 @@
 // manifests through KAS and applies them; the platform's REST API shows the sync status.
 import { expect } from "chai";
 import { waitFor } from "../sdk/src/testing/wait.test-support.js";
-import { clusterSuite, getJson } from "./gitops.test-support.js";
+import { clusterSuite } from "./cluster-suite.test-support.js";
+import { getJson } from "./gitops.test-support.js";
 import { api, createAgentWithToken, startAgentk, type Proc } from "./harness.test-support.js";
 
 /** What `GET …/cluster_agents/:agent_id/gitops` answers for one manifest project. */

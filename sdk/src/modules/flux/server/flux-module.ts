@@ -100,7 +100,7 @@ export function fluxModule(options: FluxModuleOptions): KasModule {
       }
       void queue.push(event).catch(() => {});
     }, signal);
-    ctx.logger.debug({ agentId: info.agentId, projects: [...projects] }, "ReconcileProjects stream opened");
+    ctx.logger.info({ agentId: info.agentId, projects: projects.size }, "ReconcileProjects stream opened");
     try {
       for await (const event of queue) {
         let allowed: boolean;
