@@ -19,6 +19,21 @@ describe("GitOps globs (doublestar)", () => {
     expect(matches("app/**/b.yaml", all)).to.deep.equal(["app/sub/b.yaml"]);
   });
 
+  it("expands nested alternatives, keeps escaped and stray braces literal", () => {
+    expect(matches("{a,b{1,2}}.yaml", ["a.yaml", "b1.yaml", "b2.yaml", "b.yaml", "c.yaml"])).to.deep.equal(["a.yaml", "b1.yaml", "b2.yaml"]);
+    expect(matches("\\{x}.yaml", ["{x}.yaml", "x.yaml"])).to.deep.equal(["{x}.yaml"]);
+    expect(matches("a}.yaml", ["a}.yaml"])).to.deep.equal(["a}.yaml"]);
+    expect(() => globMatcher("{a,b}{c,d}{e,f}{g,h}{i,j}{k,l}{m,n}")).to.throw(GlobSyntaxError, /more than 64 alternatives/);
+  });
+
+  it("matches adversarial globs and paths without backtracking (would hang a regular expression)", () => {
+    const deep = `${Array.from({ length: 300 }, (_, i) => `d${i}`).join("/")}/file.txt`;
+    expect(globMatcher(`${"**/".repeat(25)}x.yaml`)(deep)).to.equal(false);
+    expect(globMatcher("**/a/**/b/**/c/**/d/**/e.yaml")(deep)).to.equal(false);
+    expect(globMatcher(`${"*a".repeat(30)}b`)("a".repeat(250))).to.equal(false);
+    expect(globMatcher(`${"*a".repeat(30)}*`)("a".repeat(250))).to.equal(true);
+  });
+
   it("refuses malformed globs with a clear error", () => {
     expect(() => globMatcher("app/[a")).to.throw(GlobSyntaxError, /unclosed \[/);
     expect(() => globMatcher("{a,b")).to.throw(GlobSyntaxError, /unclosed \{/);
