@@ -23,6 +23,8 @@ import {
   gitopsModule,
   hostPort,
   InMemoryGitPushEvents,
+  RedisGitPushEvents,
+  type GitPushEvents,
   loadSecretFile,
   notificationsModule,
   openStore,
@@ -82,8 +84,23 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         ? createInProcessPlatformClient(services)
         : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
 
-    // Pushes the platform reports (Notifications/GitPushEvent) reach the Flux streams through this.
-    const gitPushEvents = new InMemoryGitPushEvents(logger);
+    // Pushes the platform reports (Notifications/GitPushEvent) reach the Flux and GitOps streams
+    // through this: in-process, or on Redis' kas_events channel for every replica.
+    let gitPushEvents: GitPushEvents = new InMemoryGitPushEvents(logger);
+    if (config.redisUrl) {
+      const { Redis } = await import("ioredis");
+      const publisher = new Redis(config.redisUrl, { maxRetriesPerRequest: 3 });
+      const subscriber = new Redis(config.redisUrl);
+      for (const connection of [publisher, subscriber]) connection.on("error", (err: Error) => logger.warn({ err: err.message }, "Redis connection error"));
+      const events = new RedisGitPushEvents({ publisher, subscriber, logger: logger.child({ component: "kas-events" }) });
+      closers.push(async () => {
+        await events.close();
+        publisher.disconnect();
+        subscriber.disconnect();
+      });
+      await events.start();
+      gitPushEvents = events;
+    }
     const kas = await createKasServer({
       platform,
       logger,

@@ -56,6 +56,8 @@ export { notificationsModule } from "./modules/notifications/server/notification
 export type { NotificationsModuleOptions } from "./modules/notifications/server/notifications-module.js";
 export { InMemoryGitPushEvents } from "./modules/notifications/server/git-push-events.js";
 export type { GitPushEvents, GitPushEventInfo, GitPushListener } from "./modules/notifications/server/git-push-events.js";
+export { RedisGitPushEvents, KAS_EVENTS_CHANNEL } from "./modules/notifications/server/redis-git-push-events.js";
+export type { RedisGitPushEventsOptions, RedisPublisher, RedisSubscriber } from "./modules/notifications/server/redis-git-push-events.js";
 export { fluxModule } from "./modules/flux/server/flux-module.js";
 export type { FluxModuleOptions } from "./modules/flux/server/flux-module.js";
 export { agentFluxModule } from "./modules/flux/agent/flux-module.js";

@@ -1,19 +1,17 @@
 import { expect } from "chai";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import pino from "pino";
 import { Code } from "@connectrpc/connect";
 import { GitLabFlux, type ReconcileProjectsResponse } from "../../../gen/gitlab/agent/flux/rpc/rpc_pb.js";
 import { Notifications } from "../../../gen/gitlab/agent/notifications/rpc/rpc_pb.js";
-import { createKasServer, type KasServer } from "../../../server/kas-server.js";
+import type { KasServer } from "../../../server/kas-server.js";
 import { internalApiClientInterceptor } from "../../../server/internal-api-auth.js";
 import { Cleanup } from "../../../testing/cleanup.test-support.js";
-import { StaticPlatformClient } from "../../../testing/fake-platform.test-support.js";
+import type { StaticPlatformClient } from "../../../testing/fake-platform.test-support.js";
 import { bearer } from "../../../testing/grpc.test-support.js";
 import { rejection, waitFor } from "../../../testing/wait.test-support.js";
 import { InMemoryGitPushEvents } from "../../notifications/server/git-push-events.js";
-import { notificationsModule } from "../../notifications/server/notifications-module.js";
-import { fluxModule } from "./flux-module.js";
+import { startFluxKas } from "./flux-kas.test-support.js";
 
 describe("Flux ReconcileProjects (KAS) with Notifications/GitPushEvent", function () {
   this.timeout(20_000);
@@ -24,18 +22,8 @@ describe("Flux ReconcileProjects (KAS) with Notifications/GitPushEvent", functio
   let events: InMemoryGitPushEvents;
 
   beforeEach(async () => {
-    platform = new StaticPlatformClient();
-    platform.addToken("glagent-a", { agentId: 1, agentName: "a", projectId: 10, projectPath: "g/config", defaultBranch: "main", tokenId: 1 });
-    platform.readableProjects.set("glagent-a", new Set(["g/app", "g/config"]));
     events = new InMemoryGitPushEvents();
-    kas = await createKasServer({
-      platform,
-      logger: pino({ level: "silent" }),
-      agentApi: { port: 0 },
-      internalApi: { port: 0, jwtSecret: secret },
-      modules: [notificationsModule({ events }), fluxModule({ platform, events })],
-    });
-    cleanup.add(() => kas.close(0));
+    ({ kas, platform } = await startFluxKas({ events, jwtSecret: secret, token: "glagent-a", readable: ["g/app", "g/config"], cleanup }));
   });
   afterEach(() => cleanup.run());
 

@@ -24,25 +24,16 @@ export interface GitPushEvents {
   subscribe(listener: GitPushListener, signal: AbortSignal): void;
 }
 
-/** GitPushEvents for a single KAS process: subscribers are called synchronously on publish. */
-export class InMemoryGitPushEvents implements GitPushEvents {
+/**
+ * The subscribers of one KAS process: each bus delivers the events it receives here. A listener
+ * that throws is logged and does not keep the event from the others.
+ */
+export class GitPushSubscribers {
   private readonly listeners = new Set<GitPushListener>();
 
   constructor(private readonly logger?: Logger) {}
 
-  publish(event: GitPushEventInfo): Promise<void> {
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(event);
-      } catch (err) {
-        // One subscriber's failure must not keep the push from the others.
-        this.logger?.error({ err, projectId: event.projectId }, "git push subscriber failed");
-      }
-    }
-    return Promise.resolve();
-  }
-
-  subscribe(listener: GitPushListener, signal: AbortSignal): void {
+  add(listener: GitPushListener, signal: AbortSignal): void {
     if (signal.aborted) return;
     // A wrapper per subscription, so the same function may subscribe twice.
     const entry: GitPushListener = (event) => listener(event);
@@ -50,8 +41,40 @@ export class InMemoryGitPushEvents implements GitPushEvents {
     signal.addEventListener("abort", () => this.listeners.delete(entry), { once: true });
   }
 
+  deliver(event: GitPushEventInfo): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.logger?.error({ err, projectId: event.projectId }, "git push subscriber failed");
+      }
+    }
+  }
+
+  get size(): number {
+    return this.listeners.size;
+  }
+}
+
+/** GitPushEvents for a single KAS process: subscribers are called synchronously on publish. */
+export class InMemoryGitPushEvents implements GitPushEvents {
+  private readonly local: GitPushSubscribers;
+
+  constructor(logger?: Logger) {
+    this.local = new GitPushSubscribers(logger);
+  }
+
+  publish(event: GitPushEventInfo): Promise<void> {
+    this.local.deliver(event);
+    return Promise.resolve();
+  }
+
+  subscribe(listener: GitPushListener, signal: AbortSignal): void {
+    this.local.add(listener, signal);
+  }
+
   /** Subscriptions currently open (tests, metrics). */
   get subscribers(): number {
-    return this.listeners.size;
+    return this.local.size;
   }
 }
