@@ -43,8 +43,7 @@ export interface WatchEvent<T = Record<string, unknown>> {
  */
 export class KubeHttp {
   private readonly server: URL;
-  private credentials: { options: https.RequestOptions; until: number } | undefined;
-  private readonly agent: http.Agent;
+  private credentials: { options: https.RequestOptions; agent: http.Agent; until: number } | undefined;
 
   constructor(
     readonly kubeconfig: KubeConfig,
@@ -53,7 +52,6 @@ export class KubeHttp {
     const cluster = kubeconfig.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig has no current cluster");
     this.server = new URL(cluster.server);
-    this.agent = this.server.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
   /** The API server's URL (no trailing slash). */
@@ -61,22 +59,48 @@ export class KubeHttp {
     return this.server.href.replace(/\/$/, "");
   }
 
-  /** Closes idle keep-alive connections. */
+  /** Closes the keep-alive connections. */
   close(): void {
-    this.agent.destroy();
+    this.credentials?.agent.destroy();
+    this.credentials = undefined;
   }
 
-  private async options(): Promise<https.RequestOptions> {
-    if (this.credentials && this.credentials.until > Date.now()) return this.credentials.options;
+  /**
+   * The credentials and a keep-alive pool holding their TLS material: one TLS handshake per
+   * connection, not per request (an apply of hundreds of objects). Re-read every credentialTtlMs;
+   * a new pool replaces the old one, whose idle connections close (busy ones, watches, finish).
+   */
+  private async options(): Promise<{ options: https.RequestOptions; agent: http.Agent }> {
+    if (this.credentials && this.credentials.until > Date.now()) return this.credentials;
     const options: https.RequestOptions = { headers: {} };
     await this.kubeconfig.applyToHTTPSOptions(options);
-    this.credentials = { options, until: Date.now() + this.credentialTtlMs };
-    return options;
+    const previous = this.credentials;
+    // A kubeconfig with a proxy-url gets its proxy agent from client-node, TLS material included.
+    const agent = options.agent
+      ? (options.agent as http.Agent)
+      : this.server.protocol === "https:"
+        ? new https.Agent({
+            keepAlive: true,
+            ca: options.ca,
+            cert: options.cert,
+            key: options.key,
+            pfx: options.pfx,
+            passphrase: options.passphrase,
+            servername: options.servername,
+            ...(options.rejectUnauthorized !== undefined ? { rejectUnauthorized: options.rejectUnauthorized } : {}),
+          })
+        : new http.Agent({ keepAlive: true });
+    this.credentials = { options, agent, until: Date.now() + this.credentialTtlMs };
+    if (previous) {
+      previous.agent.maxFreeSockets = 0;
+      for (const sockets of Object.values(previous.agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+    }
+    return this.credentials;
   }
 
   /** Sends one request to `path` (e.g. "/api/v1/namespaces"); resolves with the response, unread. */
   async raw(method: string, path: string, request: KubeRequest = {}): Promise<http.IncomingMessage> {
-    const credentials = await this.options();
+    const { options: credentials, agent } = await this.options();
     const query = new URLSearchParams();
     for (const [k, v] of Object.entries(request.query ?? {})) if (v !== undefined) query.set(k, v);
     const qs = query.toString();
@@ -91,16 +115,8 @@ export class KubeHttp {
     return new Promise((resolve, reject) => {
       const req = (isHttps ? https : http).request(
         {
-          ca: credentials.ca,
-          cert: credentials.cert,
-          key: credentials.key,
-          pfx: credentials.pfx,
-          passphrase: credentials.passphrase,
-          servername: credentials.servername,
-          ...(credentials.rejectUnauthorized !== undefined ? { rejectUnauthorized: credentials.rejectUnauthorized } : {}),
           auth: credentials.auth,
-          // TLS material is per request: a shared pool only for plain HTTP and one set of files.
-          agent: isHttps ? undefined : this.agent,
+          agent,
           method,
           protocol: this.server.protocol,
           hostname: this.server.hostname.replace(/^\[|\]$/g, ""),

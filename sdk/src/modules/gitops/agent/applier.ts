@@ -3,6 +3,7 @@ import type { ObjectStatus } from "../../../gen/kasbridge/gitops/v1/sync_status_
 import { KubeApiError, isNotFound, type KubeHttp } from "../../../agent/kube/kube-http.js";
 import { resourcePath, type ResourceInfo, type ResourceMapper } from "../../../agent/kube/resource-mapper.js";
 import { sleep } from "../../../util/backoff.js";
+import { eachLimit } from "../../../util/each-limit.js";
 import { ManifestError, ManifestsInvalidError, type DecodedObject, type ManifestObject } from "./manifest-decoder.js";
 import { readiness, type Readiness } from "./object-status.js";
 import { OWNING_INVENTORY_ANNOTATION, inventoryKey, type Inventory, type InventoryEntry } from "./inventory.js";
@@ -41,6 +42,9 @@ interface PlannedObject {
   namespace: string;
   key: string;
 }
+
+/** API requests a sync keeps in flight at once (checks, applies of one rank, readiness reads). */
+const CONCURRENCY = 8;
 
 /** Where the CRDs and Namespaces of a set go in the apply order: first, as GitLab's applier orders them. */
 const rank = (kind: string, namespaced: boolean | undefined) =>
@@ -83,13 +87,12 @@ export class ManifestApplier {
     // Namespaces (and CRDs) first; then the inventory lists old and new objects before anything
     // else is applied, so an interrupted sync still knows everything it may have to prune.
     const early = ordered.filter((p) => rank(p.body.kind, p.info?.namespaced) <= 1);
-    for (const p of early) await this.apply(p, signal);
+    await this.applyInOrder(early, signal);
     if (early.some((p) => p.body.kind === "CustomResourceDefinition")) await this.awaitCrds(early, settings, signal);
     await this.inventory.write([...previous, ...entries(ordered)], signal);
-    for (const p of ordered.slice(early.length)) {
-      if (!p.info) p.info = await this.resolveDeferred(p, signal);
-      await this.apply(p, signal);
-    }
+    const rest = ordered.slice(early.length);
+    for (const p of rest) if (!p.info) p.info = await this.resolveDeferred(p, signal);
+    await this.applyInOrder(rest, signal);
     this.logger.info({ objects: ordered.length }, "manifests applied");
 
     const pruned: ObjectResult[] = [];
@@ -147,25 +150,32 @@ export class ManifestApplier {
     return planned;
   }
 
+  /** Applies objects rank by rank (CRDs, Namespaces, cluster-scoped, namespaced), each rank in parallel. */
+  private async applyInOrder(objects: PlannedObject[], signal: AbortSignal): Promise<void> {
+    for (let r = 0; r <= 3; r++) {
+      await eachLimit(objects.filter((p) => rank(p.body.kind, p.info?.namespaced) === r), CONCURRENCY, (p) => this.apply(p, signal));
+    }
+  }
+
   /** Refuses objects that exist and belong to someone else, per the inventory policy. */
   private async checkOwnership(planned: PlannedObject[], policy: InventoryPolicy, signal: AbortSignal): Promise<void> {
     const problems: ManifestError[] = [];
-    for (const p of planned) {
-      if (!p.info) continue;
+    await eachLimit(planned, CONCURRENCY, async (p) => {
+      if (!p.info) return;
       let live: ManifestObject;
       try {
         live = await this.kube.json<ManifestObject>("GET", resourcePath(p.info, p.namespace, p.body.metadata.name), { signal });
       } catch (err) {
-        if (isNotFound(err)) continue;
+        if (isNotFound(err)) return;
         throw err;
       }
       const owner = live.metadata?.annotations?.[OWNING_INVENTORY_ANNOTATION];
-      if (owner === this.inventory.id || policy === "adopt_all") continue;
-      if (owner === undefined && policy === "adopt_if_no_inventory") continue;
+      if (owner === this.inventory.id || policy === "adopt_all") return;
+      if (owner === undefined && policy === "adopt_if_no_inventory") return;
       const why = owner === undefined ? "it exists and was not applied by this agent from this project" : `it belongs to inventory ${owner}`;
       problems.push(new ManifestError(p.decoded.source, p.decoded.line, `cannot apply ${p.body.kind} ${describe(p)}: ${why} (inventory_policy ${policy})`));
-    }
-    if (problems.length > 0) throw new ManifestsInvalidError(problems);
+    });
+    throwProblems(problems);
   }
 
   /**
@@ -177,8 +187,8 @@ export class ManifestApplier {
   private async validate(planned: PlannedObject[], signal: AbortSignal): Promise<void> {
     const creates = new Set(planned.filter((p) => p.body.kind === "Namespace").map((p) => p.body.metadata.name));
     const problems: ManifestError[] = [];
-    for (const p of planned) {
-      if (!p.info || (p.namespace !== "" && creates.has(p.namespace))) continue;
+    await eachLimit(planned, CONCURRENCY, async (p) => {
+      if (!p.info || (p.namespace !== "" && creates.has(p.namespace))) return;
       try {
         await this.patch(p, signal, true);
       } catch (err) {
@@ -189,12 +199,12 @@ export class ManifestApplier {
         if (err.status >= 500 && !/typed patch object|typed value/.test(err.message)) throw err;
         if (isNotFound(err) && p.namespace !== "") {
           problems.push(new ManifestError(p.decoded.source, p.decoded.line, `namespace ${p.namespace} of ${p.body.kind} ${p.body.metadata.name} does not exist`));
-          continue;
+          return;
         }
         problems.push(new ManifestError(p.decoded.source, p.decoded.line, `${p.body.kind} ${describe(p)} is invalid: ${err.message}`));
       }
-    }
-    if (problems.length > 0) throw new ManifestsInvalidError(problems);
+    });
+    throwProblems(problems);
   }
 
   private patch(p: PlannedObject, signal: AbortSignal, dryRun = false): Promise<unknown> {
@@ -310,7 +320,8 @@ export class ManifestApplier {
     const deadline = Date.now() + timeoutMs;
     const waiting = new Set(ordered);
     for (;;) {
-      for (const p of [...waiting]) {
+      let failed: string | undefined;
+      await eachLimit([...waiting], CONCURRENCY, async (p) => {
         let r: Readiness;
         try {
           r = readiness(await this.kube.json<Record<string, unknown>>("GET", resourcePath(p.info!, p.namespace, p.body.metadata.name), { signal }));
@@ -322,8 +333,9 @@ export class ManifestApplier {
         res.status = r.status;
         res.message = r.message;
         if (r.status === "Current") waiting.delete(p);
-        if (r.status === "Failed") return `${p.body.kind} ${describe(p)} failed: ${r.message}`;
-      }
+        if (r.status === "Failed") failed ??= `${p.body.kind} ${describe(p)} failed: ${r.message}`;
+      });
+      if (failed) return failed;
       if (waiting.size === 0) return undefined;
       if (superseded?.aborted) return "superseded by a newer commit before every object was ready";
       if (Date.now() >= deadline) {
@@ -334,6 +346,13 @@ export class ManifestApplier {
       signal.throwIfAborted();
     }
   }
+}
+
+/** Throws the problems found (in file and line order, whatever order the checks ran in). */
+function throwProblems(problems: ManifestError[]): void {
+  if (problems.length === 0) return;
+  problems.sort((a, b) => a.source.localeCompare(b.source) || (a.line ?? 0) - (b.line ?? 0));
+  throw new ManifestsInvalidError(problems);
 }
 
 function describe(p: PlannedObject): string {
