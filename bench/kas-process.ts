@@ -11,9 +11,9 @@
  */
 import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8";
 import pino from "pino";
-import { agentConfigurationModule } from "../sdk/src/modules/configuration/server.js";
-import { createKasServer } from "../sdk/src/server/kas-server.js";
-import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.test-support.js";
+import { agentConfigurationModule } from "../sdk/src/modules/agent_configuration/server/agent-configuration-module.js";
+import { createKasServer } from "../sdk/src/kas/kas-server.js";
+import { StaticPlatformClient } from "../sdk/src/platform-client/static-platform-client.test-support.js";
 
 const agents = Number(process.env.BENCH_AGENTS ?? 2000);
 const gc = (globalThis as { gc?: () => void }).gc;

@@ -16,11 +16,11 @@
 import { readFileSync } from "node:fs";
 import pino from "pino";
 import { createAgent } from "../sdk/src/agent/create-agent.js";
-import { createAgentKubernetesApi } from "../sdk/src/kubeproxy/agent-kubernetes-api.js";
-import { createKubernetesApiProxy } from "../sdk/src/kubeproxy/kubernetes-api-proxy.js";
-import { PlatformError, type JobAllowedAgents } from "../sdk/src/platform/platform-client.js";
-import { createKasServer } from "../sdk/src/server/kas-server.js";
-import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.test-support.js";
+import { createAgentKubernetesApi } from "../sdk/src/modules/kubernetes_api/agent/agent-kubernetes-api.js";
+import { createKubernetesApiProxy } from "../sdk/src/modules/kubernetes_api/server/kubernetes-api-proxy.js";
+import { PlatformError, type JobAllowedAgents } from "../sdk/src/platform-client/platform-client.js";
+import { createKasServer } from "../sdk/src/kas/kas-server.js";
+import { StaticPlatformClient } from "../sdk/src/platform-client/static-platform-client.test-support.js";
 
 if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);

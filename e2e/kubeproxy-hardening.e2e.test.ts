@@ -28,9 +28,9 @@ import {
   type HttpResponseSchema,
 } from "@kasbridge/sdk/gen/gitlab/agent/grpctool/grpctool_pb";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
+import { waitFor } from "@kasbridge/testing/wait";
 import { api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
 import { runWithInput } from "./kubectl.test-support.js";
 

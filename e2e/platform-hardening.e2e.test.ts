@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { signKasApiRequestJwt } from "@kasbridge/sdk";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
 import { GitClient } from "./git.test-support.js";
 import { adminToken, api, createAgentWithToken, startKas, type KasProcess } from "./harness.test-support.js";
 

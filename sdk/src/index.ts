@@ -2,29 +2,29 @@
 // side, and the generated protocol types (also importable as "@kasbridge/sdk/gen/...").
 
 // Assemblies
-export { createKasServer } from "./server/kas-server.js";
-export type { KasServer, KasServerOptions, KasModule, KasModuleContext } from "./server/kas-server.js";
+export { createKasServer } from "./kas/kas-server.js";
+export type { KasServer, KasServerOptions, KasModule, KasModuleContext } from "./kas/kas-server.js";
 export { createAgent } from "./agent/create-agent.js";
 export type { Agent, AgentOptions, AgentModule, AgentModuleContext } from "./agent/create-agent.js";
 
 // KAS building blocks
-export { AgentAuthenticator } from "./server/agent-authenticator.js";
-export type { AgentAuthenticatorOptions } from "./server/agent-authenticator.js";
-export { AgentTracker, defaultKasInstanceId } from "./server/agent-tracker.js";
-export { createTunnelGateway, routingAgentIdHeader, parseGrpcTimeout } from "./server/tunnel-gateway.js";
-export type { TunnelGatewayOptions } from "./server/tunnel-gateway.js";
-export { rawServerStreamingMethod, rawGrpcMethods, RawServerStreamCall, handlerError, kasShuttingDownError } from "./server/raw-grpc.js";
-export type { RawGrpcMethod, RawServerStreamHandler, RawServerStreamOptions, RawStreamHandler } from "./server/raw-grpc.js";
+export { AgentAuthenticator } from "./kas/agent-authenticator.js";
+export type { AgentAuthenticatorOptions } from "./kas/agent-authenticator.js";
+export { AgentTracker, defaultKasInstanceId } from "./kas/agent-tracker.js";
+export { createTunnelGateway, routingAgentIdHeader, parseGrpcTimeout } from "./tunnel/server/tunnel-gateway.js";
+export type { TunnelGatewayOptions } from "./tunnel/server/tunnel-gateway.js";
+export { rawServerStreamingMethod, rawGrpcMethods, RawServerStreamCall, handlerError, kasShuttingDownError } from "./grpc/raw-grpc.js";
+export type { RawGrpcMethod, RawServerStreamHandler, RawServerStreamOptions, RawStreamHandler } from "./grpc/raw-grpc.js";
 export {
   internalApiAuthorizer,
   internalApiClientInterceptor,
   privateApiAuthorizer,
   privateApiClientInterceptor,
   PLATFORM_JWT_ISSUER,
-} from "./server/internal-api-auth.js";
-export type { GatewayListenOptions } from "./server/gateway-listener.js";
-export { createObservabilityServer } from "./server/observability-server.js";
-export type { ObservabilityServerOptions } from "./server/observability-server.js";
+} from "./kas/internal-api-auth.js";
+export type { GatewayListenOptions } from "./tunnel/server/gateway-listener.js";
+export { createObservabilityServer } from "./modules/observability/server/observability-server.js";
+export type { ObservabilityServerOptions } from "./modules/observability/server/observability-server.js";
 export { InMemoryTunnelRegistry } from "./tunnel/server/tunnel-registry.js";
 export type { TunnelRegistry } from "./tunnel/server/tunnel-registry.js";
 export { ServerTunnel } from "./tunnel/server/server-tunnel.js";
@@ -37,15 +37,15 @@ export { TunnelPool } from "./tunnel/agent/tunnel-pool.js";
 export type { TunnelPoolOptions } from "./tunnel/agent/tunnel-pool.js";
 export { connectTunnelStreams, rawTunnelStreams } from "./tunnel/agent/tunnel-stream.js";
 export type { TunnelStream, TunnelStreamOpener } from "./tunnel/agent/tunnel-stream.js";
-export { AgentRegistration, randomPodId } from "./agent/agent-registration.js";
-export { echoService } from "./modules/echo/echo-service.js";
+export { AgentRegistration, randomPodId } from "./modules/agent_registrar/agent/agent-registration.js";
+export { echoService } from "./modules/echo/agent/echo-service.js";
 
 // Feature modules
-export { agentConfigurationModule } from "./modules/configuration/server.js";
-export type { AgentConfigurationModuleOptions } from "./modules/configuration/server.js";
-export { agentConfigurationWatcher } from "./modules/configuration/agent.js";
-export type { AgentConfigurationWatcherOptions } from "./modules/configuration/agent.js";
-export { toAgentConfiguration, noConfigCommitId } from "./modules/configuration/to-agent-configuration.js";
+export { agentConfigurationModule } from "./modules/agent_configuration/server/agent-configuration-module.js";
+export type { AgentConfigurationModuleOptions } from "./modules/agent_configuration/server/agent-configuration-module.js";
+export { agentConfigurationWatcher } from "./modules/agent_configuration/agent/configuration-watcher.js";
+export type { AgentConfigurationWatcherOptions } from "./modules/agent_configuration/agent/configuration-watcher.js";
+export { toAgentConfiguration, noConfigCommitId } from "./modules/agent_configuration/server/to-agent-configuration.js";
 
 // Kubernetes API proxy: KAS side (port 8154) and agent side (KubernetesApi/MakeRequest)
 export * from "./kubeproxy/index.js";
@@ -54,7 +54,7 @@ export type {
   ProxyUserAuthorizationAnswer,
   ProxyUserAccessAsAnswer,
   AuthorizeProxyUserRequest,
-} from "./platform/platform-client.js";
+} from "./platform-client/platform-client.js";
 
 // Transports
 export * from "./transport/index.js";
@@ -63,7 +63,7 @@ export * from "./transport/index.js";
 export * from "./auth/index.js";
 
 // Platform ("Rails bridge"): contract, store, services, REST and internal APIs, clients
-export * from "./platform/index.js";
+export * from "../../platform/src/index.js";
 
 // Utilities worth sharing
 export { Backoff, sleep } from "./util/backoff.js";

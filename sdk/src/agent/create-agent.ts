@@ -4,14 +4,14 @@ import pino, { type Logger } from "pino";
 import { create } from "@bufbuild/protobuf";
 import { AgentMetaSchema } from "../gen/gitlab/agent/entity/entity_pb.js";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
-import { echoService } from "../modules/echo/echo-service.js";
-import { agentConfigurationWatcher } from "../modules/configuration/agent.js";
+import { echoService } from "../modules/echo/agent/echo-service.js";
+import { agentConfigurationWatcher } from "../modules/agent_configuration/agent/configuration-watcher.js";
 import type { AgentConfiguration as AgentConfig } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
 import { TunnelPool, type TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.js";
 import { createAgentTransport, type AgentTransportOptions } from "../transport/agent-transport.js";
 import { rawTunnelStreams } from "../tunnel/agent/tunnel-stream.js";
-import { AgentRegistration, randomPodId } from "./agent-registration.js";
+import { AgentRegistration, randomPodId } from "../modules/agent_registrar/agent/agent-registration.js";
 import { streamWindowBytes } from "../util/http2-windows.js";
 
 /** What a feature module's agent half gets. */

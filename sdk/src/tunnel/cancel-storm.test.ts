@@ -5,10 +5,10 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createAgent } from "../agent/create-agent.js";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
-import { internalApiClientInterceptor } from "../server/internal-api-auth.js";
-import { createKasServer } from "../server/kas-server.js";
-import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
-import { waitFor } from "../testing/wait.test-support.js";
+import { internalApiClientInterceptor } from "../kas/internal-api-auth.js";
+import { createKasServer } from "../kas/kas-server.js";
+import { StaticPlatformClient } from "../platform-client/static-platform-client.test-support.js";
+import { waitFor } from "@kasbridge/testing/wait";
 
 // Regression: the agent used to reset (RST_STREAM CANCEL) every tunnel stream whose call KAS had
 // ended with a non-OK status. KAS's HTTP/2 server (nghttp2's rapid-reset protection: a burst of

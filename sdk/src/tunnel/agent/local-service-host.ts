@@ -17,7 +17,7 @@ import {
   ServiceSchema,
   type AgentDescriptor,
 } from "../../gen/gitlab/agent/reverse_tunnel/info/info_pb.js";
-import { FrameReader, encodeFrame } from "../../util/grpc-frames.js";
+import { FrameReader, encodeFrame } from "../../grpc/grpc-frames.js";
 import { headersToMeta, metaToHeaders, type MetaMap } from "../../util/metadata.js";
 
 /** What a local call produces, in the order the tunnel's state machine requires. */

@@ -1,0 +1,125 @@
+/**
+ * HTTP routes of the CI jobs stand-in and of the Kubernetes-proxy authorizations. The REST API
+ * (createPlatformApi) and the internal API (createInternalApi) mount them on their routers, so
+ * they share those routers' authentication helpers and error handling.
+ */
+import express from "express";
+import type { Request, RequestHandler, Response, Router } from "express";
+import type { PlatformServices } from "../services/platform-services.js";
+import { guardRequestBody, type BodyLimit } from "../api/body-limit.js";
+import { allowedAgentsForJobEntity, ciJobEntity, proxyUserAuthorizationEntity } from "../api/entities.js";
+import { HttpError, forbidden, notFound, paramError, unauthorized } from "../api/http-errors.js";
+import { bodyOf, optionalString, parseId, requiredString } from "../api/params.js";
+import type { RestRouteDeps } from "../api/rest-route-deps.js";
+import { AccessLevel } from "../services/access-levels.js";
+import { CI_JOB_FINISHED_STATUSES, type CiJobFinishedStatus } from "./ci-jobs.js";
+import { generateKubeconfig } from "./kubeconfig.js";
+import { PROXY_USER_ACCESS_TYPES, type ProxyUserAccessType } from "../user-access/proxy-user-authorization.js";
+
+/** Where KAS's Kubernetes API proxy listens by default (GitLab KAS's port 8154). */
+export const DEFAULT_K8S_PROXY_URL = "http://127.0.0.1:8154";
+/** Minimum role to start and finish CI jobs of a project (GitLab: Developer runs pipelines). */
+export const RUN_CI_JOBS_ACCESS_LEVEL = AccessLevel.DEVELOPER;
+/** GitLab's public API path for a job's allowed agents (`Job-Token` authentication). */
+export const JOB_ALLOWED_AGENTS_PATH = "/api/v4/job/allowed_agents";
+/** GitLab's internal API path KAS calls to authorize a user of the Kubernetes API proxy. */
+export const AUTHORIZE_PROXY_USER_PATH = "/api/v4/internal/kubernetes/authorize_proxy_user";
+/** The header a CI job sends its token in. */
+export const JOB_TOKEN_HEADER = "Job-Token";
+
+/** What the REST router lends the CI routes. */
+export interface CiRestRoutesDeps extends RestRouteDeps {
+  /** KAS's Kubernetes API proxy URL, the kubeconfig's server. */
+  k8sProxyUrl: string;
+}
+
+/**
+ * kasbridge's CI stand-in (`POST /projects/:id/jobs`, `POST /projects/:id/jobs/:job_id/finish`)
+ * and GitLab's `GET /job/allowed_agents`.
+ */
+export function registerCiRestRoutes(router: Router, deps: CiRestRoutesDeps): void {
+  const { services, write, body, currentUser } = deps;
+
+  async function loadProjectToRun(req: Request, res: Response) {
+    const user = currentUser(res);
+    const project = await deps.loadProject(req, user);
+    if ((await deps.projectAccess(user, project)) < RUN_CI_JOBS_ACCESS_LEVEL) throw forbidden();
+    return { user, project };
+  }
+
+  router.post("/api/v4/projects/:id/jobs", write, ...body, async (req, res) => {
+    const { user, project } = await loadProjectToRun(req, res);
+    const b = bodyOf(req);
+    const { job, token } = await services.ciJobs.create(project.id, user.id, {
+      ref: optionalString(b, "ref"),
+      environment: optionalString(b, "environment"),
+      environmentTier: optionalString(b, "environment_tier"),
+    });
+    const auth = { job, project, user, environment: job.environment };
+    const agents = await services.ciJobs.allowedAgentsOf(auth);
+    const kubeconfig = generateKubeconfig({
+      proxyUrl: deps.k8sProxyUrl,
+      jobToken: token,
+      agents: agents.map((a) => ({
+        agentId: a.agent.id,
+        agentName: a.agent.name,
+        configProjectPath: a.configProject.pathWithNamespace,
+        defaultNamespace: typeof a.configuration.default_namespace === "string" ? a.configuration.default_namespace : undefined,
+      })),
+    });
+    // The only time the token leaves the platform.
+    res.status(201).json({ ...ciJobEntity(job), token, kubeconfig: kubeconfig ?? null });
+  });
+
+  router.post("/api/v4/projects/:id/jobs/:job_id/finish", write, ...body, async (req, res) => {
+    const { project } = await loadProjectToRun(req, res);
+    const jobId = parseId(req.params.job_id, "job_id");
+    const status = optionalString(bodyOf(req), "status") ?? "success";
+    if (!(CI_JOB_FINISHED_STATUSES as readonly string[]).includes(status)) throw paramError("status does not have a valid value");
+    if (!(await services.ciJobs.get(project.id, jobId))) throw notFound("Job");
+    res.json(ciJobEntity(await services.ciJobs.finish(project.id, jobId, status as CiJobFinishedStatus)));
+  });
+
+  router.get(JOB_ALLOWED_AGENTS_PATH, async (req, res) => {
+    const token = req.get(JOB_TOKEN_HEADER)?.trim();
+    if (!token) throw unauthorized();
+    const allowed = await services.ciJobs.allowedAgentsForJob(token);
+    if (!allowed) throw unauthorized();
+    res.json(allowedAgentsForJobEntity(allowed));
+  });
+}
+
+/** GitLab's `POST /internal/kubernetes/authorize_proxy_user`, behind the KAS JWT check. */
+export function registerProxyUserRoutes(router: Router, deps: { services: PlatformServices; kasJwt: RequestHandler; bodyLimit: BodyLimit }): void {
+  const json = express.json({ limit: deps.bodyLimit.maxBytes });
+  router.post(AUTHORIZE_PROXY_USER_PATH, deps.kasJwt, guardRequestBody(deps.bodyLimit), json, async (req, res) => {
+    const b = bodyOf(req);
+    // Grape's parameter checks first: agent_id, access_type (one of two), access_key, and
+    // csrf_token with a session cookie.
+    const agentIdRaw = b.agent_id;
+    if (agentIdRaw === undefined || agentIdRaw === null || agentIdRaw === "") throw paramError("agent_id is missing");
+    const agentId = parseId(agentIdRaw, "agent_id");
+    const accessType = requiredString(b, "access_type");
+    if (!(PROXY_USER_ACCESS_TYPES as readonly string[]).includes(accessType)) throw paramError("access_type does not have a valid value");
+    const accessKey = requiredString(b, "access_key");
+    if (accessType === "session_cookie") requiredString(b, "csrf_token");
+
+    const result = await deps.services.proxyUserAuthorization.authorizeProxyUser({
+      agentId,
+      accessType: accessType as ProxyUserAccessType,
+      accessKey,
+    });
+    if (!result.ok) {
+      if (result.reason === "insufficient_scope") {
+        throw new HttpError(403, {
+          error: "insufficient_scope",
+          error_description: "The request requires higher privileges than provided by the access token.",
+          scope: "k8s_proxy",
+          message: result.message,
+        });
+      }
+      throw new HttpError(result.status, { message: result.message });
+    }
+    res.json(proxyUserAuthorizationEntity(result.authorization));
+  });
+}

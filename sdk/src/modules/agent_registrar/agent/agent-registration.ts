@@ -1,0 +1,72 @@
+import { randomBytes } from "node:crypto";
+import { createClient, type Transport } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { AgentRegistrar } from "../../../gen/gitlab/agent/agent_registrar/rpc/rpc_pb.js";
+import type { AgentMeta } from "../../../gen/gitlab/agent/entity/entity_pb.js";
+import { Backoff, sleep } from "../../../util/backoff.js";
+
+/** A random positive int63, chosen once per agent process (GitLab's pod_id). */
+export function randomPodId(): bigint {
+  return randomBytes(8).readBigUInt64BE() & 0x7fff_ffff_ffff_ffffn || 1n;
+}
+
+/**
+ * Keeps the agent registered with KAS (AgentRegistrar/Register): at start, every `intervalMs`, and
+ * again soon after the tunnel pool reports trouble (KAS may have restarted or the connection
+ * changed). Failed attempts back off; `stop()` ends the loop.
+ */
+export class AgentRegistration {
+  private readonly client;
+  private readonly stopped = new AbortController();
+  private wake: (() => void) | undefined;
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    transport: Transport,
+    private readonly meta: AgentMeta,
+    readonly podId: bigint,
+    private readonly logger: Logger,
+    /** Default 300 000 ms, as agentk. */
+    private readonly intervalMs = 300_000,
+  ) {
+    this.client = createClient(AgentRegistrar, transport);
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Registers again as soon as possible (after a reconnect). */
+  registerSoon(): void {
+    this.wake?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped.abort();
+    this.wake?.();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const backoff = new Backoff();
+    while (!this.stopped.signal.aborted) {
+      let delay = this.intervalMs;
+      try {
+        await this.client.register({ agentMeta: this.meta, podId: this.podId }, { signal: this.stopped.signal, timeoutMs: 20_000 });
+        backoff.reset();
+      } catch (error) {
+        if (this.stopped.signal.aborted) return;
+        delay = backoff.nextDelayMs();
+        this.logger.debug({ err: error, retryInMs: delay }, "agent registration failed");
+      }
+      await this.sleepOrWake(delay);
+    }
+  }
+
+  private async sleepOrWake(ms: number): Promise<void> {
+    const woken = new AbortController();
+    this.wake = () => woken.abort();
+    await sleep(ms, AbortSignal.any([woken.signal, this.stopped.signal]));
+    this.wake = undefined;
+  }
+}
