@@ -11,7 +11,8 @@
  */
 import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8";
 import pino from "pino";
-import { agentConfigurationModule } from "../sdk/src/modules/agent_configuration/server/agent-configuration-module.js";
+import { agentConfigurationServerModule } from "../sdk/src/modules/agent_configuration/server/agent-configuration-module.js";
+import { agentRegistrarServerModule } from "../sdk/src/modules/agent_registrar/server/agent-registrar-module.js";
 import { createKasServer } from "../sdk/src/kas/kas-server.js";
 import { StaticPlatformClient } from "../sdk/src/platform-client/static-platform-client.test-support.js";
 
@@ -36,7 +37,7 @@ const kas = await createKasServer({
   logger: pino({ level: "error" }),
   agentApi: { port: 0 },
   internalApi: { port: 0, jwtSecret: new Uint8Array(32).fill(3) },
-  modules: process.env.BENCH_MEMORY_CONFIG === "1" ? [agentConfigurationModule({ platform })] : [],
+  modules: [agentRegistrarServerModule(), ...(process.env.BENCH_MEMORY_CONFIG === "1" ? [agentConfigurationServerModule()] : [])],
 });
 
 async function fullGc(): Promise<void> {

@@ -1,17 +1,6 @@
-// Public API of the platform ("Rails bridge") side; re-exported by the package index.
-export type {
-  AgentConfigurationSnapshot,
-  AgentInfo,
-  PlatformClient,
-  PlatformErrorKind,
-  TokenRevocation,
-  AgentTokenRevocation,
-  CiJobRevocation,
-  PersonalAccessTokenRevocation,
-  UserRevocation,
-} from "@kasbridge/sdk/platform-client";
-export { PlatformError } from "@kasbridge/sdk/platform-client";
-export type { AgentConnection, AgentConnectionsSource } from "@kasbridge/sdk/platform-client";
+// @kasbridge/platform: the GitLab-compatible platform ("Rails bridge"): store, services, REST and
+// internal APIs, git hosting, CI jobs and user access. What KAS needs of it (PlatformClient, the
+// HTTP client, the agent configuration parser) is in @kasbridge/sdk.
 
 export { openStore, SQLITE_FILE_NAME } from "./store/store.js";
 export type { OpenStoreOptions, Store, StoreDialect } from "./store/store.js";
@@ -45,14 +34,6 @@ export type {
 } from "./services/personal-access-tokens.js";
 export type { RevocationFeedPage, RevocationListener, RevocationService } from "./services/revocations.js";
 
-export {
-  AGENT_CONFIG_MAX_BYTES,
-  AgentConfigError,
-  checkAgentConfigFile,
-  formatAgentConfigProblem,
-  parseAgentConfigFile,
-} from "@kasbridge/sdk/agent-config";
-export type { AgentConfigParseResult, AgentConfigProblem } from "@kasbridge/sdk/agent-config";
 export { createAgentConfigService, emptyAgentConfig } from "./agent-config/agent-config-service.js";
 export type {
   AgentConfigApplyOutcome,
@@ -77,14 +58,7 @@ export type { AgentConfigRepositories, PushSource, RepositoryReader } from "./ag
 
 export { createPlatformApi, DEFAULT_REST_BODY_LIMIT_BYTES, MANAGE_AGENTS_ACCESS_LEVEL, READ_AGENTS_ACCESS_LEVEL } from "./api/rest-api.js";
 export type { PlatformApiOptions } from "./api/rest-api.js";
-export {
-  AGENT_CONFIGURATION_CHANGES_PATH,
-  AGENT_CONFIGURATION_PATH,
-  AGENT_INFO_PATHS,
-  DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES,
-  TOKEN_REVOCATIONS_PATH,
-  createInternalApi,
-} from "./api/internal-api.js";
+export { DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES, createInternalApi } from "./api/internal-api.js";
 export type { InternalApiOptions } from "./api/internal-api.js";
 
 export { MANAGE_PROTECTED_BRANCHES_ACCESS_LEVEL } from "./api/protected-branches-api.js";
@@ -149,17 +123,12 @@ export type {
   ProxyUserRefusal,
   ProxyUserRoles,
 } from "./user-access/proxy-user-authorization.js";
-export {
-  AUTHORIZE_PROXY_USER_PATH,
-  DEFAULT_K8S_PROXY_URL,
-  JOB_ALLOWED_AGENTS_PATH,
-  JOB_TOKEN_HEADER,
-  RUN_CI_JOBS_ACCESS_LEVEL,
-} from "./ci/ci-api.js";
+export { DEFAULT_K8S_PROXY_URL, RUN_CI_JOBS_ACCESS_LEVEL } from "./ci/ci-api.js";
 
 export { createInProcessPlatformClient } from "./client/in-process-platform-client.js";
-export { createHttpPlatformClient } from "@kasbridge/sdk/platform-client";
-export type { HttpPlatformClientOptions } from "@kasbridge/sdk/platform-client";
+
+export { createPlatformApp } from "./platform-app.js";
+export type { PlatformAppOptions } from "./platform-app.js";
 
 export { ADMIN_TOKEN_FILE_NAME, ADMIN_USERNAME, bootstrapAdmin } from "./bootstrap.js";
 export type { BootstrapAdminOptions, BootstrapAdminResult } from "./bootstrap.js";

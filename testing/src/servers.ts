@@ -1,15 +1,10 @@
 // Servers in tests: on 127.0.0.1, port 0, closed by the test.
 import type { AddressInfo, Server } from "node:net";
+import { listen as listenOn } from "@kasbridge/sdk/util";
 
 /** Listens on 127.0.0.1 (or `host`), port 0; resolves with the port, rejects on a listen error. */
-export function listen(server: Server, host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, host, () => {
-      server.off("error", reject);
-      resolve(port(server));
-    });
-  });
+export async function listen(server: Server, host = "127.0.0.1"): Promise<number> {
+  return (await listenOn(server, 0, host)).port;
 }
 
 export function port(server: Server): number {

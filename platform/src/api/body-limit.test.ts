@@ -2,7 +2,7 @@ import { request } from "node:http";
 import { gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, it } from "mocha";
 import { expect } from "chai";
-import { AUTHORIZE_PROXY_USER_PATH } from "../ci/ci-api.js";
+import { AUTHORIZE_PROXY_USER_PATH } from "@kasbridge/sdk/platform-client";
 import { call, kasHeaders, sendEndlessly, startTestPlatform, type TestPlatform } from "../testing/http-fixtures.test-support.js";
 import { useTestStore } from "../testing/fixtures.test-support.js";
 

@@ -4,10 +4,16 @@ import express from "express";
 import type { Request, RequestHandler, Router } from "express";
 import pino from "pino";
 import type { Logger } from "pino";
-import { JwtVerificationError, KAS_API_REQUEST_HEADER, verifyKasApiRequestJwt } from "@kasbridge/sdk/auth";
+import { JwtVerificationError, KAS_API_REQUEST_HEADER, bearerToken, verifyKasApiRequestJwt } from "@kasbridge/sdk/auth";
 import { ConfigurationFileSchema } from "@kasbridge/sdk/gen/gitlab/agent/agentcfg/agentcfg_pb";
 import { registerProxyUserRoutes } from "../ci/ci-api.js";
-import type { TokenRevocation } from "@kasbridge/sdk/platform-client";
+import {
+  AGENT_CONFIGURATION_CHANGES_PATH,
+  AGENT_CONFIGURATION_PATH,
+  AGENT_INFO_PATHS,
+  TOKEN_REVOCATIONS_PATH,
+  type TokenRevocation,
+} from "@kasbridge/sdk/platform-client";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
@@ -31,21 +37,6 @@ export interface InternalApiOptions {
 /** Default InternalApiOptions.bodyLimitBytes. */
 export const DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES = 64 * 1024;
 
-/** Paths of the agent_info endpoint: the long-standing one and the newer agentk-specific one. */
-export const AGENT_INFO_PATHS = ["/api/v4/internal/kubernetes/agent_info", "/api/v4/internal/agents/agentk/agent_info"];
-/**
- * kasbridge extension: the revocation feed `createHttpPlatformClient` polls. Entries by `kind`:
- * `agent_token` (`agent_id`, `token_id`), `ci_job` (`job_id`), `personal_access_token`
- * (`user_id`, `token_id`), `user` (`user_id`, blocked).
- */
-export const TOKEN_REVOCATIONS_PATH = "/api/v4/internal/kubernetes/token_revocations";
-/**
- * kasbridge extension: an agent's accepted configuration, `?agent_id=`. (GitLab has a POST at this
- * path, through which its KAS reports configs it read from Gitaly; our platform reads them itself.)
- */
-export const AGENT_CONFIGURATION_PATH = "/api/v4/internal/kubernetes/agent_configuration";
-/** kasbridge extension: the feed of accepted agent configuration changes, polled like the revocation feed. */
-export const AGENT_CONFIGURATION_CHANGES_PATH = "/api/v4/internal/kubernetes/agent_configuration_changes";
 
 /**
  * GitLab's internal API for KAS (`/api/v4/internal/...`): every request must carry a valid
@@ -74,9 +65,9 @@ export function createInternalApi(options: InternalApiOptions): Router {
   };
 
   async function agentFromRequest(req: Request): Promise<AuthenticatedAgent> {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.get("authorization") ?? "");
-    if (!m) throw unauthorized();
-    const found = await services.agentTokens.authenticate(m[1]!);
+    const token = bearerToken(req.get("authorization"));
+    if (!token) throw unauthorized();
+    const found = await services.agentTokens.authenticate(token);
     if (!found) throw unauthorized();
     return found;
   }

@@ -31,6 +31,7 @@ import { HttpError, forbidden, jsonErrorHandler, notFound, paramError, unauthori
 import { paginate } from "./pagination.js";
 import { registerProtectedBranchRoutes } from "./protected-branches-api.js";
 import { bodyOf, optionalBoolean, optionalId, optionalString, parseId, requiredString, stringArray } from "./params.js";
+import { bearerToken } from "@kasbridge/sdk/auth";
 
 export interface PlatformApiOptions {
   /** Must be the same instance the in-process PlatformClient uses, so revocations reach KAS. */
@@ -489,8 +490,6 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
 function tokenFromRequest(req: Request): string | undefined {
   const privateToken = req.get("private-token");
   if (privateToken) return privateToken.trim();
-  const authorization = req.get("authorization");
-  const m = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization) : null;
-  return m?.[1];
+  return bearerToken(req.get("authorization"));
 }
 

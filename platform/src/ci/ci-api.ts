@@ -5,6 +5,7 @@
  */
 import express from "express";
 import type { Request, RequestHandler, Response, Router } from "express";
+import { AUTHORIZE_PROXY_USER_PATH, JOB_ALLOWED_AGENTS_PATH, JOB_TOKEN_HEADER } from "@kasbridge/sdk/platform-client";
 import type { PlatformServices } from "../services/platform-services.js";
 import { guardRequestBody, type BodyLimit } from "../api/body-limit.js";
 import { allowedAgentsForJobEntity, ciJobEntity, proxyUserAuthorizationEntity } from "../api/entities.js";
@@ -20,12 +21,6 @@ import { PROXY_USER_ACCESS_TYPES, type ProxyUserAccessType } from "../user-acces
 export const DEFAULT_K8S_PROXY_URL = "http://127.0.0.1:8154";
 /** Minimum role to start and finish CI jobs of a project (GitLab: Developer runs pipelines). */
 export const RUN_CI_JOBS_ACCESS_LEVEL = AccessLevel.DEVELOPER;
-/** GitLab's public API path for a job's allowed agents (`Job-Token` authentication). */
-export const JOB_ALLOWED_AGENTS_PATH = "/api/v4/job/allowed_agents";
-/** GitLab's internal API path KAS calls to authorize a user of the Kubernetes API proxy. */
-export const AUTHORIZE_PROXY_USER_PATH = "/api/v4/internal/kubernetes/authorize_proxy_user";
-/** The header a CI job sends its token in. */
-export const JOB_TOKEN_HEADER = "Job-Token";
 
 /** What the REST router lends the CI routes. */
 export interface CiRestRoutesDeps extends RestRouteDeps {

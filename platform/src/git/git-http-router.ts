@@ -23,6 +23,7 @@ import { runCgi } from "./cgi.js";
 import { gitConfigEnvironment, gitExecPath } from "./git-command.js";
 import { PushRequestError, peekPushCommands } from "./receive-pack-commands.js";
 import type { PushSession } from "./repositories.js";
+import { bearerToken } from "@kasbridge/sdk/auth";
 
 export interface GitHttpRouterOptions {
   /** The platform services (projects, members, tokens, repositories). */
@@ -397,6 +398,5 @@ function credentialFrom(req: Request): string | undefined {
     const colon = decoded.indexOf(":");
     return colon < 0 ? "" : decoded.slice(colon + 1);
   }
-  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  return bearer ? bearer[1]! : "";
+  return bearerToken(header) ?? "";
 }

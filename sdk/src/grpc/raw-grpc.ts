@@ -8,7 +8,9 @@ import { writeGrpcFrame } from "./grpc-message-writes.js";
 import { deadlineTimer } from "../util/timers.js";
 import { tokenRevokedError, type AgentAuthenticator } from "../kas/agent-authenticator.js";
 import { grpcStatusHeaders } from "./grpc-status-headers.js";
-import { parseGrpcTimeout } from "../tunnel/server/tunnel-gateway.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
+import { handlerError, kasShuttingDownError } from "./status-errors.js";
+import { parseGrpcTimeout } from "./grpc-timeout.js";
 
 /**
  * Building blocks for agent API methods served over gRPC directly on the raw HTTP/2 stream (the
@@ -182,19 +184,6 @@ function noop(): void {}
 function ignore(): void {}
 
 /**
- * The status a handler's failure ends a call with, as connect-es sends it: a ConnectError as it
- * is, anything else INTERNAL "internal error".
- */
-export function handlerError(error: unknown): ConnectError {
-  return error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error);
-}
-
-/** The error a raw call ends with when KAS shuts down. */
-export function kasShuttingDownError(): ConnectError {
-  return new ConnectError("KAS is shutting down", Code.Unavailable);
-}
-
-/**
  * The handler of a raw server-streaming method. Its functions are shared by all calls; what one
  * call needs to remember goes in `call.state`, so an idle call holds no closure or promise.
  */
@@ -256,7 +245,7 @@ class RawServerStreams<I extends DescMessage, O extends DescMessage, S> {
     readonly path: string,
   ) {
     this.groups = new AgentStreamGroups(options.auth, options.shutdownSignal, kasShuttingDownError);
-    this.maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+    this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.maxRequestBytes = Math.min(options.maxRequestBytes ?? this.maxMessageBytes, this.maxMessageBytes);
   }
 

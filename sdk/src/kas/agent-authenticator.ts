@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { PlatformError, type AgentInfo, type AgentTokenRevocation, type PlatformClient } from "../platform-client/platform-client.js";
+import { bearerToken } from "../auth/bearer.js";
 
 export interface AgentAuthenticatorOptions {
   platform: PlatformClient;
@@ -83,7 +84,7 @@ export class AgentAuthenticator {
     try {
       return await (signal ? untilAborted(entry.result, signal) : entry.result);
     } catch (error) {
-      throw toConnectError(error);
+      throw platformErrorToConnectError(error);
     }
   }
 
@@ -178,13 +179,8 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
 
 function noop(): void {}
 
-function bearerToken(value: string | null): string | undefined {
-  if (!value) return undefined;
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(value);
-  return match?.[1];
-}
-
-function toConnectError(error: unknown): ConnectError {
+/** A platform failure as the gRPC status KAS answers agents with. */
+export function platformErrorToConnectError(error: unknown): ConnectError {
   if (error instanceof PlatformError) {
     switch (error.kind) {
       case "unauthenticated":

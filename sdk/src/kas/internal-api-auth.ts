@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { KAS_JWT_AUDIENCE, KAS_JWT_ISSUER, signJwt, verifyJwt } from "../auth/jwt.js";
+import { bearerToken } from "../auth/bearer.js";
 
 /** Issuer of JWTs the platform (GitLab Rails) signs for KAS's internal API. */
 export const PLATFORM_JWT_ISSUER = "gitlab";
@@ -27,7 +28,7 @@ function bearerJwtAuthorizer(secret: Uint8Array, options: { api: string; issuer?
   // it expires.
   const verified = new Map<string, number>();
   return async (headers) => {
-    const token = /^Bearer\s+(\S+)$/i.exec(headers.get("authorization") ?? "")?.[1];
+    const token = bearerToken(headers.get("authorization"));
     const now = Date.now();
     const key = token ? createHash("sha256").update(token).digest("base64") : "";
     const until = verified.get(key);

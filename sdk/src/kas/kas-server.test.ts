@@ -16,11 +16,13 @@ describe("createKasServer", () => {
     });
     try {
       const listening = lines.map((l) => JSON.parse(l) as { msg: string; [key: string]: unknown }).find((l) => l.msg === "KAS listening");
-      expect(listening).to.deep.include({
-        agentApi: `grpc://[::1]:${kas.agentApi.address.port}`,
-        internalApi: `[::1]:${kas.internalApiAddress.port}`,
-        privateApi: `127.0.0.1:${kas.privateApiAddress!.port}`,
-      });
+      const addresses = {
+        agent: `grpc://[::1]:${kas.agentApi.address.port}`,
+        internal: `grpc://[::1]:${kas.internalApiAddress.port}`,
+        private: `grpc://127.0.0.1:${kas.privateApiAddress!.port}`,
+      };
+      expect(listening).to.deep.include(addresses);
+      expect(kas.addresses).to.deep.equal(addresses);
     } finally {
       await kas.close(0);
     }

@@ -8,6 +8,8 @@ import { StaticPlatformClient } from "../platform-client/static-platform-client.
 import { internalApiClientInterceptor, privateApiClientInterceptor } from "./internal-api-auth.js";
 import { createKasServer, type KasServer } from "./kas-server.js";
 import { rejection, waitFor } from "@kasbridge/testing/wait";
+import { agentRegistrarAgentModule } from "../modules/agent_registrar/agent/agent-registrar-module.js";
+import { echoAgentModule } from "../modules/echo/agent/echo-service.js";
 
 describe("KAS private (kas-to-kas) API over real HTTP/2", function () {
   this.timeout(20_000);
@@ -28,7 +30,7 @@ describe("KAS private (kas-to-kas) API over real HTTP/2", function () {
       internalApi: { port: 0, jwtSecret: platformSecret },
       privateApi: { port: 0, jwtSecret: privateSecret },
     });
-    agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-peer", logger, podName: "peer-pod", watchConfiguration: false });
+    agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-peer", logger, podName: "peer-pod", modules: [agentRegistrarAgentModule(), echoAgentModule()] });
     agent.start();
     await waitFor(() => kas.registry.stats().idleTunnels >= 1, 10_000);
   });

@@ -7,9 +7,13 @@ import {
   AGENT_CONFIGURATION_CHANGES_PATH,
   AGENT_CONFIGURATION_PATH,
   AGENT_INFO_PATHS,
+  AUTHORIZE_PROXY_USER_PATH,
+  JOB_ALLOWED_AGENTS_PATH,
+  JOB_TOKEN_HEADER,
+  MODULE_REQUEST_PATH_PREFIX,
   TOKEN_REVOCATIONS_PATH,
-} from "../../../platform/src/api/internal-api.js";
-import { AUTHORIZE_PROXY_USER_PATH, JOB_ALLOWED_AGENTS_PATH, JOB_TOKEN_HEADER } from "../../../platform/src/ci/ci-api.js";
+} from "./internal-api-paths.js";
+import { encodePath } from "../http/request-path.js";
 import {
   PlatformError,
   parseJobAllowedAgents,
@@ -19,6 +23,9 @@ import {
   type ProxyUserAuthorizationAnswer,
   type AgentConfigurationSnapshot,
   type AgentInfo,
+  type ModuleRequest,
+  type ModuleResponse,
+  type MultiMap,
   type PlatformClient,
   type TokenRevocation,
 } from "./platform-client.js";
@@ -293,7 +300,67 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
       if (status !== 200) throw errorFor(status, body, "authorize_proxy_user");
       return parseProxyUserAuthorization(body);
     },
+
+    /**
+     * GitLab's `/api/v4/internal/kubernetes/modules/<module><url_path>` with the agent's token and
+     * the KAS JWT. The request body streams to the platform; the answer, whatever its status,
+     * streams back. Only the wait for the answer's head is bounded by `requestTimeoutMs`.
+     */
+    async makeModuleRequest(request: ModuleRequest, signal?: AbortSignal): Promise<ModuleResponse> {
+      signal?.throwIfAborted();
+      const url = new URL(`${MODULE_REQUEST_PATH_PREFIX.slice(1)}${encodeURIComponent(request.module)}${encodePath(request.urlPath)}`, base);
+      for (const [name, values] of Object.entries(request.query)) for (const value of values) url.searchParams.append(name, value);
+      const headers = new Headers();
+      for (const [name, values] of Object.entries(request.headers)) for (const value of values) headers.append(name, value);
+      headers.set("authorization", `Bearer ${request.agentToken}`);
+      headers.set(KAS_API_REQUEST_HEADER, await signKasApiRequestJwt(options.jwtSecret));
+      if (!headers.has("user-agent")) headers.set("user-agent", userAgent);
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = () => controller.abort(signal?.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      let res: Response;
+      try {
+        const hasBody = request.method !== "GET" && request.method !== "HEAD";
+        res = await doFetch(url, {
+          method: request.method,
+          headers,
+          body: hasBody ? ReadableStream.from(request.body) : undefined,
+          signal: controller.signal,
+          redirect: "manual",
+          ...(hasBody ? { duplex: "half" } : {}),
+        } as RequestInit);
+      } catch (err) {
+        signal?.removeEventListener("abort", onAbort);
+        if (signal?.aborted) throw signal.reason;
+        const what = controller.signal.aborted ? String((controller.signal.reason as Error)?.message) : (err as Error).message;
+        throw new PlatformError("unavailable", `platform module request ${request.module} failed: ${what}`, { cause: err });
+      } finally {
+        clearTimeout(timer);
+      }
+      const responseHeaders: MultiMap = {};
+      res.headers.forEach((value, name) => {
+        if (name !== "set-cookie") responseHeaders[name] = [value];
+      });
+      const cookies = res.headers.getSetCookie();
+      if (cookies.length > 0) responseHeaders["set-cookie"] = cookies;
+      return {
+        status: res.status,
+        statusText: res.statusText,
+        headers: responseHeaders,
+        body: responseBody(res, () => signal?.removeEventListener("abort", onAbort)),
+      };
+    },
   };
+}
+
+/** The answer's body as it arrives; `done` runs when it ends or fails. */
+async function* responseBody(res: Response, done: () => void): AsyncIterable<Uint8Array> {
+  try {
+    if (res.body) yield* res.body;
+  } finally {
+    done();
+  }
 }
 
 function isInt(v: unknown): v is number {

@@ -115,6 +115,41 @@ export interface PlatformClient {
    * (404, no such agent) or "unavailable".
    */
   authorizeProxyUser?(request: AuthorizeProxyUserRequest, signal?: AbortSignal): Promise<ProxyUserAuthorizationAnswer>;
+  /**
+   * gitlab_access: an agent module's HTTP request to the platform (GitLab:
+   * `/api/v4/internal/kubernetes/modules/<module><url_path>`, with the agent's token). Resolves
+   * with whatever the platform answered, errors included; throws PlatformError("unavailable")
+   * when the platform cannot be reached. Optional: without it, agents' requests fail UNIMPLEMENTED.
+   */
+  makeModuleRequest?(request: ModuleRequest, signal?: AbortSignal): Promise<ModuleResponse>;
+}
+
+/** Header or query entries: each name with its values, as they travel in GitLab's protocol. */
+export type MultiMap = Record<string, string[]>;
+
+/** An agent module's request to the platform, carried through KAS (gitlab_access). */
+export interface ModuleRequest {
+  /** The agent's token: the platform authenticates the agent with it. */
+  agentToken: string;
+  /** The module making the request, e.g. "starboard_vulnerability". */
+  module: string;
+  method: string;
+  /** Module-relative path, starting with "/" (e.g. "/policies_configuration"). */
+  urlPath: string;
+  query: MultiMap;
+  /** The agent's request headers, without hop-by-hop and credential headers. */
+  headers: MultiMap;
+  /** The request body, as it arrives from the agent (empty for none). */
+  body: AsyncIterable<Uint8Array>;
+}
+
+/** The platform's answer to a {@link ModuleRequest}. */
+export interface ModuleResponse {
+  status: number;
+  /** Reason phrase, e.g. "OK" (may be empty). */
+  statusText: string;
+  headers: MultiMap;
+  body: AsyncIterable<Uint8Array>;
 }
 
 /**

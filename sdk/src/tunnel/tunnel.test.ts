@@ -20,6 +20,7 @@ import { bearer, routeTo } from "../grpc/interceptors.test-support.js";
 import { closeServer, listen, port } from "@kasbridge/testing/servers";
 import { rejection, streamRejection, waitFor } from "@kasbridge/testing/wait";
 import { InMemoryTunnelRegistry } from "./server/tunnel-registry.js";
+import { localAgentCalls } from "./server/agent-calls.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -54,7 +55,7 @@ async function startHarness(
     }),
   );
   const gateway = createTunnelGateway({
-    registry,
+    agentCalls: localAgentCalls(registry),
     logger,
     authorize: async () => {},
     maxMessageBytes: opts.maxMessageBytes,

@@ -14,7 +14,7 @@ import { ConfigurationFileSchema } from "../../gen/gitlab/agent/agentcfg/agentcf
 import { PlatformError, type PlatformClient } from "../../platform-client/platform-client.js";
 import { AgentAuthenticator } from "../../kas/agent-authenticator.js";
 import { AgentTracker } from "../../kas/agent-tracker.js";
-import type { KasModuleContext } from "../../kas/kas-server.js";
+import type { KasModuleContext } from "../../kas/kas-module.js";
 import { rawGrpcMethods } from "../../grpc/raw-grpc.js";
 import { StaticPlatformClient } from "../../platform-client/static-platform-client.test-support.js";
 import { bearer } from "../../grpc/interceptors.test-support.js";
@@ -22,8 +22,10 @@ import { waitFor } from "@kasbridge/testing/wait";
 import { createAgentApiListener } from "../../transport/agent-api-listener.js";
 import { encodeFrame, FrameReader } from "../../grpc/grpc-frames.js";
 import { InMemoryTunnelRegistry } from "../../tunnel/server/tunnel-registry.js";
-import { agentConfigurationModule } from "./server/agent-configuration-module.js";
+import { agentConfigurationServerModule } from "./server/agent-configuration-module.js";
 import { noConfigCommitId } from "./server/to-agent-configuration.js";
+import { Registry } from "prom-client";
+import { localAgentCalls } from "../../tunnel/server/agent-calls.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const commitA = "a".repeat(40);
@@ -33,16 +35,20 @@ const commitB = "b".repeat(40);
 async function startModule(platform: PlatformClient & Partial<StaticPlatformClient>, pollIntervalMs?: number) {
   const shutdown = new AbortController();
   const auth = new AgentAuthenticator({ platform, logger });
+  const registry = new InMemoryTunnelRegistry();
   const ctx: KasModuleContext = {
+    platform,
     auth,
     tracker: new AgentTracker({ kasInstance: "test" }),
-    registry: new InMemoryTunnelRegistry(),
+    agentCalls: localAgentCalls(registry),
+    registry,
     logger,
+    metrics: new Registry(),
     shutdownSignal: shutdown.signal,
     maxMessageBytes: 1 << 20,
   };
-  const module = agentConfigurationModule({ platform, gitlabExternalUrl: "https://platform.example", pollIntervalMs });
-  const connectHandler = connectNodeAdapter({ shutdownSignal: shutdown.signal, routes: (router) => module.registerAgentServices(router, ctx) });
+  const module = agentConfigurationServerModule({ gitlabExternalUrl: "https://platform.example", pollIntervalMs });
+  const connectHandler = connectNodeAdapter({ shutdownSignal: shutdown.signal, routes: (router) => module.registerAgentServices!(router, ctx) });
   let fallback = 0;
   const listener = await createAgentApiListener({
     port: 0,

@@ -6,7 +6,7 @@ import { createAgent } from "../../agent/create-agent.js";
 import { createKasServer } from "../../kas/kas-server.js";
 import { StaticPlatformClient } from "../../platform-client/static-platform-client.test-support.js";
 import { waitFor } from "@kasbridge/testing/wait";
-import { agentConfigurationModule } from "./server/agent-configuration-module.js";
+import { agentConfigurationServerModule } from "./server/agent-configuration-module.js";
 import { noConfigCommitId } from "./server/to-agent-configuration.js";
 
 describe("agent configuration (GetConfiguration) over a real agent API", function () {
@@ -24,7 +24,7 @@ describe("agent configuration (GetConfiguration) over a real agent API", functio
       logger,
       agentApi: { port: 0 },
       internalApi: { port: 0, jwtSecret: new Uint8Array(32) },
-      modules: [agentConfigurationModule({ platform, gitlabExternalUrl: "https://platform.example" })],
+      modules: [agentConfigurationServerModule({ gitlabExternalUrl: "https://platform.example" })],
     });
     const received: Array<{ config: AgentConfiguration; commitId: string }> = [];
     const agentLogger = pino({ level: "info" }, { write() {} });

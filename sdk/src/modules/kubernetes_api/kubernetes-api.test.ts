@@ -8,7 +8,8 @@ import tls from "node:tls";
 import { Registry } from "prom-client";
 import { selfSignedCertificate } from "@kasbridge/testing/tls";
 import { ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { createAgent, type AgentModule } from "../../agent/create-agent.js";
+import type { AgentModule, AgentModuleContext } from "../../agent/agent-module.js";
+import { createAgent } from "../../agent/create-agent.js";
 import { HttpRequestSchema, type HttpRequest } from "../../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { ImpersonationConfigSchema } from "../../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import type { ProxyUserAuthorizationAnswer } from "../../platform-client/platform-client.js";
@@ -16,7 +17,7 @@ import { createKasServer } from "../../kas/kas-server.js";
 import { Cleanup } from "@kasbridge/testing/cleanup";
 import { closeServer } from "@kasbridge/testing/servers";
 import { waitFor } from "@kasbridge/testing/wait";
-import { createAgentKubernetesApi } from "./agent/agent-kubernetes-api.js";
+import { kubernetesApiAgentModule } from "./agent/kubernetes-api-agent-module.js";
 import { ciJobImpersonation, impersonationHeaders, userImpersonation } from "./impersonation.js";
 import { K8sProxyError, statusJson, toK8sProxyError } from "./server/k8s-status.js";
 import { createKubernetesApiProxy } from "./server/kubernetes-api-proxy.js";
@@ -100,7 +101,8 @@ describe("kubeproxy: impersonation and Status errors", () => {
 
 /** Calls the agent module's MakeRequest directly (GET /api/v1/namespaces): the Authorization header the API server saw. */
 async function authorizationSeenBy(module: AgentModule): Promise<unknown> {
-  const impl = module.services![0]!.implementation as unknown as {
+  // Its services need nothing of the agent.
+  const impl = module.services!({} as AgentModuleContext)[0]!.implementation as unknown as {
     makeRequest(requests: AsyncIterable<HttpRequest>, ctx: HandlerContext): AsyncIterable<{ message?: { case?: string; value?: { data?: Uint8Array } } }>;
   };
   async function* requests() {
@@ -136,10 +138,10 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     platform.jobs.set("job-agent", job({}));
     kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32) } });
     cleanup.add(() => kas.close(100));
-    proxy = await createKubernetesApiProxy({ registry: kas.registry, platform, logger, port: 0, tunnelWaitMs: 300, metrics, authCacheTtlMs: 2000 });
+    proxy = await createKubernetesApiProxy({ agentCalls: kas.agentCalls, platform, logger, port: 0, tunnelWaitMs: 300, metrics, authCacheTtlMs: 2000 });
     cleanup.add(() => proxy.close(100));
     const kc = await kubeConfig(apiUrl, "agent-sa-token");
-    agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await createAgentKubernetesApi({ kubeconfig: kc, logger })] });
+    agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await kubernetesApiAgentModule({ kubeconfig: kc, logger })] });
     agent.start();
     cleanup.add(() => agent.stop(100));
     await waitFor(() => kas.registry.stats().idleTunnels > 0, undefined, "a tunnel from the agent");
@@ -188,8 +190,8 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
   it("re-reads the agent's credentials once credentialTtlMs has passed (a rotated token is used)", async () => {
     const rereading = await kubeConfig(api.url, "token-1");
     const caching = await kubeConfig(api.url, "token-1");
-    const fresh = await createAgentKubernetesApi({ kubeconfig: rereading, credentialTtlMs: 0, logger });
-    const cached = await createAgentKubernetesApi({ kubeconfig: caching, credentialTtlMs: 3_600_000, logger });
+    const fresh = await kubernetesApiAgentModule({ kubeconfig: rereading, credentialTtlMs: 0, logger });
+    const cached = await kubernetesApiAgentModule({ kubeconfig: caching, credentialTtlMs: 3_600_000, logger });
     expect(await authorizationSeenBy(fresh)).to.equal("Bearer token-1");
     expect(await authorizationSeenBy(cached)).to.equal("Bearer token-1");
     // A rotated credential (as an in-cluster token file or an exec plugin would produce).
@@ -292,7 +294,7 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
 
   it("speaks HTTP/2 and HTTP/1.1 upgrades over TLS", async () => {
     const cert = selfSignedCertificate();
-    const tlsProxy = await createKubernetesApiProxy({ registry: kas.registry, platform, logger, port: 0, tls: cert });
+    const tlsProxy = await createKubernetesApiProxy({ agentCalls: kas.agentCalls, platform, logger, port: 0, tls: cert });
     try {
       expect(tlsProxy.url).to.match(/^https:/);
       const session = http2.connect(tlsProxy.url, { ca: cert.cert });

@@ -1,8 +1,8 @@
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { createTunnelGateway } from "./tunnel-gateway.js";
 import { streamWindowBytes, widenConnectionWindow } from "../../util/http2-windows.js";
+import { listen } from "../../util/listen.js";
 
 /** Where a gRPC gateway listens (KAS's internal API on 8153, its private API on 8155). */
 export interface GatewayListenOptions {
@@ -40,16 +40,9 @@ export async function listenGateway(
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port, options.host ?? "127.0.0.1", () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const bound = server.address() as AddressInfo;
+  const address = await listen(server, options.port, options.host ?? "127.0.0.1");
   return {
-    address: { host: bound.address, port: bound.port },
+    address,
     close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of sessions) session.close();

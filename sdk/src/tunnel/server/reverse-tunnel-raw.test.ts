@@ -29,6 +29,7 @@ import { bearer, routeTo } from "../../grpc/interceptors.test-support.js";
 import { closeServer, listen, port } from "@kasbridge/testing/servers";
 import { deferred, rejection, streamRejection, waitFor } from "@kasbridge/testing/wait";
 import { frameHeader } from "../../grpc/grpc-frames.js";
+import { localAgentCalls } from "./agent-calls.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -57,7 +58,7 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
     },
     streamHandler: rawReverseTunnelStreams(deps),
   });
-  const gateway = createTunnelGateway({ registry, logger, authorize: async () => {} });
+  const gateway = createTunnelGateway({ agentCalls: localAgentCalls(registry), logger, authorize: async () => {} });
   const gatewayServer = http2.createServer();
   gatewayServer.on("stream", (stream, headers) => void gateway(stream, headers));
   await listen(gatewayServer);

@@ -12,6 +12,7 @@ import {
 import { ServerTunnel, type TunnelOutput } from "./server-tunnel.js";
 import type { TunnelRegistry } from "./tunnel-registry.js";
 import type { FrameReader } from "../../grpc/grpc-frames.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../../grpc/limits.js";
 import type { AgentAuthenticator } from "../../kas/agent-authenticator.js";
 import { resetAfterMessages } from "../../grpc/grpc-message-writes.js";
 import { deadlineTimer } from "../../util/timers.js";
@@ -85,7 +86,7 @@ export function reverseTunnelService(deps: ReverseTunnelServiceDeps): Partial<Se
 export function rawReverseTunnelStreams(
   deps: ReverseTunnelServiceDeps,
 ): (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean {
-  const maxMessageBytes = deps.maxMessageBytes ?? 16 * 1024 * 1024 + 1024;
+  const maxMessageBytes = deps.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES + TUNNEL_ENVELOPE_BYTES;
   const streams = new TunnelStreams(deps);
   return (stream, headers) => {
     if (!isGrpcRequest(headers, reverseTunnelConnectPath)) return false;

@@ -1,8 +1,10 @@
 import type { ServerHttp2Stream, IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import type { ServerTunnel, TunnelCall } from "./server-tunnel.js";
-import type { TunnelRegistry } from "./tunnel-registry.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../../grpc/limits.js";
+import { parseGrpcTimeout } from "../../grpc/grpc-timeout.js";
+import type { AgentCalls } from "./agent-calls.js";
+import type { TunnelCall } from "./server-tunnel.js";
 import { FrameReader } from "../../grpc/grpc-frames.js";
 import { writeGrpcFrame } from "../../grpc/grpc-message-writes.js";
 import { headersToMeta, metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../../util/metadata.js";
@@ -14,7 +16,8 @@ import { deadlineTimer } from "../../util/timers.js";
 export const routingAgentIdHeader = "kas-hop-routing-agent-id";
 
 export interface TunnelGatewayOptions {
-  registry: TunnelRegistry;
+  /** How calls reach agents (KasServer.agentCalls). */
+  agentCalls: AgentCalls;
   logger: Logger;
   /** Checks the caller's credentials; throws a ConnectError to refuse. */
   authorize(headers: Headers): Promise<void>;
@@ -33,7 +36,7 @@ export interface TunnelGatewayOptions {
  * other.
  */
 export function createTunnelGateway(options: TunnelGatewayOptions) {
-  const maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const defaultWaitMs = options.defaultTunnelWaitMs ?? 60_000;
 
   return async function handleStream(stream: ServerHttp2Stream, rawHeaders: IncomingHttpHeaders): Promise<void> {
@@ -70,14 +73,12 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       // keep a timer per call alive for the whole wait period, 60 s by default). It can only fire
       // while the registry still holds our waiter, so it never cancels a call that got a tunnel.
       const waitTimer = deadlineTimer(waitMs, () => callAbort.abort(tunnelWaitExpired));
-      let tunnel: ServerTunnel;
+      const meta = headersToMeta(headers, (name) => name === "authorization" || name.startsWith("kas-hop-"));
       try {
-        tunnel = await options.registry.acquire(agentId, method, callAbort.signal);
+        call = await options.agentCalls.start(agentId, method, meta, callAbort.signal);
       } finally {
         clearTimeout(waitTimer);
       }
-      const meta = headersToMeta(headers, (name) => name === "authorization" || name.startsWith("kas-hop-"));
-      call = tunnel.start(method, meta);
       const active = call;
       callAbort.signal.addEventListener("abort", () => active.cancel(ConnectError.from(callAbort.signal.reason)), { once: true });
       if (callAbort.signal.aborted) active.cancel();
@@ -190,14 +191,4 @@ function endStream(stream: ServerHttp2Stream, { error, trailer: meta }: CallResu
   }
   stream.once("wantTrailers", () => stream.sendTrailers({ ...metaToNodeHeaders(meta), ...status }));
   stream.end();
-}
-
-/** gRPC's `grpc-timeout` ("100m", "5S", ...) in milliseconds. */
-export function parseGrpcTimeout(value: string | null): number | undefined {
-  if (!value) return undefined;
-  const match = /^(\d{1,8})([HMSmun])$/.exec(value);
-  if (!match) return undefined;
-  const n = Number(match[1]);
-  const unitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
-  return Math.max(1, Math.ceil(n * unitMs[match[2]]));
 }

@@ -9,12 +9,12 @@ import {
 } from "../../../gen/gitlab/agent/agent_configuration/rpc/rpc_pb.js";
 import { ConfigurationFileSchema } from "../../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import type { AgentConfigurationSnapshot, AgentInfo, PlatformClient } from "../../../platform-client/platform-client.js";
-import type { KasModule, KasModuleContext } from "../../../kas/kas-server.js";
-import { handlerError, rawServerStreamingMethod, type RawServerStreamCall } from "../../../grpc/raw-grpc.js";
+import type { KasModule, KasModuleContext } from "../../../kas/kas-module.js";
+import { rawServerStreamingMethod, type RawServerStreamCall } from "../../../grpc/raw-grpc.js";
+import { handlerError } from "../../../grpc/status-errors.js";
 import { noConfigCommitId, toAgentConfiguration } from "./to-agent-configuration.js";
 
-export interface AgentConfigurationModuleOptions {
-  platform: PlatformClient;
+export interface AgentConfigurationServerModuleOptions {
   /** The platform's external URL, sent to agents as gitlab_external_url. */
   gitlabExternalUrl?: string;
   /**
@@ -50,8 +50,9 @@ interface AgentWatch {
  * (Connect, gRPC-web, HTTP/1.1) and embedders with their own router get the connect-es service
  * (`registerAgentServices`), which behaves the same on the wire.
  */
-export function agentConfigurationModule(options: AgentConfigurationModuleOptions): KasModule {
-  const { platform } = options;
+export function agentConfigurationServerModule(options: AgentConfigurationServerModuleOptions = {}): KasModule {
+  /** Set from the context when KAS registers the module. */
+  let platform: PlatformClient;
   const pollIntervalMs = options.pollIntervalMs ?? 10_000;
   /** connect-es calls waiting for a change, by agent id. */
   const waiters = new Map<number, Set<() => void>>();
@@ -60,10 +61,11 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
   let pollTimer: NodeJS.Timeout | undefined;
   let watching = false;
 
-  function watchPlatform(shutdownSignal: AbortSignal): void {
+  function watchPlatform(ctx: KasModuleContext): void {
+    platform = ctx.platform;
     if (watching || !platform.watchAgentConfigurations) return;
     watching = true;
-    platform.watchAgentConfigurations(wake, shutdownSignal);
+    platform.watchAgentConfigurations(wake, ctx.shutdownSignal);
   }
 
   function wake(agentId: number): void {
@@ -184,8 +186,9 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
 
   return {
     name: "agent_configuration",
+    agentServices: [AgentConfiguration],
     registerAgentServices(router, ctx) {
-      watchPlatform(ctx.shutdownSignal);
+      watchPlatform(ctx);
       router.service(AgentConfiguration, {
         async *getConfiguration(req: ConfigurationRequest, hctx: HandlerContext): AsyncIterable<ConfigurationResponse> {
           const info = await ctx.auth.authenticate(hctx.requestHeader, hctx.signal);
@@ -213,7 +216,7 @@ export function agentConfigurationModule(options: AgentConfigurationModuleOption
     },
     rawAgentMethods(ctx) {
       moduleContext = ctx;
-      watchPlatform(ctx.shutdownSignal);
+      watchPlatform(ctx);
       return [
         rawServerStreamingMethod({
           method: AgentConfiguration.method.getConfiguration,

@@ -1,8 +1,20 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import type { EchoService } from "../../../gen/kasbridge/echo/v1/echo_pb.js";
+import type { AgentModule } from "../../../agent/agent-module.js";
+import { EchoService } from "../../../gen/kasbridge/echo/v1/echo_pb.js";
 
 /** Largest payload ServerStream will generate per message (guards the agent's memory). */
 const maxStreamMessageBytes = 4 * 1024 * 1024;
+
+/**
+ * kasbridge's diagnostics module: every agent serves `kasbridge.echo.v1.EchoService` through the
+ * tunnel by default, answering as its pod name (or `agent-<pod id>`).
+ */
+export function echoAgentModule(): AgentModule {
+  return {
+    name: "echo",
+    services: (ctx) => [{ service: EchoService, implementation: echoService(ctx.agentMeta.podName || `agent-${ctx.podId}`) }],
+  };
+}
 
 /**
  * kasbridge's diagnostics service (`kasbridge.echo.v1.EchoService`), served by agents through the

@@ -29,10 +29,9 @@ import {
 import { HeaderExtraSchema } from "../../../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import { ValuesSchema } from "../../../gen/gitlab/agent/prototool/prototool_pb.js";
 import type { PlatformClient } from "../../../platform-client/platform-client.js";
-import type { ServerTunnel, TunnelCall } from "../../../tunnel/server/server-tunnel.js";
-import type { TunnelRegistry } from "../../../tunnel/server/tunnel-registry.js";
+import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
+import type { TunnelCall } from "../../../tunnel/server/server-tunnel.js";
 import {
-  MAKE_REQUEST_METHOD,
   canonicalHeaderName,
   isFinalStatusCode,
   mapToNodeHeaders,
@@ -40,18 +39,23 @@ import {
   queryToMap,
   rawResponseHead,
   safeReasonPhrase,
-} from "../http-codec.js";
+} from "../../../http/http-codec.js";
 import { isImpersonationHeader } from "../impersonation.js";
+import { MAKE_REQUEST_METHOD } from "../rpc.js";
 import { K8sProxyError, statusHeaders, statusJson, toK8sProxyError } from "./k8s-status.js";
 import { OpenStreams, type EndStream } from "./open-streams.js";
 import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
-import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget } from "../request-path.js";
+import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget } from "../../../http/request-path.js";
 import { streamWindowBytes, widenConnectionWindow } from "../../../util/http2-windows.js";
 import { drained } from "../../../util/drained.js";
+import { waitUntil } from "../../../util/timers.js";
+import { listen } from "../../../util/listen.js";
+import { kasShuttingDownError } from "../../../grpc/status-errors.js";
 import { hostPort } from "../../../util/host-port.js";
 
 export interface KubernetesApiProxyOptions {
-  registry: TunnelRegistry;
+  /** How the proxy calls agents (KasServer.agentCalls). */
+  agentCalls: AgentCalls;
   platform: PlatformClient;
   /** Default: silent. Audit lines are logged at info level. */
   logger?: Logger;
@@ -158,8 +162,9 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
   /** Requests waiting for a tunnel, by the abort of their wait: close() ends them. */
   const waiting = new Set<AbortController>();
 
-  async function acquireTunnel(agentId: number, signal: AbortSignal): Promise<ServerTunnel> {
-    if (shutdown.signal.aborted) throw new ConnectError("KAS is shutting down", Code.Unavailable);
+  /** Starts MakeRequest on one of the agent's tunnels. */
+  async function startCall(agentId: number, signal: AbortSignal): Promise<TunnelCall> {
+    if (shutdown.signal.aborted) throw kasShuttingDownError();
     const wait = new AbortController();
     const onAbort = () => wait.abort(signal.reason);
     // A client that left during authorization has an aborted signal already: "abort" will not fire.
@@ -171,7 +176,7 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     const timer = setTimeout(() => wait.abort(), tunnelWaitMs);
     waiting.add(wait);
     try {
-      return await options.registry.acquire(agentId, MAKE_REQUEST_METHOD, wait.signal);
+      return await options.agentCalls.start(agentId, MAKE_REQUEST_METHOD, {}, wait.signal);
     } finally {
       clearTimeout(timer);
       waiting.delete(wait);
@@ -203,15 +208,14 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     if (life.endedBy) throw life.endedBy;
 
     // The wait ends with the client, after tunnelWaitMs, or at shutdown.
-    let tunnel;
+    let call;
     try {
-      tunnel = await acquireTunnel(authz.agentId, signal);
+      call = await startCall(authz.agentId, signal);
     } catch (e) {
       if (signal.aborted && !shutdown.signal.aborted) throw life.reasonError();
       const ce = ConnectError.from(e);
       throw new K8sProxyError(503, ce.code === Code.Unavailable ? ce.rawMessage : `agent ${authz.agentId}: ${ce.rawMessage}`);
     }
-    const call = tunnel.start(MAKE_REQUEST_METHOD, {});
     calls.add(call);
     const headers = nodeHeadersToMap(req.headers, { drop: (n) => n === "authorization" || n === "cookie" || n === escapedPathHeader, keepUpgrade: upgrade });
     if (path.escaped !== undefined) headers[ESCAPED_PATH_HEADER] = create(ValuesSchema, { value: [path.escaped] });
@@ -498,13 +502,7 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
   if (options.tls) server.on("secureConnection", (socket: Socket) => sockets.add(socket));
 
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(options.port ?? 8154, options.host ?? "127.0.0.1", () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
+    await listen(server, options.port ?? 8154, options.host ?? "127.0.0.1");
   } catch (e) {
     openStreams.close(); // stops watching the platform's feeds
     throw e;
@@ -521,11 +519,10 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         (server as http.Server).closeIdleConnections?.();
-        const deadline = Date.now() + graceMs;
-        while (calls.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        await waitUntil(() => calls.size === 0, graceMs, 50);
         shutdown.abort();
         for (const wait of waiting) wait.abort();
-        for (const call of calls) call.cancel(new ConnectError("KAS is shutting down", Code.Unavailable));
+        for (const call of calls) call.cancel(kasShuttingDownError());
         openStreams.close();
         for (const socket of sockets) socket.destroy();
         (server as http.Server).closeAllConnections?.();

@@ -17,7 +17,7 @@ import { Cleanup } from "@kasbridge/testing/cleanup";
 import { closeServer } from "@kasbridge/testing/servers";
 import { selfSignedCertificate } from "@kasbridge/testing/tls";
 import { waitFor } from "@kasbridge/testing/wait";
-import { createAgentKubernetesApi } from "../agent/agent-kubernetes-api.js";
+import { kubernetesApiAgentModule } from "../agent/kubernetes-api-agent-module.js";
 import { createKubernetesApiProxy, type KubernetesApiProxy, type KubernetesApiProxyOptions } from "./kubernetes-api-proxy.js";
 import { ProxyPlatform, fakeApiServer, job, kubeConfig } from "../kubernetes-api.test-support.js";
 
@@ -75,7 +75,7 @@ describe("kubeproxy: open streams end with their credential (in process)", funct
     kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32) } });
     cleanup.add(() => kas.close(100));
     const kc = await kubeConfig(api.url, "agent-sa-token");
-    agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await createAgentKubernetesApi({ kubeconfig: kc, logger })] });
+    agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await kubernetesApiAgentModule({ kubeconfig: kc, logger })] });
     agent.start();
     cleanup.add(() => agent.stop(100));
     await waitFor(() => kas.registry.stats().idleTunnels > 0, undefined, "a tunnel from the agent");
@@ -89,7 +89,7 @@ describe("kubeproxy: open streams end with their credential (in process)", funct
   after(() => cleanup.run());
 
   async function proxy(options: Partial<KubernetesApiProxyOptions> = {}): Promise<KubernetesApiProxy> {
-    const p = await createKubernetesApiProxy({ registry: kas.registry, platform, logger, port: 0, reauthorizeIntervalMs: 0, ...options });
+    const p = await createKubernetesApiProxy({ agentCalls: kas.agentCalls, platform, logger, port: 0, reauthorizeIntervalMs: 0, ...options });
     proxies.push(p);
     return p;
   }

@@ -1,6 +1,9 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
+import type { KasModule } from "../../../kas/kas-module.js";
+import { hostPort } from "../../../util/host-port.js";
+import { listen } from "../../../util/listen.js";
 
 export interface ObservabilityServerOptions {
   /** Default "127.0.0.1". */
@@ -12,8 +15,13 @@ export interface ObservabilityServerOptions {
   ready(): boolean;
 }
 
+export interface ObservabilityServer {
+  readonly address: { host: string; port: number };
+  close(): Promise<void>;
+}
+
 /** `/metrics` (Prometheus), `/liveness` and `/readiness`, as GitLab KAS serves them. */
-export async function createObservabilityServer(options: ObservabilityServerOptions) {
+export async function createObservabilityServer(options: ObservabilityServerOptions): Promise<ObservabilityServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (path === "/metrics") {
@@ -36,10 +44,7 @@ export async function createObservabilityServer(options: ObservabilityServerOpti
       res.writeHead(404, { "content-type": "text/plain" }).end("not found");
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? 8151, options.host ?? "127.0.0.1", () => resolve());
-  });
+  await listen(server, options.port ?? 8151, options.host ?? "127.0.0.1");
   const address = server.address() as AddressInfo;
   return {
     address: { host: address.address, port: address.port },
@@ -48,5 +53,30 @@ export async function createObservabilityServer(options: ObservabilityServerOpti
         server.closeAllConnections();
         server.close(() => resolve());
       }),
+  };
+}
+
+export interface ObservabilityServerModuleOptions extends Omit<ObservabilityServerOptions, "metrics" | "ready"> {
+  /** Whether KAS should receive traffic (`/readiness`). Default: always. */
+  ready?(): boolean;
+}
+
+/**
+ * The KAS half of observability: `/metrics` (KAS's registry), `/liveness` and `/readiness` on
+ * their own listener (GitLab port 8151), owned by the module.
+ */
+export function observabilityServerModule(options: ObservabilityServerModuleOptions = {}): KasModule {
+  let server: ObservabilityServer | undefined;
+  return {
+    name: "observability",
+    async start(ctx) {
+      server = await createObservabilityServer({ ...options, metrics: ctx.metrics, ready: options.ready ?? (() => true) });
+    },
+    addresses(): Record<string, string> {
+      return server ? { observability: `http://${hostPort(server.address.host, server.address.port)}` } : {};
+    },
+    async close() {
+      await server?.close();
+    },
   };
 }

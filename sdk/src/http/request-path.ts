@@ -1,5 +1,6 @@
 /**
- * Paths of Kubernetes API proxy requests, checked the same way at both ends of the tunnel.
+ * Paths of HTTP requests carried over gRPC, checked the same way at both ends: Kubernetes API
+ * proxy requests (KAS and agent), and agent modules' requests to the platform (gitlab_access).
  *
  * The wire carries the decoded path (`url_path`, Go's `URL.Path`, as GitLab's KAS sends it), in
  * which an encoded slash inside a segment (`a%2Fb`) cannot be told from a separator. When the

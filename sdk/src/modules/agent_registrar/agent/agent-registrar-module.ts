@@ -1,14 +1,9 @@
-import { randomBytes } from "node:crypto";
 import { createClient, type Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { AgentRegistrar } from "../../../gen/gitlab/agent/agent_registrar/rpc/rpc_pb.js";
 import type { AgentMeta } from "../../../gen/gitlab/agent/entity/entity_pb.js";
+import type { AgentModule } from "../../../agent/agent-module.js";
 import { Backoff, sleep } from "../../../util/backoff.js";
-
-/** A random positive int63, chosen once per agent process (GitLab's pod_id). */
-export function randomPodId(): bigint {
-  return randomBytes(8).readBigUInt64BE() & 0x7fff_ffff_ffff_ffffn || 1n;
-}
 
 /**
  * Keeps the agent registered with KAS (AgentRegistrar/Register): at start, every `intervalMs`, and
@@ -69,4 +64,29 @@ export class AgentRegistration {
     await sleep(ms, AbortSignal.any([woken.signal, this.stopped.signal]));
     this.wake = undefined;
   }
+}
+
+export interface AgentRegistrarModuleOptions {
+  /** Re-registration interval. Default 300 000 ms (agentk). */
+  registerIntervalMs?: number;
+}
+
+/**
+ * The agent half of agent_registrar: registers this agent process with KAS at start, every
+ * `registerIntervalMs`, and soon after the tunnels fail (KAS restarted, connection changed).
+ */
+export function agentRegistrarAgentModule(options: AgentRegistrarModuleOptions = {}): AgentModule {
+  let registration: AgentRegistration | undefined;
+  return {
+    name: "agent_registrar",
+    start(ctx) {
+      const started = new AgentRegistration(ctx.transport, ctx.agentMeta, ctx.podId, ctx.logger, options.registerIntervalMs);
+      registration = started;
+      ctx.onTunnelFailure(() => started.registerSoon());
+      started.start();
+    },
+    async close() {
+      await registration?.stop();
+    },
+  };
 }

@@ -1,11 +1,12 @@
 import { expect } from "chai";
 import { afterEach, describe, it } from "mocha";
 import pino from "pino";
-import { createAgent, type Agent } from "../../../agent/create-agent.js";
+import { createAgent, type Agent } from "../../agent/create-agent.js";
 import { Cleanup } from "@kasbridge/testing/cleanup";
-import { StaticPlatformClient } from "../../../platform-client/static-platform-client.test-support.js";
+import { StaticPlatformClient } from "../../platform-client/static-platform-client.test-support.js";
 import { waitFor } from "@kasbridge/testing/wait";
-import { createKasServer, type KasServer } from "../../../kas/kas-server.js";
+import { createKasServer, type KasServer } from "../../kas/kas-server.js";
+import { agentRegistrarAgentModule } from "./agent/agent-registrar-module.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -23,7 +24,7 @@ describe("AgentRegistrar/Register on KAS", () => {
       kas,
       platform,
       agent(token) {
-        const agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token, logger, podName: token, watchConfiguration: false });
+        const agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token, logger, podName: token, modules: [agentRegistrarAgentModule()] });
         agent.start();
         cleanup.add(() => agent.stop(100));
         return agent;

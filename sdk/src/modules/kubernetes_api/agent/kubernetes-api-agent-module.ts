@@ -16,18 +16,18 @@ import https from "node:https";
 import type { Duplex } from "node:stream";
 import type { KubeConfig } from "@kubernetes/client-node";
 import pino, { type Logger } from "pino";
-import type { AgentModule } from "../../../agent/create-agent.js";
+import type { AgentModule } from "../../../agent/agent-module.js";
 import type { HttpResponseSchema} from "../../../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { type HttpRequest, type HttpRequest_Header } from "../../../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { HeaderExtraSchema, KubernetesApi, type ImpersonationConfig } from "../../../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import { ValuesSchema } from "../../../gen/gitlab/agent/prototool/prototool_pb.js";
 import { AsyncQueue } from "../../../util/async-queue.js";
-import { canonicalHeaderName, connectionOptions, isHopByHop, mapToNodeHeaders, mapToQueryString } from "../http-codec.js";
+import { canonicalHeaderName, connectionOptions, isHopByHop, mapToNodeHeaders, mapToQueryString } from "../../../http/http-codec.js";
 import { impersonationHeaders, isEmptyImpersonation, isImpersonationHeader } from "../impersonation.js";
-import { ESCAPED_PATH_HEADER, RequestPathError, pathForApiServer } from "../request-path.js";
+import { ESCAPED_PATH_HEADER, RequestPathError, pathForApiServer } from "../../../http/request-path.js";
 import { drained } from "../../../util/drained.js";
 
-export interface AgentKubernetesApiOptions {
+export interface KubernetesApiAgentModuleOptions {
   /**
    * Where the cluster credentials come from: a kubeconfig file path, a loaded `KubeConfig`, or
    * "in-cluster" (the pod's ServiceAccount). Default: in-cluster when KUBERNETES_SERVICE_HOST is
@@ -46,7 +46,7 @@ export interface AgentKubernetesApiOptions {
 type ResponseInit = MessageInitShape<typeof HttpResponseSchema>;
 
 /** Loads the cluster credentials and returns the module serving KubernetesApi through the tunnel. */
-export async function createAgentKubernetesApi(options: AgentKubernetesApiOptions = {}): Promise<AgentModule> {
+export async function kubernetesApiAgentModule(options: KubernetesApiAgentModuleOptions = {}): Promise<AgentModule> {
   const logger = options.logger ?? pino({ level: "silent" });
   const kc = await loadKubeConfig(options);
   const cluster = kc.getCurrentCluster();
@@ -298,11 +298,11 @@ export async function createAgentKubernetesApi(options: AgentKubernetesApiOption
   logger.info({ server: server.origin }, "Kubernetes API proxy: forwarding to the cluster's API server");
   return {
     name: "kubernetes_api",
-    services: [{ service: KubernetesApi, implementation }],
+    services: () => [{ service: KubernetesApi, implementation }],
   };
 }
 
-async function loadKubeConfig(options: AgentKubernetesApiOptions): Promise<KubeConfig> {
+async function loadKubeConfig(options: KubernetesApiAgentModuleOptions): Promise<KubeConfig> {
   if (options.kubeconfig !== undefined && typeof options.kubeconfig !== "string") return options.kubeconfig;
   // Loaded on demand: the package is large and only agents that proxy the Kubernetes API need it.
   const { KubeConfig } = await import("@kubernetes/client-node");

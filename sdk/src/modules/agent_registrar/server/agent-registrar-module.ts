@@ -1,9 +1,25 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { AgentRegistrar, RegisterRequest } from "../../../gen/gitlab/agent/agent_registrar/rpc/rpc_pb.js";
+import { AgentRegistrar, type RegisterRequest } from "../../../gen/gitlab/agent/agent_registrar/rpc/rpc_pb.js";
 import type { AgentInfo } from "../../../platform-client/platform-client.js";
 import type { AgentAuthenticator } from "../../../kas/agent-authenticator.js";
 import type { AgentTracker, EndWatch } from "../../../kas/agent-tracker.js";
+import type { KasModule } from "../../../kas/kas-module.js";
 import { kConnection, kConnectionClosed, onAbort, type ConnectionScope } from "../../../kas/connection-context.js";
+
+/**
+ * The KAS half of agent_registrar: agents register their process (pod id, version, pod) with
+ * `AgentRegistrar/Register`; KAS's agent tracker lists it until the agent's connection closes or
+ * its token is revoked.
+ */
+export function agentRegistrarServerModule(): KasModule {
+  return {
+    name: "agent_registrar",
+    agentServices: [AgentRegistrar],
+    registerAgentServices(router, ctx) {
+      router.service(AgentRegistrar, agentRegistrarService(ctx));
+    },
+  };
+}
 
 /** The KAS half of `gitlab.agent.agent_registrar.rpc.AgentRegistrar/Register`. */
 export function agentRegistrarService(deps: {

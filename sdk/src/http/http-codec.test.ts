@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { expect } from "chai";
-import { ValuesSchema, type Values } from "../../gen/gitlab/agent/prototool/prototool_pb.js";
+import { ValuesSchema, type Values } from "../gen/gitlab/agent/prototool/prototool_pb.js";
 import { connectionOptions, isFinalStatusCode, mapToNodeHeaders, nodeHeadersToMap, rawResponseHead, safeReasonPhrase } from "./http-codec.js";
 
 const map = (h: Record<string, string[]>): { [k: string]: Values } =>

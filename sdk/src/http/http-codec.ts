@@ -1,14 +1,13 @@
 /**
- * HTTP over the tunnel (`grpctool.HttpRequest` / `HttpResponse` frames): header maps and the
- * hop-by-hop rules both halves of the Kubernetes API proxy share. Header names travel in Go's
+ * HTTP carried over gRPC (`grpctool.HttpRequest` / `HttpResponse` frames): header maps and the
+ * hop-by-hop rules of the modules that carry HTTP (kubernetes_api through the tunnel, gitlab_access
+ * from agents to the platform). Header names travel in Go's
  * canonical form (`Content-Type`), as GitLab's KAS and agentk put them in an `http.Header`.
  */
 import { create } from "@bufbuild/protobuf";
 import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http";
-import { ValuesSchema, type Values } from "../../gen/gitlab/agent/prototool/prototool_pb.js";
-
-/** The tunnel method of the Kubernetes API proxy. */
-export const MAKE_REQUEST_METHOD = "/gitlab.agent.kubernetes_api.rpc.KubernetesApi/MakeRequest";
+import { ValuesSchema, type Values } from "../gen/gitlab/agent/prototool/prototool_pb.js";
+import type { MultiMap } from "../platform-client/platform-client.js";
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) plus HTTP/2's connection-specific ones; never forwarded. */
 const hopByHop = new Set([
@@ -188,4 +187,38 @@ export function rawResponseHead(statusCode: number, statusMessage: string, heade
     for (const v of values) head += `${name}: ${v}\r\n`;
   }
   return `${head}\r\n`;
+}
+
+/** Tunnel value map (headers or query) -> name with its values. */
+export function valuesToMultiMap(map: { [key: string]: Values }): MultiMap {
+  const out: MultiMap = {};
+  for (const [name, values] of Object.entries(map)) out[name] = [...values.value];
+  return out;
+}
+
+/**
+ * Tunnel header map -> headers to send on, without hop-by-hop headers, those `drop` names
+ * (lowercase) and invalid entries (reported to `onInvalid`, as {@link mapToNodeHeaders}).
+ */
+export function mapToMultiMap(
+  map: { [key: string]: Values },
+  options: { drop?: (lowerName: string) => boolean; onInvalid?: (name: string) => void } = {},
+): MultiMap {
+  const out: MultiMap = {};
+  for (const [name, value] of Object.entries(mapToNodeHeaders(map, { onInvalid: options.onInvalid }))) {
+    if (value === undefined || options.drop?.(name.toLowerCase())) continue;
+    out[name] = Array.isArray(value) ? value.map(String) : [String(value)];
+  }
+  return out;
+}
+
+/** Headers -> tunnel header map (Go's canonical names), without hop-by-hop headers. */
+export function multiMapToMap(headers: MultiMap): { [key: string]: Values } {
+  const lower: IncomingHttpHeaders = {};
+  for (const [name, values] of Object.entries(headers)) {
+    const key = name.toLowerCase();
+    const existing = lower[key];
+    lower[key] = existing === undefined ? [...values] : [...(Array.isArray(existing) ? existing : [existing]), ...values];
+  }
+  return nodeHeadersToMap(lower);
 }
