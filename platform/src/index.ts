@@ -126,6 +126,8 @@ export type {
 export { DEFAULT_K8S_PROXY_URL, RUN_CI_JOBS_ACCESS_LEVEL } from "./ci/ci-api.js";
 
 export { createInProcessPlatformClient } from "./client/in-process-platform-client.js";
+export type { InProcessPlatformClientOptions } from "./client/in-process-platform-client.js";
+export type { AgentModuleHandler, AgentModuleRequest, AgentModuleResponse, ModuleRequestService } from "./module-requests/module-requests.js";
 
 export { createPlatformApp } from "./platform-app.js";
 export type { PlatformAppOptions } from "./platform-app.js";

@@ -47,7 +47,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     const platform: PlatformClient = config.platformUrl
       ? createHttpPlatformClient({ baseUrl: config.platformUrl, jwtSecret, logger: logger.child({ component: "platform-client" }) })
       : services
-        ? createInProcessPlatformClient(services)
+        ? createInProcessPlatformClient(services, { maxModuleRequestBytes: config.maxRequestBodyBytes })
         : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
 
     // Kubernetes API proxy (8154): kubectl only sends tokens over TLS, so the proxy serves TLS

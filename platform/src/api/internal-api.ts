@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import { JwtVerificationError, KAS_API_REQUEST_HEADER, bearerToken, verifyKasApiRequestJwt } from "@kasbridge/sdk/auth";
 import { ConfigurationFileSchema } from "@kasbridge/sdk/gen/gitlab/agent/agentcfg/agentcfg_pb";
 import { registerProxyUserRoutes } from "../ci/ci-api.js";
+import { registerModuleRequestRoutes } from "../module-requests/module-request-api.js";
 import {
   AGENT_CONFIGURATION_CHANGES_PATH,
   AGENT_CONFIGURATION_PATH,
@@ -119,6 +120,8 @@ export function createInternalApi(options: InternalApiOptions): Router {
 
   // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).
   registerProxyUserRoutes(router, { services, kasJwt, bodyLimit });
+  // …/modules/<module>/<path>: agent modules' requests through KAS (gitlab_access).
+  registerModuleRequestRoutes(router, { services, kasJwt, agentFromRequest, bodyLimit });
 
   router.use(jsonErrorHandler(logger, bodyLimit));
   return router;

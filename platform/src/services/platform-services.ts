@@ -4,6 +4,7 @@ import { createRepositoryService, type RepositoryService } from "../git/reposito
 import { createAgentConfigService, type AgentConfigService } from "../agent-config/agent-config-service.js";
 import { createCiJobService, type CiJobService } from "../ci/ci-jobs.js";
 import { createProxyUserAuthorizationService, type ProxyUserAuthorizationService } from "../user-access/proxy-user-authorization.js";
+import { createModuleRequestService, type ModuleRequestService } from "../module-requests/module-requests.js";
 import type { Store } from "../store/store.js";
 import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
 import { createAgentService, type AgentService } from "./agents.js";
@@ -62,6 +63,8 @@ export interface PlatformServices {
   readonly ciJobs: CiJobService;
   /** `authorize_proxy_user`: a user's access to an agent's cluster through KAS (user_access). */
   readonly proxyUserAuthorization: ProxyUserAuthorizationService;
+  /** The platform halves of agent modules, answering their requests through KAS (gitlab_access). */
+  readonly moduleRequests: ModuleRequestService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -130,5 +133,6 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       members,
       agentConfigs,
     }),
+    moduleRequests: createModuleRequestService(ctx.logger.child({ component: "module-requests" })),
   };
 }

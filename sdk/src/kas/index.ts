@@ -32,7 +32,9 @@ export {
 } from "./internal-api-auth.js";
 
 // Agent-facing methods on raw HTTP/2 streams (long-lived, mostly idle calls every agent holds)
-export { rawGrpcMethods, rawServerStreamingMethod, RawServerStreamCall } from "../grpc/raw-grpc.js";
-export type { RawGrpcMethod, RawServerStreamHandler, RawServerStreamOptions, RawStreamHandler } from "../grpc/raw-grpc.js";
+export { rawGrpcMethods } from "../grpc/raw-dispatch.js";
+export type { RawGrpcMethod, RawStreamHandler } from "../grpc/raw-dispatch.js";
+export { rawServerStreamingMethod, RawServerStreamCall } from "./raw-server-stream.js";
+export type { RawServerStreamHandler, RawServerStreamOptions } from "./raw-server-stream.js";
 export { handlerError, kasShuttingDownError } from "../grpc/status-errors.js";
 export { parseGrpcTimeout } from "../grpc/grpc-timeout.js";

@@ -2,7 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import type { RawGrpcMethod } from "../grpc/raw-grpc.js";
+import type { RawGrpcMethod } from "../grpc/raw-dispatch.js";
 import type { PlatformClient } from "../platform-client/platform-client.js";
 import type { AgentCalls } from "../tunnel/server/agent-calls.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";

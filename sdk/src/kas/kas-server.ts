@@ -3,7 +3,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pino, { type Logger } from "pino";
 import { Registry } from "prom-client";
 import { ReverseTunnel } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
-import { rawGrpcMethods } from "../grpc/raw-grpc.js";
+import { rawGrpcMethods } from "../grpc/raw-dispatch.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../grpc/limits.js";
 import { kasShuttingDownError } from "../grpc/status-errors.js";
 import type { PlatformClient } from "../platform-client/platform-client.js";

@@ -15,7 +15,7 @@ import { PlatformError, type PlatformClient } from "../../platform-client/platfo
 import { AgentAuthenticator } from "../../kas/agent-authenticator.js";
 import { AgentTracker } from "../../kas/agent-tracker.js";
 import type { KasModuleContext } from "../../kas/kas-module.js";
-import { rawGrpcMethods } from "../../grpc/raw-grpc.js";
+import { rawGrpcMethods } from "../../grpc/raw-dispatch.js";
 import { StaticPlatformClient } from "../../platform-client/static-platform-client.test-support.js";
 import { bearer } from "../../grpc/interceptors.test-support.js";
 import { waitFor } from "@kasbridge/testing/wait";

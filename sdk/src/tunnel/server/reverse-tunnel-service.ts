@@ -16,20 +16,18 @@ import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../../grpc/lim
 import type { AgentAuthenticator } from "../../kas/agent-authenticator.js";
 import { resetAfterMessages } from "../../grpc/grpc-message-writes.js";
 import { deadlineTimer } from "../../util/timers.js";
+import { AgentStreamGroups, type AgentStreamMember, type TokenGroup } from "../../kas/agent-stream-groups.js";
+import { isGrpcRequest } from "../../grpc/raw-dispatch.js";
 import {
-  AgentStreamGroups,
   attachRawStream,
   authorizationHeader,
   detachRawStream,
   endGrpcResponse,
-  isGrpcRequest,
   requestFrameReader,
   requestTimeoutMs,
   writeGrpcMessage,
-  type AgentStreamMember,
   type RawStreamOwner,
-  type TokenGroup,
-} from "../../grpc/raw-grpc.js";
+} from "../../grpc/raw-wire.js";
 
 export interface ReverseTunnelServiceDeps {
   auth: AgentAuthenticator;

@@ -10,7 +10,7 @@ import {
 import { ConfigurationFileSchema } from "../../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import type { AgentConfigurationSnapshot, AgentInfo, PlatformClient } from "../../../platform-client/platform-client.js";
 import type { KasModule, KasModuleContext } from "../../../kas/kas-module.js";
-import { rawServerStreamingMethod, type RawServerStreamCall } from "../../../grpc/raw-grpc.js";
+import { rawServerStreamingMethod, type RawServerStreamCall } from "../../../kas/raw-server-stream.js";
 import { handlerError } from "../../../grpc/status-errors.js";
 import { noConfigCommitId, toAgentConfiguration } from "./to-agent-configuration.js";
 

@@ -2,186 +2,27 @@ import type http2 from "node:http2";
 import { fromBinary, toBinary, type DescMessage, type DescMethodServerStreaming, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AgentInfo } from "../platform-client/platform-client.js";
-import { drained } from "../util/drained.js";
-import { FrameReader } from "./grpc-frames.js";
-import { writeGrpcFrame } from "./grpc-message-writes.js";
+import type { FrameReader } from "../grpc/grpc-frames.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../grpc/limits.js";
+import { isGrpcRequest, type RawGrpcMethod } from "../grpc/raw-dispatch.js";
+import {
+  attachRawStream,
+  authorizationHeader,
+  detachRawStream,
+  endGrpcResponse,
+  requestFrameReader,
+  requestTimeoutMs,
+  writeGrpcMessage,
+  type RawStreamOwner,
+} from "../grpc/raw-wire.js";
+import { handlerError, kasShuttingDownError } from "../grpc/status-errors.js";
 import { deadlineTimer } from "../util/timers.js";
-import { tokenRevokedError, type AgentAuthenticator } from "../kas/agent-authenticator.js";
-import { grpcStatusHeaders } from "./grpc-status-headers.js";
-import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
-import { handlerError, kasShuttingDownError } from "./status-errors.js";
-import { parseGrpcTimeout } from "./grpc-timeout.js";
+import type { AgentAuthenticator } from "./agent-authenticator.js";
+import { AgentStreamGroups, type AgentStreamMember, type TokenGroup } from "./agent-stream-groups.js";
 
-/**
- * Building blocks for agent API methods served over gRPC directly on the raw HTTP/2 stream (the
- * agent API listener's `streamHandler`), ahead of Node's compatibility layer and connect-es. They
- * exist for long-lived, mostly idle streams that every agent holds (tunnels, GetConfiguration):
- * connect-es keeps a promise chain, queues and closures per open call (tens of KiB); here an idle
- * stream is one small object with listeners shared by all streams.
- */
-
-/** Handles one HTTP/2 stream of its method; false passes the stream on (e.g. to connect-es). */
-export type RawStreamHandler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
-
-/** A gRPC method served on raw HTTP/2 streams: `path` is `/<service>/<method>`. */
-export interface RawGrpcMethod {
-  readonly path: string;
-  readonly handle: RawStreamHandler;
-}
-
-/**
- * One stream handler for several raw methods, chosen by `:path` (one map lookup per stream);
- * streams of other paths, and those a method declines, are passed on (false).
- */
-export function rawGrpcMethods(methods: readonly RawGrpcMethod[]): RawStreamHandler {
-  const byPath = new Map<string, RawStreamHandler>();
-  for (const method of methods) {
-    if (byPath.has(method.path)) throw new Error(`two raw handlers for ${method.path}`);
-    byPath.set(method.path, method.handle);
-  }
-  return (stream, headers) => {
-    const path = headers[":path"];
-    const handle = path === undefined ? undefined : byPath.get(path);
-    return handle ? handle(stream, headers) : false;
-  };
-}
-
-/** A gRPC request over HTTP/2 for `path` (Connect and gRPC-web requests are not). */
-export function isGrpcRequest(headers: http2.IncomingHttpHeaders, path: string): boolean {
-  if (headers[":method"] !== "POST" || headers[":path"] !== path) return false;
-  const contentType = headers["content-type"];
-  return contentType === "application/grpc" || contentType === "application/grpc+proto";
-}
-
-export function firstHeader(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
-/** What the authenticator reads of a raw request: only its bearer token. */
-export function authorizationHeader(headers: http2.IncomingHttpHeaders): Headers {
-  const header = new Headers();
-  const authorization = firstHeader(headers.authorization);
-  if (authorization !== undefined) header.set("authorization", authorization);
-  return header;
-}
-
-/** A reader of the request's gRPC frames, honouring its grpc-encoding (throws UNIMPLEMENTED for others). */
-export function requestFrameReader(headers: http2.IncomingHttpHeaders, maxMessageBytes: number): FrameReader {
-  return new FrameReader(maxMessageBytes, firstHeader(headers["grpc-encoding"]) ?? "identity");
-}
-
-/** The request's `grpc-timeout` in ms, if any. */
-export function requestTimeoutMs(headers: http2.IncomingHttpHeaders): number | undefined {
-  return parseGrpcTimeout(firstHeader(headers["grpc-timeout"]) ?? null);
-}
-
-const resolved = Promise.resolve();
-const responseHead = { ":status": 200, "content-type": "application/grpc", "grpc-accept-encoding": "gzip" };
-
-/**
- * Writes one length-prefixed message in one piece (sending the response headers first if needed),
- * so that a reset (`resetAfterMessages`) never cuts it. Resolves at once, or when the stream drains
- * (backpressure) or closes. Throws if the stream was reset.
- */
-export function writeGrpcMessage(stream: http2.ServerHttp2Stream, bytes: Uint8Array): Promise<void> {
-  if (!stream.headersSent) stream.respond(responseHead, { waitForTrailers: true });
-  return writeGrpcFrame(stream, bytes) ? resolved : drained(stream);
-}
-
-/**
- * Sends the status trailers (after headers, even when no message was sent) and ends our side of
- * the stream. The client ends its side once it has the status (gRPC clients do); a RST_STREAM sent
- * right after the trailers would overtake them.
- */
-export function endGrpcResponse(stream: http2.ServerHttp2Stream, error: ConnectError | undefined): void {
-  if (stream.destroyed || stream.closed || stream.writableEnded) return;
-  if (!stream.headersSent) stream.respond(responseHead, { waitForTrailers: true });
-  const trailers = grpcStatusHeaders(error);
-  stream.once("wantTrailers", () => {
-    try {
-      stream.sendTrailers(trailers);
-    } catch {
-      // The stream was reset meanwhile.
-    }
-  });
-  stream.end();
-}
-
-/** A stream that {@link AgentStreamGroups} can end (revocation, shutdown). */
-export interface AgentStreamMember {
-  group: TokenGroup | undefined;
-  end(reason: unknown): void;
-}
-
-/** The open streams of one agent token: one revocation listener for all of them. */
-export interface TokenGroup {
-  readonly tokenId: number | undefined;
-  readonly members: Set<AgentStreamMember>;
-  stopWatching: () => void;
-  revoked: boolean;
-}
-
-/**
- * The authenticated streams of one method, grouped by token: a revocation ends the token's streams
- * (one listener per token, not per stream) and KAS shutdown ends them all (one listener).
- */
-export class AgentStreamGroups {
-  private readonly groups = new Map<number | undefined, TokenGroup>();
-
-  constructor(
-    private readonly auth: AgentAuthenticator,
-    private readonly shutdownSignal: AbortSignal,
-    shutdownReason?: () => unknown,
-  ) {
-    if (!shutdownSignal.aborted) {
-      shutdownSignal.addEventListener(
-        "abort",
-        () => {
-          const reason = shutdownReason ? shutdownReason() : shutdownSignal.reason;
-          for (const group of [...this.groups.values()]) for (const member of [...group.members]) member.end(reason);
-        },
-        { once: true },
-      );
-    }
-  }
-
-  /** Adds an authenticated stream; ends it at once when KAS is shutting down or the token is revoked. */
-  join(member: AgentStreamMember, info: AgentInfo): void {
-    if (this.shutdownSignal.aborted) return member.end(this.shutdownSignal.reason);
-    const tokenId = info.tokenId;
-    let group = this.groups.get(tokenId);
-    if (!group) {
-      const created: TokenGroup = { tokenId, members: new Set(), stopWatching: noop, revoked: false };
-      const stop = this.auth.onRevoked(info, (reason) => {
-        created.revoked = true;
-        if (this.groups.get(tokenId) === created) this.groups.delete(tokenId);
-        for (const revoked of [...created.members]) revoked.end(reason);
-      });
-      if (!stop) return member.end(tokenRevokedError());
-      created.stopWatching = stop;
-      this.groups.set(tokenId, created);
-      group = created;
-    }
-    group.members.add(member);
-    member.group = group;
-  }
-
-  /** Forgets a stream. Idempotent. */
-  leave(member: AgentStreamMember): void {
-    const group = member.group;
-    if (!group) return;
-    member.group = undefined;
-    group.members.delete(member);
-    if (group.members.size === 0 && !group.revoked && this.groups.get(group.tokenId) === group) {
-      this.groups.delete(group.tokenId);
-      group.stopWatching();
-    }
-  }
-}
-
-function noop(): void {}
-
-function ignore(): void {}
+// Server-streaming methods of the agent API on raw HTTP/2 streams (GetConfiguration): one request
+// message, the agent authenticated, then responses until the handler, the agent, a revocation or
+// KAS ends the call.
 
 /**
  * The handler of a raw server-streaming method. Its functions are shared by all calls; what one
@@ -254,7 +95,7 @@ class RawServerStreams<I extends DescMessage, O extends DescMessage, S> {
     try {
       reader = requestFrameReader(headers, this.maxRequestBytes);
     } catch (error) {
-      stream.on("error", ignore);
+      stream.on("error", () => {});
       stream.resume();
       return endGrpcResponse(stream, ConnectError.from(error));
     }
@@ -293,47 +134,6 @@ class RawServerStreams<I extends DescMessage, O extends DescMessage, S> {
     this.groups.leave(call);
     if (call.started) this.options.handler.ended?.(call);
   }
-}
-
-/** What serves a raw HTTP/2 stream: gets its request bytes, its end and its close. */
-export interface RawStreamOwner {
-  onData(chunk: Buffer): void;
-  onEnd(): void;
-  /** The stream closed (client gone, reset, session closed), whether or not its request had ended. */
-  onClose(): void;
-}
-
-const kOwner = Symbol("kasbridge.rawStreamOwner");
-type OwnedHttp2Stream = http2.ServerHttp2Stream & { [kOwner]?: RawStreamOwner };
-
-// Listeners shared by every raw stream: an idle stream holds no closures of its own.
-function onOwnedData(this: OwnedHttp2Stream, chunk: Buffer): void {
-  this[kOwner]?.onData(chunk);
-}
-function onOwnedEnd(this: OwnedHttp2Stream): void {
-  this[kOwner]?.onEnd();
-}
-function onOwnedClose(this: OwnedHttp2Stream): void {
-  this[kOwner]?.onClose();
-}
-
-/** Routes the stream's events to `owner` through listeners shared by all streams. */
-export function attachRawStream(stream: http2.ServerHttp2Stream, owner: RawStreamOwner): void {
-  (stream as OwnedHttp2Stream)[kOwner] = owner;
-  // Stream errors surface as "close".
-  stream.on("error", ignore);
-  stream.on("data", onOwnedData);
-  stream.on("end", onOwnedEnd);
-  stream.on("close", onOwnedClose);
-}
-
-/** Undoes {@link attachRawStream}; later request data is read and dropped so the stream can finish. */
-export function detachRawStream(stream: http2.ServerHttp2Stream): void {
-  stream.off("data", onOwnedData);
-  stream.off("end", onOwnedEnd);
-  stream.off("close", onOwnedClose);
-  (stream as OwnedHttp2Stream)[kOwner] = undefined;
-  stream.resume();
 }
 
 /** One call of a {@link rawServerStreamingMethod}, from its request to its status. */

@@ -12,12 +12,13 @@ import {
   ConfigurationResponseSchema,
 } from "../gen/gitlab/agent/agent_configuration/rpc/rpc_pb.js";
 import { StaticPlatformClient } from "../platform-client/static-platform-client.test-support.js";
-import { bearer } from "./interceptors.test-support.js";
+import { bearer } from "../grpc/interceptors.test-support.js";
 import { waitFor } from "@kasbridge/testing/wait";
 import { createAgentApiListener } from "../transport/agent-api-listener.js";
-import { encodeFrame as frame, frameHeader } from "./grpc-frames.js";
-import { AgentAuthenticator } from "../kas/agent-authenticator.js";
-import { rawGrpcMethods, rawServerStreamingMethod, type RawServerStreamCall } from "./raw-grpc.js";
+import { encodeFrame as frame, frameHeader } from "../grpc/grpc-frames.js";
+import { AgentAuthenticator } from "./agent-authenticator.js";
+import { rawGrpcMethods } from "../grpc/raw-dispatch.js";
+import { rawServerStreamingMethod, type RawServerStreamCall } from "./raw-server-stream.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const path = `/${AgentConfiguration.typeName}/${AgentConfiguration.method.getConfiguration.name}`;
