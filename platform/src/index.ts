@@ -56,7 +56,8 @@ export type {
 export { AGENT_CONFIG_DIRECTORY, AGENT_CONFIG_FILE_NAME, agentConfigPath, agentNameOfConfigPath } from "./agent-config/repository.js";
 export type { AgentConfigRepositories, PushSource, RepositoryReader } from "./agent-config/repository.js";
 
-export { createPlatformApi, DEFAULT_REST_BODY_LIMIT_BYTES, MANAGE_AGENTS_ACCESS_LEVEL, READ_AGENTS_ACCESS_LEVEL } from "./api/rest-api.js";
+export { createPlatformApi, DEFAULT_REST_BODY_LIMIT_BYTES } from "./api/rest-api.js";
+export { MANAGE_AGENTS_ACCESS_LEVEL, READ_AGENTS_ACCESS_LEVEL } from "./api/cluster-agents-api.js";
 export type { PlatformApiOptions } from "./api/rest-api.js";
 export { DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES, createInternalApi } from "./api/internal-api.js";
 export type { InternalApiOptions } from "./api/internal-api.js";

@@ -6,7 +6,7 @@ import pino from "pino";
 import type { Logger } from "pino";
 import { JwtVerificationError, KAS_API_REQUEST_HEADER, bearerToken, verifyKasApiRequestJwt } from "@kasbridge/sdk/auth";
 import { ConfigurationFileSchema } from "@kasbridge/sdk/gen/gitlab/agent/agentcfg/agentcfg_pb";
-import { registerProxyUserRoutes } from "../ci/ci-api.js";
+import { registerProxyUserRoutes } from "../user-access/user-access-api.js";
 import { registerModuleRequestRoutes } from "../module-requests/module-request-api.js";
 import {
   AGENT_CONFIGURATION_CHANGES_PATH,

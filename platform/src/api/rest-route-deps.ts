@@ -1,5 +1,6 @@
 import type { Request, RequestHandler, Response } from "express";
 import type { PlatformServices } from "../services/platform-services.js";
+import type { PersonalAccessToken } from "../services/personal-access-tokens.js";
 import type { Project } from "../services/projects.js";
 import type { User } from "../services/users.js";
 
@@ -13,6 +14,12 @@ export interface RestRouteDeps {
   /** Body parsers, with the API's body limit. */
   body: RequestHandler[];
   currentUser(res: Response): User;
+  /** The authenticated user and the personal access token they used. */
+  currentAuth(res: Response): { user: User; token: PersonalAccessToken };
+  /** Refuses (403) a user who is not an admin. */
+  requireAdmin: RequestHandler;
+  /** Base of `web_url` fields: the external URL, or the request's own. */
+  baseUrl(req: Request): string;
   /** The `:id` project when the user may see it; throws 404 otherwise. */
   loadProject(req: Request, user: User): Promise<Project>;
   /** The user's access level on the project (OWNER for admins). */

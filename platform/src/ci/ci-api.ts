@@ -1,21 +1,16 @@
 /**
- * HTTP routes of the CI jobs stand-in and of the Kubernetes-proxy authorizations. The REST API
- * (createPlatformApi) and the internal API (createInternalApi) mount them on their routers, so
- * they share those routers' authentication helpers and error handling.
+ * HTTP routes of the CI jobs stand-in and GitLab's `GET /job/allowed_agents`. The REST API
+ * (createPlatformApi) mounts them, so they share its authentication helpers and error handling.
  */
-import express from "express";
-import type { Request, RequestHandler, Response, Router } from "express";
-import { AUTHORIZE_PROXY_USER_PATH, JOB_ALLOWED_AGENTS_PATH, JOB_TOKEN_HEADER } from "@kasbridge/sdk/platform-client";
-import type { PlatformServices } from "../services/platform-services.js";
-import { guardRequestBody, type BodyLimit } from "../api/body-limit.js";
-import { allowedAgentsForJobEntity, ciJobEntity, proxyUserAuthorizationEntity } from "../api/entities.js";
-import { HttpError, forbidden, notFound, paramError, unauthorized } from "../api/http-errors.js";
-import { bodyOf, optionalString, parseId, requiredString } from "../api/params.js";
+import type { Request, Response, Router } from "express";
+import { JOB_ALLOWED_AGENTS_PATH, JOB_TOKEN_HEADER } from "@kasbridge/sdk/platform-client";
+import { allowedAgentsForJobEntity, ciJobEntity } from "../api/entities.js";
+import { forbidden, notFound, paramError, unauthorized } from "../api/http-errors.js";
+import { bodyOf, optionalString, parseId } from "../api/params.js";
 import type { RestRouteDeps } from "../api/rest-route-deps.js";
 import { AccessLevel } from "../services/access-levels.js";
 import { CI_JOB_FINISHED_STATUSES, type CiJobFinishedStatus } from "./ci-jobs.js";
 import { generateKubeconfig } from "./kubeconfig.js";
-import { PROXY_USER_ACCESS_TYPES, type ProxyUserAccessType } from "../user-access/proxy-user-authorization.js";
 
 /** Where KAS's Kubernetes API proxy listens by default (GitLab KAS's port 8154). */
 export const DEFAULT_K8S_PROXY_URL = "http://127.0.0.1:8154";
@@ -81,40 +76,5 @@ export function registerCiRestRoutes(router: Router, deps: CiRestRoutesDeps): vo
     const allowed = await services.ciJobs.allowedAgentsForJob(token);
     if (!allowed) throw unauthorized();
     res.json(allowedAgentsForJobEntity(allowed));
-  });
-}
-
-/** GitLab's `POST /internal/kubernetes/authorize_proxy_user`, behind the KAS JWT check. */
-export function registerProxyUserRoutes(router: Router, deps: { services: PlatformServices; kasJwt: RequestHandler; bodyLimit: BodyLimit }): void {
-  const json = express.json({ limit: deps.bodyLimit.maxBytes });
-  router.post(AUTHORIZE_PROXY_USER_PATH, deps.kasJwt, guardRequestBody(deps.bodyLimit), json, async (req, res) => {
-    const b = bodyOf(req);
-    // Grape's parameter checks first: agent_id, access_type (one of two), access_key, and
-    // csrf_token with a session cookie.
-    const agentIdRaw = b.agent_id;
-    if (agentIdRaw === undefined || agentIdRaw === null || agentIdRaw === "") throw paramError("agent_id is missing");
-    const agentId = parseId(agentIdRaw, "agent_id");
-    const accessType = requiredString(b, "access_type");
-    if (!(PROXY_USER_ACCESS_TYPES as readonly string[]).includes(accessType)) throw paramError("access_type does not have a valid value");
-    const accessKey = requiredString(b, "access_key");
-    if (accessType === "session_cookie") requiredString(b, "csrf_token");
-
-    const result = await deps.services.proxyUserAuthorization.authorizeProxyUser({
-      agentId,
-      accessType: accessType as ProxyUserAccessType,
-      accessKey,
-    });
-    if (!result.ok) {
-      if (result.reason === "insufficient_scope") {
-        throw new HttpError(403, {
-          error: "insufficient_scope",
-          error_description: "The request requires higher privileges than provided by the access token.",
-          scope: "k8s_proxy",
-          message: result.message,
-        });
-      }
-      throw new HttpError(result.status, { message: result.message });
-    }
-    res.json(proxyUserAuthorizationEntity(result.authorization));
   });
 }

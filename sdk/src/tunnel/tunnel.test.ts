@@ -21,6 +21,7 @@ import { closeServer, listen, port } from "@kasbridge/testing/servers";
 import { rejection, streamRejection, waitFor } from "@kasbridge/testing/wait";
 import { InMemoryTunnelRegistry } from "./server/tunnel-registry.js";
 import { localAgentCalls } from "./server/agent-calls.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../grpc/limits.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -49,7 +50,7 @@ async function startHarness(
   const agentApi = http2.createServer(
     connectNodeAdapter({
       grpc: true,
-      readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+      readMaxBytes: (opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) + TUNNEL_ENVELOPE_BYTES,
       contextValues: connectionContextValues,
       routes: (router) => router.service(ReverseTunnel, reverseTunnelService({ auth, registry, logger, shutdownSignal: shutdown.signal })),
     }),
@@ -71,7 +72,7 @@ async function startHarness(
   const agentTransport = createAgentTransport({
     url: `grpc://127.0.0.1:${port(agentApi)}`,
     callHeaders: { authorization: "Bearer glagent-good" },
-    readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+    readMaxBytes: (opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) + TUNNEL_ENVELOPE_BYTES,
   });
   const poolFailures: ConnectError[] = [];
   const pool = new TunnelPool({
@@ -79,7 +80,7 @@ async function startHarness(
       baseUrl: `http://127.0.0.1:${port(agentApi)}`,
       sessionManager: agentSessions,
       interceptors: [bearer("glagent-good")],
-      readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+      readMaxBytes: (opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) + TUNNEL_ENVELOPE_BYTES,
     }),
     openStream: opts.streams === "raw" ? rawTunnelStreams(agentTransport) : undefined,
     host,

@@ -30,6 +30,7 @@ import { closeServer, listen, port } from "@kasbridge/testing/servers";
 import { deferred, rejection, streamRejection, waitFor } from "@kasbridge/testing/wait";
 import { frameHeader } from "../../grpc/grpc-frames.js";
 import { localAgentCalls } from "./agent-calls.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../../grpc/limits.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -46,7 +47,7 @@ async function startKas(opts: { maxMessageBytes?: number } = {}) {
   const deps = { auth, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes: opts.maxMessageBytes };
   let fallbackTunnelCalls = 0;
   const connectHandler = connectNodeAdapter({
-    readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+    readMaxBytes: (opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) + TUNNEL_ENVELOPE_BYTES,
     contextValues: connectionContextValues,
     routes: (router) => router.service(ReverseTunnel, reverseTunnelService(deps)),
   });
