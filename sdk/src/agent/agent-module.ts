@@ -41,7 +41,7 @@ export interface AgentModuleContext {
 export interface AgentModule {
   /** GitLab's module name, e.g. "kubernetes_api". Unique in one agent. */
   readonly name: string;
-  /** The section of the agent's configuration this module acts on, e.g. "observability". */
+  /** The sections of the agent's configuration this module acts on, e.g. ["observability"]. */
   readonly configSections?: readonly string[];
   /** Services KAS may call on this agent through the tunnel (advertised in the tunnel descriptor). */
   services?(ctx: AgentModuleContext): ServedService[];

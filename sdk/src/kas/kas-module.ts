@@ -48,7 +48,7 @@ export interface KasModule {
   readonly agentServices?: readonly DescService[];
   /** Services this module calls on agents through their tunnels (KAS -> agent). */
   readonly tunnelServices?: readonly DescService[];
-  /** The section of the agent's configuration file (config.yaml) this module acts on, e.g. "user_access". */
+  /** The sections of the agent's configuration file (config.yaml) this module acts on, e.g. ["ci_access", "user_access"]. */
   readonly configSections?: readonly string[];
   /** Registers the module's agent-facing services on the agent API (connect-es: every protocol). */
   registerAgentServices?(router: ConnectRouter, ctx: KasModuleContext): void;

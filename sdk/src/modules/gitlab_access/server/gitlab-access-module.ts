@@ -57,8 +57,8 @@ async function* makeRequest(
   setMaxListeners(0, signal);
   try {
     const input = requests[Symbol.asyncIterator]();
-    const request = await readHeader(input);
-    request.agentToken = bearerToken(hctx.requestHeader.get("authorization"))!;
+    // Authenticated above, so the header holds the agent's token.
+    const request = await readHeader(input, bearerToken(hctx.requestHeader.get("authorization"))!);
     ctx.logger.debug({ agentId: info.agentId, module: request.module, method: request.method, path: request.urlPath }, "module request");
     let response;
     try {
@@ -90,8 +90,8 @@ async function* makeRequest(
   }
 }
 
-/** The request's header message as a ModuleRequest (its body: the rest of `input`). Throws INVALID_ARGUMENT. */
-async function readHeader(input: AsyncIterator<HttpRequest>): Promise<ModuleRequest> {
+/** The request's header message as the agent's ModuleRequest (its body: the rest of `input`). Throws INVALID_ARGUMENT. */
+async function readHeader(input: AsyncIterator<HttpRequest>, agentToken: string): Promise<ModuleRequest> {
   const first = await input.next();
   if (first.done || first.value.message.case !== "header") {
     throw new ConnectError(`expected the request header first, got ${first.done ? "nothing" : (first.value.message.case ?? "an empty message")}`, Code.InvalidArgument);
@@ -111,7 +111,7 @@ async function readHeader(input: AsyncIterator<HttpRequest>): Promise<ModuleRequ
     throw error;
   }
   return {
-    agentToken: "",
+    agentToken,
     module,
     method: request.method,
     urlPath: request.urlPath,
