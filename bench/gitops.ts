@@ -12,8 +12,8 @@
  * Knob: BENCH_GITOPS_ROUNDS (10).
  */
 import { rmSync } from "node:fs";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { waitFor } from "@kasbridge/testing/wait";
 import { controlPlaneBinDir, findBinaries, startControlPlane } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "../e2e/git.test-support.js";
 import { installFluxCrds, startWebhookReceiver } from "../e2e/gitops.test-support.js";

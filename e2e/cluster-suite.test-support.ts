@@ -2,7 +2,7 @@
 // one control plane and one kas per suite, released after it.
 import { rmSync } from "node:fs";
 import { findBinaries, startControlPlane, type ControlPlane, type ControlPlaneOptions } from "../tools/control-plane/control-plane.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
 import { GitClient } from "./git.test-support.js";
 import { adminToken, startKas, type KasProcess } from "./harness.test-support.js";
 

@@ -6,12 +6,12 @@
 // webhook when the platform tells KAS about a push (Notifications/GitPushEvent).
 import { join } from "node:path";
 import { expect } from "chai";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { waitFor } from "@kasbridge/testing/wait";
 import { clusterSuite } from "./cluster-suite.test-support.js";
 import { getJson, installFluxCrds, startWebhookReceiver } from "./gitops.test-support.js";
 import { api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
-import { TEST_REDIS_URL } from "../sdk/src/testing/redis.test-support.js";
+import { TEST_REDIS_URL } from "@kasbridge/testing/redis";
 
 describe("e2e: Flux (push -> KAS -> agentk -> Flux webhook)", function () {
   this.timeout(240_000);

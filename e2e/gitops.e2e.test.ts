@@ -3,7 +3,7 @@
 // kwok (Deployments roll out, so readiness is real). The agent pulls each pushed commit's
 // manifests through KAS and applies them; the platform's REST API shows the sync status.
 import { expect } from "chai";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { waitFor } from "@kasbridge/testing/wait";
 import { clusterSuite } from "./cluster-suite.test-support.js";
 import { getJson } from "./gitops.test-support.js";
 import { api, createAgentWithToken, startAgentk, type Proc } from "./harness.test-support.js";

@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ControlPlane } from "../tools/control-plane/control-plane.js";
-import { closeServer, listen } from "../sdk/src/testing/servers.test-support.js";
+import { closeServer, listen } from "@kasbridge/testing/servers";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 

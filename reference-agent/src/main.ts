@@ -1,10 +1,17 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { agentFluxModule, agentGitopsModule, createAgent, createAgentKubernetesApi, KubeHttp, type AgentModule } from "@kasbridge/sdk";
+import { createAgent, KubeHttp, type AgentModule } from "@kasbridge/sdk/agent";
+import { agentConfigurationAgentModule } from "@kasbridge/sdk/modules/agent_configuration/agent";
+import { agentRegistrarAgentModule } from "@kasbridge/sdk/modules/agent_registrar/agent";
+import { echoAgentModule } from "@kasbridge/sdk/modules/echo/agent";
+import { fluxAgentModule } from "@kasbridge/sdk/modules/flux/agent";
+import { gitopsAgentModule } from "@kasbridge/sdk/modules/gitops/agent";
+import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
+import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
 
-// agentk: configuration and wiring only; the agent itself is the SDK's createAgent.
+// agentk: configuration and a list of modules; the agent itself is the SDK's createAgent.
 let args;
 try {
   args = parseAgentArgs(process.argv.slice(2), process.env);
@@ -16,8 +23,8 @@ try {
 delete process.env.AGENTK_TOKEN;
 const logger = pino({ name: "agentk", level: args.logLevel });
 
+const modules: AgentModule[] = [agentRegistrarAgentModule(), agentConfigurationAgentModule(), observabilityAgentModule(), echoAgentModule()];
 // The Kubernetes API proxy's agent half: with --kubeconfig/KUBECONFIG, or in a pod (ServiceAccount).
-const modules: AgentModule[] = [];
 const inCluster = !args.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST);
 if (args.kubeconfig || inCluster) {
   // Loaded now so a bad file fails at start.
@@ -25,12 +32,12 @@ if (args.kubeconfig || inCluster) {
   if (args.kubeconfig) kc.loadFromFile(args.kubeconfig);
   else kc.loadFromCluster();
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
-  modules.push(await createAgentKubernetesApi({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
+  modules.push(await kubernetesApiAgentModule({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
   // Flux: trigger Flux's reconciliation on every push (runs only where Flux's CRDs are installed).
   const kube = new KubeHttp(kc);
-  modules.push(agentFluxModule({ kube }));
+  modules.push(fluxAgentModule({ kube }));
   // Built-in GitOps: applies gitops.manifest_projects, pulled through KAS at each pushed commit.
-  modules.push(agentGitopsModule({ kube }));
+  modules.push(gitopsAgentModule({ kube }));
 }
 
 const agent = createAgent({

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "@kasbridge/sdk/kas";
 
 /** A listen address. */
 export interface HostPort {
@@ -90,7 +91,7 @@ const defaults: KasConfig = {
   k8sProxyReauthorizeIntervalSeconds: 60,
   ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
-  maxMessageBytes: 16 * 1024 * 1024,
+  maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
   maxRequestBodyBytes: 1024 * 1024,
   maxPushBytes: 100 * 1024 * 1024,
 };

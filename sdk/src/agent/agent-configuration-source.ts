@@ -1,4 +1,5 @@
 import type { AgentConfiguration } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import type { AgentModule, AgentModuleContext } from "./agent-module.js";
 
 /** One configuration the agent applied, with the commit it came from. */
 export interface AppliedAgentConfiguration {
@@ -10,7 +11,7 @@ export type AgentConfigurationListener = (applied: AppliedAgentConfiguration) =>
 
 /**
  * The agent's configuration as modules see it (GitLab's modules get a channel of configurations):
- * the latest one, and every later one. Fed by the GetConfiguration watcher.
+ * the latest one, and every later one. Fed by the module's `applyConfiguration`.
  */
 export class AgentConfigurationSource {
   private latest: AppliedAgentConfiguration | undefined;
@@ -50,4 +51,32 @@ export class AgentConfigurationSource {
     this.latest = { config, commitId };
     for (const listener of [...this.listeners]) listener(this.latest);
   }
+}
+
+/**
+ * An agent module whose work is one loop that follows the agent's configuration (GitLab's modules
+ * that read a channel of configurations): `run` starts with the agent, gets each configuration
+ * the agent applies through `configuration`, and must return once `ctx.shutdownSignal` aborts;
+ * `close` waits for it. A failure of the loop is logged.
+ */
+export function configuredAgentModule(
+  name: string,
+  configSections: readonly string[],
+  run: (ctx: AgentModuleContext, configuration: AgentConfigurationSource) => Promise<void>,
+): AgentModule {
+  const configuration = new AgentConfigurationSource();
+  let loop: Promise<void> | undefined;
+  return {
+    name,
+    configSections,
+    start(ctx) {
+      loop = run(ctx, configuration).catch((err: unknown) => ctx.logger.error({ err }, `the ${name} module failed`));
+    },
+    applyConfiguration(config, commitId) {
+      configuration.publish(config, commitId);
+    },
+    async close() {
+      await loop;
+    },
+  };
 }

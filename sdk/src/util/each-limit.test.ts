@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { deferred } from "../testing/wait.test-support.js";
+import { deferred } from "@kasbridge/testing/wait";
 import { eachLimit } from "./each-limit.js";
 
 describe("eachLimit", () => {

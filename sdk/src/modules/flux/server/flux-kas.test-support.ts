@@ -1,11 +1,11 @@
 // A KAS with the notifications and Flux modules, for the Flux tests (a *.test-support.ts file: no tests).
 import pino from "pino";
-import { createKasServer, type KasServer } from "../../../server/kas-server.js";
-import type { Cleanup } from "../../../testing/cleanup.test-support.js";
-import { StaticPlatformClient } from "../../../testing/fake-platform.test-support.js";
+import { createKasServer, type KasServer } from "../../../kas/kas-server.js";
+import type { Cleanup } from "@kasbridge/testing/cleanup";
+import { StaticPlatformClient } from "../../../platform-client/static-platform-client.test-support.js";
 import type { GitPushEvents } from "../../notifications/server/git-push-events.js";
-import { notificationsModule } from "../../notifications/server/notifications-module.js";
-import { fluxModule } from "./flux-module.js";
+import { notificationsServerModule } from "../../notifications/server/notifications-server-module.js";
+import { fluxServerModule } from "./flux-server-module.js";
 
 /** KAS on port 0 with `events`; the platform knows `token` as agent 1, which may read `readable`. */
 export async function startFluxKas(options: {
@@ -23,7 +23,7 @@ export async function startFluxKas(options: {
     logger: pino({ level: "silent" }),
     agentApi: { port: 0 },
     internalApi: { port: 0, jwtSecret: options.jwtSecret },
-    modules: [notificationsModule({ events: options.events }), fluxModule({ platform, events: options.events })],
+    modules: [notificationsServerModule({ events: options.events }), fluxServerModule({ platform, events: options.events })],
   });
   options.cleanup.add(() => kas.close(0));
   return { kas, platform };

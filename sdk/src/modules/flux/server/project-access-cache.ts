@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { PlatformClient } from "../../../platform/platform-client.js";
+import type { PlatformClient } from "../../../platform-client/platform-client.js";
 
 export interface ProjectAccessCacheOptions {
   platform: PlatformClient;

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { expect } from "chai";
 import { AgentConfigurationSchema } from "../../../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
-import { parseAgentConfigFile } from "../../../platform/agent-config/config-file.js";
+import { parseAgentConfigFile } from "../../../agent-config/config-file.js";
 import { ManifestsInvalidError, decodeManifests } from "./manifest-decoder.js";
 import { DEFAULT_MANIFEST_GLOB, manifestProjects } from "./manifest-project.js";
 

@@ -3,12 +3,12 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { GitLabFlux, type ReconcileProjectsResponse } from "../../../gen/gitlab/agent/flux/rpc/rpc_pb.js";
 import { Notifications } from "../../../gen/gitlab/agent/notifications/rpc/rpc_pb.js";
-import type { KasServer } from "../../../server/kas-server.js";
-import { internalApiClientInterceptor } from "../../../server/internal-api-auth.js";
-import { Cleanup } from "../../../testing/cleanup.test-support.js";
-import { bearer } from "../../../testing/grpc.test-support.js";
-import { redisConnection, uniqueRedisName } from "../../../testing/redis.test-support.js";
-import { waitFor } from "../../../testing/wait.test-support.js";
+import type { KasServer } from "../../../kas/kas-server.js";
+import { internalApiClientInterceptor } from "../../../kas/internal-api-auth.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { bearer } from "../../../grpc/interceptors.test-support.js";
+import { redisConnection, uniqueRedisName } from "@kasbridge/testing/redis";
+import { waitFor } from "@kasbridge/testing/wait";
 import { startFluxKas } from "../../flux/server/flux-kas.test-support.js";
 import { KAS_EVENTS_CHANNEL, RedisGitPushEvents, decodeEvent, encodeEvent } from "./redis-git-push-events.js";
 
