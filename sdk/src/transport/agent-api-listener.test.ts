@@ -5,7 +5,10 @@ import * as net from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { WebSocket } from "ws";
-import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { EchoRequestSchema, EchoResponseSchema, EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { rawHttp2Request } from "../testing/raw-http2.test-support.js";
+import { FrameReader, encodeFrame } from "../util/grpc-frames.js";
 import type { AgentApiListener, AgentApiSessionInfo } from "./agent-api-listener.js";
 import { createAgentApiListener } from "./agent-api-listener.js";
 import type { AgentApiListenerOptions } from "./agent-api-listener-options.js";
@@ -29,6 +32,13 @@ const DROP_MS = 5000;
 /** Resolves when the socket has closed; rejects if that takes longer than ms. */
 function closedWithin(socket: net.Socket, ms: number, what: string): Promise<void> {
   return within(ms, new Promise<void>((resolve) => (socket.destroyed ? resolve() : socket.once("close", () => resolve()))), what);
+}
+
+/** Everything the server sends until it closes the connection. */
+function readAll(socket: net.Socket): Promise<string> {
+  let text = "";
+  socket.on("data", (d: Buffer) => (text += d.toString()));
+  return new Promise((resolve) => socket.once("close", () => resolve(text)));
 }
 
 function rawConnect(port: number): Promise<net.Socket> {
@@ -185,6 +195,66 @@ describe("transport/agent-api-listener", function () {
     expect(await get("/raw")).to.equal("stream-handler");
     expect(await get("/other")).to.equal("handler");
     expect(handled).to.deep.equal(["stream handler /raw", "handler /other true"]);
+  });
+
+  describe("any request, however odd", () => {
+    const echoPath = "/kasbridge.echo.v1.EchoService/Echo";
+    const payload = new Uint8Array([4, 5, 6]);
+
+    it("serves gRPC whose :authority is agentk's percent-encoded ws:// dial target, as grpc-go does", async () => {
+      const listener = await listen();
+      const answer = await rawHttp2Request(
+        listener.url("http"),
+        { ":method": "POST", ":path": echoPath, ":authority": "ws:%2F%2F127.0.0.1:8150", "content-type": "application/grpc", te: "trailers" },
+        encodeFrame(toBinary(EchoRequestSchema, create(EchoRequestSchema, { payload }))),
+      );
+      expect(answer.grpcStatus).to.equal("0");
+      const [message] = new FrameReader(1 << 20).push(answer.body);
+      expect(fromBinary(EchoResponseSchema, message).payload).to.deep.equal(payload);
+    });
+
+    it("serves Connect over HTTP/1.1 whose Host is not a host name, and HTTP/1.0 without one", async () => {
+      const listener = await listen();
+      const body = JSON.stringify({ payload: Buffer.from(payload).toString("base64") });
+      for (const head of [`POST ${echoPath} HTTP/1.1\r\nHost: wss:%2F%2Fkas.example.com`, `POST ${echoPath} HTTP/1.0`]) {
+        const socket = cleanup.track(await rawConnect(listener.address.port));
+        const answer = readAll(socket);
+        socket.end(`${head}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        const text = await within(HUNG_MS, answer, "the answer");
+        expect(text, head).to.match(/^HTTP\/1\.[01] 200 /);
+        expect(text, head).to.include(Buffer.from(payload).toString("base64"));
+      }
+    });
+
+    it("answers a request its handler throws on with an error on that stream alone", async () => {
+      const listener = await listen({
+        handler: (req, res) => {
+          if (req.url === "/throw") throw new Error("handler bug");
+          res.writeHead(200).end("fine");
+        },
+      });
+      const session = cleanup.track(http2.connect(listener.url("http")));
+      const grpc = await rawHttp2Request(session, { ":method": "POST", ":path": "/throw", "content-type": "application/grpc" });
+      expect(grpc.grpcStatus).to.equal(String(Code.Internal));
+      const plain = await rawHttp2Request(session, { ":method": "GET", ":path": "/throw" });
+      expect(plain.headers?.[":status"]).to.equal(500);
+      const fine = await rawHttp2Request(session, { ":method": "GET", ":path": "/fine" });
+      expect(fine.body.toString()).to.equal("fine");
+    });
+
+    it("resets a stream its stream handler throws on, and serves the session's next stream", async () => {
+      const listener = await listen({
+        handler: (_req, res) => res.writeHead(200).end("fine"),
+        streamHandler: (_stream, headers) => {
+          if (headers[":path"] === "/throw") throw new Error("stream handler bug");
+          return false;
+        },
+      });
+      const session = cleanup.track(http2.connect(listener.url("http")));
+      const thrown = await rawHttp2Request(session, { ":method": "POST", ":path": "/throw" });
+      expect(thrown.rstCode).to.equal(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      expect((await rawHttp2Request(session, { ":path": "/fine" })).body.toString()).to.equal("fine");
+    });
   });
 
   it("reports sessions with their transport; req.stream.session is the tunnel's session", async () => {

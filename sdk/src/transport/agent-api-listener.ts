@@ -10,6 +10,7 @@ import {
 } from "./agent-api-listener-options.js";
 import { answerAndHangUp } from "./hang-up.js";
 import { sniffProtocol } from "./protocol-sniffer.js";
+import { guardRequestHandler, guardStreamHandler } from "./request-guard.js";
 import { superviseSession } from "./session-supervisor.js";
 import { createWebSocketTunnelAcceptor } from "./websocket-tunnel.js";
 import { hostPort } from "../util/host-port.js";
@@ -101,10 +102,12 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   // server that has a "request" listener. With a stream handler, the sessions' server has none:
   // streams the stream handler declines are passed as "stream" events to a second server that
   // never listens itself and only runs the compatibility layer and the request handler.
-  const streamHandler = o.streamHandler;
-  const h2server = streamHandler ? http2.createServer(h2options) : http2.createServer(h2options, o.handler);
+  // No request may take the process down, whatever its :authority, path or headers.
+  const handler = guardRequestHandler(o.handler, log, "agent API");
+  const streamHandler = o.streamHandler && guardStreamHandler(o.streamHandler, log, "agent API");
+  const h2server = streamHandler ? http2.createServer(h2options) : http2.createServer(h2options, handler);
   if (streamHandler) {
-    const compat = http2.createServer(h2options, o.handler);
+    const compat = http2.createServer(h2options, handler);
     h2server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
       if (!streamHandler(stream, headers)) compat.emit("stream", stream, headers, flags, rawHeaders);
     });
@@ -145,7 +148,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
     log?.debug({ err, session: sessions.get(session)?.id }, "agent API: HTTP/2 session error");
   });
 
-  const h1server = http.createServer({ maxHeaderSize: o.maxHeaderListSizeBytes }, o.handler);
+  const h1server = http.createServer({ maxHeaderSize: o.maxHeaderListSizeBytes }, handler);
   // Node starts its HTTP/1.1 connection bookkeeping (headersTimeout,
   // requestTimeout, closeIdleConnections) on "listening"; this server never
   // listens itself, it is only handed sockets.
