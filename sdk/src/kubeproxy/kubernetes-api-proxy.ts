@@ -48,6 +48,7 @@ import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
 import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget } from "./request-path.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 import { drained } from "../util/drained.js";
+import { resetStream } from "../transport/request-guard.js";
 import { hostPort } from "../util/host-port.js";
 
 export interface KubernetesApiProxyOptions {
@@ -475,8 +476,14 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
 
   // ---------------------------------------------------------------- servers
 
+  // The handlers answer every failure they know of; these catch the ones they do not, on the one
+  // request they happened to.
   const onRequest = (req: AnyRequest, res: AnyResponse) => {
-    void handleRequest(req, res);
+    handleRequest(req, res).catch((err: unknown) => {
+      logger.warn({ err, method: req.method }, "k8s proxy: a request failed outside its handler");
+      if ("stream" in res) resetStream(res.stream);
+      else res.destroy();
+    });
   };
   const server = options.tls
     ? http2.createSecureServer({ ...options.tls, allowHTTP1: true, settings: { initialWindowSize: streamWindowBytes } }, onRequest)
@@ -486,7 +493,10 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
   // would otherwise move 64 KiB per round trip.
   if (options.tls) server.on("session", (session: http2.ServerHttp2Session) => widenConnectionWindow(session));
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    void handleUpgrade(req, socket, head);
+    handleUpgrade(req, socket, head).catch((err: unknown) => {
+      logger.warn({ err, method: req.method }, "k8s proxy: an upgrade failed outside its handler");
+      socket.destroy();
+    });
   });
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);

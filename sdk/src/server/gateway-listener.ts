@@ -2,6 +2,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { createTunnelGateway } from "./tunnel-gateway.js";
+import { resetStream } from "../transport/request-guard.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 
 /** Where a gRPC gateway listens (KAS's internal API on 8153, its private API on 8155). */
@@ -32,7 +33,13 @@ export async function listenGateway(
   const server = options.tls
     ? http2.createSecureServer({ ...options.tls, allowHTTP1: false, settings })
     : http2.createServer({ settings });
-  server.on("stream", (stream, headers) => void gateway(stream, headers));
+  server.on("stream", (stream, headers) => {
+    // The gateway answers every failure it knows of; this catches the ones it does not.
+    gateway(stream, headers).catch((err: unknown) => {
+      logger.warn({ err, path: headers[":path"] }, `${name}: a call failed outside its handler`);
+      resetStream(stream);
+    });
+  });
   server.on("sessionError", (error) => logger.debug({ err: error }, `${name} session error`));
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {

@@ -75,14 +75,14 @@ function answerFailure(req: http.IncomingMessage | http2.Http2ServerRequest, res
       else res.destroy();
       return;
     }
-    const contentType = String(req.headers["content-type"] ?? "");
-    if (grpcContentType.test(contentType)) {
+    if (grpcContentType.test(String(req.headers["content-type"] ?? ""))) {
       // Trailers-only gRPC answer: the status rides in the headers.
       res.writeHead(200, { "content-type": "application/grpc", "grpc-status": "13", "grpc-message": "internal error" });
+      res.end();
     } else {
       res.writeHead(500, { "content-type": "text/plain; charset=utf-8", ...("stream" in res ? {} : { connection: "close" }) });
+      res.end("internal error\n");
     }
-    res.end(grpcContentType.test(contentType) ? undefined : "internal error\n");
   } catch {
     if ("stream" in res) resetStream(res.stream);
     else res.destroy();
