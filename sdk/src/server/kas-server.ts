@@ -9,6 +9,7 @@ import { ReverseTunnel } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js"
 import type { PlatformClient } from "../platform/platform-client.js";
 import { createAgentApiListener, type AgentApiListener, type AgentApiListenerOptions } from "../transport/agent-api-listener.js";
 import { InMemoryTunnelRegistry, type TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
+import { authenticateBeforeBody } from "./agent-auth-gate.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
 import { agentRegistrarService } from "./agent-registrar-service.js";
 import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
@@ -130,7 +131,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const agentApi = await createAgentApiListener({
     ...options.agentApi,
     http2Settings: { initialWindowSize: streamWindowBytes, ...options.agentApi?.http2Settings },
-    handler: connectHandler,
+    // Strangers' bodies are not read: the token is checked from the headers first.
+    handler: authenticateBeforeBody(connectHandler, auth, logger.child({ component: "agent-api" })),
     // gRPC tunnels (and modules' long-lived streams) over HTTP/2 bypass connect-es and Node's
     // compatibility layer: an idle stream then costs about a KiB of heap, not tens.
     streamHandler: rawGrpcMethods([

@@ -27,7 +27,7 @@ export function guardRequestHandler(handler: AgentApiRequestHandler, logger: Tra
       handler(req, res);
     } catch (err) {
       logger?.warn({ err, method: req.method, path: req.url }, `${what}: a request failed outside its handler`);
-      answerFailure(req, res);
+      answerRequestFailure(req, res);
     }
   };
 }
@@ -67,8 +67,11 @@ function hasUrlAuthority(req: http.IncomingMessage | http2.Http2ServerRequest): 
 
 const grpcContentType = /^application\/grpc(?:[+;]|$)/;
 
-/** The failure answer on the request's own stream or connection. */
-function answerFailure(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void {
+/**
+ * Answers a request that failed outside its handler, on its own stream or connection: a gRPC
+ * INTERNAL status for gRPC requests, `500` for others, or a reset when the answer had begun.
+ */
+export function answerRequestFailure(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void {
   try {
     if (res.headersSent) {
       if ("stream" in res) resetStream(res.stream);
