@@ -7,6 +7,7 @@ import express from "express";
 import type { Logger } from "pino";
 import {
   agentConfigurationModule,
+  applyHttp1Limits,
   bootstrapAdmin,
   createGitHttpRouter,
   createHttpPlatformClient,
@@ -85,9 +86,11 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         host: config.listen.agent.host,
         port: config.listen.agent.port,
         tls: readTls(config.agentTls),
+        ...config.limits.agent,
       },
-      internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
+      internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret, ...config.limits.internal },
       privateApi: {
+        ...config.limits.private,
         host: config.listen.private.host,
         port: config.listen.private.port,
         jwtSecret: privateJwtSecret,
@@ -115,6 +118,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       urlPathPrefix: config.k8sProxyUrlPathPrefix,
       metrics: kas.metrics,
       reauthorizeIntervalMs: config.k8sProxyReauthorizeIntervalSeconds * 1000,
+      ...config.limits.k8sProxy,
     });
     closers.push(() => k8sProxy.close(2_000));
     addresses.k8sProxy = k8sProxy.url;
@@ -153,6 +157,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         res.status(404).json({ message: "404 Not Found" });
       });
       const server = http.createServer(app);
+      applyHttp1Limits(server, config.limits.platform);
       await listen(server, config.listen.platform.host, config.listen.platform.port);
       closers.push(() => closeHttp(server));
       const bound = server.address() as AddressInfo;
@@ -164,6 +169,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       port: config.listen.observability.port,
       metrics: kas.metrics,
       ready: () => true,
+      ...config.limits.observability,
     });
     closers.push(() => observability.close());
     addresses.observability = `http://${hostPort(observability.address.host, observability.address.port)}`;

@@ -22,8 +22,10 @@ export {
   privateApiClientInterceptor,
   PLATFORM_JWT_ISSUER,
 } from "./server/internal-api-auth.js";
+export { GATEWAY_LIMITS } from "./server/gateway-listener.js";
 export type { GatewayListenOptions } from "./server/gateway-listener.js";
-export { createObservabilityServer } from "./server/observability-server.js";
+export { authenticateBeforeBody } from "./server/agent-auth-gate.js";
+export { createObservabilityServer, OBSERVABILITY_LIMITS } from "./server/observability-server.js";
 export type { ObservabilityServerOptions } from "./server/observability-server.js";
 export { InMemoryTunnelRegistry } from "./tunnel/server/tunnel-registry.js";
 export type { TunnelRegistry } from "./tunnel/server/tunnel-registry.js";

@@ -1,4 +1,4 @@
-export { createKubernetesApiProxy } from "./kubernetes-api-proxy.js";
+export { createKubernetesApiProxy, K8S_PROXY_LIMITS } from "./kubernetes-api-proxy.js";
 export type { KubernetesApiProxy, KubernetesApiProxyOptions } from "./kubernetes-api-proxy.js";
 export { createAgentKubernetesApi } from "./agent-kubernetes-api.js";
 export type { AgentKubernetesApiOptions } from "./agent-kubernetes-api.js";

@@ -48,10 +48,33 @@ import { ProxyAuthenticator, type ProxyAuthorization } from "./proxy-auth.js";
 import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget } from "./request-path.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 import { drained } from "../util/drained.js";
+import {
+  applyHttp1Limits,
+  http2SettingsWithLimits,
+  resolveListenerLimits,
+  superviseSessionWithLimits,
+  type ListenerLimits,
+} from "../transport/listener-limits.js";
 import { resetStream } from "../transport/request-guard.js";
 import { hostPort } from "../util/host-port.js";
 
-export interface KubernetesApiProxyOptions {
+/** The proxy's defaults of the limits every listener has. */
+export const K8S_PROXY_LIMITS = {
+  maxConnections: 10_000,
+  // kube-apiserver's own default (--http2-max-streams-per-connection): kubectl multiplexes watches.
+  maxConcurrentStreams: 1_000,
+  headersTimeoutMs: 20_000,
+  idleTimeoutMs: 600_000,
+} as const;
+
+/**
+ * Options of {@link createKubernetesApiProxy}. The limits ({@link ListenerLimits}) default to
+ * {@link K8S_PROXY_LIMITS}: at most 10 000 connections and 1 000 concurrent HTTP/2 streams per
+ * connection; 20 000 ms for a TLS handshake and a request head (HTTP/2: the first stream); a
+ * connection with no request in progress closed after 600 000 ms (10 min). A request in progress
+ * (a watch, `logs -f`, an exec) is never cut by them.
+ */
+export interface KubernetesApiProxyOptions extends ListenerLimits {
   registry: TunnelRegistry;
   platform: PlatformClient;
   /** Default: silent. Audit lines are logged at info level. */
@@ -485,13 +508,30 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
       else res.destroy();
     });
   };
+  const limits = resolveListenerLimits(options, K8S_PROXY_LIMITS);
   const server = options.tls
-    ? http2.createSecureServer({ ...options.tls, allowHTTP1: true, settings: { initialWindowSize: streamWindowBytes } }, onRequest)
-    : http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
+    ? http2.createSecureServer(
+        {
+          ...options.tls,
+          allowHTTP1: true,
+          settings: http2SettingsWithLimits({ initialWindowSize: streamWindowBytes }, limits),
+          handshakeTimeout: limits.headersTimeoutMs,
+        },
+        onRequest,
+      )
+    : http.createServer(onRequest);
   server.setTimeout(0);
-  // The connection window too (SETTINGS only cover streams): large uploads (kubectl apply/cp)
-  // would otherwise move 64 KiB per round trip.
-  if (options.tls) server.on("session", (session: http2.ServerHttp2Session) => widenConnectionWindow(session));
+  // HTTP/1.1 (with TLS or without): connections, request head and keep-alive timeouts; no
+  // timeout for a whole request (a watch runs for hours).
+  applyHttp1Limits(server, limits);
+  if (options.tls) {
+    server.on("session", (session: http2.ServerHttp2Session) => {
+      // The connection window too (SETTINGS only cover streams): large uploads (kubectl apply/cp)
+      // would otherwise move 64 KiB per round trip.
+      widenConnectionWindow(session);
+      superviseSessionWithLimits(session, limits);
+    });
+  }
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     handleUpgrade(req, socket, head).catch((err: unknown) => {
       logger.warn({ err, method: req.method }, "k8s proxy: an upgrade failed outside its handler");

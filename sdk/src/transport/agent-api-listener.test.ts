@@ -49,6 +49,9 @@ function rawConnect(port: number): Promise<net.Socket> {
   });
 }
 
+const echoPath = "/kasbridge.echo.v1.EchoService/Echo";
+const payload = new Uint8Array([4, 5, 6]);
+
 describe("transport/agent-api-listener", function () {
   this.timeout(20_000);
   const cleanup = new Cleanup();
@@ -198,8 +201,6 @@ describe("transport/agent-api-listener", function () {
   });
 
   describe("any request, however odd", () => {
-    const echoPath = "/kasbridge.echo.v1.EchoService/Echo";
-    const payload = new Uint8Array([4, 5, 6]);
 
     it("serves gRPC whose :authority is agentk's percent-encoded ws:// dial target, as grpc-go does", async () => {
       const listener = await listen();
@@ -431,27 +432,49 @@ describe("transport/agent-api-listener", function () {
     expect((await within(HUNG_MS, closed, "session close")).transport).to.equal("h2c");
   });
 
-  it("closes idle sessions but keeps those that only ping", async () => {
-    const idleMs = 500;
-    const listener = await listen({ http2SessionIdleTimeoutMs: idleMs });
-    const quiet = http2.connect(listener.url("http"));
-    const pinging = http2.connect(listener.url("http"));
-    cleanup.track(quiet);
-    cleanup.track(pinging);
+  it("closes sessions without an open stream, PINGs or not, and never one with an open stream, however silent", async () => {
+    const idleMs = 300;
+    const release = deferred();
+    const observed: EchoObservations = { holdStream: release.promise };
+    const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
+    const listener = await listen({ idleTimeoutMs: idleMs, headersTimeoutMs: idleMs }, observed);
+    const goaway = (session: http2.ClientHttp2Session) => within(HUNG_MS, new Promise((resolve) => session.once("goaway", resolve)), "GOAWAY");
+    // A call whose stream stays open, sending nothing, for several idle periods.
+    const t = agent(listener.url());
+    const received: number[] = [];
+    const call = (async () => {
+      for await (const m of createClient(EchoService, t.transport).serverStream({ count: 1, size: 1 })) received.push(m.index);
+    })();
+    await within(HUNG_MS, started, "the held call to start");
+    const busy = [...listener.sessions.keys()][0]!;
+    // Opened a stream once, then only pings: closed after idleTimeoutMs.
+    const pinging = cleanup.track(http2.connect(listener.url("http")));
     pinging.on("error", () => {});
-    const quietGoaway = new Promise((resolve) => quiet.once("goaway", resolve));
-    // A PING every 50 ms, each sent once the previous one is answered: the session is never idle.
-    let pings = 0;
+    const request = encodeFrame(toBinary(EchoRequestSchema, create(EchoRequestSchema, { payload })));
+    expect((await rawHttp2Request(pinging, { ":method": "POST", ":path": echoPath, "content-type": "application/grpc" }, request)).grpcStatus).to.equal("0");
+    const pingingGone = goaway(pinging);
     const ping = (): void => {
-      if (!pinging.destroyed) pinging.ping(() => ((pings += 1), setTimeout(ping, 50)));
+      if (!pinging.destroyed && !pinging.closed) pinging.ping(() => setTimeout(ping, 50));
     };
     ping();
-    await within(HUNG_MS, quietGoaway, "GOAWAY for the idle session");
-    // Answered PINGs spanning twice the idle timeout after the quiet session went.
-    const after = pings;
-    await waitFor(() => pings - after >= (2 * idleMs) / 50 || pinging.closed, HUNG_MS, "PINGs after the GOAWAY");
-    expect(pinging.closed || pinging.destroyed).to.equal(false);
-    expect(listener.sessions.size).to.equal(1);
+    await pingingGone;
+    // Sessions that never open a stream, one after the other, each closed after headersTimeoutMs:
+    // the clock of several idle periods, through which the busy session stays.
+    for (let i = 0; i < 3; i++) await goaway(cleanup.track(http2.connect(listener.url("http"))));
+    expect(busy.closed || busy.destroyed, "the session with an open stream").to.equal(false);
+    release.resolve();
+    await within(HUNG_MS, call, "the held call to finish");
+    expect(received).to.deep.equal([0]);
+  });
+
+  it("closes a connection that opens no stream, or sends no complete HTTP/1.1 head, within headersTimeoutMs", async () => {
+    const listener = await listen({ headersTimeoutMs: 300, idleTimeoutMs: 600_000 });
+    const silent = cleanup.track(http2.connect(listener.url("http")));
+    silent.on("error", () => {});
+    const slowloris = cleanup.track(await rawConnect(listener.address.port));
+    slowloris.write("POST /kasbridge.echo.v1.EchoService/Echo HTTP/1.1\r\nHost: kas\r\nX-Slow: ");
+    await within(HUNG_MS, new Promise((resolve) => silent.once("goaway", resolve)), "GOAWAY for the HTTP/2 session without a stream");
+    await closedWithin(slowloris, HUNG_MS, "the HTTP/1.1 connection without a complete head");
   });
 
   it("sends GOAWAY when a connection reaches its maximum age", async () => {

@@ -9,6 +9,7 @@ import {
   resolveAgentApiListenerOptions,
 } from "./agent-api-listener-options.js";
 import { answerAndHangUp } from "./hang-up.js";
+import { applyHttp1Limits, http2SettingsWithLimits } from "./listener-limits.js";
 import { sniffProtocol } from "./protocol-sniffer.js";
 import { guardRequestHandler, guardStreamHandler } from "./request-guard.js";
 import { superviseSession } from "./session-supervisor.js";
@@ -94,7 +95,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   let lastSessionClosed: (() => void) | undefined;
 
   const h2options: http2.ServerOptions = {
-    settings: { ...o.http2Settings, maxHeaderListSize: o.maxHeaderListSizeBytes },
+    settings: { ...http2SettingsWithLimits(o.http2Settings, o), maxHeaderListSize: o.maxHeaderListSizeBytes },
     maxSessionMemory: o.http2MaxSessionMemoryMiB,
     // Our own supervisor pings; Node's server has no timeout by default.
   };
@@ -121,7 +122,8 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
     superviseSession(session, {
       keepalivePingIntervalMs: o.keepalivePingIntervalMs,
       keepalivePingTimeoutMs: o.keepalivePingTimeoutMs,
-      idleTimeoutMs: o.http2SessionIdleTimeoutMs,
+      firstStreamTimeoutMs: o.headersTimeoutMs,
+      idleTimeoutMs: o.idleTimeoutMs,
       maxAgeMs: o.maxConnectionAgeMs,
       maxAgeGraceMs: o.maxConnectionAgeGraceMs,
     });
@@ -149,9 +151,10 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   });
 
   const h1server = http.createServer({ maxHeaderSize: o.maxHeaderListSizeBytes }, handler);
+  applyHttp1Limits(h1server, o);
   // Node starts its HTTP/1.1 connection bookkeeping (headersTimeout,
-  // requestTimeout, closeIdleConnections) on "listening"; this server never
-  // listens itself, it is only handed sockets.
+  // closeIdleConnections) on "listening"; this server never listens itself,
+  // it is only handed sockets.
   h1server.emit("listening");
   h1server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const socket = req.socket;
