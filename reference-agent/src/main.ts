@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { createAgent, createAgentKubernetesApi, type AgentModule } from "@kasbridge/sdk";
+import { createAgent, createAgentKubernetesApi, createObservabilityServer, installProcessSafetyNet, type AgentModule } from "@kasbridge/sdk";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
 
@@ -15,6 +15,9 @@ try {
 // The token stays in memory only; child processes and /proc/<pid>/environ must not see it.
 delete process.env.AGENTK_TOKEN;
 const logger = pino({ name: "agentk", level: args.logLevel });
+// What reaches the top of the process is logged and counted (agentk_uncaught_errors_total on
+// /metrics) and agentk keeps running: docs/security.md.
+const { metrics } = installProcessSafetyNet({ logger, metricPrefix: "agentk" });
 
 // The Kubernetes API proxy's agent half: with --kubeconfig/KUBECONFIG, or in a pod (ServiceAccount).
 const modules: AgentModule[] = [];
@@ -44,13 +47,22 @@ const agent = createAgent({
 });
 agent.start();
 
+// GitLab agentk's observability listener: /metrics, /liveness, /readiness.
+const observability = args.observability
+  ? await createObservabilityServer({ ...args.observability, metrics, ready: () => true }).catch((error: unknown) => {
+      logger.fatal({ err: error }, "cannot listen on --observability-listen-address");
+      process.exit(1);
+    })
+  : undefined;
+if (observability) logger.info({ address: observability.address }, "observability listening");
+
 let stopping = false;
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   process.on(signal, () => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, graceMs: args.graceMs }, "shutting down: finishing in-flight requests");
-    agent.stop(args.graceMs).then(
+    Promise.all([agent.stop(args.graceMs), observability?.close()]).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");

@@ -1,6 +1,13 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { AGENT_API_LIMITS, GATEWAY_LIMITS, K8S_PROXY_LIMITS, OBSERVABILITY_LIMITS, type ResolvedListenerLimits } from "@kasbridge/sdk";
+import {
+  AGENT_API_LIMITS,
+  GATEWAY_LIMITS,
+  K8S_PROXY_LIMITS,
+  OBSERVABILITY_LIMITS,
+  parseListenAddress,
+  type ResolvedListenerLimits,
+} from "@kasbridge/sdk";
 import { parse as parseYaml } from "yaml";
 
 /** A listen address. */
@@ -306,10 +313,9 @@ function tlsFiles(value: unknown, key: string): TlsFiles {
 
 /** "host:port", "[::1]:port" or ":port" (all interfaces). Port 0 picks a free port. */
 export function parseHostPort(value: string, key: string): HostPort {
-  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim());
-  const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65535) throw new ConfigError(`${key}: "${value}" is not host:port`);
-  return { host: match[1] ?? (match[2] || "0.0.0.0"), port };
+  const address = parseListenAddress(value);
+  if (!address) throw new ConfigError(`${key}: "${value}" is not host:port`);
+  return address;
 }
 
 function object(value: unknown, key: string): Record<string, unknown> {

@@ -22,6 +22,7 @@ import {
   hostPort,
   loadSecretFile,
   openStore,
+  type KasServerOptions,
   type PlatformClient,
   type PlatformServices,
   type Store,
@@ -34,7 +35,7 @@ export interface RunningKas {
 }
 
 /** Starts the embedded platform (store, REST, internal API), KAS and the observability server. */
-export async function startKas(config: KasConfig, logger: Logger): Promise<RunningKas> {
+export async function startKas(config: KasConfig, logger: Logger, options: { metrics?: KasServerOptions["metrics"] } = {}): Promise<RunningKas> {
   // Holds the database, the shared secret and the admin token: owner only.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const closers: Array<() => Promise<void>> = [];
@@ -81,6 +82,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     const kas = await createKasServer({
       platform,
       logger,
+      metrics: options.metrics,
       maxMessageBytes: config.maxMessageBytes,
       agentApi: {
         host: config.listen.agent.host,

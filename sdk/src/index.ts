@@ -69,7 +69,9 @@ export * from "./platform/index.js";
 
 // Utilities worth sharing
 export { Backoff, sleep } from "./util/backoff.js";
-export { hostPort } from "./util/host-port.js";
+export { hostPort, parseListenAddress } from "./util/host-port.js";
+export { installProcessSafetyNet } from "./util/process-safety-net.js";
+export type { ProcessSafetyNetOptions, SafetyNetLogger, UncaughtKind } from "./util/process-safety-net.js";
 export type { BackoffOptions } from "./util/backoff.js";
 
 // Protocol
