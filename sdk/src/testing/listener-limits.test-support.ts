@@ -1,29 +1,13 @@
 // Checks that a listener enforces its ListenerLimits, from the outside, over real sockets.
 import http2 from "node:http2";
 import net from "node:net";
-import tls from "node:tls";
 import { expect } from "chai";
 import type { Cleanup } from "./cleanup.test-support.js";
+import { connectSocket, type RawHttp2Target } from "./raw-http2.test-support.js";
 import { HUNG_MS, within } from "./wait.test-support.js";
 
-/** How to reach the listener under test. */
-export interface LimitsTarget {
-  port: number;
-  host?: string;
-  /** Speak TLS (certificates are not checked). */
-  tls?: boolean;
-}
-
-function connectRaw(target: LimitsTarget, alpn?: string[]): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const host = target.host ?? "127.0.0.1";
-    const socket = target.tls
-      ? tls.connect({ port: target.port, host, rejectUnauthorized: false, ALPNProtocols: alpn }, () => resolve(socket))
-      : net.connect(target.port, host, () => resolve(socket));
-    socket.once("error", reject);
-    socket.on("data", () => {});
-  });
-}
+/** How to reach the listener under test (TLS: certificates are not checked). */
+export type LimitsTarget = RawHttp2Target;
 
 function closed(socket: net.Socket, what: string): Promise<void> {
   return within(HUNG_MS, new Promise<void>((resolve) => (socket.destroyed ? resolve() : socket.once("close", () => resolve()))), what);
@@ -52,8 +36,8 @@ export async function expectSilentHttp2SessionClosed(target: LimitsTarget, clean
 
 /** An HTTP/1.1 connection that never completes its request head is closed. */
 export async function expectSlowHeadClosed(target: LimitsTarget, cleanup: Cleanup): Promise<void> {
-  const socket = cleanup.track(await connectRaw(target, ["http/1.1"]));
-  socket.on("error", () => {});
+  const socket = cleanup.track(await connectSocket(target, ["http/1.1"]));
+  socket.resume(); // drain the answer (a 408), so "close" can come
   socket.write("GET / HTTP/1.1\r\nHost: kas\r\nX-Slow: ");
   await closed(socket, "the HTTP/1.1 connection without a complete head to close");
 }
@@ -61,7 +45,7 @@ export async function expectSlowHeadClosed(target: LimitsTarget, cleanup: Cleanu
 /** With `max` connections open (and held), one more is closed at once; returns when it has been. */
 export async function expectConnectionsBeyondMaxClosed(target: LimitsTarget, max: number, cleanup: Cleanup): Promise<void> {
   const held: net.Socket[] = [];
-  for (let i = 0; i < max; i++) held.push(cleanup.track(await connectRaw({ ...target, tls: false })));
+  for (let i = 0; i < max; i++) held.push(cleanup.track((await connectSocket({ ...target, tls: false })).resume()));
   const extra = cleanup.track(net.connect(target.port, target.host ?? "127.0.0.1"));
   extra.on("error", () => {});
   await closed(extra, "the connection beyond maxConnections to close");
