@@ -9,6 +9,10 @@
  */
 import pino from "pino";
 import { createAgent, type Agent } from "../sdk/src/agent/create-agent.js";
+import { agentConfigurationAgentModule } from "../sdk/src/modules/agent_configuration/agent/configuration-watcher.js";
+import { agentRegistrarAgentModule } from "../sdk/src/modules/agent_registrar/agent/agent-registrar-module.js";
+import { echoAgentModule } from "../sdk/src/modules/echo/agent/echo-service.js";
+import { observabilityAgentModule } from "../sdk/src/modules/observability/agent/observability-agent-module.js";
 
 if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);
@@ -34,7 +38,11 @@ process.on("message", (msg: { type: string; url?: string; first?: number; count?
           // Without the configuration module, KAS would answer GetConfiguration with 404 and every
           // agent would retry it with backoff for the whole run: those calls, in flight at a sample,
           // would be counted as tunnel memory.
-          watchConfiguration,
+          modules: [
+            agentRegistrarAgentModule(),
+            echoAgentModule(),
+            ...(watchConfiguration ? [agentConfigurationAgentModule(), observabilityAgentModule()] : []),
+          ],
           onConfiguration: () => configured++,
         });
         agent.start();

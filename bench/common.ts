@@ -23,7 +23,7 @@ export function createWideServer(): http2.Http2Server {
 }
 
 /** Listens on 127.0.0.1, port 0; resolves with the port (the tests' helper). */
-export { listen } from "../sdk/src/testing/servers.test-support.js";
+export { listen } from "../testing/src/servers.js";
 
 /** Closes a server and destroys its remaining sessions. */
 export function closeServer(server: http2.Http2Server, sessions: Set<http2.Http2Session>): Promise<void> {

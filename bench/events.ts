@@ -14,8 +14,8 @@
  */
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { Cleanup } from "../testing/src/cleanup.js";
+import { waitFor } from "../testing/src/wait.js";
 import { GitClient } from "../e2e/git.test-support.js";
 import { adminToken, api, createAgentWithToken, echoClient, startAgentk, startKas, type KasProcess, type Proc } from "../e2e/harness.test-support.js";
 import { fmt, median, percentile } from "./common.js";

@@ -11,9 +11,10 @@
  */
 import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8";
 import pino from "pino";
-import { agentConfigurationModule } from "../sdk/src/modules/configuration/server.js";
-import { createKasServer } from "../sdk/src/server/kas-server.js";
-import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.test-support.js";
+import { agentConfigurationServerModule } from "../sdk/src/modules/agent_configuration/server/agent-configuration-module.js";
+import { agentRegistrarServerModule } from "../sdk/src/modules/agent_registrar/server/agent-registrar-module.js";
+import { createKasServer } from "../sdk/src/kas/kas-server.js";
+import { StaticPlatformClient } from "../sdk/src/platform-client/static-platform-client.test-support.js";
 
 const agents = Number(process.env.BENCH_AGENTS ?? 2000);
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -36,7 +37,7 @@ const kas = await createKasServer({
   logger: pino({ level: "error" }),
   agentApi: { port: 0 },
   internalApi: { port: 0, jwtSecret: new Uint8Array(32).fill(3) },
-  modules: process.env.BENCH_MEMORY_CONFIG === "1" ? [agentConfigurationModule({ platform })] : [],
+  modules: [agentRegistrarServerModule(), ...(process.env.BENCH_MEMORY_CONFIG === "1" ? [agentConfigurationServerModule()] : [])],
 });
 
 async function fullGc(): Promise<void> {

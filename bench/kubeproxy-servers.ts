@@ -5,7 +5,7 @@
  *   node kubeproxy-servers.js kas    createKasServer + createKubernetesApiProxy (TLS, HTTP/2 and
  *                                    HTTP/1.1) with a platform that knows one agent token and two
  *                                    CI job tokens (access_as agent, access_as ci_job)
- *   node kubeproxy-servers.js agent  createAgent + createAgentKubernetesApi (kubeconfig of the
+ *   node kubeproxy-servers.js agent  createAgent + kubernetesApiAgentModule (kubeconfig of the
  *                                    agent's ServiceAccount on the real kube-apiserver)
  *
  * Logs go at info level (the proxy's audit line per request included) to /dev/null, so their cost
@@ -16,11 +16,11 @@
 import { readFileSync } from "node:fs";
 import pino from "pino";
 import { createAgent } from "../sdk/src/agent/create-agent.js";
-import { createAgentKubernetesApi } from "../sdk/src/kubeproxy/agent-kubernetes-api.js";
-import { createKubernetesApiProxy } from "../sdk/src/kubeproxy/kubernetes-api-proxy.js";
-import { PlatformError, type JobAllowedAgents } from "../sdk/src/platform/platform-client.js";
-import { createKasServer } from "../sdk/src/server/kas-server.js";
-import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.test-support.js";
+import { kubernetesApiAgentModule } from "../sdk/src/modules/kubernetes_api/agent/kubernetes-api-agent-module.js";
+import { createKubernetesApiProxy } from "../sdk/src/modules/kubernetes_api/server/kubernetes-api-proxy.js";
+import { PlatformError, type JobAllowedAgents } from "../sdk/src/platform-client/platform-client.js";
+import { createKasServer } from "../sdk/src/kas/kas-server.js";
+import { StaticPlatformClient } from "../sdk/src/platform-client/static-platform-client.test-support.js";
 
 if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);
@@ -64,7 +64,7 @@ if (role === "kas") {
   platform.jobs.set(env("BENCH_KP_CI_JOB_TOKEN"), job(101, { access_as: { ci_job: {} } }));
   const kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32).fill(5) } });
   const proxy = await createKubernetesApiProxy({
-    registry: kas.registry,
+    agentCalls: kas.agentCalls,
     platform,
     logger: logger.child({ component: "k8s-proxy" }),
     port: 0,
@@ -81,7 +81,7 @@ if (role === "kas") {
     kasAddress: env("BENCH_KP_KAS_URL"),
     token: env("BENCH_KP_AGENT_TOKEN"),
     logger,
-    modules: [await createAgentKubernetesApi({ kubeconfig: env("BENCH_KP_KUBECONFIG"), logger })],
+    modules: [await kubernetesApiAgentModule({ kubeconfig: env("BENCH_KP_KUBECONFIG"), logger })],
   });
   agent.start();
   close = () => agent.stop(1000);

@@ -21,7 +21,7 @@
  * server is one too; with KAS, the agent and the client on one event loop the proxy would be
  * charged for serializing work that really runs in parallel (and the other way round for CPU).
  * Each process runs the SDK's own pieces (createKasServer + createKubernetesApiProxy,
- * createAgent + createAgentKubernetesApi) compiled to plain JS; the platform is a fixed table (one
+ * createAgent + kubernetesApiAgentModule) compiled to plain JS; the platform is a fixed table (one
  * agent, two CI jobs): its answer is cached by the proxy for 5 s either way. The floor's two
  * forwarders are two more plain-node processes.
  *

@@ -11,10 +11,10 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pino from "pino";
 import { createAgent, type Agent } from "../sdk/src/agent/create-agent.js";
 import { EchoService } from "../sdk/src/gen/kasbridge/echo/v1/echo_pb.js";
-import { echoService } from "../sdk/src/modules/echo/echo-service.js";
-import { internalApiClientInterceptor } from "../sdk/src/server/internal-api-auth.js";
-import { createKasServer, type KasServer } from "../sdk/src/server/kas-server.js";
-import { StaticPlatformClient } from "../sdk/src/testing/fake-platform.test-support.js";
+import { echoService } from "../sdk/src/modules/echo/agent/echo-service.js";
+import { internalApiClientInterceptor } from "../sdk/src/kas/internal-api-auth.js";
+import { createKasServer, type KasServer } from "../sdk/src/kas/kas-server.js";
+import { StaticPlatformClient } from "../sdk/src/platform-client/static-platform-client.test-support.js";
 import {
   closeServer,
   createWideServer,

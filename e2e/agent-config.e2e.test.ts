@@ -1,8 +1,8 @@
 import { rmSync } from "node:fs";
 import { expect } from "chai";
 import { GitClient } from "./git.test-support.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { waitFor } from "@kasbridge/testing/wait";
 import { adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
 
 describe("e2e: agent configuration from git (push -> GetConfiguration)", function () {

@@ -6,8 +6,10 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { EchoService, decodeSecret, internalApiClientInterceptor } from "@kasbridge/sdk";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { decodeSecret } from "@kasbridge/sdk/auth";
+import { EchoService } from "@kasbridge/sdk/gen/kasbridge/echo/v1/echo_pb";
+import { internalApiClientInterceptor } from "@kasbridge/sdk/kas";
+import { waitFor } from "@kasbridge/testing/wait";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const kasBin = join(root, "reference-server", "bin", "kas.js");

@@ -14,23 +14,18 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { expect } from "chai";
 import { WebSocket } from "ws";
-import {
-  AgentRegistrar,
-  EchoService,
-  ReverseTunnel,
-  WS_TUNNEL_SUBPROTOCOL,
-  decodeSecret,
-  internalApiClientInterceptor,
-  privateApiClientInterceptor,
-} from "@kasbridge/sdk";
-import { RegisterRequestSchema } from "../sdk/src/gen/gitlab/agent/agent_registrar/rpc/rpc_pb.js";
-import { EchoRequestSchema } from "../sdk/src/gen/kasbridge/echo/v1/echo_pb.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { encodeHeaderBlock, encodeHttp2Frame, frameFlag, frameType } from "../sdk/src/testing/http2-frames.test-support.js";
-import { expectSilentHttp2SessionClosed, expectSlowHeadClosed } from "../sdk/src/testing/listener-limits.test-support.js";
-import { connectSocket, rawHttp2Request, sendRawHttp2, type RawHttp2Answer, type RawHttp2Target } from "../sdk/src/testing/raw-http2.test-support.js";
-import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
-import { HUNG_MS, waitFor, within } from "../sdk/src/testing/wait.test-support.js";
+import { decodeSecret } from "@kasbridge/sdk/auth";
+import { AgentRegistrar, RegisterRequestSchema } from "@kasbridge/sdk/gen/gitlab/agent/agent_registrar/rpc/rpc_pb";
+import { ReverseTunnel } from "@kasbridge/sdk/gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb";
+import { EchoRequestSchema, EchoService } from "@kasbridge/sdk/gen/kasbridge/echo/v1/echo_pb";
+import { internalApiClientInterceptor, privateApiClientInterceptor } from "@kasbridge/sdk/kas";
+import { WS_TUNNEL_SUBPROTOCOL } from "@kasbridge/sdk/transport";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
+import { HUNG_MS, waitFor, within } from "@kasbridge/testing/wait";
+import { encodeHeaderBlock, encodeHttp2Frame, frameFlag, frameType } from "../sdk/src/grpc/http2-frames.test-support.js";
+import { connectSocket, rawHttp2Request, sendRawHttp2, type RawHttp2Answer, type RawHttp2Target } from "../sdk/src/grpc/raw-http2.test-support.js";
+import { expectSilentHttp2SessionClosed, expectSlowHeadClosed } from "../sdk/src/transport/listener-limits.test-support.js";
 import { api, createAgentWithToken, echoClient, startAgentk, startKas, type KasProcess } from "./harness.test-support.js";
 
 const registerPath = `/${AgentRegistrar.typeName}/${AgentRegistrar.method.register.name}`;

@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { createServer, type Socket } from "node:net";
 import { KWOK_NODE_NAME, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
-import { closeServer, listen } from "../sdk/src/testing/servers.test-support.js";
+import { closeServer, listen } from "@kasbridge/testing/servers";
 
 /** Runs a command to its end with `input` on stdin (none: stdin closed) and extra environment; killed after 60 s. */
 export function runWithInput(cmd: string, args: string[], input: string | undefined, env: Record<string, string>): Promise<RunResult> {

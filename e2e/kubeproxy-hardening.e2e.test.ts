@@ -13,14 +13,11 @@ import { join } from "node:path";
 import tls from "node:tls";
 import { expect } from "chai";
 import pino from "pino";
-import {
-  ESCAPED_PATH_HEADER,
-  KubernetesApi,
-  createAgent,
-  createAgentKubernetesApi,
-  internalApiClientInterceptor,
-  type AgentModule,
-} from "@kasbridge/sdk";
+import { createAgent, type AgentModule, type AgentModuleContext } from "@kasbridge/sdk/agent";
+import { KubernetesApi } from "@kasbridge/sdk/gen/gitlab/agent/kubernetes_api/rpc/rpc_pb";
+import { internalApiClientInterceptor } from "@kasbridge/sdk/kas";
+import { agentRegistrarAgentModule } from "@kasbridge/sdk/modules/agent_registrar/agent";
+import { ESCAPED_PATH_HEADER, kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
 import {
   HttpRequestSchema,
   type HttpRequest,
@@ -28,9 +25,9 @@ import {
   type HttpResponseSchema,
 } from "@kasbridge/sdk/gen/gitlab/agent/grpctool/grpctool_pb";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
+import { waitFor } from "@kasbridge/testing/wait";
 import { api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
 import { runWithInput } from "./kubectl.test-support.js";
 
@@ -73,9 +70,9 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
       kasAddress: kas.addresses.agent,
       token: craftedAgent.token,
       transport: { ca },
-      modules: [craftedKubernetesApi()],
+      // Registration (the test waits for its connection) and the crafted API only.
+      modules: [agentRegistrarAgentModule(), craftedKubernetesApi()],
       logger: pino({ level: "silent" }),
-      watchConfiguration: false, // its configuration would set the log level
     });
     crafted.start();
     cleanups.add(() => crafted.stop(100));
@@ -140,8 +137,9 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
     // resets it 500 ms after answering a request whose body it did not read: write EPIPE). Once
     // the agent's process is busy across that moment (emulated: its event loop is held for 1.5 s
     // once 8 MiB are written), it finds the answer and the broken connection together.
-    const module = await createAgentKubernetesApi({ kubeconfig: cp.agentKubeconfigPath, logger: pino({ level: "silent" }) });
-    const makeRequest = (module.services![0]!.implementation as unknown as {
+    const module = await kubernetesApiAgentModule({ kubeconfig: cp.agentKubeconfigPath, logger: pino({ level: "silent" }) });
+    // Its services need nothing of the agent.
+    const makeRequest = (module.services!({} as AgentModuleContext)[0]!.implementation as unknown as {
       makeRequest(requests: AsyncIterable<HttpRequest>, ctx: { signal: AbortSignal }): AsyncIterable<MessageInitShape<typeof HttpResponseSchema>>;
     }).makeRequest;
     const body = Buffer.from(JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "huge", namespace: "default" }, data: { big: "x".repeat(48 << 20) } }));
@@ -432,7 +430,7 @@ function craftedKubernetesApi(): AgentModule {
     }
   }
   const implementation: Partial<ServiceImpl<typeof KubernetesApi>> = { makeRequest };
-  return { name: "kubernetes_api", services: [{ service: KubernetesApi, implementation }] };
+  return { name: "kubernetes_api", services: () => [{ service: KubernetesApi, implementation }] };
 }
 
 /** Holds the event loop for `ms` (a busy process), so that what happens meanwhile is found all at once. */

@@ -9,8 +9,8 @@ import { join } from "node:path";
 import tls from "node:tls";
 import { expect } from "chai";
 import { parse as parseYaml } from "yaml";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
 import { api, createAgentWithToken, startKas, type KasProcess } from "./harness.test-support.js";
 
 describe("e2e: Kubernetes API proxy TLS listener", function () {

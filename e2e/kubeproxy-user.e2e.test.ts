@@ -6,9 +6,9 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "./git.test-support.js";
-import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { waitFor } from "@kasbridge/testing/wait";
 import { adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
 
 describe("e2e: kubectl as a user (user_access) through kas and agentk", function () {

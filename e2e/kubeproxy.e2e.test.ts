@@ -13,9 +13,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { GitClient } from "./git.test-support.js";
-import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { waitFor } from "@kasbridge/testing/wait";
 import { Proc, adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
 import { createWebPod, longRunningRequests, runWithInput, startForwardTarget, type ForwardTarget } from "./kubectl.test-support.js";
 

@@ -6,8 +6,8 @@ import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { signKasApiRequestJwt } from "@kasbridge/sdk";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
+import { signKasApiRequestJwt } from "@kasbridge/sdk/auth";
+import { Cleanup } from "@kasbridge/testing/cleanup";
 import { GitClient } from "./git.test-support.js";
 import { adminToken, api, createAgentWithToken, startKas, type KasProcess } from "./harness.test-support.js";
 

@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { Code } from "@connectrpc/connect";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { rejection, streamRejection, waitFor } from "../sdk/src/testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { rejection, streamRejection, waitFor } from "@kasbridge/testing/wait";
 import { adminToken, api, createAgentWithToken, echoClient, startAgentk, startKas } from "./harness.test-support.js";
 
 describe("e2e: limits, restarts and secrets", function () {

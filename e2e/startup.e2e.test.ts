@@ -5,9 +5,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { closeServer, listen } from "../sdk/src/testing/servers.test-support.js";
-import { HUNG_MS, within } from "../sdk/src/testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { closeServer, listen } from "@kasbridge/testing/servers";
+import { HUNG_MS, within } from "@kasbridge/testing/wait";
 import { spawnKas } from "./harness.test-support.js";
 
 describe("e2e: kas start-up errors", function () {

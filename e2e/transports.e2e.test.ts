@@ -4,10 +4,10 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
-import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
-import { TEST_POSTGRES_URL } from "../sdk/src/platform/testing/fixtures.test-support.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { rejection } from "../sdk/src/testing/wait.test-support.js";
+import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
+import { TEST_POSTGRES_URL } from "../platform/src/testing/fixtures.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { rejection } from "@kasbridge/testing/wait";
 import { api, createAgentWithToken, echoClient, startAgentk, startKas } from "./harness.test-support.js";
 
 describe("e2e: agent transports, remote platform and PostgreSQL", function () {

@@ -6,10 +6,12 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { EchoService, decodeSecret, privateApiClientInterceptor } from "@kasbridge/sdk";
-import { selfSignedCertificateFiles } from "../sdk/src/testing/tls.test-support.js";
-import { Cleanup } from "../sdk/src/testing/cleanup.test-support.js";
-import { HUNG_MS, deferred, rejection, streamRejection, waitFor, within } from "../sdk/src/testing/wait.test-support.js";
+import { decodeSecret } from "@kasbridge/sdk/auth";
+import { EchoService } from "@kasbridge/sdk/gen/kasbridge/echo/v1/echo_pb";
+import { privateApiClientInterceptor } from "@kasbridge/sdk/kas";
+import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { HUNG_MS, deferred, rejection, streamRejection, waitFor, within } from "@kasbridge/testing/wait";
 import { api, createAgentWithToken, echoClient, startAgentk, startKas, type KasProcess } from "./harness.test-support.js";
 
 describe("e2e: kas + agentk processes over the reverse tunnel", function () {

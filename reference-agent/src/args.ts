@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { parseListenAddress } from "@kasbridge/sdk";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "@kasbridge/sdk/agent";
+import { parseListenAddress } from "@kasbridge/sdk/util";
 
 export interface AgentArgs {
   kasAddress: string;
@@ -73,7 +74,7 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   }
   const logLevel = values["log-level"] ?? env.AGENTK_LOG_LEVEL ?? "info";
   if (!logLevels.includes(logLevel)) throw new UsageError(`--log-level must be one of ${logLevels.join(", ")}`);
-  const maxMessageBytes = Number(values["max-message-bytes"] ?? 16 * 1024 * 1024);
+  const maxMessageBytes = Number(values["max-message-bytes"] ?? DEFAULT_MAX_MESSAGE_BYTES);
   if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes <= 0) throw new UsageError("--max-message-bytes must be a positive integer");
   const graceMs = Number(values["shutdown-grace-ms"] ?? 10_000);
   if (!Number.isFinite(graceMs) || graceMs < 0) throw new UsageError("--shutdown-grace-ms must be a non-negative number");

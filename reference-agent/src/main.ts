@@ -1,10 +1,17 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { createAgent, createAgentKubernetesApi, createObservabilityServer, installProcessSafetyNet, type AgentModule } from "@kasbridge/sdk";
+import { createAgent, type AgentModule } from "@kasbridge/sdk/agent";
+import { agentConfigurationAgentModule } from "@kasbridge/sdk/modules/agent_configuration/agent";
+import { agentRegistrarAgentModule } from "@kasbridge/sdk/modules/agent_registrar/agent";
+import { echoAgentModule } from "@kasbridge/sdk/modules/echo/agent";
+import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
+import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
+import { createObservabilityServer } from "@kasbridge/sdk/modules/observability/server";
+import { installProcessSafetyNet } from "@kasbridge/sdk/util";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
 
-// agentk: configuration and wiring only; the agent itself is the SDK's createAgent.
+// agentk: configuration and a list of modules; the agent itself is the SDK's createAgent.
 let args;
 try {
   args = parseAgentArgs(process.argv.slice(2), process.env);
@@ -19,8 +26,8 @@ const logger = pino({ name: "agentk", level: args.logLevel });
 // /metrics) and agentk keeps running: docs/security.md.
 const { metrics } = installProcessSafetyNet({ logger, metricPrefix: "agentk" });
 
+const modules: AgentModule[] = [agentRegistrarAgentModule(), agentConfigurationAgentModule(), observabilityAgentModule(), echoAgentModule()];
 // The Kubernetes API proxy's agent half: with --kubeconfig/KUBECONFIG, or in a pod (ServiceAccount).
-const modules: AgentModule[] = [];
 const inCluster = !args.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST);
 if (args.kubeconfig || inCluster) {
   // Loaded now so a bad file fails at start.
@@ -28,7 +35,7 @@ if (args.kubeconfig || inCluster) {
   if (args.kubeconfig) kc.loadFromFile(args.kubeconfig);
   else kc.loadFromCluster();
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
-  modules.push(await createAgentKubernetesApi({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
+  modules.push(await kubernetesApiAgentModule({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
 }
 
 const agent = createAgent({

@@ -1,14 +1,11 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import {
-  AGENT_API_LIMITS,
-  GATEWAY_LIMITS,
-  K8S_PROXY_LIMITS,
-  OBSERVABILITY_LIMITS,
-  parseListenAddress,
-  type ResolvedListenerLimits,
-} from "@kasbridge/sdk";
 import { parse as parseYaml } from "yaml";
+import { DEFAULT_MAX_MESSAGE_BYTES, GATEWAY_LIMITS } from "@kasbridge/sdk/kas";
+import { K8S_PROXY_LIMITS } from "@kasbridge/sdk/modules/kubernetes_api/server";
+import { OBSERVABILITY_LIMITS } from "@kasbridge/sdk/modules/observability/server";
+import { AGENT_API_LIMITS, type ResolvedListenerLimits } from "@kasbridge/sdk/transport";
+import { parseListenAddress } from "@kasbridge/sdk/util";
 
 /** A listen address. */
 export interface HostPort {
@@ -106,7 +103,7 @@ const defaults: KasConfig = {
   k8sProxyReauthorizeIntervalSeconds: 60,
   ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
-  maxMessageBytes: 16 * 1024 * 1024,
+  maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
   maxRequestBodyBytes: 1024 * 1024,
   maxPushBytes: 100 * 1024 * 1024,
 };

@@ -1,10 +1,10 @@
 import { parseArgs } from "node:util";
-import { installProcessSafetyNet } from "@kasbridge/sdk";
+import { installProcessSafetyNet } from "@kasbridge/sdk/util";
 import pino from "pino";
 import { loadConfig, ConfigError } from "./config.js";
 import { startKas } from "./start-kas.js";
 
-// kas: configuration and wiring only; everything else is the SDK.
+// kas: configuration and a list of modules (start-kas.ts); everything else is the SDK and the platform.
 let configFile: string | undefined;
 try {
   const { values } = parseArgs({ options: { config: { type: "string" }, help: { type: "boolean" } }, strict: true });

@@ -2,31 +2,18 @@ import { mkdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import type { AddressInfo } from "node:net";
-import express from "express";
 import type { Logger } from "pino";
-import {
-  agentConfigurationModule,
-  applyHttp1Limits,
-  bootstrapAdmin,
-  createGitHttpRouter,
-  createHttpPlatformClient,
-  createInProcessPlatformClient,
-  createInternalApi,
-  createKasServer,
-  createKubernetesApiProxy,
-  createObservabilityServer,
-  createPlatformApi,
-  createPlatformServices,
-  ensureSecretFile,
-  hostPort,
-  loadSecretFile,
-  openStore,
-  type KasServerOptions,
-  type PlatformClient,
-  type PlatformServices,
-  type Store,
-} from "@kasbridge/sdk";
+import { bootstrapAdmin, createInProcessPlatformClient, createPlatformApp, createPlatformServices, openStore, type PlatformServices, type Store } from "@kasbridge/platform";
+import { ensureSecretFile, loadSecretFile } from "@kasbridge/sdk/auth";
+import { createKasServer, type KasServerOptions } from "@kasbridge/sdk/kas";
+import { agentConfigurationServerModule } from "@kasbridge/sdk/modules/agent_configuration/server";
+import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registrar/server";
+import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/server";
+import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
+import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
+import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
+import { applyHttp1Limits } from "@kasbridge/sdk/transport";
+import { hostPort, listen } from "@kasbridge/sdk/util";
 import { MAX_PUSH_SETTING, MAX_REQUEST_BODY_SETTING, type KasConfig, type TlsFiles } from "./config.js";
 
 export interface RunningKas {
@@ -34,7 +21,7 @@ export interface RunningKas {
   close(): Promise<void>;
 }
 
-/** Starts the embedded platform (store, REST, internal API), KAS and the observability server. */
+/** Starts the embedded platform (store, REST, internal API) and KAS with its modules. */
 export async function startKas(config: KasConfig, logger: Logger, options: { metrics?: KasServerOptions["metrics"] } = {}): Promise<RunningKas> {
   // Holds the database, the shared secret and the admin token: owner only.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
@@ -50,46 +37,38 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
     const privateJwtSecret = config.privateApiSecretFile
       ? await loadSecretFile(privateSecretFile)
       : (await ensureSecretFile(privateSecretFile)).secret;
-    const addresses: Record<string, string> = {};
 
-    let services: PlatformServices | undefined;
     let store: Store | undefined;
+    let services: PlatformServices | undefined;
     if (config.platformEnabled) {
-      store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
-      const openedStore = store;
-      closers.push(() => openedStore.close());
-      services = createPlatformServices({
-        store,
-        logger: logger.child({ component: "platform" }),
-        repositoriesDir: join(config.dataDir, "repositories"),
-        ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
-      });
-      const admin = await bootstrapAdmin(store, { dataDir: config.dataDir, adminToken: config.adminToken, services, logger });
-      if (admin.created) {
-        // Printed once, on first start; the token itself is never logged.
-        const where = admin.tokenFile ? `written to ${admin.tokenFile}` : "taken from KAS_ADMIN_TOKEN";
-        logger.info({ tokenFile: admin.tokenFile }, `created admin user root; its personal access token was ${where}`);
-        if (admin.tokenFile) process.stdout.write(`\nAdmin personal access token for user root: ${admin.tokenFile}\n\n`);
-      }
+      ({ store, services } = await startPlatformServices(config, logger));
+      const opened = store;
+      closers.push(() => opened.close());
     }
-
     const platform: PlatformClient = config.platformUrl
       ? createHttpPlatformClient({ baseUrl: config.platformUrl, jwtSecret, logger: logger.child({ component: "platform-client" }) })
       : services
-        ? createInProcessPlatformClient(services)
+        ? createInProcessPlatformClient(services, { maxModuleRequestBytes: config.maxRequestBodyBytes })
         : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
 
+    // Kubernetes API proxy (8154): kubectl only sends tokens over TLS, so the proxy serves TLS
+    // (HTTP/2 + HTTP/1.1 by ALPN) with its own certificate, or the agent API's when it has none.
+    const kubernetesApi = kubernetesApiServerModule({
+      tls: readTls(config.k8sProxyTls ?? config.agentTls),
+      host: config.listen.k8sProxy.host,
+      port: config.listen.k8sProxy.port,
+      urlPathPrefix: config.k8sProxyUrlPathPrefix,
+      reauthorizeIntervalMs: config.k8sProxyReauthorizeIntervalSeconds * 1000,
+      // Watches and `logs -f` never end by themselves: they get 2 s, not KAS's full grace.
+      shutdownGraceMs: 2_000,
+      ...config.limits.k8sProxy,
+    });
     const kas = await createKasServer({
       platform,
       logger,
       metrics: options.metrics,
       maxMessageBytes: config.maxMessageBytes,
-      agentApi: {
-        host: config.listen.agent.host,
-        port: config.listen.agent.port,
-        tls: readTls(config.agentTls),
-        ...config.limits.agent,
-      },
+      agentApi: { host: config.listen.agent.host, port: config.listen.agent.port, tls: readTls(config.agentTls), ...config.limits.agent },
       internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret, ...config.limits.internal },
       privateApi: {
         ...config.limits.private,
@@ -98,83 +77,40 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         jwtSecret: privateJwtSecret,
         tls: readTls(config.privateTls),
       },
-      modules: [agentConfigurationModule({ platform, gitlabExternalUrl: config.externalUrl })],
+      modules: [
+        agentRegistrarServerModule(),
+        agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
+        kubernetesApi,
+        gitlabAccessServerModule(),
+        observabilityServerModule({ host: config.listen.observability.host, port: config.listen.observability.port, ...config.limits.observability }),
+      ],
     });
     closers.push(() => kas.close());
-    addresses.agent = kas.agentApi.url();
-    addresses.internal = `grpc://${hostPort(kas.internalApiAddress.host, kas.internalApiAddress.port)}`;
-    if (kas.privateApiAddress) {
-      addresses.private = `${config.privateTls ? "grpcs" : "grpc"}://${hostPort(kas.privateApiAddress.host, kas.privateApiAddress.port)}`;
-    }
-
-    // Kubernetes API proxy (8154): kubectl -> KAS -> agent tunnel -> cluster. Closed before KAS.
-    // kubectl sends tokens only over TLS, so the proxy serves TLS (HTTP/2 + HTTP/1.1 by ALPN) with
-    // its own certificate, or the agent API's when it has none.
-    const k8sProxy = await createKubernetesApiProxy({
-      tls: readTls(config.k8sProxyTls ?? config.agentTls),
-      registry: kas.registry,
-      platform,
-      logger: logger.child({ component: "k8s-proxy" }),
-      host: config.listen.k8sProxy.host,
-      port: config.listen.k8sProxy.port,
-      urlPathPrefix: config.k8sProxyUrlPathPrefix,
-      metrics: kas.metrics,
-      reauthorizeIntervalMs: config.k8sProxyReauthorizeIntervalSeconds * 1000,
-      ...config.limits.k8sProxy,
-    });
-    closers.push(() => k8sProxy.close(2_000));
-    addresses.k8sProxy = k8sProxy.url;
-    const k8sProxyUrl = config.k8sProxyExternalUrl ?? proxyUrlForClients(k8sProxy.url, config.externalUrl);
+    const addresses: Record<string, string> = { ...kas.addresses };
+    const k8sProxyUrl = config.k8sProxyExternalUrl ?? proxyUrlForClients(kubernetesApi.url, config.externalUrl);
     if (k8sProxyUrl.startsWith("http:")) {
       logger.warn({ url: k8sProxyUrl }, "the Kubernetes API proxy has no TLS: kubectl does not send tokens over plain HTTP (set KAS_K8S_PROXY_TLS_CERT_FILE/KEY_FILE)");
     }
 
     if (services) {
-      const app = express();
-      app.disable("x-powered-by");
-      app.set("trust proxy", false);
-      const bodyLimit = { bodyLimitBytes: config.maxRequestBodyBytes, bodyLimitSetting: MAX_REQUEST_BODY_SETTING };
-      app.use(createInternalApi({ services, jwtSecret, logger: logger.child({ component: "internal-api" }), ...bodyLimit }));
-      app.use(
-        createPlatformApi({
-          services,
-          connections: kas.tracker,
-          externalUrl: config.externalUrl,
-          k8sProxyUrl,
-          logger: logger.child({ component: "rest-api" }),
-          ...bodyLimit,
-        }),
-      );
-      app.use(
-        createGitHttpRouter({
-          services,
-          logger: logger.child({ component: "git-http" }),
-          maxBodyBytes: config.maxPushBytes,
-          maxBodySetting: MAX_PUSH_SETTING,
-        }),
-      );
-      app.use((req, res) => {
-        // A body sent to no route is not read: close rather than drain it.
-        if (req.get("content-length") !== undefined || req.get("transfer-encoding") !== undefined) res.set("Connection", "close");
-        res.status(404).json({ message: "404 Not Found" });
+      const app = createPlatformApp({
+        services,
+        jwtSecret,
+        connections: kas.tracker,
+        externalUrl: config.externalUrl,
+        k8sProxyUrl,
+        logger,
+        maxRequestBodyBytes: config.maxRequestBodyBytes,
+        maxRequestBodySetting: MAX_REQUEST_BODY_SETTING,
+        maxPushBytes: config.maxPushBytes,
+        maxPushSetting: MAX_PUSH_SETTING,
       });
       const server = http.createServer(app);
       applyHttp1Limits(server, config.limits.platform);
-      await listen(server, config.listen.platform.host, config.listen.platform.port);
+      const bound = await listen(server, config.listen.platform.port, config.listen.platform.host);
       closers.push(() => closeHttp(server));
-      const bound = server.address() as AddressInfo;
-      addresses.platform = `http://${hostPort(bound.address, bound.port)}`;
+      addresses.platform = `http://${hostPort(bound.host, bound.port)}`;
     }
-
-    const observability = await createObservabilityServer({
-      host: config.listen.observability.host,
-      port: config.listen.observability.port,
-      metrics: kas.metrics,
-      ready: () => true,
-      ...config.limits.observability,
-    });
-    closers.push(() => observability.close());
-    addresses.observability = `http://${hostPort(observability.address.host, observability.address.port)}`;
 
     logger.info(
       { ...addresses, dataDir: config.dataDir, database: store?.dialect ?? "none", platform: config.platformUrl ?? "in-process" },
@@ -185,6 +121,30 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
     return { addresses, close };
   } catch (error) {
     await close();
+    throw error;
+  }
+}
+
+/** The embedded platform's store and services; the admin user and its token on first start. */
+async function startPlatformServices(config: KasConfig, logger: Logger): Promise<{ store: Store; services: PlatformServices }> {
+  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  try {
+    const services = createPlatformServices({
+      store,
+      logger: logger.child({ component: "platform" }),
+      repositoriesDir: join(config.dataDir, "repositories"),
+      ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
+    });
+    const admin = await bootstrapAdmin(store, { dataDir: config.dataDir, adminToken: config.adminToken, services, logger });
+    if (admin.created) {
+      // Printed once, on first start; the token itself is never logged.
+      const where = admin.tokenFile ? `written to ${admin.tokenFile}` : "taken from KAS_ADMIN_TOKEN";
+      logger.info({ tokenFile: admin.tokenFile }, `created admin user root; its personal access token was ${where}`);
+      if (admin.tokenFile) process.stdout.write(`\nAdmin personal access token for user root: ${admin.tokenFile}\n\n`);
+    }
+    return { store, services };
+  } catch (error) {
+    await store.close();
     throw error;
   }
 }
@@ -201,13 +161,6 @@ export function proxyUrlForClients(listenUrl: string, externalUrl: string | unde
 
 function fail(message: string): never {
   throw new Error(message);
-}
-
-function listen(server: http.Server, host: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => resolve());
-  });
 }
 
 function closeHttp(server: http.Server): Promise<void> {

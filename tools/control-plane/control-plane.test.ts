@@ -6,7 +6,7 @@ import { expect } from "chai";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
-import { waitFor } from "../../sdk/src/testing/wait.test-support.js";
+import { waitFor } from "@kasbridge/testing/wait";
 import { AGENT_USERNAME, KWOK_NODE_NAME, STORAGE_CLASS, findBinaries, startControlPlane, type ControlPlane } from "./control-plane.js";
 
 describe("tools/control-plane: etcd + kube-apiserver (RBAC) + kwok", function () {

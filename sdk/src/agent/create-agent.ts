@@ -1,35 +1,17 @@
-import type { DescService } from "@bufbuild/protobuf";
-import type { ConnectRouter, Transport } from "@connectrpc/connect";
-import pino, { type Logger } from "pino";
 import { create } from "@bufbuild/protobuf";
+import pino, { type Logger } from "pino";
+import type { AgentConfiguration } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { AgentMetaSchema } from "../gen/gitlab/agent/entity/entity_pb.js";
-import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
-import { echoService } from "../modules/echo/echo-service.js";
-import { agentConfigurationWatcher } from "../modules/configuration/agent.js";
-import type { AgentConfiguration as AgentConfig } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../grpc/limits.js";
+import { createAgentTransport, type AgentTransportOptions } from "../transport/agent-transport.js";
 import { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
 import { TunnelPool, type TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.js";
-import { createAgentTransport, type AgentTransportOptions } from "../transport/agent-transport.js";
 import { rawTunnelStreams } from "../tunnel/agent/tunnel-stream.js";
-import { AgentRegistration, randomPodId } from "./agent-registration.js";
+import { assertUniqueNames } from "../util/unique-names.js";
 import { streamWindowBytes } from "../util/http2-windows.js";
-
-/** What a feature module's agent half gets. */
-export interface AgentModuleContext {
-  /** Transport to KAS for agent -> KAS RPCs (configuration, reporting). */
-  transport: Transport;
-  logger: Logger;
-  shutdownSignal: AbortSignal;
-}
-
-/** A feature channel's agent half: services it serves through the tunnel, and background work. */
-export interface AgentModule {
-  name: string;
-  /** Services KAS may call on this agent through the tunnel. */
-  services?: Array<{ service: DescService; implementation: Parameters<ConnectRouter["service"]>[1] }>;
-  /** Background work (e.g. watching configuration); resolves when `shutdownSignal` aborts. */
-  run?(ctx: AgentModuleContext): Promise<void>;
-}
+import type { AgentModule, AgentModuleContext } from "./agent-module.js";
+import { defaultAgentModules } from "./default-modules.js";
+import { randomPodId } from "./pod-id.js";
 
 export interface AgentOptions {
   /** KAS agent API URL: grpc://, grpcs://, ws:// or wss://. */
@@ -37,6 +19,10 @@ export interface AgentOptions {
   /** The agent token (glagent-...). Never logged. */
   token: string;
   logger?: Logger;
+  /**
+   * The features this agent runs, as GitLab names them. Default `defaultAgentModules()`:
+   * agent_registrar, agent_configuration, observability and echo.
+   */
   modules?: AgentModule[];
   /** Agent version and commit, reported to KAS. */
   version?: string;
@@ -44,22 +30,14 @@ export interface AgentOptions {
   /** The pod this agent runs as (POD_NAME / POD_NAMESPACE in GitLab's chart). */
   podName?: string;
   podNamespace?: string;
-  /** Serve kasbridge's diagnostics echo service through the tunnel. Default true. */
-  serveEcho?: boolean;
   /** Largest message through the tunnel either way. Default 16 MiB. */
   maxMessageBytes?: number;
   /** Tunnel pool tuning (idle tunnels, growth, backoff). */
   pool?: Omit<TunnelPoolOptions, "transport" | "host" | "logger" | "onFailure">;
   /** Transport tuning: TLS CA, extra headers, ping interval. */
   transport?: Omit<AgentTransportOptions, "url" | "userAgent">;
-  /** Re-registration interval. Default 300 000 ms (agentk). */
-  registerIntervalMs?: number;
-  /**
-   * Receive the agent's configuration (GetConfiguration) and apply it: log level now, and every
-   * configuration goes to `onConfiguration`. Default true.
-   */
-  watchConfiguration?: boolean;
-  onConfiguration?(config: AgentConfig, commitId: string): void;
+  /** Called with each configuration the agent receives, after the modules applied it. */
+  onConfiguration?(config: AgentConfiguration, commitId: string): void;
 }
 
 export interface Agent {
@@ -71,11 +49,17 @@ export interface Agent {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** Assembles an agent: tunnel pool serving the modules' services, registration, module loops. */
+/**
+ * Assembles an agent from its modules: the tunnel pool serving the modules' services to KAS, and
+ * the modules' own work (registration, configuration, ...), over one connection to KAS.
+ */
 export function createAgent(options: AgentOptions): Agent {
   const logger = options.logger ?? pino({ name: "agentk" });
   const version = options.version ?? "v16.0.0-kasbridge";
   const commit = options.commit ?? "";
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const modules = options.modules ?? defaultAgentModules();
+  assertUniqueNames(modules, "agent modules");
   const agentTransport = createAgentTransport({
     // Tunnel traffic is mostly already-compact protobuf or bulk data; gzip costs more CPU than it
     // saves on the links agents use, so requests go uncompressed unless configured (KAS still
@@ -89,27 +73,47 @@ export function createAgent(options: AgentOptions): Agent {
     // The token goes on every call (not on the WebSocket handshake), raw tunnel streams included.
     callHeaders: { ...options.transport?.callHeaders, authorization: `Bearer ${options.token}` },
     userAgent: `gitlab-agent/${version}/${commit}`,
-    readMaxBytes: (options.maxMessageBytes ?? 16 << 20) + 1024,
-    writeMaxBytes: (options.maxMessageBytes ?? 16 << 20) + 1024,
+    readMaxBytes: maxMessageBytes + TUNNEL_ENVELOPE_BYTES,
+    writeMaxBytes: maxMessageBytes + TUNNEL_ENVELOPE_BYTES,
   });
   const { transport, close: closeTransport } = agentTransport;
-  const host = new LocalServiceHost({ maxMessageBytes: options.maxMessageBytes });
+  const host = new LocalServiceHost({ maxMessageBytes });
   const podId = randomPodId();
-  if (options.serveEcho ?? true) host.register(EchoService, echoService(options.podName || `agent-${podId}`));
-  for (const module of options.modules ?? []) {
-    for (const { service, implementation } of module.services ?? []) host.register(service, implementation);
-  }
-  const meta = create(AgentMetaSchema, {
+  const agentMeta = create(AgentMetaSchema, {
     version,
     commitId: commit,
     podName: options.podName ?? "",
     podNamespace: options.podNamespace ?? "",
   });
-  const modules = [...(options.modules ?? [])];
-  if (options.watchConfiguration ?? true) {
-    modules.unshift(agentConfigurationWatcher({ logger, agentMeta: meta, onConfiguration: options.onConfiguration }));
+  const shutdown = new AbortController();
+  const failureListeners: Array<() => void> = [];
+
+  function applyConfiguration(config: AgentConfiguration, commitId: string): void {
+    for (const module of modules) {
+      try {
+        module.applyConfiguration?.(config, commitId);
+      } catch (error) {
+        logger.error({ err: error, module: module.name, commitId }, "agent module failed to apply the configuration");
+      }
+    }
+    options.onConfiguration?.(config, commitId);
   }
-  const registration = new AgentRegistration(transport, meta, podId, logger, options.registerIntervalMs);
+
+  const contexts = new Map<AgentModule, AgentModuleContext>();
+  for (const module of modules) {
+    const ctx: AgentModuleContext = {
+      transport,
+      logger: logger.child({ module: module.name }),
+      rootLogger: logger,
+      shutdownSignal: shutdown.signal,
+      podId,
+      agentMeta,
+      applyConfiguration,
+      onTunnelFailure: (listener) => failureListeners.push(listener),
+    };
+    contexts.set(module, ctx);
+    for (const { service, implementation } of module.services?.(ctx) ?? []) host.register(service, implementation);
+  }
   const pool = new TunnelPool({
     ...options.pool,
     transport,
@@ -117,10 +121,10 @@ export function createAgent(options: AgentOptions): Agent {
     openStream: rawTunnelStreams(agentTransport),
     host,
     logger,
-    onFailure: () => registration.registerSoon(),
+    onFailure: () => {
+      for (const listener of failureListeners) listener();
+    },
   });
-  const shutdown = new AbortController();
-  const moduleRuns: Promise<void>[] = [];
   let started = false;
 
   return {
@@ -129,21 +133,24 @@ export function createAgent(options: AgentOptions): Agent {
     start() {
       if (started) return;
       started = true;
-      logger.info({ kas: options.kasAddress, podId: podId.toString(), version }, "agent starting");
+      logger.info({ kas: options.kasAddress, podId: podId.toString(), version, modules: modules.map((m) => m.name) }, "agent starting");
       pool.start();
-      registration.start();
       for (const module of modules) {
-        if (!module.run) continue;
-        moduleRuns.push(
-          module.run({ transport, logger: logger.child({ module: module.name }), shutdownSignal: shutdown.signal }).catch((error: unknown) => {
-            logger.error({ err: error, module: module.name }, "agent module failed");
-          }),
-        );
+        try {
+          module.start?.(contexts.get(module)!);
+        } catch (error) {
+          logger.error({ err: error, module: module.name }, "agent module failed to start");
+        }
       }
     },
     async stop(graceMs = 10_000) {
       shutdown.abort();
-      await Promise.all([pool.stop(graceMs), registration.stop(), ...moduleRuns]);
+      await Promise.all([
+        pool.stop(graceMs),
+        ...modules.map((module) =>
+          module.close?.().catch((error: unknown) => logger.error({ err: error, module: module.name }, "agent module failed to close")),
+        ),
+      ]);
       closeTransport();
       logger.info("agent stopped");
     },

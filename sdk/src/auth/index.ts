@@ -1,3 +1,5 @@
+// @kasbridge/sdk/auth: agent and personal access tokens, the JWTs between KAS and the platform, secret files.
+export { bearerToken } from "./bearer.js";
 export {
   AGENT_TOKEN_PREFIX,
   AGENT_TOKEN_RANDOM_CHARS,

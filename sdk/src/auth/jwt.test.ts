@@ -11,7 +11,7 @@ import {
   verifyJwt,
   verifyKasApiRequestJwt,
 } from "./jwt.js";
-import { rejectionOf } from "../testing/wait.test-support.js";
+import { rejectionOf } from "@kasbridge/testing/wait";
 
 const rejection = (p: Promise<unknown>) => rejectionOf(p, Error);
 

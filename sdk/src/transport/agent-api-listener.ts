@@ -15,6 +15,7 @@ import { guardRequestHandler, guardStreamHandler } from "./request-guard.js";
 import { superviseSession } from "./session-supervisor.js";
 import { createWebSocketTunnelAcceptor } from "./websocket-tunnel.js";
 import { hostPort } from "../util/host-port.js";
+import { listen } from "../util/listen.js";
 
 /**
  * How an HTTP/2 session reached the listener: "h2c" cleartext with prior
@@ -279,16 +280,8 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
     });
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(o.port, o.host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
+  const address = await listen(server, o.port, o.host);
   server.on("error", (err) => log?.warn({ err }, "agent API: server error"));
-  const bound = server.address() as net.AddressInfo;
-  const address = { host: bound.address, port: bound.port };
 
   function close(graceMs = 10_000): Promise<void> {
     closed ??= doClose(graceMs);

@@ -19,12 +19,12 @@ import { parseAgentApiAddress } from "./agent-connection.js";
 import { type AgentTransport, type AgentTransportOptions, agentUserAgent, createAgentTransport } from "./agent-transport.js";
 import type { GrpcClientStream } from "./grpc-client-stream.js";
 import { createWebSocketTunnelAcceptor } from "./websocket-tunnel.js";
-import { Cleanup } from "../testing/cleanup.test-support.js";
-import { closeServer, listen as listenOn } from "../testing/servers.test-support.js";
-import { encodeHttp2Frame, frameType, Http2FrameLog, tappedGrpcServer } from "../testing/http2-frames.test-support.js";
-import { tcpProxy } from "../testing/tcp-proxy.test-support.js";
-import { selfSignedCertificate } from "../testing/tls.test-support.js";
-import { HUNG_MS, rejection, waitFor, within } from "../testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { closeServer, listen as listenOn } from "@kasbridge/testing/servers";
+import { encodeHttp2Frame, frameType, Http2FrameLog, tappedGrpcServer } from "../grpc/http2-frames.test-support.js";
+import { tcpProxy } from "@kasbridge/testing/tcp-proxy";
+import { selfSignedCertificate } from "@kasbridge/testing/tls";
+import { HUNG_MS, rejection, waitFor, within } from "@kasbridge/testing/wait";
 import { type EchoObservations, echoHandler } from "./fixtures.test-support.js";
 
 /** A call with one request message as a raw gRPC stream on the transport (the agent tunnel's path). */

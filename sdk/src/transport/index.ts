@@ -1,4 +1,4 @@
-// Agent API transport: the KAS-side listener (gRPC over HTTP/2, h2c, TLS and
+// @kasbridge/sdk/transport. Agent API transport: the KAS-side listener (gRPC over HTTP/2, h2c, TLS and
 // ws-tunnel WebSockets, plus Connect/gRPC-Web over HTTP/1.1 on one port) and
 // the agent-side gRPC transport that reaches it.
 export { createAgentApiListener } from "./agent-api-listener.js";

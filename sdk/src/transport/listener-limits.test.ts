@@ -2,20 +2,21 @@ import { expect } from "chai";
 import { afterEach, describe, it } from "mocha";
 import pino from "pino";
 import { Registry } from "prom-client";
-import { createKubernetesApiProxy, K8S_PROXY_LIMITS } from "../kubeproxy/kubernetes-api-proxy.js";
-import { ProxyPlatform } from "../kubeproxy/kubeproxy.test-support.js";
-import { GATEWAY_LIMITS, listenGateway } from "../server/gateway-listener.js";
-import { createObservabilityServer } from "../server/observability-server.js";
-import { createTunnelGateway } from "../server/tunnel-gateway.js";
-import { Cleanup } from "../testing/cleanup.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { selfSignedCertificate } from "@kasbridge/testing/tls";
+import { ProxyPlatform } from "../modules/kubernetes_api/kubernetes-api.test-support.js";
+import { createKubernetesApiProxy, K8S_PROXY_LIMITS } from "../modules/kubernetes_api/server/kubernetes-api-proxy.js";
+import { createObservabilityServer } from "../modules/observability/server/observability-server.js";
+import { localAgentCalls } from "../tunnel/server/agent-calls.js";
+import { GATEWAY_LIMITS, listenGateway } from "../tunnel/server/gateway-listener.js";
+import { createTunnelGateway } from "../tunnel/server/tunnel-gateway.js";
+import { InMemoryTunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import {
   advertisedMaxConcurrentStreams,
   expectConnectionsBeyondMaxClosed,
   expectSilentHttp2SessionClosed,
   expectSlowHeadClosed,
-} from "../testing/listener-limits.test-support.js";
-import { selfSignedCertificate } from "../testing/tls.test-support.js";
-import { InMemoryTunnelRegistry } from "../tunnel/server/tunnel-registry.js";
+} from "./listener-limits.test-support.js";
 import { AGENT_API_LIMITS } from "./agent-api-listener-options.js";
 import { createAgentApiListener } from "./agent-api-listener.js";
 import type { ListenerLimits } from "./listener-limits.js";
@@ -46,7 +47,7 @@ describe("listener limits on every KAS listener", function () {
   for (const name of ["internal API", "private API over TLS"]) {
     it(`the ${name}: its defaults, and the limits it is given`, async () => {
       const tls = name.includes("TLS") ? selfSignedCertificate() : undefined;
-      const gateway = createTunnelGateway({ registry: new InMemoryTunnelRegistry(), logger, authorize: async () => {} });
+      const gateway = createTunnelGateway({ agentCalls: localAgentCalls(new InMemoryTunnelRegistry()), logger, authorize: async () => {} });
       const defaults = await listenGateway(name, { port: 0, tls }, gateway, logger);
       cleanup.add(() => defaults.close());
       cleanup.add(() => defaults.destroySessions());
@@ -65,7 +66,7 @@ describe("listener limits on every KAS listener", function () {
     it(`the Kubernetes API proxy ${withTls ? "with TLS (HTTP/2 and HTTP/1.1)" : "without TLS (HTTP/1.1)"}: its defaults, and the limits it is given`, async () => {
       const tls = withTls ? selfSignedCertificate() : undefined;
       const start = async (limits: ListenerLimits) => {
-        const proxy = await createKubernetesApiProxy({ registry: new InMemoryTunnelRegistry(), platform: new ProxyPlatform(), port: 0, tls, metrics: new Registry(), ...limits });
+        const proxy = await createKubernetesApiProxy({ agentCalls: localAgentCalls(new InMemoryTunnelRegistry()), platform: new ProxyPlatform(), port: 0, tls, metrics: new Registry(), ...limits });
         cleanup.add(() => proxy.close(0));
         return { port: proxy.address.port, tls: withTls };
       };

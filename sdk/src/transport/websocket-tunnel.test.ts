@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { createClient } from "@connectrpc/connect";
 import { WebSocket, WebSocketServer } from "ws";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
-import { HUNG_MS, waitFor, within } from "../testing/wait.test-support.js";
+import { HUNG_MS, waitFor, within } from "@kasbridge/testing/wait";
 import { createAgentApiListener } from "./agent-api-listener.js";
 import { createAgentTransport } from "./agent-transport.js";
 import { echoHandler } from "./fixtures.test-support.js";

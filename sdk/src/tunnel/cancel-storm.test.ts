@@ -5,10 +5,12 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createAgent } from "../agent/create-agent.js";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
-import { internalApiClientInterceptor } from "../server/internal-api-auth.js";
-import { createKasServer } from "../server/kas-server.js";
-import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
-import { waitFor } from "../testing/wait.test-support.js";
+import { internalApiClientInterceptor } from "../kas/internal-api-auth.js";
+import { createKasServer } from "../kas/kas-server.js";
+import { StaticPlatformClient } from "../platform-client/static-platform-client.test-support.js";
+import { waitFor } from "@kasbridge/testing/wait";
+import { agentRegistrarAgentModule } from "../modules/agent_registrar/agent/agent-registrar-module.js";
+import { echoAgentModule } from "../modules/echo/agent/echo-service.js";
 
 // Regression: the agent used to reset (RST_STREAM CANCEL) every tunnel stream whose call KAS had
 // ended with a non-OK status. KAS's HTTP/2 server (nghttp2's rapid-reset protection: a burst of
@@ -25,7 +27,7 @@ describe("a storm of calls cancelled mid-stream by their callers (real KAS, real
     const kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: secret } });
     const agentSessions: ServerHttp2Session[] = [];
     kas.agentApi.onSessionOpen((session) => agentSessions.push(session));
-    const agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-storm", logger, watchConfiguration: false });
+    const agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-storm", logger, modules: [agentRegistrarAgentModule(), echoAgentModule()] });
     const baseUrl = `http://127.0.0.1:${kas.internalApiAddress.port}`;
     const sessions = new Http2SessionManager(baseUrl);
     const client = createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: [internalApiClientInterceptor(secret, 4)] }));

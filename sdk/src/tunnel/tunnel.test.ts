@@ -5,21 +5,23 @@ import { Code, ConnectError, createClient, type Client, type ServiceImpl } from 
 import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
 import { ReverseTunnel } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
-import { echoService } from "../modules/echo/echo-service.js";
-import { AgentAuthenticator } from "../server/agent-authenticator.js";
-import { connectionContextValues } from "../server/connection-context.js";
-import { reverseTunnelService } from "../server/reverse-tunnel-service.js";
-import { createTunnelGateway } from "../server/tunnel-gateway.js";
-import { StaticPlatformClient } from "../testing/fake-platform.test-support.js";
+import { echoService } from "../modules/echo/agent/echo-service.js";
+import { AgentAuthenticator } from "../kas/agent-authenticator.js";
+import { connectionContextValues } from "../kas/connection-context.js";
+import { reverseTunnelService } from "./server/reverse-tunnel-service.js";
+import { createTunnelGateway } from "./server/tunnel-gateway.js";
+import { StaticPlatformClient } from "../platform-client/static-platform-client.test-support.js";
 import { LocalServiceHost } from "./agent/local-service-host.js";
 import { TunnelPool } from "./agent/tunnel-pool.js";
 import { rawTunnelStreams } from "./agent/tunnel-stream.js";
 import { createAgentTransport } from "../transport/agent-transport.js";
-import { Cleanup } from "../testing/cleanup.test-support.js";
-import { bearer, routeTo } from "../testing/grpc.test-support.js";
-import { closeServer, listen, port } from "../testing/servers.test-support.js";
-import { rejection, streamRejection, waitFor } from "../testing/wait.test-support.js";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { bearer, routeTo } from "../grpc/interceptors.test-support.js";
+import { closeServer, listen, port } from "@kasbridge/testing/servers";
+import { rejection, streamRejection, waitFor } from "@kasbridge/testing/wait";
 import { InMemoryTunnelRegistry } from "./server/tunnel-registry.js";
+import { localAgentCalls } from "./server/agent-calls.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../grpc/limits.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
@@ -48,13 +50,13 @@ async function startHarness(
   const agentApi = http2.createServer(
     connectNodeAdapter({
       grpc: true,
-      readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+      readMaxBytes: (opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) + TUNNEL_ENVELOPE_BYTES,
       contextValues: connectionContextValues,
       routes: (router) => router.service(ReverseTunnel, reverseTunnelService({ auth, registry, logger, shutdownSignal: shutdown.signal })),
     }),
   );
   const gateway = createTunnelGateway({
-    registry,
+    agentCalls: localAgentCalls(registry),
     logger,
     authorize: async () => {},
     maxMessageBytes: opts.maxMessageBytes,
@@ -70,7 +72,7 @@ async function startHarness(
   const agentTransport = createAgentTransport({
     url: `grpc://127.0.0.1:${port(agentApi)}`,
     callHeaders: { authorization: "Bearer glagent-good" },
-    readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+    readMaxBytes: (opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) + TUNNEL_ENVELOPE_BYTES,
   });
   const poolFailures: ConnectError[] = [];
   const pool = new TunnelPool({
@@ -78,7 +80,7 @@ async function startHarness(
       baseUrl: `http://127.0.0.1:${port(agentApi)}`,
       sessionManager: agentSessions,
       interceptors: [bearer("glagent-good")],
-      readMaxBytes: (opts.maxMessageBytes ?? 16 << 20) + 1024,
+      readMaxBytes: (opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) + TUNNEL_ENVELOPE_BYTES,
     }),
     openStream: opts.streams === "raw" ? rawTunnelStreams(agentTransport) : undefined,
     host,

@@ -1,6 +1,6 @@
 import { describe, it } from "mocha";
 import { expect } from "chai";
-import { rejectionOf } from "../testing/wait.test-support.js";
+import { rejectionOf } from "@kasbridge/testing/wait";
 import { AsyncQueue } from "./async-queue.js";
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));

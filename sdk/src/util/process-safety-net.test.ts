@@ -3,7 +3,7 @@ import { EventEmitter } from "node:events";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
 import { Registry } from "prom-client";
-import { HUNG_MS, within } from "../testing/wait.test-support.js";
+import { HUNG_MS, within } from "@kasbridge/testing/wait";
 import { installProcessSafetyNet } from "./process-safety-net.js";
 
 const child = fileURLToPath(new URL("./process-safety-net-child.test-support.ts", import.meta.url));

@@ -15,3 +15,12 @@ export function deadlineTimer(timeoutMs: number, onExpired: () => void): NodeJS.
   if (!(timeoutMs <= maxTimerDelayMs)) return undefined;
   return setTimeout(onExpired, Math.max(0, timeoutMs));
 }
+
+/**
+ * Resolves once `done()` holds or `timeoutMs` has passed, checking every `intervalMs` (for
+ * draining at shutdown: calls in flight get a grace period to finish).
+ */
+export async function waitUntil(done: () => boolean, timeoutMs: number, intervalMs = 25): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, intervalMs));
+}

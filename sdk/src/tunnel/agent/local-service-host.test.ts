@@ -10,7 +10,7 @@ import {
   ServerStreamRequestSchema,
   ServerStreamResponseSchema,
 } from "../../gen/kasbridge/echo/v1/echo_pb.js";
-import { echoService } from "../../modules/echo/echo-service.js";
+import { echoService } from "../../modules/echo/agent/echo-service.js";
 import { ValuesSchema } from "../../gen/gitlab/agent/prototool/prototool_pb.js";
 import { ConnectResponseSchema, type ConnectRequest, type ConnectResponse } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import { AsyncQueue } from "../../util/async-queue.js";

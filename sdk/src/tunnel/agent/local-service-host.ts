@@ -17,7 +17,8 @@ import {
   ServiceSchema,
   type AgentDescriptor,
 } from "../../gen/gitlab/agent/reverse_tunnel/info/info_pb.js";
-import { FrameReader, encodeFrame } from "../../util/grpc-frames.js";
+import { FrameReader, encodeFrame } from "../../grpc/grpc-frames.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../../grpc/limits.js";
 import { headersToMeta, metaToHeaders, type MetaMap } from "../../util/metadata.js";
 
 /** What a local call produces, in the order the tunnel's state machine requires. */
@@ -63,7 +64,7 @@ export class LocalServiceHost {
   private cachedDescriptor: AgentDescriptor | undefined;
 
   constructor(options: LocalServiceHostOptions = {}) {
-    this.maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+    this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.router = createConnectRouter({
       grpc: true,
       grpcWeb: false,

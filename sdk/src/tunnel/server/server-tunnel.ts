@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { ConnectRequest, ConnectResponse } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import { ConnectResponseSchema } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import type { AgentDescriptor } from "../../gen/gitlab/agent/reverse_tunnel/info/info_pb.js";
-import type { AgentInfo } from "../../platform/platform-client.js";
+import type { AgentInfo } from "../../platform-client/platform-client.js";
 import { AsyncQueue } from "../../util/async-queue.js";
 import type { MetaMap } from "../../util/metadata.js";
 import { errorFromStatus } from "../rpc-status.js";

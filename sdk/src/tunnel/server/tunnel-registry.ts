@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { kasShuttingDownError } from "../../grpc/status-errors.js";
 import type { ServerTunnel } from "./server-tunnel.js";
 
 /**
@@ -117,7 +118,7 @@ export class InMemoryTunnelRegistry implements TunnelRegistry {
   }
 
   close(): void {
-    this.closeTunnels(() => true, new ConnectError("KAS is shutting down", Code.Unavailable));
+    this.closeTunnels(() => true, kasShuttingDownError());
   }
 
   private agentHasTunnels(agentId: number): boolean {

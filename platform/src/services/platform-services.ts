@@ -1,0 +1,138 @@
+import pino from "pino";
+import type { Logger } from "pino";
+import { createRepositoryService, type RepositoryService } from "../git/repositories.js";
+import { createAgentConfigService, type AgentConfigService } from "../agent-config/agent-config-service.js";
+import { createCiJobService, type CiJobService } from "../ci/ci-jobs.js";
+import { createProxyUserAuthorizationService, type ProxyUserAuthorizationService } from "../user-access/proxy-user-authorization.js";
+import { createModuleRequestService, type ModuleRequestService } from "../module-requests/module-requests.js";
+import type { Store } from "../store/store.js";
+import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
+import { createAgentService, type AgentService } from "./agents.js";
+import type { ServiceContext } from "./context.js";
+import { createMemberService, type MemberService } from "./members.js";
+import { createNamespaceService, type NamespaceService } from "./namespaces.js";
+import { createPersonalAccessTokenService, type PersonalAccessTokenService } from "./personal-access-tokens.js";
+import { createProjectService, type ProjectService } from "./projects.js";
+import { createProtectedBranchService, type ProtectedBranchService } from "./protected-branches.js";
+import { createRevocationService, type RevocationService } from "./revocations.js";
+import { UsageThrottle } from "./usage-throttle.js";
+import { createUserService, type UserService } from "./users.js";
+
+export interface PlatformServicesOptions {
+  store: Store;
+  /** Default: a silent logger. */
+  logger?: Logger;
+  /** Clock. Default `() => new Date()`; tests inject one to exercise throttling and expiry. */
+  now?: () => Date;
+  /** Minimum time between two `last_used_at` writes for one token. Default 60 000 ms. */
+  lastUsedThrottleMs?: number;
+  /** How long the revocation feed keeps entries. Default 24 h. */
+  revocationRetentionMs?: number;
+  /** How long the agent configuration change feed keeps entries. Default 24 h. */
+  agentConfigFeedRetentionMs?: number;
+  /**
+   * Directory of the projects' bare git repositories (`<dir>/<project id>.git`), created if
+   * missing. Default: none, and `repositories` is disabled (its methods throw).
+   */
+  repositoriesDir?: string;
+  /** The git executable for repositories. Default "git" from PATH. */
+  gitBinary?: string;
+  /** Lifetime of a CI job token (it also stops working when its job finishes). Default 3 600 000 ms (1 h). */
+  ciJobTokenTtlMs?: number;
+}
+
+/** The platform's business logic over one store. Authorization is left to the callers (REST API). */
+export interface PlatformServices {
+  readonly store: Store;
+  readonly users: UserService;
+  /** Personal namespaces and groups. */
+  readonly namespaces: NamespaceService;
+  readonly projects: ProjectService;
+  /** Protected branch rules, enforced on every push over git (see git/branch-protection.ts). */
+  readonly protectedBranches: ProtectedBranchService;
+  readonly members: MemberService;
+  readonly agents: AgentService;
+  readonly agentTokens: AgentTokenService;
+  readonly personalAccessTokens: PersonalAccessTokenService;
+  readonly revocations: RevocationService;
+  /** Agent config files: accepted configs, rejections, change feed, CI/user access authorizations. */
+  readonly agentConfigs: AgentConfigService;
+  /** Each project's git repository: files, refs, push events. */
+  readonly repositories: RepositoryService;
+  /** CI jobs, their job tokens, and the agents a job may use (ci_access). */
+  readonly ciJobs: CiJobService;
+  /** `authorize_proxy_user`: a user's access to an agent's cluster through KAS (user_access). */
+  readonly proxyUserAuthorization: ProxyUserAuthorizationService;
+  /** The platform halves of agent modules, answering their requests through KAS (gitlab_access). */
+  readonly moduleRequests: ModuleRequestService;
+}
+
+export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
+  const ctx: ServiceContext = {
+    store: options.store,
+    knex: options.store.knex,
+    now: options.now ?? (() => new Date()),
+    logger: options.logger ?? pino({ level: "silent" }),
+  };
+  const throttleMs = options.lastUsedThrottleMs ?? 60_000;
+  const namespaces = createNamespaceService(ctx);
+  const baseProjects = createProjectService(ctx, namespaces);
+  const repositories = createRepositoryService(
+    ctx,
+    { projects: baseProjects },
+    { repositoriesDir: options.repositoriesDir, gitBinary: options.gitBinary },
+  );
+  const projects: ProjectService = {
+    ...baseProjects,
+    // Every project gets its repository when it is created (or, should that fail, on first access).
+    async create(input, creatorId) {
+      const project = await baseProjects.create(input, creatorId);
+      await repositories.projectCreated(project);
+      return project;
+    },
+  };
+  const revocations = createRevocationService(ctx, { retentionMs: options.revocationRetentionMs });
+  const agentConfigs = createAgentConfigService(ctx, { feedRetentionMs: options.agentConfigFeedRetentionMs });
+  // Pushes to a config project's default branch update its agents' configs.
+  if (repositories.enabled) agentConfigs.attach(repositories);
+  const baseAgents = createAgentService(ctx, revocations);
+  const agents: AgentService = {
+    ...baseAgents,
+    // An agent created after its config file was pushed gets that config at once.
+    async create(projectId, name, createdByUserId) {
+      const agent = await baseAgents.create(projectId, name, createdByUserId);
+      try {
+        await agentConfigs.syncAgent(agent.id);
+      } catch (err) {
+        ctx.logger.error({ err, agentId: agent.id }, "cannot read the new agent's configuration");
+      }
+      return agent;
+    },
+  };
+  const members = createMemberService(ctx, namespaces);
+  const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs), revocations });
+  return {
+    store: options.store,
+    users: createUserService(ctx, { revocations }),
+    namespaces,
+    projects,
+    protectedBranches: createProtectedBranchService(ctx),
+    members,
+    agents,
+    agentTokens: createAgentTokenService(ctx, { projects, revocations, throttle: new UsageThrottle(throttleMs) }),
+    personalAccessTokens,
+    revocations,
+    agentConfigs,
+    repositories,
+    ciJobs: createCiJobService(ctx, { projects, namespaces, members, agentConfigs, revocations }, { tokenTtlMs: options.ciJobTokenTtlMs }),
+    proxyUserAuthorization: createProxyUserAuthorizationService({
+      personalAccessTokens,
+      agents,
+      projects,
+      namespaces,
+      members,
+      agentConfigs,
+    }),
+    moduleRequests: createModuleRequestService(ctx.logger.child({ component: "module-requests" })),
+  };
+}

@@ -1,0 +1,57 @@
+import type { DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter, Transport } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import type { AgentConfiguration } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import type { AgentMeta } from "../gen/gitlab/agent/entity/entity_pb.js";
+
+/** A service an agent module serves to KAS through the tunnel, with its connect-es implementation. */
+export interface ServedService {
+  service: DescService;
+  implementation: Parameters<ConnectRouter["service"]>[1];
+}
+
+/** What the agent lends its modules (GitLab's modagent.API). */
+export interface AgentModuleContext {
+  /** Transport to KAS for agent -> KAS RPCs (configuration, registration, gitlab_access). */
+  transport: Transport;
+  /** The agent's logger, with `module: <name>` bound. */
+  logger: Logger;
+  /** The agent's root logger (observability applies the configured log level to it). */
+  rootLogger: Logger;
+  /** Aborted when the agent stops. */
+  shutdownSignal: AbortSignal;
+  /** This agent process's random id (GitLab's pod_id). */
+  podId: bigint;
+  /** Version, commit and pod of this agent, as reported to KAS. */
+  agentMeta: AgentMeta;
+  /**
+   * Hands a configuration the agent received to every module's `applyConfiguration` (and the
+   * agent's `onConfiguration`). The agent_configuration module calls it.
+   */
+  applyConfiguration(config: AgentConfiguration, commitId: string): void;
+  /** Calls `listener` each time the tunnel pool backs off after failures (KAS restarted, connection lost). */
+  onTunnelFailure(listener: () => void): void;
+}
+
+/**
+ * A feature's agent half (GitLab's modagent.Module). It names itself as GitLab names the feature,
+ * declares the services it serves to KAS through the tunnel and the configuration section it acts
+ * on, and owns its lifecycle: `start` when the agent starts, `close` when it stops.
+ */
+export interface AgentModule {
+  /** GitLab's module name, e.g. "kubernetes_api". Unique in one agent. */
+  readonly name: string;
+  /** The sections of the agent's configuration this module acts on, e.g. ["observability"]. */
+  readonly configSections?: readonly string[];
+  /** Services KAS may call on this agent through the tunnel (advertised in the tunnel descriptor). */
+  services?(ctx: AgentModuleContext): ServedService[];
+  /**
+   * Starts the module's work (loops, watches) without waiting for it: the agent owns what it
+   * starts until `close`. A throw is logged; the other modules run on.
+   */
+  start?(ctx: AgentModuleContext): void;
+  /** A new configuration from KAS (each accepted commit, in order). */
+  applyConfiguration?(config: AgentConfiguration, commitId: string): void;
+  /** Ends what `start` started; called after the agent's shutdown signal aborted. */
+  close?(): Promise<void>;
+}

@@ -1,0 +1,17 @@
+// @kasbridge/sdk/agent: the agent assembly, the module interface its features implement, and the
+// tunnel pool it serves them through.
+
+export { createAgent } from "./create-agent.js";
+export type { Agent, AgentOptions } from "./create-agent.js";
+export type { AgentModule, AgentModuleContext, ServedService } from "./agent-module.js";
+export { defaultAgentModules } from "./default-modules.js";
+export { randomPodId } from "./pod-id.js";
+export { DEFAULT_MAX_MESSAGE_BYTES } from "../grpc/limits.js";
+
+// The tunnel pool and the in-process server behind it
+export { LocalServiceHost } from "../tunnel/agent/local-service-host.js";
+export type { LocalServiceHostOptions } from "../tunnel/agent/local-service-host.js";
+export { TunnelPool } from "../tunnel/agent/tunnel-pool.js";
+export type { TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.js";
+export { connectTunnelStreams, rawTunnelStreams } from "../tunnel/agent/tunnel-stream.js";
+export type { TunnelStream, TunnelStreamOpener } from "../tunnel/agent/tunnel-stream.js";

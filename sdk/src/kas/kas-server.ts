@@ -1,0 +1,231 @@
+import { setMaxListeners } from "node:events";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import pino, { type Logger } from "pino";
+import { Registry } from "prom-client";
+import { ReverseTunnel } from "../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
+import { rawGrpcMethods } from "../grpc/raw-dispatch.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../grpc/limits.js";
+import { kasShuttingDownError } from "../grpc/status-errors.js";
+import type { PlatformClient } from "../platform-client/platform-client.js";
+import { createAgentApiListener, type AgentApiListener } from "../transport/agent-api-listener.js";
+import type { AgentApiListenerOptions } from "../transport/agent-api-listener-options.js";
+import { localAgentCalls, type AgentCalls } from "../tunnel/server/agent-calls.js";
+import { listenGateway, type GatewayListener, type GatewayListenOptions } from "../tunnel/server/gateway-listener.js";
+import { rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "../tunnel/server/reverse-tunnel-service.js";
+import { createTunnelGateway } from "../tunnel/server/tunnel-gateway.js";
+import { InMemoryTunnelRegistry, type TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
+import { hostPort } from "../util/host-port.js";
+import { assertUniqueNames } from "../util/unique-names.js";
+import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
+import { waitUntil } from "../util/timers.js";
+import { authenticateBeforeBody } from "./agent-auth-gate.js";
+import { AgentAuthenticator } from "./agent-authenticator.js";
+import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
+import { connectionContextValues } from "./connection-context.js";
+import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth.js";
+import { defaultKasModules } from "./default-modules.js";
+import { createKasMetrics } from "./kas-metrics.js";
+import type { KasModule, KasModuleContext } from "./kas-module.js";
+
+export interface KasServerOptions {
+  /** How KAS reaches the platform (agent_info, revocations, what the modules need). */
+  platform: PlatformClient;
+  logger?: Logger;
+  /** Where idle tunnels are found. Default: in-memory (one KAS). */
+  registry?: TunnelRegistry;
+  /** How modules and the internal API call agents. Default: through `registry`'s tunnels. */
+  agentCalls?: AgentCalls;
+  /** The agent API listener (GitLab port 8150): host, port, TLS, HTTP/2 settings. */
+  agentApi?: Omit<AgentApiListenerOptions, "handler" | "logger">;
+  /** KAS's internal gRPC API (GitLab port 8153), where the platform calls agents through tunnels. */
+  internalApi: Partial<GatewayListenOptions> & {
+    /** Default 8153. */
+    port?: number;
+    /** HS256 secret of the platform's JWTs (aud gitlab-kas; any issuer, as GitLab). */
+    jwtSecret: Uint8Array;
+  };
+  /**
+   * KAS's private API (GitLab port 8155), where other KAS replicas call agents connected to this
+   * one: the same gateway as the internal API, authenticated with JWTs signed by the private API
+   * secret (iss and aud gitlab-kas). It only routes to this replica's own tunnels. Off when unset.
+   */
+  privateApi?: Partial<GatewayListenOptions> & {
+    /** Default 8155. */
+    port?: number;
+    /** HS256 secret shared by the KAS replicas (not the platform's). */
+    jwtSecret: Uint8Array;
+  };
+  /** Largest gRPC message through a tunnel, either way. Default 16 MiB; larger: RESOURCE_EXHAUSTED. */
+  maxMessageBytes?: number;
+  /** Identity of this KAS process in connection listings. Default: host-pid-random. */
+  kasInstance?: string;
+  /** Prometheus registry for KAS's metrics. Default: a new one. */
+  metrics?: Registry;
+  /** How long agent_info answers are cached. Default 60 000 ms (revocations evict at once). */
+  agentInfoCacheTtlMs?: number;
+  /**
+   * The features this KAS serves, as GitLab names them (agent_registrar, agent_configuration,
+   * kubernetes_api, gitlab_access, observability, ...). Default: agent_registrar only.
+   */
+  modules?: KasModule[];
+}
+
+export interface KasServer {
+  readonly agentApi: AgentApiListener;
+  readonly internalApiAddress: { host: string; port: number };
+  /** Where the private (kas-to-kas) API listens, when enabled. */
+  readonly privateApiAddress?: { host: string; port: number };
+  readonly tracker: AgentTracker;
+  readonly registry: TunnelRegistry;
+  readonly agentCalls: AgentCalls;
+  readonly auth: AgentAuthenticator;
+  readonly metrics: Registry;
+  readonly kasInstance: string;
+  /** Every listener by name ("agent", "internal", "private" and the modules'), as URLs. */
+  readonly addresses: Record<string, string>;
+  /** Stops accepting agents and calls, lets calls finish for up to graceMs, closes everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Assembles KAS from its modules: the agent API (the reverse tunnel, the modules' agent-facing
+ * services), the internal and private API gateways (calls to agents through their tunnels), and
+ * the modules' own work and listeners.
+ */
+export async function createKasServer(options: KasServerOptions): Promise<KasServer> {
+  const logger = options.logger ?? pino({ name: "kas" });
+  const registry = options.registry ?? new InMemoryTunnelRegistry();
+  const agentCalls = options.agentCalls ?? localAgentCalls(registry);
+  const metrics = options.metrics ?? new Registry();
+  const kasInstance = options.kasInstance ?? defaultKasInstanceId();
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const modules = options.modules ?? defaultKasModules();
+  assertUniqueNames(modules, "KAS modules");
+  const shutdown = new AbortController();
+  // Every open stream listens on the shutdown signal; hundreds are normal.
+  setMaxListeners(0, shutdown.signal);
+  const auth = new AgentAuthenticator({ platform: options.platform, logger, cacheTtlMs: options.agentInfoCacheTtlMs });
+  const tracker = new AgentTracker({ kasInstance });
+  const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
+  const contexts = new Map<KasModule, KasModuleContext>();
+  for (const module of modules) {
+    contexts.set(module, {
+      platform: options.platform,
+      auth,
+      tracker,
+      agentCalls,
+      registry,
+      logger: logger.child({ module: module.name }),
+      metrics,
+      shutdownSignal: shutdown.signal,
+      maxMessageBytes,
+    });
+  }
+
+  // Tunnel frames wrap a message with a few bytes of envelope.
+  const tunnelDeps = { auth, registry, logger, shutdownSignal: shutdown.signal, maxMessageBytes: maxMessageBytes + TUNNEL_ENVELOPE_BYTES };
+  const connectHandler = connectNodeAdapter({
+    readMaxBytes: maxMessageBytes + TUNNEL_ENVELOPE_BYTES,
+    writeMaxBytes: maxMessageBytes + TUNNEL_ENVELOPE_BYTES,
+    shutdownSignal: shutdown.signal,
+    contextValues: connectionContextValues,
+    routes(router) {
+      router.service(ReverseTunnel, reverseTunnelService(tunnelDeps));
+      for (const module of modules) module.registerAgentServices?.(router, contexts.get(module)!);
+    },
+  });
+  const agentApi = await createAgentApiListener({
+    ...options.agentApi,
+    http2Settings: { initialWindowSize: streamWindowBytes, ...options.agentApi?.http2Settings },
+    // Strangers' bodies are not read: the token is checked from the headers first.
+    handler: authenticateBeforeBody(connectHandler, auth, logger.child({ component: "agent-api" })),
+    // gRPC tunnels (and modules' long-lived streams) over HTTP/2 bypass connect-es and Node's
+    // compatibility layer: an idle stream then costs about a KiB of heap, not tens.
+    streamHandler: rawGrpcMethods([
+      { path: reverseTunnelConnectPath, handle: rawReverseTunnelStreams(tunnelDeps) },
+      ...modules.flatMap((module) => module.rawAgentMethods?.(contexts.get(module)!) ?? []),
+    ]),
+    logger: logger.child({ component: "agent-api" }),
+  });
+  agentApi.onSessionOpen((session) => widenConnectionWindow(session));
+
+  const gatewayFor = (authorize: (headers: Headers) => Promise<void>) =>
+    createTunnelGateway({
+      agentCalls,
+      logger,
+      maxMessageBytes,
+      authorize,
+      onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
+    });
+  const gateways: GatewayListener[] = [];
+  const started: KasModule[] = [];
+  const addresses: Record<string, string> = { agent: agentApi.url() };
+  let internalApi: GatewayListener;
+  let privateApi: GatewayListener | undefined;
+  try {
+    internalApi = await listenGateway(
+      "internal API",
+      { ...options.internalApi, port: options.internalApi.port ?? 8153 },
+      gatewayFor(internalApiAuthorizer(options.internalApi.jwtSecret)),
+      logger,
+    );
+    gateways.push(internalApi);
+    addresses.internal = `grpc://${hostPort(internalApi.address.host, internalApi.address.port)}`;
+    if (options.privateApi) {
+      privateApi = await listenGateway(
+        "private API",
+        { ...options.privateApi, port: options.privateApi.port ?? 8155 },
+        gatewayFor(privateApiAuthorizer(options.privateApi.jwtSecret)),
+        logger,
+      );
+      gateways.push(privateApi);
+      addresses.private = `${options.privateApi.tls ? "grpcs" : "grpc"}://${hostPort(privateApi.address.host, privateApi.address.port)}`;
+    }
+    for (const module of modules) {
+      if (!module.start) continue;
+      await module.start(contexts.get(module)!);
+      started.push(module);
+      Object.assign(addresses, module.addresses?.());
+    }
+  } catch (error) {
+    shutdown.abort();
+    await Promise.all([agentApi.close(0), ...gateways.map((g) => g.close()), ...started.map((m) => m.close?.(0))]);
+    auth.close();
+    throw error;
+  }
+  logger.info({ ...addresses, kasInstance, modules: modules.map((m) => m.name) }, "KAS listening");
+
+  let closing: Promise<void> | undefined;
+  return {
+    agentApi,
+    internalApiAddress: internalApi.address,
+    privateApiAddress: privateApi?.address,
+    tracker,
+    registry,
+    agentCalls,
+    auth,
+    metrics,
+    kasInstance,
+    addresses,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        // The modules stop taking requests and end theirs after their grace, which frees tunnels.
+        const modulesClosed = Promise.all(
+          [...started].reverse().map((m) => m.close?.(graceMs).catch((error: unknown) => logger.error({ err: error, module: m.name }, "module close failed"))),
+        );
+        // Idle tunnels go at once; new streams and connections are refused (GOAWAY) from here.
+        registry.closeTunnels((tunnel) => !tunnel.isTaken, kasShuttingDownError());
+        const agentApiClosed = agentApi.close(graceMs);
+        const gatewaysClosed = Promise.all(gateways.map((g) => g.close()));
+        // Calls in flight through tunnels get the grace period to finish.
+        await waitUntil(() => registry.stats().busyTunnels === 0, graceMs);
+        shutdown.abort();
+        registry.closeTunnels(() => true, kasShuttingDownError());
+        for (const g of gateways) g.destroySessions();
+        await Promise.all([agentApiClosed, gatewaysClosed, modulesClosed]);
+        auth.close();
+      })();
+      return closing;
+    },
+  };
+}

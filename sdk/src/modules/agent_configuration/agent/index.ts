@@ -1,0 +1,2 @@
+// @kasbridge/sdk/modules/agent_configuration/agent
+export { agentConfigurationAgentModule } from "./configuration-watcher.js";

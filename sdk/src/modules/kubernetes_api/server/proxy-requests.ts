@@ -1,0 +1,251 @@
+/**
+ * What every request through the Kubernetes API proxy goes through, plain or upgrade: its life
+ * (client gone, credential ended), authentication and checks, the tunnel call and its header
+ * frame, the body frames both ways, and the audit line.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { anyPack, type Any } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import type { Logger } from "pino";
+import type client from "prom-client";
+import { HttpRequestSchema, HttpResponseSchema, type HttpResponse } from "../../../gen/gitlab/agent/grpctool/grpctool_pb.js";
+import { HeaderExtraSchema } from "../../../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
+import { ValuesSchema } from "../../../gen/gitlab/agent/prototool/prototool_pb.js";
+import { kasShuttingDownError } from "../../../grpc/status-errors.js";
+import { canonicalHeaderName, mapToNodeHeaders, nodeHeadersToMap, queryToMap } from "../../../http/http-codec.js";
+import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget } from "../../../http/request-path.js";
+import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
+import type { TunnelCall } from "../../../tunnel/server/server-tunnel.js";
+import { isImpersonationHeader } from "../impersonation.js";
+import { MAKE_REQUEST_METHOD } from "../rpc.js";
+import { K8sProxyError } from "./k8s-status.js";
+import type { EndStream, OpenStreams } from "./open-streams.js";
+import type { ProxyAuthenticator, ProxyAuthorization } from "./proxy-auth.js";
+
+export type AnyRequest = IncomingMessage | Http2ServerRequest;
+export type AnyResponse = ServerResponse | Http2ServerResponse;
+
+/** A request once authorized, with its tunnel call. */
+export interface Started {
+  authz: ProxyAuthorization;
+  call: TunnelCall;
+  method: string;
+  path: string;
+}
+
+/**
+ * One request's life. `signal` aborts when the client goes (`clientGone`) or when its credential
+ * stops being valid (`endedBy`, the Status to answer with when nothing was answered yet).
+ */
+export class RequestLife {
+  private readonly controller = new AbortController();
+  readonly signal: AbortSignal = this.controller.signal;
+  clientGone = false;
+  endedBy: K8sProxyError | undefined;
+  /** Stops watching the credential (set once authorized). */
+  release: () => void = () => {};
+  readonly end: EndStream = (reason) => {
+    if (this.signal.aborted) return;
+    this.endedBy = reason;
+    this.controller.abort(reason);
+  };
+  clientLeft(): void {
+    if (this.signal.aborted) return;
+    this.clientGone = true;
+    this.controller.abort(new Error("client went away"));
+  }
+  /** Why the request stops, for the tunnel call and errors. */
+  reasonError(): K8sProxyError {
+    return this.endedBy ?? new K8sProxyError(499, "client went away");
+  }
+  /** Cancels `call` when the request stops (client gone, credential ended). */
+  cancelOnEnd(call: TunnelCall): void {
+    this.signal.addEventListener("abort", () => call.cancel(new ConnectError(this.reasonError().message, Code.Canceled)), { once: true });
+  }
+}
+
+export interface ProxyRequestsOptions {
+  agentCalls: AgentCalls;
+  auth: ProxyAuthenticator;
+  openStreams: OpenStreams;
+  logger: Logger;
+  requestsTotal: client.Counter<"code">;
+  /** Normalized: starts and ends with "/". */
+  prefix: string;
+  tunnelWaitMs: number;
+  maxFrameBytes: number;
+  maxUpgradeRefusalBytes: number;
+}
+
+const escapedPathHeader = ESCAPED_PATH_HEADER.toLowerCase();
+
+/** The proxy's requests in flight and the steps they share; `close` ends them all. */
+export class ProxyRequests {
+  /** Tunnel calls in flight. */
+  readonly calls = new Set<TunnelCall>();
+  /** Requests waiting for a tunnel, by the abort of their wait. */
+  private readonly waiting = new Set<AbortController>();
+  private readonly shutdown = new AbortController();
+
+  constructor(readonly options: ProxyRequestsOptions) {}
+
+  get logger(): Logger {
+    return this.options.logger;
+  }
+
+  /** Authentication, checks, tunnel, header frame. Throws K8sProxyError. */
+  async begin(req: AnyRequest, upgrade: boolean, life: RequestLife): Promise<Started> {
+    const { prefix, auth, openStreams } = this.options;
+    const signal = life.signal;
+    const method = (req.method ?? "GET").toUpperCase();
+    const target = splitRequestTarget(req.url ?? "/");
+    if (!target) throw new K8sProxyError(400, "the request target must be a path");
+    // The prefix is matched on the raw path: no decoding or dot-segment resolution before it.
+    if (!target.rawPath.startsWith(prefix) && `${target.rawPath}/` !== prefix) throw new K8sProxyError(404, `no such path: expected prefix ${prefix}`);
+    let path;
+    try {
+      path = checkRawPath(`/${target.rawPath.slice(prefix.length)}`.replace(/^\/+/, "/"));
+    } catch (e) {
+      if (e instanceof RequestPathError) throw new K8sProxyError(400, e.message);
+      throw e;
+    }
+    const authorization = headerValue(req.headers.authorization);
+    const authz = await auth.authorize(authorization, signal);
+    const offending = Object.keys(req.headers).find(isImpersonationHeader);
+    if (offending) throw new K8sProxyError(400, `impersonation is not allowed through the proxy (header ${canonicalHeaderName(offending)})`);
+    // From here on a revocation, the credential's expiry or a refused re-authorization ends it.
+    life.release = openStreams.track(authorization!, authz, life.end);
+    if (life.endedBy) throw life.endedBy;
+
+    // The wait ends with the client, after tunnelWaitMs, or at shutdown.
+    let call;
+    try {
+      call = await this.startCall(authz.agentId, signal);
+    } catch (e) {
+      if (signal.aborted && !this.shutdown.signal.aborted) throw life.reasonError();
+      const ce = ConnectError.from(e);
+      throw new K8sProxyError(503, ce.code === Code.Unavailable ? ce.rawMessage : `agent ${authz.agentId}: ${ce.rawMessage}`);
+    }
+    this.calls.add(call);
+    const headers = nodeHeadersToMap(req.headers, { drop: (n) => n === "authorization" || n === "cookie" || n === escapedPathHeader, keepUpgrade: upgrade });
+    if (path.escaped !== undefined) headers[ESCAPED_PATH_HEADER] = create(ValuesSchema, { value: [path.escaped] });
+    const header = create(HttpRequestSchema, {
+      message: {
+        case: "header",
+        value: {
+          request: {
+            method,
+            header: headers,
+            urlPath: path.decoded,
+            query: queryToMap(new URLSearchParams(target.rawQuery)),
+          },
+          extra: headerExtra(authz),
+          ...(req.headers["content-length"] !== undefined && /^\d+$/.test(String(req.headers["content-length"]))
+            ? { contentLength: BigInt(String(req.headers["content-length"])) }
+            : {}),
+        },
+      },
+    });
+    await call.send(toBinary(HttpRequestSchema, header));
+    return { authz, call, method, path: path.decoded };
+  }
+
+  /** Starts MakeRequest on one of the agent's tunnels, waiting for one at most tunnelWaitMs. */
+  private async startCall(agentId: number, signal: AbortSignal): Promise<TunnelCall> {
+    if (this.shutdown.signal.aborted) throw kasShuttingDownError();
+    const wait = new AbortController();
+    const onAbort = () => wait.abort(signal.reason);
+    // A client that left during authorization has an aborted signal already: "abort" will not fire.
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    // One timer, cleared once a tunnel is found (AbortSignal.timeout()/any() per request would keep
+    // a timer and listeners alive for the whole wait period). It can only fire while the registry
+    // still holds the waiter, so it never cancels a call that got a tunnel.
+    const timer = setTimeout(() => wait.abort(), this.options.tunnelWaitMs);
+    this.waiting.add(wait);
+    try {
+      return await this.options.agentCalls.start(agentId, MAKE_REQUEST_METHOD, {}, wait.signal);
+    } finally {
+      clearTimeout(timer);
+      this.waiting.delete(wait);
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** The request is over: its call no longer counts as in flight, its credential is not watched. */
+  finished(started: Started | undefined, life: RequestLife): void {
+    life.release();
+    if (started) this.calls.delete(started.call);
+  }
+
+  /** The agent's header map as Node headers, invalid entries dropped and logged. */
+  agentHeaders(started: Started, map: Parameters<typeof mapToNodeHeaders>[0], options: { forHttp2?: boolean; keepUpgrade?: boolean }) {
+    return mapToNodeHeaders(map, {
+      ...options,
+      onInvalid: (name) => this.logger.warn({ agentId: started.authz.agentId, header: name }, "k8s proxy: dropped an invalid header from the agent's answer"),
+    });
+  }
+
+  audit(started: Started | undefined, req: AnyRequest, code: number, startedAt: number, error?: K8sProxyError): void {
+    this.options.requestsTotal.inc({ code: String(code) });
+    const c = started?.authz.caller;
+    this.logger.info(
+      {
+        caller: c?.kind,
+        ...(c?.kind === "ci_job" ? { jobId: c.jobId, projectId: c.projectId } : {}),
+        ...(c?.kind === "user" ? { userId: c.userId, username: c.username } : {}),
+        agentId: started?.authz.agentId,
+        impersonating: started?.authz.impersonation.username || undefined,
+        method: req.method,
+        path: started?.path ?? splitRequestTarget(req.url ?? "/")?.rawPath,
+        status: code,
+        durationMs: Date.now() - startedAt,
+        ...(error ? { error: error.message } : {}),
+      },
+      "k8s proxy request",
+    );
+  }
+
+  /** Sends `chunk` as data (or upgradeData) frames no larger than maxFrameBytes. */
+  async sendChunk(call: TunnelCall, chunk: Uint8Array, kind: "data" | "upgradeData"): Promise<void> {
+    const { maxFrameBytes } = this.options;
+    for (let off = 0; off < chunk.length; off += maxFrameBytes) {
+      const data = chunk.subarray(off, Math.min(chunk.length, off + maxFrameBytes));
+      await call.send(toBinary(HttpRequestSchema, create(HttpRequestSchema, { message: { case: kind, value: { data } } })));
+    }
+  }
+
+  async sendTrailer(call: TunnelCall): Promise<void> {
+    await call.send(toBinary(HttpRequestSchema, create(HttpRequestSchema, { message: { case: "trailer", value: {} } })));
+  }
+
+  /** Ends every request: waiting ones stop waiting, running calls are cancelled with UNAVAILABLE. */
+  close(): void {
+    this.shutdown.abort();
+    for (const wait of this.waiting) wait.abort();
+    for (const call of this.calls) call.cancel(kasShuttingDownError());
+  }
+}
+
+/** Decoded HttpResponse frames of the call; ends with the call, throws its error. */
+export async function* responses(call: TunnelCall): AsyncGenerator<HttpResponse["message"]> {
+  for await (const event of call.events) {
+    if (event.kind === "message") yield fromBinary(HttpResponseSchema, event.data).message;
+    else if (event.kind === "end" && event.error) throw event.error;
+  }
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** The request header's `extra` (the impersonation), packed once per authorization (cached by ProxyAuthenticator). */
+const packedExtras = new WeakMap<ProxyAuthorization, Any>();
+
+function headerExtra(authz: ProxyAuthorization): Any {
+  let extra = packedExtras.get(authz);
+  if (!extra) packedExtras.set(authz, (extra = anyPack(HeaderExtraSchema, create(HeaderExtraSchema, { impConfig: authz.impersonation }))));
+  return extra;
+}

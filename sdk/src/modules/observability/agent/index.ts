@@ -1,0 +1,2 @@
+// @kasbridge/sdk/modules/observability/agent
+export { observabilityAgentModule } from "./observability-agent-module.js";

@@ -1,0 +1,35 @@
+// @kasbridge/sdk/platform-client: what KAS needs of a platform, and the HTTP client for
+// GitLab's internal API (a GitLab-compatible platform, ours included).
+
+export { PlatformError, parseJobAllowedAgents, parseProxyUserAuthorization } from "./platform-client.js";
+export type {
+  AgentConfigurationSnapshot,
+  AgentInfo,
+  AgentTokenRevocation,
+  AuthorizeProxyUserRequest,
+  CiJobRevocation,
+  JobAllowedAgents,
+  ModuleRequest,
+  ModuleResponse,
+  MultiMap,
+  PersonalAccessTokenRevocation,
+  PlatformClient,
+  PlatformErrorKind,
+  ProxyUserAccessAsAnswer,
+  ProxyUserAuthorizationAnswer,
+  TokenRevocation,
+  UserRevocation,
+} from "./platform-client.js";
+export type { AgentConnection, AgentConnectionsSource } from "./connections.js";
+export { createHttpPlatformClient } from "./http-platform-client.js";
+export type { HttpPlatformClientOptions } from "./http-platform-client.js";
+export {
+  AGENT_CONFIGURATION_CHANGES_PATH,
+  AGENT_CONFIGURATION_PATH,
+  AGENT_INFO_PATHS,
+  AUTHORIZE_PROXY_USER_PATH,
+  JOB_ALLOWED_AGENTS_PATH,
+  JOB_TOKEN_HEADER,
+  MODULE_REQUEST_PATH_PREFIX,
+  TOKEN_REVOCATIONS_PATH,
+} from "./internal-api-paths.js";

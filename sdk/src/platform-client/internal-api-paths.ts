@@ -1,0 +1,29 @@
+// Paths of the platform API that KAS calls (GitLab's internal API and our extensions to it), shared
+// by the HTTP PlatformClient and the platform that serves them.
+
+/** Paths of the agent_info endpoint: the long-standing one and the newer agentk-specific one. */
+export const AGENT_INFO_PATHS = ["/api/v4/internal/kubernetes/agent_info", "/api/v4/internal/agents/agentk/agent_info"];
+/**
+ * kasbridge extension: the revocation feed `createHttpPlatformClient` polls. Entries by `kind`:
+ * `agent_token` (`agent_id`, `token_id`), `ci_job` (`job_id`), `personal_access_token`
+ * (`user_id`, `token_id`), `user` (`user_id`, blocked).
+ */
+export const TOKEN_REVOCATIONS_PATH = "/api/v4/internal/kubernetes/token_revocations";
+/**
+ * kasbridge extension: an agent's accepted configuration, `?agent_id=`. (GitLab has a POST at this
+ * path, through which its KAS reports configs it read from Gitaly; our platform reads them itself.)
+ */
+export const AGENT_CONFIGURATION_PATH = "/api/v4/internal/kubernetes/agent_configuration";
+/** kasbridge extension: the feed of accepted agent configuration changes, polled like the revocation feed. */
+export const AGENT_CONFIGURATION_CHANGES_PATH = "/api/v4/internal/kubernetes/agent_configuration_changes";
+/** GitLab's public API path for a job's allowed agents (`Job-Token` authentication). */
+export const JOB_ALLOWED_AGENTS_PATH = "/api/v4/job/allowed_agents";
+/** The header a CI job sends its token in. */
+export const JOB_TOKEN_HEADER = "Job-Token";
+/** GitLab's internal API path KAS calls to authorize a user of the Kubernetes API proxy. */
+export const AUTHORIZE_PROXY_USER_PATH = "/api/v4/internal/kubernetes/authorize_proxy_user";
+/**
+ * Prefix of the paths agent modules reach through KAS (`gitlab_access`): KAS sends an agent's
+ * `MakeRequest` to `<prefix><url-escaped module name><url_path>`.
+ */
+export const MODULE_REQUEST_PATH_PREFIX = "/api/v4/internal/kubernetes/modules/";

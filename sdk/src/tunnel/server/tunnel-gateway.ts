@@ -1,0 +1,202 @@
+import type { ServerHttp2Stream, IncomingHttpHeaders } from "node:http2";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../../grpc/limits.js";
+import { parseGrpcTimeout } from "../../grpc/grpc-timeout.js";
+import type { AgentCalls } from "./agent-calls.js";
+import type { TunnelCall } from "./server-tunnel.js";
+import { FrameReader } from "../../grpc/grpc-frames.js";
+import { writeGrpcFrame } from "../../grpc/grpc-message-writes.js";
+import { headersToMeta, metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../../util/metadata.js";
+import { grpcStatusHeaders } from "../../grpc/grpc-status-headers.js";
+import { drained } from "../../util/drained.js";
+import { deadlineTimer } from "../../util/timers.js";
+
+/** Metadata naming the agent a call is for (GitLab's kas-hop routing key). */
+export const routingAgentIdHeader = "kas-hop-routing-agent-id";
+
+export interface TunnelGatewayOptions {
+  /** How calls reach agents (KasServer.agentCalls). */
+  agentCalls: AgentCalls;
+  logger: Logger;
+  /** Checks the caller's credentials; throws a ConnectError to refuse. */
+  authorize(headers: Headers): Promise<void>;
+  /** Largest request or response message. Default 16 MiB. */
+  maxMessageBytes?: number;
+  /** How long to wait for an idle tunnel when the caller set no deadline. Default 60 000 ms. */
+  defaultTunnelWaitMs?: number;
+  /** Observes each finished call (metrics). */
+  onCallEnd?(info: { agentId: number; method: string; code: Code | 0; durationMs: number }): void;
+}
+
+/**
+ * Forwards gRPC calls arriving on a raw HTTP/2 stream to an agent through one of its tunnels,
+ * message by message, without knowing the message types: headers, messages, trailers and status
+ * travel end to end; backpressure holds in both directions; either side's cancellation reaches the
+ * other.
+ */
+export function createTunnelGateway(options: TunnelGatewayOptions) {
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const defaultWaitMs = options.defaultTunnelWaitMs ?? 60_000;
+
+  return async function handleStream(stream: ServerHttp2Stream, rawHeaders: IncomingHttpHeaders): Promise<void> {
+    const started = Date.now();
+    const method = String(rawHeaders[":path"] ?? "");
+    let agentId = 0;
+    const onInvalid = (header: string) => options.logger.warn({ agentId, method, header }, "dropped invalid metadata from the agent's answer");
+    const finish = (error: ConnectError | undefined) =>
+      options.onCallEnd?.({ agentId, method, code: error?.code ?? 0, durationMs: Date.now() - started });
+    const contentType = String(rawHeaders["content-type"] ?? "");
+    if (rawHeaders[":method"] !== "POST" || !contentType.startsWith("application/grpc")) {
+      stream.respond({ ":status": 415, "content-type": "text/plain" });
+      stream.end("gRPC only (application/grpc over POST)");
+      return;
+    }
+    // Stream errors (client reset, connection lost) surface through "close"/"aborted" below.
+    stream.on("error", () => {});
+    const callAbort = new AbortController();
+    const onClientGone = () => callAbort.abort(new ConnectError("client cancelled the call", Code.Canceled));
+    stream.once("close", onClientGone);
+    stream.once("aborted", onClientGone);
+    let call: TunnelCall | undefined;
+    try {
+      const headers = nodeHeadersToHeaders(rawHeaders);
+      await options.authorize(headers);
+      agentId = parseAgentId(headers.get(routingAgentIdHeader));
+      if (!/^\/[^/]+\/[^/]+$/.test(method)) throw new ConnectError(`malformed method path "${method}"`, Code.InvalidArgument);
+      const reader = new FrameReader(maxMessageBytes, headers.get("grpc-encoding") ?? "identity");
+      const timeoutMs = parseGrpcTimeout(headers.get("grpc-timeout"));
+      // Give up slightly before the caller's deadline so it receives our UNAVAILABLE (naming the
+      // agent) rather than its own DEADLINE_EXCEEDED.
+      const marginMs = timeoutMs === undefined ? 0 : Math.min(250, Math.max(20, Math.ceil(timeoutMs * 0.25)));
+      const waitMs = timeoutMs === undefined ? defaultWaitMs : Math.max(1, timeoutMs - marginMs);
+      // One timer for the wait, cleared as soon as a tunnel is found (AbortSignal.timeout() would
+      // keep a timer per call alive for the whole wait period, 60 s by default). It can only fire
+      // while the registry still holds our waiter, so it never cancels a call that got a tunnel.
+      const waitTimer = deadlineTimer(waitMs, () => callAbort.abort(tunnelWaitExpired));
+      const meta = headersToMeta(headers, (name) => name === "authorization" || name.startsWith("kas-hop-"));
+      try {
+        call = await options.agentCalls.start(agentId, method, meta, callAbort.signal);
+      } finally {
+        clearTimeout(waitTimer);
+      }
+      const active = call;
+      callAbort.signal.addEventListener("abort", () => active.cancel(ConnectError.from(callAbort.signal.reason)), { once: true });
+      if (callAbort.signal.aborted) active.cancel();
+      // A failed upload (oversized or truncated message) cancels the call, which ends the response.
+      void pumpRequest(stream, reader, active).catch((error: unknown) => active.cancel(ConnectError.from(error)));
+      const result = await pumpResponse(stream, active, onInvalid);
+      endStream(stream, result, onInvalid);
+      finish(result.error);
+    } catch (error) {
+      const ce = ConnectError.from(error);
+      call?.cancel(ce);
+      endStream(stream, { error: ce, trailer: {} }, onInvalid);
+      finish(ce);
+    } finally {
+      stream.off("close", onClientGone);
+      stream.off("aborted", onClientGone);
+    }
+  };
+
+  function parseAgentId(value: string | null): number {
+    const id = value === null ? NaN : Number(value);
+    if (!Number.isSafeInteger(id) || id <= 0) {
+      throw new ConnectError(`missing or invalid ${routingAgentIdHeader} metadata`, Code.InvalidArgument);
+    }
+    return id;
+  }
+}
+
+type CallResult = { error?: ConnectError; trailer: MetaMap };
+
+/** Abort reason of a call whose wait for an idle tunnel ran out (the registry words the error). */
+const tunnelWaitExpired = new ConnectError("waiting for an idle tunnel timed out", Code.Unavailable);
+
+/**
+ * Client -> agent: parses frames and sends them with backpressure (the stream is paused while the
+ * tunnel is backed up); half-closes at the end. After a failure the rest of the body is read and
+ * discarded rather than the stream destroyed, so the client still receives the status trailers.
+ */
+function pumpRequest(stream: ServerHttp2Stream, reader: FrameReader, call: TunnelCall): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let failed = false;
+    const fail = (error: unknown) => {
+      if (failed) return;
+      failed = true;
+      stream.resume();
+      reject(error);
+    };
+    stream.on("data", (chunk: Buffer) => {
+      if (failed) return;
+      let messages: Uint8Array[];
+      try {
+        messages = reader.push(chunk);
+      } catch (error) {
+        return fail(error);
+      }
+      if (messages.length === 0) return;
+      stream.pause();
+      void (async () => {
+        for (const message of messages) await call.send(message);
+      })().then(() => {
+        if (!failed) stream.resume();
+      }, fail);
+    });
+    stream.once("end", () => {
+      if (failed) return;
+      if (reader.hasPartialFrame) return fail(new ConnectError("request ended inside a message", Code.Internal));
+      call.closeSend().then(() => {
+        // Done: a later "close" of the stream is not a failure of the upload.
+        failed = true;
+        resolve();
+      }, fail);
+    });
+    stream.once("close", () => {
+      if (!failed) fail(new ConnectError("client went away", Code.Canceled));
+    });
+  });
+}
+
+/** Agent -> client: writes header and messages as they arrive; resolves with the final status. */
+async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall, onInvalid: (name: string) => void): Promise<CallResult> {
+  try {
+    for await (const event of call.events) {
+      if (event.kind === "header") {
+        if (stream.destroyed) continue;
+        stream.respond(
+          { ":status": 200, "content-type": "application/grpc", ...metaToNodeHeaders(event.meta, onInvalid) },
+          { waitForTrailers: true },
+        );
+      } else if (event.kind === "message") {
+        if (stream.destroyed) continue;
+        if (!writeGrpcFrame(stream, event.data)) await drained(stream);
+      } else {
+        return { error: event.error, trailer: event.trailer };
+      }
+    }
+    return { error: new ConnectError("tunnel ended without status", Code.Internal), trailer: {} };
+  } catch (error) {
+    return { error: ConnectError.from(error), trailer: {} };
+  }
+}
+
+
+function endStream(stream: ServerHttp2Stream, { error, trailer: meta }: CallResult, onInvalid: (name: string) => void): void {
+  if (stream.destroyed || stream.closed) return;
+  const status = grpcStatusHeaders(error);
+  const trailers = { ...metaToNodeHeaders(meta, onInvalid), ...status };
+  if (!stream.headersSent) {
+    // Trailers-only response.
+    stream.respond({ ":status": 200, "content-type": "application/grpc", ...trailers }, { endStream: true });
+    return;
+  }
+  stream.once("wantTrailers", () => {
+    try {
+      stream.sendTrailers(trailers);
+    } catch {
+      // The stream was reset meanwhile.
+    }
+  });
+  stream.end();
+}
