@@ -182,7 +182,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   h1server.on("clientError", (err: Error & { code?: string }, socket: Duplex) => {
     log?.debug({ err }, "agent API: bad HTTP/1.1 request");
     // Answer what Node would answer by default, then hang up.
-    answerAndHangUp(socket, err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request");
+    answerAndHangUp(socket, clientErrorStatus(err.code));
   });
 
   const acceptor = createWebSocketTunnelAcceptor({
@@ -339,6 +339,14 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
       }
     }
   }
+}
+
+/** The answer to an HTTP/1.1 request Node refused before it reached the handler. */
+function clientErrorStatus(code: string | undefined): string {
+  if (code === "HPE_HEADER_OVERFLOW") return "431 Request Header Fields Too Large";
+  // headersTimeoutMs (or Node's requestTimeout) ran out.
+  if (code === "ERR_HTTP_REQUEST_TIMEOUT") return "408 Request Timeout";
+  return "400 Bad Request";
 }
 
 /** Links a TCP socket to the TLS socket the TLS server hands over later, which proxies its address. */

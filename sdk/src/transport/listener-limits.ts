@@ -39,16 +39,17 @@ export function resolveListenerLimits(limits: ListenerLimits, defaults: Resolved
 
 /**
  * Applies the limits that Node's HTTP/1.1 machinery enforces: the connection count, the request
- * head timeout and the keep-alive timeout. No timeout for a whole request (`requestTimeout` 0):
- * uploads and streaming requests take as long as they take. For an HTTP/2 server with
- * `allowHTTP1`, this covers its HTTP/1.1 connections. Call it before the server listens.
+ * head timeout and the keep-alive timeout. The time a whole request body may take stays Node's
+ * (`requestTimeout`, 300 000 ms) unless `requestTimeoutMs` says otherwise (0: none, for uploads
+ * that take as long as they take). For an HTTP/2 server with `allowHTTP1`, this covers its
+ * HTTP/1.1 connections. Call it before the server listens.
  */
-export function applyHttp1Limits(server: http.Server | http2.Http2SecureServer, limits: ResolvedListenerLimits): void {
+export function applyHttp1Limits(server: http.Server | http2.Http2SecureServer, limits: ResolvedListenerLimits, options: { requestTimeoutMs?: number } = {}): void {
   server.maxConnections = limits.maxConnections;
   // Http2SecureServer has these (for its HTTP/1.1 side) without declaring them.
   const timeouts = server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; connectionsCheckingInterval: number };
   timeouts.headersTimeout = limits.headersTimeoutMs;
-  timeouts.requestTimeout = 0;
+  if (options.requestTimeoutMs !== undefined) timeouts.requestTimeout = options.requestTimeoutMs;
   timeouts.keepAliveTimeout = limits.idleTimeoutMs;
   // Node checks the head timeout on this interval (30 s by default), read when the server starts
   // listening: call this before.

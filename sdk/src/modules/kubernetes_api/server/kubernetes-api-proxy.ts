@@ -150,8 +150,8 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     : http.createServer(onRequest);
   server.setTimeout(0);
   // HTTP/1.1 (with TLS or without): connections, request head and keep-alive timeouts; no
-  // timeout for a whole request (a watch runs for hours).
-  applyHttp1Limits(server, limits);
+  // timeout for a whole request (an upload such as kubectl cp takes as long as it takes).
+  applyHttp1Limits(server, limits, { requestTimeoutMs: 0 });
   if (options.tls) {
     server.on("session", (session: http2.ServerHttp2Session) => {
       // The connection window too (SETTINGS only cover streams): large uploads (kubectl apply/cp)
