@@ -390,6 +390,19 @@ for (const withTls of [false, true]) {
       }
     });
 
+    it("every HTTP/2 listener takes a client's GOAWAY, with or without an error code, with streams open", async () => {
+      for (const t of [agent, internal, privateApi, ...(withTls ? [k8sProxy] : [])]) {
+        for (const code of [0, 2, 11]) {
+          const block = encodeHeaderBlock([[":method", "POST"], [":scheme", t.tls ? "https" : "http"], [":authority", "kas"], [":path", echoPath], ["content-type", "application/grpc"]]);
+          const goaway = Buffer.alloc(8);
+          goaway.writeUInt32BE(1, 0);
+          goaway.writeUInt32BE(code, 4);
+          const outcome = await sendRawHttp2(t, [headersFrame(1, block), encodeHttp2Frame(DATA, 0, 1, Buffer.alloc(3)), encodeHttp2Frame(GOAWAY, 0, 0, goaway), headersFrame(3, block)]);
+          expect(outcome.ended, `port ${t.port}, GOAWAY code ${code}`).to.be.oneOf(["stream ended", "stream reset", "goaway", "closed"]);
+        }
+      }
+    });
+
     it("every listener closes connections that never finish a request head (HTTP/1.1) or open no stream (HTTP/2)", async () => {
       for (const t of [agent, k8sProxy, platform, observability]) await expectSlowHeadClosed(t, cleanups);
       for (const t of [agent, internal, privateApi, ...(withTls ? [k8sProxy] : [])]) await expectSilentHttp2SessionClosed(t, cleanups);
