@@ -127,6 +127,7 @@ export function fluxServerModule(options: FluxServerModuleOptions): KasModule {
 
   return {
     name: "flux",
+    agentServices: [GitLabFlux],
     registerAgentServices(router, ctx) {
       metricsFor(ctx.metrics);
       router.service(GitLabFlux, {

@@ -202,6 +202,7 @@ export function gitopsServerModule(options: GitopsServerModuleOptions): KasModul
 
   return {
     name: "gitops",
+    agentServices: [Gitops, GitopsStatusService],
     registerAgentServices(router, ctx) {
       metricsFor(ctx.metrics);
       router.service(Gitops, {
