@@ -17,6 +17,8 @@ import { createProtectedBranchService, type ProtectedBranchService } from "./pro
 import { createRevocationService, type RevocationService } from "./revocations.js";
 import { UsageThrottle } from "./usage-throttle.js";
 import { createUserService, type UserService } from "./users.js";
+import { registerRemoteDevelopmentModule } from "../remote-development/reconcile-endpoint.js";
+import { createWorkspaceService, type WorkspaceService } from "../remote-development/workspaces.js";
 
 export interface PlatformServicesOptions {
   store: Store;
@@ -65,6 +67,8 @@ export interface PlatformServices {
   readonly proxyUserAuthorization: ProxyUserAuthorizationService;
   /** The platform halves of agent modules, answering their requests through KAS (gitlab_access). */
   readonly moduleRequests: ModuleRequestService;
+  /** Remote development workspaces; their reconcile endpoint is registered on `moduleRequests`. */
+  readonly workspaces: WorkspaceService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -111,6 +115,9 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
   };
   const members = createMemberService(ctx, namespaces);
   const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs), revocations });
+  const moduleRequests = createModuleRequestService(ctx.logger.child({ component: "module-requests" }));
+  const workspaces = createWorkspaceService(ctx, { agents, projects, agentConfigs, repositories });
+  registerRemoteDevelopmentModule(moduleRequests, workspaces);
   return {
     store: options.store,
     users: createUserService(ctx, { revocations }),
@@ -133,6 +140,7 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       members,
       agentConfigs,
     }),
-    moduleRequests: createModuleRequestService(ctx.logger.child({ component: "module-requests" })),
+    moduleRequests,
+    workspaces,
   };
 }
