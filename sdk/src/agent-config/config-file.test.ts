@@ -297,7 +297,7 @@ ci_access:
     [
       "remote_development enabled needs a DNS zone",
       "remote_development:\n  enabled: true\n  gitlab_workspaces_proxy:\n    namespace: ''\n",
-      ["remote_development.dns_zone: is required (line 2)", "remote_development.gitlab_workspaces_proxy.namespace: must not be empty (line 4)"],
+      ["remote_development.dns_zone: is required (line 1)", "remote_development.gitlab_workspaces_proxy.namespace: must not be empty (line 4)"],
     ],
     [
       "remote_development dns_zone is a DNS name",
