@@ -114,7 +114,7 @@ describe("gitlab_access: agent module -> KAS -> platform", () => {
       });
 
       it("passes the platform's refusals on as answers: unknown module 404, failing module 500", async () => {
-        const other = await startKasAndAgent(client(), "remote_development");
+        const other = await startKasAndAgent(client(), "no_such_module");
         expect((await other.request({ path: "/reconcile" })).status).to.equal(404);
         const requester = await startKasAndAgent(client());
         const failed = await requester.request({ path: "/fail" });
