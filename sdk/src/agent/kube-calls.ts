@@ -3,7 +3,7 @@
  * typed clients: a per-call signal and time limit (the generated clients take neither directly),
  * and the API server's error code.
  */
-import { ApiException, Observable, type ConfigurationOptions } from "@kubernetes/client-node";
+import { ApiException, Observable, Watch, type ConfigurationOptions, type KubeConfig } from "@kubernetes/client-node";
 
 /**
  * Per-call options for a client-node API method: the request is aborted when `signal` aborts or
@@ -49,4 +49,52 @@ function safeJson(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** How a watch ended: `onEvent` returned `value`, or the stream `ended` (an error, or undefined when the server closed it). */
+export type WatchEnd<T> = { value: T } | { ended: unknown };
+
+/**
+ * Runs one watch of `path` (client-node's Watch) until `onEvent` returns a value, the API server
+ * ends the stream, or `signal` aborts (which resolves `{ended: signal.reason}`); the request is
+ * closed in every case.
+ */
+export function watchUntil<T>(
+  kubeConfig: KubeConfig,
+  path: string,
+  query: Record<string, string | number | boolean | undefined>,
+  onEvent: (type: string, object: Record<string, unknown>) => T | undefined,
+  signal: AbortSignal,
+): Promise<WatchEnd<T>> {
+  return new Promise((resolve) => {
+    let controller: AbortController | undefined;
+    let settled = false;
+    const settle = (end: WatchEnd<T>) => {
+      if (settled) return;
+      settled = true;
+      signal.removeEventListener("abort", onAbort);
+      controller?.abort();
+      resolve(end);
+    };
+    const onAbort = () => settle({ ended: signal.reason });
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    new Watch(kubeConfig)
+      .watch(
+        path,
+        query,
+        (type: string, object: Record<string, unknown>) => {
+          const value = onEvent(type, object);
+          if (value !== undefined) settle({ value });
+        },
+        (error: unknown) => settle({ ended: error ?? undefined }),
+      )
+      .then(
+        (c) => {
+          controller = c;
+          if (settled) c.abort();
+        },
+        (error: unknown) => settle({ ended: error }),
+      );
+  });
 }
