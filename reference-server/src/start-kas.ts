@@ -5,13 +5,14 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { bootstrapAdmin, createInProcessPlatformClient, createPlatformApp, createPlatformServices, openStore, type PlatformServices, type Store } from "@kasbridge/platform";
 import { ensureSecretFile, loadSecretFile } from "@kasbridge/sdk/auth";
-import { createKasServer } from "@kasbridge/sdk/kas";
+import { createKasServer, type KasServerOptions } from "@kasbridge/sdk/kas";
 import { agentConfigurationServerModule } from "@kasbridge/sdk/modules/agent_configuration/server";
 import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registrar/server";
 import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/server";
 import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
+import { applyHttp1Limits } from "@kasbridge/sdk/transport";
 import { hostPort, listen } from "@kasbridge/sdk/util";
 import { MAX_PUSH_SETTING, MAX_REQUEST_BODY_SETTING, type KasConfig, type TlsFiles } from "./config.js";
 
@@ -21,7 +22,7 @@ export interface RunningKas {
 }
 
 /** Starts the embedded platform (store, REST, internal API) and KAS with its modules. */
-export async function startKas(config: KasConfig, logger: Logger): Promise<RunningKas> {
+export async function startKas(config: KasConfig, logger: Logger, options: { metrics?: KasServerOptions["metrics"] } = {}): Promise<RunningKas> {
   // Holds the database, the shared secret and the admin token: owner only.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const closers: Array<() => Promise<void>> = [];
@@ -60,14 +61,17 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       reauthorizeIntervalMs: config.k8sProxyReauthorizeIntervalSeconds * 1000,
       // Watches and `logs -f` never end by themselves: they get 2 s, not KAS's full grace.
       shutdownGraceMs: 2_000,
+      ...config.limits.k8sProxy,
     });
     const kas = await createKasServer({
       platform,
       logger,
+      metrics: options.metrics,
       maxMessageBytes: config.maxMessageBytes,
-      agentApi: { host: config.listen.agent.host, port: config.listen.agent.port, tls: readTls(config.agentTls) },
-      internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
+      agentApi: { host: config.listen.agent.host, port: config.listen.agent.port, tls: readTls(config.agentTls), ...config.limits.agent },
+      internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret, ...config.limits.internal },
       privateApi: {
+        ...config.limits.private,
         host: config.listen.private.host,
         port: config.listen.private.port,
         jwtSecret: privateJwtSecret,
@@ -78,7 +82,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
         kubernetesApi,
         gitlabAccessServerModule(),
-        observabilityServerModule({ host: config.listen.observability.host, port: config.listen.observability.port }),
+        observabilityServerModule({ host: config.listen.observability.host, port: config.listen.observability.port, ...config.limits.observability }),
       ],
     });
     closers.push(() => kas.close());
@@ -102,6 +106,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         maxPushSetting: MAX_PUSH_SETTING,
       });
       const server = http.createServer(app);
+      applyHttp1Limits(server, config.limits.platform);
       const bound = await listen(server, config.listen.platform.port, config.listen.platform.host);
       closers.push(() => closeHttp(server));
       addresses.platform = `http://${hostPort(bound.host, bound.port)}`;

@@ -22,7 +22,9 @@ export { ServerTunnel } from "../tunnel/server/server-tunnel.js";
 export type { TunnelCall, TunnelCallEvent } from "../tunnel/server/server-tunnel.js";
 export { createTunnelGateway, routingAgentIdHeader } from "../tunnel/server/tunnel-gateway.js";
 export type { TunnelGatewayOptions } from "../tunnel/server/tunnel-gateway.js";
+export { GATEWAY_LIMITS } from "../tunnel/server/gateway-listener.js";
 export type { GatewayListenOptions } from "../tunnel/server/gateway-listener.js";
+export { authenticateBeforeBody } from "./agent-auth-gate.js";
 export {
   internalApiAuthorizer,
   internalApiClientInterceptor,

@@ -18,6 +18,7 @@ import { hostPort } from "../util/host-port.js";
 import { assertUniqueNames } from "../util/unique-names.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 import { waitUntil } from "../util/timers.js";
+import { authenticateBeforeBody } from "./agent-auth-gate.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
 import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
 import { connectionContextValues } from "./connection-context.js";
@@ -136,7 +137,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const agentApi = await createAgentApiListener({
     ...options.agentApi,
     http2Settings: { initialWindowSize: streamWindowBytes, ...options.agentApi?.http2Settings },
-    handler: connectHandler,
+    // Strangers' bodies are not read: the token is checked from the headers first.
+    handler: authenticateBeforeBody(connectHandler, auth, logger.child({ component: "agent-api" })),
     // gRPC tunnels (and modules' long-lived streams) over HTTP/2 bypass connect-es and Node's
     // compatibility layer: an idle stream then costs about a KiB of heap, not tens.
     streamHandler: rawGrpcMethods([

@@ -43,6 +43,7 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
     const started = Date.now();
     const method = String(rawHeaders[":path"] ?? "");
     let agentId = 0;
+    const onInvalid = (header: string) => options.logger.warn({ agentId, method, header }, "dropped invalid metadata from the agent's answer");
     const finish = (error: ConnectError | undefined) =>
       options.onCallEnd?.({ agentId, method, code: error?.code ?? 0, durationMs: Date.now() - started });
     const contentType = String(rawHeaders["content-type"] ?? "");
@@ -84,13 +85,13 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       if (callAbort.signal.aborted) active.cancel();
       // A failed upload (oversized or truncated message) cancels the call, which ends the response.
       void pumpRequest(stream, reader, active).catch((error: unknown) => active.cancel(ConnectError.from(error)));
-      const result = await pumpResponse(stream, active);
-      endStream(stream, result);
+      const result = await pumpResponse(stream, active, onInvalid);
+      endStream(stream, result, onInvalid);
       finish(result.error);
     } catch (error) {
       const ce = ConnectError.from(error);
       call?.cancel(ce);
-      endStream(stream, { error: ce, trailer: {} });
+      endStream(stream, { error: ce, trailer: {} }, onInvalid);
       finish(ce);
     } finally {
       stream.off("close", onClientGone);
@@ -158,13 +159,13 @@ function pumpRequest(stream: ServerHttp2Stream, reader: FrameReader, call: Tunne
 }
 
 /** Agent -> client: writes header and messages as they arrive; resolves with the final status. */
-async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall): Promise<CallResult> {
+async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall, onInvalid: (name: string) => void): Promise<CallResult> {
   try {
     for await (const event of call.events) {
       if (event.kind === "header") {
         if (stream.destroyed) continue;
         stream.respond(
-          { ":status": 200, "content-type": "application/grpc", ...metaToNodeHeaders(event.meta) },
+          { ":status": 200, "content-type": "application/grpc", ...metaToNodeHeaders(event.meta, onInvalid) },
           { waitForTrailers: true },
         );
       } else if (event.kind === "message") {
@@ -181,14 +182,21 @@ async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall): Promis
 }
 
 
-function endStream(stream: ServerHttp2Stream, { error, trailer: meta }: CallResult): void {
+function endStream(stream: ServerHttp2Stream, { error, trailer: meta }: CallResult, onInvalid: (name: string) => void): void {
   if (stream.destroyed || stream.closed) return;
   const status = grpcStatusHeaders(error);
+  const trailers = { ...metaToNodeHeaders(meta, onInvalid), ...status };
   if (!stream.headersSent) {
     // Trailers-only response.
-    stream.respond({ ":status": 200, "content-type": "application/grpc", ...metaToNodeHeaders(meta), ...status }, { endStream: true });
+    stream.respond({ ":status": 200, "content-type": "application/grpc", ...trailers }, { endStream: true });
     return;
   }
-  stream.once("wantTrailers", () => stream.sendTrailers({ ...metaToNodeHeaders(meta), ...status }));
+  stream.once("wantTrailers", () => {
+    try {
+      stream.sendTrailers(trailers);
+    } catch {
+      // The stream was reset meanwhile.
+    }
+  });
   stream.end();
 }
