@@ -1,11 +1,12 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { createAgent, type AgentModule } from "@kasbridge/sdk/agent";
+import { createAgent, type AgentModule, type LeaderElectionOptions } from "@kasbridge/sdk/agent";
 import { agentConfigurationAgentModule } from "@kasbridge/sdk/modules/agent_configuration/agent";
 import { agentRegistrarAgentModule } from "@kasbridge/sdk/modules/agent_registrar/agent";
 import { echoAgentModule } from "@kasbridge/sdk/modules/echo/agent";
 import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
 import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
+import { starboardVulnerabilityAgentModule } from "@kasbridge/sdk/modules/starboard_vulnerability/agent";
 import { createObservabilityServer } from "@kasbridge/sdk/modules/observability/server";
 import { installProcessSafetyNet } from "@kasbridge/sdk/util";
 import pino from "pino";
@@ -29,6 +30,7 @@ const { metrics } = installProcessSafetyNet({ logger, metricPrefix: "agentk" });
 const modules: AgentModule[] = [agentRegistrarAgentModule(), agentConfigurationAgentModule(), observabilityAgentModule(), echoAgentModule()];
 // The Kubernetes API proxy's agent half: with --kubeconfig/KUBECONFIG, or in a pod (ServiceAccount).
 const inCluster = !args.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST);
+let leaderElection: LeaderElectionOptions | undefined;
 if (args.kubeconfig || inCluster) {
   // Loaded now so a bad file fails at start.
   const kc = new KubeConfig();
@@ -36,6 +38,18 @@ if (args.kubeconfig || inCluster) {
   else kc.loadFromCluster();
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
   modules.push(await kubernetesApiAgentModule({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
+  // The agent's pods elect a leader (Lease agent-<id>-lock in POD_NAMESPACE) for the leader-only modules.
+  leaderElection = { kubeConfig: kc };
+  modules.push(
+    starboardVulnerabilityAgentModule({
+      kubeConfig: kc,
+      metrics,
+      serviceAccountName: args.serviceAccountName,
+      scannerImage: args.containerScanning.image,
+      scanRequestPollIntervalMs: args.containerScanning.pollIntervalMs,
+      rescanDelayMs: args.containerScanning.rescanDelayMs,
+    }),
+  );
 }
 
 const agent = createAgent({
@@ -45,6 +59,7 @@ const agent = createAgent({
   modules,
   podName: args.podName,
   podNamespace: args.podNamespace,
+  leaderElection,
   maxMessageBytes: args.maxMessageBytes,
   version: process.env.npm_package_version ? `v${process.env.npm_package_version}` : "v0.1.0",
   transport: {
