@@ -342,6 +342,26 @@ const tokenRevocations: Migration = {
 };
 
 /**
+ * What each agent's GitOps module last reported per manifest project (commit seen and applied,
+ * objects, last error), shown by `GET …/cluster_agents/:agent_id/gitops`.
+ */
+const agentGitopsStatus: Migration = {
+  name: "0006_agent_gitops_status",
+  async up(knex) {
+    await knex.schema.createTable("agent_gitops_status", (t) => {
+      t.integer("agent_id").notNullable().references("id").inTable("cluster_agents").onDelete("CASCADE");
+      t.string("project", 1024).notNullable(); // manifest project full path
+      t.text("status").notNullable(); // ManifestProjectStatus as proto JSON
+      ts(t, "updated_at").notNullable();
+      t.primary(["agent_id", "project"]);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTable("agent_gitops_status");
+  },
+};
+
+/**
  * Operational container scanning (starboard_vulnerability): one row per finding, GitLab's
  * vulnerability and finding in one (the finding's identity is its UUID: report type, primary
  * identifier fingerprint, location fingerprint, project), with what filters and resolution need
@@ -349,7 +369,7 @@ const tokenRevocations: Migration = {
  * the state changes users made; the scans users asked for, which the agent's leader picks up.
  */
 const vulnerabilities: Migration = {
-  name: "0006_vulnerabilities",
+  name: "0007_vulnerabilities",
   async up(knex) {
     await knex.schema.createTable("vulnerabilities", (t) => {
       t.increments("id").primary();
@@ -415,7 +435,7 @@ const vulnerabilities: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, vulnerabilities];
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {
