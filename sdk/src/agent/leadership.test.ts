@@ -6,6 +6,10 @@ import pino from "pino";
 import { Cleanup } from "@kasbridge/testing/cleanup";
 import { HUNG_MS, waitFor } from "@kasbridge/testing/wait";
 import { AGENT_NAMESPACE, findBinaries, startControlPlane, type ControlPlane } from "../../../tools/control-plane/control-plane.js";
+import { create } from "@bufbuild/protobuf";
+import { AgentConfigurationSchema } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import { configuredAgentModule } from "./agent-configuration-source.js";
+import type { AgentModuleContext } from "./agent-module.js";
 import { createLeadership, type LeaderElectionOptions, type LeadershipController } from "./leadership.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -132,6 +136,55 @@ describe("agent leader election (Lease agent-<id>-lock, real API server)", funct
     expect(noId.isLeader).to.equal(false);
     shutdown.abort();
     await Promise.all([idle.close(), noId.close()]);
+  });
+
+  it("runs a leaderOnly configured module on the leader only, with the latest configuration, and moves it on a stop", async () => {
+    const id = agentId++;
+    /** One agent process with a leaderOnly module whose loop records what it ran with. */
+    const pod = (name: string) => {
+      const shutdown = new AbortController();
+      const leadership = createLeadership({ kubeConfig, ...timings }, { podName: name, podNamespace: AGENT_NAMESPACE, podId: 1n, shutdownSignal: shutdown.signal }, logger);
+      const runs: Array<{ commits: string[]; ended: boolean }> = [];
+      const module = configuredAgentModule(
+        "test",
+        [],
+        async (ctx, configuration) => {
+          const run = { commits: [] as string[], ended: false };
+          runs.push(run);
+          configuration.watch(({ commitId }) => run.commits.push(commitId), ctx.shutdownSignal);
+          await new Promise((resolve) => ctx.shutdownSignal.addEventListener("abort", resolve, { once: true }));
+          run.ended = true;
+        },
+        { leaderOnly: true },
+      );
+      module.start!({ leadership, shutdownSignal: shutdown.signal, logger } as unknown as AgentModuleContext);
+      leadership.start();
+      const apply = (commit: string) => {
+        module.applyConfiguration!(create(AgentConfigurationSchema, { agentId: id }), commit);
+        leadership.setAgentId(id);
+      };
+      const stop = async () => {
+        shutdown.abort();
+        await leadership.close();
+        await module.close?.();
+      };
+      cleanup.add(stop);
+      return { leadership, runs, apply, stop };
+    };
+    const a = pod("agentk-a");
+    a.apply("c1");
+    await waitFor(() => a.runs.length === 1, HUNG_MS, "a's module runs");
+    const b = pod("agentk-b");
+    b.apply("c1");
+    a.apply("c2");
+    b.apply("c2");
+    await waitFor(() => a.runs[0]!.commits.includes("c2"), HUNG_MS, "a's module sees c2");
+    expect(b.runs).to.have.length(0);
+    await a.stop();
+    expect(a.runs[0]!.ended).to.equal(true);
+    // b takes over and its loop starts with the configuration it holds.
+    await waitFor(() => b.runs.length === 1, HUNG_MS, "b's module runs");
+    expect(b.runs[0]!.commits).to.deep.equal(["c2"]);
   });
 
   it("without an election this process leads from start to stop", async () => {
