@@ -47,6 +47,25 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ env: { KAS_PRIVATE_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /KAS_PRIVATE_TLS_KEY_FILE/);
   });
 
+  it("takes Redis (URL, key prefix, password file, TLS) and the own private API URL from YAML or KAS_*", () => {
+    expect(loadConfig({ env: {} }).redis).to.equal(undefined);
+    const path = file(
+      `redis_url: redis://redis.internal:6379/2\nredis_key_prefix: kas-prod\nredis_password_file: /etc/kas/redis-password\n` +
+        `redis_tls:\n  ca_file: /etc/kas/redis-ca.pem\nown_private_api_url: grpc://10.0.0.5:8155\nprivate_tls:\n  cert_file: /c\n  key_file: /k\n  ca_file: /ca\n`,
+    );
+    const c = loadConfig({ configFile: path, env: {} });
+    expect(c.redis).to.deep.equal({ url: "redis://redis.internal:6379/2", keyPrefix: "kas-prod", passwordFile: "/etc/kas/redis-password", tls: { caFile: "/etc/kas/redis-ca.pem" } });
+    expect(c.ownPrivateApiUrl).to.equal("grpc://10.0.0.5:8155");
+    expect(c.privateTlsCaFile).to.equal("/ca");
+    const e = loadConfig({ env: { KAS_REDIS_URL: "rediss://r:6380", KAS_REDIS_TLS_CERT_FILE: "/rc", KAS_REDIS_TLS_KEY_FILE: "/rk", KAS_OWN_PRIVATE_API_URL: "grpcs://kas-1:8155" } });
+    expect(e.redis).to.deep.equal({ url: "rediss://r:6380", keyPrefix: "gitlab-kas", tls: { certFile: "/rc", keyFile: "/rk" } });
+    expect(e.ownPrivateApiUrl).to.equal("grpcs://kas-1:8155");
+    expect(() => loadConfig({ env: { KAS_REDIS_URL: "http://r" } })).to.throw(ConfigError, /KAS_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/);
+    expect(() => loadConfig({ env: { KAS_REDIS_KEY_PREFIX: "x" } })).to.throw(ConfigError, /need redis_url/);
+    expect(() => loadConfig({ env: { KAS_REDIS_URL: "redis://r", KAS_REDIS_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /both redis_tls.cert_file and key_file/);
+    expect(() => loadConfig({ env: { KAS_OWN_PRIVATE_API_URL: "http://x:1" } })).to.throw(ConfigError, /grpc:\/\/host:port/);
+  });
+
   it("takes the private API secret file from YAML or KAS_PRIVATE_API_SECRET_FILE", () => {
     expect(loadConfig({ env: {} }).privateApiSecretFile).to.equal(undefined);
     const path = file(`private_api_secret_file: /etc/kas/private\n`);

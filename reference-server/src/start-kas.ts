@@ -14,6 +14,7 @@ import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
 import { hostPort, listen } from "@kasbridge/sdk/util";
 import { MAX_PUSH_SETTING, MAX_REQUEST_BODY_SETTING, type KasConfig, type TlsFiles } from "./config.js";
+import { openRedis, type RedisConnections } from "./redis-connections.js";
 
 export interface RunningKas {
   addresses: Record<string, string>;
@@ -50,6 +51,13 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         ? createInProcessPlatformClient(services, { maxModuleRequestBytes: config.maxRequestBodyBytes })
         : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
 
+    let redis: RedisConnections | undefined;
+    if (config.redis) {
+      const opened = await openRedis(config.redis, logger.child({ component: "redis" }));
+      redis = opened;
+      closers.push(() => opened.close());
+    }
+
     // Kubernetes API proxy (8154): kubectl only sends tokens over TLS, so the proxy serves TLS
     // (HTTP/2 + HTTP/1.1 by ALPN) with its own certificate, or the agent API's when it has none.
     const kubernetesApi = kubernetesApiServerModule({
@@ -73,6 +81,12 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         jwtSecret: privateJwtSecret,
         tls: readTls(config.privateTls),
       },
+      redis: redis && {
+        client: redis.client,
+        keyPrefix: redis.keyPrefix,
+        ownPrivateApiUrl: config.ownPrivateApiUrl,
+        privateApiCa: config.privateTlsCaFile ? readFileSync(config.privateTlsCaFile) : undefined,
+      },
       modules: [
         agentRegistrarServerModule(),
         agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
@@ -92,7 +106,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       const app = createPlatformApp({
         services,
         jwtSecret,
-        connections: kas.tracker,
+        connections: kas.connections,
         externalUrl: config.externalUrl,
         k8sProxyUrl,
         logger,
