@@ -12,7 +12,7 @@ import { Code } from "@connectrpc/connect";
 import { findBinaries, startControlPlane, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
 import { Cleanup } from "@kasbridge/testing/cleanup";
-import { rejection, waitFor } from "@kasbridge/testing/wait";
+import { rejection, waitFor, within } from "@kasbridge/testing/wait";
 import { GitClient } from "./git.test-support.js";
 import { Proc, adminToken, api, createAgentWithToken, echoClient, startAgentk } from "./harness.test-support.js";
 import { createWebPod, longRunningRequests, roundTrip, runWithInput, sha256, startForwardTarget, type ForwardTarget } from "./kubectl.test-support.js";
@@ -41,6 +41,7 @@ describe("e2e: three kas replicas on Redis and PostgreSQL (routing through the p
   let agent: Awaited<ReturnType<typeof createAgentWithToken>>;
   let configProjectPath: string;
   let job: { id: number; path: string };
+  let jobProjectId: number;
 
   before(async () => {
     findBinaries();
@@ -77,6 +78,7 @@ describe("e2e: three kas replicas on Redis and PostgreSQL (routing through the p
     for (const r of replicas) {
       await waitFor(async () => (await connections(r)).length === 1, 15_000, `agentk listed by ${r.name}`);
     }
+    jobProjectId = app.json.id as number;
     const created = await api(replicas[2]!, "POST", `/projects/${app.json.id}/jobs`, {});
     expect(created.status).to.equal(201);
     job = { id: created.json.id, path: join(dir, "kubeconfig") };
@@ -184,4 +186,57 @@ describe("e2e: three kas replicas on Redis and PostgreSQL (routing through the p
       await pf.exited;
     }
   });
+
+  /** The replica's open tunnels (idle and busy), from its metrics. */
+  async function openTunnels(r: Replica): Promise<number> {
+    const metrics = await (await fetch(`${r.addresses.observability}/metrics`)).text();
+    return metrics
+      .split("\n")
+      .filter((l) => l.startsWith("kas_tunnels{"))
+      .reduce((sum, l) => sum + Number(l.split(" ").pop()), 0);
+  }
+
+  it("a configuration pushed to one replica reaches an agent connected to another", async () => {
+    const [a, b] = replicas;
+    const other = await createAgentWithToken(a!, "elsewhere");
+    const project = (await api(a!, "GET", `/projects/${other.projectId}`)).json.path_with_namespace as string;
+    const agentk = startAgentk(b!.addresses.agent, other.token, {}, ["--ca-cert-file", agentApiCert.certFile]);
+    cleanups.add(() => agentk.cleanup());
+    await agentk.waitFor(/applied agent configuration/);
+    const wc = await git.clone(`http://root:${adminToken}@${new URL(a!.addresses.platform!).host}/${project}.git`);
+    const commit = await git.commit(wc, { ".gitlab/agents/elsewhere/config.yaml": "observability:\n  logging:\n    level: debug\n" });
+    await git.push(wc);
+    await agentk.waitFor(new RegExp(`"commitId":"${commit}"[^\\n]*applied agent configuration|applied agent configuration[^\\n]*"commitId":"${commit}"`), "the pushed config applied");
+  });
+
+  it("revoking a token on one replica closes its agent's tunnels on another (events on Redis)", async () => {
+    const [a, , c] = replicas;
+    const other = await createAgentWithToken(a!, "revoked");
+    const agentk = startAgentk(c!.addresses.agent, other.token, {}, ["--ca-cert-file", agentApiCert.certFile]);
+    cleanups.add(() => agentk.cleanup());
+    await waitFor(async () => (await openTunnels(c!)) > 0, 15_000, "the agent's tunnels on kas-3");
+    const res = await api(a!, "DELETE", `/projects/${other.projectId}/cluster_agents/${other.agentId}/tokens/${other.tokenId}`);
+    expect(res.status).to.equal(204);
+    // How fast (bench: "revocation on another replica -> tunnels closed").
+    await waitFor(async () => (await openTunnels(c!)) === 0, 10_000, "kas-3 to close the revoked token's tunnels");
+    await agentk.waitFor(/KAS rejected the agent token/);
+    await waitFor(async () => (await api(a!, "GET", `/projects/${other.projectId}/cluster_agents/${other.agentId}/connections`)).json.length === 0, undefined, "the connection gone from every listing");
+  });
+
+  it("a CI job finished on one replica ends its watch on another", async () => {
+    const [a, b] = replicas;
+    const created = await api(a!, "POST", `/projects/${jobProjectId}/jobs`, {});
+    const path = join(dir, `kubeconfig-${created.json.id}`);
+    writeFileSync(path, created.json.kubeconfig as string, { mode: 0o600 });
+    const args = ["--kubeconfig", path, "--server", b!.addresses.k8sProxy!, "--certificate-authority", proxyCert.certFile, "--context", `${configProjectPath}:ha`];
+    const child = spawn(cp.kubectl, [...args, "get", "configmaps", "-w", "-o", "name", "--request-timeout=0"], { env: { ...process.env, KUBECACHEDIR: join(dir, "kube-cache") }, stdio: ["ignore", "pipe", "pipe"] });
+    const watch = new Proc(child);
+    cleanups.add(() => watch.stop("SIGKILL"));
+    await watch.waitFor(/configmap\//, "the watch's first list");
+    const finished = await api(a!, "POST", `/projects/${jobProjectId}/jobs/${created.json.id}/finish`, {});
+    expect(finished.status).to.equal(200);
+    // kubectl's watch ends when kas-2 closes the request of the finished job.
+    await within(15_000, watch.exited, "the watch to end");
+  });
+
 });

@@ -66,6 +66,13 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ env: { KAS_OWN_PRIVATE_API_URL: "http://x:1" } })).to.throw(ConfigError, /grpc:\/\/host:port/);
   });
 
+  it("limits the calls per agent token and minute: 40 000 by default, 0 for none (YAML, then KAS_*)", () => {
+    expect(loadConfig({ env: {} }).connectionsPerTokenPerMinute).to.equal(40_000);
+    expect(loadConfig({ configFile: file("connections_per_token_per_minute: 100\n"), env: {} }).connectionsPerTokenPerMinute).to.equal(100);
+    expect(loadConfig({ env: { KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE: "0" } }).connectionsPerTokenPerMinute).to.equal(0);
+    expect(() => loadConfig({ env: { KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE: "-1" } })).to.throw(ConfigError, /non-negative/);
+  });
+
   it("takes the private API secret file from YAML or KAS_PRIVATE_API_SECRET_FILE", () => {
     expect(loadConfig({ env: {} }).privateApiSecretFile).to.equal(undefined);
     const path = file(`private_api_secret_file: /etc/kas/private\n`);

@@ -66,6 +66,12 @@ export interface KasConfig {
   /** Lifetime of a CI job token of the embedded platform (it also stops working when its job finishes). Default 3600. */
   ciJobTokenTtlSeconds: number;
   logLevel: string;
+  /**
+   * Calls (tunnel streams, registrations, configuration streams) one agent token may open per
+   * minute, across the replicas with Redis (GitLab's agent.listen.connections_per_token_per_minute);
+   * 0 turns the limit off. Default 40 000.
+   */
+  connectionsPerTokenPerMinute: number;
   maxMessageBytes: number;
   /** Largest request body of the platform's REST and internal APIs (after gzip decoding). */
   maxRequestBodyBytes: number;
@@ -110,6 +116,7 @@ const defaults: KasConfig = {
   k8sProxyReauthorizeIntervalSeconds: 60,
   ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
+  connectionsPerTokenPerMinute: 40_000,
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
   maxRequestBodyBytes: 1024 * 1024,
   maxPushBytes: 100 * 1024 * 1024,
@@ -221,6 +228,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "log_level":
         config.logLevel = logLevel(string(value, key), key);
         break;
+      case "connections_per_token_per_minute":
+        config.connectionsPerTokenPerMinute = nonNegativeInt(value, key);
+        break;
       case "max_message_bytes":
         config.maxMessageBytes = positiveInt(value, key);
         break;
@@ -282,6 +292,9 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_PRIVATE_API_SECRET_FILE) config.privateApiSecretFile = env.KAS_PRIVATE_API_SECRET_FILE;
   if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
   if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
+  if (env.KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE) {
+    config.connectionsPerTokenPerMinute = nonNegativeInt(env.KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE, "KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE");
+  }
   if (env.KAS_MAX_MESSAGE_BYTES) config.maxMessageBytes = positiveInt(env.KAS_MAX_MESSAGE_BYTES, "KAS_MAX_MESSAGE_BYTES");
   if (env.KAS_MAX_REQUEST_BODY_BYTES) config.maxRequestBodyBytes = positiveInt(env.KAS_MAX_REQUEST_BODY_BYTES, "KAS_MAX_REQUEST_BODY_BYTES");
   if (env.KAS_MAX_PUSH_BYTES) config.maxPushBytes = positiveInt(env.KAS_MAX_PUSH_BYTES, "KAS_MAX_PUSH_BYTES");

@@ -12,6 +12,7 @@ import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/s
 import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
+import { redisKeys, RedisReplicaEvents, replicatedPlatformClient } from "@kasbridge/sdk/replicas";
 import { hostPort, listen } from "@kasbridge/sdk/util";
 import { MAX_PUSH_SETTING, MAX_REQUEST_BODY_SETTING, type KasConfig, type TlsFiles } from "./config.js";
 import { openRedis, type RedisConnections } from "./redis-connections.js";
@@ -45,17 +46,33 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       const opened = store;
       closers.push(() => opened.close());
     }
-    const platform: PlatformClient = config.platformUrl
-      ? createHttpPlatformClient({ baseUrl: config.platformUrl, jwtSecret, logger: logger.child({ component: "platform-client" }) })
-      : services
-        ? createInProcessPlatformClient(services, { maxModuleRequestBytes: config.maxRequestBodyBytes })
-        : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
-
     let redis: RedisConnections | undefined;
     if (config.redis) {
       const opened = await openRedis(config.redis, logger.child({ component: "redis" }));
       redis = opened;
       closers.push(() => opened.close());
+    }
+    let platform: PlatformClient = config.platformUrl
+      ? createHttpPlatformClient({ baseUrl: config.platformUrl, jwtSecret, logger: logger.child({ component: "platform-client" }) })
+      : services
+        ? createInProcessPlatformClient(services, { maxModuleRequestBytes: config.maxRequestBodyBytes })
+        : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
+    if (redis && !config.platformUrl) {
+      // The embedded platform's revocations and configuration changes happen in the replica that
+      // made them: the others hear of them on Redis (a platform over HTTP is watched by each).
+      const events = new RedisReplicaEvents({
+        publisher: redis.client,
+        subscriber: redis.subscriber,
+        channel: redisKeys(redis.keyPrefix).replicaEvents(),
+        logger: logger.child({ component: "replica-events" }),
+      });
+      await events.start();
+      const replicated = replicatedPlatformClient(platform, events);
+      closers.push(async () => {
+        replicated.close();
+        await events.close();
+      });
+      platform = replicated;
     }
 
     // Kubernetes API proxy (8154): kubectl only sends tokens over TLS, so the proxy serves TLS
@@ -74,6 +91,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       logger,
       maxMessageBytes: config.maxMessageBytes,
       agentApi: { host: config.listen.agent.host, port: config.listen.agent.port, tls: readTls(config.agentTls) },
+      connectionsPerTokenPerMinute: config.connectionsPerTokenPerMinute,
       internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
       privateApi: {
         host: config.listen.private.host,

@@ -11,6 +11,8 @@ export { DEFAULT_MAX_MESSAGE_BYTES } from "../grpc/limits.js";
 export { AgentAuthenticator, platformErrorToConnectError, tokenRevokedError } from "./agent-authenticator.js";
 export type { AgentAuthenticatorOptions } from "./agent-authenticator.js";
 export { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
+export { agentTokenKey, connectionRateLimitError, DEFAULT_CONNECTIONS_PER_TOKEN_PER_MINUTE, InMemoryConnectionLimiter } from "./connection-limiter.js";
+export type { AgentConnectionLimiter } from "./connection-limiter.js";
 export type { AgentConnectionObserver, AgentTrackerOptions } from "./agent-tracker.js";
 
 // Calls to agents through their tunnels

@@ -52,7 +52,15 @@ export function createKasMetrics(registry: Registry, sources: { tunnels: TunnelR
     buckets: [0.001, 0.004, 0.016, 0.064, 0.256, 1.024, 4.096, 16.384],
     registers: [registry],
   });
+  const rateExceeded = new client.Counter({
+    name: "kas_agent_connection_rate_exceeded_total",
+    help: "Agent calls refused because their token opened more than connections_per_token_per_minute (GitLab: agent_server_rate_exceeded_total).",
+    registers: [registry],
+  });
   return {
+    rateLimited() {
+      rateExceeded.inc();
+    },
     routed(via: "local" | "peer", waitMs: number) {
       routing.observe({ via }, waitMs / 1000);
     },

@@ -23,6 +23,7 @@ import { assertUniqueNames } from "../util/unique-names.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 import { waitUntil } from "../util/timers.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
+import { DEFAULT_CONNECTIONS_PER_TOKEN_PER_MINUTE, InMemoryConnectionLimiter } from "./connection-limiter.js";
 import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
 import { connectionContextValues } from "./connection-context.js";
 import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth.js";
@@ -77,6 +78,12 @@ export interface KasServerOptions {
   kasInstance?: string;
   /** Prometheus registry for KAS's metrics. Default: a new one. */
   metrics?: Registry;
+  /**
+   * How many calls (tunnel streams, registrations, configuration streams) one agent token may open
+   * per minute, across all replicas with `redis` (GitLab's `connections_per_token_per_minute`);
+   * beyond it RESOURCE_EXHAUSTED. Default 40 000; 0 turns the limit off.
+   */
+  connectionsPerTokenPerMinute?: number;
   /** How long agent_info answers are cached. Default 60 000 ms (revocations evict at once). */
   agentInfoCacheTtlMs?: number;
   /**
@@ -124,8 +131,9 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const shutdown = new AbortController();
   // Every open stream listens on the shutdown signal; hundreds are normal.
   setMaxListeners(0, shutdown.signal);
-  const auth = new AgentAuthenticator({ platform: options.platform, logger, cacheTtlMs: options.agentInfoCacheTtlMs });
   const tracker = new AgentTracker({ kasInstance });
+  const connectionLimit = options.connectionsPerTokenPerMinute ?? DEFAULT_CONNECTIONS_PER_TOKEN_PER_MINUTE;
+  const localLimiter = connectionLimit > 0 ? new InMemoryConnectionLimiter(connectionLimit) : undefined;
   // With Redis, calls route across replicas once the private API listens (its URL is what the
   // other replicas reach this one at); until then, and without Redis, through local tunnels.
   let replicas: KasReplicas | undefined;
@@ -134,6 +142,14 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     start: (agentId, method, meta, signal) => (replicas?.agentCalls ?? localCalls).start(agentId, method, meta, signal),
   };
   const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
+  const auth = new AgentAuthenticator({
+    platform: options.platform,
+    logger,
+    cacheTtlMs: options.agentInfoCacheTtlMs,
+    // Across replicas once Redis is set up (below).
+    limiter: localLimiter && { allow: (token) => (replicas?.connectionLimiter ?? localLimiter).allow(token) },
+    onRateLimited: () => kasMetrics.rateLimited(),
+  });
   const contexts = new Map<KasModule, KasModuleContext>();
   for (const module of modules) {
     contexts.set(module, {
@@ -222,6 +238,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
             logger,
             privateApiSecret: options.privateApi.jwtSecret,
             maxMessageBytes,
+            connectionsPerTokenPerMinute: connectionLimit,
             onRouted: ({ via, waitMs }) => kasMetrics.routed(via, waitMs),
           },
         );

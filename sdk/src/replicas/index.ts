@@ -15,3 +15,6 @@ export { PeerSessions } from "./peer-sessions.js";
 export type { PeerSessionsOptions } from "./peer-sessions.js";
 export { RedisTunnelTracker } from "./tunnel-tracker.js";
 export { RedisAgentConnections, decodeConnection, encodeConnection } from "./agent-connections.js";
+export { RedisReplicaEvents, replicatedPlatformClient } from "./replica-events.js";
+export type { ReplicaEventsOptions } from "./replica-events.js";
+export { RedisConnectionLimiter } from "./connection-limiter.js";

@@ -7,6 +7,8 @@ import { RedisAvailability } from "../redis/redis-availability.js";
 import { DEFAULT_REDIS_KEY_PREFIX, redisKeys } from "../redis/redis-keys.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { RedisAgentConnections } from "./agent-connections.js";
+import { RedisConnectionLimiter } from "./connection-limiter.js";
+import type { AgentConnectionLimiter } from "../kas/connection-limiter.js";
 import { RoutingAgentCalls, type RoutingAgentCallsOptions } from "./kas-router.js";
 import { PeerSessions } from "./peer-sessions.js";
 import { RedisTunnelTracker } from "./tunnel-tracker.js";
@@ -37,6 +39,8 @@ export interface KasRedisOptions {
 export interface KasReplicas {
   readonly agentCalls: RoutingAgentCalls;
   readonly connections: AgentConnectionsSource;
+  /** The per-token connection limit, counted in Redis (undefined when off). */
+  readonly connectionLimiter?: AgentConnectionLimiter;
   readonly availability: RedisAvailability;
   readonly keys: ReturnType<typeof redisKeys>;
   /** Withdraws this replica from Redis (routers stop choosing it); at the start of shutdown. */
@@ -58,6 +62,8 @@ export function startKasReplicas(
     logger: Logger;
     privateApiSecret: Uint8Array;
     maxMessageBytes: number;
+    /** The per-token connection limit to hold across replicas; 0: none. */
+    connectionsPerTokenPerMinute: number;
     onRouted?: RoutingAgentCallsOptions["onRouted"];
   },
 ): KasReplicas {
@@ -86,10 +92,13 @@ export function startKasReplicas(
     maxMessageBytes: deps.maxMessageBytes,
     onRouted: deps.onRouted,
   });
+  const connectionLimiter =
+    deps.connectionsPerTokenPerMinute > 0 ? new RedisConnectionLimiter(options.client, keys, deps.connectionsPerTokenPerMinute, availability) : undefined;
   let withdrawn: Promise<void> | undefined;
   return {
     agentCalls,
     connections,
+    connectionLimiter,
     availability,
     keys,
     withdraw() {
