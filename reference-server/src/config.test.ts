@@ -38,6 +38,10 @@ describe("kas configuration", () => {
     expect(c.logLevel).to.equal("debug");
     expect(c.maxMessageBytes).to.equal(1048576);
     expect(c.databaseUrl).to.equal("postgres://u@db/kas");
+    expect(c.databasePoolSize).to.equal(10);
+    expect(loadConfig({ configFile: file("database_pool_size: 3\n"), env: {} }).databasePoolSize).to.equal(3);
+    expect(loadConfig({ env: { KAS_DATABASE_POOL_SIZE: "25" } }).databasePoolSize).to.equal(25);
+    expect(() => loadConfig({ env: { KAS_DATABASE_POOL_SIZE: "0" } })).to.throw(ConfigError, /KAS_DATABASE_POOL_SIZE must be a positive integer/);
   });
 
   it("takes the private API's TLS files from YAML or KAS_PRIVATE_TLS_*, both or neither", () => {

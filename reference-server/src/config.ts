@@ -22,6 +22,8 @@ export interface KasConfig {
   dataDir: string;
   /** postgres://... for PostgreSQL; unset: SQLite in the data directory. */
   databaseUrl?: string;
+  /** Most PostgreSQL connections this replica opens (its pool). Default 10. */
+  databasePoolSize: number;
   /**
    * Redis shared by the KAS replicas (one setting for everything kept there: the tunnel and agent
    * registries, the connection rate limit, the events between replicas). Unset: one KAS.
@@ -111,6 +113,7 @@ const defaults: KasConfig = {
     private: { host: "127.0.0.1", port: 8155 },
   },
   dataDir: "./data",
+  databasePoolSize: 10,
   platformEnabled: true,
   k8sProxyUrlPathPrefix: "/",
   k8sProxyReauthorizeIntervalSeconds: 60,
@@ -195,6 +198,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "database_url":
         config.databaseUrl = databaseUrl(string(value, key), key);
         break;
+      case "database_pool_size":
+        config.databasePoolSize = positiveInt(value, key);
+        break;
       case "redis_url":
         redisConfig(config).url = redisUrl(string(value, key), key);
         break;
@@ -277,6 +283,7 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   }
   if (env.KAS_DATA_DIR) config.dataDir = env.KAS_DATA_DIR;
   if (env.KAS_DATABASE_URL) config.databaseUrl = databaseUrl(env.KAS_DATABASE_URL, "KAS_DATABASE_URL");
+  if (env.KAS_DATABASE_POOL_SIZE) config.databasePoolSize = positiveInt(env.KAS_DATABASE_POOL_SIZE, "KAS_DATABASE_POOL_SIZE");
   if (env.KAS_REDIS_URL) redisConfig(config).url = redisUrl(env.KAS_REDIS_URL, "KAS_REDIS_URL");
   if (env.KAS_REDIS_KEY_PREFIX) redisConfig(config).keyPrefix = env.KAS_REDIS_KEY_PREFIX;
   if (env.KAS_REDIS_PASSWORD_FILE) redisConfig(config).passwordFile = env.KAS_REDIS_PASSWORD_FILE;

@@ -154,7 +154,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
 
 /** The embedded platform's store and services; the admin user and its token on first start. */
 async function startPlatformServices(config: KasConfig, logger: Logger): Promise<{ store: Store; services: PlatformServices }> {
-  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolSize, logger });
   try {
     const services = createPlatformServices({
       store,

@@ -281,12 +281,15 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
         const modulesClosed = Promise.all(
           [...started].reverse().map((m) => m.close?.(graceMs).catch((error: unknown) => logger.error({ err: error, module: m.name }, "module close failed"))),
         );
-        // Idle tunnels go at once; new streams and connections are refused (GOAWAY) from here.
-        registry.closeTunnels((tunnel) => !tunnel.isTaken, kasShuttingDownError());
+        // Idle tunnels go at once (not those handed out for a call about to start); new streams
+        // and connections are refused (GOAWAY) from here.
+        registry.closeTunnels((tunnel) => !tunnel.isTaken && !tunnel.reserved, kasShuttingDownError());
         const agentApiClosed = agentApi.close(graceMs);
         const gatewaysClosed = Promise.all(gateways.map((g) => g.close()));
-        // Calls in flight through tunnels get the grace period to finish.
-        await waitUntil(() => registry.stats().busyTunnels === 0, graceMs);
+        // Calls in flight get the grace period to finish: through this replica's tunnels, and
+        // those arriving on the internal and private APIs (routed to other replicas, or waiting
+        // for a tunnel of an agent that is moving to another replica).
+        await waitUntil(() => registry.stats().busyTunnels === 0 && gateways.every((g) => g.activeCalls === 0), graceMs);
         shutdown.abort();
         registry.closeTunnels(() => true, kasShuttingDownError());
         for (const g of gateways) g.destroySessions();

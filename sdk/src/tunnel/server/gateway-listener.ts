@@ -19,6 +19,8 @@ export interface GatewayListener {
   close(): Promise<void>;
   /** Drops every session at once (after the grace period). */
   destroySessions(): void;
+  /** Calls in flight (streams open). */
+  readonly activeCalls: number;
 }
 
 /** An HTTP/2 server whose every stream goes to `gateway`, with KAS's wide flow-control windows. */
@@ -32,7 +34,13 @@ export async function listenGateway(
   const server = options.tls
     ? http2.createSecureServer({ ...options.tls, allowHTTP1: false, settings })
     : http2.createServer({ settings });
-  server.on("stream", (stream, headers) => void gateway(stream, headers));
+  let activeCalls = 0;
+  const callEnded = () => activeCalls--;
+  server.on("stream", (stream, headers) => {
+    activeCalls++;
+    stream.once("close", callEnded);
+    void gateway(stream, headers);
+  });
   server.on("sessionError", (error) => logger.debug({ err: error }, `${name} session error`));
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
@@ -50,6 +58,9 @@ export async function listenGateway(
     },
     destroySessions() {
       for (const session of sessions) session.destroy();
+    },
+    get activeCalls() {
+      return activeCalls;
     },
   };
 }

@@ -86,6 +86,7 @@ export class InMemoryTunnelRegistry implements TunnelRegistry {
 
   release(tunnel: ServerTunnel): void {
     if (tunnel.isClosed || tunnel.isTaken || !this.all.has(tunnel)) return;
+    tunnel.reserved = false;
     this.offer(tunnel);
   }
 
@@ -105,6 +106,7 @@ export class InMemoryTunnelRegistry implements TunnelRegistry {
       if (tunnel.serves(methodName) && !tunnel.isClosed) {
         entry.idle.delete(tunnel);
         this.prune(agentId, entry);
+        tunnel.reserved = true;
         return tunnel;
       }
     }
@@ -183,6 +185,7 @@ export class InMemoryTunnelRegistry implements TunnelRegistry {
     const waiterIndex = entry.waiters.findIndex((w) => tunnel.serves(w.methodName));
     if (waiterIndex >= 0) {
       const [waiter] = entry.waiters.splice(waiterIndex, 1);
+      tunnel.reserved = true;
       waiter!.resolve(tunnel);
     } else {
       entry.idle.add(tunnel);
