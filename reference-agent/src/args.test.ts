@@ -20,6 +20,18 @@ describe("agentk arguments", () => {
     expect(a.headers).to.deep.equal({ "x-proxy-auth": "s3cret" });
     expect(a.podName).to.equal("agentk-1");
     expect(a.podNamespace).to.equal("gitlab-agent");
+    expect(a.observability).to.equal(undefined);
+  });
+
+  it("serves observability only where --observability-listen-address says", () => {
+    const a = parseAgentArgs(["--kas-address", "grpc://x:1", "--observability-listen-address", ":8080"], { AGENTK_TOKEN: "t" });
+    expect(a.observability).to.deep.equal({ host: "0.0.0.0", port: 8080 });
+    const b = parseAgentArgs(["--kas-address", "grpc://x:1"], { AGENTK_TOKEN: "t", AGENTK_OBSERVABILITY_LISTEN_ADDRESS: "[::1]:0" });
+    expect(b.observability).to.deep.equal({ host: "::1", port: 0 });
+    expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--observability-listen-address", "8080"], { AGENTK_TOKEN: "t" })).to.throw(
+      UsageError,
+      /observability-listen-address/,
+    );
   });
 
   it("refuses bad input with usage errors", () => {

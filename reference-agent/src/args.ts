@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "@kasbridge/sdk/agent";
+import { parseListenAddress } from "@kasbridge/sdk/util";
 
 export interface AgentArgs {
   kasAddress: string;
@@ -13,6 +14,8 @@ export interface AgentArgs {
   logLevel: string;
   graceMs: number;
   maxMessageBytes: number;
+  /** Where /metrics, /liveness and /readiness are served; unset: not served. */
+  observability?: { host: string; port: number };
 }
 
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -23,7 +26,7 @@ export class UsageError extends Error {
 
 export const usage = `usage: agentk --kas-address grpc://host:8150 (--token-file FILE | env AGENTK_TOKEN)
   [--kubeconfig FILE] [--ca-cert-file FILE] [--kas-header 'Name: value']... [--log-level info]
-  [--shutdown-grace-ms 10000] [--max-message-bytes 16777216]
+  [--shutdown-grace-ms 10000] [--max-message-bytes 16777216] [--observability-listen-address host:port]
   Schemes: grpc:// (h2c), grpcs:// (TLS), ws:// and wss:// (WebSocket, for HTTP-only proxies).
   Pod identity from POD_NAME / POD_NAMESPACE.`;
 
@@ -40,6 +43,7 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
       "log-level": { type: "string" },
       "shutdown-grace-ms": { type: "string" },
       "max-message-bytes": { type: "string" },
+      "observability-listen-address": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -74,9 +78,15 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes <= 0) throw new UsageError("--max-message-bytes must be a positive integer");
   const graceMs = Number(values["shutdown-grace-ms"] ?? 10_000);
   if (!Number.isFinite(graceMs) || graceMs < 0) throw new UsageError("--shutdown-grace-ms must be a non-negative number");
+  const observabilityAddress = values["observability-listen-address"] ?? env.AGENTK_OBSERVABILITY_LISTEN_ADDRESS;
+  const observability = observabilityAddress === undefined ? undefined : parseListenAddress(observabilityAddress);
+  if (observabilityAddress !== undefined && !observability) {
+    throw new UsageError(`--observability-listen-address must be host:port or :port (got "${observabilityAddress}")`);
+  }
   return {
     kasAddress,
     token,
+    observability,
     kubeconfig: values.kubeconfig ?? env.KUBECONFIG,
     caCertFile: values["ca-cert-file"],
     headers,

@@ -1,11 +1,15 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { createAgent, type AgentModule } from "@kasbridge/sdk/agent";
+import { createAgent, KubeHttp, type AgentModule } from "@kasbridge/sdk/agent";
 import { agentConfigurationAgentModule } from "@kasbridge/sdk/modules/agent_configuration/agent";
 import { agentRegistrarAgentModule } from "@kasbridge/sdk/modules/agent_registrar/agent";
 import { echoAgentModule } from "@kasbridge/sdk/modules/echo/agent";
+import { fluxAgentModule } from "@kasbridge/sdk/modules/flux/agent";
+import { gitopsAgentModule } from "@kasbridge/sdk/modules/gitops/agent";
 import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
 import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
+import { createObservabilityServer } from "@kasbridge/sdk/modules/observability/server";
+import { installProcessSafetyNet } from "@kasbridge/sdk/util";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
 
@@ -20,6 +24,9 @@ try {
 // The token stays in memory only; child processes and /proc/<pid>/environ must not see it.
 delete process.env.AGENTK_TOKEN;
 const logger = pino({ name: "agentk", level: args.logLevel });
+// What reaches the top of the process is logged and counted (agentk_uncaught_errors_total on
+// /metrics) and agentk keeps running: docs/security.md.
+const { metrics } = installProcessSafetyNet({ logger, metricPrefix: "agentk" });
 
 const modules: AgentModule[] = [agentRegistrarAgentModule(), agentConfigurationAgentModule(), observabilityAgentModule(), echoAgentModule()];
 // The Kubernetes API proxy's agent half: with --kubeconfig/KUBECONFIG, or in a pod (ServiceAccount).
@@ -31,6 +38,11 @@ if (args.kubeconfig || inCluster) {
   else kc.loadFromCluster();
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
   modules.push(await kubernetesApiAgentModule({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
+  // Flux: trigger Flux's reconciliation on every push (runs only where Flux's CRDs are installed).
+  const kube = new KubeHttp(kc);
+  modules.push(fluxAgentModule({ kube }));
+  // Built-in GitOps: applies gitops.manifest_projects, pulled through KAS at each pushed commit.
+  modules.push(gitopsAgentModule({ kube }));
 }
 
 const agent = createAgent({
@@ -49,13 +61,22 @@ const agent = createAgent({
 });
 agent.start();
 
+// GitLab agentk's observability listener: /metrics, /liveness, /readiness.
+const observability = args.observability
+  ? await createObservabilityServer({ ...args.observability, metrics, ready: () => true }).catch((error: unknown) => {
+      logger.fatal({ err: error }, "cannot listen on --observability-listen-address");
+      process.exit(1);
+    })
+  : undefined;
+if (observability) logger.info({ address: observability.address }, "observability listening");
+
 let stopping = false;
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   process.on(signal, () => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, graceMs: args.graceMs }, "shutting down: finishing in-flight requests");
-    agent.stop(args.graceMs).then(
+    Promise.all([agent.stop(args.graceMs), observability?.close()]).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");

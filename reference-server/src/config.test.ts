@@ -84,6 +84,35 @@ describe("kas configuration", () => {
     expect(loadConfig({ configFile: path, env: { KAS_PRIVATE_API_SECRET_FILE: "/run/private" } }).privateApiSecretFile).to.equal("/run/private");
   });
 
+  it("takes the Redis URL for events between replicas from YAML or KAS_REDIS_URL", () => {
+    expect(loadConfig({ env: {} }).redis?.url).to.equal(undefined);
+    const path = file(`redis_url: redis://127.0.0.1:6379/0\n`);
+    expect(loadConfig({ configFile: path, env: {} }).redis?.url).to.equal("redis://127.0.0.1:6379/0");
+    expect(loadConfig({ configFile: path, env: { KAS_REDIS_URL: "rediss://cache:6380" } }).redis?.url).to.equal("rediss://cache:6380");
+    expect(() => loadConfig({ env: { KAS_REDIS_URL: "http://cache" } })).to.throw(ConfigError, /KAS_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/);
+  });
+
+  it("has limits on every listener by default, and takes each from YAML (limits.<listener>) or KAS_<LISTENER>_*", () => {
+    const defaults = loadConfig({ env: {} }).limits;
+    for (const limits of Object.values(defaults)) {
+      expect(limits.maxConnections).to.be.greaterThan(0);
+      expect(limits.headersTimeoutMs).to.be.greaterThan(0);
+      expect(limits.idleTimeoutMs).to.be.greaterThan(0);
+    }
+    expect(defaults.agent).to.deep.equal({ maxConnections: 10_000, maxConcurrentStreams: 1_000, headersTimeoutMs: 20_000, idleTimeoutMs: 600_000 });
+    const path = file(
+      "limits:\n  agent:\n    max_connections: 50\n    max_concurrent_streams: 600\n    headers_timeout_seconds: 5\n    idle_timeout_seconds: 0\n  k8s_proxy:\n    idle_timeout_seconds: 30\n",
+    );
+    const c = loadConfig({ configFile: path, env: { KAS_AGENT_MAX_CONNECTIONS: "70", KAS_PLATFORM_HEADERS_TIMEOUT_SECONDS: "3" } });
+    expect(c.limits.agent).to.deep.equal({ maxConnections: 70, maxConcurrentStreams: 600, headersTimeoutMs: 5_000, idleTimeoutMs: 0 });
+    expect(c.limits.k8sProxy.idleTimeoutMs).to.equal(30_000);
+    expect(c.limits.k8sProxy.maxConnections).to.equal(defaults.k8sProxy.maxConnections);
+    expect(c.limits.platform.headersTimeoutMs).to.equal(3_000);
+    expect(() => loadConfig({ configFile: file("limits:\n  agent:\n    max_streams: 1\n"), env: {} })).to.throw(ConfigError, /limits\.agent\.max_streams/);
+    expect(() => loadConfig({ configFile: file("limits:\n  platform:\n    max_concurrent_streams: 10\n"), env: {} })).to.throw(ConfigError, /no HTTP\/2/);
+    expect(() => loadConfig({ env: { KAS_INTERNAL_HEADERS_TIMEOUT_SECONDS: "0" } })).to.throw(ConfigError, /KAS_INTERNAL_HEADERS_TIMEOUT_SECONDS/);
+  });
+
   it("names the bad key in every error", () => {
     expect(() => loadConfig({ configFile: file("listen:\n  agnet: ':1'\n"), env: {} })).to.throw(ConfigError, /listen\.agnet/);
     expect(() => loadConfig({ configFile: file("colour: blue\n"), env: {} })).to.throw(ConfigError, /unknown key colour/);

@@ -1,7 +1,11 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { DEFAULT_MAX_MESSAGE_BYTES } from "@kasbridge/sdk/kas";
+import { DEFAULT_MAX_MESSAGE_BYTES, GATEWAY_LIMITS } from "@kasbridge/sdk/kas";
+import { K8S_PROXY_LIMITS } from "@kasbridge/sdk/modules/kubernetes_api/server";
+import { OBSERVABILITY_LIMITS } from "@kasbridge/sdk/modules/observability/server";
+import { AGENT_API_LIMITS, type ResolvedListenerLimits } from "@kasbridge/sdk/transport";
+import { parseListenAddress } from "@kasbridge/sdk/util";
 
 /** A listen address. */
 export interface HostPort {
@@ -19,6 +23,8 @@ export interface KasConfig {
     k8sProxy: HostPort;
     private: HostPort;
   };
+  /** Connection limits and timeouts of each listener (in ms here; seconds in the file and the environment). */
+  limits: Record<ListenerName, ResolvedListenerLimits>;
   dataDir: string;
   /** postgres://... for PostgreSQL; unset: SQLite in the data directory. */
   databaseUrl?: string;
@@ -92,6 +98,7 @@ export interface RedisConfig {
   /** TLS: a CA bundle to trust, a client certificate and key (both or neither). */
   tls?: { caFile?: string; certFile?: string; keyFile?: string };
 }
+export type ListenerName = keyof KasConfig["listen"];
 
 /** A PEM certificate chain and its key. */
 export interface TlsFiles {
@@ -111,6 +118,15 @@ const defaults: KasConfig = {
     internal: { host: "127.0.0.1", port: 8153 },
     k8sProxy: { host: "127.0.0.1", port: 8154 },
     private: { host: "127.0.0.1", port: 8155 },
+  },
+  limits: {
+    agent: { ...AGENT_API_LIMITS },
+    k8sProxy: { ...K8S_PROXY_LIMITS },
+    internal: { ...GATEWAY_LIMITS },
+    private: { ...GATEWAY_LIMITS },
+    // The platform's port and the observability port serve HTTP/1.1 only: no stream limit.
+    platform: { maxConnections: 1_000, maxConcurrentStreams: 0, headersTimeoutMs: 20_000, idleTimeoutMs: 5_000 },
+    observability: { ...OBSERVABILITY_LIMITS },
   },
   dataDir: "./data",
   databasePoolSize: 10,
@@ -139,6 +155,32 @@ const envListen: Record<string, keyof KasConfig["listen"]> = {
   KAS_K8S_PROXY_ADDR: "k8sProxy",
   KAS_PRIVATE_ADDR: "private",
 };
+/** Listeners without HTTP/2, where max_concurrent_streams means nothing. */
+const http1Only: ReadonlySet<ListenerName> = new Set(["platform", "observability"]);
+/** The limits' YAML keys and environment suffixes (KAS_<LISTENER>_<SUFFIX>). */
+const limitKeys = {
+  max_connections: { field: "maxConnections", env: "MAX_CONNECTIONS", seconds: false },
+  max_concurrent_streams: { field: "maxConcurrentStreams", env: "MAX_CONCURRENT_STREAMS", seconds: false },
+  headers_timeout_seconds: { field: "headersTimeoutMs", env: "HEADERS_TIMEOUT_SECONDS", seconds: true },
+  idle_timeout_seconds: { field: "idleTimeoutMs", env: "IDLE_TIMEOUT_SECONDS", seconds: true },
+} as const;
+const envListenerPrefix: Record<ListenerName, string> = {
+  platform: "KAS_PLATFORM",
+  agent: "KAS_AGENT",
+  observability: "KAS_OBSERVABILITY",
+  internal: "KAS_INTERNAL",
+  k8sProxy: "KAS_K8S_PROXY",
+  private: "KAS_PRIVATE",
+};
+
+/** Sets one limit; `key` names it in errors. idle_timeout_seconds may be 0 (off), the others must be positive. */
+function setLimit(config: KasConfig, listener: ListenerName, name: keyof typeof limitKeys, value: unknown, key: string): void {
+  const spec = limitKeys[name];
+  if (name === "max_concurrent_streams" && http1Only.has(listener)) throw new ConfigError(`${key}: the ${listener} listener has no HTTP/2 streams`);
+  const n = name === "idle_timeout_seconds" ? nonNegativeInt(value, key) : positiveInt(value, key);
+  config.limits[listener][spec.field] = spec.seconds ? n * 1000 : n;
+}
+
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 /** Loads defaults, then the YAML file (if any), then KAS_* environment variables. */
@@ -189,6 +231,17 @@ function applyFile(config: KasConfig, file: string): void {
         for (const [name, addr] of Object.entries(object(value, "listen"))) {
           if (!(name in listenKeys)) throw new ConfigError(`unknown key listen.${name} (expected one of ${Object.keys(listenKeys).join(", ")})`);
           config.listen[listenKeys[name as keyof typeof listenKeys]] = parseHostPort(string(addr, `listen.${name}`), `listen.${name}`);
+        }
+        break;
+      }
+      case "limits": {
+        for (const [name, limits] of Object.entries(object(value, "limits"))) {
+          if (!(name in listenKeys)) throw new ConfigError(`unknown key limits.${name} (expected one of ${Object.keys(listenKeys).join(", ")})`);
+          const listener = listenKeys[name as keyof typeof listenKeys];
+          for (const [limit, v] of Object.entries(object(limits, `limits.${name}`))) {
+            if (!(limit in limitKeys)) throw new ConfigError(`unknown key limits.${name}.${limit} (expected one of ${Object.keys(limitKeys).join(", ")})`);
+            setLimit(config, listener, limit as keyof typeof limitKeys, v, `limits.${name}.${limit}`);
+          }
         }
         break;
       }
@@ -281,6 +334,12 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
     const value = env[name];
     if (value) config.listen[slot] = parseHostPort(value, name);
   }
+  for (const [listener, prefix] of Object.entries(envListenerPrefix) as Array<[ListenerName, string]>) {
+    for (const [limit, spec] of Object.entries(limitKeys) as Array<[keyof typeof limitKeys, (typeof limitKeys)[keyof typeof limitKeys]]>) {
+      const name = `${prefix}_${spec.env}`;
+      if (env[name]) setLimit(config, listener, limit, env[name], name);
+    }
+  }
   if (env.KAS_DATA_DIR) config.dataDir = env.KAS_DATA_DIR;
   if (env.KAS_DATABASE_URL) config.databaseUrl = databaseUrl(env.KAS_DATABASE_URL, "KAS_DATABASE_URL");
   if (env.KAS_DATABASE_POOL_SIZE) config.databasePoolSize = positiveInt(env.KAS_DATABASE_POOL_SIZE, "KAS_DATABASE_POOL_SIZE");
@@ -341,10 +400,9 @@ function tlsFiles(value: unknown, key: string): TlsFiles {
 
 /** "host:port", "[::1]:port" or ":port" (all interfaces). Port 0 picks a free port. */
 export function parseHostPort(value: string, key: string): HostPort {
-  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim());
-  const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65535) throw new ConfigError(`${key}: "${value}" is not host:port`);
-  return { host: match[1] ?? (match[2] || "0.0.0.0"), port };
+  const address = parseListenAddress(value);
+  if (!address) throw new ConfigError(`${key}: "${value}" is not host:port`);
+  return address;
 }
 
 function object(value: unknown, key: string): Record<string, unknown> {

@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { installProcessSafetyNet } from "@kasbridge/sdk/util";
 import pino from "pino";
 import { loadConfig, ConfigError } from "./config.js";
 import { startKas } from "./start-kas.js";
@@ -27,7 +28,10 @@ try {
 }
 
 const logger = pino({ name: "kas", level: config.logLevel });
-const kas = await startKas(config, logger).catch((error: unknown) => {
+// Nothing a request sends may take KAS down; what still reaches the top is logged and counted
+// (kas_uncaught_errors_total on /metrics) and KAS keeps running: docs/security.md.
+const { metrics } = installProcessSafetyNet({ logger, metricPrefix: "kas" });
+const kas = await startKas(config, logger, { metrics }).catch((error: unknown) => {
   logger.fatal({ err: error }, "kas failed to start");
   process.exit(1);
 });

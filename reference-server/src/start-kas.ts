@@ -3,16 +3,34 @@ import http from "node:http";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { bootstrapAdmin, createInProcessPlatformClient, createPlatformApp, createPlatformServices, openStore, type PlatformServices, type Store } from "@kasbridge/platform";
+import {
+  bootstrapAdmin,
+  createGitPushNotifier,
+  createInProcessPlatformClient,
+  createPlatformApp,
+  createPlatformServices,
+  openStore,
+  type PlatformServices,
+  type Store,
+} from "@kasbridge/platform";
 import { ensureSecretFile, loadSecretFile } from "@kasbridge/sdk/auth";
-import { createKasServer } from "@kasbridge/sdk/kas";
+import { createKasServer, type KasServerOptions } from "@kasbridge/sdk/kas";
 import { agentConfigurationServerModule } from "@kasbridge/sdk/modules/agent_configuration/server";
 import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registrar/server";
 import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/server";
 import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
+import { fluxServerModule } from "@kasbridge/sdk/modules/flux/server";
+import { gitopsServerModule } from "@kasbridge/sdk/modules/gitops/server";
+import {
+  InMemoryGitPushEvents,
+  notificationsServerModule,
+  RedisGitPushEvents,
+  type GitPushEvents,
+} from "@kasbridge/sdk/modules/notifications/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
 import { redisKeys, RedisReplicaEvents, replicatedPlatformClient } from "@kasbridge/sdk/replicas";
+import { applyHttp1Limits } from "@kasbridge/sdk/transport";
 import { hostPort, listen } from "@kasbridge/sdk/util";
 import { MAX_PUSH_SETTING, MAX_REQUEST_BODY_SETTING, type KasConfig, type TlsFiles } from "./config.js";
 import { openRedis, type RedisConnections } from "./redis-connections.js";
@@ -23,7 +41,7 @@ export interface RunningKas {
 }
 
 /** Starts the embedded platform (store, REST, internal API) and KAS with its modules. */
-export async function startKas(config: KasConfig, logger: Logger): Promise<RunningKas> {
+export async function startKas(config: KasConfig, logger: Logger, options: { metrics?: KasServerOptions["metrics"] } = {}): Promise<RunningKas> {
   // Holds the database, the shared secret and the admin token: owner only.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const closers: Array<() => Promise<void>> = [];
@@ -75,6 +93,19 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       platform = replicated;
     }
 
+    // Pushes the platform reports (Notifications/GitPushEvent) reach the Flux and GitOps streams
+    // through this: in-process, or on Redis' kas_events channel for every replica.
+    let gitPushEvents: GitPushEvents = new InMemoryGitPushEvents(logger);
+    if (redis) {
+      // The same connections as the replicas' registries (one Redis setting).
+      const events = new RedisGitPushEvents({ publisher: redis.client, subscriber: redis.subscriber, logger: logger.child({ component: "kas-events" }) });
+      closers.push(() => events.close());
+      const subscribed = events.start();
+      // While Redis is down at start, the subscription is made when it connects.
+      if (redis.subscriber.status === "ready") await subscribed;
+      else subscribed.catch((error: unknown) => logger.warn({ err: (error as Error).message }, "kas_events subscription failed"));
+      gitPushEvents = events;
+    }
     // Kubernetes API proxy (8154): kubectl only sends tokens over TLS, so the proxy serves TLS
     // (HTTP/2 + HTTP/1.1 by ALPN) with its own certificate, or the agent API's when it has none.
     const kubernetesApi = kubernetesApiServerModule({
@@ -85,15 +116,18 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
       reauthorizeIntervalMs: config.k8sProxyReauthorizeIntervalSeconds * 1000,
       // Watches and `logs -f` never end by themselves: they get 2 s, not KAS's full grace.
       shutdownGraceMs: 2_000,
+      ...config.limits.k8sProxy,
     });
     const kas = await createKasServer({
       platform,
       logger,
+      metrics: options.metrics,
       maxMessageBytes: config.maxMessageBytes,
-      agentApi: { host: config.listen.agent.host, port: config.listen.agent.port, tls: readTls(config.agentTls) },
+      agentApi: { host: config.listen.agent.host, port: config.listen.agent.port, tls: readTls(config.agentTls), ...config.limits.agent },
       connectionsPerTokenPerMinute: config.connectionsPerTokenPerMinute,
-      internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret },
+      internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret, ...config.limits.internal },
       privateApi: {
+        ...config.limits.private,
         host: config.listen.private.host,
         port: config.listen.private.port,
         jwtSecret: privateJwtSecret,
@@ -106,11 +140,14 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         privateApiCa: config.privateTlsCaFile ? readFileSync(config.privateTlsCaFile) : undefined,
       },
       modules: [
+        notificationsServerModule({ events: gitPushEvents }),
+        fluxServerModule({ platform, events: gitPushEvents }),
+        gitopsServerModule({ platform, events: gitPushEvents }),
         agentRegistrarServerModule(),
         agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
         kubernetesApi,
         gitlabAccessServerModule(),
-        observabilityServerModule({ host: config.listen.observability.host, port: config.listen.observability.port }),
+        observabilityServerModule({ host: config.listen.observability.host, port: config.listen.observability.port, ...config.limits.observability }),
       ],
     });
     closers.push(() => kas.close());
@@ -121,6 +158,19 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
     }
 
     if (services) {
+      // After every push the platform tells KAS, as GitLab's Rails does (NotifyGitPushWorker).
+      const platformServices = services;
+      const notifier = createGitPushNotifier({
+        kasInternalUrl: `grpc://${hostPort(connectableHost(kas.internalApiAddress.host), kas.internalApiAddress.port)}`,
+        jwtSecret,
+        projectPath: async (projectId) => (await platformServices.projects.get(projectId))?.pathWithNamespace,
+        logger: logger.child({ component: "git-push-notifier" }),
+      });
+      const stopNotifying = services.repositories.enabled ? services.repositories.onPush((event) => notifier.pushed(event)) : () => {};
+      closers.push(async () => {
+        stopNotifying();
+        await notifier.close();
+      });
       const app = createPlatformApp({
         services,
         jwtSecret,
@@ -134,6 +184,7 @@ export async function startKas(config: KasConfig, logger: Logger): Promise<Runni
         maxPushSetting: MAX_PUSH_SETTING,
       });
       const server = http.createServer(app);
+      applyHttp1Limits(server, config.limits.platform);
       const bound = await listen(server, config.listen.platform.port, config.listen.platform.host);
       closers.push(() => closeHttp(server));
       addresses.platform = `http://${hostPort(bound.host, bound.port)}`;
@@ -184,6 +235,13 @@ export function proxyUrlForClients(listenUrl: string, externalUrl: string | unde
   const u = new URL(listenUrl);
   if (u.hostname === "0.0.0.0" || u.hostname === "[::]") u.hostname = externalUrl ? new URL(externalUrl).hostname : hostname();
   return u.href.replace(/\/$/, "");
+}
+
+/** A host to connect to for a listener bound to `host` (a wildcard address means this machine). */
+function connectableHost(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  if (host === "::") return "::1";
+  return host;
 }
 
 function fail(message: string): never {

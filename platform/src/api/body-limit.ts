@@ -2,9 +2,9 @@
  * Request body limits of the platform's HTTP port (REST API, internal API, git), with one wording
  * for every refusal: 413 naming the limit and the setting that raises it.
  */
-import type { IncomingMessage } from "node:http";
 import { Transform, type TransformCallback } from "node:stream";
 import type { RequestHandler } from "express";
+import { LINGER_MAX_BYTES } from "@kasbridge/sdk/util";
 
 /** A body limit and the name of the setting that sets it, as the operator knows it. */
 export interface BodyLimit {
@@ -43,39 +43,8 @@ export function limitBody(limit: BodyLimit): Transform {
   });
 }
 
-/** How much of a refused body is still read (and dropped) after the answer, and for how long. */
-export const LINGER_MAX_BYTES = 4 * 1024 * 1024;
-export const LINGER_MAX_MS = 10_000;
-
-/**
- * Reads and drops what the client still sends of a refused request body, so that closing the
- * connection with unread data (a TCP reset) does not destroy the answer before the client has
- * read it; clients stop sending once they see it (curl: "HTTP error before end of send"). A client
- * that goes on past `maxBytes` or `maxMs` is disconnected. Call it when the answer is sent.
- */
-export function drainRefusedBody(req: IncomingMessage, maxBytes = LINGER_MAX_BYTES, maxMs = LINGER_MAX_MS): void {
-  if (req.complete || req.destroyed) return;
-  req.unpipe();
-  let seen = 0;
-  const stop = () => {
-    clearTimeout(timer);
-    req.off("data", count);
-  };
-  const cut = () => {
-    stop();
-    req.socket.destroy();
-  };
-  const count = (chunk: Buffer) => {
-    seen += chunk.length;
-    if (seen > maxBytes) cut();
-  };
-  const timer = setTimeout(cut, maxMs);
-  timer.unref();
-  req.on("data", count);
-  req.once("end", stop);
-  req.once("close", stop);
-  req.resume();
-}
+// Shared with the agent API, which refuses bodies before authentication.
+export { LINGER_MAX_BYTES, LINGER_MAX_MS, drainRefusedBody } from "@kasbridge/sdk/util";
 
 /**
  * Express middleware to put before the body parsers: refuses a declared Content-Length over the

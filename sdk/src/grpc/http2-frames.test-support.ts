@@ -6,9 +6,22 @@ import type { Cleanup } from "@kasbridge/testing/cleanup";
 import { closeServer, listen } from "@kasbridge/testing/servers";
 import { tcpProxy } from "@kasbridge/testing/tcp-proxy";
 
-const clientPreface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** HTTP/2 frame types (RFC 9113 section 6). */
-export const frameType = { DATA: 0x0, HEADERS: 0x1, RST_STREAM: 0x3, SETTINGS: 0x4, GOAWAY: 0x7 } as const;
+export const frameType = {
+  DATA: 0x0,
+  HEADERS: 0x1,
+  PRIORITY: 0x2,
+  RST_STREAM: 0x3,
+  SETTINGS: 0x4,
+  PING: 0x6,
+  GOAWAY: 0x7,
+  WINDOW_UPDATE: 0x8,
+  CONTINUATION: 0x9,
+} as const;
+/** Frame flags. */
+export const frameFlag = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8 } as const;
+/** The client connection preface. */
+export const CLIENT_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const { DATA, HEADERS, RST_STREAM } = frameType;
 const END_STREAM = 0x1;
 const PADDED = 0x8;
@@ -21,6 +34,31 @@ export function encodeHttp2Frame(type: number, flags: number, id: number, payloa
   header[4] = flags;
   header.writeUInt32BE(id, 5);
   return Buffer.concat([header, payload]);
+}
+
+/** An HPACK integer with an `n`-bit prefix (RFC 7541 section 5.1); `first` holds the bits above the prefix. */
+function hpackInteger(value: number, n: number, first = 0): Buffer {
+  const max = (1 << n) - 1;
+  if (value < max) return Buffer.from([first | value]);
+  const bytes = [first | max];
+  for (value -= max; value >= 128; value = Math.floor(value / 128)) bytes.push((value % 128) | 128);
+  bytes.push(value);
+  return Buffer.from(bytes);
+}
+
+/**
+ * An HPACK header block of literal fields without indexing and without Huffman coding, names and
+ * values as given (bytes, in order, duplicates kept): what a hostile client may send, which
+ * node:http2's client refuses to.
+ */
+export function encodeHeaderBlock(headers: ReadonlyArray<readonly [string, string]>): Buffer {
+  const parts: Buffer[] = [];
+  for (const [name, value] of headers) {
+    const n = Buffer.from(name, "latin1");
+    const v = Buffer.from(value, "latin1");
+    parts.push(Buffer.from([0x00]), hpackInteger(n.byteLength, 7), n, hpackInteger(v.byteLength, 7), v);
+  }
+  return Buffer.concat(parts);
 }
 
 /** What had arrived on a stream when it ended for the receiving peer. */
@@ -54,12 +92,16 @@ export class Http2FrameLog {
   readonly streams = new Map<number, ReceivedStream>();
   /** Every frame's header, in order. */
   readonly frames: Array<{ type: number; flags: number; id: number }> = [];
+  /** The first GOAWAY's error code and last stream id. */
+  goaway?: { code: number; lastStreamId: number };
+  /** Called for each frame once it is parsed. */
+  onFrame?: (type: number, flags: number, id: number) => void;
   private buffer: Buffer = Buffer.alloc(0);
   private prefaceLeft: number;
 
   /** @param fromClient this direction starts with the client connection preface. */
   constructor(fromClient: boolean) {
-    this.prefaceLeft = fromClient ? clientPreface.byteLength : 0;
+    this.prefaceLeft = fromClient ? CLIENT_PREFACE.byteLength : 0;
   }
 
   /** The stream's record (created empty if nothing arrived on it yet). */
@@ -109,6 +151,17 @@ export class Http2FrameLog {
 
   private frame(type: number, flags: number, id: number, payload: Buffer): void {
     this.frames.push({ type, flags, id });
+    if (type === frameType.GOAWAY && id === 0 && payload.byteLength >= 8) {
+      this.goaway ??= { lastStreamId: payload.readUInt32BE(0) & 0x7fffffff, code: payload.readUInt32BE(4) };
+    }
+    try {
+      this.record(type, flags, id, payload);
+    } finally {
+      this.onFrame?.(type, flags, id);
+    }
+  }
+
+  private record(type: number, flags: number, id: number, payload: Buffer): void {
     if (id === 0) return;
     if (type === DATA) {
       const stream = this.stream(id) as ReceivedStream & { reader: FrameReader };

@@ -5,9 +5,10 @@
  * canonical form (`Content-Type`), as GitLab's KAS and agentk put them in an `http.Header`.
  */
 import { create } from "@bufbuild/protobuf";
-import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import { ValuesSchema, type Values } from "../gen/gitlab/agent/prototool/prototool_pb.js";
 import type { MultiMap } from "../platform-client/platform-client.js";
+import { isValidHeader } from "../util/metadata.js";
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) plus HTTP/2's connection-specific ones; never forwarded. */
 const hopByHop = new Set([
@@ -132,17 +133,6 @@ export function mapToNodeHeaders(
   }
   if (upgradeConnection) out.Connection = "Upgrade";
   return out;
-}
-
-/** Node's checks for a header it would send: the name an HTTP token, no control characters (CR, LF, NUL…) in values. */
-export function isValidHeader(name: string, values: readonly string[]): boolean {
-  try {
-    validateHeaderName(name);
-    for (const v of values) validateHeaderValue(name, v);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A status code Node can send for a final answer (200-599; 1xx, and 101 in particular, are not final). */

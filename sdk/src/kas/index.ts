@@ -26,7 +26,9 @@ export { agentConnectionNotFoundError, createTunnelGateway, routingAgentIdHeader
 export { createPrivateApiGateway } from "../tunnel/server/private-api-gateway.js";
 export type { PrivateApiGatewayOptions } from "../tunnel/server/private-api-gateway.js";
 export type { TunnelGatewayOptions } from "../tunnel/server/tunnel-gateway.js";
+export { GATEWAY_LIMITS } from "../tunnel/server/gateway-listener.js";
 export type { GatewayListenOptions } from "../tunnel/server/gateway-listener.js";
+export { authenticateBeforeBody } from "./agent-auth-gate.js";
 export {
   internalApiAuthorizer,
   internalApiClientInterceptor,
@@ -42,3 +44,9 @@ export { rawServerStreamingMethod, RawServerStreamCall } from "./raw-server-stre
 export type { RawServerStreamHandler, RawServerStreamOptions } from "./raw-server-stream.js";
 export { handlerError, kasShuttingDownError } from "../grpc/status-errors.js";
 export { parseGrpcTimeout } from "../grpc/grpc-timeout.js";
+
+// Unary methods a module serves on the internal API (8153) for the platform
+export { apiUnaryMethod } from "../grpc/api-unary-method.js";
+export type { ApiUnaryMethod, ApiUnaryMethodOptions } from "../grpc/api-unary-method.js";
+export { openAgentCall } from "./agent-call.js";
+export type { AgentCall } from "./agent-call.js";

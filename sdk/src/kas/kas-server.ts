@@ -22,6 +22,7 @@ import { hostPort } from "../util/host-port.js";
 import { assertUniqueNames } from "../util/unique-names.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
 import { waitUntil } from "../util/timers.js";
+import { authenticateBeforeBody } from "./agent-auth-gate.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
 import { DEFAULT_CONNECTIONS_PER_TOKEN_PER_MINUTE, InMemoryConnectionLimiter } from "./connection-limiter.js";
 import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
@@ -29,6 +30,7 @@ import { connectionContextValues } from "./connection-context.js";
 import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth.js";
 import { defaultKasModules } from "./default-modules.js";
 import { createKasMetrics } from "./kas-metrics.js";
+import type { ApiUnaryMethod } from "../grpc/api-unary-method.js";
 import type { KasModule, KasModuleContext } from "./kas-module.js";
 
 export interface KasServerOptions {
@@ -180,7 +182,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const agentApi = await createAgentApiListener({
     ...options.agentApi,
     http2Settings: { initialWindowSize: streamWindowBytes, ...options.agentApi?.http2Settings },
-    handler: connectHandler,
+    // Strangers' bodies are not read: the token is checked from the headers first.
+    handler: authenticateBeforeBody(connectHandler, auth, logger.child({ component: "agent-api" })),
     // gRPC tunnels (and modules' long-lived streams) over HTTP/2 bypass connect-es and Node's
     // compatibility layer: an idle stream then costs about a KiB of heap, not tens.
     streamHandler: rawGrpcMethods([
@@ -191,13 +194,15 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   });
   agentApi.onSessionOpen((session) => widenConnectionWindow(session));
 
-  const gatewayFor = (authorize: (headers: Headers) => Promise<void>) =>
+  const apiMethods = modules.flatMap((module) => module.apiMethods?.(contexts.get(module)!) ?? []);
+  const gatewayFor = (authorize: (headers: Headers) => Promise<void>, localMethods?: ApiUnaryMethod[]) =>
     createTunnelGateway({
       agentCalls,
       logger,
       maxMessageBytes,
       defaultTunnelWaitMs: options.tunnelFindTimeoutMs,
       authorize,
+      localMethods,
       onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
     });
   const gateways: GatewayListener[] = [];
@@ -209,7 +214,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     internalApi = await listenGateway(
       "internal API",
       { ...options.internalApi, port: options.internalApi.port ?? 8153 },
-      gatewayFor(internalApiAuthorizer(options.internalApi.jwtSecret)),
+      gatewayFor(internalApiAuthorizer(options.internalApi.jwtSecret), apiMethods),
       logger,
     );
     gateways.push(internalApi);

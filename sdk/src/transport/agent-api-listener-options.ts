@@ -1,6 +1,7 @@
 import type * as http from "node:http";
 import type * as http2 from "node:http2";
 import type * as tls from "node:tls";
+import { resolveListenerLimits, type ListenerLimits } from "./listener-limits.js";
 import { DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES } from "./websocket-tunnel.js";
 
 /**
@@ -33,8 +34,22 @@ export interface AgentApiTlsOptions extends Omit<tls.TlsOptions, "ALPNProtocols"
   key: string | Buffer | Array<string | Buffer>;
 }
 
-/** Options for {@link createAgentApiListener}. */
-export interface AgentApiListenerOptions {
+/** The agent API's defaults of the limits every listener has ({@link ListenerLimits}). */
+export const AGENT_API_LIMITS = {
+  maxConnections: 10_000,
+  // agentk keeps up to 500 tunnel streams open on one connection, plus its other calls.
+  maxConcurrentStreams: 1_000,
+  headersTimeoutMs: 20_000,
+  idleTimeoutMs: 600_000,
+} as const;
+
+/**
+ * Options for {@link createAgentApiListener}. The limits ({@link ListenerLimits}) default to
+ * {@link AGENT_API_LIMITS}: at most 10 000 connections, 1 000 concurrent streams per connection,
+ * 20 000 ms to open the first stream (HTTP/1.1: to send a request head), and a connection with no
+ * open stream (HTTP/1.1: an idle keep-alive one) closed after 600 000 ms (10 min).
+ */
+export interface AgentApiListenerOptions extends ListenerLimits {
   /** Serves every request on the port, over HTTP/2 and HTTP/1.1. */
   handler: AgentApiRequestHandler;
   /**
@@ -64,9 +79,8 @@ export interface AgentApiListenerOptions {
    */
   maxHeaderListSizeBytes?: number;
   /**
-   * Further HTTP/2 SETTINGS to advertise (window sizes, maxConcurrentStreams).
-   * Default: Node's, with unlimited concurrent streams: agentk keeps hundreds
-   * of tunnel streams open on one connection.
+   * Further HTTP/2 SETTINGS to advertise (window sizes). Default: Node's; the stream limit is
+   * `maxConcurrentStreams`.
    */
   http2Settings?: http2.Settings;
   /**
@@ -74,13 +88,6 @@ export interface AgentApiListenerOptions {
    * before it refuses new streams. Default 10 (Node's default).
    */
   http2MaxSessionMemoryMiB?: number;
-  /**
-   * Close (GOAWAY) an HTTP/2 session that has no open streams and has received
-   * no new stream and no PING for this long, in ms. PINGs count, so an agent
-   * that only keeps its connection alive (agentk pings every 55 s) stays.
-   * 0 disables. Default 600 000 (10 min).
-   */
-  http2SessionIdleTimeoutMs?: number;
   /**
    * Ping each HTTP/2 session this often, in ms, to notice agents that vanished
    * without closing their connection. 0 disables. Default 50 000 (GitLab
@@ -97,8 +104,6 @@ export interface AgentApiListenerOptions {
   maxConnectionAgeMs?: number;
   /** Time in-flight streams get after an age GOAWAY before the session is destroyed, in ms. Default 600 000. */
   maxConnectionAgeGraceMs?: number;
-  /** Most TCP connections served at once; further ones are closed on accept. Default: unlimited. */
-  maxConnections?: number;
   /**
    * Time a new connection has to reveal its protocol, in ms: its first bytes
    * (cleartext) or its TLS handshake. A silent connection is closed after it.
@@ -125,12 +130,11 @@ export function resolveAgentApiListenerOptions(options: AgentApiListenerOptions)
     maxHeaderListSizeBytes: options.maxHeaderListSizeBytes ?? 65_536,
     http2Settings: options.http2Settings,
     http2MaxSessionMemoryMiB: options.http2MaxSessionMemoryMiB ?? 10,
-    http2SessionIdleTimeoutMs: options.http2SessionIdleTimeoutMs ?? 600_000,
+    ...resolveListenerLimits(options, AGENT_API_LIMITS),
     keepalivePingIntervalMs: options.keepalivePingIntervalMs ?? 50_000,
     keepalivePingTimeoutMs: options.keepalivePingTimeoutMs ?? 20_000,
     maxConnectionAgeMs: options.maxConnectionAgeMs ?? 0,
     maxConnectionAgeGraceMs: options.maxConnectionAgeGraceMs ?? 600_000,
-    maxConnections: options.maxConnections ?? Number.POSITIVE_INFINITY,
     protocolDetectionTimeoutMs: options.protocolDetectionTimeoutMs ?? 10_000,
     webSocketMaxMessageBytes: options.webSocketMaxMessageBytes ?? DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES,
     logger: options.logger,

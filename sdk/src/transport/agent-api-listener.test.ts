@@ -5,7 +5,10 @@ import * as net from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { WebSocket } from "ws";
-import { EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { EchoRequestSchema, EchoResponseSchema, EchoService } from "../gen/kasbridge/echo/v1/echo_pb.js";
+import { rawHttp2Request } from "../grpc/raw-http2.test-support.js";
+import { FrameReader, encodeFrame } from "../grpc/grpc-frames.js";
 import type { AgentApiListener, AgentApiSessionInfo } from "./agent-api-listener.js";
 import { createAgentApiListener } from "./agent-api-listener.js";
 import type { AgentApiListenerOptions } from "./agent-api-listener-options.js";
@@ -31,6 +34,13 @@ function closedWithin(socket: net.Socket, ms: number, what: string): Promise<voi
   return within(ms, new Promise<void>((resolve) => (socket.destroyed ? resolve() : socket.once("close", () => resolve()))), what);
 }
 
+/** Everything the server sends until it closes the connection. */
+function readAll(socket: net.Socket): Promise<string> {
+  let text = "";
+  socket.on("data", (d: Buffer) => (text += d.toString()));
+  return new Promise((resolve) => socket.once("close", () => resolve(text)));
+}
+
 function rawConnect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, "127.0.0.1", () => resolve(socket));
@@ -38,6 +48,9 @@ function rawConnect(port: number): Promise<net.Socket> {
     socket.on("data", () => {}); // drain whatever the server answers
   });
 }
+
+const echoPath = "/kasbridge.echo.v1.EchoService/Echo";
+const payload = new Uint8Array([4, 5, 6]);
 
 describe("transport/agent-api-listener", function () {
   this.timeout(20_000);
@@ -185,6 +198,64 @@ describe("transport/agent-api-listener", function () {
     expect(await get("/raw")).to.equal("stream-handler");
     expect(await get("/other")).to.equal("handler");
     expect(handled).to.deep.equal(["stream handler /raw", "handler /other true"]);
+  });
+
+  describe("any request, however odd", () => {
+
+    it("serves gRPC whose :authority is agentk's percent-encoded ws:// dial target, as grpc-go does", async () => {
+      const listener = await listen();
+      const answer = await rawHttp2Request(
+        listener.url("http"),
+        { ":method": "POST", ":path": echoPath, ":authority": "ws:%2F%2F127.0.0.1:8150", "content-type": "application/grpc", te: "trailers" },
+        encodeFrame(toBinary(EchoRequestSchema, create(EchoRequestSchema, { payload }))),
+      );
+      expect(answer.grpcStatus).to.equal("0");
+      const [message] = new FrameReader(1 << 20).push(answer.body);
+      expect(fromBinary(EchoResponseSchema, message).payload).to.deep.equal(payload);
+    });
+
+    it("serves Connect over HTTP/1.1 whose Host is not a host name, and HTTP/1.0 without one", async () => {
+      const listener = await listen();
+      const body = JSON.stringify({ payload: Buffer.from(payload).toString("base64") });
+      for (const head of [`POST ${echoPath} HTTP/1.1\r\nHost: wss:%2F%2Fkas.example.com`, `POST ${echoPath} HTTP/1.0`]) {
+        const socket = cleanup.track(await rawConnect(listener.address.port));
+        const answer = readAll(socket);
+        socket.end(`${head}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        const text = await within(HUNG_MS, answer, "the answer");
+        expect(text, head).to.match(/^HTTP\/1\.[01] 200 /);
+        expect(text, head).to.include(Buffer.from(payload).toString("base64"));
+      }
+    });
+
+    it("answers a request its handler throws on with an error on that stream alone", async () => {
+      const listener = await listen({
+        handler: (req, res) => {
+          if (req.url === "/throw") throw new Error("handler bug");
+          res.writeHead(200).end("fine");
+        },
+      });
+      const session = cleanup.track(http2.connect(listener.url("http")));
+      const grpc = await rawHttp2Request(session, { ":method": "POST", ":path": "/throw", "content-type": "application/grpc" });
+      expect(grpc.grpcStatus).to.equal(String(Code.Internal));
+      const plain = await rawHttp2Request(session, { ":method": "GET", ":path": "/throw" });
+      expect(plain.headers?.[":status"]).to.equal(500);
+      const fine = await rawHttp2Request(session, { ":method": "GET", ":path": "/fine" });
+      expect(fine.body.toString()).to.equal("fine");
+    });
+
+    it("resets a stream its stream handler throws on, and serves the session's next stream", async () => {
+      const listener = await listen({
+        handler: (_req, res) => res.writeHead(200).end("fine"),
+        streamHandler: (_stream, headers) => {
+          if (headers[":path"] === "/throw") throw new Error("stream handler bug");
+          return false;
+        },
+      });
+      const session = cleanup.track(http2.connect(listener.url("http")));
+      const thrown = await rawHttp2Request(session, { ":method": "POST", ":path": "/throw" });
+      expect(thrown.rstCode).to.equal(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      expect((await rawHttp2Request(session, { ":path": "/fine" })).body.toString()).to.equal("fine");
+    });
   });
 
   it("reports sessions with their transport; req.stream.session is the tunnel's session", async () => {
@@ -361,27 +432,50 @@ describe("transport/agent-api-listener", function () {
     expect((await within(HUNG_MS, closed, "session close")).transport).to.equal("h2c");
   });
 
-  it("closes idle sessions but keeps those that only ping", async () => {
-    const idleMs = 500;
-    const listener = await listen({ http2SessionIdleTimeoutMs: idleMs });
-    const quiet = http2.connect(listener.url("http"));
-    const pinging = http2.connect(listener.url("http"));
-    cleanup.track(quiet);
-    cleanup.track(pinging);
+  it("closes sessions without an open stream, PINGs or not, and never one with an open stream, however silent", async () => {
+    const idleMs = 300;
+    const release = deferred();
+    const observed: EchoObservations = { holdStream: release.promise };
+    const started = new Promise<void>((resolve) => (observed.streamStarted = resolve));
+    const listener = await listen({ idleTimeoutMs: idleMs, headersTimeoutMs: idleMs }, observed);
+    const goaway = (session: http2.ClientHttp2Session) => within(HUNG_MS, new Promise((resolve) => session.once("goaway", resolve)), "GOAWAY");
+    // A call whose stream stays open, sending nothing, for several idle periods.
+    const t = agent(listener.url());
+    const received: number[] = [];
+    const call = (async () => {
+      for await (const m of createClient(EchoService, t.transport).serverStream({ count: 1, size: 1 })) received.push(m.index);
+    })();
+    await within(HUNG_MS, started, "the held call to start");
+    const busy = [...listener.sessions.keys()][0]!;
+    // Opened a stream once, then only pings: closed after idleTimeoutMs.
+    const pinging = cleanup.track(http2.connect(listener.url("http")));
     pinging.on("error", () => {});
-    const quietGoaway = new Promise((resolve) => quiet.once("goaway", resolve));
-    // A PING every 50 ms, each sent once the previous one is answered: the session is never idle.
-    let pings = 0;
+    const request = encodeFrame(toBinary(EchoRequestSchema, create(EchoRequestSchema, { payload })));
+    expect((await rawHttp2Request(pinging, { ":method": "POST", ":path": echoPath, "content-type": "application/grpc" }, request)).grpcStatus).to.equal("0");
+    const pingingGone = goaway(pinging);
     const ping = (): void => {
-      if (!pinging.destroyed) pinging.ping(() => ((pings += 1), setTimeout(ping, 50)));
+      if (!pinging.destroyed && !pinging.closed) pinging.ping(() => setTimeout(ping, 50));
     };
     ping();
-    await within(HUNG_MS, quietGoaway, "GOAWAY for the idle session");
-    // Answered PINGs spanning twice the idle timeout after the quiet session went.
-    const after = pings;
-    await waitFor(() => pings - after >= (2 * idleMs) / 50 || pinging.closed, HUNG_MS, "PINGs after the GOAWAY");
-    expect(pinging.closed || pinging.destroyed).to.equal(false);
-    expect(listener.sessions.size).to.equal(1);
+    await pingingGone;
+    // Sessions that never open a stream, one after the other, each closed after headersTimeoutMs:
+    // the clock of several idle periods, through which the busy session stays.
+    for (let i = 0; i < 3; i++) await goaway(cleanup.track(http2.connect(listener.url("http"))));
+    expect(busy.closed || busy.destroyed, "the session with an open stream").to.equal(false);
+    release.resolve();
+    await within(HUNG_MS, call, "the held call to finish");
+    expect(received).to.deep.equal([0]);
+  });
+
+  it("closes a connection that opens no stream, or sends no complete HTTP/1.1 head, within headersTimeoutMs", async () => {
+    const listener = await listen({ headersTimeoutMs: 300, idleTimeoutMs: 600_000 });
+    const silent = cleanup.track(http2.connect(listener.url("http")));
+    silent.on("error", () => {});
+    const slowloris = cleanup.track(await rawConnect(listener.address.port));
+    const answer = readAll(slowloris);
+    slowloris.write("POST /kasbridge.echo.v1.EchoService/Echo HTTP/1.1\r\nHost: kas\r\nX-Slow: ");
+    await within(HUNG_MS, new Promise((resolve) => silent.once("goaway", resolve)), "GOAWAY for the HTTP/2 session without a stream");
+    expect(await within(HUNG_MS, answer, "the HTTP/1.1 connection without a complete head to close")).to.match(/^HTTP\/1\.1 408 /);
   });
 
   it("sends GOAWAY when a connection reaches its maximum age", async () => {

@@ -9,7 +9,9 @@ import {
   resolveAgentApiListenerOptions,
 } from "./agent-api-listener-options.js";
 import { answerAndHangUp } from "./hang-up.js";
+import { applyHttp1Limits, http2SettingsWithLimits } from "./listener-limits.js";
 import { sniffProtocol } from "./protocol-sniffer.js";
+import { guardRequestHandler, guardStreamHandler } from "./request-guard.js";
 import { superviseSession } from "./session-supervisor.js";
 import { createWebSocketTunnelAcceptor } from "./websocket-tunnel.js";
 import { hostPort } from "../util/host-port.js";
@@ -94,7 +96,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   let lastSessionClosed: (() => void) | undefined;
 
   const h2options: http2.ServerOptions = {
-    settings: { ...o.http2Settings, maxHeaderListSize: o.maxHeaderListSizeBytes },
+    settings: { ...http2SettingsWithLimits(o.http2Settings, o), maxHeaderListSize: o.maxHeaderListSizeBytes },
     maxSessionMemory: o.http2MaxSessionMemoryMiB,
     // Our own supervisor pings; Node's server has no timeout by default.
   };
@@ -102,10 +104,12 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   // server that has a "request" listener. With a stream handler, the sessions' server has none:
   // streams the stream handler declines are passed as "stream" events to a second server that
   // never listens itself and only runs the compatibility layer and the request handler.
-  const streamHandler = o.streamHandler;
-  const h2server = streamHandler ? http2.createServer(h2options) : http2.createServer(h2options, o.handler);
+  // No request may take the process down, whatever its :authority, path or headers.
+  const handler = guardRequestHandler(o.handler, log, "agent API");
+  const streamHandler = o.streamHandler && guardStreamHandler(o.streamHandler, log, "agent API");
+  const h2server = streamHandler ? http2.createServer(h2options) : http2.createServer(h2options, handler);
   if (streamHandler) {
-    const compat = http2.createServer(h2options, o.handler);
+    const compat = http2.createServer(h2options, handler);
     h2server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
       if (!streamHandler(stream, headers)) compat.emit("stream", stream, headers, flags, rawHeaders);
     });
@@ -119,7 +123,8 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
     superviseSession(session, {
       keepalivePingIntervalMs: o.keepalivePingIntervalMs,
       keepalivePingTimeoutMs: o.keepalivePingTimeoutMs,
-      idleTimeoutMs: o.http2SessionIdleTimeoutMs,
+      firstStreamTimeoutMs: o.headersTimeoutMs,
+      idleTimeoutMs: o.idleTimeoutMs,
       maxAgeMs: o.maxConnectionAgeMs,
       maxAgeGraceMs: o.maxConnectionAgeGraceMs,
     });
@@ -146,10 +151,11 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
     log?.debug({ err, session: sessions.get(session)?.id }, "agent API: HTTP/2 session error");
   });
 
-  const h1server = http.createServer({ maxHeaderSize: o.maxHeaderListSizeBytes }, o.handler);
+  const h1server = http.createServer({ maxHeaderSize: o.maxHeaderListSizeBytes }, handler);
+  applyHttp1Limits(h1server, o);
   // Node starts its HTTP/1.1 connection bookkeeping (headersTimeout,
-  // requestTimeout, closeIdleConnections) on "listening"; this server never
-  // listens itself, it is only handed sockets.
+  // closeIdleConnections) on "listening"; this server never listens itself,
+  // it is only handed sockets.
   h1server.emit("listening");
   h1server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const socket = req.socket;
@@ -176,7 +182,7 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
   h1server.on("clientError", (err: Error & { code?: string }, socket: Duplex) => {
     log?.debug({ err }, "agent API: bad HTTP/1.1 request");
     // Answer what Node would answer by default, then hang up.
-    answerAndHangUp(socket, err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request");
+    answerAndHangUp(socket, clientErrorStatus(err.code));
   });
 
   const acceptor = createWebSocketTunnelAcceptor({
@@ -333,6 +339,14 @@ export async function createAgentApiListener(options: AgentApiListenerOptions): 
       }
     }
   }
+}
+
+/** The answer to an HTTP/1.1 request Node refused before it reached the handler. */
+function clientErrorStatus(code: string | undefined): string {
+  if (code === "HPE_HEADER_OVERFLOW") return "431 Request Header Fields Too Large";
+  // headersTimeoutMs (or Node's requestTimeout) ran out.
+  if (code === "ERR_HTTP_REQUEST_TIMEOUT") return "408 Request Timeout";
+  return "400 Bad Request";
 }
 
 /** Links a TCP socket to the TLS socket the TLS server hands over later, which proxies its address. */

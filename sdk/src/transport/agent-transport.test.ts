@@ -422,7 +422,8 @@ describe("transport/agent-transport", function () {
 
   it("keeps an idle connection alive with PINGs the server does not mind", async () => {
     const idleMs = 1000;
-    const listener = await createAgentApiListener({ handler: echoHandler(), port: 0, http2SessionIdleTimeoutMs: idleMs });
+    // The listener's idle rule (no open stream) would close it regardless of PINGs: off here.
+    const listener = await createAgentApiListener({ handler: echoHandler(), port: 0, idleTimeoutMs: 0 });
     cleanup.add(() => listener.close(0));
     const t = agent(listener.url(), { pingIntervalMs: 100 });
     const client = createClient(EchoService, t.transport);
@@ -430,7 +431,7 @@ describe("transport/agent-transport", function () {
     const session = [...listener.sessions.keys()][0]!;
     let pings = 0;
     session.on("ping", () => pings++);
-    // PINGs 100 ms apart spanning twice the idle timeout, and no other traffic.
+    // PINGs 100 ms apart for a while (2 s), and no other traffic.
     await waitFor(() => pings >= (2 * idleMs) / 100 || session.closed, HUNG_MS, "the agent's PINGs");
     expect([...listener.sessions.keys()]).to.deep.equal([session]);
     await client.echo({});

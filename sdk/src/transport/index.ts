@@ -2,6 +2,10 @@
 // ws-tunnel WebSockets, plus Connect/gRPC-Web over HTTP/1.1 on one port) and
 // the agent-side gRPC transport that reaches it.
 export { createAgentApiListener } from "./agent-api-listener.js";
+export { AGENT_API_LIMITS } from "./agent-api-listener-options.js";
+export { applyHttp1Limits, resolveListenerLimits } from "./listener-limits.js";
+export type { ListenerLimits, ResolvedListenerLimits } from "./listener-limits.js";
+export { PLACEHOLDER_AUTHORITY } from "./request-guard.js";
 export type {
   AgentApiListener,
   AgentApiSessionInfo,

@@ -8,10 +8,12 @@ export interface SessionSupervisorOptions {
   /** Destroy the session when a PING is not answered within this time. */
   keepalivePingTimeoutMs: number;
   /**
-   * Close (GOAWAY) a session that has no open streams and has received
-   * neither a new stream nor a PING for this long; 0 disables.
+   * Close (GOAWAY) a session that has had no open stream for this long (PINGs do not count, as
+   * with grpc-go's MaxConnectionIdle); 0 disables.
    */
   idleTimeoutMs: number;
+  /** Close a session that has opened no stream this long after it started; 0: the idle rule only. */
+  firstStreamTimeoutMs?: number;
   /** Send GOAWAY after this age (±10 % jitter); 0 disables. */
   maxAgeMs: number;
   /** After GOAWAY for age, allow in-flight streams this long before destroying. */
@@ -25,7 +27,8 @@ type SupervisedStream = ServerHttp2Stream & { [kSupervisor]?: SessionSupervisor 
 /**
  * Watches a server session: pings it so a vanished agent is noticed (its
  * connection then leaves the connected-agents view), closes sessions nobody
- * uses, and ages connections out so agents re-balance across KAS replicas.
+ * uses (no first stream in time, or no open stream for the idle period), and
+ * ages connections out so agents re-balance across KAS replicas.
  * All timers are unref'd and cleared when the session closes.
  *
  * Thousands of sessions are normal, each open for hours: a session holds one
@@ -36,11 +39,7 @@ export function superviseSession(session: ServerHttp2Session, options: SessionSu
   const supervisor = new SessionSupervisor(session, options);
   (session as Supervised)[kSupervisor] = supervisor;
   session.on("close", onSessionClose);
-  if (options.idleTimeoutMs > 0) {
-    session.on("stream", onSessionStream);
-    // Received PINGs (agentk sends one every 55 s) count as activity.
-    session.on("ping", onSessionPing);
-  }
+  if (options.idleTimeoutMs > 0 || (options.firstStreamTimeoutMs ?? 0) > 0) session.on("stream", onSessionStream);
   supervisor.start();
 }
 
@@ -51,6 +50,7 @@ function onSessionClose(this: Supervised): void {
 function onSessionStream(this: Supervised, stream: ServerHttp2Stream): void {
   const supervisor = this[kSupervisor];
   if (!supervisor) return;
+  supervisor.sawStream = true;
   supervisor.openStreams++;
   supervisor.lastActivity = Date.now();
   // A closed stream no longer knows its session, so it keeps the supervisor itself.
@@ -66,13 +66,9 @@ function onStreamClose(this: SupervisedStream): void {
   supervisor.lastActivity = Date.now();
 }
 
-function onSessionPing(this: Supervised): void {
-  const supervisor = this[kSupervisor];
-  if (supervisor) supervisor.lastActivity = Date.now();
-}
-
 class SessionSupervisor {
   openStreams = 0;
+  sawStream = false;
   lastActivity = Date.now();
   /** The next keepalive PING, or the deadline of the one in flight. */
   private pingTimer: NodeJS.Timeout | undefined;
@@ -127,12 +123,18 @@ class SessionSupervisor {
     if (!err && !this.stopped) this.pingTimer = setTimeout(this.ping, safeTimeoutMs(this.options.keepalivePingIntervalMs)).unref();
   };
 
+  /** How long the session may go without an open stream: until its first one, the first-stream timeout if set. */
+  private get idleMs(): number {
+    const first = this.options.firstStreamTimeoutMs ?? 0;
+    return !this.sawStream && first > 0 ? first : this.options.idleTimeoutMs;
+  }
+
   /** One timer for the idle rule and the age rule: whichever is due first. */
   private scheduleLife(now: number): void {
     clearTimeout(this.lifeTimer);
     this.lifeTimer = undefined;
     if (this.stopped) return;
-    const idleMs = this.options.idleTimeoutMs;
+    const idleMs = this.idleMs;
     let dueAt = this.ageDueAt;
     if (idleMs > 0 && !this.aged) {
       // Busy sessions are looked at again a whole period later.
@@ -159,7 +161,7 @@ class SessionSupervisor {
       this.aged = true;
       session.close();
       this.ageDueAt = now + this.options.maxAgeGraceMs;
-    } else if (this.options.idleTimeoutMs > 0 && this.openStreams === 0 && now - this.lastActivity >= this.options.idleTimeoutMs) {
+    } else if (this.idleMs > 0 && this.openStreams === 0 && now - this.lastActivity >= this.idleMs) {
       session.close();
       return;
     }

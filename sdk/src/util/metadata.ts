@@ -1,3 +1,4 @@
+import { validateHeaderName, validateHeaderValue } from "node:http";
 import { create } from "@bufbuild/protobuf";
 import { ValuesSchema, type Values } from "../gen/gitlab/agent/prototool/prototool_pb.js";
 
@@ -62,13 +63,33 @@ export function nodeHeadersToHeaders(nodeHeaders: Record<string, string | string
   return headers;
 }
 
-/** Converts tunnel metadata to Node's outgoing HTTP/2 headers object. */
-export function metaToNodeHeaders(meta: MetaMap): Record<string, string[]> {
+/**
+ * Converts tunnel metadata (an agent's answer) to Node's outgoing HTTP/2 headers object. Entries
+ * Node would refuse to send (a name that is no HTTP token, a value with CR, LF, NUL or another
+ * control character) are dropped and passed to `onInvalid`: Node throws on them, and an agent's
+ * answer must not be able to fail the caller's stream, let alone the process.
+ */
+export function metaToNodeHeaders(meta: MetaMap, onInvalid?: (name: string) => void): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const [name, values] of Object.entries(meta)) {
     const key = name.toLowerCase();
     if (isReservedHeader(key) || values.value.length === 0) continue;
+    if (!isValidHeader(key, values.value)) {
+      onInvalid?.(name);
+      continue;
+    }
     out[key] = [...values.value];
   }
   return out;
+}
+
+/** Node's checks for a header it would send: the name an HTTP token, no control characters (CR, LF, NUL…) in values. */
+export function isValidHeader(name: string, values: readonly string[]): boolean {
+  try {
+    validateHeaderName(name);
+    for (const v of values) validateHeaderValue(name, v);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -16,7 +16,8 @@ import type { ProxyUserAuthorizationAnswer } from "../../platform-client/platfor
 import { createKasServer } from "../../kas/kas-server.js";
 import { Cleanup } from "@kasbridge/testing/cleanup";
 import { closeServer } from "@kasbridge/testing/servers";
-import { waitFor } from "@kasbridge/testing/wait";
+import { HUNG_MS, waitFor, within } from "@kasbridge/testing/wait";
+import { expectSilentHttp2SessionClosed, expectSlowHeadClosed } from "../../transport/listener-limits.test-support.js";
 import { kubernetesApiAgentModule } from "./agent/kubernetes-api-agent-module.js";
 import { ciJobImpersonation, impersonationHeaders, userImpersonation } from "./impersonation.js";
 import { K8sProxyError, statusJson, toK8sProxyError } from "./server/k8s-status.js";
@@ -324,6 +325,45 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
       expect(received).to.match(/^HTTP\/1.1 101 /).and.include("ABC");
       socket.destroy();
     } finally {
+      await tlsProxy.close(100);
+    }
+  });
+
+  it("never cuts a silent watch or exec for idleness, and closes connections without a request in progress", async () => {
+    const cert = selfSignedCertificate();
+    const idle = { idleTimeoutMs: 200, headersTimeoutMs: 200 };
+    const tlsProxy = await createKubernetesApiProxy({ agentCalls: kas.agentCalls, platform, logger, port: 0, tls: cert, ...idle });
+    const local = new Cleanup();
+    try {
+      const target = { port: tlsProxy.address.port, tls: true };
+      // A watch over HTTP/2 and one over HTTP/1.1, each silent after its first event.
+      const session = local.track(http2.connect(tlsProxy.url, { ca: cert.cert }));
+      const h2watch = session.request({ ":path": "/watch", authorization: "Bearer ci:7:job-ci" });
+      let h2text = "";
+      h2watch.on("data", (d: Buffer) => (h2text += d.toString()));
+      const h2ended = new Promise((resolve) => h2watch.once("end", resolve));
+      const h1 = local.track(tls.connect({ port: target.port, host: "127.0.0.1", ca: cert.cert, ALPNProtocols: ["http/1.1"], servername: "localhost" }));
+      let h1text = "";
+      h1.on("data", (d: Buffer) => (h1text += d.toString()));
+      h1.write("GET /watch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci:7:job-ci\r\n\r\n");
+      // An exec (upgraded HTTP/1.1), silent too.
+      const exec = local.track(tls.connect({ port: target.port, host: "127.0.0.1", ca: cert.cert, ALPNProtocols: ["http/1.1"], servername: "localhost" }));
+      let execText = "";
+      exec.on("data", (d: Buffer) => (execText += d.toString()));
+      exec.write("POST /exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci:7:job-ci\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n");
+      await waitFor(() => h2text.includes("ADDED") && h1text.includes("ADDED") && execText.startsWith("HTTP/1.1 101"), undefined, "both watches' first event and the exec's upgrade");
+      // Connections that never send a request, one after the other, each closed after its timeout:
+      // several idle periods go by meanwhile.
+      for (let i = 0; i < 3; i++) await expectSilentHttp2SessionClosed(target, local);
+      await expectSlowHeadClosed(target, local);
+      api.endWatches();
+      await within(HUNG_MS, h2ended, "the HTTP/2 watch's end");
+      await waitFor(() => h1text.includes("DELETED"), undefined, "the HTTP/1.1 watch's last event");
+      expect(h2text).to.contain("DELETED");
+      exec.write("still here");
+      await waitFor(() => execText.includes("STILL HERE"), undefined, "the exec's echo");
+    } finally {
+      await local.run();
       await tlsProxy.close(100);
     }
   });

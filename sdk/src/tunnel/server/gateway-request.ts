@@ -37,9 +37,13 @@ export async function readGatewayRequest(
   authorize: (headers: Headers) => Promise<void>,
   maxMessageBytes: number,
 ): Promise<GatewayRequest> {
-  const method = String(rawHeaders[":path"] ?? "");
   const headers = nodeHeadersToHeaders(rawHeaders);
   await authorize(headers);
+  return parseGatewayRequest(String(rawHeaders[":path"] ?? ""), headers, maxMessageBytes);
+}
+
+/** Checks the routing id and the method of an authorized call; throws a ConnectError to refuse. */
+export function parseGatewayRequest(method: string, headers: Headers, maxMessageBytes: number): GatewayRequest {
   const agentId = parseAgentId(headers.get(routingAgentIdHeader));
   if (!/^\/[^/]+\/[^/]+$/.test(method)) throw new ConnectError(`malformed method path "${method}"`, Code.InvalidArgument);
   return {

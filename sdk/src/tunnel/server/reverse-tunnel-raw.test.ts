@@ -11,7 +11,7 @@ import {
   createGrpcTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
-import { EchoService } from "../../gen/kasbridge/echo/v1/echo_pb.js";
+import { EchoResponseSchema, EchoService } from "../../gen/kasbridge/echo/v1/echo_pb.js";
 import { ConnectRequestSchema, ReverseTunnel, type ConnectRequest } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import { echoService } from "../../modules/echo/agent/echo-service.js";
 import { StaticPlatformClient } from "../../platform-client/static-platform-client.test-support.js";
@@ -27,7 +27,7 @@ import { createTunnelGateway } from "./tunnel-gateway.js";
 import { Cleanup } from "@kasbridge/testing/cleanup";
 import { bearer, routeTo } from "../../grpc/interceptors.test-support.js";
 import { closeServer, listen, port } from "@kasbridge/testing/servers";
-import { deferred, rejection, streamRejection, waitFor } from "@kasbridge/testing/wait";
+import { HUNG_MS, deferred, rejection, streamRejection, waitFor, within } from "@kasbridge/testing/wait";
 import { frameHeader } from "../../grpc/grpc-frames.js";
 import { localAgentCalls } from "./agent-calls.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../../grpc/limits.js";
@@ -323,6 +323,39 @@ describe("ReverseTunnel/Connect on the raw HTTP/2 path", function () {
     } finally {
       session.destroy();
     }
+  });
+
+  it("drops metadata of an agent's answer that is no valid HTTP/2 header, and still answers the caller", async () => {
+    // A hand-made agent answering with header and trailer metadata that no HTTP/2 peer may send:
+    // Node refuses such headers with an exception, thrown in a callback of the stream's for the
+    // trailers, which left the call hanging (or took the process down).
+    const client = kas.tunnelClient();
+    const asked = deferred();
+    const bad = { "bad name": { value: ["x"] }, "x-line": { value: ["a\r\nb"] }, "x-nul": { value: ["a\0b"] } };
+    const answer = [
+      create(ConnectRequestSchema, { msg: { case: "header", value: { meta: { ...bad, "x-header": { value: ["kept"] } } } } }),
+      create(ConnectRequestSchema, {
+        msg: { case: "message", value: { data: toBinary(EchoResponseSchema, create(EchoResponseSchema, { servedBy: "hand" })) } },
+      }),
+      create(ConnectRequestSchema, { msg: { case: "trailer", value: { meta: { ...bad, "x-trailer": { value: ["kept"] } } } } }),
+    ];
+    const agentRequests = (async function* () {
+      yield descriptor;
+      await asked.promise;
+      yield* answer;
+    })();
+    const agentSide = (async () => {
+      for await (const response of client.connect(agentRequests)) if (response.msg.case === "requestInfo") asked.resolve();
+    })().catch(() => {});
+    await waitFor(() => kas.registry.stats().idleTunnels === 1);
+    let headers: Headers | undefined;
+    let trailers: Headers | undefined;
+    const call = kas.echo.echo({ payload: new Uint8Array([1]) }, { onHeader: (h) => (headers = h), onTrailer: (t) => (trailers = t) });
+    expect((await within(HUNG_MS, call, "the call")).servedBy).to.equal("hand");
+    expect(headers?.get("x-header")).to.equal("kept");
+    expect(trailers?.get("x-trailer")).to.equal("kept");
+    expect([...(headers?.keys() ?? []), ...(trailers?.keys() ?? [])]).to.not.include.members(["x-line", "x-nul"]);
+    await agentSide;
   });
 
   it("reads no first message above 64 KiB before the tunnel is set up, whatever the message limit", async () => {

@@ -6,11 +6,12 @@ import type { AgentCalls } from "./agent-calls.js";
 import type { TunnelCall } from "./server-tunnel.js";
 import type { FrameReader } from "../../grpc/grpc-frames.js";
 import { writeGrpcFrame } from "../../grpc/grpc-message-writes.js";
-import { metaToNodeHeaders, type MetaMap } from "../../util/metadata.js";
+import { metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../../util/metadata.js";
 import { grpcStatusHeaders } from "../../grpc/grpc-status-headers.js";
 import { drained } from "../../util/drained.js";
 import { deadlineTimer } from "../../util/timers.js";
-import { readGatewayRequest, refuseNonGrpc } from "./gateway-request.js";
+import { parseGatewayRequest, refuseNonGrpc } from "./gateway-request.js";
+import type { ApiUnaryMethod } from "../../grpc/api-unary-method.js";
 
 export { routingAgentIdHeader } from "./gateway-request.js";
 
@@ -39,6 +40,8 @@ export interface TunnelGatewayOptions {
    * connected?". Default 20 000 ms (GitLab's tunnel-find timeout).
    */
   defaultTunnelWaitMs?: number;
+  /** Methods KAS serves itself rather than routing to an agent (no routing id needed). */
+  localMethods?: readonly ApiUnaryMethod[];
   /** Observes each finished call (metrics). */
   onCallEnd?(info: { agentId: number; method: string; code: Code | 0; durationMs: number }): void;
 }
@@ -52,11 +55,13 @@ export interface TunnelGatewayOptions {
 export function createTunnelGateway(options: TunnelGatewayOptions) {
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const defaultWaitMs = options.defaultTunnelWaitMs ?? TUNNEL_FIND_TIMEOUT_MS;
+  const localMethods = new Map((options.localMethods ?? []).map((m) => [m.path, m]));
 
   return async function handleStream(stream: ServerHttp2Stream, rawHeaders: IncomingHttpHeaders): Promise<void> {
     const started = Date.now();
     const method = String(rawHeaders[":path"] ?? "");
     let agentId = 0;
+    const onInvalid = (header: string) => options.logger.warn({ agentId, method, header }, "dropped invalid metadata from the agent's answer");
     const finish = (error: ConnectError | undefined) =>
       options.onCallEnd?.({ agentId, method, code: error?.code ?? 0, durationMs: Date.now() - started });
     if (refuseNonGrpc(stream, rawHeaders)) return;
@@ -68,7 +73,16 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
     stream.once("aborted", onClientGone);
     let call: TunnelCall | undefined;
     try {
-      const request = await readGatewayRequest(rawHeaders, options.authorize, maxMessageBytes);
+      const headers = nodeHeadersToHeaders(rawHeaders);
+      await options.authorize(headers);
+      const local = localMethods.get(method);
+      if (local) {
+        const error = await local.serve(stream, headers.get("grpc-encoding") ?? "identity", callAbort.signal);
+        // Not a tunnelled call: onCallEnd (tunnel call metrics) does not see it.
+        endStream(stream, { error, trailer: {} }, onInvalid);
+        return;
+      }
+      const request = parseGatewayRequest(method, headers, maxMessageBytes);
       agentId = request.agentId;
       const { reader, timeoutMs, meta } = request;
       // Give up slightly before the caller's deadline so it receives our UNAVAILABLE (naming the
@@ -94,13 +108,13 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       if (callAbort.signal.aborted) active.cancel();
       // A failed upload (oversized or truncated message) cancels the call, which ends the response.
       void pumpRequest(stream, reader, active).catch((error: unknown) => active.cancel(ConnectError.from(error)));
-      const result = await pumpResponse(stream, active);
-      endStream(stream, result);
+      const result = await pumpResponse(stream, active, onInvalid);
+      endStream(stream, result, onInvalid);
       finish(result.error);
     } catch (error) {
       const ce = ConnectError.from(error);
       call?.cancel(ce);
-      endStream(stream, { error: ce, trailer: {} });
+      endStream(stream, { error: ce, trailer: {} }, onInvalid);
       finish(ce);
     } finally {
       stream.off("close", onClientGone);
@@ -160,13 +174,13 @@ export function pumpRequest(stream: ServerHttp2Stream, reader: FrameReader, call
 }
 
 /** Agent -> client: writes header and messages as they arrive; resolves with the final status. */
-async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall): Promise<CallResult> {
+async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall, onInvalid: (name: string) => void): Promise<CallResult> {
   try {
     for await (const event of call.events) {
       if (event.kind === "header") {
         if (stream.destroyed) continue;
         stream.respond(
-          { ":status": 200, "content-type": "application/grpc", ...metaToNodeHeaders(event.meta) },
+          { ":status": 200, "content-type": "application/grpc", ...metaToNodeHeaders(event.meta, onInvalid) },
           { waitForTrailers: true },
         );
       } else if (event.kind === "message") {
@@ -183,14 +197,21 @@ async function pumpResponse(stream: ServerHttp2Stream, call: TunnelCall): Promis
 }
 
 
-function endStream(stream: ServerHttp2Stream, { error, trailer: meta }: CallResult): void {
+function endStream(stream: ServerHttp2Stream, { error, trailer: meta }: CallResult, onInvalid: (name: string) => void): void {
   if (stream.destroyed || stream.closed) return;
   const status = grpcStatusHeaders(error);
+  const trailers = { ...metaToNodeHeaders(meta, onInvalid), ...status };
   if (!stream.headersSent) {
     // Trailers-only response.
-    stream.respond({ ":status": 200, "content-type": "application/grpc", ...metaToNodeHeaders(meta), ...status }, { endStream: true });
+    stream.respond({ ":status": 200, "content-type": "application/grpc", ...trailers }, { endStream: true });
     return;
   }
-  stream.once("wantTrailers", () => stream.sendTrailers({ ...metaToNodeHeaders(meta), ...status }));
+  stream.once("wantTrailers", () => {
+    try {
+      stream.sendTrailers(trailers);
+    } catch {
+      // The stream was reset meanwhile.
+    }
+  });
   stream.end();
 }

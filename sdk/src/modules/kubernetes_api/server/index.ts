@@ -1,7 +1,7 @@
 // @kasbridge/sdk/modules/kubernetes_api/server
 export { kubernetesApiServerModule } from "./kubernetes-api-module.js";
 export type { KubernetesApiServerModule, KubernetesApiServerModuleOptions } from "./kubernetes-api-module.js";
-export { createKubernetesApiProxy } from "./kubernetes-api-proxy.js";
+export { createKubernetesApiProxy, K8S_PROXY_LIMITS } from "./kubernetes-api-proxy.js";
 export type { KubernetesApiProxy, KubernetesApiProxyOptions } from "./kubernetes-api-proxy.js";
 export { ProxyAuthenticator } from "./proxy-auth.js";
 export type { ProxyAuthenticatorOptions, ProxyAuthorization, ProxyCaller } from "./proxy-auth.js";

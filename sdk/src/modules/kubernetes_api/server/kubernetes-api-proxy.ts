@@ -24,6 +24,14 @@ import type { PlatformClient } from "../../../platform-client/platform-client.js
 import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
 import { hostPort } from "../../../util/host-port.js";
 import { streamWindowBytes, widenConnectionWindow } from "../../../util/http2-windows.js";
+import {
+  applyHttp1Limits,
+  http2SettingsWithLimits,
+  resolveListenerLimits,
+  superviseSessionWithLimits,
+  type ListenerLimits,
+} from "../../../transport/listener-limits.js";
+import { resetStream } from "../../../transport/request-guard.js";
 import { listen } from "../../../util/listen.js";
 import { waitUntil } from "../../../util/timers.js";
 import { OpenStreams } from "./open-streams.js";
@@ -32,7 +40,23 @@ import { ProxyAuthenticator } from "./proxy-auth.js";
 import { ProxyRequests, type AnyRequest, type AnyResponse } from "./proxy-requests.js";
 import { handleUpgradeRequest } from "./upgrade-request.js";
 
-export interface KubernetesApiProxyOptions {
+/** The proxy's defaults of the limits every listener has. */
+export const K8S_PROXY_LIMITS = {
+  maxConnections: 10_000,
+  // kube-apiserver's own default (--http2-max-streams-per-connection): kubectl multiplexes watches.
+  maxConcurrentStreams: 1_000,
+  headersTimeoutMs: 20_000,
+  idleTimeoutMs: 600_000,
+} as const;
+
+/**
+ * Options of {@link createKubernetesApiProxy}. The limits ({@link ListenerLimits}) default to
+ * {@link K8S_PROXY_LIMITS}: at most 10 000 connections and 1 000 concurrent HTTP/2 streams per
+ * connection; 20 000 ms for a TLS handshake and a request head (HTTP/2: the first stream); a
+ * connection with no request in progress closed after 600 000 ms (10 min). A request in progress
+ * (a watch, `logs -f`, an exec) is never cut by them.
+ */
+export interface KubernetesApiProxyOptions extends ListenerLimits {
   /** How the proxy calls agents (KasServer.agentCalls). */
   agentCalls: AgentCalls;
   platform: PlatformClient;
@@ -103,20 +127,46 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
   });
   const sockets = new Set<Socket | Duplex>();
 
+  // The handlers answer every failure they know of; these catch the ones they do not, on the one
+  // request they happened to.
   const onRequest = (req: AnyRequest, res: AnyResponse) => {
-    void handlePlainRequest(proxy, req, res);
+    handlePlainRequest(proxy, req, res).catch((err: unknown) => {
+      logger.warn({ err, method: req.method }, "k8s proxy: a request failed outside its handler");
+      if ("stream" in res) resetStream(res.stream);
+      else res.destroy();
+    });
   };
+  const limits = resolveListenerLimits(options, K8S_PROXY_LIMITS);
   const server = options.tls
-    ? http2.createSecureServer({ ...options.tls, allowHTTP1: true, settings: { initialWindowSize: streamWindowBytes } }, onRequest)
-    : http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, onRequest);
+    ? http2.createSecureServer(
+        {
+          ...options.tls,
+          allowHTTP1: true,
+          settings: http2SettingsWithLimits({ initialWindowSize: streamWindowBytes }, limits),
+          handshakeTimeout: limits.headersTimeoutMs,
+        },
+        onRequest,
+      )
+    : http.createServer(onRequest);
   server.setTimeout(0);
-  // The connection window too (SETTINGS only cover streams): large uploads (kubectl apply/cp)
-  // would otherwise move 64 KiB per round trip.
-  if (options.tls) server.on("session", (session: http2.ServerHttp2Session) => widenConnectionWindow(session));
+  // HTTP/1.1 (with TLS or without): connections, request head and keep-alive timeouts; no
+  // timeout for a whole request (an upload such as kubectl cp takes as long as it takes).
+  applyHttp1Limits(server, limits, { requestTimeoutMs: 0 });
+  if (options.tls) {
+    server.on("session", (session: http2.ServerHttp2Session) => {
+      // The connection window too (SETTINGS only cover streams): large uploads (kubectl apply/cp)
+      // would otherwise move 64 KiB per round trip.
+      widenConnectionWindow(session);
+      superviseSessionWithLimits(session, limits);
+    });
+  }
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    void handleUpgradeRequest(proxy, req, socket, head);
+    handleUpgradeRequest(proxy, req, socket, head).catch((err: unknown) => {
+      logger.warn({ err, method: req.method }, "k8s proxy: an upgrade failed outside its handler");
+      socket.destroy();
+    });
   });
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);

@@ -1,3 +1,3 @@
 // @kasbridge/sdk/modules/observability/server
-export { createObservabilityServer, observabilityServerModule } from "./observability-server.js";
+export { createObservabilityServer, observabilityServerModule, OBSERVABILITY_LIMITS } from "./observability-server.js";
 export type { ObservabilityServer, ObservabilityServerModuleOptions, ObservabilityServerOptions } from "./observability-server.js";

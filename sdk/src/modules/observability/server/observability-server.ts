@@ -2,10 +2,24 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { KasModule } from "../../../kas/kas-module.js";
+import { applyHttp1Limits, resolveListenerLimits, type ListenerLimits } from "../../../transport/listener-limits.js";
 import { hostPort } from "../../../util/host-port.js";
 import { listen } from "../../../util/listen.js";
 
-export interface ObservabilityServerOptions {
+/** The observability server's defaults of the limits every listener has (no HTTP/2 here). */
+export const OBSERVABILITY_LIMITS = {
+  maxConnections: 100,
+  maxConcurrentStreams: 0,
+  headersTimeoutMs: 20_000,
+  idleTimeoutMs: 5_000,
+} as const;
+
+/**
+ * Options of {@link createObservabilityServer}. Limits default to {@link OBSERVABILITY_LIMITS}: at
+ * most 100 connections, 20 000 ms for a request head, idle keep-alive connections closed after
+ * 5 000 ms. `maxConcurrentStreams` does not apply (HTTP/1.1 only).
+ */
+export interface ObservabilityServerOptions extends ListenerLimits {
   /** Default "127.0.0.1". */
   host?: string;
   /** Default 8151 (GitLab KAS). 0 picks a free port. */
@@ -44,6 +58,7 @@ export async function createObservabilityServer(options: ObservabilityServerOpti
       res.writeHead(404, { "content-type": "text/plain" }).end("not found");
     }
   });
+  applyHttp1Limits(server, resolveListenerLimits(options, OBSERVABILITY_LIMITS));
   await listen(server, options.port ?? 8151, options.host ?? "127.0.0.1");
   const address = server.address() as AddressInfo;
   return {
