@@ -42,7 +42,28 @@ export interface RoutingAgentCallsOptions {
  * gateway uses the registry directly), so there are no loops.
  */
 export class RoutingAgentCalls implements AgentCalls {
+  /**
+   * The replicas Redis listed for each agent lately (GitLab's routing cache, 5 minutes): asked at
+   * once, while the lookup in Redis runs, so a forwarded call does not wait for Redis first.
+   */
+  private readonly recentUrls = new Map<number, { urls: string[]; at: number }>();
+
   constructor(private readonly options: RoutingAgentCallsOptions) {}
+
+  /** The replicas lately listed for `agentId` (empty when unknown or older than 5 minutes). */
+  cachedUrls(agentId: number): string[] {
+    const entry = this.recentUrls.get(agentId);
+    if (!entry || Date.now() - entry.at > routeCacheMs) return [];
+    return entry.urls;
+  }
+
+  /** Remembers what Redis listed for `agentId`. */
+  rememberUrls(agentId: number, urls: string[]): void {
+    this.recentUrls.delete(agentId);
+    if (urls.length === 0) return;
+    if (this.recentUrls.size >= routeCacheSize) this.recentUrls.delete(this.recentUrls.keys().next().value as number);
+    this.recentUrls.set(agentId, { urls, at: Date.now() });
+  }
 
   start(agentId: number, method: string, meta: MetaMap, signal: AbortSignal): Promise<TunnelCall> {
     if (!signal.aborted) {
@@ -52,9 +73,12 @@ export class RoutingAgentCalls implements AgentCalls {
         return Promise.resolve(tunnel.start(method, meta));
       }
     }
-    return new TunnelFind(this.options, agentId, method, meta, signal).run();
+    return new TunnelFind(this.options, this, agentId, method, meta, signal).run();
   }
 }
+
+const routeCacheMs = 5 * 60_000;
+const routeCacheSize = 10_000;
 
 type GatewayStream = GrpcClientStream<Uint8Array, GatewayKasResponse>;
 
@@ -84,6 +108,7 @@ class TunnelFind {
 
   constructor(
     private readonly options: RoutingAgentCallsOptions,
+    private readonly routes: RoutingAgentCalls,
     private readonly agentId: number,
     private readonly method: string,
     private readonly meta: MetaMap,
@@ -99,6 +124,8 @@ class TunnelFind {
       this.waitLocally();
       if (this.signal.aborted) return this.abort();
       this.signal.addEventListener("abort", this.onAbort, { once: true });
+      this.knownUrls = this.routes.cachedUrls(this.agentId);
+      for (const url of this.knownUrls) this.ask(url);
       void this.lookUp();
     });
   }
@@ -119,6 +146,7 @@ class TunnelFind {
     this.pollTimer = undefined;
     try {
       this.knownUrls = await this.options.directory.kasUrls(this.agentId);
+      this.routes.rememberUrls(this.agentId, this.knownUrls);
     } catch {
       // Redis is down (logged once by its availability): only this replica's tunnels can serve.
     }
