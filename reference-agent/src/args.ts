@@ -16,6 +16,17 @@ export interface AgentArgs {
   maxMessageBytes: number;
   /** Where /metrics, /liveness and /readiness are served; unset: not served. */
   observability?: { host: string; port: number };
+  /** ServiceAccount of the scanner pods (SERVICE_ACCOUNT_NAME, as GitLab's chart sets it). */
+  serviceAccountName: string;
+  /** Operational container scanning tuning (only with cluster access). */
+  containerScanning: {
+    /** --container-scanning-image: the scanner image; undefined: GitLab's. */
+    image?: string;
+    /** --container-scanning-poll-interval-ms: how often the leader asks the platform for requested scans. */
+    pollIntervalMs?: number;
+    /** --container-scanning-rescan-delay-ms: wait after a new image before its namespace is scanned. */
+    rescanDelayMs?: number;
+  };
 }
 
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -27,8 +38,10 @@ export class UsageError extends Error {
 export const usage = `usage: agentk --kas-address grpc://host:8150 (--token-file FILE | env AGENTK_TOKEN)
   [--kubeconfig FILE] [--ca-cert-file FILE] [--kas-header 'Name: value']... [--log-level info]
   [--shutdown-grace-ms 10000] [--max-message-bytes 16777216] [--observability-listen-address host:port]
+  [--container-scanning-image IMAGE] [--container-scanning-poll-interval-ms 10000]
+  [--container-scanning-rescan-delay-ms 30000]
   Schemes: grpc:// (h2c), grpcs:// (TLS), ws:// and wss:// (WebSocket, for HTTP-only proxies).
-  Pod identity from POD_NAME / POD_NAMESPACE.`;
+  Pod identity from POD_NAME / POD_NAMESPACE; scanner pods' ServiceAccount from SERVICE_ACCOUNT_NAME.`;
 
 /** Parses agentk's command line and environment (GitLab agentk's flag names). */
 export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArgs {
@@ -44,6 +57,9 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
       "shutdown-grace-ms": { type: "string" },
       "max-message-bytes": { type: "string" },
       "observability-listen-address": { type: "string" },
+      "container-scanning-image": { type: "string" },
+      "container-scanning-poll-interval-ms": { type: "string" },
+      "container-scanning-rescan-delay-ms": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -83,10 +99,25 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   if (observabilityAddress !== undefined && !observability) {
     throw new UsageError(`--observability-listen-address must be host:port or :port (got "${observabilityAddress}")`);
   }
+  const scanningMs = (flag: "container-scanning-poll-interval-ms" | "container-scanning-rescan-delay-ms") => {
+    const text = values[flag];
+    if (text === undefined) return undefined;
+    const ms = Number(text);
+    if (!Number.isSafeInteger(ms) || ms <= 0) throw new UsageError(`--${flag} must be a positive integer (milliseconds), got "${text}"`);
+    return ms;
+  };
+  const image = values["container-scanning-image"];
+  if (image !== undefined && !/^[^\s]+$/.test(image)) throw new UsageError(`--container-scanning-image must be an image reference, got "${image}"`);
   return {
     kasAddress,
     token,
     observability,
+    serviceAccountName: env.SERVICE_ACCOUNT_NAME ?? "",
+    containerScanning: {
+      image,
+      pollIntervalMs: scanningMs("container-scanning-poll-interval-ms"),
+      rescanDelayMs: scanningMs("container-scanning-rescan-delay-ms"),
+    },
     kubeconfig: values.kubeconfig ?? env.KUBECONFIG,
     caCertFile: values["ca-cert-file"],
     headers,

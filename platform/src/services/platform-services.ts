@@ -1,10 +1,14 @@
 import pino from "pino";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
 import { createRepositoryService, type RepositoryService } from "../git/repositories.js";
 import { createAgentConfigService, type AgentConfigService } from "../agent-config/agent-config-service.js";
 import { createCiJobService, type CiJobService } from "../ci/ci-jobs.js";
 import { createProxyUserAuthorizationService, type ProxyUserAuthorizationService } from "../user-access/proxy-user-authorization.js";
 import { createModuleRequestService, type ModuleRequestService } from "../module-requests/module-requests.js";
+import { STARBOARD_VULNERABILITY_MODULE, starboardVulnerabilityModule } from "../vulnerabilities/starboard-module.js";
+import { createVulnerabilityMetrics } from "../vulnerabilities/vulnerability-metrics.js";
+import { createVulnerabilityService, type VulnerabilityService } from "../vulnerabilities/vulnerabilities.js";
 import type { Store } from "../store/store.js";
 import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
 import { createAgentService, type AgentService } from "./agents.js";
@@ -39,6 +43,8 @@ export interface PlatformServicesOptions {
   gitBinary?: string;
   /** Lifetime of a CI job token (it also stops working when its job finishes). Default 3 600 000 ms (1 h). */
   ciJobTokenTtlMs?: number;
+  /** Where the platform's metrics (`platform_vulnerabilit*`) are registered. Default: none kept. */
+  metrics?: Registry;
 }
 
 /** The platform's business logic over one store. Authorization is left to the callers (REST API). */
@@ -65,6 +71,8 @@ export interface PlatformServices {
   readonly proxyUserAuthorization: ProxyUserAuthorizationService;
   /** The platform halves of agent modules, answering their requests through KAS (gitlab_access). */
   readonly moduleRequests: ModuleRequestService;
+  /** Operational container scanning: vulnerabilities agents report, their states, requested scans. */
+  readonly vulnerabilities: VulnerabilityService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -111,9 +119,23 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
   };
   const members = createMemberService(ctx, namespaces);
   const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs), revocations });
+  const users = createUserService(ctx, { revocations });
+  const moduleRequests = createModuleRequestService(ctx.logger.child({ component: "module-requests" }));
+  const vulnerabilities = createVulnerabilityService(ctx);
+  // The platform's half of starboard_vulnerability answers agents' scans (through KAS, gitlab_access).
+  moduleRequests.register(
+    STARBOARD_VULNERABILITY_MODULE,
+    starboardVulnerabilityModule({
+      vulnerabilities,
+      users,
+      members,
+      metrics: options.metrics && createVulnerabilityMetrics(options.metrics, vulnerabilities),
+      logger: ctx.logger.child({ component: STARBOARD_VULNERABILITY_MODULE }),
+    }),
+  );
   return {
     store: options.store,
-    users: createUserService(ctx, { revocations }),
+    users,
     namespaces,
     projects,
     protectedBranches: createProtectedBranchService(ctx),
@@ -133,6 +155,7 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       members,
       agentConfigs,
     }),
-    moduleRequests: createModuleRequestService(ctx.logger.child({ component: "module-requests" })),
+    moduleRequests,
+    vulnerabilities,
   };
 }

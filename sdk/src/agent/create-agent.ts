@@ -11,6 +11,7 @@ import { assertUniqueNames } from "../util/unique-names.js";
 import { streamWindowBytes } from "../util/http2-windows.js";
 import type { AgentModule, AgentModuleContext } from "./agent-module.js";
 import { defaultAgentModules } from "./default-modules.js";
+import { createLeadership, type LeaderElectionOptions } from "./leadership.js";
 import { randomPodId } from "./pod-id.js";
 
 export interface AgentOptions {
@@ -38,6 +39,12 @@ export interface AgentOptions {
   transport?: Omit<AgentTransportOptions, "url" | "userAgent">;
   /** Called with each configuration the agent receives, after the modules applied it. */
   onConfiguration?(config: AgentConfiguration, commitId: string): void;
+  /**
+   * Leader election among the agent's pods (a Lease `agent-<agent id>-lock`, as GitLab's agentk),
+   * for modules whose work must run on one pod only (`ctx.leadership`). Default: no election, this
+   * process always leads (run one agent process per token).
+   */
+  leaderElection?: LeaderElectionOptions;
 }
 
 export interface Agent {
@@ -87,8 +94,15 @@ export function createAgent(options: AgentOptions): Agent {
   });
   const shutdown = new AbortController();
   const failureListeners: Array<() => void> = [];
+  const leadership = createLeadership(
+    options.leaderElection,
+    { podName: agentMeta.podName, podNamespace: agentMeta.podNamespace, podId, shutdownSignal: shutdown.signal },
+    logger.child({ component: "leader_election" }),
+  );
 
   function applyConfiguration(config: AgentConfiguration, commitId: string): void {
+    // The Lease is named after the agent id, which the configuration carries.
+    leadership.setAgentId(config.agentId);
     for (const module of modules) {
       try {
         module.applyConfiguration?.(config, commitId);
@@ -110,6 +124,7 @@ export function createAgent(options: AgentOptions): Agent {
       agentMeta,
       applyConfiguration,
       onTunnelFailure: (listener) => failureListeners.push(listener),
+      leadership,
     };
     contexts.set(module, ctx);
     for (const { service, implementation } of module.services?.(ctx) ?? []) host.register(service, implementation);
@@ -142,11 +157,14 @@ export function createAgent(options: AgentOptions): Agent {
           logger.error({ err: error, module: module.name }, "agent module failed to start");
         }
       }
+      leadership.start();
     },
     async stop(graceMs = 10_000) {
       shutdown.abort();
       await Promise.all([
         pool.stop(graceMs),
+        // Leader work ends and the Lease is given up while the modules close.
+        leadership.close(),
         ...modules.map((module) =>
           module.close?.().catch((error: unknown) => logger.error({ err: error, module: module.name }, "agent module failed to close")),
         ),
