@@ -16,6 +16,12 @@ export interface AgentTrackerOptions {
   registrationTtlMs?: number;
 }
 
+/** Told about every connection the tracker starts and stops listing (e.g. to share it with other replicas). */
+export interface AgentConnectionObserver {
+  registered(connection: AgentConnection): void;
+  forgotten(connection: AgentConnection): void;
+}
+
 /** Calls `end` when a registration ends; returns a function that stops watching. */
 export type EndWatch = (end: () => void) => () => void;
 
@@ -33,9 +39,23 @@ interface Tracked {
 export class AgentTracker implements AgentConnectionsSource {
   private readonly byAgent = new Map<number, Map<string, Tracked>>();
   private readonly ttl: number;
+  private readonly observers = new Set<AgentConnectionObserver>();
 
   constructor(private readonly options: AgentTrackerOptions) {
     this.ttl = options.registrationTtlMs ?? 900_000;
+  }
+
+  /** Tells `observer` about connections from now on; returns a function that stops that. */
+  observe(observer: AgentConnectionObserver): () => void {
+    this.observers.add(observer);
+    return () => void this.observers.delete(observer);
+  }
+
+  /** Every connection listed here now. */
+  allConnections(): AgentConnection[] {
+    const all: AgentConnection[] = [];
+    for (const conns of this.byAgent.values()) for (const tracked of conns.values()) all.push({ ...tracked.connection });
+    return all;
   }
 
   /**
@@ -80,6 +100,7 @@ export class AgentTracker implements AgentConnectionsSource {
       },
     };
     conns.set(connectionId, tracked);
+    for (const observer of this.observers) observer.registered({ ...tracked.connection });
     const forget = () => this.remove(agent.agentId, connectionId, tracked);
     const stopWatching = typeof ended === "function" ? ended(forget) : onAbort(ended, forget);
     if (released) {
@@ -97,7 +118,10 @@ export class AgentTracker implements AgentConnectionsSource {
   forgetAgent(agentId: number): void {
     const conns = this.byAgent.get(agentId);
     if (!conns) return;
-    for (const tracked of conns.values()) tracked.release();
+    for (const tracked of conns.values()) {
+      tracked.release();
+      this.announceForgotten(tracked);
+    }
     this.byAgent.delete(agentId);
   }
 
@@ -126,5 +150,10 @@ export class AgentTracker implements AgentConnectionsSource {
     tracked.release();
     conns.delete(connectionId);
     if (conns.size === 0) this.byAgent.delete(agentId);
+    this.announceForgotten(tracked);
+  }
+
+  private announceForgotten(tracked: Tracked): void {
+    for (const observer of this.observers) observer.forgotten({ ...tracked.connection });
   }
 }
