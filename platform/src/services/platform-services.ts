@@ -21,6 +21,8 @@ import { createProtectedBranchService, type ProtectedBranchService } from "./pro
 import { createRevocationService, type RevocationService } from "./revocations.js";
 import { UsageThrottle } from "./usage-throttle.js";
 import { createUserService, type UserService } from "./users.js";
+import { registerRemoteDevelopmentModule } from "../remote-development/reconcile-endpoint.js";
+import { createWorkspaceService, type WorkspaceService } from "../remote-development/workspaces.js";
 
 export interface PlatformServicesOptions {
   store: Store;
@@ -73,6 +75,8 @@ export interface PlatformServices {
   readonly moduleRequests: ModuleRequestService;
   /** Operational container scanning: vulnerabilities agents report, their states, requested scans. */
   readonly vulnerabilities: VulnerabilityService;
+  /** Remote development workspaces; their reconcile endpoint is registered on `moduleRequests`. */
+  readonly workspaces: WorkspaceService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -133,6 +137,8 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       logger: ctx.logger.child({ component: STARBOARD_VULNERABILITY_MODULE }),
     }),
   );
+  const workspaces = createWorkspaceService(ctx, { agents, projects, agentConfigs, repositories });
+  registerRemoteDevelopmentModule(moduleRequests, workspaces);
   return {
     store: options.store,
     users,
@@ -157,5 +163,6 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     }),
     moduleRequests,
     vulnerabilities,
+    workspaces,
   };
 }

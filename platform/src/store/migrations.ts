@@ -435,7 +435,44 @@ const vulnerabilities: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities];
+/**
+ * Remote development workspaces: what the user asked for (desired state), what the agent last
+ * reported (actual state, Deployment resource version) and when the agent was last answered, which
+ * decides what a partial reconcile returns.
+ */
+const workspaces: Migration = {
+  name: "0008_workspaces",
+  async up(knex) {
+    await knex.schema.createTable("workspaces", (t) => {
+      t.increments("id").primary();
+      t.integer("user_id").notNullable().references("id").inTable("users").onDelete("CASCADE");
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.integer("cluster_agent_id").notNullable().references("id").inTable("cluster_agents").onDelete("CASCADE");
+      t.string("name", 64).notNullable().unique();
+      t.string("namespace", 64).notNullable();
+      t.string("dns_zone", 253).notNullable();
+      t.string("desired_state", 32).notNullable();
+      ts(t, "desired_state_updated_at").notNullable();
+      t.string("actual_state", 32).notNullable();
+      ts(t, "responded_to_agent_at");
+      t.string("deployment_resource_version", 64);
+      t.string("devfile_ref", 1024).notNullable();
+      t.string("devfile_path", 1024).notNullable();
+      t.text("devfile").notNullable();
+      t.integer("max_hours_before_termination").notNullable();
+      t.boolean("force_include_all_resources").notNullable().defaultTo(true);
+      ts(t, "created_at").notNullable();
+      ts(t, "updated_at").notNullable();
+      t.index(["cluster_agent_id", "actual_state"]);
+      t.index(["project_id", "user_id"]);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTable("workspaces");
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities, workspaces];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {
