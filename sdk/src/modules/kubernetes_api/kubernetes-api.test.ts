@@ -102,8 +102,8 @@ describe("kubeproxy: impersonation and Status errors", () => {
 
 /** Calls the agent module's MakeRequest directly (GET /api/v1/namespaces): the Authorization header the API server saw. */
 async function authorizationSeenBy(module: AgentModule): Promise<unknown> {
-  // Its services need nothing of the agent.
-  const impl = module.services!({} as AgentModuleContext)[0]!.implementation as unknown as {
+  // Its services need nothing of the agent but a metrics registry.
+  const impl = module.services!({ metrics: new Registry() } as AgentModuleContext)[0]!.implementation as unknown as {
     makeRequest(requests: AsyncIterable<HttpRequest>, ctx: HandlerContext): AsyncIterable<{ message?: { case?: string; value?: { data?: Uint8Array } } }>;
   };
   async function* requests() {
@@ -172,6 +172,15 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     expect(JSON.parse(r.text).headers["impersonate-user"]).to.equal(undefined);
     const u = await get("/api/v1/namespaces", { authorization: "Bearer pat:7:glpat-good" });
     expect(JSON.parse(u.text).headers["impersonate-user"]).to.equal("gitlab:user:dev");
+  });
+
+  it("counts the agent's calls by module and its API server requests by verb and status", async () => {
+    expect((await get("/api/v1/namespaces", { authorization: "Bearer ci:7:job-agent" })).status).to.equal(200);
+    const sample = async (name: string, labels: Record<string, string>) =>
+      (await agent.metrics.getSingleMetric(name)!.get()).values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
+    expect(await sample("agentk_k8s_api_requests_total", { verb: "list", code: "200" })).to.be.greaterThan(0);
+    expect(await sample("agentk_k8s_api_request_duration_seconds", { verb: "list", code: "200" })).to.be.greaterThan(0);
+    await waitFor(async () => (await sample("agentk_tunnel_calls_total", { module: "kubernetes_api", code: "OK" })) > 0, undefined, "the call counted when it ended");
   });
 
   it("refuses missing, forged and unauthorized credentials with Status objects", async () => {
