@@ -57,6 +57,11 @@ export interface KasConfig {
    * is authorized again, as a backstop to the platform's revocation feed; 0 turns it off. Default 60.
    */
   k8sProxyReauthorizeIntervalSeconds: number;
+  /**
+   * How often KAS sends usage counters to the platform (GitLab's observability.usage_reporting_period);
+   * 0 sends none. Default 60.
+   */
+  usageReportingPeriodSeconds: number;
   /** Lifetime of a CI job token of the embedded platform (it also stops working when its job finishes). Default 3600. */
   ciJobTokenTtlSeconds: number;
   logLevel: string;
@@ -101,6 +106,7 @@ const defaults: KasConfig = {
   platformEnabled: true,
   k8sProxyUrlPathPrefix: "/",
   k8sProxyReauthorizeIntervalSeconds: 60,
+  usageReportingPeriodSeconds: 60,
   ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -242,6 +248,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "k8s_proxy_reauthorize_interval_seconds":
         config.k8sProxyReauthorizeIntervalSeconds = nonNegativeInt(value, key);
         break;
+      case "usage_reporting_period_seconds":
+        config.usageReportingPeriodSeconds = nonNegativeInt(value, key);
+        break;
       case "ci_job_token_ttl_seconds":
         config.ciJobTokenTtlSeconds = positiveInt(value, key);
         break;
@@ -281,6 +290,9 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_K8S_PROXY_URL_PATH_PREFIX) config.k8sProxyUrlPathPrefix = pathPrefix(env.KAS_K8S_PROXY_URL_PATH_PREFIX, "KAS_K8S_PROXY_URL_PATH_PREFIX");
   if (env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS) {
     config.k8sProxyReauthorizeIntervalSeconds = nonNegativeInt(env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS, "KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS");
+  }
+  if (env.KAS_USAGE_REPORTING_PERIOD_SECONDS) {
+    config.usageReportingPeriodSeconds = nonNegativeInt(env.KAS_USAGE_REPORTING_PERIOD_SECONDS, "KAS_USAGE_REPORTING_PERIOD_SECONDS");
   }
   if (env.KAS_CI_JOB_TOKEN_TTL_SECONDS) config.ciJobTokenTtlSeconds = positiveInt(env.KAS_CI_JOB_TOKEN_TTL_SECONDS, "KAS_CI_JOB_TOKEN_TTL_SECONDS");
 }

@@ -11,6 +11,7 @@ import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registr
 import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/server";
 import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
+import { usageMetricsServerModule } from "@kasbridge/sdk/modules/usage_metrics/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
 import { applyHttp1Limits } from "@kasbridge/sdk/transport";
 import { hostPort, listen } from "@kasbridge/sdk/util";
@@ -78,6 +79,8 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         tls: readTls(config.privateTls),
       },
       modules: [
+        // Usage counters to the platform every period, and once more at shutdown.
+        usageMetricsServerModule({ periodMs: config.usageReportingPeriodSeconds * 1000 }),
         agentRegistrarServerModule(),
         agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
         kubernetesApi,

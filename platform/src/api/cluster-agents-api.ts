@@ -9,7 +9,7 @@ import type { AgentConnectionsSource } from "@kasbridge/sdk/platform-client";
 import { AccessLevel } from "../services/access-levels.js";
 import type { Project } from "../services/projects.js";
 import type { User } from "../services/users.js";
-import { agentConnectionEntity, agentEntity, agentTokenEntity } from "./entities.js";
+import { agentConnectionEntity, agentEntity, agentHealthEntity, agentTokenEntity } from "./entities.js";
 import { HttpError, forbidden, notFound } from "./http-errors.js";
 import { paginate } from "./pagination.js";
 import { bodyOf, optionalString, parseId, requiredString } from "./params.js";
@@ -116,19 +116,32 @@ export function registerClusterAgentRoutes(
     res.status(204).end();
   });
 
+  /** The agent's connected processes from KAS's tracker; undefined when the client left. Throws 503 when KAS cannot say. */
+  async function listConnections(agentId: number, res: Response) {
+    const abort = new AbortController();
+    res.on("close", () => abort.abort());
+    try {
+      return await connections.listConnections(agentId, abort.signal);
+    } catch (err) {
+      if (abort.signal.aborted) return undefined;
+      logger.warn({ err, agentId }, "cannot list agent connections");
+      throw new HttpError(503, { message: "503 Service Unavailable - agent connections are unavailable" });
+    }
+  }
+
   // kasbridge extension: the agent's connected processes, from KAS's agent tracker.
   router.get("/api/v4/projects/:id/cluster_agents/:agent_id/connections", read, async (req, res) => {
     const { agent } = await loadAgentForRead(req, res);
-    const abort = new AbortController();
-    res.on("close", () => abort.abort());
-    let list;
-    try {
-      list = await connections.listConnections(agent.id, abort.signal);
-    } catch (err) {
-      if (abort.signal.aborted) return;
-      logger.warn({ err, agentId: agent.id }, "cannot list agent connections");
-      throw new HttpError(503, { message: "503 Service Unavailable - agent connections are unavailable" });
-    }
-    res.json(list.map(agentConnectionEntity));
+    const list = await listConnections(agent.id, res);
+    if (list) res.json(list.map(agentConnectionEntity));
+  });
+
+  // kasbridge extension: the agent's health in one answer (GitLab shows parts of it in its UI).
+  router.get("/api/v4/projects/:id/cluster_agents/:agent_id/health", read, async (req, res) => {
+    const { project, agent } = await loadAgentForRead(req, res);
+    const list = await listConnections(agent.id, res);
+    if (!list) return;
+    const [config, tokens] = await Promise.all([services.agentConfigs.get(agent.id), services.agentTokens.list(agent.id)]);
+    res.json(agentHealthEntity(agent, project, list, config, tokens));
   });
 }

@@ -13,12 +13,13 @@ import {
   AGENT_CONFIGURATION_PATH,
   AGENT_INFO_PATHS,
   TOKEN_REVOCATIONS_PATH,
+  USAGE_METRICS_PATH,
   type TokenRevocation,
 } from "@kasbridge/sdk/platform-client";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
-import type { BodyLimit } from "./body-limit.js";
+import { guardRequestBody, type BodyLimit } from "./body-limit.js";
 import { HttpError, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
 import { parseId } from "./params.js";
 
@@ -116,6 +117,12 @@ export function createInternalApi(options: InternalApiOptions): Router {
       changes: page.changes.map((c) => ({ agent_id: c.agentId, commit_id: c.commitId })),
       cursor: String(page.cursor),
     });
+  });
+
+  // GitLab's usage ping from KAS: deltas of usage events; 204, or 400 naming the bad key.
+  router.post(USAGE_METRICS_PATH, kasJwt, guardRequestBody(bodyLimit), express.json({ limit: bodyLimit.maxBytes }), async (req, res) => {
+    await services.usageMetrics.record(req.body);
+    res.status(204).end();
   });
 
   // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).

@@ -1,3 +1,4 @@
+import { registerUsageMetricsRoutes } from "../usage-metrics/usage-metrics-api.js";
 import express from "express";
 import type { Request, RequestHandler, Response, Router } from "express";
 import pino from "pino";
@@ -126,6 +127,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
   registerClusterAgentRoutes(router, { ...deps, connections, logger });
   // kasbridge's CI stand-in and GitLab's GET /job/allowed_agents.
   registerCiRestRoutes(router, { ...deps, k8sProxyUrl: options.k8sProxyUrl ?? DEFAULT_K8S_PROXY_URL });
+  registerUsageMetricsRoutes(router, deps);
 
   router.use(jsonErrorHandler(logger, bodyLimit));
   return router;

@@ -5,6 +5,7 @@ import { createAgentConfigService, type AgentConfigService } from "../agent-conf
 import { createCiJobService, type CiJobService } from "../ci/ci-jobs.js";
 import { createProxyUserAuthorizationService, type ProxyUserAuthorizationService } from "../user-access/proxy-user-authorization.js";
 import { createModuleRequestService, type ModuleRequestService } from "../module-requests/module-requests.js";
+import { createUsageMetricsService, type UsageMetricsService } from "../usage-metrics/usage-metrics.js";
 import type { Store } from "../store/store.js";
 import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
 import { createAgentService, type AgentService } from "./agents.js";
@@ -65,6 +66,8 @@ export interface PlatformServices {
   readonly proxyUserAuthorization: ProxyUserAuthorizationService;
   /** The platform halves of agent modules, answering their requests through KAS (gitlab_access). */
   readonly moduleRequests: ModuleRequestService;
+  /** Usage events KAS reports (GitLab's usage_metrics). */
+  readonly usageMetrics: UsageMetricsService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -134,5 +137,6 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       agentConfigs,
     }),
     moduleRequests: createModuleRequestService(ctx.logger.child({ component: "module-requests" })),
+    usageMetrics: createUsageMetricsService(ctx),
   };
 }

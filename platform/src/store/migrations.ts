@@ -341,7 +341,33 @@ const tokenRevocations: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations];
+/**
+ * Observability: usage events KAS reports (GitLab's usage_metrics), per event and day; unique
+ * counters keep their distinct ids per day.
+ */
+const observability: Migration = {
+  name: "0006_observability",
+  async up(knex) {
+    await knex.schema.createTable("usage_counters", (t) => {
+      t.string("name", 100).notNullable();
+      t.string("day", 10).notNullable(); // YYYY-MM-DD, UTC
+      t.bigInteger("value").notNullable();
+      t.primary(["name", "day"]);
+    });
+    await knex.schema.createTable("usage_unique_values", (t) => {
+      t.string("name", 100).notNullable();
+      t.string("day", 10).notNullable();
+      t.bigInteger("value").notNullable();
+      t.primary(["name", "day", "value"]);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTable("usage_unique_values");
+    await knex.schema.dropTable("usage_counters");
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, observability];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -26,6 +26,7 @@ import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth
 import { defaultKasModules } from "./default-modules.js";
 import { createKasMetrics } from "./kas-metrics.js";
 import type { KasModule, KasModuleContext } from "./kas-module.js";
+import { UsageMetrics } from "./usage-metrics.js";
 
 export interface KasServerOptions {
   /** How KAS reaches the platform (agent_info, revocations, what the modules need). */
@@ -80,6 +81,8 @@ export interface KasServer {
   readonly agentCalls: AgentCalls;
   readonly auth: AgentAuthenticator;
   readonly metrics: Registry;
+  /** Usage counters for the platform (the usage_metrics module sends them). */
+  readonly usage: UsageMetrics;
   readonly kasInstance: string;
   /** Every listener by name ("agent", "internal", "private" and the modules'), as URLs. */
   readonly addresses: Record<string, string>;
@@ -107,6 +110,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const auth = new AgentAuthenticator({ platform: options.platform, logger, cacheTtlMs: options.agentInfoCacheTtlMs });
   const tracker = new AgentTracker({ kasInstance });
   const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
+  const usage = new UsageMetrics();
   const contexts = new Map<KasModule, KasModuleContext>();
   for (const module of modules) {
     contexts.set(module, {
@@ -117,6 +121,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
       registry,
       logger: logger.child({ module: module.name }),
       metrics,
+      usage,
       shutdownSignal: shutdown.signal,
       maxMessageBytes,
     });
@@ -205,6 +210,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     agentCalls,
     auth,
     metrics,
+    usage,
     kasInstance,
     addresses,
     close(graceMs = 10_000) {

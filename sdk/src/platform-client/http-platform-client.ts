@@ -12,6 +12,7 @@ import {
   JOB_TOKEN_HEADER,
   MODULE_REQUEST_PATH_PREFIX,
   TOKEN_REVOCATIONS_PATH,
+  USAGE_METRICS_PATH,
 } from "./internal-api-paths.js";
 import { encodePath } from "../http/request-path.js";
 import {
@@ -28,6 +29,7 @@ import {
   type MultiMap,
   type PlatformClient,
   type TokenRevocation,
+  type UsageMetricsPayload,
 } from "./platform-client.js";
 
 export interface HttpPlatformClientOptions {
@@ -306,6 +308,11 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
      * the KAS JWT. The request body streams to the platform; the answer, whatever its status,
      * streams back. Only the wait for the answer's head is bounded by `requestTimeoutMs`.
      */
+    async sendUsageMetrics(payload: UsageMetricsPayload, signal?: AbortSignal): Promise<void> {
+      const { status, body } = await send("POST", USAGE_METRICS_PATH, {}, {}, payload, true, signal);
+      if (status !== 204 && status !== 200) throw errorFor(status, body, "usage_metrics");
+    },
+
     async makeModuleRequest(request: ModuleRequest, signal?: AbortSignal): Promise<ModuleResponse> {
       signal?.throwIfAborted();
       const url = new URL(`${MODULE_REQUEST_PATH_PREFIX.slice(1)}${encodeURIComponent(request.module)}${encodePath(request.urlPath)}`, base);

@@ -18,6 +18,7 @@ export type {
   ProxyUserAccessAsAnswer,
   ProxyUserAuthorizationAnswer,
   TokenRevocation,
+  UsageMetricsPayload,
   UserRevocation,
 } from "./platform-client.js";
 export type { AgentConnection, AgentConnectionsSource } from "./connections.js";
@@ -32,4 +33,5 @@ export {
   JOB_TOKEN_HEADER,
   MODULE_REQUEST_PATH_PREFIX,
   TOKEN_REVOCATIONS_PATH,
+  USAGE_METRICS_PATH,
 } from "./internal-api-paths.js";

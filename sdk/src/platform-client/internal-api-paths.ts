@@ -27,3 +27,5 @@ export const AUTHORIZE_PROXY_USER_PATH = "/api/v4/internal/kubernetes/authorize_
  * `MakeRequest` to `<prefix><url-escaped module name><url_path>`.
  */
 export const MODULE_REQUEST_PATH_PREFIX = "/api/v4/internal/kubernetes/modules/";
+/** GitLab's internal API path KAS sends usage counters to (JWT only, answered 204). */
+export const USAGE_METRICS_PATH = "/api/v4/internal/kubernetes/usage_metrics";

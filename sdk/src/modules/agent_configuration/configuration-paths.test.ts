@@ -1,3 +1,4 @@
+import { UsageMetrics } from "../../kas/usage-metrics.js";
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
@@ -44,6 +45,7 @@ async function startModule(platform: PlatformClient & Partial<StaticPlatformClie
     registry,
     logger,
     metrics: new Registry(),
+    usage: new UsageMetrics(),
     shutdownSignal: shutdown.signal,
     maxMessageBytes: 1 << 20,
   };

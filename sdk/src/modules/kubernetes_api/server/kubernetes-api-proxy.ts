@@ -20,6 +20,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import pino, { type Logger } from "pino";
 import client, { Registry } from "prom-client";
+import type { UsageMetrics } from "../../../kas/usage-metrics.js";
 import type { PlatformClient } from "../../../platform-client/platform-client.js";
 import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
 import { hostPort } from "../../../util/host-port.js";
@@ -62,6 +63,8 @@ export interface KubernetesApiProxyOptions extends ListenerLimits {
   platform: PlatformClient;
   /** Default: silent. Audit lines are logged at info level. */
   logger?: Logger;
+  /** Usage counters for the platform (KasModuleContext.usage); none when unset. */
+  usage?: UsageMetrics;
   /** Default "127.0.0.1". */
   host?: string;
   /** Default 8154 (GitLab KAS's port); 0 picks a free port. */
@@ -120,6 +123,7 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     openStreams,
     logger,
     requestsTotal,
+    usage: options.usage,
     prefix,
     tunnelWaitMs: options.tunnelWaitMs ?? 10_000,
     maxFrameBytes: options.maxFrameBytes ?? 1024 * 1024,

@@ -16,6 +16,7 @@ import { ValuesSchema } from "../../../gen/gitlab/agent/prototool/prototool_pb.j
 import { kasShuttingDownError } from "../../../grpc/status-errors.js";
 import { canonicalHeaderName, mapToNodeHeaders, nodeHeadersToMap, queryToMap } from "../../../http/http-codec.js";
 import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget } from "../../../http/request-path.js";
+import type { UsageMetrics } from "../../../kas/usage-metrics.js";
 import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
 import type { TunnelCall } from "../../../tunnel/server/server-tunnel.js";
 import { isImpersonationHeader } from "../impersonation.js";
@@ -72,6 +73,8 @@ export interface ProxyRequestsOptions {
   openStreams: OpenStreams;
   logger: Logger;
   requestsTotal: client.Counter<"code">;
+  /** Usage counters for the platform (GitLab's k8s_api_proxy_request* events); none when unset. */
+  usage?: UsageMetrics;
   /** Normalized: starts and ends with "/". */
   prefix: string;
   tunnelWaitMs: number;
@@ -115,6 +118,7 @@ export class ProxyRequests {
     const authz = await auth.authorize(authorization, signal);
     const offending = Object.keys(req.headers).find(isImpersonationHeader);
     if (offending) throw new K8sProxyError(400, `impersonation is not allowed through the proxy (header ${canonicalHeaderName(offending)})`);
+    if (this.options.usage) countUsage(this.options.usage, authz);
     // From here on a revocation, the credential's expiry or a refused re-authorization ends it.
     life.release = openStreams.track(authorization!, authz, life.end);
     if (life.endedBy) throw life.endedBy;
@@ -248,4 +252,18 @@ function headerExtra(authz: ProxyAuthorization): Any {
   let extra = packedExtras.get(authz);
   if (!extra) packedExtras.set(authz, (extra = anyPack(HeaderExtraSchema, create(HeaderExtraSchema, { impConfig: authz.impersonation }))));
   return extra;
+}
+
+/**
+ * GitLab KAS's usage events of an authorized proxy request: every request, and by access
+ * (ci: a CI job; pat: a personal access token; user: a session), with the distinct users and agents.
+ */
+function countUsage(usage: UsageMetrics, authz: ProxyAuthorization): void {
+  const c = authz.caller;
+  const via = c.kind === "ci_job" ? "ci" : c.accessType === "personal_access_token" ? "pat" : "user";
+  usage.inc("k8s_api_proxy_request");
+  usage.inc(`k8s_api_proxy_requests_via_${via}_access`);
+  usage.addUnique(`k8s_api_proxy_requests_unique_users_via_${via}_access`, c.userId);
+  usage.addUnique(`k8s_api_proxy_requests_unique_agents_via_${via}_access`, authz.agentId);
+  if (c.kind === "ci_job") usage.addUnique("agent_users_using_ci_tunnel", c.userId);
 }
