@@ -51,6 +51,11 @@ node --input-type=module -e '
     for (const side of ["agent", "server"]) await import(`@kasbridge/sdk/modules/${name}/${side}`);
   }
   await import("@kasbridge/sdk/modules/echo/agent");
+  await expect("modules/flux/agent", ["fluxAgentModule"]);
+  await expect("modules/flux/server", ["fluxServerModule"]);
+  await expect("modules/gitops/agent", ["gitopsAgentModule", "decodeManifests"]);
+  await expect("modules/gitops/server", ["gitopsServerModule"]);
+  await expect("modules/notifications/server", ["notificationsServerModule", "InMemoryGitPushEvents", "RedisGitPushEvents"]);
   await expect("gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb", ["ConnectRequestSchema"]);
   let root = false;
   try { await import("@kasbridge/sdk"); root = true; } catch {}

@@ -135,3 +135,7 @@ export type { PlatformAppOptions } from "./platform-app.js";
 
 export { ADMIN_TOKEN_FILE_NAME, ADMIN_USERNAME, bootstrapAdmin } from "./bootstrap.js";
 export type { BootstrapAdminOptions, BootstrapAdminResult } from "./bootstrap.js";
+
+// Push notifications to KAS (GitLab's NotifyGitPushWorker) and the projects agents may read
+export { createGitPushNotifier } from "./kas/git-push-notifier.js";
+export type { GitPushNotifier, GitPushNotifierOptions } from "./kas/git-push-notifier.js";

@@ -1,9 +1,11 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { createAgent, type AgentModule } from "@kasbridge/sdk/agent";
+import { createAgent, KubeHttp, type AgentModule } from "@kasbridge/sdk/agent";
 import { agentConfigurationAgentModule } from "@kasbridge/sdk/modules/agent_configuration/agent";
 import { agentRegistrarAgentModule } from "@kasbridge/sdk/modules/agent_registrar/agent";
 import { echoAgentModule } from "@kasbridge/sdk/modules/echo/agent";
+import { fluxAgentModule } from "@kasbridge/sdk/modules/flux/agent";
+import { gitopsAgentModule } from "@kasbridge/sdk/modules/gitops/agent";
 import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
 import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
 import { installProcessSafetyNet } from "@kasbridge/sdk/util";
@@ -45,6 +47,11 @@ if (args.kubeconfig || inCluster) {
   else kc.loadFromCluster();
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
   modules.push(await kubernetesApiAgentModule({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
+  // Flux: trigger Flux's reconciliation on every push (runs only where Flux's CRDs are installed).
+  const kube = new KubeHttp(kc);
+  modules.push(fluxAgentModule({ kube }));
+  // Built-in GitOps: applies gitops.manifest_projects, pulled through KAS at each pushed commit.
+  modules.push(gitopsAgentModule({ kube }));
 }
 
 const agent = createAgent({

@@ -54,6 +54,14 @@ describe("kas configuration", () => {
     expect(loadConfig({ configFile: path, env: { KAS_PRIVATE_API_SECRET_FILE: "/run/private" } }).privateApiSecretFile).to.equal("/run/private");
   });
 
+  it("takes the Redis URL for events between replicas from YAML or KAS_REDIS_URL", () => {
+    expect(loadConfig({ env: {} }).redisUrl).to.equal(undefined);
+    const path = file(`redis_url: redis://127.0.0.1:6379/0\n`);
+    expect(loadConfig({ configFile: path, env: {} }).redisUrl).to.equal("redis://127.0.0.1:6379/0");
+    expect(loadConfig({ configFile: path, env: { KAS_REDIS_URL: "rediss://cache:6380" } }).redisUrl).to.equal("rediss://cache:6380");
+    expect(() => loadConfig({ env: { KAS_REDIS_URL: "http://cache" } })).to.throw(ConfigError, /KAS_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/);
+  });
+
   it("has limits on every listener by default, and takes each from YAML (limits.<listener>) or KAS_<LISTENER>_*", () => {
     const defaults = loadConfig({ env: {} }).limits;
     for (const limits of Object.values(defaults)) {

@@ -28,6 +28,11 @@ export interface KasConfig {
   dataDir: string;
   /** postgres://... for PostgreSQL; unset: SQLite in the data directory. */
   databaseUrl?: string;
+  /**
+   * redis:// or rediss:// URL shared by the KAS replicas: git push events go out on GitLab's
+   * `kas_events` channel, so every replica's Flux and GitOps streams hear every push. Unset: one KAS.
+   */
+  redisUrl?: string;
   /** The platform's public URL (GitLab's external_url), used in `web_url` fields. Default: from the request. */
   externalUrl?: string;
   /** Reach the platform over GitLab's internal HTTP API at this URL instead of in-process. */
@@ -203,6 +208,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "database_url":
         config.databaseUrl = databaseUrl(string(value, key), key);
         break;
+      case "redis_url":
+        config.redisUrl = redisUrl(string(value, key), key);
+        break;
       case "external_url":
         config.externalUrl = url(string(value, key), key);
         break;
@@ -273,6 +281,7 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   }
   if (env.KAS_DATA_DIR) config.dataDir = env.KAS_DATA_DIR;
   if (env.KAS_DATABASE_URL) config.databaseUrl = databaseUrl(env.KAS_DATABASE_URL, "KAS_DATABASE_URL");
+  if (env.KAS_REDIS_URL) config.redisUrl = redisUrl(env.KAS_REDIS_URL, "KAS_REDIS_URL");
   if (env.KAS_EXTERNAL_URL) config.externalUrl = url(env.KAS_EXTERNAL_URL, "KAS_EXTERNAL_URL");
   if (env.KAS_PLATFORM_URL) config.platformUrl = url(env.KAS_PLATFORM_URL, "KAS_PLATFORM_URL");
   if (env.KAS_PLATFORM_ENABLED) config.platformEnabled = boolean(env.KAS_PLATFORM_ENABLED, "KAS_PLATFORM_ENABLED");
@@ -376,6 +385,11 @@ function pathPrefix(value: string, key: string): string {
 
 function databaseUrl(value: string, key: string): string {
   if (!/^postgres(ql)?:\/\//.test(value)) throw new ConfigError(`${key} must be a postgres:// URL (unset for SQLite)`);
+  return value;
+}
+
+function redisUrl(value: string, key: string): string {
+  if (!/^rediss?:\/\/[^/]/.test(value)) throw new ConfigError(`${key} must be a redis:// or rediss:// URL`);
   return value;
 }
 

@@ -3,7 +3,16 @@ import http from "node:http";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { bootstrapAdmin, createInProcessPlatformClient, createPlatformApp, createPlatformServices, openStore, type PlatformServices, type Store } from "@kasbridge/platform";
+import {
+  bootstrapAdmin,
+  createGitPushNotifier,
+  createInProcessPlatformClient,
+  createPlatformApp,
+  createPlatformServices,
+  openStore,
+  type PlatformServices,
+  type Store,
+} from "@kasbridge/platform";
 import { ensureSecretFile, loadSecretFile } from "@kasbridge/sdk/auth";
 import { createKasServer, type KasServerOptions } from "@kasbridge/sdk/kas";
 import { agentConfigurationServerModule } from "@kasbridge/sdk/modules/agent_configuration/server";
@@ -11,6 +20,14 @@ import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registr
 import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/server";
 import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
+import { fluxServerModule } from "@kasbridge/sdk/modules/flux/server";
+import { gitopsServerModule } from "@kasbridge/sdk/modules/gitops/server";
+import {
+  InMemoryGitPushEvents,
+  notificationsServerModule,
+  RedisGitPushEvents,
+  type GitPushEvents,
+} from "@kasbridge/sdk/modules/notifications/server";
 import { usageMetricsServerModule } from "@kasbridge/sdk/modules/usage_metrics/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
 import { applyHttp1Limits } from "@kasbridge/sdk/transport";
@@ -52,6 +69,23 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         ? createInProcessPlatformClient(services, { maxModuleRequestBytes: config.maxRequestBodyBytes })
         : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
 
+    // Pushes the platform reports (Notifications/GitPushEvent) reach the Flux and GitOps streams
+    // through this: in-process, or on Redis' kas_events channel for every replica.
+    let gitPushEvents: GitPushEvents = new InMemoryGitPushEvents(logger);
+    if (config.redisUrl) {
+      const { Redis } = await import("ioredis");
+      const publisher = new Redis(config.redisUrl, { maxRetriesPerRequest: 3 });
+      const subscriber = new Redis(config.redisUrl);
+      for (const connection of [publisher, subscriber]) connection.on("error", (err: Error) => logger.warn({ err: err.message }, "Redis connection error"));
+      const events = new RedisGitPushEvents({ publisher, subscriber, logger: logger.child({ component: "kas-events" }) });
+      closers.push(async () => {
+        await events.close();
+        publisher.disconnect();
+        subscriber.disconnect();
+      });
+      await events.start();
+      gitPushEvents = events;
+    }
     // Kubernetes API proxy (8154): kubectl only sends tokens over TLS, so the proxy serves TLS
     // (HTTP/2 + HTTP/1.1 by ALPN) with its own certificate, or the agent API's when it has none.
     const kubernetesApi = kubernetesApiServerModule({
@@ -81,6 +115,9 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
       modules: [
         // Usage counters to the platform every period, and once more at shutdown.
         usageMetricsServerModule({ periodMs: config.usageReportingPeriodSeconds * 1000 }),
+        notificationsServerModule({ events: gitPushEvents }),
+        fluxServerModule({ platform, events: gitPushEvents }),
+        gitopsServerModule({ platform, events: gitPushEvents }),
         agentRegistrarServerModule(),
         agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
         kubernetesApi,
@@ -96,6 +133,19 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
     }
 
     if (services) {
+      // After every push the platform tells KAS, as GitLab's Rails does (NotifyGitPushWorker).
+      const platformServices = services;
+      const notifier = createGitPushNotifier({
+        kasInternalUrl: `grpc://${hostPort(connectableHost(kas.internalApiAddress.host), kas.internalApiAddress.port)}`,
+        jwtSecret,
+        projectPath: async (projectId) => (await platformServices.projects.get(projectId))?.pathWithNamespace,
+        logger: logger.child({ component: "git-push-notifier" }),
+      });
+      const stopNotifying = services.repositories.enabled ? services.repositories.onPush((event) => notifier.pushed(event)) : () => {};
+      closers.push(async () => {
+        stopNotifying();
+        await notifier.close();
+      });
       const app = createPlatformApp({
         services,
         jwtSecret,
@@ -160,6 +210,13 @@ export function proxyUrlForClients(listenUrl: string, externalUrl: string | unde
   const u = new URL(listenUrl);
   if (u.hostname === "0.0.0.0" || u.hostname === "[::]") u.hostname = externalUrl ? new URL(externalUrl).hostname : hostname();
   return u.href.replace(/\/$/, "");
+}
+
+/** A host to connect to for a listener bound to `host` (a wildcard address means this machine). */
+function connectableHost(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  if (host === "::") return "::1";
+  return host;
 }
 
 function fail(message: string): never {

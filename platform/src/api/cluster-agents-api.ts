@@ -14,6 +14,7 @@ import { HttpError, forbidden, notFound } from "./http-errors.js";
 import { paginate } from "./pagination.js";
 import { bodyOf, optionalString, parseId, requiredString } from "./params.js";
 import type { RestRouteDeps } from "./rest-route-deps.js";
+import { registerGitopsStatusRoutes } from "../gitops/gitops-status-api.js";
 
 /**
  * Minimum role to read a project's agents and tokens. GitLab grants `read_cluster_agent` from
@@ -130,6 +131,9 @@ export function registerClusterAgentRoutes(
   }
 
   // kasbridge extension: the agent's connected processes, from KAS's agent tracker.
+  // kasbridge extension: the agent's GitOps sync status per manifest project.
+  registerGitopsStatusRoutes(router, { services, read, loadAgentForRead });
+
   router.get("/api/v4/projects/:id/cluster_agents/:agent_id/connections", read, async (req, res) => {
     const { agent } = await loadAgentForRead(req, res);
     const list = await listConnections(agent.id, res);

@@ -8,6 +8,7 @@ import { JwtVerificationError, KAS_API_REQUEST_HEADER, bearerToken, verifyKasApi
 import { ConfigurationFileSchema } from "@kasbridge/sdk/gen/gitlab/agent/agentcfg/agentcfg_pb";
 import { registerProxyUserRoutes } from "../user-access/user-access-api.js";
 import { registerModuleRequestRoutes } from "../module-requests/module-request-api.js";
+import { registerAgentProjectRoutes } from "../gitops/agent-project-api.js";
 import {
   AGENT_CONFIGURATION_CHANGES_PATH,
   AGENT_CONFIGURATION_PATH,
@@ -127,6 +128,8 @@ export function createInternalApi(options: InternalApiOptions): Router {
 
   // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).
   registerProxyUserRoutes(router, { services, kasJwt, bodyLimit });
+  // GET …/verify_project_access and …/project_info: the projects an agent may read (Flux, GitOps).
+  registerAgentProjectRoutes(router, { services, kasJwt, agentFromRequest });
   // …/modules/<module>/<path>: agent modules' requests through KAS (gitlab_access).
   registerModuleRequestRoutes(router, { services, kasJwt, agentFromRequest, bodyLimit });
 

@@ -17,6 +17,7 @@ import { bodyTooLargeMessage, type BodyLimit } from "../api/body-limit.js";
 import { DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES } from "../api/internal-api.js";
 import { encodeModuleResponse, type AgentModuleResponse } from "../module-requests/module-requests.js";
 import type { PlatformServices } from "../services/platform-services.js";
+import { inProcessGitopsMethods } from "../gitops/in-process-gitops-client.js";
 
 /**
  * PlatformClient backed directly by our platform services, for a KAS and platform in one process.
@@ -34,6 +35,9 @@ export function createInProcessPlatformClient(services: PlatformServices, option
     setting: "InProcessPlatformClientOptions.maxModuleRequestBytes",
   };
   return {
+    // verify_project_access, project_info, the repository reads and status reports of Flux and GitOps.
+    ...inProcessGitopsMethods(services),
+
     async getAgentInfo(agentToken: string, signal?: AbortSignal): Promise<AgentInfo> {
       signal?.throwIfAborted();
       const found = await fromStore(() => services.agentTokens.authenticate(agentToken));

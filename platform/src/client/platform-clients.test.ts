@@ -71,6 +71,24 @@ describe("PlatformClient implementations", () => {
     };
   }
 
+  /** The agent reads its own project and public ones; private projects of others look absent. */
+  function expectProjectAccess(client: PlatformClient) {
+    return async () => {
+      const admin = { token: p.adminToken };
+      await call(p.baseUrl, "POST", "/api/v4/projects", { ...admin, body: { name: "open", visibility: "public" } });
+      await call(p.baseUrl, "POST", "/api/v4/projects", { ...admin, body: { name: "closed" } });
+      const token = tokens[0]!.secret;
+      expect(await client.verifyProjectAccess!(token, "root/cfg")).to.equal(true);
+      expect(await client.verifyProjectAccess!(token, "root/open")).to.equal(true);
+      expect(await client.verifyProjectAccess!(token, "root/closed")).to.equal(false);
+      expect(await client.verifyProjectAccess!(token, "root/missing")).to.equal(false);
+      expect((await platformError(client.verifyProjectAccess!("glagent-unknown", "root/cfg"))).kind).to.equal("unauthenticated");
+      expect(await client.getProjectInfo!(token, "root/open")).to.deep.include({ defaultBranch: "main", fullPath: "root/open" });
+      expect((await client.getProjectInfo!(token, "root/cfg")).projectId).to.equal(projectId);
+      expect((await platformError(client.getProjectInfo!(token, "root/closed"))).kind).to.equal("not_found");
+    };
+  }
+
   /** Finishes a CI job, revokes a PAT and blocks a user; the revocations the feed must carry. */
   async function revokeOneOfEach(): Promise<TokenRevocation[]> {
     const user = await p.services.users.create({ username: "blockme", name: "Block Me" });
@@ -105,6 +123,10 @@ describe("PlatformClient implementations", () => {
       await expectAgentInfo(createInProcessPlatformClient(p.services))();
     });
 
+    it("answers which projects an agent may read (verify_project_access, project_info)", async () => {
+      await expectProjectAccess(createInProcessPlatformClient(p.services))();
+    });
+
     it("delivers revocations before the revoking call returns, until the signal aborts", async () => {
       const client = createInProcessPlatformClient(p.services);
       const seen: TokenRevocation[] = [];
@@ -129,6 +151,10 @@ describe("PlatformClient implementations", () => {
 
     it("resolves agent tokens over the internal API", async () => {
       await expectAgentInfo(createHttpPlatformClient({ baseUrl: p.baseUrl, jwtSecret: p.jwtSecret }))();
+    });
+
+    it("answers which projects an agent may read over GitLab's verify_project_access and project_info", async () => {
+      await expectProjectAccess(createHttpPlatformClient({ baseUrl: p.baseUrl, jwtSecret: p.jwtSecret }))();
     });
 
     it("maps a refused JWT, 5xx, timeouts and network errors to 'unavailable'", async () => {

@@ -342,11 +342,31 @@ const tokenRevocations: Migration = {
 };
 
 /**
+ * What each agent's GitOps module last reported per manifest project (commit seen and applied,
+ * objects, last error), shown by `GET …/cluster_agents/:agent_id/gitops`.
+ */
+const agentGitopsStatus: Migration = {
+  name: "0006_agent_gitops_status",
+  async up(knex) {
+    await knex.schema.createTable("agent_gitops_status", (t) => {
+      t.integer("agent_id").notNullable().references("id").inTable("cluster_agents").onDelete("CASCADE");
+      t.string("project", 1024).notNullable(); // manifest project full path
+      t.text("status").notNullable(); // ManifestProjectStatus as proto JSON
+      ts(t, "updated_at").notNullable();
+      t.primary(["agent_id", "project"]);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTable("agent_gitops_status");
+  },
+};
+
+/**
  * Observability: usage events KAS reports (GitLab's usage_metrics), per event and day; unique
  * counters keep their distinct ids per day.
  */
 const observability: Migration = {
-  name: "0006_observability",
+  name: "0007_observability",
   async up(knex) {
     await knex.schema.createTable("usage_counters", (t) => {
       t.string("name", 100).notNullable();
@@ -367,7 +387,7 @@ const observability: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, observability];
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, observability];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {

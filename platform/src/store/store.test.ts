@@ -3,6 +3,7 @@ import { expect } from "chai";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Knex } from "knex";
 import { createPlatformServices } from "../services/platform-services.js";
 import { migrationSource } from "./migrations.js";
 import { openStore } from "./store.js";
@@ -57,6 +58,16 @@ describe("platform/store (sqlite specifics)", () => {
   });
 });
 
+/** Rolls migrations back until `name` is the last one applied (whatever later ones exist). */
+async function rollBackTo(knex: Knex, name: string): Promise<void> {
+  for (;;) {
+    const [done] = (await knex.migrate.list({ migrationSource })) as [Array<string | { name: string }>, unknown];
+    const last = done.at(-1);
+    if (last === undefined || (typeof last === "string" ? last : last.name) === name) return;
+    await knex.migrate.down({ migrationSource });
+  }
+}
+
 describeEachStore("platform/store", (getStore) => {
   it("enforces foreign keys and unique constraints", async () => {
     const knex = getStore().knex;
@@ -74,8 +85,7 @@ describeEachStore("platform/store", (getStore) => {
     const knex = getStore().knex;
     const now = new Date().toISOString();
     // A project created by an earlier version: no protection yet.
-    await knex.migrate.down({ migrationSource }); // 0005
-    await knex.migrate.down({ migrationSource }); // 0004
+    await rollBackTo(knex, "0003_ci_jobs");
     expect(await knex.schema.hasTable("protected_branches")).to.equal(false);
     const [{ id: nsId }] = (await knex("namespaces")
       .insert({ name: "g", path: "g", kind: "group", full_path: "g", full_name: "g", created_at: now })
@@ -94,7 +104,7 @@ describeEachStore("platform/store", (getStore) => {
 
   it("moves agent token revocations into the feed of every kind with their ids (0005), so a poller's cursor stays good", async () => {
     const knex = getStore().knex;
-    await knex.migrate.down({ migrationSource }); // back to agent_token_revocations
+    await rollBackTo(knex, "0004_protected_branches"); // back to agent_token_revocations
     try {
       const at = new Date().toISOString();
       await knex("agent_token_revocations").insert([

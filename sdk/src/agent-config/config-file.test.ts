@@ -169,6 +169,11 @@ ci_access:
       ["ci_access.projects[1].acces_as: unknown key (line 8)"],
     ],
     ["unknown top-level key", "gitops: {}\nagent_k: {}\n", ["agent_k: unknown key (line 2)"]],
+    [
+      "a manifest glob kasbridge cannot match, and a manifest project listed twice",
+      "gitops:\n  manifest_projects:\n  - id: a/b\n    paths:\n    - glob: 'deploy/[a'\n  - id: a/b\n",
+      ['gitops.manifest_projects[0].paths[0].glob: glob "deploy/[a" has an unclosed [ (line 5)', "gitops.manifest_projects[1]: duplicate manifest project a/b (line 6)"],
+    ],
     ["reserved field by number", "charts: []\n", ["charts: unknown key (line 1)"]],
     ["top level is a list", "- ci_access\n", ["config: must be a mapping of top-level keys (gitops, ci_access, ...) (line 1)"]],
     ["top level is a string", "hello\n", ["config: must be a mapping of top-level keys (gitops, ci_access, ...) (line 1)"]],

@@ -28,6 +28,7 @@ import {
   type YAMLMap,
 } from "yaml";
 import { ConfigurationFileSchema, type ConfigurationFile } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import { globMatcher } from "../modules/gitops/server/glob.js";
 
 /** GitLab KAS's default `agent.configuration.max_configuration_file_size` (128 KiB). */
 export const AGENT_CONFIG_MAX_BYTES = 128 * 1024;
@@ -442,6 +443,29 @@ class RuleContext {
     this.walker.addProblem(this.path(), `must set exactly one of ${members.join(", ")}${hint}`, this.site.line);
   }
 
+  /** A GitOps glob that kasbridge's KAS can match (doublestar syntax). */
+  validGlob(msg: JsonObject, field: string): void {
+    const v = msg[field];
+    if (typeof v !== "string" || v === "") return;
+    try {
+      globMatcher(v);
+    } catch (err) {
+      this.walker.addProblem(this.path(field), (err as Error).message, this.site.fields.get(field)?.valueLine);
+    }
+  }
+
+  /** No two list items with the same identity (`what` names an item in the message). */
+  uniqueItems(msg: JsonObject, field: string, identity: (item: JsonValue) => JsonValue, what: string): void {
+    const items = msg[field];
+    if (!Array.isArray(items)) return;
+    const seen = new Set<string>();
+    items.forEach((item, i) => {
+      const id = JSON.stringify(identity(item));
+      if (seen.has(id)) this.walker.addProblem(this.path(field, i), `duplicate ${what} ${String(identity(item))}`, this.site.fields.get(field)?.itemLines[i]);
+      seen.add(id);
+    });
+  }
+
   /** `duration = {gt: {}}`: checked when set. */
   positiveDuration(msg: JsonObject, field: string): void {
     const v = msg[field];
@@ -457,7 +481,11 @@ type Rule = (msg: JsonObject, ctx: RuleContext) => void;
 
 const P = "gitlab.agent.agentcfg.";
 const RULES: Record<string, Rule> = {
-  [`${P}PathCF`]: (m, c) => c.nonEmpty(m, "glob"),
+  [`${P}PathCF`]: (m, c) => {
+    c.nonEmpty(m, "glob");
+    c.validGlob(m, "glob");
+  },
+  [`${P}GitopsCF`]: (m, c) => c.uniqueItems(m, "manifest_projects", (p) => (p as JsonObject).id ?? "(the agent's configuration project)", "manifest project"),
   [`${P}ManifestProjectCF`]: (m, c) => {
     c.nonEmptyIfSet(m, "id");
     c.oneOfStrings(m, "dry_run_strategy", ["none", "client", "server"]);

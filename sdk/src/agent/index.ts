@@ -17,3 +17,9 @@ export { TunnelPool } from "../tunnel/agent/tunnel-pool.js";
 export type { TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.js";
 export { connectTunnelStreams, rawTunnelStreams } from "../tunnel/agent/tunnel-stream.js";
 export type { TunnelStream, TunnelStreamOpener } from "../tunnel/agent/tunnel-stream.js";
+
+// What feature modules build on: the configuration as it changes, and the cluster (Flux, GitOps)
+export { AgentConfigurationSource, configuredAgentModule } from "./agent-configuration-source.js";
+export type { AppliedAgentConfiguration, AgentConfigurationListener } from "./agent-configuration-source.js";
+export { KubeHttp, KubeApiError, isNotFound, isConflict } from "./kube/kube-http.js";
+export type { KubeRequest, WatchEvent } from "./kube/kube-http.js";

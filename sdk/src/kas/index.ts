@@ -42,3 +42,9 @@ export { rawServerStreamingMethod, RawServerStreamCall } from "./raw-server-stre
 export type { RawServerStreamHandler, RawServerStreamOptions } from "./raw-server-stream.js";
 export { handlerError, kasShuttingDownError } from "../grpc/status-errors.js";
 export { parseGrpcTimeout } from "../grpc/grpc-timeout.js";
+
+// Unary methods a module serves on the internal API (8153) for the platform
+export { apiUnaryMethod } from "../grpc/api-unary-method.js";
+export type { ApiUnaryMethod, ApiUnaryMethodOptions } from "../grpc/api-unary-method.js";
+export { openAgentCall } from "./agent-call.js";
+export type { AgentCall } from "./agent-call.js";

@@ -2,6 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import type { ApiUnaryMethod } from "../grpc/api-unary-method.js";
 import type { RawGrpcMethod } from "../grpc/raw-dispatch.js";
 import type { PlatformClient } from "../platform-client/platform-client.js";
 import type { AgentCalls } from "../tunnel/server/agent-calls.js";
@@ -62,6 +63,11 @@ export interface KasModule {
    * `registerAgentServices`; embedders that only mount the router never call it.
    */
   rawAgentMethods?(ctx: KasModuleContext): RawGrpcMethod[];
+  /**
+   * Unary methods KAS serves itself on its internal API (8153) for the platform (GitLab's
+   * `Notifications/GitPushEvent`), behind the same JWT check as the tunnel gateway. Called once.
+   */
+  apiMethods?(ctx: KasModuleContext): ApiUnaryMethod[];
   /**
    * Starts the module's own work once the agent API listens: listeners, watches, timers. KAS
    * fails to start (and closes what started) when it throws.

@@ -25,6 +25,7 @@ import { connectionContextValues } from "./connection-context.js";
 import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth.js";
 import { defaultKasModules } from "./default-modules.js";
 import { createKasMetrics } from "./kas-metrics.js";
+import type { ApiUnaryMethod } from "../grpc/api-unary-method.js";
 import type { KasModule, KasModuleContext } from "./kas-module.js";
 import { UsageMetrics } from "./usage-metrics.js";
 
@@ -154,12 +155,14 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   });
   agentApi.onSessionOpen((session) => widenConnectionWindow(session));
 
-  const gatewayFor = (authorize: (headers: Headers) => Promise<void>) =>
+  const apiMethods = modules.flatMap((module) => module.apiMethods?.(contexts.get(module)!) ?? []);
+  const gatewayFor = (authorize: (headers: Headers) => Promise<void>, localMethods?: ApiUnaryMethod[]) =>
     createTunnelGateway({
       agentCalls,
       logger,
       maxMessageBytes,
       authorize,
+      localMethods,
       onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
     });
   const gateways: GatewayListener[] = [];
@@ -171,7 +174,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     internalApi = await listenGateway(
       "internal API",
       { ...options.internalApi, port: options.internalApi.port ?? 8153 },
-      gatewayFor(internalApiAuthorizer(options.internalApi.jwtSecret)),
+      gatewayFor(internalApiAuthorizer(options.internalApi.jwtSecret), apiMethods),
       logger,
     );
     gateways.push(internalApi);

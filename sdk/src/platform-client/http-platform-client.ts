@@ -1,4 +1,5 @@
-import { fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import { ManifestProjectStatusSchema } from "../gen/kasbridge/gitops/v1/sync_status_pb.js";
 import pino from "pino";
 import type { Logger } from "pino";
 import { KAS_API_REQUEST_HEADER, signKasApiRequestJwt } from "../auth/jwt.js";
@@ -12,11 +13,18 @@ import {
   JOB_TOKEN_HEADER,
   MODULE_REQUEST_PATH_PREFIX,
   TOKEN_REVOCATIONS_PATH,
+  GITOPS_STATUS_PATH,
+  PROJECT_INFO_PATH,
+  REPOSITORY_BLOB_PATH,
+  REPOSITORY_COMMIT_PATH,
+  REPOSITORY_TREE_PATH,
+  VERIFY_PROJECT_ACCESS_PATH,
   USAGE_METRICS_PATH,
 } from "./internal-api-paths.js";
 import { encodePath } from "../http/request-path.js";
 import {
   PlatformError,
+  RepositoryFileTooLargeError,
   parseJobAllowedAgents,
   parseProxyUserAuthorization,
   type AuthorizeProxyUserRequest,
@@ -28,6 +36,7 @@ import {
   type ModuleResponse,
   type MultiMap,
   type PlatformClient,
+  type ProjectInfo,
   type TokenRevocation,
   type UsageMetricsPayload,
 } from "./platform-client.js";
@@ -303,6 +312,74 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
       return parseProxyUserAuthorization(body);
     },
 
+    /** 204 yes; 403 and 404 no (as GitLab's KAS reads them); 401 a bad agent token. */
+    async verifyProjectAccess(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<boolean> {
+      const { status, body } = await get(VERIFY_PROJECT_ACCESS_PATH, { id: fullPath }, agentToken, signal);
+      if (status === 204 || status === 200) return true;
+      if (status === 403 || status === 404) return false;
+      throw errorFor(status, body, "verify_project_access");
+    },
+
+    async getProjectInfo(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<ProjectInfo> {
+      const { status, body } = await get(PROJECT_INFO_PATH, { id: fullPath }, agentToken, signal);
+      if (status !== 200) throw errorFor(status, body, "project_info");
+      return parseProjectInfo(body);
+    },
+
+    async resolveRepositoryRevision(projectId, revision, signal) {
+      const { status, body } = await get(REPOSITORY_COMMIT_PATH, { project_id: String(projectId), revision }, undefined, signal);
+      if (status === 404) return undefined;
+      const commit = (body as { commit_id?: unknown } | undefined)?.commit_id;
+      if (status !== 200 || typeof commit !== "string") throw errorFor(status === 200 ? 502 : status, body, "repository commit");
+      return commit;
+    },
+
+    async listRepositoryFiles(projectId, commit, signal) {
+      const { status, body } = await get(REPOSITORY_TREE_PATH, { project_id: String(projectId), commit }, undefined, signal);
+      const paths = (body as { paths?: unknown } | undefined)?.paths;
+      if (status !== 200 || !Array.isArray(paths) || !paths.every((p) => typeof p === "string")) {
+        throw errorFor(status === 200 ? 502 : status, body, "repository tree");
+      }
+      return paths as string[];
+    },
+
+    async readRepositoryFile(projectId, commit, path, maxBytes, signal) {
+      const url = new URL(REPOSITORY_BLOB_PATH.replace(/^\//, ""), base);
+      for (const [k, v] of Object.entries({ project_id: String(projectId), commit, path, max_bytes: String(maxBytes) })) url.searchParams.set(k, v);
+      let res: Response;
+      try {
+        res = await doFetch(url, {
+          headers: { "user-agent": userAgent, [KAS_API_REQUEST_HEADER]: await signKasApiRequestJwt(options.jwtSecret) },
+          signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs),
+          redirect: "error",
+        });
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        throw new PlatformError("unavailable", `platform request ${REPOSITORY_BLOB_PATH} failed: ${(err as Error).message}`, { cause: err });
+      }
+      if (res.status === 404) {
+        await res.body?.cancel();
+        return undefined;
+      }
+      if (res.status === 413) {
+        await res.body?.cancel();
+        throw new RepositoryFileTooLargeError(path, maxBytes);
+      }
+      if (res.status !== 200) {
+        await res.body?.cancel();
+        throw errorFor(res.status, undefined, "repository blob");
+      }
+      const data = new Uint8Array(await res.arrayBuffer());
+      if (data.byteLength > maxBytes) throw new RepositoryFileTooLargeError(path, maxBytes);
+      return data;
+    },
+
+    async reportGitopsStatus(agentToken, status, signal) {
+      const body = { status: toJson(ManifestProjectStatusSchema, status) };
+      const res = await send("POST", GITOPS_STATUS_PATH, {}, { authorization: `Bearer ${agentToken}` }, body, true, signal);
+      if (res.status !== 204) throw errorFor(res.status, res.body, "gitops_status");
+    },
+
     /**
      * GitLab's `/api/v4/internal/kubernetes/modules/<module><url_path>` with the agent's token and
      * the KAS JWT. The request body streams to the platform; the answer, whatever its status,
@@ -372,6 +449,15 @@ async function* responseBody(res: Response, done: () => void): AsyncIterable<Uin
 
 function isInt(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v);
+}
+
+function parseProjectInfo(body: unknown): ProjectInfo {
+  const b = body as Record<string, unknown> | undefined;
+  const repo = b?.gitaly_repository as Record<string, unknown> | undefined;
+  if (!b || !isInt(b.project_id) || typeof b.default_branch !== "string" || typeof repo?.gl_project_path !== "string") {
+    throw new PlatformError("unavailable", "project_info: malformed response from platform");
+  }
+  return { projectId: b.project_id, defaultBranch: b.default_branch, fullPath: repo.gl_project_path };
 }
 
 function parseAgentInfo(body: unknown): AgentInfo {

@@ -1,7 +1,7 @@
 // @kasbridge/sdk/platform-client: what KAS needs of a platform, and the HTTP client for
 // GitLab's internal API (a GitLab-compatible platform, ours included).
 
-export { PlatformError, parseJobAllowedAgents, parseProxyUserAuthorization } from "./platform-client.js";
+export { PlatformError, RepositoryFileTooLargeError, parseJobAllowedAgents, parseProxyUserAuthorization } from "./platform-client.js";
 export type {
   AgentConfigurationSnapshot,
   AgentInfo,
@@ -15,6 +15,7 @@ export type {
   PersonalAccessTokenRevocation,
   PlatformClient,
   PlatformErrorKind,
+  ProjectInfo,
   ProxyUserAccessAsAnswer,
   ProxyUserAuthorizationAnswer,
   TokenRevocation,
@@ -33,5 +34,11 @@ export {
   JOB_TOKEN_HEADER,
   MODULE_REQUEST_PATH_PREFIX,
   TOKEN_REVOCATIONS_PATH,
+  VERIFY_PROJECT_ACCESS_PATH,
+  PROJECT_INFO_PATH,
+  REPOSITORY_COMMIT_PATH,
+  REPOSITORY_TREE_PATH,
+  REPOSITORY_BLOB_PATH,
+  GITOPS_STATUS_PATH,
   USAGE_METRICS_PATH,
 } from "./internal-api-paths.js";

@@ -27,5 +27,19 @@ export const AUTHORIZE_PROXY_USER_PATH = "/api/v4/internal/kubernetes/authorize_
  * `MakeRequest` to `<prefix><url-escaped module name><url_path>`.
  */
 export const MODULE_REQUEST_PATH_PREFIX = "/api/v4/internal/kubernetes/modules/";
+/** GitLab's `GET …/verify_project_access?id=<full path>` (agent token): 204 the agent may read the project, 404 not. */
+export const VERIFY_PROJECT_ACCESS_PATH = "/api/v4/internal/kubernetes/verify_project_access";
+/** GitLab's `GET …/project_info?id=<full path>` (agent token): the project the agent may read, and its repository. */
+export const PROJECT_INFO_PATH = "/api/v4/internal/kubernetes/project_info";
+/**
+ * kasbridge extensions standing in for Gitaly (GitLab's KAS reads repositories there), KAS JWT
+ * only: `…/commit?project_id&revision` -> `{commit_id}`, `…/tree?project_id&commit` -> `{paths}`,
+ * `…/blob?project_id&commit&path&max_bytes` -> the raw file (413 when larger).
+ */
+export const REPOSITORY_COMMIT_PATH = "/api/v4/internal/kubernetes/kasbridge/repository/commit";
+export const REPOSITORY_TREE_PATH = "/api/v4/internal/kubernetes/kasbridge/repository/tree";
+export const REPOSITORY_BLOB_PATH = "/api/v4/internal/kubernetes/kasbridge/repository/blob";
+/** kasbridge extension: `POST` an agent's GitOps sync status (`{status: ManifestProjectStatus JSON}`, agent token). */
+export const GITOPS_STATUS_PATH = "/api/v4/internal/kubernetes/kasbridge/gitops_status";
 /** GitLab's internal API path KAS sends usage counters to (JWT only, answered 204). */
 export const USAGE_METRICS_PATH = "/api/v4/internal/kubernetes/usage_metrics";

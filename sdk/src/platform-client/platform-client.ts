@@ -1,4 +1,5 @@
 import type { ConfigurationFile } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
+import type { ManifestProjectStatus } from "../gen/kasbridge/gitops/v1/sync_status_pb.js";
 
 /**
  * How KAS reaches the platform ("Rails bridge"). Two implementations: in-process
@@ -66,6 +67,27 @@ export interface AgentConfigurationSnapshot {
   config: ConfigurationFile;
 }
 
+/** GitLab's `project_info` answer, camelCased: the project an agent may read, and its repository. */
+export interface ProjectInfo {
+  /** Numeric project id. */
+  projectId: number;
+  /** The repository's default branch ("HEAD" resolves to it). */
+  defaultBranch: string;
+  /** `gitaly_repository.gl_project_path`: the project's full path. */
+  fullPath: string;
+}
+
+/** A repository file larger than the limit it was read with (GitOps' max_manifest_file_size). */
+export class RepositoryFileTooLargeError extends Error {
+  override readonly name = "RepositoryFileTooLargeError";
+  constructor(
+    readonly path: string,
+    readonly maxBytes: number,
+  ) {
+    super(`file ${path} is larger than ${maxBytes} bytes`);
+  }
+}
+
 /** Error kinds a PlatformClient reports; KAS maps them to gRPC codes. */
 export type PlatformErrorKind = "unauthenticated" | "forbidden" | "not_found" | "unavailable";
 
@@ -115,6 +137,30 @@ export interface PlatformClient {
    * (404, no such agent) or "unavailable".
    */
   authorizeProxyUser?(request: AuthorizeProxyUserRequest, signal?: AbortSignal): Promise<ProxyUserAuthorizationAnswer>;
+  /**
+   * May the agent of `agentToken` read the project at `fullPath` (GitLab's `verify_project_access`)?
+   * False for a project that does not exist or that it may not read. Throws PlatformError
+   * "unauthenticated" for a bad token, "unavailable". Used by Flux before notifying an agent.
+   */
+  verifyProjectAccess?(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * The project at `fullPath` as the agent of `agentToken` may read it (GitLab's `project_info`).
+   * Throws PlatformError "not_found" (no such project, or not readable), "unauthenticated",
+   * "forbidden", "unavailable". Used by GitOps before reading manifests.
+   */
+  getProjectInfo?(agentToken: string, fullPath: string, signal?: AbortSignal): Promise<ProjectInfo>;
+  /**
+   * The repository reads GitOps needs (GitLab's KAS reads Gitaly; kasbridge asks the platform):
+   * the commit a revision ("HEAD", "refs/heads/x", "refs/tags/x", an object id) names, undefined
+   * when it names none (or the repository is empty).
+   */
+  resolveRepositoryRevision?(projectId: number, revision: string, signal?: AbortSignal): Promise<string | undefined>;
+  /** Every file path of `commit`'s tree, sorted. Throws PlatformError("not_found") for an unknown commit. */
+  listRepositoryFiles?(projectId: number, commit: string, signal?: AbortSignal): Promise<string[]>;
+  /** A file's content at `commit`; undefined when absent; throws RepositoryFileTooLargeError over `maxBytes`. */
+  readRepositoryFile?(projectId: number, commit: string, path: string, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array | undefined>;
+  /** Stores what the agent of `agentToken` reports of one manifest project's sync (kasbridge's GitOps status). */
+  reportGitopsStatus?(agentToken: string, status: ManifestProjectStatus, signal?: AbortSignal): Promise<void>;
   /**
    * gitlab_access: an agent module's HTTP request to the platform (GitLab:
    * `/api/v4/internal/kubernetes/modules/<module><url_path>`, with the agent's token). Resolves

@@ -57,6 +57,17 @@ export class StaticPlatformClient implements PlatformClient {
     return this.configs.get(agentId) ?? { agentId, commitId: "", config: create(ConfigurationFileSchema) };
   }
 
+  /** Full paths each agent (by token) may read, for verifyProjectAccess; a missing token: none. */
+  readonly readableProjects = new Map<string, Set<string>>();
+  /** verifyProjectAccess calls so far. */
+  accessChecks = 0;
+
+  async verifyProjectAccess(agentToken: string, fullPath: string): Promise<boolean> {
+    this.accessChecks++;
+    if (!this.tokens.has(agentToken)) throw new PlatformError("unauthenticated", "unknown token");
+    return this.readableProjects.get(agentToken)?.has(fullPath) ?? false;
+  }
+
   watchAgentConfigurations(onChange: (agentId: number) => void, signal: AbortSignal): void {
     this.configWatchers.add(onChange);
     signal.addEventListener("abort", () => this.configWatchers.delete(onChange), { once: true });

@@ -11,6 +11,7 @@ import { headersToMeta, metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } 
 import { grpcStatusHeaders } from "../../grpc/grpc-status-headers.js";
 import { drained } from "../../util/drained.js";
 import { deadlineTimer } from "../../util/timers.js";
+import type { ApiUnaryMethod } from "../../grpc/api-unary-method.js";
 
 /** Metadata naming the agent a call is for (GitLab's kas-hop routing key). */
 export const routingAgentIdHeader = "kas-hop-routing-agent-id";
@@ -25,6 +26,8 @@ export interface TunnelGatewayOptions {
   maxMessageBytes?: number;
   /** How long to wait for an idle tunnel when the caller set no deadline. Default 60 000 ms. */
   defaultTunnelWaitMs?: number;
+  /** Methods KAS serves itself rather than routing to an agent (no routing id needed). */
+  localMethods?: readonly ApiUnaryMethod[];
   /** Observes each finished call (metrics). */
   onCallEnd?(info: { agentId: number; method: string; code: Code | 0; durationMs: number }): void;
 }
@@ -38,6 +41,7 @@ export interface TunnelGatewayOptions {
 export function createTunnelGateway(options: TunnelGatewayOptions) {
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const defaultWaitMs = options.defaultTunnelWaitMs ?? 60_000;
+  const localMethods = new Map((options.localMethods ?? []).map((m) => [m.path, m]));
 
   return async function handleStream(stream: ServerHttp2Stream, rawHeaders: IncomingHttpHeaders): Promise<void> {
     const started = Date.now();
@@ -62,6 +66,13 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
     try {
       const headers = nodeHeadersToHeaders(rawHeaders);
       await options.authorize(headers);
+      const local = localMethods.get(method);
+      if (local) {
+        const error = await local.serve(stream, headers.get("grpc-encoding") ?? "identity", callAbort.signal);
+        // Not a tunnelled call: onCallEnd (tunnel call metrics) does not see it.
+        endStream(stream, { error, trailer: {} }, onInvalid);
+        return;
+      }
       agentId = parseAgentId(headers.get(routingAgentIdHeader));
       if (!/^\/[^/]+\/[^/]+$/.test(method)) throw new ConnectError(`malformed method path "${method}"`, Code.InvalidArgument);
       const reader = new FrameReader(maxMessageBytes, headers.get("grpc-encoding") ?? "identity");
