@@ -179,5 +179,15 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
     expect(health.pods).to.have.length(1);
     expect(health.pods[0]).to.include({ pod_name: "agentk-e2e-pod", pod_namespace: "gitlab-agent" });
     expect(health.config_commit_id).to.match(/^[0-9a-f]{40}$/);
+    // The audit trail: alice's requests with her identity and the one the cluster saw, and agent activity.
+    type Entry = { kind: string; actor: Record<string, unknown>; impersonated: { username: string } | null; request: { verb: string; status: number } | null };
+    let audit: Entry[] = [];
+    await waitFor(async () => (audit = (await api(kas, "GET", `/kubernetes_audit_events?user_id=${users.alice!.id}&per_page=100`)).json).length >= made, 15_000, "alice's requests audited");
+    expect(audit.every((e) => e.actor.kind === "user" && e.actor.username === "alice" && e.actor.access_type === "personal_access_token")).to.equal(true);
+    expect(audit.some((e) => e.impersonated?.username === "gitlab:user:alice" && e.request?.verb === "list" && e.request.status === 200)).to.equal(true);
+    expect(audit.some((e) => e.request?.status === 403)).to.equal(true);
+    const activity = (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}/activity_events?per_page=100`)).json as Entry[];
+    expect(activity.map((e) => e.kind)).to.include.members(["agent_connected", "config_applied", "token_created", "k8s_api_request"]);
+    expect(JSON.stringify(activity)).to.not.include(users.alice!.token);
   });
 });

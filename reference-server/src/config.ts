@@ -67,6 +67,8 @@ export interface KasConfig {
    * 0 sends none. Default 60.
    */
   usageReportingPeriodSeconds: number;
+  /** How long the embedded platform keeps audit trail entries, in days. Default 90. */
+  auditRetentionDays: number;
   /** Lifetime of a CI job token of the embedded platform (it also stops working when its job finishes). Default 3600. */
   ciJobTokenTtlSeconds: number;
   logLevel: string;
@@ -112,6 +114,7 @@ const defaults: KasConfig = {
   k8sProxyUrlPathPrefix: "/",
   k8sProxyReauthorizeIntervalSeconds: 60,
   usageReportingPeriodSeconds: 60,
+  auditRetentionDays: 90,
   ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -259,6 +262,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "usage_reporting_period_seconds":
         config.usageReportingPeriodSeconds = nonNegativeInt(value, key);
         break;
+      case "audit_retention_days":
+        config.auditRetentionDays = positiveInt(value, key);
+        break;
       case "ci_job_token_ttl_seconds":
         config.ciJobTokenTtlSeconds = positiveInt(value, key);
         break;
@@ -303,6 +309,7 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_USAGE_REPORTING_PERIOD_SECONDS) {
     config.usageReportingPeriodSeconds = nonNegativeInt(env.KAS_USAGE_REPORTING_PERIOD_SECONDS, "KAS_USAGE_REPORTING_PERIOD_SECONDS");
   }
+  if (env.KAS_AUDIT_RETENTION_DAYS) config.auditRetentionDays = positiveInt(env.KAS_AUDIT_RETENTION_DAYS, "KAS_AUDIT_RETENTION_DAYS");
   if (env.KAS_CI_JOB_TOKEN_TTL_SECONDS) config.ciJobTokenTtlSeconds = positiveInt(env.KAS_CI_JOB_TOKEN_TTL_SECONDS, "KAS_CI_JOB_TOKEN_TTL_SECONDS");
 }
 

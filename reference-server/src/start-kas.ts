@@ -187,6 +187,7 @@ async function startPlatformServices(config: KasConfig, logger: Logger): Promise
       logger: logger.child({ component: "platform" }),
       repositoriesDir: join(config.dataDir, "repositories"),
       ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
+      auditRetentionMs: config.auditRetentionDays * 24 * 60 * 60 * 1000,
     });
     const admin = await bootstrapAdmin(store, { dataDir: config.dataDir, adminToken: config.adminToken, services, logger });
     if (admin.created) {

@@ -6,6 +6,8 @@
 import type { Request, Response, Router } from "express";
 import type { Logger } from "pino";
 import type { AgentConnectionsSource } from "@kasbridge/sdk/platform-client";
+import { registerAuditRoutes } from "../audit/audit-api.js";
+import type { AuditEventInput } from "../audit/audit-trail.js";
 import { AccessLevel } from "../services/access-levels.js";
 import type { Project } from "../services/projects.js";
 import type { User } from "../services/users.js";
@@ -95,6 +97,7 @@ export function registerClusterAgentRoutes(
       { name, description: optionalString(b, "description") },
       user.id,
     );
+    await services.audit.record(tokenEvent("token_created", agent.id, user, token.id, token.name));
     // The only time the plaintext leaves the platform.
     res.status(201).json({ ...agentTokenEntity(token), token: secret });
   });
@@ -113,7 +116,8 @@ export function registerClusterAgentRoutes(
     await requireManage(user, project);
     const agent = await services.agents.get(project.id, parseId(req.params.agent_id, "agent_id"));
     if (!agent) throw notFound();
-    await services.agentTokens.revoke(agent.id, parseId(req.params.token_id, "token_id"));
+    const revoked = await services.agentTokens.revoke(agent.id, parseId(req.params.token_id, "token_id"));
+    await services.audit.record(tokenEvent("token_revoked", agent.id, user, revoked.id, revoked.name));
     res.status(204).end();
   });
 
@@ -140,6 +144,8 @@ export function registerClusterAgentRoutes(
     if (list) res.json(list.map(agentConnectionEntity));
   });
 
+  registerAuditRoutes(router, { ...deps, loadAgentForRead });
+
   // kasbridge extension: the agent's health in one answer (GitLab shows parts of it in its UI).
   router.get("/api/v4/projects/:id/cluster_agents/:agent_id/health", read, async (req, res) => {
     const { project, agent } = await loadAgentForRead(req, res);
@@ -148,4 +154,17 @@ export function registerClusterAgentRoutes(
     const [config, tokens] = await Promise.all([services.agentConfigs.get(agent.id), services.agentTokens.list(agent.id)]);
     res.json(agentHealthEntity(agent, project, list, config, tokens));
   });
+}
+
+/** Agent activity: a token created or revoked, by whom (never the token itself). */
+function tokenEvent(kind: "token_created" | "token_revoked", agentId: number, user: User, tokenId: number, tokenName: string): AuditEventInput {
+  return {
+    kind,
+    agent_id: agentId,
+    actor: { kind: "user", user_id: user.id, username: user.username },
+    impersonated: null,
+    request: null,
+    details: { token_id: tokenId, token_name: tokenName },
+    error: null,
+  };
 }

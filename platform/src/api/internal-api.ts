@@ -15,6 +15,7 @@ import {
   AGENT_INFO_PATHS,
   TOKEN_REVOCATIONS_PATH,
   USAGE_METRICS_PATH,
+  AUDIT_EVENTS_PATH,
   type TokenRevocation,
 } from "@kasbridge/sdk/platform-client";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
@@ -53,6 +54,8 @@ export function createInternalApi(options: InternalApiOptions): Router {
     maxBytes: options.bodyLimitBytes ?? DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES,
     setting: options.bodyLimitSetting ?? "InternalApiOptions.bodyLimitBytes",
   };
+  // A batch of audit events is larger than anything else KAS sends (up to 1000 events).
+  const auditBodyLimit: BodyLimit = { maxBytes: Math.max(bodyLimit.maxBytes, 4 * 1024 * 1024), setting: bodyLimit.setting };
   const router = express.Router();
 
   const kasJwt: RequestHandler = async (req, _res, next) => {
@@ -123,6 +126,12 @@ export function createInternalApi(options: InternalApiOptions): Router {
   // GitLab's usage ping from KAS: deltas of usage events; 204, or 400 naming the bad key.
   router.post(USAGE_METRICS_PATH, kasJwt, guardRequestBody(bodyLimit), express.json({ limit: bodyLimit.maxBytes }), async (req, res) => {
     await services.usageMetrics.record(req.body);
+    res.status(204).end();
+  });
+
+  // kasbridge extension: KAS's audit events (proxy requests, agent connections); 204, or 400 naming the bad one.
+  router.post(AUDIT_EVENTS_PATH, kasJwt, guardRequestBody(auditBodyLimit), express.json({ limit: auditBodyLimit.maxBytes }), async (req, res) => {
+    await services.audit.recordFromKas(req.body);
     res.status(204).end();
   });
 

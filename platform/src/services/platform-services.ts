@@ -6,6 +6,7 @@ import { createCiJobService, type CiJobService } from "../ci/ci-jobs.js";
 import { createProxyUserAuthorizationService, type ProxyUserAuthorizationService } from "../user-access/proxy-user-authorization.js";
 import { createModuleRequestService, type ModuleRequestService } from "../module-requests/module-requests.js";
 import { createUsageMetricsService, type UsageMetricsService } from "../usage-metrics/usage-metrics.js";
+import { createAuditTrail, type AuditTrail } from "../audit/audit-trail.js";
 import type { Store } from "../store/store.js";
 import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
 import { createAgentService, type AgentService } from "./agents.js";
@@ -38,6 +39,8 @@ export interface PlatformServicesOptions {
   repositoriesDir?: string;
   /** The git executable for repositories. Default "git" from PATH. */
   gitBinary?: string;
+  /** How long the audit trail keeps entries. Default 90 days (7 776 000 000 ms). */
+  auditRetentionMs?: number;
   /** Lifetime of a CI job token (it also stops working when its job finishes). Default 3 600 000 ms (1 h). */
   ciJobTokenTtlMs?: number;
 }
@@ -68,6 +71,8 @@ export interface PlatformServices {
   readonly moduleRequests: ModuleRequestService;
   /** Usage events KAS reports (GitLab's usage_metrics). */
   readonly usageMetrics: UsageMetricsService;
+  /** The audit trail: Kubernetes API requests through KAS, agent activity. */
+  readonly audit: AuditTrail;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -95,7 +100,8 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     },
   };
   const revocations = createRevocationService(ctx, { retentionMs: options.revocationRetentionMs });
-  const agentConfigs = createAgentConfigService(ctx, { feedRetentionMs: options.agentConfigFeedRetentionMs });
+  const audit = createAuditTrail(ctx, { retentionMs: options.auditRetentionMs });
+  const agentConfigs = createAgentConfigService(ctx, { feedRetentionMs: options.agentConfigFeedRetentionMs, audit });
   // Pushes to a config project's default branch update its agents' configs.
   if (repositories.enabled) agentConfigs.attach(repositories);
   const baseAgents = createAgentService(ctx, revocations);
@@ -138,5 +144,6 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     }),
     moduleRequests: createModuleRequestService(ctx.logger.child({ component: "module-requests" })),
     usageMetrics: createUsageMetricsService(ctx),
+    audit,
   };
 }

@@ -33,6 +33,16 @@ interface Tracked {
 export class AgentTracker implements AgentConnectionsSource {
   private readonly byAgent = new Map<number, Map<string, Tracked>>();
   private readonly ttl: number;
+  private readonly listeners: Array<(change: "registered" | "forgotten", connection: AgentConnection) => void> = [];
+
+  /** Calls `listener` when an agent process first registers and when its entry goes (not on refreshes). */
+  onChange(listener: (change: "registered" | "forgotten", connection: AgentConnection) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private emit(change: "registered" | "forgotten", connection: AgentConnection): void {
+    for (const listener of this.listeners) listener(change, { ...connection });
+  }
 
   constructor(private readonly options: AgentTrackerOptions) {
     this.ttl = options.registrationTtlMs ?? 900_000;
@@ -80,6 +90,7 @@ export class AgentTracker implements AgentConnectionsSource {
       },
     };
     conns.set(connectionId, tracked);
+    if (!existing) this.emit("registered", tracked.connection);
     const forget = () => this.remove(agent.agentId, connectionId, tracked);
     const stopWatching = typeof ended === "function" ? ended(forget) : onAbort(ended, forget);
     if (released) {
@@ -97,7 +108,10 @@ export class AgentTracker implements AgentConnectionsSource {
   forgetAgent(agentId: number): void {
     const conns = this.byAgent.get(agentId);
     if (!conns) return;
-    for (const tracked of conns.values()) tracked.release();
+    for (const tracked of conns.values()) {
+      tracked.release();
+      this.emit("forgotten", tracked.connection);
+    }
     this.byAgent.delete(agentId);
   }
 
@@ -126,5 +140,6 @@ export class AgentTracker implements AgentConnectionsSource {
     tracked.release();
     conns.delete(connectionId);
     if (conns.size === 0) this.byAgent.delete(agentId);
+    this.emit("forgotten", tracked.connection);
   }
 }

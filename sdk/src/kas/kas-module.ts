@@ -9,6 +9,7 @@ import type { AgentCalls } from "../tunnel/server/agent-calls.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import type { AgentAuthenticator } from "./agent-authenticator.js";
 import type { AgentTracker } from "./agent-tracker.js";
+import type { KasAuditLog } from "./audit-log.js";
 import type { UsageMetrics } from "./usage-metrics.js";
 
 /**
@@ -32,6 +33,8 @@ export interface KasModuleContext {
   metrics: Registry;
   /** Usage counters for the platform (GitLab's usage ping), sent by the usage_metrics module. */
   usage: UsageMetrics;
+  /** The audit trail's KAS side: modules record events (the Kubernetes API proxy, each request). */
+  audit: KasAuditLog;
   /** Aborted when KAS shuts down, after the grace period of calls in flight. */
   shutdownSignal: AbortSignal;
   /** Largest gRPC message KAS accepts or sends (KasServerOptions.maxMessageBytes). */

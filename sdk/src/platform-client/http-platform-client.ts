@@ -20,8 +20,10 @@ import {
   REPOSITORY_TREE_PATH,
   VERIFY_PROJECT_ACCESS_PATH,
   USAGE_METRICS_PATH,
+  AUDIT_EVENTS_PATH,
 } from "./internal-api-paths.js";
 import { encodePath } from "../http/request-path.js";
+import type { KasAuditEvent } from "./audit-events.js";
 import {
   PlatformError,
   RepositoryFileTooLargeError,
@@ -388,6 +390,11 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
     async sendUsageMetrics(payload: UsageMetricsPayload, signal?: AbortSignal): Promise<void> {
       const { status, body } = await send("POST", USAGE_METRICS_PATH, {}, {}, payload, true, signal);
       if (status !== 204 && status !== 200) throw errorFor(status, body, "usage_metrics");
+    },
+
+    async recordAuditEvents(events: KasAuditEvent[], signal?: AbortSignal): Promise<void> {
+      const { status, body } = await send("POST", AUDIT_EVENTS_PATH, {}, {}, { events }, true, signal);
+      if (status !== 204 && status !== 200) throw errorFor(status, body, "audit_events");
     },
 
     async makeModuleRequest(request: ModuleRequest, signal?: AbortSignal): Promise<ModuleResponse> {

@@ -41,4 +41,6 @@ export {
   REPOSITORY_BLOB_PATH,
   GITOPS_STATUS_PATH,
   USAGE_METRICS_PATH,
+  AUDIT_EVENTS_PATH,
 } from "./internal-api-paths.js";
+export type { AgentConnectionEvent, AuditActor, KasAuditEvent, KubernetesApiRequestEvent } from "./audit-events.js";

@@ -1,3 +1,4 @@
+import type { KasAuditEvent } from "./audit-events.js";
 import type { ConfigurationFile } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import type { ManifestProjectStatus } from "../gen/kasbridge/gitops/v1/sync_status_pb.js";
 
@@ -174,6 +175,12 @@ export interface PlatformClient {
    * platform refused them or cannot be reached; the caller keeps them for the next send.
    */
   sendUsageMetrics?(payload: UsageMetricsPayload, signal?: AbortSignal): Promise<void>;
+  /**
+   * kasbridge extension: events for the platform's audit trail (Kubernetes API requests through
+   * the proxy, agent connections), in batches. Throws PlatformError when the platform refused
+   * them or cannot be reached; KAS keeps them for the next send.
+   */
+  recordAuditEvents?(events: KasAuditEvent[], signal?: AbortSignal): Promise<void>;
 }
 
 /** GitLab's usage_metrics body: `counters` (name -> count), `unique_counters` (name -> distinct ids); each omitted when empty. */
