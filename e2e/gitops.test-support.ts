@@ -11,16 +11,18 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 /**
  * The folder with Flux's GitRepository and Receiver CRDs: KASBRIDGE_FLUX_CRDS_DIR, or
- * `shared/fixtures/flux` beside the checkout (or beside its parent, for a git worktree).
+ * `shared/fixtures/flux` beside the checkout or beside any folder above it (a git worktree or a
+ * clone nested deeper). The CRDs are outside test data, kept out of the repository.
  */
 export function fluxCrdsDir(): string {
-  const candidates = [
-    process.env.KASBRIDGE_FLUX_CRDS_DIR,
-    join(root, "..", "shared", "fixtures", "flux"),
-    join(root, "..", "..", "shared", "fixtures", "flux"),
-  ].filter((d): d is string => !!d);
-  const found = candidates.find((d) => existsSync(join(d, "source.toolkit.fluxcd.io_gitrepositories.yaml")));
-  if (!found) throw new Error(`Flux CRD fixtures not found (looked in ${candidates.join(", ")}); set KASBRIDGE_FLUX_CRDS_DIR`);
+  const candidates = [process.env.KASBRIDGE_FLUX_CRDS_DIR];
+  for (let dir = root; ; dir = dirname(dir)) {
+    candidates.push(join(dir, "..", "shared", "fixtures", "flux"));
+    if (dirname(dir) === dir) break;
+  }
+  const existing = candidates.filter((d): d is string => !!d);
+  const found = existing.find((d) => existsSync(join(d, "source.toolkit.fluxcd.io_gitrepositories.yaml")));
+  if (!found) throw new Error(`Flux CRD fixtures not found (looked in ${existing.join(", ")}); set KASBRIDGE_FLUX_CRDS_DIR`);
   return found;
 }
 

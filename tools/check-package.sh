@@ -41,7 +41,7 @@ node --input-type=module -e '
     for (const name of names) if (!m[name]) throw new Error(`@kasbridge/sdk/${subpath} does not export ${name}`);
   };
   await expect("kas", ["createKasServer", "AgentAuthenticator", "InMemoryTunnelRegistry", "internalApiClientInterceptor"]);
-  await expect("agent", ["createAgent", "defaultAgentModules", "TunnelPool"]);
+  await expect("agent", ["createAgent", "defaultAgentModules", "TunnelPool", "createLeadership"]);
   await expect("platform-client", ["createHttpPlatformClient", "PlatformError"]);
   await expect("agent-config", ["parseAgentConfigFile"]);
   await expect("auth", ["signKasApiRequestJwt", "bearerToken"]);
@@ -56,6 +56,7 @@ node --input-type=module -e '
   await expect("modules/gitops/agent", ["gitopsAgentModule", "decodeManifests"]);
   await expect("modules/gitops/server", ["gitopsServerModule"]);
   await expect("modules/notifications/server", ["notificationsServerModule", "InMemoryGitPushEvents", "RedisGitPushEvents"]);
+  await expect("modules/starboard_vulnerability/agent", ["starboardVulnerabilityAgentModule", "parseCron"]);
   await expect("gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb", ["ConnectRequestSchema"]);
   let root = false;
   try { await import("@kasbridge/sdk"); root = true; } catch {}

@@ -57,6 +57,12 @@ export { AGENT_CONFIG_DIRECTORY, AGENT_CONFIG_FILE_NAME, agentConfigPath, agentN
 export type { AgentConfigRepositories, PushSource, RepositoryReader } from "./agent-config/repository.js";
 
 export { createPlatformApi, DEFAULT_REST_BODY_LIMIT_BYTES } from "./api/rest-api.js";
+export { createVulnerabilityService, ACTIVE_STATES, REPORT_TYPE as CLUSTER_IMAGE_SCANNING_REPORT_TYPE } from "./vulnerabilities/vulnerabilities.js";
+export type { ScanRequest, StateAction, Vulnerability, VulnerabilityFilters, VulnerabilityService, VulnerabilityState } from "./vulnerabilities/vulnerabilities.js";
+export { ADMIN_VULNERABILITY_ACCESS_LEVEL, STARBOARD_VULNERABILITY_MODULE, starboardVulnerabilityModule } from "./vulnerabilities/starboard-module.js";
+export { READ_VULNERABILITY_ACCESS_LEVEL } from "./vulnerabilities/vulnerabilities-api.js";
+export { findingUuid, identifierFingerprint, locationFingerprint, uuidV5 } from "./vulnerabilities/finding-identity.js";
+export { createVulnerabilityMetrics } from "./vulnerabilities/vulnerability-metrics.js";
 export { MANAGE_AGENTS_ACCESS_LEVEL, READ_AGENTS_ACCESS_LEVEL } from "./api/cluster-agents-api.js";
 export type { PlatformApiOptions } from "./api/rest-api.js";
 export { DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES, createInternalApi } from "./api/internal-api.js";

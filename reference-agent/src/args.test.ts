@@ -41,6 +41,29 @@ describe("agentk arguments", () => {
     bad(["--readiness-kas-loss-timeout-ms=-1"], /readiness-kas-loss-timeout-ms/);
   });
 
+  it("takes the scanner's ServiceAccount from SERVICE_ACCOUNT_NAME and the container scanning flags", () => {
+    const a = parseAgentArgs(
+      [
+        "--kas-address", "grpc://x:1",
+        "--container-scanning-image", "registry.example/trivy:0.45.0",
+        "--container-scanning-poll-interval-ms", "500",
+        "--container-scanning-rescan-delay-ms", "2000",
+      ],
+      { AGENTK_TOKEN: "t", SERVICE_ACCOUNT_NAME: "agent-sa" },
+    );
+    expect(a.serviceAccountName).to.equal("agent-sa");
+    expect(a.containerScanning).to.deep.equal({ image: "registry.example/trivy:0.45.0", pollIntervalMs: 500, rescanDelayMs: 2000 });
+    expect(parseAgentArgs(["--kas-address", "grpc://x:1"], { AGENTK_TOKEN: "t" }).containerScanning).to.deep.equal({
+      image: undefined,
+      pollIntervalMs: undefined,
+      rescanDelayMs: undefined,
+    });
+    expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--container-scanning-poll-interval-ms", "0"], { AGENTK_TOKEN: "t" })).to.throw(
+      UsageError,
+      /--container-scanning-poll-interval-ms must be a positive integer/,
+    );
+  });
+
   it("refuses bad input with usage errors", () => {
     expect(() => parseAgentArgs([], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /--kas-address/);
     expect(() => parseAgentArgs(["--kas-address", "http://x:1"], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /grpc/);

@@ -18,6 +18,17 @@ export interface AgentArgs {
   observability: { host: string; port: number; certFile?: string; keyFile?: string };
   /** How long KAS may be unreachable before /readiness fails, in ms. Default 60 000. */
   kasLossTimeoutMs: number;
+  /** ServiceAccount of the scanner pods (SERVICE_ACCOUNT_NAME, as GitLab's chart sets it). */
+  serviceAccountName: string;
+  /** Operational container scanning tuning (only with cluster access). */
+  containerScanning: {
+    /** --container-scanning-image: the scanner image; undefined: GitLab's. */
+    image?: string;
+    /** --container-scanning-poll-interval-ms: how often the leader asks the platform for requested scans. */
+    pollIntervalMs?: number;
+    /** --container-scanning-rescan-delay-ms: wait after a new image before its namespace is scanned. */
+    rescanDelayMs?: number;
+  };
 }
 
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -31,8 +42,10 @@ export const usage = `usage: agentk --kas-address grpc://host:8150 (--token-file
   [--shutdown-grace-ms 10000] [--max-message-bytes 16777216]
   [--observability-listen-network tcp] [--observability-listen-address :8080]
   [--observability-cert-file FILE --observability-key-file FILE] [--readiness-kas-loss-timeout-ms 60000]
+  [--container-scanning-image IMAGE] [--container-scanning-poll-interval-ms 10000]
+  [--container-scanning-rescan-delay-ms 30000]
   Schemes: grpc:// (h2c), grpcs:// (TLS), ws:// and wss:// (WebSocket, for HTTP-only proxies).
-  Pod identity from POD_NAME / POD_NAMESPACE.`;
+  Pod identity from POD_NAME / POD_NAMESPACE; scanner pods' ServiceAccount from SERVICE_ACCOUNT_NAME.`;
 
 /** Parses agentk's command line and environment (GitLab agentk's flag names). */
 export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArgs {
@@ -52,6 +65,9 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
       "observability-cert-file": { type: "string" },
       "observability-key-file": { type: "string" },
       "readiness-kas-loss-timeout-ms": { type: "string" },
+      "container-scanning-image": { type: "string" },
+      "container-scanning-poll-interval-ms": { type: "string" },
+      "container-scanning-rescan-delay-ms": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -98,11 +114,26 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   if (Boolean(certFile) !== Boolean(keyFile)) throw new UsageError("--observability-cert-file and --observability-key-file go together");
   const kasLossTimeoutMs = Number(values["readiness-kas-loss-timeout-ms"] ?? 60_000);
   if (!Number.isFinite(kasLossTimeoutMs) || kasLossTimeoutMs < 0) throw new UsageError("--readiness-kas-loss-timeout-ms must be a non-negative number");
+  const scanningMs = (flag: "container-scanning-poll-interval-ms" | "container-scanning-rescan-delay-ms") => {
+    const text = values[flag];
+    if (text === undefined) return undefined;
+    const ms = Number(text);
+    if (!Number.isSafeInteger(ms) || ms <= 0) throw new UsageError(`--${flag} must be a positive integer (milliseconds), got "${text}"`);
+    return ms;
+  };
+  const image = values["container-scanning-image"];
+  if (image !== undefined && !/^[^\s]+$/.test(image)) throw new UsageError(`--container-scanning-image must be an image reference, got "${image}"`);
   return {
     kasAddress,
     token,
     observability: { ...listen, certFile, keyFile },
     kasLossTimeoutMs,
+    serviceAccountName: env.SERVICE_ACCOUNT_NAME ?? "",
+    containerScanning: {
+      image,
+      pollIntervalMs: scanningMs("container-scanning-poll-interval-ms"),
+      rescanDelayMs: scanningMs("container-scanning-rescan-delay-ms"),
+    },
     kubeconfig: values.kubeconfig ?? env.KUBECONFIG,
     caCertFile: values["ca-cert-file"],
     headers,

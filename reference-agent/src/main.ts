@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { createAgent, KubeHttp, type AgentModule } from "@kasbridge/sdk/agent";
+import { createAgent, KubeHttp, type AgentModule, type LeaderElectionOptions } from "@kasbridge/sdk/agent";
 import { agentConfigurationAgentModule } from "@kasbridge/sdk/modules/agent_configuration/agent";
 import { agentRegistrarAgentModule } from "@kasbridge/sdk/modules/agent_registrar/agent";
 import { echoAgentModule } from "@kasbridge/sdk/modules/echo/agent";
@@ -8,6 +8,7 @@ import { fluxAgentModule } from "@kasbridge/sdk/modules/flux/agent";
 import { gitopsAgentModule } from "@kasbridge/sdk/modules/gitops/agent";
 import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
 import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
+import { starboardVulnerabilityAgentModule } from "@kasbridge/sdk/modules/starboard_vulnerability/agent";
 import { installProcessSafetyNet } from "@kasbridge/sdk/util";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
@@ -40,6 +41,7 @@ const observability = observabilityAgentModule({ listen: { host: args.observabil
 const modules: AgentModule[] = [agentRegistrarAgentModule(), agentConfigurationAgentModule(), observability, echoAgentModule()];
 // The Kubernetes API proxy's agent half: with --kubeconfig/KUBECONFIG, or in a pod (ServiceAccount).
 const inCluster = !args.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST);
+let leaderElection: LeaderElectionOptions | undefined;
 if (args.kubeconfig || inCluster) {
   // Loaded now so a bad file fails at start.
   const kc = new KubeConfig();
@@ -52,6 +54,18 @@ if (args.kubeconfig || inCluster) {
   modules.push(fluxAgentModule({ kube }));
   // Built-in GitOps: applies gitops.manifest_projects, pulled through KAS at each pushed commit.
   modules.push(gitopsAgentModule({ kube }));
+  // The agent's pods elect a leader (Lease agent-<id>-lock in POD_NAMESPACE) for the leader-only modules.
+  leaderElection = { kubeConfig: kc };
+  modules.push(
+    starboardVulnerabilityAgentModule({
+      kubeConfig: kc,
+      metrics,
+      serviceAccountName: args.serviceAccountName,
+      scannerImage: args.containerScanning.image,
+      scanRequestPollIntervalMs: args.containerScanning.pollIntervalMs,
+      rescanDelayMs: args.containerScanning.rescanDelayMs,
+    }),
+  );
 }
 
 const agent = createAgent({
@@ -61,6 +75,7 @@ const agent = createAgent({
   modules,
   podName: args.podName,
   podNamespace: args.podNamespace,
+  leaderElection,
   maxMessageBytes: args.maxMessageBytes,
   metrics,
   kasLossTimeoutMs: args.kasLossTimeoutMs,

@@ -59,7 +59,7 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
     let store: Store | undefined;
     let services: PlatformServices | undefined;
     if (config.platformEnabled) {
-      ({ store, services } = await startPlatformServices(config, logger));
+      ({ store, services } = await startPlatformServices(config, logger, options.metrics));
       const opened = store;
       closers.push(() => opened.close());
     }
@@ -179,7 +179,11 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
 }
 
 /** The embedded platform's store and services; the admin user and its token on first start. */
-async function startPlatformServices(config: KasConfig, logger: Logger): Promise<{ store: Store; services: PlatformServices }> {
+async function startPlatformServices(
+  config: KasConfig,
+  logger: Logger,
+  metrics: KasServerOptions["metrics"],
+): Promise<{ store: Store; services: PlatformServices }> {
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   try {
     const services = createPlatformServices({
@@ -188,6 +192,8 @@ async function startPlatformServices(config: KasConfig, logger: Logger): Promise
       repositoriesDir: join(config.dataDir, "repositories"),
       ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
       auditRetentionMs: config.auditRetentionDays * 24 * 60 * 60 * 1000,
+      // The platform's metrics (vulnerabilities) are served with KAS's on its observability port.
+      metrics,
     });
     const admin = await bootstrapAdmin(store, { dataDir: config.dataDir, adminToken: config.adminToken, services, logger });
     if (admin.created) {

@@ -19,7 +19,7 @@ import { startEtcd } from "./etcd.js";
 import { startApiServer } from "./kube-apiserver.js";
 import { clientCertAuth, writeKubeconfig } from "./kubeconfig.js";
 import { kubectlRunner, type KubectlOptions } from "./kubectl.js";
-import { KWOK_NODE_NAME, createPodFiles, startKwok } from "./kwok.js";
+import { KWOK_NODE_NAME, createPodFiles, startKwok, type OwnLogPod } from "./kwok.js";
 import type { PortForwardTarget } from "./kwok-config.js";
 import { freePorts, isPortConflict } from "./loopback.js";
 import { makePki } from "./pki.js";
@@ -32,6 +32,7 @@ export { BINARIES, controlPlaneBinDir, findBinaries, type BinaryName } from "./b
 export { CONTROLLERS, STORAGE_CLASS } from "./controllers.js";
 export type { KubectlOptions } from "./kubectl.js";
 export { KWOK_NODE_NAME } from "./kwok.js";
+export type { OwnLogPod } from "./kwok.js";
 export type { PortForwardTarget } from "./kwok-config.js";
 export type { PolicyRule } from "./rbac.js";
 export type { RunResult } from "./run-command.js";
@@ -65,6 +66,11 @@ export interface ControlPlaneOptions {
    * verb, the request URI as received, response code) to auditLogPath. Default false.
    */
   auditLog?: boolean;
+  /**
+   * Pods, by namespace and name (they may not exist yet, e.g. pods another program creates),
+   * whose containers' log is a file of their own rather than podLogsFile: `setPodLog` writes it.
+   */
+  ownLogPods?: OwnLogPod[];
 }
 
 export interface ControlPlane {
@@ -100,6 +106,11 @@ export interface ControlPlane {
    * `kubectl attach`, which kwok serves by following the same file from its end).
    */
   appendPodLog(line: string, stream?: "stdout" | "stderr"): Promise<void>;
+  /**
+   * Replaces the log of a pod listed in options.ownLogPods (each line of `text` one log line), as
+   * that pod's program would have written it; `kubectl logs` of the pod shows `text`.
+   */
+  setPodLog(namespace: string, name: string, text: string, stream?: "stdout" | "stderr"): Promise<void>;
   /** Runs the real kubectl (admin kubeconfig unless options.kubeconfig). */
   runKubectl(args: string[], options?: KubectlOptions): Promise<RunResult>;
   /** Ends every child process (process groups) and removes the temporary folder. Idempotent. */
@@ -161,7 +172,7 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
       });
     }
 
-    const podFiles = await createPodFiles(dir);
+    const podFiles = await createPodFiles(dir, options.ownLogPods);
     let kwokRunning = false;
     if (options.kwok !== false) {
       await startKwok(supervisor, binaries.kwok, dir, pki, { kubectl, kubeconfigPath, port: kwokPort, podFiles, portForwards: options.portForwards ?? [] });
@@ -187,6 +198,7 @@ async function startOnce(binaries: Record<BinaryName, string>, options: ControlP
       podLogsFile: podFiles.podLogsFile,
       execDir: podFiles.execDir,
       appendPodLog: podFiles.appendPodLog,
+      setPodLog: podFiles.setPodLog,
       runKubectl: kubectl,
       stop,
     };

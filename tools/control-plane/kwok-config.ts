@@ -1,7 +1,7 @@
 // kwok's configuration: our own minimal stages (a node becomes Ready, a pod on it goes Pending ->
 // Running and Ready, a deleted pod is removed) and the debugging endpoints of every pod: logs and
-// attach from one CRI-format file, exec as local commands in execDir, port-forward to the
-// configured TCP targets or else to an echo command.
+// attach from one CRI-format file (or, for pods named in advance, a file of their own), exec as
+// local commands in execDir, port-forward to the configured TCP targets or else to an echo command.
 
 /** `kubectl port-forward` to `podPort` of any kwok pod reaches `address:port` (default 127.0.0.1). */
 export interface PortForwardTarget {
@@ -10,7 +10,23 @@ export interface PortForwardTarget {
   address?: string;
 }
 
-export function kwokConfig(podLogsFile: string, execDir: string, portForwards: PortForwardTarget[]): string {
+export function kwokConfig(podLogsFile: string, execDir: string, portForwards: PortForwardTarget[], ownLogFiles: ReadonlyMap<string, string> = new Map()): string {
+  // kwok looks a pod's `Logs` up by its namespace and name before the cluster-wide ClusterLogs.
+  const ownLogs = [...ownLogFiles]
+    .map(([pod, file]) => {
+      const [namespace, name] = pod.split("/");
+      return `---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Logs
+metadata:
+  name: ${JSON.stringify(name)}
+  namespace: ${JSON.stringify(namespace)}
+spec:
+  logs:
+  - logsFile: ${JSON.stringify(file)}
+`;
+    })
+    .join("");
   const targets = portForwards
     .map((f) => `  - ports: [${f.podPort}]\n    target: {port: ${f.port}, address: ${JSON.stringify(f.address ?? "127.0.0.1")}}\n`)
     .join("");
@@ -176,5 +192,5 @@ metadata:
 spec:
   forwards:
 ${targets}  - command: ["cat"]
-`;
+${ownLogs}`;
 }

@@ -19,6 +19,7 @@ import { registerProjectRoutes } from "./projects-api.js";
 import { registerProtectedBranchRoutes } from "./protected-branches-api.js";
 import type { RestRouteDeps } from "./rest-route-deps.js";
 import { registerUserRoutes } from "./users-api.js";
+import { registerVulnerabilityRoutes } from "../vulnerabilities/vulnerabilities-api.js";
 
 export interface PlatformApiOptions {
   /** Must be the same instance the in-process PlatformClient uses, so revocations reach KAS. */
@@ -125,6 +126,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
   registerProjectRoutes(router, deps);
   registerProtectedBranchRoutes(router, deps);
   registerClusterAgentRoutes(router, { ...deps, connections, logger });
+  registerVulnerabilityRoutes(router, deps);
   // kasbridge's CI stand-in and GitLab's GET /job/allowed_agents.
   registerCiRestRoutes(router, { ...deps, k8sProxyUrl: options.k8sProxyUrl ?? DEFAULT_K8S_PROXY_URL });
   registerUsageMetricsRoutes(router, deps);

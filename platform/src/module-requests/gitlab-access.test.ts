@@ -44,7 +44,7 @@ describe("gitlab_access: agent module -> KAS -> platform", () => {
   let agentToken: string;
   let agentId: number;
   let projectId: number;
-  /** What the platform's "starboard_vulnerability" handler received. */
+  /** What the platform's "test_module" handler received. */
   let received: AgentModuleRequest[];
 
   beforeEach(async () => {
@@ -57,12 +57,12 @@ describe("gitlab_access: agent module -> KAS -> platform", () => {
       .token;
     received = [];
     cleanup.add(
-      platform.services.moduleRequests.register("starboard_vulnerability", (request) => {
+      platform.services.moduleRequests.register("test_module", (request) => {
         received.push(request);
         if (request.path === "/fail") throw new Error("the module broke");
         return {
           status: request.method === "PUT" ? 201 : 200,
-          headers: { "x-module": "starboard" },
+          headers: { "x-module": "test_module" },
           json: { agent: request.agent.agent.id, path: request.path, query: request.query.getAll("n"), body: Buffer.from(request.body).toString() },
         };
       }),
@@ -70,7 +70,7 @@ describe("gitlab_access: agent module -> KAS -> platform", () => {
   });
   afterEach(() => cleanup.run());
 
-  async function startKasAndAgent(client: PlatformClient, moduleName = "starboard_vulnerability") {
+  async function startKasAndAgent(client: PlatformClient, moduleName = "test_module") {
     const kas: KasServer = await createKasServer({
       platform: client,
       logger,
@@ -104,7 +104,7 @@ describe("gitlab_access: agent module -> KAS -> platform", () => {
         });
         expect(res.status).to.equal(201);
         expect(res.statusLine).to.equal("201 Created");
-        expect(res.headers.get("x-module")).to.equal("starboard");
+        expect(res.headers.get("x-module")).to.equal("test_module");
         expect(res.json()).to.deep.equal({ agent: agentId, path: "/vulnerabilities/report", query: ["1", "2"], body: '{"name":"CVE-1"}' });
         expect(received).to.have.length(1);
         expect(received[0]!.method).to.equal("PUT");
@@ -114,7 +114,7 @@ describe("gitlab_access: agent module -> KAS -> platform", () => {
       });
 
       it("passes the platform's refusals on as answers: unknown module 404, failing module 500", async () => {
-        const other = await startKasAndAgent(client(), "remote_development");
+        const other = await startKasAndAgent(client(), "no_such_module");
         expect((await other.request({ path: "/reconcile" })).status).to.equal(404);
         const requester = await startKasAndAgent(client());
         const failed = await requester.request({ path: "/fail" });

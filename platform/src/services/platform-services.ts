@@ -1,5 +1,6 @@
 import pino from "pino";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
 import { createRepositoryService, type RepositoryService } from "../git/repositories.js";
 import { createAgentConfigService, type AgentConfigService } from "../agent-config/agent-config-service.js";
 import { createCiJobService, type CiJobService } from "../ci/ci-jobs.js";
@@ -7,6 +8,9 @@ import { createProxyUserAuthorizationService, type ProxyUserAuthorizationService
 import { createModuleRequestService, type ModuleRequestService } from "../module-requests/module-requests.js";
 import { createUsageMetricsService, type UsageMetricsService } from "../usage-metrics/usage-metrics.js";
 import { createAuditTrail, type AuditTrail } from "../audit/audit-trail.js";
+import { STARBOARD_VULNERABILITY_MODULE, starboardVulnerabilityModule } from "../vulnerabilities/starboard-module.js";
+import { createVulnerabilityMetrics } from "../vulnerabilities/vulnerability-metrics.js";
+import { createVulnerabilityService, type VulnerabilityService } from "../vulnerabilities/vulnerabilities.js";
 import type { Store } from "../store/store.js";
 import { createAgentTokenService, type AgentTokenService } from "./agent-tokens.js";
 import { createAgentService, type AgentService } from "./agents.js";
@@ -43,6 +47,8 @@ export interface PlatformServicesOptions {
   auditRetentionMs?: number;
   /** Lifetime of a CI job token (it also stops working when its job finishes). Default 3 600 000 ms (1 h). */
   ciJobTokenTtlMs?: number;
+  /** Where the platform's metrics (`platform_vulnerabilit*`) are registered. Default: none kept. */
+  metrics?: Registry;
 }
 
 /** The platform's business logic over one store. Authorization is left to the callers (REST API). */
@@ -73,6 +79,8 @@ export interface PlatformServices {
   readonly usageMetrics: UsageMetricsService;
   /** The audit trail: Kubernetes API requests through KAS, agent activity. */
   readonly audit: AuditTrail;
+  /** Operational container scanning: vulnerabilities agents report, their states, requested scans. */
+  readonly vulnerabilities: VulnerabilityService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -120,9 +128,23 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
   };
   const members = createMemberService(ctx, namespaces);
   const personalAccessTokens = createPersonalAccessTokenService(ctx, { throttle: new UsageThrottle(throttleMs), revocations });
+  const users = createUserService(ctx, { revocations });
+  const moduleRequests = createModuleRequestService(ctx.logger.child({ component: "module-requests" }));
+  const vulnerabilities = createVulnerabilityService(ctx);
+  // The platform's half of starboard_vulnerability answers agents' scans (through KAS, gitlab_access).
+  moduleRequests.register(
+    STARBOARD_VULNERABILITY_MODULE,
+    starboardVulnerabilityModule({
+      vulnerabilities,
+      users,
+      members,
+      metrics: options.metrics && createVulnerabilityMetrics(options.metrics, vulnerabilities),
+      logger: ctx.logger.child({ component: STARBOARD_VULNERABILITY_MODULE }),
+    }),
+  );
   return {
     store: options.store,
-    users: createUserService(ctx, { revocations }),
+    users,
     namespaces,
     projects,
     protectedBranches: createProtectedBranchService(ctx),
@@ -142,7 +164,8 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       members,
       agentConfigs,
     }),
-    moduleRequests: createModuleRequestService(ctx.logger.child({ component: "module-requests" })),
+    moduleRequests,
+    vulnerabilities,
     usageMetrics: createUsageMetricsService(ctx),
     audit,
   };

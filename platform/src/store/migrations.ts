@@ -362,12 +362,86 @@ const agentGitopsStatus: Migration = {
 };
 
 /**
+ * Operational container scanning (starboard_vulnerability): one row per finding, GitLab's
+ * vulnerability and finding in one (the finding's identity is its UUID: report type, primary
+ * identifier fingerprint, location fingerprint, project), with what filters and resolution need
+ * (agent, Kubernetes namespace, severity, state) in columns and the rest as the report sent it;
+ * the state changes users made; the scans users asked for, which the agent's leader picks up.
+ */
+const vulnerabilities: Migration = {
+  name: "0007_vulnerabilities",
+  async up(knex) {
+    await knex.schema.createTable("vulnerabilities", (t) => {
+      t.increments("id").primary();
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      // The agent whose scans report it (resolution is per agent); kept when the agent is deleted, as in GitLab.
+      t.integer("cluster_agent_id").nullable().references("id").inTable("cluster_agents").onDelete("SET NULL");
+      t.string("finding_uuid", 36).notNullable().unique();
+      t.string("report_type", 32).notNullable();
+      t.string("state", 16).notNullable(); // detected | confirmed | resolved | dismissed
+      t.string("severity", 16).notNullable(); // critical | high | medium | low | info | unknown
+      t.string("confidence", 16).notNullable();
+      t.string("title", 255).notNullable();
+      t.text("message").notNullable().defaultTo("");
+      t.text("description").notNullable().defaultTo("");
+      t.text("solution").notNullable().defaultTo("");
+      t.string("location_fingerprint", 40).notNullable();
+      t.string("primary_identifier_fingerprint", 40).notNullable();
+      t.string("project_fingerprint", 40).notNullable();
+      t.string("metadata_version", 64).notNullable();
+      t.string("k8s_namespace", 253).notNullable();
+      t.string("k8s_kind", 64).notNullable();
+      t.string("k8s_name", 253).notNullable();
+      t.text("location").notNullable(); // JSON, as reported
+      t.text("identifiers").notNullable(); // JSON [{external_type, external_id, name, url, fingerprint}]
+      t.text("links").notNullable(); // JSON [{url, name?}]
+      t.text("scanner").notNullable(); // JSON {external_id, name, vendor, version}
+      t.integer("author_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      t.boolean("resolved_on_default_branch").notNullable().defaultTo(false);
+      ts(t, "created_at").notNullable();
+      ts(t, "updated_at").notNullable();
+      ts(t, "last_detected_at").notNullable();
+      ts(t, "confirmed_at").nullable();
+      t.integer("confirmed_by_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      ts(t, "resolved_at").nullable();
+      t.integer("resolved_by_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      ts(t, "dismissed_at").nullable();
+      t.integer("dismissed_by_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      t.index(["project_id", "state", "severity"]);
+      t.index(["cluster_agent_id", "state"]);
+    });
+    await knex.schema.createTable("vulnerability_state_transitions", (t) => {
+      t.increments("id").primary();
+      t.integer("vulnerability_id").notNullable().references("id").inTable("vulnerabilities").onDelete("CASCADE");
+      t.string("from_state", 16).notNullable();
+      t.string("to_state", 16).notNullable();
+      t.integer("author_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      t.text("comment").nullable();
+      ts(t, "created_at").notNullable();
+      t.index(["vulnerability_id"]);
+    });
+    await knex.schema.createTable("vulnerability_scan_requests", (t) => {
+      t.increments("id").primary();
+      t.integer("agent_id").notNullable().references("id").inTable("cluster_agents").onDelete("CASCADE");
+      t.text("namespaces").notNullable(); // JSON list; empty: every configured namespace
+      t.integer("requested_by_id").nullable().references("id").inTable("users").onDelete("SET NULL");
+      ts(t, "requested_at").notNullable();
+      ts(t, "picked_up_at").nullable();
+      t.index(["agent_id", "picked_up_at"]);
+    });
+  },
+  async down(knex) {
+    for (const table of ["vulnerability_scan_requests", "vulnerability_state_transitions", "vulnerabilities"]) await knex.schema.dropTableIfExists(table);
+  },
+};
+
+/**
  * Observability: usage events KAS reports (GitLab's usage_metrics), per event and day; unique
  * counters keep their distinct ids per day. The audit trail: each entry's filterable fields as
  * columns beside the whole record (JSON); `id` doubles as the stream's cursor.
  */
 const observability: Migration = {
-  name: "0007_observability",
+  name: "0008_observability",
   async up(knex) {
     await knex.schema.createTable("usage_counters", (t) => {
       t.string("name", 100).notNullable();
@@ -408,7 +482,7 @@ const observability: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, observability];
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities, observability];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -13,7 +13,7 @@ import type { AgentConnection, AgentConnectionsSource } from "@kasbridge/sdk/pla
 import { closeServer, listen } from "@kasbridge/testing/servers";
 import { rejectionOf } from "@kasbridge/testing/wait";
 import { PlatformError } from "@kasbridge/sdk/platform-client";
-import { createPlatformServices, type PlatformServices } from "../services/platform-services.js";
+import { createPlatformServices, type PlatformServices, type PlatformServicesOptions } from "../services/platform-services.js";
 import type { Store } from "../store/store.js";
 
 /** An AgentConnectionsSource whose answer the test sets. */
@@ -40,8 +40,11 @@ export interface TestPlatform {
  * Starts the platform over `store` (see useTestStore, which empties it before each test).
  * close() stops the server; the store stays open for the next test.
  */
-export async function startTestPlatform(store: Store, options: { now?: () => Date; k8sProxyUrl?: string } = {}): Promise<TestPlatform> {
-  const services = createPlatformServices({ store, now: options.now });
+export async function startTestPlatform(
+  store: Store,
+  options: { now?: () => Date; k8sProxyUrl?: string; metrics?: PlatformServicesOptions["metrics"] } = {},
+): Promise<TestPlatform> {
+  const services = createPlatformServices({ store, now: options.now, metrics: options.metrics });
   const jwtSecret = new Uint8Array(randomBytes(32));
   const connections = new FakeConnections();
   const adminToken = "glpat-" + randomBytes(20).toString("hex");

@@ -287,6 +287,16 @@ ci_access:
     ],
     ["container_scanning needs a cadence", "container_scanning:\n  vulnerability_report:\n    namespaces: [a]\n", ["container_scanning.cadence: is required (line 1)"]],
     [
+      "container_scanning: what GitLab's agentk or the API server would refuse",
+      "container_scanning:\n  cadence: '0 25 * * *'\n  vulnerability_report:\n    namespaces:\n    - team-a\n    - Team_B\n  resource_requirements:\n    limits:\n      cpu: lots\n      memory: 1Gi\n    requests:\n      cpu: 600m\n",
+      [
+        "container_scanning.cadence: is not a valid cron expression: end of range (25) above maximum (23): hour field: 25 (line 2)",
+        'container_scanning.vulnerability_report.namespaces[1]: "Team_B" is not a namespace name (lower-case letters, digits and \'-\', at most 63) (line 6)',
+        'container_scanning.resource_requirements.limits.cpu: "lots" is not a Kubernetes quantity (e.g. 500m or 1) (line 9)',
+        "container_scanning.resource_requirements.requests: cpu 600m is more than the limit 500m (the API server refuses such a pod) (line 11)",
+      ],
+    ],
+    [
       "remote_development intervals must be positive",
       "remote_development:\n  enabled: true\n  partial_sync_interval: 0s\n  full_sync_interval: -5s\n",
       [

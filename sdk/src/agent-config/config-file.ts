@@ -29,6 +29,13 @@ import {
 } from "yaml";
 import { ConfigurationFileSchema, type ConfigurationFile } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { globMatcher } from "../modules/gitops/server/glob.js";
+import {
+  DEFAULT_SCANNER_RESOURCES,
+  cadenceProblem,
+  namespaceProblem,
+  quantityProblem,
+  requestOverLimitProblem,
+} from "../modules/starboard_vulnerability/scanning-config.js";
 
 /** GitLab KAS's default `agent.configuration.max_configuration_file_size` (128 KiB). */
 export const AGENT_CONFIG_MAX_BYTES = 128 * 1024;
@@ -443,6 +450,15 @@ class RuleContext {
     this.walker.addProblem(this.path(), `must set exactly one of ${members.join(", ")}${hint}`, this.site.line);
   }
 
+  /** A check of kasbridge's own (what the agent or the API server would refuse later): `message` is the problem, if any. */
+  check(msg: JsonObject, field: string, message: string | undefined, index?: number): void {
+    if (message === undefined) return;
+    const where = this.site.fields.get(field);
+    if (where?.invalid) return;
+    const line = index === undefined ? (where?.keyLine ?? where?.valueLine) : where?.itemLines[index];
+    this.walker.addProblem(this.path(field, index), message, line ?? where?.keyLine ?? this.site.line);
+  }
+
   /** A GitOps glob that kasbridge's KAS can match (doublestar syntax). */
   validGlob(msg: JsonObject, field: string): void {
     const v = msg[field];
@@ -511,7 +527,27 @@ const RULES: Record<string, Rule> = {
   [`${P}UserAccessProjectCF`]: (m, c) => c.nonEmpty(m, "id"),
   [`${P}UserAccessGroupCF`]: (m, c) => c.nonEmpty(m, "id"),
   [`${P}UserAccessAsCF`]: (m, c) => c.oneofRequired(m, ["agent", "user"]),
-  [`${P}ContainerScanningCF`]: (m, c) => c.nonEmpty(m, "cadence"),
+  [`${P}ContainerScanningCF`]: (m, c) => {
+    c.nonEmpty(m, "cadence");
+    // GitLab's agentk refuses a cadence robfig/cron cannot parse; the platform says so at push time.
+    if (typeof m.cadence === "string" && m.cadence !== "") c.check(m, "cadence", cadenceProblem(m.cadence));
+  },
+  [`${P}VulnerabilityReport`]: (m, c) => {
+    if (Array.isArray(m.namespaces)) m.namespaces.forEach((ns, i) => typeof ns === "string" && c.check(m, "namespaces", namespaceProblem(ns), i));
+  },
+  [`${P}ResourceRequirements`]: (m, c) => {
+    const value = (kind: "limits" | "requests", resource: "cpu" | "memory") => {
+      const given = (m[kind] as JsonObject | undefined)?.[resource];
+      return typeof given === "string" && given !== "" && quantityProblem(given, resource) === undefined ? given : DEFAULT_SCANNER_RESOURCES[kind][resource];
+    };
+    for (const resource of ["cpu", "memory"] as const) {
+      const problem = requestOverLimitProblem(value("requests", resource), value("limits", resource));
+      c.check(m, "requests", problem && `${resource} ${problem}`);
+    }
+  },
+  [`${P}Resource`]: (m, c) => {
+    for (const resource of ["cpu", "memory"] as const) if (typeof m[resource] === "string") c.check(m, resource, quantityProblem(m[resource], resource));
+  },
   [`${P}RemoteDevelopmentCF`]: (m, c) => {
     c.positiveDuration(m, "partial_sync_interval");
     c.positiveDuration(m, "full_sync_interval");

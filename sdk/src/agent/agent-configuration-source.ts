@@ -58,11 +58,16 @@ export class AgentConfigurationSource {
  * that read a channel of configurations): `run` starts with the agent, gets each configuration
  * the agent applies through `configuration`, and must return once `ctx.shutdownSignal` aborts;
  * `close` waits for it. A failure of the loop is logged.
+ *
+ * With `leaderOnly` (GitLab's leader modules), `run` runs only while this process leads the
+ * agent's pods (`ctx.leadership`): it starts on each win with a `ctx.shutdownSignal` that aborts
+ * when leadership ends (or the agent stops), and sees the latest configuration at once.
  */
 export function configuredAgentModule(
   name: string,
   configSections: readonly string[],
   run: (ctx: AgentModuleContext, configuration: AgentConfigurationSource) => Promise<void>,
+  options: { leaderOnly?: boolean } = {},
 ): AgentModule {
   const configuration = new AgentConfigurationSource();
   let loop: Promise<void> | undefined;
@@ -70,6 +75,10 @@ export function configuredAgentModule(
     name,
     configSections,
     start(ctx) {
+      if (options.leaderOnly) {
+        ctx.leadership.run(name, (term) => run({ ...ctx, shutdownSignal: term }, configuration));
+        return;
+      }
       loop = run(ctx, configuration).catch((err: unknown) => ctx.logger.error({ err }, `the ${name} module failed`));
     },
     applyConfiguration(config, commitId) {

@@ -5,6 +5,7 @@ import type { Registry } from "prom-client";
 import type { AgentHealth } from "./agent-health.js";
 import type { AgentConfiguration } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import type { AgentMeta } from "../gen/gitlab/agent/entity/entity_pb.js";
+import type { Leadership } from "./leadership.js";
 
 /** A service an agent module serves to KAS through the tunnel, with its connect-es implementation. */
 export interface ServedService {
@@ -42,6 +43,12 @@ export interface AgentModuleContext {
   applyConfiguration(config: AgentConfiguration, commitId: string): void;
   /** Calls `listener` each time the tunnel pool backs off after failures (KAS restarted, connection lost). */
   onTunnelFailure(listener: () => void): void;
+  /**
+   * The election among this agent's pods (GitLab's leader-only modules): `leadership.run(name,
+   * work)` runs `work` only while this process leads (`AgentOptions.leaderElection`; without it,
+   * this process always leads).
+   */
+  leadership: Leadership;
 }
 
 /**

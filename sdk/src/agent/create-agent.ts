@@ -15,6 +15,7 @@ import { AgentHealth } from "./agent-health.js";
 import { createAgentMetrics } from "./agent-metrics.js";
 import type { AgentModule, AgentModuleContext } from "./agent-module.js";
 import { defaultAgentModules } from "./default-modules.js";
+import { createLeadership, type LeaderElectionOptions } from "./leadership.js";
 import { randomPodId } from "./pod-id.js";
 
 export interface AgentOptions {
@@ -52,6 +53,12 @@ export interface AgentOptions {
   kasLossTimeoutMs?: number;
   /** Called with each configuration the agent receives, after the modules applied it. */
   onConfiguration?(config: AgentConfiguration, commitId: string): void;
+  /**
+   * Leader election among the agent's pods (a Lease `agent-<agent id>-lock`, as GitLab's agentk),
+   * for modules whose work must run on one pod only (`ctx.leadership`). Default: no election, this
+   * process always leads (run one agent process per token).
+   */
+  leaderElection?: LeaderElectionOptions;
 }
 
 export interface Agent {
@@ -114,9 +121,17 @@ export function createAgent(options: AgentOptions): Agent {
   // Which module serves a service, to count calls by module.
   const moduleOfService = new Map<string, string>();
 
+  const leadership = createLeadership(
+    options.leaderElection,
+    { podName: agentMeta.podName, podNamespace: agentMeta.podNamespace, podId, shutdownSignal: shutdown.signal },
+    logger.child({ component: "leader_election" }),
+  );
+
   function applyConfiguration(config: AgentConfiguration, commitId: string): void {
     health.reportConfiguration(commitId);
     metrics.configurations.inc();
+    // The Lease is named after the agent id, which the configuration carries.
+    leadership.setAgentId(config.agentId);
     for (const module of modules) {
       try {
         module.applyConfiguration?.(config, commitId);
@@ -141,6 +156,7 @@ export function createAgent(options: AgentOptions): Agent {
       grpcLogger,
       applyConfiguration,
       onTunnelFailure: (listener) => failureListeners.push(listener),
+      leadership,
     };
     contexts.set(module, ctx);
     for (const { service, implementation } of module.services?.(ctx) ?? []) {
@@ -187,11 +203,14 @@ export function createAgent(options: AgentOptions): Agent {
           logger.error({ err: error, module: module.name }, "agent module failed to start");
         }
       }
+      leadership.start();
     },
     async stop(graceMs = 10_000) {
       shutdown.abort();
       await Promise.all([
         pool.stop(graceMs),
+        // Leader work ends and the Lease is given up while the modules close.
+        leadership.close(),
         ...modules.map((module) =>
           module.close?.().catch((error: unknown) => logger.error({ err: error, module: module.name }, "agent module failed to close")),
         ),

@@ -8,6 +8,11 @@ export { AgentHealth } from "./agent-health.js";
 export type { AgentHealthOptions, AgentHealthSnapshot } from "./agent-health.js";
 export { defaultAgentModules } from "./default-modules.js";
 export { randomPodId } from "./pod-id.js";
+export { createLeadership } from "./leadership.js";
+export type { LeaderElectionOptions, Leadership, LeadershipController, LeaderWork } from "./leadership.js";
+export { LeaseLock, microTime } from "./lease-lock.js";
+export type { LeaseAttempt, LeaseLockOptions } from "./lease-lock.js";
+export { apiErrorMessage, apiStatus, callOptions } from "./kube-calls.js";
 export { DEFAULT_MAX_MESSAGE_BYTES } from "../grpc/limits.js";
 
 // The tunnel pool and the in-process server behind it

@@ -33,6 +33,7 @@ function settingsOf({ config }: AppliedAgentConfiguration): FluxSettings | undef
  * Agent half of GitLab's Flux integration (module `flux`). It runs only when Flux's GitRepository
  * and Receiver CRDs are served at v1 and Established (checked once at start; install Flux, then
  * restart the agent, as in GitLab); otherwise it idles. See runFluxController for what it does.
+ * Like GitLab's, it runs on the leader of the agent's pods only (the check runs as a pod starts leading).
  */
 export function fluxAgentModule(options: FluxAgentModuleOptions): AgentModule {
   return configuredAgentModule("flux", ["flux"], async (ctx, configuration) => {
@@ -79,7 +80,7 @@ export function fluxAgentModule(options: FluxAgentModuleOptions): AgentModule {
         AbortSignal.any([signal, restart.signal]),
       );
     }
-  });
+  }, { leaderOnly: true });
 }
 
 function sameSettings(a: FluxSettings | undefined, b: FluxSettings | undefined): boolean {

@@ -19,7 +19,7 @@ export interface GitopsAgentModuleOptions {
 /**
  * Agent half of GitLab's built-in GitOps (`gitops.manifest_projects`, module `gitops-manifest`):
  * one worker per configured manifest project, started, restarted and stopped as the agent's
- * configuration changes.
+ * configuration changes. Like GitLab's, it runs on the leader of the agent's pods only.
  */
 export function gitopsAgentModule(options: GitopsAgentModuleOptions): AgentModule {
   const metrics = options.metrics && {
@@ -76,5 +76,5 @@ export function gitopsAgentModule(options: GitopsAgentModuleOptions): AgentModul
       ctx.shutdownSignal.addEventListener("abort", () => resolve(), { once: true });
     });
     await Promise.all([...running]);
-  });
+  }, { leaderOnly: true });
 }
