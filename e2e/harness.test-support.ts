@@ -119,12 +119,12 @@ export async function startKas(
   return Object.assign(proc as KasProcess, { cleanup });
 }
 
-/** Starts `agentk` with a token file. */
+/** Starts `agentk` with a token file; its observability listener on a free loopback port (not GitLab's :8080), unless `args` say otherwise. */
 export function startAgentk(kasAddress: string, token: string, extraEnv: Record<string, string> = {}, args: string[] = []): Proc & { cleanup(): Promise<void> } {
   const dir = mkdtempSync(join(tmpdir(), "agentk-e2e-"));
   const tokenFile = join(dir, "token");
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
-  const child = spawn(process.execPath, [agentkBin, "--kas-address", kasAddress, "--token-file", tokenFile, "--log-level", "debug", ...args], {
+  const child = spawn(process.execPath, [agentkBin, "--kas-address", kasAddress, "--token-file", tokenFile, "--log-level", "debug", "--observability-listen-address", "127.0.0.1:0", ...args], {
     env: { ...process.env, POD_NAME: "agentk-e2e-pod", POD_NAMESPACE: "gitlab-agent", ...extraEnv },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -2,6 +2,7 @@
 // `agentk` in front of a real kube-apiserver (its audit log shows the request URI it received),
 // the real kubectl, and, for what a compromised or buggy agent could answer, an agent built from
 // the SDK whose KubernetesApi answers what each test needs. Everything over real sockets.
+import { Registry } from "prom-client";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type ServiceImpl } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -138,8 +139,8 @@ describe("e2e: Kubernetes API proxy hardening (kas, agentk, kube-apiserver)", fu
     // the agent's process is busy across that moment (emulated: its event loop is held for 1.5 s
     // once 8 MiB are written), it finds the answer and the broken connection together.
     const module = await kubernetesApiAgentModule({ kubeconfig: cp.agentKubeconfigPath, logger: pino({ level: "silent" }) });
-    // Its services need nothing of the agent.
-    const makeRequest = (module.services!({} as AgentModuleContext)[0]!.implementation as unknown as {
+    // Its services need nothing of the agent but a metrics registry.
+    const makeRequest = (module.services!({ metrics: new Registry() } as AgentModuleContext)[0]!.implementation as unknown as {
       makeRequest(requests: AsyncIterable<HttpRequest>, ctx: { signal: AbortSignal }): AsyncIterable<MessageInitShape<typeof HttpResponseSchema>>;
     }).makeRequest;
     const body = Buffer.from(JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "huge", namespace: "default" }, data: { big: "x".repeat(48 << 20) } }));

@@ -32,7 +32,8 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
     findBinaries(); // throws "... Run `npm run control-plane` ..." when the binaries are missing
     cp = await startControlPlane({ kwok: false, agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] });
     cleanups.add(() => cp.stop());
-    kas = await startKas({ KAS_AGENT_TLS_CERT_FILE: certFile, KAS_AGENT_TLS_KEY_FILE: keyFile });
+    // Usage counters go to the platform every second (GitLab's default: a minute).
+    kas = await startKas({ KAS_AGENT_TLS_CERT_FILE: certFile, KAS_AGENT_TLS_KEY_FILE: keyFile, KAS_USAGE_REPORTING_PERIOD_SECONDS: "1" });
     cleanups.add(() => kas.cleanup());
     agent = await createAgentWithToken(kas, "dev");
     const p = await api(kas, "POST", "/projects", { name: "app" });
@@ -149,5 +150,44 @@ describe("e2e: kubectl as a user (user_access) through kas and agentk", function
     // Still only for members of an authorized project.
     expect((await kubectlAs(users.bob!.token, ["get", "ns"])).code).to.not.equal(0);
     await pushConfig("user");
+  });
+
+  it("usage metrics reach the platform with the counts of the proxied requests; agentk counts them too", async () => {
+    const totals = async () => (await api(kas, "GET", "/usage_metrics/kubernetes")).json as { counters: Record<string, number>; unique_counters: Record<string, number> };
+    // Whatever came before has been sent: the totals stop moving with the proxy's request log.
+    const authorized = () => kas.count(/"caller":"user"[^\n]*"msg":"k8s proxy request"/);
+    await waitFor(async () => ((await totals()).counters.k8s_api_proxy_requests_via_pat_access ?? 0) === authorized(), 15_000, "earlier requests reported");
+    const before = await totals();
+    const seen = authorized();
+    expect((await kubectlAs(users.alice!.token, ["get", "configmaps", "-n", "team-u"])).code).to.equal(0);
+    await whoami(users.alice!.token);
+    const made = authorized() - seen;
+    expect(made).to.be.greaterThan(1);
+    let after = before;
+    await waitFor(async () => ((after = await totals()).counters.k8s_api_proxy_requests_via_pat_access ?? 0) - (before.counters.k8s_api_proxy_requests_via_pat_access ?? 0) === made, 15_000, "this traffic reported");
+    expect(after.counters.k8s_api_proxy_request - before.counters.k8s_api_proxy_request).to.equal(made);
+    expect(after.unique_counters.k8s_api_proxy_requests_unique_users_via_pat_access).to.be.greaterThan(0);
+    expect(after.unique_counters.k8s_api_proxy_requests_unique_agents_via_pat_access).to.equal(1);
+    // The agent's own view of the same traffic, on its observability listener.
+    const url = (await agentk.waitFor(/"url":"(http:\/\/127\.0\.0\.1:\d+)"[^\n]*observability listening/))[1]!;
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).to.match(/^agentk_tunnel_calls_total\{module="kubernetes_api",code="OK"\} [1-9]/m);
+    expect(metrics).to.match(/^agentk_k8s_api_requests_total\{verb="list",code="200"\} [1-9]/m);
+    // The platform shows the agent's health.
+    const health = (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}/health`)).json;
+    expect(health).to.include({ connected: true, last_error: null });
+    expect(health.pods).to.have.length(1);
+    expect(health.pods[0]).to.include({ pod_name: "agentk-e2e-pod", pod_namespace: "gitlab-agent" });
+    expect(health.config_commit_id).to.match(/^[0-9a-f]{40}$/);
+    // The audit trail: alice's requests with her identity and the one the cluster saw, and agent activity.
+    type Entry = { kind: string; actor: Record<string, unknown>; impersonated: { username: string } | null; request: { verb: string; status: number } | null };
+    let audit: Entry[] = [];
+    await waitFor(async () => (audit = (await api(kas, "GET", `/kubernetes_audit_events?user_id=${users.alice!.id}&per_page=100`)).json).length >= made, 15_000, "alice's requests audited");
+    expect(audit.every((e) => e.actor.kind === "user" && e.actor.username === "alice" && e.actor.access_type === "personal_access_token")).to.equal(true);
+    expect(audit.some((e) => e.impersonated?.username === "gitlab:user:alice" && e.request?.verb === "list" && e.request.status === 200)).to.equal(true);
+    expect(audit.some((e) => e.request?.status === 403)).to.equal(true);
+    const activity = (await api(kas, "GET", `/projects/${agent.projectId}/cluster_agents/${agent.agentId}/activity_events?per_page=100`)).json as Entry[];
+    expect(activity.map((e) => e.kind)).to.include.members(["agent_connected", "config_applied", "token_created", "k8s_api_request"]);
+    expect(JSON.stringify(activity)).to.not.include(users.alice!.token);
   });
 });

@@ -220,6 +220,21 @@ describe("e2e: Kubernetes API proxy (kubectl -> kas -> agentk -> kube-apiserver)
     await waitFor(async () => (await kubectl(job.path!, ["get", "ns"])).code !== 0, 15_000, "finished token refused");
     const after = await kubectl(job.path!, ["get", "ns"]);
     expect(after.stderr).to.match(/Unauthorized|unauthorized/);
+
+    // The audit trail has each of them: who, which agent, as whom, what, the answer; never a token.
+    type Entry = { actor: Record<string, unknown>; impersonated: { username: string } | null; request: { verb: string; resource: string; status: number }; agent_id: number };
+    const entries = async (query: string) => (await api(kas, "GET", `/kubernetes_audit_events?per_page=100&${query}`)).json as Entry[];
+    let mine: Entry[] = [];
+    await waitFor(async () => (mine = await entries(`job_id=${job.id}`)).some((e) => e.request.status === 400), 15_000, "the job's requests in the audit trail");
+    const allowed = mine.find((e) => e.request.status === 200 && e.request.resource === "namespaces")!;
+    expect(allowed.actor).to.deep.include({ kind: "ci_job", job_id: job.id, project_id: projects.app!.id, username: "root" });
+    expect(allowed).to.deep.include({ agent_id: agent.agentId });
+    expect(allowed.request.verb).to.equal("list");
+    const refusedEntries = await entries(`agent_id=${agent.agentId}&status=401`);
+    expect(refusedEntries.some((e) => e.actor.kind === "refused" && e.actor.credential === "ci")).to.equal(true);
+    expect((await entries(`agent_id=${agent.agentId}&status=403`)).length).to.be.greaterThan(0);
+    const everything = JSON.stringify(await entries(`agent_id=${agent.agentId}`));
+    for (const secret of [job.token, stranger.token, "glcbt-forged"]) expect(everything).to.not.include(secret);
   });
 
   it("access_as ci_job: cluster RBAC for gitlab:project:<id> decides (one namespace only)", async () => {

@@ -20,18 +20,25 @@ describe("agentk arguments", () => {
     expect(a.headers).to.deep.equal({ "x-proxy-auth": "s3cret" });
     expect(a.podName).to.equal("agentk-1");
     expect(a.podNamespace).to.equal("gitlab-agent");
-    expect(a.observability).to.equal(undefined);
+    // GitLab's default: the observability listener on :8080, plain HTTP; readiness after 60 s without KAS.
+    expect(a.observability).to.deep.equal({ host: "0.0.0.0", port: 8080, certFile: undefined, keyFile: undefined });
+    expect(a.kasLossTimeoutMs).to.equal(60_000);
   });
 
-  it("serves observability only where --observability-listen-address says", () => {
-    const a = parseAgentArgs(["--kas-address", "grpc://x:1", "--observability-listen-address", ":8080"], { AGENTK_TOKEN: "t" });
-    expect(a.observability).to.deep.equal({ host: "0.0.0.0", port: 8080 });
+  it("serves observability where --observability-listen-address says, with TLS when given a certificate", () => {
     const b = parseAgentArgs(["--kas-address", "grpc://x:1"], { AGENTK_TOKEN: "t", AGENTK_OBSERVABILITY_LISTEN_ADDRESS: "[::1]:0" });
-    expect(b.observability).to.deep.equal({ host: "::1", port: 0 });
-    expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--observability-listen-address", "8080"], { AGENTK_TOKEN: "t" })).to.throw(
-      UsageError,
-      /observability-listen-address/,
+    expect(b.observability).to.include({ host: "::1", port: 0 });
+    const c = parseAgentArgs(
+      ["--kas-address", "grpc://x:1", "--observability-listen-network", "tcp6", "--observability-listen-address", ":9090", "--observability-cert-file", "c.pem", "--observability-key-file", "k.pem", "--readiness-kas-loss-timeout-ms", "5000"],
+      { AGENTK_TOKEN: "t" },
     );
+    expect(c.observability).to.deep.equal({ host: "::", port: 9090, certFile: "c.pem", keyFile: "k.pem" });
+    expect(c.kasLossTimeoutMs).to.equal(5000);
+    const bad = (args: string[], message: RegExp) => expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", ...args], { AGENTK_TOKEN: "t" })).to.throw(UsageError, message);
+    bad(["--observability-listen-address", "8080"], /observability-listen-address/);
+    bad(["--observability-listen-network", "unix"], /observability-listen-network/);
+    bad(["--observability-cert-file", "c.pem"], /go together/);
+    bad(["--readiness-kas-loss-timeout-ms=-1"], /readiness-kas-loss-timeout-ms/);
   });
 
   it("takes the scanner's ServiceAccount from SERVICE_ACCOUNT_NAME and the container scanning flags", () => {

@@ -14,8 +14,10 @@ export interface AgentArgs {
   logLevel: string;
   graceMs: number;
   maxMessageBytes: number;
-  /** Where /metrics, /liveness and /readiness are served; unset: not served. */
-  observability?: { host: string; port: number };
+  /** Where /metrics, /liveness and /readiness are served (GitLab's default :8080), and with which certificate. */
+  observability: { host: string; port: number; certFile?: string; keyFile?: string };
+  /** How long KAS may be unreachable before /readiness fails, in ms. Default 60 000. */
+  kasLossTimeoutMs: number;
   /** ServiceAccount of the scanner pods (SERVICE_ACCOUNT_NAME, as GitLab's chart sets it). */
   serviceAccountName: string;
   /** Operational container scanning tuning (only with cluster access). */
@@ -37,7 +39,9 @@ export class UsageError extends Error {
 
 export const usage = `usage: agentk --kas-address grpc://host:8150 (--token-file FILE | env AGENTK_TOKEN)
   [--kubeconfig FILE] [--ca-cert-file FILE] [--kas-header 'Name: value']... [--log-level info]
-  [--shutdown-grace-ms 10000] [--max-message-bytes 16777216] [--observability-listen-address host:port]
+  [--shutdown-grace-ms 10000] [--max-message-bytes 16777216]
+  [--observability-listen-network tcp] [--observability-listen-address :8080]
+  [--observability-cert-file FILE --observability-key-file FILE] [--readiness-kas-loss-timeout-ms 60000]
   [--container-scanning-image IMAGE] [--container-scanning-poll-interval-ms 10000]
   [--container-scanning-rescan-delay-ms 30000]
   Schemes: grpc:// (h2c), grpcs:// (TLS), ws:// and wss:// (WebSocket, for HTTP-only proxies).
@@ -56,7 +60,11 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
       "log-level": { type: "string" },
       "shutdown-grace-ms": { type: "string" },
       "max-message-bytes": { type: "string" },
+      "observability-listen-network": { type: "string" },
       "observability-listen-address": { type: "string" },
+      "observability-cert-file": { type: "string" },
+      "observability-key-file": { type: "string" },
+      "readiness-kas-loss-timeout-ms": { type: "string" },
       "container-scanning-image": { type: "string" },
       "container-scanning-poll-interval-ms": { type: "string" },
       "container-scanning-rescan-delay-ms": { type: "string" },
@@ -94,11 +102,18 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes <= 0) throw new UsageError("--max-message-bytes must be a positive integer");
   const graceMs = Number(values["shutdown-grace-ms"] ?? 10_000);
   if (!Number.isFinite(graceMs) || graceMs < 0) throw new UsageError("--shutdown-grace-ms must be a non-negative number");
-  const observabilityAddress = values["observability-listen-address"] ?? env.AGENTK_OBSERVABILITY_LISTEN_ADDRESS;
-  const observability = observabilityAddress === undefined ? undefined : parseListenAddress(observabilityAddress);
-  if (observabilityAddress !== undefined && !observability) {
-    throw new UsageError(`--observability-listen-address must be host:port or :port (got "${observabilityAddress}")`);
-  }
+  const network = values["observability-listen-network"] ?? "tcp";
+  if (!["tcp", "tcp4", "tcp6"].includes(network)) throw new UsageError(`--observability-listen-network must be tcp, tcp4 or tcp6 (got "${network}")`);
+  const observabilityAddress = values["observability-listen-address"] ?? env.AGENTK_OBSERVABILITY_LISTEN_ADDRESS ?? ":8080";
+  const listen = parseListenAddress(observabilityAddress);
+  if (!listen) throw new UsageError(`--observability-listen-address must be host:port or :port (got "${observabilityAddress}")`);
+  // ":port" is every interface: IPv6 ones too unless tcp4 says otherwise.
+  if (/^\s*:/.test(observabilityAddress) && network === "tcp6") listen.host = "::";
+  const certFile = values["observability-cert-file"];
+  const keyFile = values["observability-key-file"];
+  if (Boolean(certFile) !== Boolean(keyFile)) throw new UsageError("--observability-cert-file and --observability-key-file go together");
+  const kasLossTimeoutMs = Number(values["readiness-kas-loss-timeout-ms"] ?? 60_000);
+  if (!Number.isFinite(kasLossTimeoutMs) || kasLossTimeoutMs < 0) throw new UsageError("--readiness-kas-loss-timeout-ms must be a non-negative number");
   const scanningMs = (flag: "container-scanning-poll-interval-ms" | "container-scanning-rescan-delay-ms") => {
     const text = values[flag];
     if (text === undefined) return undefined;
@@ -111,7 +126,8 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   return {
     kasAddress,
     token,
-    observability,
+    observability: { ...listen, certFile, keyFile },
+    kasLossTimeoutMs,
     serviceAccountName: env.SERVICE_ACCOUNT_NAME ?? "",
     containerScanning: {
       image,

@@ -9,7 +9,6 @@ import { gitopsAgentModule } from "@kasbridge/sdk/modules/gitops/agent";
 import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
 import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
 import { starboardVulnerabilityAgentModule } from "@kasbridge/sdk/modules/starboard_vulnerability/agent";
-import { createObservabilityServer } from "@kasbridge/sdk/modules/observability/server";
 import { installProcessSafetyNet } from "@kasbridge/sdk/util";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
@@ -29,7 +28,17 @@ const logger = pino({ name: "agentk", level: args.logLevel });
 // /metrics) and agentk keeps running: docs/security.md.
 const { metrics } = installProcessSafetyNet({ logger, metricPrefix: "agentk" });
 
-const modules: AgentModule[] = [agentRegistrarAgentModule(), agentConfigurationAgentModule(), observabilityAgentModule(), echoAgentModule()];
+// GitLab agentk's observability listener (/metrics, /liveness, real /readiness), owned by the module.
+let tls: { cert: Buffer; key: Buffer } | undefined;
+try {
+  const { certFile, keyFile } = args.observability;
+  tls = certFile && keyFile ? { cert: readFileSync(certFile), key: readFileSync(keyFile) } : undefined;
+} catch (error) {
+  logger.fatal({ err: error }, "cannot read --observability-cert-file/--observability-key-file");
+  process.exit(1);
+}
+const observability = observabilityAgentModule({ listen: { host: args.observability.host, port: args.observability.port }, tls });
+const modules: AgentModule[] = [agentRegistrarAgentModule(), agentConfigurationAgentModule(), observability, echoAgentModule()];
 // The Kubernetes API proxy's agent half: with --kubeconfig/KUBECONFIG, or in a pod (ServiceAccount).
 const inCluster = !args.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST);
 let leaderElection: LeaderElectionOptions | undefined;
@@ -68,6 +77,8 @@ const agent = createAgent({
   podNamespace: args.podNamespace,
   leaderElection,
   maxMessageBytes: args.maxMessageBytes,
+  metrics,
+  kasLossTimeoutMs: args.kasLossTimeoutMs,
   version: process.env.npm_package_version ? `v${process.env.npm_package_version}` : "v0.1.0",
   transport: {
     headers: args.headers,
@@ -75,15 +86,10 @@ const agent = createAgent({
   },
 });
 agent.start();
-
-// GitLab agentk's observability listener: /metrics, /liveness, /readiness.
-const observability = args.observability
-  ? await createObservabilityServer({ ...args.observability, metrics, ready: () => true }).catch((error: unknown) => {
-      logger.fatal({ err: error }, "cannot listen on --observability-listen-address");
-      process.exit(1);
-    })
-  : undefined;
-if (observability) logger.info({ address: observability.address }, "observability listening");
+await observability.listening.catch((error: unknown) => {
+  logger.fatal({ err: error }, "cannot listen on --observability-listen-address");
+  process.exit(1);
+});
 
 let stopping = false;
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
@@ -91,7 +97,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, graceMs: args.graceMs }, "shutting down: finishing in-flight requests");
-    Promise.all([agent.stop(args.graceMs), observability?.close()]).then(
+    agent.stop(args.graceMs).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");

@@ -71,6 +71,13 @@ export interface KasConfig {
    * is authorized again, as a backstop to the platform's revocation feed; 0 turns it off. Default 60.
    */
   k8sProxyReauthorizeIntervalSeconds: number;
+  /**
+   * How often KAS sends usage counters to the platform (GitLab's observability.usage_reporting_period);
+   * 0 sends none. Default 60.
+   */
+  usageReportingPeriodSeconds: number;
+  /** How long the embedded platform keeps audit trail entries, in days. Default 90. */
+  auditRetentionDays: number;
   /** Lifetime of a CI job token of the embedded platform (it also stops working when its job finishes). Default 3600. */
   ciJobTokenTtlSeconds: number;
   logLevel: string;
@@ -133,6 +140,8 @@ const defaults: KasConfig = {
   platformEnabled: true,
   k8sProxyUrlPathPrefix: "/",
   k8sProxyReauthorizeIntervalSeconds: 60,
+  usageReportingPeriodSeconds: 60,
+  auditRetentionDays: 90,
   ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
   connectionsPerTokenPerMinute: 40_000,
@@ -320,6 +329,12 @@ function applyFile(config: KasConfig, file: string): void {
       case "k8s_proxy_reauthorize_interval_seconds":
         config.k8sProxyReauthorizeIntervalSeconds = nonNegativeInt(value, key);
         break;
+      case "usage_reporting_period_seconds":
+        config.usageReportingPeriodSeconds = nonNegativeInt(value, key);
+        break;
+      case "audit_retention_days":
+        config.auditRetentionDays = positiveInt(value, key);
+        break;
       case "ci_job_token_ttl_seconds":
         config.ciJobTokenTtlSeconds = positiveInt(value, key);
         break;
@@ -372,6 +387,10 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS) {
     config.k8sProxyReauthorizeIntervalSeconds = nonNegativeInt(env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS, "KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS");
   }
+  if (env.KAS_USAGE_REPORTING_PERIOD_SECONDS) {
+    config.usageReportingPeriodSeconds = nonNegativeInt(env.KAS_USAGE_REPORTING_PERIOD_SECONDS, "KAS_USAGE_REPORTING_PERIOD_SECONDS");
+  }
+  if (env.KAS_AUDIT_RETENTION_DAYS) config.auditRetentionDays = positiveInt(env.KAS_AUDIT_RETENTION_DAYS, "KAS_AUDIT_RETENTION_DAYS");
   if (env.KAS_CI_JOB_TOKEN_TTL_SECONDS) config.ciJobTokenTtlSeconds = positiveInt(env.KAS_CI_JOB_TOKEN_TTL_SECONDS, "KAS_CI_JOB_TOKEN_TTL_SECONDS");
 }
 

@@ -28,6 +28,7 @@ import {
   RedisGitPushEvents,
   type GitPushEvents,
 } from "@kasbridge/sdk/modules/notifications/server";
+import { usageMetricsServerModule } from "@kasbridge/sdk/modules/usage_metrics/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
 import { redisKeys, RedisReplicaEvents, replicatedPlatformClient } from "@kasbridge/sdk/replicas";
 import { applyHttp1Limits } from "@kasbridge/sdk/transport";
@@ -140,6 +141,8 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         privateApiCa: config.privateTlsCaFile ? readFileSync(config.privateTlsCaFile) : undefined,
       },
       modules: [
+        // Usage counters to the platform every period, and once more at shutdown.
+        usageMetricsServerModule({ periodMs: config.usageReportingPeriodSeconds * 1000 }),
         notificationsServerModule({ events: gitPushEvents }),
         fluxServerModule({ platform, events: gitPushEvents }),
         gitopsServerModule({ platform, events: gitPushEvents }),
@@ -216,6 +219,7 @@ async function startPlatformServices(
       logger: logger.child({ component: "platform" }),
       repositoriesDir: join(config.dataDir, "repositories"),
       ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
+      auditRetentionMs: config.auditRetentionDays * 24 * 60 * 60 * 1000,
       // The platform's metrics (vulnerabilities) are served with KAS's on its observability port.
       metrics,
     });

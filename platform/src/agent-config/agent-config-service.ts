@@ -1,3 +1,4 @@
+import type { AuditEventInput, AuditTrail } from "../audit/audit-trail.js";
 import type { Knex } from "knex";
 import { create, fromJson, toJsonString, type JsonValue } from "@bufbuild/protobuf";
 import { ConfigurationFileSchema, type ConfigurationFile } from "@kasbridge/sdk/gen/gitlab/agent/agentcfg/agentcfg_pb";
@@ -120,6 +121,8 @@ export interface AgentConfigServiceOptions {
   feedRetentionMs?: number;
   /** Largest config file accepted. Default 128 KiB (GitLab KAS's default). */
   maxConfigBytes?: number;
+  /** Where accepted and rejected configurations are recorded (agent activity). */
+  audit?: Pick<AuditTrail, "record">;
 }
 
 interface ConfigRow {
@@ -256,6 +259,7 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
     if (!written) return { status: "agent_not_found" };
     if (written === "superseded") return superseded(agentId, commitId);
     ctx.logger.info({ agentId, commitId }, "agent configuration accepted");
+    await options.audit?.record(configEvent("config_applied", agentId, commitId, null));
     publish({ agentId, commitId });
     return { status: "accepted", state: (await get(agentId))! };
   }
@@ -274,6 +278,7 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
     const state = written ? await get(agentId) : undefined;
     if (!state) return { status: "agent_not_found" };
     ctx.logger.info({ agentId, commitId, error: message }, "agent configuration rejected");
+    await options.audit?.record(configEvent("config_rejected", agentId, commitId, message));
     return { status: "rejected", state };
   }
 
@@ -436,4 +441,9 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
       return queryUserAccess(knex, user, filter);
     },
   };
+}
+
+/** Agent activity: a configuration the platform accepted or rejected (pushed to the config project). */
+function configEvent(kind: "config_applied" | "config_rejected", agentId: number, commitId: string, error: string | null): AuditEventInput {
+  return { kind, agent_id: agentId, actor: { kind: "platform" }, impersonated: null, request: null, details: { commit_id: commitId || null }, error };
 }

@@ -6,10 +6,12 @@
 import type { Request, Response, Router } from "express";
 import type { Logger } from "pino";
 import type { AgentConnectionsSource } from "@kasbridge/sdk/platform-client";
+import { registerAuditRoutes } from "../audit/audit-api.js";
+import type { AuditEventInput } from "../audit/audit-trail.js";
 import { AccessLevel } from "../services/access-levels.js";
 import type { Project } from "../services/projects.js";
 import type { User } from "../services/users.js";
-import { agentConnectionEntity, agentEntity, agentTokenEntity } from "./entities.js";
+import { agentConnectionEntity, agentEntity, agentHealthEntity, agentTokenEntity } from "./entities.js";
 import { HttpError, forbidden, notFound } from "./http-errors.js";
 import { paginate } from "./pagination.js";
 import { bodyOf, optionalString, parseId, requiredString } from "./params.js";
@@ -95,6 +97,7 @@ export function registerClusterAgentRoutes(
       { name, description: optionalString(b, "description") },
       user.id,
     );
+    await services.audit.record(tokenEvent("token_created", agent.id, user, token.id, token.name));
     // The only time the plaintext leaves the platform.
     res.status(201).json({ ...agentTokenEntity(token), token: secret });
   });
@@ -113,9 +116,23 @@ export function registerClusterAgentRoutes(
     await requireManage(user, project);
     const agent = await services.agents.get(project.id, parseId(req.params.agent_id, "agent_id"));
     if (!agent) throw notFound();
-    await services.agentTokens.revoke(agent.id, parseId(req.params.token_id, "token_id"));
+    const revoked = await services.agentTokens.revoke(agent.id, parseId(req.params.token_id, "token_id"));
+    await services.audit.record(tokenEvent("token_revoked", agent.id, user, revoked.id, revoked.name));
     res.status(204).end();
   });
+
+  /** The agent's connected processes from KAS's tracker; undefined when the client left. Throws 503 when KAS cannot say. */
+  async function listConnections(agentId: number, res: Response) {
+    const abort = new AbortController();
+    res.on("close", () => abort.abort());
+    try {
+      return await connections.listConnections(agentId, abort.signal);
+    } catch (err) {
+      if (abort.signal.aborted) return undefined;
+      logger.warn({ err, agentId }, "cannot list agent connections");
+      throw new HttpError(503, { message: "503 Service Unavailable - agent connections are unavailable" });
+    }
+  }
 
   // kasbridge extension: the agent's connected processes, from KAS's agent tracker.
   // kasbridge extension: the agent's GitOps sync status per manifest project.
@@ -123,16 +140,31 @@ export function registerClusterAgentRoutes(
 
   router.get("/api/v4/projects/:id/cluster_agents/:agent_id/connections", read, async (req, res) => {
     const { agent } = await loadAgentForRead(req, res);
-    const abort = new AbortController();
-    res.on("close", () => abort.abort());
-    let list;
-    try {
-      list = await connections.listConnections(agent.id, abort.signal);
-    } catch (err) {
-      if (abort.signal.aborted) return;
-      logger.warn({ err, agentId: agent.id }, "cannot list agent connections");
-      throw new HttpError(503, { message: "503 Service Unavailable - agent connections are unavailable" });
-    }
-    res.json(list.map(agentConnectionEntity));
+    const list = await listConnections(agent.id, res);
+    if (list) res.json(list.map(agentConnectionEntity));
   });
+
+  registerAuditRoutes(router, { ...deps, loadAgentForRead });
+
+  // kasbridge extension: the agent's health in one answer (GitLab shows parts of it in its UI).
+  router.get("/api/v4/projects/:id/cluster_agents/:agent_id/health", read, async (req, res) => {
+    const { project, agent } = await loadAgentForRead(req, res);
+    const list = await listConnections(agent.id, res);
+    if (!list) return;
+    const [config, tokens] = await Promise.all([services.agentConfigs.get(agent.id), services.agentTokens.list(agent.id)]);
+    res.json(agentHealthEntity(agent, project, list, config, tokens));
+  });
+}
+
+/** Agent activity: a token created or revoked, by whom (never the token itself). */
+function tokenEvent(kind: "token_created" | "token_revoked", agentId: number, user: User, tokenId: number, tokenName: string): AuditEventInput {
+  return {
+    kind,
+    agent_id: agentId,
+    actor: { kind: "user", user_id: user.id, username: user.username },
+    impersonated: null,
+    request: null,
+    details: { token_id: tokenId, token_name: tokenName },
+    error: null,
+  };
 }

@@ -187,6 +187,27 @@ export function agentConnectionEntity(c: AgentConnection) {
   };
 }
 
+/**
+ * kasbridge extension: an agent's health. GitLab's cluster_agents fields (`id`, `name`,
+ * `config_project`, `created_at`, `created_by_user_id`), the config fields, and ours:
+ * `connected`, `last_seen_at` (now while connected, else the last use of one of its tokens),
+ * `versions` (of the connected agentk processes), `pods` (GitLab's agent connections: pod,
+ * version, commit, since when), `last_error` (the last rejected configuration, null when none).
+ */
+export function agentHealthEntity(agent: Agent, project: Project, connections: AgentConnection[], config: AgentConfigState | undefined, tokens: AgentToken[]) {
+  const lastUsed = tokens.map((t) => t.lastUsedAt?.getTime() ?? 0).reduce((a, b) => Math.max(a, b), 0);
+  const configFields = config ? agentConfigFields(config) : { config_commit_id: null, config_updated_at: null, config_error: null };
+  return {
+    ...agentEntity(agent, project),
+    connected: connections.length > 0,
+    last_seen_at: connections.length > 0 ? new Date().toISOString() : lastUsed > 0 ? new Date(lastUsed).toISOString() : null,
+    versions: [...new Set(connections.map((c) => c.agentVersion))].sort(),
+    pods: connections.map(agentConnectionEntity),
+    ...configFields,
+    last_error: configFields.config_error,
+  };
+}
+
 /** kasbridge extension (we stand in for a CI system): a job's environment. */
 export function ciEnvironmentEntity(env: CiEnvironment) {
   return { name: env.name, slug: env.slug, tier: env.tier };

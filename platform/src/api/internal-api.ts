@@ -14,12 +14,14 @@ import {
   AGENT_CONFIGURATION_PATH,
   AGENT_INFO_PATHS,
   TOKEN_REVOCATIONS_PATH,
+  USAGE_METRICS_PATH,
+  AUDIT_EVENTS_PATH,
   type TokenRevocation,
 } from "@kasbridge/sdk/platform-client";
 import type { AuthenticatedAgent } from "../services/agent-tokens.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import type { Project } from "../services/projects.js";
-import type { BodyLimit } from "./body-limit.js";
+import { guardRequestBody, type BodyLimit } from "./body-limit.js";
 import { HttpError, jsonErrorHandler, notFound, paramError, unauthorized } from "./http-errors.js";
 import { parseId } from "./params.js";
 
@@ -52,6 +54,8 @@ export function createInternalApi(options: InternalApiOptions): Router {
     maxBytes: options.bodyLimitBytes ?? DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES,
     setting: options.bodyLimitSetting ?? "InternalApiOptions.bodyLimitBytes",
   };
+  // A batch of audit events is larger than anything else KAS sends (up to 1000 events).
+  const auditBodyLimit: BodyLimit = { maxBytes: Math.max(bodyLimit.maxBytes, 4 * 1024 * 1024), setting: bodyLimit.setting };
   const router = express.Router();
 
   const kasJwt: RequestHandler = async (req, _res, next) => {
@@ -117,6 +121,18 @@ export function createInternalApi(options: InternalApiOptions): Router {
       changes: page.changes.map((c) => ({ agent_id: c.agentId, commit_id: c.commitId })),
       cursor: String(page.cursor),
     });
+  });
+
+  // GitLab's usage ping from KAS: deltas of usage events; 204, or 400 naming the bad key.
+  router.post(USAGE_METRICS_PATH, kasJwt, guardRequestBody(bodyLimit), express.json({ limit: bodyLimit.maxBytes }), async (req, res) => {
+    await services.usageMetrics.record(req.body);
+    res.status(204).end();
+  });
+
+  // kasbridge extension: KAS's audit events (proxy requests, agent connections); 204, or 400 naming the bad one.
+  router.post(AUDIT_EVENTS_PATH, kasJwt, guardRequestBody(auditBodyLimit), express.json({ limit: auditBodyLimit.maxBytes }), async (req, res) => {
+    await services.audit.recordFromKas(req.body);
+    res.status(204).end();
   });
 
   // POST …/authorize_proxy_user: a user of KAS's Kubernetes API proxy (user_access).

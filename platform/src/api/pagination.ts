@@ -9,18 +9,29 @@ const MAX_PER_PAGE = 100;
  * headers.
  */
 export function paginate<T>(req: Request, res: Response, items: readonly T[]): T[] {
+  const { page, perPage, offset } = pageOf(req);
+  setPageHeaders(res, page, perPage, items.length);
+  return items.slice(offset, offset + perPage);
+}
+
+/** The request's `page` and `per_page` (max 100), and the offset they mean, for lists paged in the database. */
+export function pageOf(req: Request): { page: number; perPage: number; offset: number } {
   const page = positiveInt(req.query.page, 1);
   const perPage = Math.min(positiveInt(req.query.per_page, DEFAULT_PER_PAGE), MAX_PER_PAGE);
-  const totalPages = Math.max(1, Math.ceil(items.length / perPage));
+  return { page, perPage, offset: (page - 1) * perPage };
+}
+
+/** GitLab's pagination headers for `total` items. */
+export function setPageHeaders(res: Response, page: number, perPage: number, total: number): void {
+  const totalPages = Math.max(1, Math.ceil(total / perPage));
   res.set({
     "X-Page": String(page),
     "X-Per-Page": String(perPage),
-    "X-Total": String(items.length),
+    "X-Total": String(total),
     "X-Total-Pages": String(totalPages),
     "X-Next-Page": page < totalPages ? String(page + 1) : "",
     "X-Prev-Page": page > 1 ? String(Math.min(page - 1, totalPages)) : "",
   });
-  return items.slice((page - 1) * perPage, page * perPage);
 }
 
 function positiveInt(value: unknown, fallback: number): number {

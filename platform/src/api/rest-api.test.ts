@@ -355,5 +355,33 @@ describe("platform REST API", () => {
       expect((await api("GET", path)).status).to.equal(503);
       expect((await api("GET", `/api/v4/projects/${projectId}/cluster_agents/9999/connections`)).status).to.equal(404);
     });
+
+    it("answers the agent's health: connected pods and versions, last seen, config commit, last error", async () => {
+      const agentId = (await api("POST", `/api/v4/projects/${projectId}/cluster_agents`, { body: { name: "h" } })).body.id;
+      const path = `/api/v4/projects/${projectId}/cluster_agents/${agentId}/health`;
+      const never = (await api("GET", path)).body;
+      expect(never).to.include({ id: agentId, name: "h", connected: false, last_seen_at: null, config_commit_id: null, last_error: null });
+      expect(never.pods).to.deep.equal([]);
+      expect(never.config_project.id).to.equal(projectId);
+      const pod = (n: number, version: string) => ({
+        connectionId: String(n),
+        agentId,
+        projectId,
+        agentVersion: version,
+        agentCommit: "c",
+        podName: `agentk-${n}`,
+        podNamespace: "gitlab-agent",
+        connectedAt: new Date("2030-01-01T00:00:00Z"),
+        kasInstance: "kas-1",
+      });
+      p.connections.byAgent.set(agentId, [pod(1, "v16.5.0"), pod(2, "v16.4.0"), pod(3, "v16.5.0")]);
+      const up = (await api("GET", path)).body;
+      expect(up.connected).to.equal(true);
+      expect(up.versions).to.deep.equal(["v16.4.0", "v16.5.0"]);
+      expect(up.pods.map((x: { pod_name: string }) => x.pod_name)).to.deep.equal(["agentk-1", "agentk-2", "agentk-3"]);
+      expect(Date.parse(up.last_seen_at)).to.be.greaterThan(0);
+      p.connections.failWith = new Error("tracker down");
+      expect((await api("GET", path)).status).to.equal(503);
+    });
   });
 });

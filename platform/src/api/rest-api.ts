@@ -1,3 +1,4 @@
+import { registerUsageMetricsRoutes } from "../usage-metrics/usage-metrics-api.js";
 import express from "express";
 import type { Request, RequestHandler, Response, Router } from "express";
 import pino from "pino";
@@ -131,6 +132,7 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
   registerCiRestRoutes(router, { ...deps, k8sProxyUrl: options.k8sProxyUrl ?? DEFAULT_K8S_PROXY_URL });
   // kasbridge's REST for remote development workspaces (GitLab: GraphQL only).
   registerWorkspaceRoutes(router, deps);
+  registerUsageMetricsRoutes(router, deps);
 
   router.use(jsonErrorHandler(logger, bodyLimit));
   return router;

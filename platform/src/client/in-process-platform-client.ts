@@ -11,6 +11,8 @@ import {
   type ModuleResponse,
   type PlatformClient,
   type ProxyUserAuthorizationAnswer,
+  type UsageMetricsPayload,
+  type KasAuditEvent,
 } from "@kasbridge/sdk/platform-client";
 import { bodyTooLargeMessage, type BodyLimit } from "../api/body-limit.js";
 import { DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES } from "../api/internal-api.js";
@@ -92,6 +94,16 @@ export function createInProcessPlatformClient(services: PlatformServices, option
         throw new PlatformError(kind, `authorize_proxy_user: ${result.message}`);
       }
       return parseProxyUserAuthorization(JSON.parse(JSON.stringify(proxyUserAuthorizationEntity(result.authorization))));
+    },
+
+    async sendUsageMetrics(payload: UsageMetricsPayload, signal?: AbortSignal): Promise<void> {
+      signal?.throwIfAborted();
+      await fromStore(() => services.usageMetrics.record(payload));
+    },
+
+    async recordAuditEvents(events: KasAuditEvent[], signal?: AbortSignal): Promise<void> {
+      signal?.throwIfAborted();
+      await fromStore(() => services.audit.recordFromKas({ events }));
     },
 
     // As the internal API answers it: 401 for an unknown token, 413 over the body limit.

@@ -6,6 +6,8 @@ import { createAgentConfigService, type AgentConfigService } from "../agent-conf
 import { createCiJobService, type CiJobService } from "../ci/ci-jobs.js";
 import { createProxyUserAuthorizationService, type ProxyUserAuthorizationService } from "../user-access/proxy-user-authorization.js";
 import { createModuleRequestService, type ModuleRequestService } from "../module-requests/module-requests.js";
+import { createUsageMetricsService, type UsageMetricsService } from "../usage-metrics/usage-metrics.js";
+import { createAuditTrail, type AuditTrail } from "../audit/audit-trail.js";
 import { STARBOARD_VULNERABILITY_MODULE, starboardVulnerabilityModule } from "../vulnerabilities/starboard-module.js";
 import { createVulnerabilityMetrics } from "../vulnerabilities/vulnerability-metrics.js";
 import { createVulnerabilityService, type VulnerabilityService } from "../vulnerabilities/vulnerabilities.js";
@@ -43,6 +45,8 @@ export interface PlatformServicesOptions {
   repositoriesDir?: string;
   /** The git executable for repositories. Default "git" from PATH. */
   gitBinary?: string;
+  /** How long the audit trail keeps entries. Default 90 days (7 776 000 000 ms). */
+  auditRetentionMs?: number;
   /** Lifetime of a CI job token (it also stops working when its job finishes). Default 3 600 000 ms (1 h). */
   ciJobTokenTtlMs?: number;
   /** Where the platform's metrics (`platform_vulnerabilit*`) are registered. Default: none kept. */
@@ -73,6 +77,10 @@ export interface PlatformServices {
   readonly proxyUserAuthorization: ProxyUserAuthorizationService;
   /** The platform halves of agent modules, answering their requests through KAS (gitlab_access). */
   readonly moduleRequests: ModuleRequestService;
+  /** Usage events KAS reports (GitLab's usage_metrics). */
+  readonly usageMetrics: UsageMetricsService;
+  /** The audit trail: Kubernetes API requests through KAS, agent activity. */
+  readonly audit: AuditTrail;
   /** Operational container scanning: vulnerabilities agents report, their states, requested scans. */
   readonly vulnerabilities: VulnerabilityService;
   /** Remote development workspaces; their reconcile endpoint is registered on `moduleRequests`. */
@@ -104,7 +112,8 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     },
   };
   const revocations = createRevocationService(ctx, { retentionMs: options.revocationRetentionMs });
-  const agentConfigs = createAgentConfigService(ctx, { feedRetentionMs: options.agentConfigFeedRetentionMs });
+  const audit = createAuditTrail(ctx, { retentionMs: options.auditRetentionMs });
+  const agentConfigs = createAgentConfigService(ctx, { feedRetentionMs: options.agentConfigFeedRetentionMs, audit });
   // Pushes to a config project's default branch update its agents' configs.
   if (repositories.enabled) agentConfigs.attach(repositories);
   const baseAgents = createAgentService(ctx, revocations);
@@ -164,5 +173,7 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     moduleRequests,
     vulnerabilities,
     workspaces,
+    usageMetrics: createUsageMetricsService(ctx),
+    audit,
   };
 }

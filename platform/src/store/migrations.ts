@@ -472,7 +472,54 @@ const workspaces: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities, workspaces];
+/**
+ * Observability: usage events KAS reports (GitLab's usage_metrics), per event and day; unique
+ * counters keep their distinct ids per day. The audit trail: each entry's filterable fields as
+ * columns beside the whole record (JSON); `id` doubles as the stream's cursor.
+ */
+const observability: Migration = {
+  name: "0009_observability",
+  async up(knex) {
+    await knex.schema.createTable("usage_counters", (t) => {
+      t.string("name", 100).notNullable();
+      t.string("day", 10).notNullable(); // YYYY-MM-DD, UTC
+      t.bigInteger("value").notNullable();
+      t.primary(["name", "day"]);
+    });
+    await knex.schema.createTable("usage_unique_values", (t) => {
+      t.string("name", 100).notNullable();
+      t.string("day", 10).notNullable();
+      t.bigInteger("value").notNullable();
+      t.primary(["name", "day", "value"]);
+    });
+    await knex.schema.createTable("audit_events", (t) => {
+      t.bigIncrements("id").primary();
+      ts(t, "created_at").notNullable();
+      t.string("kind", 32).notNullable();
+      // No foreign keys: entries outlive the agents, users and jobs they name.
+      t.integer("agent_id").nullable();
+      t.integer("project_id").nullable();
+      t.integer("user_id").nullable();
+      t.string("username", 255).nullable();
+      t.integer("job_id").nullable();
+      t.string("verb", 32).nullable();
+      t.string("namespace", 255).nullable();
+      t.integer("status").nullable();
+      t.text("record").notNullable();
+      t.index(["created_at"]);
+      t.index(["agent_id", "id"]);
+      t.index(["project_id", "id"]);
+      t.index(["user_id", "id"]);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTable("audit_events");
+    await knex.schema.dropTable("usage_unique_values");
+    await knex.schema.dropTable("usage_counters");
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities, workspaces, observability];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {

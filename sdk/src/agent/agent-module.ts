@@ -1,6 +1,8 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import type { AgentHealth } from "./agent-health.js";
 import type { AgentConfiguration } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import type { AgentMeta } from "../gen/gitlab/agent/entity/entity_pb.js";
 import type { Leadership } from "./leadership.js";
@@ -19,6 +21,15 @@ export interface AgentModuleContext {
   logger: Logger;
   /** The agent's root logger (observability applies the configured log level to it). */
   rootLogger: Logger;
+  /**
+   * Logger for gRPC-level lines (tunnels taking requests), with its own level: GitLab's
+   * `observability.logging.grpc_level`, default `error`.
+   */
+  grpcLogger: Logger;
+  /** The agent's Prometheus registry; modules add their metrics here. */
+  metrics: Registry;
+  /** Readiness: modules report registration and KAS failures (agent_registrar), observability reads it. */
+  health: AgentHealth;
   /** Aborted when the agent stops. */
   shutdownSignal: AbortSignal;
   /** This agent process's random id (GitLab's pod_id). */

@@ -1,5 +1,7 @@
 import { create } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
 import pino, { type Logger } from "pino";
+import { Registry } from "prom-client";
 import type { AgentConfiguration } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import { AgentMetaSchema } from "../gen/gitlab/agent/entity/entity_pb.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, TUNNEL_ENVELOPE_BYTES } from "../grpc/limits.js";
@@ -9,6 +11,8 @@ import { TunnelPool, type TunnelPoolOptions } from "../tunnel/agent/tunnel-pool.
 import { rawTunnelStreams } from "../tunnel/agent/tunnel-stream.js";
 import { assertUniqueNames } from "../util/unique-names.js";
 import { streamWindowBytes } from "../util/http2-windows.js";
+import { AgentHealth } from "./agent-health.js";
+import { createAgentMetrics } from "./agent-metrics.js";
 import type { AgentModule, AgentModuleContext } from "./agent-module.js";
 import { defaultAgentModules } from "./default-modules.js";
 import { createLeadership, type LeaderElectionOptions } from "./leadership.js";
@@ -37,6 +41,16 @@ export interface AgentOptions {
   pool?: Omit<TunnelPoolOptions, "transport" | "host" | "logger" | "onFailure">;
   /** Transport tuning: TLS CA, extra headers, ping interval. */
   transport?: Omit<AgentTransportOptions, "url" | "userAgent">;
+  /**
+   * Prometheus registry for the agent's metrics (`agentk_*`, docs/observability.md) and its
+   * modules'. Default: a new one, served by the observability module's listener when it has one.
+   */
+  metrics?: Registry;
+  /**
+   * How long KAS may be unreachable before the agent is no longer ready (`/readiness`), in ms.
+   * Default 60 000 ms.
+   */
+  kasLossTimeoutMs?: number;
   /** Called with each configuration the agent receives, after the modules applied it. */
   onConfiguration?(config: AgentConfiguration, commitId: string): void;
   /**
@@ -50,6 +64,10 @@ export interface AgentOptions {
 export interface Agent {
   readonly podId: bigint;
   readonly pool: TunnelPool;
+  /** Readiness and the state of the link to KAS. */
+  readonly health: AgentHealth;
+  /** The registry the agent's and its modules' metrics are on. */
+  readonly metrics: Registry;
   /** Connects and starts serving. */
   start(): void;
   /** Stops taking requests, lets in-flight ones finish for up to graceMs, then disconnects. */
@@ -94,6 +112,15 @@ export function createAgent(options: AgentOptions): Agent {
   });
   const shutdown = new AbortController();
   const failureListeners: Array<() => void> = [];
+  const metricsRegistry = options.metrics ?? new Registry();
+  const health = new AgentHealth({ kasLossTimeoutMs: options.kasLossTimeoutMs });
+  // GitLab's grpc_level: its own level (default error), not following the root logger's.
+  const grpcLogger = logger.child({ component: "grpc" }, { level: "error" });
+  // The metrics read the pool (created below, after the modules' services) only when collected.
+  const metrics = createAgentMetrics(metricsRegistry, { pool: () => pool, health });
+  // Which module serves a service, to count calls by module.
+  const moduleOfService = new Map<string, string>();
+
   const leadership = createLeadership(
     options.leaderElection,
     { podName: agentMeta.podName, podNamespace: agentMeta.podNamespace, podId, shutdownSignal: shutdown.signal },
@@ -101,6 +128,8 @@ export function createAgent(options: AgentOptions): Agent {
   );
 
   function applyConfiguration(config: AgentConfiguration, commitId: string): void {
+    health.reportConfiguration(commitId);
+    metrics.configurations.inc();
     // The Lease is named after the agent id, which the configuration carries.
     leadership.setAgentId(config.agentId);
     for (const module of modules) {
@@ -122,12 +151,18 @@ export function createAgent(options: AgentOptions): Agent {
       shutdownSignal: shutdown.signal,
       podId,
       agentMeta,
+      metrics: metricsRegistry,
+      health,
+      grpcLogger,
       applyConfiguration,
       onTunnelFailure: (listener) => failureListeners.push(listener),
       leadership,
     };
     contexts.set(module, ctx);
-    for (const { service, implementation } of module.services?.(ctx) ?? []) host.register(service, implementation);
+    for (const { service, implementation } of module.services?.(ctx) ?? []) {
+      host.register(service, implementation);
+      moduleOfService.set(service.typeName, module.name);
+    }
   }
   const pool = new TunnelPool({
     ...options.pool,
@@ -136,8 +171,17 @@ export function createAgent(options: AgentOptions): Agent {
     openStream: rawTunnelStreams(agentTransport),
     host,
     logger,
-    onFailure: () => {
+    grpcLogger,
+    onFailure: (error) => {
+      metrics.reconnects.inc({ code: Code[error.code] });
+      health.reportKasFailure(`tunnel: ${Code[error.code]}: ${error.rawMessage}`);
       for (const listener of failureListeners) listener();
+    },
+    onHealthy: () => health.reportKasReachable(),
+    onCallEnd: (methodName, code) => {
+      // "/pkg.Service/Method" -> the module that registered pkg.Service.
+      const service = methodName.slice(1, methodName.lastIndexOf("/"));
+      metrics.calls.inc({ module: moduleOfService.get(service) ?? "unknown", code: code === 0 ? "OK" : Code[code] });
     },
   });
   let started = false;
@@ -145,6 +189,8 @@ export function createAgent(options: AgentOptions): Agent {
   return {
     podId,
     pool,
+    health,
+    metrics: metricsRegistry,
     start() {
       if (started) return;
       started = true;

@@ -4,6 +4,8 @@
 export { createAgent } from "./create-agent.js";
 export type { Agent, AgentOptions } from "./create-agent.js";
 export type { AgentModule, AgentModuleContext, ServedService } from "./agent-module.js";
+export { AgentHealth } from "./agent-health.js";
+export type { AgentHealthOptions, AgentHealthSnapshot } from "./agent-health.js";
 export { defaultAgentModules } from "./default-modules.js";
 export { randomPodId } from "./pod-id.js";
 export { createLeadership } from "./leadership.js";

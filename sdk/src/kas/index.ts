@@ -4,6 +4,10 @@
 export { createKasServer } from "./kas-server.js";
 export type { KasServer, KasServerOptions } from "./kas-server.js";
 export type { KasModule, KasModuleContext } from "./kas-module.js";
+export { KasAuditLog } from "./audit-log.js";
+export type { KasAuditLogOptions } from "./audit-log.js";
+export { UsageMetrics } from "./usage-metrics.js";
+export type { UsageMetricsPayload } from "./usage-metrics.js";
 export { defaultKasModules } from "./default-modules.js";
 export { DEFAULT_MAX_MESSAGE_BYTES } from "../grpc/limits.js";
 

@@ -9,6 +9,8 @@ import type { AgentCalls } from "../tunnel/server/agent-calls.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import type { AgentAuthenticator } from "./agent-authenticator.js";
 import type { AgentTracker } from "./agent-tracker.js";
+import type { KasAuditLog } from "./audit-log.js";
+import type { UsageMetrics } from "./usage-metrics.js";
 
 /**
  * What KAS lends its modules (GitLab's modserver.Config): the platform, agent authentication, the
@@ -29,6 +31,10 @@ export interface KasModuleContext {
   logger: Logger;
   /** KAS's Prometheus registry. */
   metrics: Registry;
+  /** Usage counters for the platform (GitLab's usage ping), sent by the usage_metrics module. */
+  usage: UsageMetrics;
+  /** The audit trail's KAS side: modules record events (the Kubernetes API proxy, each request). */
+  audit: KasAuditLog;
   /** Aborted when KAS shuts down, after the grace period of calls in flight. */
   shutdownSignal: AbortSignal;
   /** Largest gRPC message KAS accepts or sends (KasServerOptions.maxMessageBytes). */

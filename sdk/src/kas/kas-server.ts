@@ -32,6 +32,8 @@ import { defaultKasModules } from "./default-modules.js";
 import { createKasMetrics } from "./kas-metrics.js";
 import type { ApiUnaryMethod } from "../grpc/api-unary-method.js";
 import type { KasModule, KasModuleContext } from "./kas-module.js";
+import { KasAuditLog } from "./audit-log.js";
+import { UsageMetrics } from "./usage-metrics.js";
 
 export interface KasServerOptions {
   /** How KAS reaches the platform (agent_info, revocations, what the modules need). */
@@ -88,6 +90,8 @@ export interface KasServerOptions {
   connectionsPerTokenPerMinute?: number;
   /** How long agent_info answers are cached. Default 60 000 ms (revocations evict at once). */
   agentInfoCacheTtlMs?: number;
+  /** How often audit events go to the platform (`PlatformClient.recordAuditEvents`), in ms. Default 1 000. */
+  auditFlushIntervalMs?: number;
   /**
    * The features this KAS serves, as GitLab names them (agent_registrar, agent_configuration,
    * kubernetes_api, gitlab_access, observability, ...). Default: agent_registrar only.
@@ -109,6 +113,10 @@ export interface KasServer {
   readonly agentCalls: AgentCalls;
   readonly auth: AgentAuthenticator;
   readonly metrics: Registry;
+  /** Usage counters for the platform (the usage_metrics module sends them). */
+  readonly usage: UsageMetrics;
+  /** Audit events for the platform (the Kubernetes API proxy's requests, agent connections). */
+  readonly audit: KasAuditLog;
   readonly kasInstance: string;
   /** Every listener by name ("agent", "internal", "private" and the modules'), as URLs. */
   readonly addresses: Record<string, string>;
@@ -152,6 +160,23 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     limiter: localLimiter && { allow: (token) => (replicas?.connectionLimiter ?? localLimiter).allow(token) },
     onRateLimited: () => kasMetrics.rateLimited(),
   });
+  const usage = new UsageMetrics();
+  const audit = new KasAuditLog({ platform: options.platform, logger, metrics, flushIntervalMs: options.auditFlushIntervalMs });
+  // Agent activity for the audit trail: each agent process's connection, as the tracker sees it.
+  if (audit.enabled) {
+    tracker.onChange((change, c) =>
+      audit.record({
+        kind: change === "registered" ? "agent_connected" : "agent_disconnected",
+        at: new Date().toISOString(),
+        agent_id: c.agentId,
+        connection_id: c.connectionId,
+        pod_name: c.podName,
+        pod_namespace: c.podNamespace,
+        agent_version: c.agentVersion,
+        kas_instance: c.kasInstance,
+      }),
+    );
+  }
   const contexts = new Map<KasModule, KasModuleContext>();
   for (const module of modules) {
     contexts.set(module, {
@@ -162,6 +187,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
       registry,
       logger: logger.child({ module: module.name }),
       metrics,
+      usage,
+      audit,
       shutdownSignal: shutdown.signal,
       maxMessageBytes,
     });
@@ -260,6 +287,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     await Promise.all([agentApi.close(0), ...gateways.map((g) => g.close()), ...started.map((m) => m.close?.(0))]);
     replicas?.close();
     auth.close();
+    await audit.close(0);
     throw error;
   }
   logger.info({ ...addresses, kasInstance, modules: modules.map((m) => m.name) }, "KAS listening");
@@ -276,6 +304,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     agentCalls,
     auth,
     metrics,
+    usage,
+    audit,
     kasInstance,
     addresses,
     close(graceMs = 10_000) {
@@ -301,6 +331,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
         await Promise.all([agentApiClosed, gatewaysClosed, modulesClosed]);
         replicas?.close();
         auth.close();
+        // Last: what the modules recorded while they closed goes too.
+        await audit.close();
       })();
       return closing;
     },

@@ -19,8 +19,11 @@ import {
   REPOSITORY_COMMIT_PATH,
   REPOSITORY_TREE_PATH,
   VERIFY_PROJECT_ACCESS_PATH,
+  USAGE_METRICS_PATH,
+  AUDIT_EVENTS_PATH,
 } from "./internal-api-paths.js";
 import { encodePath } from "../http/request-path.js";
+import type { KasAuditEvent } from "./audit-events.js";
 import {
   PlatformError,
   RepositoryFileTooLargeError,
@@ -37,6 +40,7 @@ import {
   type PlatformClient,
   type ProjectInfo,
   type TokenRevocation,
+  type UsageMetricsPayload,
 } from "./platform-client.js";
 
 export interface HttpPlatformClientOptions {
@@ -383,6 +387,16 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
      * the KAS JWT. The request body streams to the platform; the answer, whatever its status,
      * streams back. Only the wait for the answer's head is bounded by `requestTimeoutMs`.
      */
+    async sendUsageMetrics(payload: UsageMetricsPayload, signal?: AbortSignal): Promise<void> {
+      const { status, body } = await send("POST", USAGE_METRICS_PATH, {}, {}, payload, true, signal);
+      if (status !== 204 && status !== 200) throw errorFor(status, body, "usage_metrics");
+    },
+
+    async recordAuditEvents(events: KasAuditEvent[], signal?: AbortSignal): Promise<void> {
+      const { status, body } = await send("POST", AUDIT_EVENTS_PATH, {}, {}, { events }, true, signal);
+      if (status !== 204 && status !== 200) throw errorFor(status, body, "audit_events");
+    },
+
     async makeModuleRequest(request: ModuleRequest, signal?: AbortSignal): Promise<ModuleResponse> {
       signal?.throwIfAborted();
       const url = new URL(`${MODULE_REQUEST_PATH_PREFIX.slice(1)}${encodeURIComponent(request.module)}${encodePath(request.urlPath)}`, base);

@@ -19,6 +19,7 @@ export type {
   ProxyUserAccessAsAnswer,
   ProxyUserAuthorizationAnswer,
   TokenRevocation,
+  UsageMetricsPayload,
   UserRevocation,
 } from "./platform-client.js";
 export type { AgentConnection, AgentConnectionsSource } from "./connections.js";
@@ -39,4 +40,7 @@ export {
   REPOSITORY_TREE_PATH,
   REPOSITORY_BLOB_PATH,
   GITOPS_STATUS_PATH,
+  USAGE_METRICS_PATH,
+  AUDIT_EVENTS_PATH,
 } from "./internal-api-paths.js";
+export type { AgentConnectionEvent, AuditActor, KasAuditEvent, KubernetesApiRequestEvent } from "./audit-events.js";

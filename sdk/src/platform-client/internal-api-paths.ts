@@ -41,3 +41,7 @@ export const REPOSITORY_TREE_PATH = "/api/v4/internal/kubernetes/kasbridge/repos
 export const REPOSITORY_BLOB_PATH = "/api/v4/internal/kubernetes/kasbridge/repository/blob";
 /** kasbridge extension: `POST` an agent's GitOps sync status (`{status: ManifestProjectStatus JSON}`, agent token). */
 export const GITOPS_STATUS_PATH = "/api/v4/internal/kubernetes/kasbridge/gitops_status";
+/** GitLab's internal API path KAS sends usage counters to (JWT only, answered 204). */
+export const USAGE_METRICS_PATH = "/api/v4/internal/kubernetes/usage_metrics";
+/** kasbridge extension: `POST {events: [...]}` (KAS JWT), KAS's audit events for the platform's audit trail; 204. */
+export const AUDIT_EVENTS_PATH = "/api/v4/internal/kubernetes/kasbridge/audit_events";

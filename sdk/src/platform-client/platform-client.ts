@@ -1,3 +1,4 @@
+import type { KasAuditEvent } from "./audit-events.js";
 import type { ConfigurationFile } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import type { ManifestProjectStatus } from "../gen/kasbridge/gitops/v1/sync_status_pb.js";
 
@@ -168,6 +169,24 @@ export interface PlatformClient {
    * when the platform cannot be reached. Optional: without it, agents' requests fail UNIMPLEMENTED.
    */
   makeModuleRequest?(request: ModuleRequest, signal?: AbortSignal): Promise<ModuleResponse>;
+  /**
+   * usage_metrics: counters since the last successful send (GitLab's `POST
+   * /api/v4/internal/kubernetes/usage_metrics`, answered 204). Throws PlatformError when the
+   * platform refused them or cannot be reached; the caller keeps them for the next send.
+   */
+  sendUsageMetrics?(payload: UsageMetricsPayload, signal?: AbortSignal): Promise<void>;
+  /**
+   * kasbridge extension: events for the platform's audit trail (Kubernetes API requests through
+   * the proxy, agent connections), in batches. Throws PlatformError when the platform refused
+   * them or cannot be reached; KAS keeps them for the next send.
+   */
+  recordAuditEvents?(events: KasAuditEvent[], signal?: AbortSignal): Promise<void>;
+}
+
+/** GitLab's usage_metrics body: `counters` (name -> count), `unique_counters` (name -> distinct ids); each omitted when empty. */
+export interface UsageMetricsPayload {
+  counters?: Record<string, number>;
+  unique_counters?: Record<string, number[]>;
 }
 
 /** Header or query entries: each name with its values, as they travel in GitLab's protocol. */

@@ -6,7 +6,7 @@ import { Cleanup } from "@kasbridge/testing/cleanup";
 import { selfSignedCertificate } from "@kasbridge/testing/tls";
 import { ProxyPlatform } from "../modules/kubernetes_api/kubernetes-api.test-support.js";
 import { createKubernetesApiProxy, K8S_PROXY_LIMITS } from "../modules/kubernetes_api/server/kubernetes-api-proxy.js";
-import { createObservabilityServer } from "../modules/observability/server/observability-server.js";
+import { createObservabilityServer } from "../modules/observability/observability-http-server.js";
 import { localAgentCalls } from "../tunnel/server/agent-calls.js";
 import { GATEWAY_LIMITS, listenGateway } from "../tunnel/server/gateway-listener.js";
 import { createTunnelGateway } from "../tunnel/server/tunnel-gateway.js";
@@ -82,7 +82,7 @@ describe("listener limits on every KAS listener", function () {
   }
 
   it("the observability server: the limits it is given", async () => {
-    const server = await createObservabilityServer({ port: 0, metrics: new Registry(), ready: () => true, ...small });
+    const server = await createObservabilityServer({ port: 0, metrics: new Registry(), ...small });
     cleanup.add(() => server.close());
     await expectSlowHeadClosed({ port: server.address.port }, cleanup);
     await expectConnectionsBeyondMaxClosed({ port: server.address.port }, 2, cleanup);

@@ -1,3 +1,5 @@
+import { UsageMetrics } from "../../kas/usage-metrics.js";
+import { KasAuditLog } from "../../kas/audit-log.js";
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
@@ -44,6 +46,8 @@ async function startModule(platform: PlatformClient & Partial<StaticPlatformClie
     registry,
     logger,
     metrics: new Registry(),
+    usage: new UsageMetrics(),
+    audit: new KasAuditLog({ platform, logger, metrics: new Registry() }),
     shutdownSignal: shutdown.signal,
     maxMessageBytes: 1 << 20,
   };

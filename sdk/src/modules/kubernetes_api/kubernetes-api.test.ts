@@ -14,6 +14,9 @@ import { HttpRequestSchema, type HttpRequest } from "../../gen/gitlab/agent/grpc
 import { ImpersonationConfigSchema } from "../../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import type { ProxyUserAuthorizationAnswer } from "../../platform-client/platform-client.js";
 import { createKasServer } from "../../kas/kas-server.js";
+import { KasAuditLog } from "../../kas/audit-log.js";
+import type { KasAuditEvent } from "../../platform-client/audit-events.js";
+import type { PlatformClient } from "../../platform-client/platform-client.js";
 import { Cleanup } from "@kasbridge/testing/cleanup";
 import { closeServer } from "@kasbridge/testing/servers";
 import { HUNG_MS, waitFor, within } from "@kasbridge/testing/wait";
@@ -102,8 +105,8 @@ describe("kubeproxy: impersonation and Status errors", () => {
 
 /** Calls the agent module's MakeRequest directly (GET /api/v1/namespaces): the Authorization header the API server saw. */
 async function authorizationSeenBy(module: AgentModule): Promise<unknown> {
-  // Its services need nothing of the agent.
-  const impl = module.services!({} as AgentModuleContext)[0]!.implementation as unknown as {
+  // Its services need nothing of the agent but a metrics registry.
+  const impl = module.services!({ metrics: new Registry() } as AgentModuleContext)[0]!.implementation as unknown as {
     makeRequest(requests: AsyncIterable<HttpRequest>, ctx: HandlerContext): AsyncIterable<{ message?: { case?: string; value?: { data?: Uint8Array } } }>;
   };
   async function* requests() {
@@ -126,6 +129,14 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
   let proxy: Awaited<ReturnType<typeof createKubernetesApiProxy>>;
   let platform: ProxyPlatform;
   const metrics = new Registry();
+  /** What the proxy sends to the platform's audit trail. */
+  const audited: KasAuditEvent[] = [];
+  const auditLog = new KasAuditLog({
+    platform: { recordAuditEvents: async (events: KasAuditEvent[]) => void audited.push(...events) } as unknown as PlatformClient,
+    logger,
+    metrics,
+    flushIntervalMs: 10,
+  });
 
   const cleanup = new Cleanup();
 
@@ -139,7 +150,7 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     platform.jobs.set("job-agent", job({}));
     kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32) } });
     cleanup.add(() => kas.close(100));
-    proxy = await createKubernetesApiProxy({ agentCalls: kas.agentCalls, platform, logger, port: 0, tunnelWaitMs: 300, metrics, authCacheTtlMs: 2000 });
+    proxy = await createKubernetesApiProxy({ agentCalls: kas.agentCalls, platform, logger, port: 0, tunnelWaitMs: 300, metrics, authCacheTtlMs: 2000, audit: auditLog });
     cleanup.add(() => proxy.close(100));
     const kc = await kubeConfig(apiUrl, "agent-sa-token");
     agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [await kubernetesApiAgentModule({ kubeconfig: kc, logger })] });
@@ -174,6 +185,15 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     expect(JSON.parse(u.text).headers["impersonate-user"]).to.equal("gitlab:user:dev");
   });
 
+  it("counts the agent's calls by module and its API server requests by verb and status", async () => {
+    expect((await get("/api/v1/namespaces", { authorization: "Bearer ci:7:job-agent" })).status).to.equal(200);
+    const sample = async (name: string, labels: Record<string, string>) =>
+      (await agent.metrics.getSingleMetric(name)!.get()).values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
+    expect(await sample("agentk_k8s_api_requests_total", { verb: "list", code: "200" })).to.be.greaterThan(0);
+    expect(await sample("agentk_k8s_api_request_duration_seconds", { verb: "list", code: "200" })).to.be.greaterThan(0);
+    await waitFor(async () => (await sample("agentk_tunnel_calls_total", { module: "kubernetes_api", code: "OK" })) > 0, undefined, "the call counted when it ended");
+  });
+
   it("refuses missing, forged and unauthorized credentials with Status objects", async () => {
     const none = await get("/api/v1/namespaces", {});
     expect(none.status).to.equal(401);
@@ -199,6 +219,33 @@ describe("kubeproxy: KAS proxy + agent + API server (in process)", function () {
     for (const kc of [rereading, caching]) Object.assign(kc.getCurrentUser()!, { token: "token-2" });
     expect(await authorizationSeenBy(fresh)).to.equal("Bearer token-2");
     expect(await authorizationSeenBy(cached)).to.equal("Bearer token-1");
+  });
+
+  it("records allowed and refused requests in the audit trail with who, which agent and as whom, never a credential", async () => {
+    audited.length = 0;
+    const answered = (await get("/api/v1/namespaces/default/pods/web?watch=false", { authorization: "Bearer ci:7:job-ci" })).status;
+    await get("/api/v1/namespaces/default/configmaps?watch=1", { authorization: "Bearer ci:7:job-forged" });
+    await get("/api/v1/namespaces", { authorization: "Bearer pat:7:glpat-good" });
+    await waitFor(() => audited.length === 3, undefined, "three audit events");
+    const [ci, refused, user] = audited as Array<Extract<KasAuditEvent, { kind: "k8s_api_request" }>>;
+    expect(ci).to.deep.include({
+      agent_id: 7,
+      actor: { kind: "ci_job", user_id: 4, username: "dev", job_id: 11, project_id: 5, pipeline_id: 10 },
+      method: "GET",
+      path: "/api/v1/namespaces/default/pods/web",
+      verb: "get",
+      resource: "pods",
+      namespace: "default",
+      name: "web",
+      status: answered,
+      error: null,
+    });
+    expect(ci!.impersonated?.username).to.equal("gitlab:ci_job:11");
+    expect(refused).to.deep.include({ agent_id: 7, actor: { kind: "refused", credential: "ci" }, impersonated: null, verb: "watch", resource: "configmaps", status: 401 });
+    expect(user).to.deep.include({ verb: "list", resource: "namespaces", status: 200 });
+    expect(user!.actor).to.include({ kind: "user", username: "dev", access_type: "personal_access_token" });
+    const all = JSON.stringify(audited);
+    for (const secret of ["job-ci", "job-forged", "glpat-good", "agent-sa-token"]) expect(all).to.not.contain(secret);
   });
 
   it("refuses client impersonation headers", async () => {

@@ -22,6 +22,8 @@ export interface AgentTunnelHooks {
   onIdle(): void;
   /** A request arrived: the pool should open a replacement. */
   onActive(methodName: string): void;
+  /** The call ended with this gRPC status code (0 when it succeeded). */
+  onCallEnd?(methodName: string, code: Code | 0): void;
 }
 
 /**
@@ -135,6 +137,7 @@ export class AgentTunnel {
 
     let headerSent = false;
     let trailerSent = false;
+    let code: Code | 0 = 0;
     try {
       for await (const event of this.host.invoke(methodName, meta, incoming, localAbort.signal)) {
         if (event.kind === "header") {
@@ -146,11 +149,13 @@ export class AgentTunnel {
           await stream.send(create(ConnectRequestSchema, { msg: { case: "trailer", value: { meta: event.meta } } }));
           trailerSent = true;
           if (event.error) {
+            code = event.error.code;
             await stream.send(create(ConnectRequestSchema, { msg: { case: "error", value: { status: statusFromError(event.error) } } }));
           }
         }
       }
     } catch (error) {
+      code = ConnectError.from(error).code;
       if (!stream.isSendClosed) {
         if (headerSent && !trailerSent) {
           await stream.send(create(ConnectRequestSchema, { msg: { case: "trailer", value: { meta: {} } } })).catch(ignore);
@@ -163,6 +168,7 @@ export class AgentTunnel {
       // As connect does for its handlers: the call's signal aborts once the call is over, so
       // whatever a handler tied to it (timers, watches) stops.
       localAbort.abort(callFinished);
+      this.hooks.onCallEnd?.(methodName, code);
     }
     // KAS ends the stream once it has the trailer; shutdown cuts a hung one via cancelActive().
     await reader;

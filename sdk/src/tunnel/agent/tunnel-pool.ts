@@ -18,6 +18,8 @@ export interface TunnelPoolOptions {
   openStream?: TunnelStreamOpener;
   host: LocalServiceHost;
   logger: Logger;
+  /** Logger for per-tunnel lines (a request taken), GitLab's `grpc_level`. Default `logger`. */
+  grpcLogger?: Logger;
   /** Idle tunnels kept open, waiting for requests. Default 2 (GitLab agentk). */
   minIdleTunnels?: number;
   /** Tunnels opened at once when idle ones run short. Default 10 (GitLab agentk). */
@@ -30,6 +32,10 @@ export interface TunnelPoolOptions {
   backoff?: BackoffOptions;
   /** Called once per backoff step when tunnels fail (e.g. to re-register after a reconnect). */
   onFailure?: (error: ConnectError) => void;
+  /** Called when a tunnel proves KAS accepts the agent (it served a call or stayed open 5 s). */
+  onHealthy?: () => void;
+  /** Called when a call through a tunnel ends, with its gRPC status code (0: OK). */
+  onCallEnd?: (methodName: string, code: Code | 0) => void;
 }
 
 /**
@@ -123,15 +129,19 @@ export class TunnelPool {
           clearTimeout(idleTimer);
           countedIdle = false;
           this.idle--;
-          this.options.logger.debug({ method: methodName }, "tunnel took a request");
+          (this.options.grpcLogger ?? this.options.logger).debug({ method: methodName }, "tunnel took a request");
           if (this.idle < this.minIdle && !this.stopping.signal.aborted) this.spawn(this.scaleUpStep);
         },
+        onCallEnd: this.options.onCallEnd,
       });
       this.tunnels.add(tunnel);
       try {
         const outcome = await tunnel.run();
         // A stream that stayed up for a while proves KAS accepts us again.
-        if (outcome === "served" || Date.now() - idleSince > 5_000) this.backoff.reset();
+        if (outcome === "served" || Date.now() - idleSince > 5_000) {
+          this.backoff.reset();
+          this.options.onHealthy?.();
+        }
       } catch (error) {
         this.failed(error);
       } finally {

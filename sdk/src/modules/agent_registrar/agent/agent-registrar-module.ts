@@ -1,7 +1,8 @@
-import { createClient, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { AgentRegistrar } from "../../../gen/gitlab/agent/agent_registrar/rpc/rpc_pb.js";
 import type { AgentMeta } from "../../../gen/gitlab/agent/entity/entity_pb.js";
+import type { AgentHealth } from "../../../agent/agent-health.js";
 import type { AgentModule } from "../../../agent/agent-module.js";
 import { Backoff, sleep } from "../../../util/backoff.js";
 
@@ -23,6 +24,8 @@ export class AgentRegistration {
     private readonly logger: Logger,
     /** Default 300 000 ms, as agentk. */
     private readonly intervalMs = 300_000,
+    /** Told about each registration and each failure (readiness). */
+    private readonly health?: AgentHealth,
   ) {
     this.client = createClient(AgentRegistrar, transport);
   }
@@ -49,8 +52,11 @@ export class AgentRegistration {
       try {
         await this.client.register({ agentMeta: this.meta, podId: this.podId }, { signal: this.stopped.signal, timeoutMs: 20_000 });
         backoff.reset();
+        this.health?.reportRegistered();
       } catch (error) {
         if (this.stopped.signal.aborted) return;
+        const ce = ConnectError.from(error);
+        this.health?.reportKasFailure(`registration: ${Code[ce.code]}: ${ce.rawMessage}`);
         delay = backoff.nextDelayMs();
         this.logger.debug({ err: error, retryInMs: delay }, "agent registration failed");
       }
@@ -80,7 +86,7 @@ export function agentRegistrarAgentModule(options: AgentRegistrarModuleOptions =
   return {
     name: "agent_registrar",
     start(ctx) {
-      const started = new AgentRegistration(ctx.transport, ctx.agentMeta, ctx.podId, ctx.logger, options.registerIntervalMs);
+      const started = new AgentRegistration(ctx.transport, ctx.agentMeta, ctx.podId, ctx.logger, options.registerIntervalMs, ctx.health);
       registration = started;
       ctx.onTunnelFailure(() => started.registerSoon());
       started.start();

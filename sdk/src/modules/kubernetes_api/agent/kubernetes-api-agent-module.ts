@@ -16,6 +16,7 @@ import https from "node:https";
 import type { Duplex } from "node:stream";
 import type { KubeConfig } from "@kubernetes/client-node";
 import pino, { type Logger } from "pino";
+import client, { type Registry } from "prom-client";
 import type { AgentModule } from "../../../agent/agent-module.js";
 import type { HttpResponseSchema} from "../../../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { type HttpRequest, type HttpRequest_Header } from "../../../gen/gitlab/agent/grpctool/grpctool_pb.js";
@@ -26,6 +27,7 @@ import { canonicalHeaderName, connectionOptions, isHopByHop, mapToNodeHeaders, m
 import { impersonationHeaders, isEmptyImpersonation, isImpersonationHeader } from "../impersonation.js";
 import { ESCAPED_PATH_HEADER, RequestPathError, pathForApiServer } from "../../../http/request-path.js";
 import { drained } from "../../../util/drained.js";
+import { isWatchQuery, kubernetesRequestAttributes } from "../request-attributes.js";
 
 export interface KubernetesApiAgentModuleOptions {
   /**
@@ -127,6 +129,8 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
     };
   }
 
+  let metrics: ReturnType<typeof kubernetesApiAgentMetrics> | undefined;
+
   const implementation: Partial<ServiceImpl<typeof KubernetesApi>> = {
     makeRequest(requests: AsyncIterable<HttpRequest>, ctx: HandlerContext): AsyncIterable<ResponseInit> {
       const out = new AsyncQueue<ResponseInit>(8);
@@ -176,6 +180,12 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
       throw e;
     }
     const pathAndQuery = path + mapToQueryString(request.query);
+    const { verb } = kubernetesRequestAttributes(request.method, path, { upgrade, watch: isWatchQuery(request.query.watch?.value[0]) });
+    const startedAt = performance.now();
+    const observe = (code: string) => {
+      metrics?.requests.inc({ verb, code });
+      metrics?.duration.observe({ verb, code }, (performance.now() - startedAt) / 1000);
+    };
     const c = currentCredentials();
     const opts = requestOptions(c instanceof Promise ? await c : c, request.method || "GET", pathAndQuery, headers);
     logger.debug({ method: request.method, path: request.urlPath, impersonating: imp?.username }, "forwarding to the API server");
@@ -229,15 +239,18 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
         });
         req.once("response", (res: IncomingMessage) => {
           answered = true;
+          observe(String(res.statusCode ?? 0));
           relayResponse(res, out).then(resolve, reject);
         });
         req.once("upgrade", (res: IncomingMessage, socket: Duplex, head: Buffer) => {
           answered = true;
+          observe(String(res.statusCode ?? 0));
           upgradedSocket!(socket);
           relayUpgrade(res, socket, head, out, signal).then(resolve, reject);
         });
       });
     } catch (e) {
+      if (!answered) observe(signal.aborted ? "cancelled" : "error");
       if (signal.aborted) throw new ConnectError("call cancelled", Code.Canceled);
       throw new ConnectError(`Kubernetes API server request failed: ${(e as Error).message}`, Code.Unavailable);
     } finally {
@@ -298,7 +311,29 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
   logger.info({ server: server.origin }, "Kubernetes API proxy: forwarding to the cluster's API server");
   return {
     name: "kubernetes_api",
-    services: () => [{ service: KubernetesApi, implementation }],
+    services: (ctx) => {
+      metrics ??= kubernetesApiAgentMetrics(ctx.metrics);
+      return [{ service: KubernetesApi, implementation }];
+    },
+  };
+}
+
+/** Requests to the cluster's API server (docs/observability.md). */
+function kubernetesApiAgentMetrics(registry: Registry) {
+  return {
+    requests: new client.Counter({
+      name: "agentk_k8s_api_requests_total",
+      help: "Requests the agent sent to the cluster's API server for the Kubernetes API proxy, by Kubernetes verb and HTTP status (error: no answer; cancelled: the caller left first).",
+      labelNames: ["verb", "code"] as const,
+      registers: [registry],
+    }),
+    duration: new client.Histogram({
+      name: "agentk_k8s_api_request_duration_seconds",
+      help: "Time until the cluster's API server answered (status and headers; a watch or exec goes on after), by Kubernetes verb and HTTP status.",
+      labelNames: ["verb", "code"] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
   };
 }
 

@@ -35,7 +35,7 @@ export function kubernetesApiServerModule(options: KubernetesApiServerModuleOpti
     tunnelServices: [KubernetesApi],
     configSections: ["ci_access", "user_access"],
     async start(ctx) {
-      proxy = await createKubernetesApiProxy({ ...options, agentCalls: ctx.agentCalls, platform: ctx.platform, logger: ctx.logger, metrics: ctx.metrics });
+      proxy = await createKubernetesApiProxy({ ...options, agentCalls: ctx.agentCalls, platform: ctx.platform, logger: ctx.logger, metrics: ctx.metrics, usage: ctx.usage, audit: ctx.audit });
     },
     addresses: () => ({ k8sProxy: started().url }),
     get url() {

@@ -20,6 +20,8 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import pino, { type Logger } from "pino";
 import client, { Registry } from "prom-client";
+import type { KasAuditLog } from "../../../kas/audit-log.js";
+import type { UsageMetrics } from "../../../kas/usage-metrics.js";
 import type { PlatformClient } from "../../../platform-client/platform-client.js";
 import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
 import { hostPort } from "../../../util/host-port.js";
@@ -62,6 +64,10 @@ export interface KubernetesApiProxyOptions extends ListenerLimits {
   platform: PlatformClient;
   /** Default: silent. Audit lines are logged at info level. */
   logger?: Logger;
+  /** Usage counters for the platform (KasModuleContext.usage); none when unset. */
+  usage?: UsageMetrics;
+  /** The audit trail (KasModuleContext.audit); none when unset. */
+  audit?: KasAuditLog;
   /** Default "127.0.0.1". */
   host?: string;
   /** Default 8154 (GitLab KAS's port); 0 picks a free port. */
@@ -120,6 +126,8 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     openStreams,
     logger,
     requestsTotal,
+    usage: options.usage,
+    audit: options.audit,
     prefix,
     tunnelWaitMs: options.tunnelWaitMs ?? 10_000,
     maxFrameBytes: options.maxFrameBytes ?? 1024 * 1024,

@@ -16,6 +16,10 @@ import { ValuesSchema } from "../../../gen/gitlab/agent/prototool/prototool_pb.j
 import { kasShuttingDownError } from "../../../grpc/status-errors.js";
 import { canonicalHeaderName, mapToNodeHeaders, nodeHeadersToMap, queryToMap } from "../../../http/http-codec.js";
 import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget } from "../../../http/request-path.js";
+import type { KasAuditLog } from "../../../kas/audit-log.js";
+import type { UsageMetrics } from "../../../kas/usage-metrics.js";
+import type { AuditActor } from "../../../platform-client/audit-events.js";
+import { isWatchQuery, kubernetesRequestAttributes } from "../request-attributes.js";
 import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
 import type { TunnelCall } from "../../../tunnel/server/server-tunnel.js";
 import { isImpersonationHeader } from "../impersonation.js";
@@ -72,6 +76,10 @@ export interface ProxyRequestsOptions {
   openStreams: OpenStreams;
   logger: Logger;
   requestsTotal: client.Counter<"code">;
+  /** Usage counters for the platform (GitLab's k8s_api_proxy_request* events); none when unset. */
+  usage?: UsageMetrics;
+  /** The audit trail: every request, allowed or refused; none when unset. */
+  audit?: KasAuditLog;
   /** Normalized: starts and ends with "/". */
   prefix: string;
   tunnelWaitMs: number;
@@ -88,6 +96,8 @@ export class ProxyRequests {
   /** Requests waiting for a tunnel, by the abort of their wait. */
   private readonly waiting = new Set<AbortController>();
   private readonly shutdown = new AbortController();
+  /** Requests' credentials once authorized (gone with the request). */
+  private readonly authorized = new WeakMap<AnyRequest, ProxyAuthorization>();
 
   constructor(readonly options: ProxyRequestsOptions) {}
 
@@ -113,8 +123,11 @@ export class ProxyRequests {
     }
     const authorization = headerValue(req.headers.authorization);
     const authz = await auth.authorize(authorization, signal);
+    // Who it is, for the audit trail, also when a later check refuses the request.
+    this.authorized.set(req, authz);
     const offending = Object.keys(req.headers).find(isImpersonationHeader);
     if (offending) throw new K8sProxyError(400, `impersonation is not allowed through the proxy (header ${canonicalHeaderName(offending)})`);
+    if (this.options.usage) countUsage(this.options.usage, authz);
     // From here on a revocation, the credential's expiry or a refused re-authorization ends it.
     life.release = openStreams.track(authorization!, authz, life.end);
     if (life.endedBy) throw life.endedBy;
@@ -191,6 +204,12 @@ export class ProxyRequests {
   audit(started: Started | undefined, req: AnyRequest, code: number, startedAt: number, error?: K8sProxyError): void {
     this.options.requestsTotal.inc({ code: String(code) });
     const c = started?.authz.caller;
+    try {
+      this.options.audit?.record(this.auditEvent(started, req, code, startedAt, error));
+    } catch (err) {
+      // The answer has gone out; the audit trail must not take the request down with it.
+      this.logger.error({ err }, "k8s proxy: cannot record the audit event");
+    }
     this.logger.info(
       {
         caller: c?.kind,
@@ -206,6 +225,32 @@ export class ProxyRequests {
       },
       "k8s proxy request",
     );
+  }
+
+  /** The request as the audit trail records it: who, which agent, as whom, what, the answer. Never a credential. */
+  private auditEvent(started: Started | undefined, req: AnyRequest, code: number, startedAt: number, error?: K8sProxyError) {
+    const target = splitRequestTarget(req.url ?? "/");
+    const path = started?.path ?? `/${(target?.rawPath ?? "").slice(this.options.prefix.length)}`.replace(/^\/+/, "/");
+    const method = (req.method ?? "GET").toUpperCase();
+    const upgrade = req.headers.upgrade !== undefined || req.headers[":protocol"] !== undefined;
+    const watch = isWatchQuery(new URLSearchParams(target?.rawQuery ?? "").get("watch"));
+    const attrs = kubernetesRequestAttributes(method, path, { upgrade, watch });
+    const authz = started?.authz ?? this.authorized.get(req);
+    const imp = authz?.impersonation;
+    return {
+      kind: "k8s_api_request" as const,
+      at: new Date(startedAt).toISOString(),
+      agent_id: authz?.agentId ?? credentialAgentId(req.headers.authorization),
+      actor: authz ? auditActor(authz.caller) : { kind: "refused" as const, credential: credentialKind(req.headers.authorization) },
+      impersonated: imp?.username ? { username: imp.username, groups: [...imp.groups] } : null,
+      method,
+      path,
+      ...attrs,
+      status: code,
+      duration_ms: Date.now() - startedAt,
+      error: error?.message ?? null,
+      trace_id: null,
+    };
   }
 
   /** Sends `chunk` as data (or upgradeData) frames no larger than maxFrameBytes. */
@@ -248,4 +293,37 @@ function headerExtra(authz: ProxyAuthorization): Any {
   let extra = packedExtras.get(authz);
   if (!extra) packedExtras.set(authz, (extra = anyPack(HeaderExtraSchema, create(HeaderExtraSchema, { impConfig: authz.impersonation }))));
   return extra;
+}
+
+/**
+ * GitLab KAS's usage events of an authorized proxy request: every request, and by access
+ * (ci: a CI job; pat: a personal access token; user: a session), with the distinct users and agents.
+ */
+function countUsage(usage: UsageMetrics, authz: ProxyAuthorization): void {
+  const c = authz.caller;
+  const via = c.kind === "ci_job" ? "ci" : c.accessType === "personal_access_token" ? "pat" : "user";
+  usage.inc("k8s_api_proxy_request");
+  usage.inc(`k8s_api_proxy_requests_via_${via}_access`);
+  usage.addUnique(`k8s_api_proxy_requests_unique_users_via_${via}_access`, c.userId);
+  usage.addUnique(`k8s_api_proxy_requests_unique_agents_via_${via}_access`, authz.agentId);
+  if (c.kind === "ci_job") usage.addUnique("agent_users_using_ci_tunnel", c.userId);
+}
+
+function auditActor(c: ProxyAuthorization["caller"]): AuditActor {
+  return c.kind === "ci_job"
+    ? { kind: "ci_job", user_id: c.userId, username: c.username, job_id: c.jobId, project_id: c.projectId, pipeline_id: c.pipelineId }
+    : { kind: "user", user_id: c.userId, username: c.username, access_type: c.accessType };
+}
+
+/** The kind of a refused credential (`ci`, `pat`; else `other`, or `none`), by its known prefix only: nothing of its secret part. */
+function credentialKind(authorization: string | string[] | undefined): string {
+  const value = headerValue(authorization);
+  if (!value) return "none";
+  return /^Bearer\s+(ci|pat):/.exec(value)?.[1] ?? "other";
+}
+
+/** The agent id a credential names (`ci:<agent id>:…`, `pat:<agent id>:…`); null when none. */
+function credentialAgentId(authorization: string | string[] | undefined): number | null {
+  const m = /^Bearer\s+(?:ci|pat):(\d{1,15}):/.exec(headerValue(authorization) ?? "");
+  return m ? Number(m[1]) : null;
 }

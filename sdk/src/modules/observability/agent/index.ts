@@ -1,2 +1,3 @@
 // @kasbridge/sdk/modules/observability/agent
-export { observabilityAgentModule } from "./observability-agent-module.js";
+export { AGENT_OBSERVABILITY_LIMITS, observabilityAgentModule } from "./observability-agent-module.js";
+export type { ObservabilityAgentModule, ObservabilityAgentModuleOptions } from "./observability-agent-module.js";

@@ -1,0 +1,21 @@
+import { expect } from "chai";
+import { kubernetesRequestAttributes as attrs } from "./request-attributes.js";
+
+describe("Kubernetes request attributes", () => {
+  it("names verb, resource, namespace and name as Kubernetes does", () => {
+    expect(attrs("GET", "/api/v1/namespaces/default/pods")).to.deep.equal({ verb: "list", resource: "pods", namespace: "default", name: "" });
+    expect(attrs("GET", "/api/v1/namespaces/default/pods/web-1")).to.deep.equal({ verb: "get", resource: "pods", namespace: "default", name: "web-1" });
+    expect(attrs("GET", "/api/v1/namespaces/default/pods/web-1/log")).to.include({ verb: "get", resource: "pods/log", name: "web-1" });
+    expect(attrs("GET", "/api/v1/namespaces/default/configmaps", { watch: true })).to.include({ verb: "watch", resource: "configmaps" });
+    expect(attrs("GET", "/api/v1/watch/namespaces/default/configmaps")).to.include({ verb: "watch", namespace: "default" });
+    expect(attrs("POST", "/apis/apps/v1/namespaces/prod/deployments")).to.deep.equal({ verb: "create", resource: "deployments.apps", namespace: "prod", name: "" });
+    expect(attrs("PATCH", "/apis/apps/v1/namespaces/prod/deployments/web")).to.include({ verb: "patch", name: "web" });
+    expect(attrs("PUT", "/api/v1/nodes/n1")).to.deep.equal({ verb: "update", resource: "nodes", namespace: "", name: "n1" });
+    expect(attrs("DELETE", "/api/v1/namespaces/x/secrets")).to.include({ verb: "deletecollection" });
+    expect(attrs("DELETE", "/api/v1/namespaces/x")).to.deep.equal({ verb: "delete", resource: "namespaces", namespace: "x", name: "x" });
+    expect(attrs("GET", "/api/v1/namespaces")).to.include({ verb: "list", resource: "namespaces", namespace: "" });
+    expect(attrs("POST", "/api/v1/namespaces/d/pods/p/exec", { upgrade: true })).to.include({ verb: "connect", resource: "pods/exec" });
+    expect(attrs("GET", "/version")).to.deep.equal({ verb: "get", resource: "", namespace: "", name: "" });
+    expect(attrs("GET", "/apis")).to.include({ verb: "get", resource: "" });
+  });
+});
