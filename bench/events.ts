@@ -35,7 +35,7 @@ const rounds = Number(process.env.BENCH_EVENT_ROUNDS ?? 10);
 const TARGET_MS = 1000;
 
 /** The `time` (epoch ms) of the first JSON log line of `proc` for which `match` holds. */
-async function loggedAt(proc: Proc, match: (line: Record<string, unknown>) => boolean, what: string): Promise<number> {
+export async function loggedAt(proc: Proc, match: (line: Record<string, unknown>) => boolean, what: string): Promise<number> {
   let time: number | undefined;
   await waitFor(
     () => {

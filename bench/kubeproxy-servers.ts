@@ -62,7 +62,14 @@ if (role === "kas") {
   platform.addToken(env("BENCH_KP_AGENT_TOKEN"), { agentId, agentName: "bench", projectId: 1, projectPath: "bench/cfg", defaultBranch: "main", tokenId: 1 });
   platform.jobs.set(env("BENCH_KP_JOB_TOKEN"), job(100, { default_namespace: "default" }));
   platform.jobs.set(env("BENCH_KP_CI_JOB_TOKEN"), job(101, { access_as: { ci_job: {} } }));
-  const kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: new Uint8Array(32).fill(5) } });
+  // A throughput benchmark measures the path, not GitLab's per-token connection limit.
+  const kas = await createKasServer({
+    platform,
+    logger,
+    agentApi: { port: 0 },
+    internalApi: { port: 0, jwtSecret: new Uint8Array(32).fill(5) },
+    connectionsPerTokenPerMinute: 0,
+  });
   const proxy = await createKubernetesApiProxy({
     agentCalls: kas.agentCalls,
     platform,

@@ -88,7 +88,9 @@ export async function setupPerf(): Promise<PerfSetup> {
   const secret = new Uint8Array(32).fill(7);
   const platform = new StaticPlatformClient();
   platform.addToken("glagent-bench", { agentId: 1, agentName: "bench", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 1 });
-  const kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: secret } });
+  // Every call takes a new tunnel stream, which GitLab's per-token limit counts: a throughput
+  // benchmark measures the path, not that policy (40 000 per minute by default).
+  const kas = await createKasServer({ platform, logger, agentApi: { port: 0 }, internalApi: { port: 0, jwtSecret: secret }, connectionsPerTokenPerMinute: 0 });
   const agent = createAgent({
     kasAddress: kas.agentApi.url("grpc"),
     token: "glagent-bench",

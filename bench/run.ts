@@ -2,15 +2,17 @@
  * `npm run bench`: the tunnel's cost against a direct call and against a bare HTTP/2 pass-through
  * chain of the same hop count, 1,000 concurrent calls through one agent, and KAS memory per idle
  * tunnel stream, the Kubernetes API proxy, how soon KAS acts on a revocation or a config push, and
- * how soon a git push reaches Flux's webhook or is applied by the built-in GitOps.
+ * how soon a git push reaches Flux's webhook or is applied by the built-in GitOps, and several
+ * replicas: forwarded vs local calls, revocation across replicas, recovery after kill -9.
  * Loopback only; everything stops by itself. See docs/benchmarks.md.
  *
  * Knobs (environment): BENCH_ROUNDS (3), BENCH_UNARY_CALLS (3000), BENCH_WARMUP (500),
  * BENCH_STREAM_MIB (100), BENCH_STREAM_MESSAGE_BYTES (32768), BENCH_CONCURRENT (1000),
  * BENCH_AGENTS (2000), BENCH_TUNNELS_PER_AGENT (2), BENCH_MEMORY_CONFIG (0; 1: section 3 with KAS's
- * configuration module on and every agent holding its GetConfiguration stream, as the shipped kas), BENCH_ONLY (comma list of: perf, concurrency, memory, kubeproxy, events, gitops),
+ * configuration module on and every agent holding its GetConfiguration stream, as the shipped kas), BENCH_ONLY (comma list of: perf, concurrency, memory, kubeproxy, events, gitops, replicas),
  * BENCH_JSON (a file to write the raw results to); section 4 (kubeproxy): see bench/kubeproxy-client.ts for BENCH_KP_*;
- * section 5 (events): BENCH_EVENT_ROUNDS (10); section 6 (gitops): BENCH_GITOPS_ROUNDS (10).
+ * section 5 (events): BENCH_EVENT_ROUNDS (10); section 6 (gitops): BENCH_GITOPS_ROUNDS (10);
+ * section 7 (replicas): BENCH_REPLICA_CALLS (2000), BENCH_REPLICA_ROUNDS (5).
  */
 import { execFileSync, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -19,6 +21,7 @@ import { fmt, median } from "./common.js";
 import { measureEvents, type EventsResult } from "./events.js";
 import { measureGitops, type GitopsResult } from "./gitops.js";
 import { measureKubeproxy, type KubeproxyResult } from "./kubeproxy.js";
+import { measureReplicas, type ReplicasResult } from "./replicas.js";
 import { measureMemory, type MemoryResult, type Usage } from "./memory.js";
 import {
   type ConcurrencyResult,
@@ -36,7 +39,7 @@ const streamMessages = Math.ceil((env("BENCH_STREAM_MIB", 100) * (1 << 20)) / st
 const concurrentCalls = env("BENCH_CONCURRENT", 1000);
 const agentCount = env("BENCH_AGENTS", 2000);
 const tunnelsPerAgent = env("BENCH_TUNNELS_PER_AGENT", 2);
-const only = new Set((process.env.BENCH_ONLY ?? "perf,concurrency,memory,kubeproxy,events,gitops").split(",").map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? "perf,concurrency,memory,kubeproxy,events,gitops,replicas").split(",").map((s) => s.trim()));
 
 const targets: TargetName[] = ["direct", "passthrough", "raw", "tunnel"];
 const labels: Record<TargetName, string> = {
@@ -64,7 +67,15 @@ function verdict(ok: boolean): string {
 
 const started = performance.now();
 console.log(`kasbridge bench: node ${process.version}, ${(await import("node:os")).cpus().length} CPUs, load ${(await import("node:os")).loadavg().map((l) => l.toFixed(2)).join(" ")}`);
-const results: { rounds?: Round[]; concurrency?: ConcurrencyResult[]; memory?: MemoryResult; kubeproxy?: KubeproxyResult; events?: EventsResult; gitops?: GitopsResult } = {};
+const results: {
+  rounds?: Round[];
+  concurrency?: ConcurrencyResult[];
+  memory?: MemoryResult;
+  kubeproxy?: KubeproxyResult;
+  events?: EventsResult;
+  gitops?: GitopsResult;
+  replicas?: ReplicasResult;
+} = {};
 
 /** Compiles the benchmark to plain JS (bench/dist): measured processes run without tsx. */
 function compile(): void {
@@ -249,6 +260,11 @@ if (only.has("events")) {
 if (only.has("gitops")) {
   console.log(`\n6. GitOps: git push -> Flux webhook, git push -> manifests applied, real kas, agentk and kube-apiserver (${process.env.BENCH_GITOPS_ROUNDS ?? 10} rounds)`);
   results.gitops = await measureGitops(table, verdict);
+}
+
+if (only.has("replicas")) {
+  console.log("\n7. Several kas replicas on Redis and PostgreSQL: forwarded vs local calls, revocation across replicas, kill -9 failover");
+  results.replicas = await measureReplicas(table, verdict);
 }
 
 console.log(`\nbench finished in ${fmt((performance.now() - started) / 1000, 1)} s`);

@@ -11,13 +11,15 @@ import { waitFor } from "@kasbridge/testing/wait";
 import { clusterSuite } from "./cluster-suite.test-support.js";
 import { getJson, installFluxCrds, startWebhookReceiver } from "./gitops.test-support.js";
 import { api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
-import { TEST_REDIS_URL } from "@kasbridge/testing/redis";
+import { TEST_REDIS_URL, uniqueRedisName } from "@kasbridge/testing/redis";
 
 describe("e2e: Flux (push -> KAS -> agentk -> Flux webhook)", function () {
   this.timeout(240_000);
   // Agents match GitRepository URLs to the platform by host name (gitlab_external_url).
   // Redis: the second test runs two KAS replicas, which share push events on kas_events.
-  const suite = clusterSuite({ kwok: false }, { KAS_EXTERNAL_URL: "http://127.0.0.1", KAS_REDIS_URL: TEST_REDIS_URL });
+  // This run's own keys in the machine's shared Redis (the replicas' registries).
+  const keyPrefix = uniqueRedisName("kasbridge-flux-e2e");
+  const suite = clusterSuite({ kwok: false }, { KAS_EXTERNAL_URL: "http://127.0.0.1", KAS_REDIS_URL: TEST_REDIS_URL, KAS_REDIS_KEY_PREFIX: keyPrefix });
   const { git } = suite;
   before(() => installFluxCrds(suite.cp));
   // Each test's agents and servers go with it: two agents in one cluster would both manage every
@@ -104,7 +106,9 @@ describe("e2e: Flux (push -> KAS -> agentk -> Flux webhook)", function () {
       KAS_PLATFORM_ENABLED: "false",
       KAS_PLATFORM_URL: kas.addresses.platform!,
       KAS_API_SECRET_FILE: join(kas.dataDir, ".gitlab_kas_secret"),
+      KAS_PRIVATE_API_SECRET_FILE: join(kas.dataDir, ".gitlab_kas_private_api_secret"),
       KAS_REDIS_URL: TEST_REDIS_URL,
+      KAS_REDIS_KEY_PREFIX: keyPrefix,
       KAS_EXTERNAL_URL: "http://127.0.0.1",
     });
     cleanups.add(() => replica.cleanup());

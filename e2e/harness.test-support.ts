@@ -7,7 +7,9 @@ import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { decodeSecret } from "@kasbridge/sdk/auth";
-import { EchoService } from "@kasbridge/sdk/gen/kasbridge/echo/v1/echo_pb";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { EchoRequestSchema, EchoResponseSchema, EchoService } from "@kasbridge/sdk/gen/kasbridge/echo/v1/echo_pb";
+import { callThroughReplica, PeerSessions } from "@kasbridge/sdk/replicas";
 import { internalApiClientInterceptor } from "@kasbridge/sdk/kas";
 import { waitFor } from "@kasbridge/testing/wait";
 
@@ -62,7 +64,7 @@ export class Proc {
 
 export interface KasProcess extends Proc {
   dataDir: string;
-  addresses: { platform?: string; agent: string; internal: string; observability: string; k8sProxy?: string };
+  addresses: { platform?: string; agent: string; internal: string; observability: string; k8sProxy?: string; private?: string };
   secret: Uint8Array;
 }
 
@@ -87,14 +89,21 @@ export function spawnKas(env: Record<string, string>, dataDir: string, args: str
   return new Proc(child);
 }
 
-/** Starts `kas` on port 0 everywhere with a fresh data directory. */
-export async function startKas(env: Record<string, string> = {}, dataDir = mkdtempSync(join(tmpdir(), "kas-e2e-"))): Promise<KasProcess & { cleanup(): Promise<void> }> {
+/**
+ * Starts `kas` on port 0 everywhere with a fresh data directory (removed at cleanup), or in
+ * `dataDir` (kept at cleanup unless `removeDataDir`: replicas share one).
+ */
+export async function startKas(
+  env: Record<string, string> = {},
+  dataDir = mkdtempSync(join(tmpdir(), "kas-e2e-")),
+  { removeDataDir = true }: { removeDataDir?: boolean } = {},
+): Promise<KasProcess & { cleanup(): Promise<void> }> {
   const proc = spawnKas(env, dataDir) as Proc & Partial<KasProcess>;
   const cleanup = async () => {
     try {
       await proc.stop();
     } finally {
-      rmSync(dataDir, { recursive: true, force: true });
+      if (removeDataDir) rmSync(dataDir, { recursive: true, force: true });
     }
   };
   try {
@@ -167,4 +176,26 @@ export function echoClient(kas: KasProcess, agentId: number): { client: Client<t
     }),
   );
   return { client, close: () => sessions.abort() };
+}
+
+/**
+ * EchoService/Echo as another replica calls it: through `privateUrl` (a kas's private API, GitLab's
+ * gateway sequence) with the replicas' secret. Rejects with the call's ConnectError.
+ */
+export async function echoThroughPrivateApi(privateUrl: string, secret: Uint8Array, agentId: number, payload: Uint8Array, ca?: Buffer): Promise<Uint8Array> {
+  const peers = new PeerSessions({ jwtSecret: secret, ca });
+  try {
+    const call = await callThroughReplica(peers, privateUrl, agentId, "/kasbridge.echo.v1.EchoService/Echo", {}, { maxMessageBytes: 1 << 20 });
+    await call.send(toBinary(EchoRequestSchema, create(EchoRequestSchema, { payload })));
+    await call.closeSend();
+    let reply: Uint8Array | undefined;
+    for await (const event of call.events) {
+      if (event.kind === "message") reply = fromBinary(EchoResponseSchema, event.data).payload;
+      if (event.kind === "end" && event.error) throw event.error;
+    }
+    if (!reply) throw new Error("no reply message");
+    return reply;
+  } finally {
+    peers.close();
+  }
 }

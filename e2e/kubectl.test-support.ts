@@ -3,7 +3,8 @@
 // pod and a TCP server for port-forwards to reach. Long-running kubectl processes (watches,
 // `logs -f`, exec, port-forward) are the harness's `Proc`.
 import { spawn } from "node:child_process";
-import { createServer, type Socket } from "node:net";
+import { createHash } from "node:crypto";
+import { connect, createServer, type Socket } from "node:net";
 import { KWOK_NODE_NAME, type ControlPlane, type RunResult } from "../tools/control-plane/control-plane.js";
 import { closeServer, listen } from "@kasbridge/testing/servers";
 
@@ -76,5 +77,30 @@ export async function createWebPod(cp: ControlPlane, containerPort: number): Pro
       metadata: { name: "web", namespace: "default" },
       spec: { nodeName: KWOK_NODE_NAME, containers: [{ name: "web", image: "registry.example/web:1", ports: [{ containerPort }] }] },
     }),
+  });
+}
+
+export function sha256(data: Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** Connects, writes `payload` and collects `expected` bytes. */
+export function roundTrip(port: number, payload: Buffer, expected: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const socket: Socket = connect(port, "127.0.0.1", () => socket.write(payload));
+    socket.on("data", (d: Buffer) => {
+      chunks.push(d);
+      length += d.length;
+      if (length >= expected) {
+        socket.destroy();
+        resolve(Buffer.concat(chunks));
+      }
+    });
+    socket.on("error", reject);
+    socket.on("close", () => {
+      if (length < expected) reject(new Error(`connection closed after ${length} of ${expected} bytes`));
+    });
   });
 }

@@ -4,9 +4,8 @@
 // certificate and serves under a path prefix, as behind a reverse proxy. What kwok cannot do
 // (stdin EOF, exit codes, the pty's last output) is explained where a test works around it.
 import { spawn } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -17,7 +16,7 @@ import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
 import { Cleanup } from "@kasbridge/testing/cleanup";
 import { waitFor } from "@kasbridge/testing/wait";
 import { Proc, adminToken, api, createAgentWithToken, startAgentk, startKas } from "./harness.test-support.js";
-import { createWebPod, longRunningRequests, runWithInput, startForwardTarget, type ForwardTarget } from "./kubectl.test-support.js";
+import { createWebPod, longRunningRequests, roundTrip, runWithInput, sha256, startForwardTarget, type ForwardTarget } from "./kubectl.test-support.js";
 
 /**
  * How long the long-watch test keeps a watch idle before it must still deliver an event: longer
@@ -551,27 +550,3 @@ function run(cmd: string, args: string[], env: Record<string, string>): Promise<
   return runWithInput(cmd, args, undefined, env);
 }
 
-function sha256(data: Buffer): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
-/** Connects, writes `payload` and collects `expected` bytes. */
-function roundTrip(port: number, payload: Buffer, expected: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let length = 0;
-    const socket: Socket = connect(port, "127.0.0.1", () => socket.write(payload));
-    socket.on("data", (d: Buffer) => {
-      chunks.push(d);
-      length += d.length;
-      if (length >= expected) {
-        socket.destroy();
-        resolve(Buffer.concat(chunks));
-      }
-    });
-    socket.on("error", reject);
-    socket.on("close", () => {
-      if (length < expected) reject(new Error(`connection closed after ${length} of ${expected} bytes`));
-    });
-  });
-}

@@ -4,15 +4,12 @@ import http2 from "node:http2";
 import net from "node:net";
 import { join } from "node:path";
 import { expect } from "chai";
-import { Code, createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { decodeSecret } from "@kasbridge/sdk/auth";
-import { EchoService } from "@kasbridge/sdk/gen/kasbridge/echo/v1/echo_pb";
-import { privateApiClientInterceptor } from "@kasbridge/sdk/kas";
 import { selfSignedCertificateFiles } from "@kasbridge/testing/tls";
 import { Cleanup } from "@kasbridge/testing/cleanup";
 import { HUNG_MS, deferred, rejection, streamRejection, waitFor, within } from "@kasbridge/testing/wait";
-import { api, createAgentWithToken, echoClient, startAgentk, startKas, type KasProcess } from "./harness.test-support.js";
+import { api, createAgentWithToken, echoClient, echoThroughPrivateApi, startAgentk, startKas, type KasProcess } from "./harness.test-support.js";
 
 describe("e2e: kas + agentk processes over the reverse tunnel", function () {
   this.timeout(120_000);
@@ -73,16 +70,11 @@ describe("e2e: kas + agentk processes over the reverse tunnel", function () {
     const { agentId } = await connectedAgent();
     const addresses = kas.addresses as KasProcess["addresses"] & { private?: string };
     expect(addresses.private).to.match(/^grpc:\/\/127\.0\.0\.1:\d+$/);
-    const baseUrl = addresses.private!.replace(/^grpc:/, "http:");
-    const sessions = new Http2SessionManager(baseUrl);
-    cleanups.add(() => sessions.abort());
-    const peer = (secret: Uint8Array) =>
-      createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: [privateApiClientInterceptor(secret, agentId)] }));
     const privateSecret = decodeSecret(readFileSync(join(kas.dataDir, ".gitlab_kas_private_api_secret"), "utf8"));
-    const res = await peer(privateSecret).echo({ payload: new TextEncoder().encode("from a replica") });
-    expect(new TextDecoder().decode(res.payload)).to.equal("from a replica");
+    const res = await echoThroughPrivateApi(addresses.private!, privateSecret, agentId, new TextEncoder().encode("from a replica"));
+    expect(new TextDecoder().decode(res)).to.equal("from a replica");
     // The platform's secret is not a replica's.
-    const refused = await rejection(peer(kas.secret).echo({ payload: new Uint8Array(1) }));
+    const refused = await rejection(echoThroughPrivateApi(addresses.private!, kas.secret, agentId, new Uint8Array(1)));
     expect(refused.code).to.equal(Code.Unauthenticated);
   });
 
@@ -98,13 +90,9 @@ describe("e2e: kas + agentk processes over the reverse tunnel", function () {
     await waitFor(async () => (await connections(tlsKas, a)).length === 1, 15_000, "agent connection");
     const address = (tlsKas.addresses as KasProcess["addresses"] & { private?: string }).private!;
     expect(address).to.match(/^grpcs:\/\/127\.0\.0\.1:\d+$/);
-    const baseUrl = address.replace(/^grpcs:/, "https:");
-    const sessions = new Http2SessionManager(baseUrl, undefined, { ca: readFileSync(certFile) });
-    cleanups.add(() => sessions.abort());
     const privateSecret = decodeSecret(readFileSync(join(tlsKas.dataDir, ".gitlab_kas_private_api_secret"), "utf8"));
-    const peer = createClient(EchoService, createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: [privateApiClientInterceptor(privateSecret, a.agentId)] }));
-    const res = await peer.echo({ payload: new TextEncoder().encode("over TLS") });
-    expect(new TextDecoder().decode(res.payload)).to.equal("over TLS");
+    const res = await echoThroughPrivateApi(address, privateSecret, a.agentId, new TextEncoder().encode("over TLS"), readFileSync(certFile));
+    expect(new TextDecoder().decode(res)).to.equal("over TLS");
   });
 
   it("propagates cancellation from the caller and keeps serving", async () => {

@@ -47,6 +47,7 @@ node --input-type=module -e '
   await expect("auth", ["signKasApiRequestJwt", "bearerToken"]);
   await expect("transport", ["createAgentApiListener", "createAgentTransport"]);
   await expect("util", ["Backoff", "hostPort"]);
+  await expect("replicas", ["connectRedis", "startKasReplicas", "RoutingAgentCalls"]);
   for (const name of ["agent_registrar", "agent_configuration", "kubernetes_api", "gitlab_access", "observability"]) {
     for (const side of ["agent", "server"]) await import(`@kasbridge/sdk/modules/${name}/${side}`);
   }

@@ -50,6 +50,12 @@ export async function bootstrapAdmin(store: Store, options: BootstrapAdminOption
     throw new Error(`admin token must be at least ${MIN_SUPPLIED_TOKEN_LENGTH} characters without whitespace`);
   }
 
+  // Replicas starting at once on one database bootstrap one after the other.
+  return store.withStartupLock(() => bootstrapLocked(services, options, logger));
+}
+
+async function bootstrapLocked(services: PlatformServices, options: BootstrapAdminOptions, logger: Logger): Promise<BootstrapAdminResult> {
+  const supplied = options.adminToken;
   if ((await services.users.count()) > 0) {
     // Later start: make a newly supplied token usable without touching anything else.
     if (supplied !== undefined && !(await services.personalAccessTokens.exists(supplied))) {

@@ -38,6 +38,10 @@ describe("kas configuration", () => {
     expect(c.logLevel).to.equal("debug");
     expect(c.maxMessageBytes).to.equal(1048576);
     expect(c.databaseUrl).to.equal("postgres://u@db/kas");
+    expect(c.databasePoolSize).to.equal(10);
+    expect(loadConfig({ configFile: file("database_pool_size: 3\n"), env: {} }).databasePoolSize).to.equal(3);
+    expect(loadConfig({ env: { KAS_DATABASE_POOL_SIZE: "25" } }).databasePoolSize).to.equal(25);
+    expect(() => loadConfig({ env: { KAS_DATABASE_POOL_SIZE: "0" } })).to.throw(ConfigError, /KAS_DATABASE_POOL_SIZE must be a positive integer/);
   });
 
   it("takes the private API's TLS files from YAML or KAS_PRIVATE_TLS_*, both or neither", () => {
@@ -45,6 +49,32 @@ describe("kas configuration", () => {
     expect(loadConfig({ configFile: path, env: {} }).privateTls).to.deep.equal({ certFile: "/etc/kas/p.crt", keyFile: "/etc/kas/p.key" });
     expect(loadConfig({ env: { KAS_PRIVATE_TLS_CERT_FILE: "/c", KAS_PRIVATE_TLS_KEY_FILE: "/k" } }).privateTls).to.deep.equal({ certFile: "/c", keyFile: "/k" });
     expect(() => loadConfig({ env: { KAS_PRIVATE_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /KAS_PRIVATE_TLS_KEY_FILE/);
+  });
+
+  it("takes Redis (URL, key prefix, password file, TLS) and the own private API URL from YAML or KAS_*", () => {
+    expect(loadConfig({ env: {} }).redis).to.equal(undefined);
+    const path = file(
+      `redis_url: redis://redis.internal:6379/2\nredis_key_prefix: kas-prod\nredis_password_file: /etc/kas/redis-password\n` +
+        `redis_tls:\n  ca_file: /etc/kas/redis-ca.pem\nown_private_api_url: grpc://10.0.0.5:8155\nprivate_tls:\n  cert_file: /c\n  key_file: /k\n  ca_file: /ca\n`,
+    );
+    const c = loadConfig({ configFile: path, env: {} });
+    expect(c.redis).to.deep.equal({ url: "redis://redis.internal:6379/2", keyPrefix: "kas-prod", passwordFile: "/etc/kas/redis-password", tls: { caFile: "/etc/kas/redis-ca.pem" } });
+    expect(c.ownPrivateApiUrl).to.equal("grpc://10.0.0.5:8155");
+    expect(c.privateTlsCaFile).to.equal("/ca");
+    const e = loadConfig({ env: { KAS_REDIS_URL: "rediss://r:6380", KAS_REDIS_TLS_CERT_FILE: "/rc", KAS_REDIS_TLS_KEY_FILE: "/rk", KAS_OWN_PRIVATE_API_URL: "grpcs://kas-1:8155" } });
+    expect(e.redis).to.deep.equal({ url: "rediss://r:6380", keyPrefix: "gitlab-kas", tls: { certFile: "/rc", keyFile: "/rk" } });
+    expect(e.ownPrivateApiUrl).to.equal("grpcs://kas-1:8155");
+    expect(() => loadConfig({ env: { KAS_REDIS_URL: "http://r" } })).to.throw(ConfigError, /KAS_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/);
+    expect(() => loadConfig({ env: { KAS_REDIS_KEY_PREFIX: "x" } })).to.throw(ConfigError, /need redis_url/);
+    expect(() => loadConfig({ env: { KAS_REDIS_URL: "redis://r", KAS_REDIS_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /both redis_tls.cert_file and key_file/);
+    expect(() => loadConfig({ env: { KAS_OWN_PRIVATE_API_URL: "http://x:1" } })).to.throw(ConfigError, /grpc:\/\/host:port/);
+  });
+
+  it("limits the calls per agent token and minute: 40 000 by default, 0 for none (YAML, then KAS_*)", () => {
+    expect(loadConfig({ env: {} }).connectionsPerTokenPerMinute).to.equal(40_000);
+    expect(loadConfig({ configFile: file("connections_per_token_per_minute: 100\n"), env: {} }).connectionsPerTokenPerMinute).to.equal(100);
+    expect(loadConfig({ env: { KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE: "0" } }).connectionsPerTokenPerMinute).to.equal(0);
+    expect(() => loadConfig({ env: { KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE: "-1" } })).to.throw(ConfigError, /non-negative/);
   });
 
   it("takes the private API secret file from YAML or KAS_PRIVATE_API_SECRET_FILE", () => {
@@ -55,10 +85,10 @@ describe("kas configuration", () => {
   });
 
   it("takes the Redis URL for events between replicas from YAML or KAS_REDIS_URL", () => {
-    expect(loadConfig({ env: {} }).redisUrl).to.equal(undefined);
+    expect(loadConfig({ env: {} }).redis?.url).to.equal(undefined);
     const path = file(`redis_url: redis://127.0.0.1:6379/0\n`);
-    expect(loadConfig({ configFile: path, env: {} }).redisUrl).to.equal("redis://127.0.0.1:6379/0");
-    expect(loadConfig({ configFile: path, env: { KAS_REDIS_URL: "rediss://cache:6380" } }).redisUrl).to.equal("rediss://cache:6380");
+    expect(loadConfig({ configFile: path, env: {} }).redis?.url).to.equal("redis://127.0.0.1:6379/0");
+    expect(loadConfig({ configFile: path, env: { KAS_REDIS_URL: "rediss://cache:6380" } }).redis?.url).to.equal("rediss://cache:6380");
     expect(() => loadConfig({ env: { KAS_REDIS_URL: "http://cache" } })).to.throw(ConfigError, /KAS_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/);
   });
 

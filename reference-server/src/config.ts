@@ -28,11 +28,18 @@ export interface KasConfig {
   dataDir: string;
   /** postgres://... for PostgreSQL; unset: SQLite in the data directory. */
   databaseUrl?: string;
+  /** Most PostgreSQL connections this replica opens (its pool). Default 10. */
+  databasePoolSize: number;
   /**
-   * redis:// or rediss:// URL shared by the KAS replicas: git push events go out on GitLab's
-   * `kas_events` channel, so every replica's Flux and GitOps streams hear every push. Unset: one KAS.
+   * Redis shared by the KAS replicas (one setting for everything kept there: the tunnel and agent
+   * registries, the connection rate limit, the events between replicas). Unset: one KAS.
    */
-  redisUrl?: string;
+  redis?: RedisConfig;
+  /**
+   * This replica's private API URL as the other replicas reach it (GitLab's OWN_PRIVATE_API_URL).
+   * Default: listen.private, a wildcard address replaced by this machine's host name.
+   */
+  ownPrivateApiUrl?: string;
   /** The platform's public URL (GitLab's external_url), used in `web_url` fields. Default: from the request. */
   externalUrl?: string;
   /** Reach the platform over GitLab's internal HTTP API at this URL instead of in-process. */
@@ -50,6 +57,8 @@ export interface KasConfig {
   k8sProxyTls?: TlsFiles;
   /** TLS for the private (kas-to-kas) API; unset: cleartext h2c. */
   privateTls?: TlsFiles;
+  /** CA bundle the replicas trust for each other's grpcs:// private API. Default: the system's. */
+  privateTlsCaFile?: string;
   /**
    * The proxy's URL as clients reach it: the `server` of the KUBECONFIG generated for CI jobs
    * (GitLab's gitlab_kas.external_k8s_proxy_url). Default: derived from listen.k8s_proxy.
@@ -72,6 +81,12 @@ export interface KasConfig {
   /** Lifetime of a CI job token of the embedded platform (it also stops working when its job finishes). Default 3600. */
   ciJobTokenTtlSeconds: number;
   logLevel: string;
+  /**
+   * Calls (tunnel streams, registrations, configuration streams) one agent token may open per
+   * minute, across the replicas with Redis (GitLab's agent.listen.connections_per_token_per_minute);
+   * 0 turns the limit off. Default 40 000.
+   */
+  connectionsPerTokenPerMinute: number;
   maxMessageBytes: number;
   /** Largest request body of the platform's REST and internal APIs (after gzip decoding). */
   maxRequestBodyBytes: number;
@@ -79,6 +94,17 @@ export interface KasConfig {
   maxPushBytes: number;
 }
 
+/** How the replicas reach Redis. */
+export interface RedisConfig {
+  /** redis://[user@]host:port[/db] or rediss:// (TLS). */
+  url: string;
+  /** Prefix of every key (GitLab's redis.key_prefix). Default "gitlab-kas". */
+  keyPrefix: string;
+  /** File holding the Redis password (trailing newline ignored); replaces one in the URL. */
+  passwordFile?: string;
+  /** TLS: a CA bundle to trust, a client certificate and key (both or neither). */
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+}
 export type ListenerName = keyof KasConfig["listen"];
 
 /** A PEM certificate chain and its key. */
@@ -110,6 +136,7 @@ const defaults: KasConfig = {
     observability: { ...OBSERVABILITY_LIMITS },
   },
   dataDir: "./data",
+  databasePoolSize: 10,
   platformEnabled: true,
   k8sProxyUrlPathPrefix: "/",
   k8sProxyReauthorizeIntervalSeconds: 60,
@@ -117,6 +144,7 @@ const defaults: KasConfig = {
   auditRetentionDays: 90,
   ciJobTokenTtlSeconds: 3600,
   logLevel: "info",
+  connectionsPerTokenPerMinute: 40_000,
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
   maxRequestBodyBytes: 1024 * 1024,
   maxPushBytes: 100 * 1024 * 1024,
@@ -172,8 +200,29 @@ export function loadConfig(options: { configFile?: string; env: NodeJS.ProcessEn
   requireBothTlsFiles(config.agentTls, "agent TLS", "agent_tls", "KAS_AGENT_TLS");
   requireBothTlsFiles(config.k8sProxyTls, "Kubernetes API proxy TLS", "k8s_proxy_tls", "KAS_K8S_PROXY_TLS");
   requireBothTlsFiles(config.privateTls, "private API TLS", "private_tls", "KAS_PRIVATE_TLS");
+  if (config.redis?.tls && Boolean(config.redis.tls.certFile) !== Boolean(config.redis.tls.keyFile)) {
+    throw new ConfigError("Redis TLS client authentication needs both redis_tls.cert_file and key_file (KAS_REDIS_TLS_CERT_FILE/KEY_FILE)");
+  }
+  if (config.redis && !config.redis.url) throw new ConfigError("redis_key_prefix, redis_password_file and redis_tls need redis_url (KAS_REDIS_URL)");
   config.dataDir = resolve(config.dataDir);
   return config;
+}
+
+/** The Redis settings, created (URL unset, default prefix) by the first Redis key. */
+function redisConfig(config: KasConfig): RedisConfig {
+  return (config.redis ??= { url: "", keyPrefix: "gitlab-kas" });
+}
+
+/** `{ ca_file, cert_file, key_file }`, each optional, under `key`. */
+function redisTls(value: unknown, key: string): NonNullable<RedisConfig["tls"]> {
+  const tls = object(value, key);
+  const names = { ca_file: "caFile", cert_file: "certFile", key_file: "keyFile" } as const;
+  const out: NonNullable<RedisConfig["tls"]> = {};
+  for (const [k, v] of Object.entries(tls)) {
+    if (!(k in names)) throw new ConfigError(`unknown key ${key}.${k} (expected ca_file, cert_file, key_file)`);
+    out[names[k as keyof typeof names]] = string(v, `${key}.${k}`);
+  }
+  return out;
 }
 
 function applyFile(config: KasConfig, file: string): void {
@@ -211,8 +260,23 @@ function applyFile(config: KasConfig, file: string): void {
       case "database_url":
         config.databaseUrl = databaseUrl(string(value, key), key);
         break;
+      case "database_pool_size":
+        config.databasePoolSize = positiveInt(value, key);
+        break;
       case "redis_url":
-        config.redisUrl = redisUrl(string(value, key), key);
+        redisConfig(config).url = redisUrl(string(value, key), key);
+        break;
+      case "redis_key_prefix":
+        redisConfig(config).keyPrefix = string(value, key);
+        break;
+      case "redis_password_file":
+        redisConfig(config).passwordFile = string(value, key);
+        break;
+      case "redis_tls":
+        redisConfig(config).tls = redisTls(value, key);
+        break;
+      case "own_private_api_url":
+        config.ownPrivateApiUrl = privateApiUrl(string(value, key), key);
         break;
       case "external_url":
         config.externalUrl = url(string(value, key), key);
@@ -232,6 +296,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "log_level":
         config.logLevel = logLevel(string(value, key), key);
         break;
+      case "connections_per_token_per_minute":
+        config.connectionsPerTokenPerMinute = nonNegativeInt(value, key);
+        break;
       case "max_message_bytes":
         config.maxMessageBytes = positiveInt(value, key);
         break;
@@ -247,9 +314,12 @@ function applyFile(config: KasConfig, file: string): void {
       case "k8s_proxy_tls":
         config.k8sProxyTls = tlsFiles(value, key);
         break;
-      case "private_tls":
-        config.privateTls = tlsFiles(value, key);
+      case "private_tls": {
+        const { ca_file: caFile, ...pair } = object(value, key);
+        config.privateTls = tlsFiles(pair, key);
+        if (caFile !== undefined) config.privateTlsCaFile = string(caFile, `${key}.ca_file`);
         break;
+      }
       case "k8s_proxy_external_url":
         config.k8sProxyExternalUrl = url(string(value, key), key);
         break;
@@ -287,7 +357,15 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   }
   if (env.KAS_DATA_DIR) config.dataDir = env.KAS_DATA_DIR;
   if (env.KAS_DATABASE_URL) config.databaseUrl = databaseUrl(env.KAS_DATABASE_URL, "KAS_DATABASE_URL");
-  if (env.KAS_REDIS_URL) config.redisUrl = redisUrl(env.KAS_REDIS_URL, "KAS_REDIS_URL");
+  if (env.KAS_DATABASE_POOL_SIZE) config.databasePoolSize = positiveInt(env.KAS_DATABASE_POOL_SIZE, "KAS_DATABASE_POOL_SIZE");
+  if (env.KAS_REDIS_URL) redisConfig(config).url = redisUrl(env.KAS_REDIS_URL, "KAS_REDIS_URL");
+  if (env.KAS_REDIS_KEY_PREFIX) redisConfig(config).keyPrefix = env.KAS_REDIS_KEY_PREFIX;
+  if (env.KAS_REDIS_PASSWORD_FILE) redisConfig(config).passwordFile = env.KAS_REDIS_PASSWORD_FILE;
+  for (const [name, slot] of [["KAS_REDIS_TLS_CA_FILE", "caFile"], ["KAS_REDIS_TLS_CERT_FILE", "certFile"], ["KAS_REDIS_TLS_KEY_FILE", "keyFile"]] as const) {
+    if (env[name]) (redisConfig(config).tls ??= {})[slot] = env[name];
+  }
+  if (env.KAS_OWN_PRIVATE_API_URL) config.ownPrivateApiUrl = privateApiUrl(env.KAS_OWN_PRIVATE_API_URL, "KAS_OWN_PRIVATE_API_URL");
+  if (env.KAS_PRIVATE_TLS_CA_FILE) config.privateTlsCaFile = env.KAS_PRIVATE_TLS_CA_FILE;
   if (env.KAS_EXTERNAL_URL) config.externalUrl = url(env.KAS_EXTERNAL_URL, "KAS_EXTERNAL_URL");
   if (env.KAS_PLATFORM_URL) config.platformUrl = url(env.KAS_PLATFORM_URL, "KAS_PLATFORM_URL");
   if (env.KAS_PLATFORM_ENABLED) config.platformEnabled = boolean(env.KAS_PLATFORM_ENABLED, "KAS_PLATFORM_ENABLED");
@@ -295,6 +373,9 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_PRIVATE_API_SECRET_FILE) config.privateApiSecretFile = env.KAS_PRIVATE_API_SECRET_FILE;
   if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
   if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
+  if (env.KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE) {
+    config.connectionsPerTokenPerMinute = nonNegativeInt(env.KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE, "KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE");
+  }
   if (env.KAS_MAX_MESSAGE_BYTES) config.maxMessageBytes = positiveInt(env.KAS_MAX_MESSAGE_BYTES, "KAS_MAX_MESSAGE_BYTES");
   if (env.KAS_MAX_REQUEST_BODY_BYTES) config.maxRequestBodyBytes = positiveInt(env.KAS_MAX_REQUEST_BODY_BYTES, "KAS_MAX_REQUEST_BODY_BYTES");
   if (env.KAS_MAX_PUSH_BYTES) config.maxPushBytes = positiveInt(env.KAS_MAX_PUSH_BYTES, "KAS_MAX_PUSH_BYTES");
@@ -398,6 +479,11 @@ function databaseUrl(value: string, key: string): string {
 function redisUrl(value: string, key: string): string {
   if (!/^rediss?:\/\/[^/]/.test(value)) throw new ConfigError(`${key} must be a redis:// or rediss:// URL`);
   return value;
+}
+
+function privateApiUrl(value: string, key: string): string {
+  if (!/^grpcs?:\/\/[^/]+$/.test(value.replace(/\/$/, ""))) throw new ConfigError(`${key} must be grpc://host:port or grpcs://host:port`);
+  return value.replace(/\/$/, "");
 }
 
 function logLevel(value: string, key: string): string {

@@ -30,9 +30,11 @@ import {
 } from "@kasbridge/sdk/modules/notifications/server";
 import { usageMetricsServerModule } from "@kasbridge/sdk/modules/usage_metrics/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
+import { redisKeys, RedisReplicaEvents, replicatedPlatformClient } from "@kasbridge/sdk/replicas";
 import { applyHttp1Limits } from "@kasbridge/sdk/transport";
 import { hostPort, listen } from "@kasbridge/sdk/util";
 import { MAX_PUSH_SETTING, MAX_REQUEST_BODY_SETTING, type KasConfig, type TlsFiles } from "./config.js";
+import { openRedis, type RedisConnections } from "./redis-connections.js";
 
 export interface RunningKas {
   addresses: Record<string, string>;
@@ -63,27 +65,46 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
       const opened = store;
       closers.push(() => opened.close());
     }
-    const platform: PlatformClient = config.platformUrl
+    let redis: RedisConnections | undefined;
+    if (config.redis) {
+      const opened = await openRedis(config.redis, logger.child({ component: "redis" }));
+      redis = opened;
+      closers.push(() => opened.close());
+    }
+    let platform: PlatformClient = config.platformUrl
       ? createHttpPlatformClient({ baseUrl: config.platformUrl, jwtSecret, logger: logger.child({ component: "platform-client" }) })
       : services
         ? createInProcessPlatformClient(services, { maxModuleRequestBytes: config.maxRequestBodyBytes })
         : fail("KAS_PLATFORM_URL is required when the embedded platform is disabled");
+    if (redis && !config.platformUrl) {
+      // The embedded platform's revocations and configuration changes happen in the replica that
+      // made them: the others hear of them on Redis (a platform over HTTP is watched by each).
+      const events = new RedisReplicaEvents({
+        publisher: redis.client,
+        subscriber: redis.subscriber,
+        channel: redisKeys(redis.keyPrefix).replicaEvents(),
+        logger: logger.child({ component: "replica-events" }),
+      });
+      await events.start();
+      const replicated = replicatedPlatformClient(platform, events);
+      closers.push(async () => {
+        replicated.close();
+        await events.close();
+      });
+      platform = replicated;
+    }
 
     // Pushes the platform reports (Notifications/GitPushEvent) reach the Flux and GitOps streams
     // through this: in-process, or on Redis' kas_events channel for every replica.
     let gitPushEvents: GitPushEvents = new InMemoryGitPushEvents(logger);
-    if (config.redisUrl) {
-      const { Redis } = await import("ioredis");
-      const publisher = new Redis(config.redisUrl, { maxRetriesPerRequest: 3 });
-      const subscriber = new Redis(config.redisUrl);
-      for (const connection of [publisher, subscriber]) connection.on("error", (err: Error) => logger.warn({ err: err.message }, "Redis connection error"));
-      const events = new RedisGitPushEvents({ publisher, subscriber, logger: logger.child({ component: "kas-events" }) });
-      closers.push(async () => {
-        await events.close();
-        publisher.disconnect();
-        subscriber.disconnect();
-      });
-      await events.start();
+    if (redis) {
+      // The same connections as the replicas' registries (one Redis setting).
+      const events = new RedisGitPushEvents({ publisher: redis.client, subscriber: redis.subscriber, logger: logger.child({ component: "kas-events" }) });
+      closers.push(() => events.close());
+      const subscribed = events.start();
+      // While Redis is down at start, the subscription is made when it connects.
+      if (redis.subscriber.status === "ready") await subscribed;
+      else subscribed.catch((error: unknown) => logger.warn({ err: (error as Error).message }, "kas_events subscription failed"));
       gitPushEvents = events;
     }
     // Kubernetes API proxy (8154): kubectl only sends tokens over TLS, so the proxy serves TLS
@@ -104,6 +125,7 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
       metrics: options.metrics,
       maxMessageBytes: config.maxMessageBytes,
       agentApi: { host: config.listen.agent.host, port: config.listen.agent.port, tls: readTls(config.agentTls), ...config.limits.agent },
+      connectionsPerTokenPerMinute: config.connectionsPerTokenPerMinute,
       internalApi: { host: config.listen.internal.host, port: config.listen.internal.port, jwtSecret, ...config.limits.internal },
       privateApi: {
         ...config.limits.private,
@@ -111,6 +133,12 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         port: config.listen.private.port,
         jwtSecret: privateJwtSecret,
         tls: readTls(config.privateTls),
+      },
+      redis: redis && {
+        client: redis.client,
+        keyPrefix: redis.keyPrefix,
+        ownPrivateApiUrl: config.ownPrivateApiUrl,
+        privateApiCa: config.privateTlsCaFile ? readFileSync(config.privateTlsCaFile) : undefined,
       },
       modules: [
         // Usage counters to the platform every period, and once more at shutdown.
@@ -149,7 +177,7 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
       const app = createPlatformApp({
         services,
         jwtSecret,
-        connections: kas.tracker,
+        connections: kas.connections,
         externalUrl: config.externalUrl,
         k8sProxyUrl,
         logger,
@@ -184,7 +212,7 @@ async function startPlatformServices(
   logger: Logger,
   metrics: KasServerOptions["metrics"],
 ): Promise<{ store: Store; services: PlatformServices }> {
-  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolSize, logger });
   try {
     const services = createPlatformServices({
       store,

@@ -13,18 +13,26 @@ export interface TcpProxyOptions {
 /**
  * A TCP proxy to 127.0.0.1:targetPort with backpressure both ways. While `frozen` it drops bytes
  * both ways but keeps connections open, like a peer that hangs or a network path that went black.
+ * `targetPort` may be a function, asked for each new connection: a load balancer over servers
+ * that come and go.
  */
 export interface TcpProxy {
   readonly port: number;
   frozen: boolean;
+  /** While set, new connections are closed at once and open ones are cut: the server is down. */
+  down: boolean;
   close(): Promise<void>;
 }
 
-export async function tcpProxy(targetPort: number, options: TcpProxyOptions = {}): Promise<TcpProxy> {
+export async function tcpProxy(targetPort: number | (() => number), options: TcpProxyOptions = {}): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
-  const state = { frozen: false };
+  const state = { frozen: false, down: false };
   const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, "127.0.0.1");
+    if (state.down) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(typeof targetPort === "function" ? targetPort() : targetPort, "127.0.0.1");
     for (const [from, to, toServer] of [[client, upstream, true], [upstream, client, false]] as const) {
       sockets.add(from);
       from.on("error", () => {});
@@ -51,6 +59,13 @@ export async function tcpProxy(targetPort: number, options: TcpProxyOptions = {}
     },
     set frozen(v: boolean) {
       state.frozen = v;
+    },
+    get down() {
+      return state.down;
+    },
+    set down(v: boolean) {
+      state.down = v;
+      if (v) for (const s of sockets) s.destroy();
     },
     async close() {
       for (const s of sockets) s.destroy();

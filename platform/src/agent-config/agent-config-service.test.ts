@@ -155,6 +155,20 @@ describeEachStore("platform/agent-config: service", (getStore) => {
       expect(changes).to.have.length(1);
     });
 
+    it("never goes back to an older commit when a later push was processed first (another replica took it)", async () => {
+      const p = await project("cfg-replicas");
+      const agent = await svc.agents.create(p.id, "prod", root.id);
+      const first = await repos.commit(p.id, { [CONFIG("prod")]: "flux:\n  webhook_receiver_url: http://hook/first\n" }, { announce: false });
+      const second = await repos.commit(p.id, { [CONFIG("prod")]: "flux:\n  webhook_receiver_url: http://hook/second\n" }, { announce: false });
+      // The replica that took the second push processes it before the one that took the first.
+      await configs.processPush(second);
+      await configs.processPush(first);
+      const state = (await configs.get(agent.id))!;
+      expect(state.commitId).to.equal(second.after);
+      expect(state.config.flux?.webhookReceiverUrl).to.equal("http://hook/second");
+      expect(changes.map((c) => c.commitId)).to.deep.equal([second.after]);
+    });
+
     it("processes concurrent pushes of a project in order and loses none", async () => {
       const p = await project("cfg");
       const agent = await svc.agents.create(p.id, "prod", root.id);

@@ -62,7 +62,12 @@ export type AgentConfigApplyOutcome =
   | { status: "unchanged"; state: AgentConfigState }
   /** Invalid: the previous config stays, the error is recorded. */
   | { status: "rejected"; state: AgentConfigState }
+  /** A push's commit that a later push of the branch replaced before it was applied: nothing written. */
+  | { status: "superseded"; state: AgentConfigState }
   | { status: "agent_not_found" };
+
+/** Checked with the agent's row locked: false when a push's commit is older than the accepted one. */
+type StillCurrent = (trx: Knex.Transaction) => Promise<boolean>;
 
 /** Listener errors are logged and never reach the processing. */
 export type AgentConfigChangeListener = (change: AgentConfigChange) => void;
@@ -210,6 +215,7 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
     agentId: number,
     commitId: string,
     content: string | Uint8Array | undefined,
+    stillCurrent?: StillCurrent,
   ): Promise<AgentConfigApplyOutcome> {
     const agent = (await knex("cluster_agents").where({ id: agentId }).first("id", "name", "project_id")) as
       | { id: number; name: string; project_id: number }
@@ -218,7 +224,7 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
     const parsed = content === undefined ? { ok: true as const, config: emptyAgentConfig() } : checkAgentConfigFile(content, { maxBytes: options.maxConfigBytes });
     const now = ctx.now();
 
-    if (!parsed.ok) return recordRejection(agentId, commitId, parsed.problems.map(formatAgentConfigProblem).join("; "));
+    if (!parsed.ok) return recordRejection(agentId, commitId, parsed.problems.map(formatAgentConfigProblem).join("; "), stillCurrent);
 
     const before = await get(agentId);
     if (before && before.commitId === commitId && commitId !== "" && before.error === null) {
@@ -227,6 +233,7 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
     const configJson = toJsonString(ConfigurationFileSchema, parsed.config);
     const written = await knex.transaction(async (trx) => {
       if (!(await lockAgent(trx, agentId))) return false;
+      if (stillCurrent && !(await stillCurrent(trx))) return "superseded";
       const resolved = await resolveAuthorizations(trx, agent.project_id, parsed.config);
       const row = {
         commit_id: commitId,
@@ -250,6 +257,7 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
       return true;
     });
     if (!written) return { status: "agent_not_found" };
+    if (written === "superseded") return superseded(agentId, commitId);
     ctx.logger.info({ agentId, commitId }, "agent configuration accepted");
     await options.audit?.record(configEvent("config_applied", agentId, commitId, null));
     publish({ agentId, commitId });
@@ -257,14 +265,16 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
   }
 
   /** Records why the config at `commitId` was not accepted; the accepted config stays. */
-  async function recordRejection(agentId: number, commitId: string, message: string): Promise<AgentConfigApplyOutcome> {
+  async function recordRejection(agentId: number, commitId: string, message: string, stillCurrent?: StillCurrent): Promise<AgentConfigApplyOutcome> {
     const error = { error_message: message, error_commit_id: commitId, error_at: toDbTime(ctx.now()) };
     const written = await knex.transaction(async (trx) => {
       if (!(await lockAgent(trx, agentId))) return false;
+      if (stillCurrent && !(await stillCurrent(trx))) return "superseded";
       const updated = await trx("agent_configurations").where({ agent_id: agentId }).update(error);
       if (updated === 0) await trx("agent_configurations").insert({ agent_id: agentId, commit_id: "", config: "{}", updated_at: null, ...error });
       return true;
     });
+    if (written === "superseded") return superseded(agentId, commitId);
     const state = written ? await get(agentId) : undefined;
     if (!state) return { status: "agent_not_found" };
     ctx.logger.info({ agentId, commitId, error: message }, "agent configuration rejected");
@@ -279,16 +289,40 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
     return row !== undefined;
   }
 
-  /** Applies the file at `commitId` to `agentId`, recording a read failure as the agent's error. */
-  async function applyFromRepository(agentId: number, projectId: number, agentName: string, commitId: string): Promise<AgentConfigApplyOutcome> {
+  /**
+   * A push's commit older than the accepted one: a later push of the branch (taken by another
+   * replica sharing the repositories) was applied first. Nothing is written: the accepted config
+   * never goes back to an older commit.
+   */
+  async function superseded(agentId: number, commitId: string): Promise<AgentConfigApplyOutcome> {
+    ctx.logger.info({ agentId, commitId }, "agent configuration of a superseded commit skipped");
+    const state = await get(agentId);
+    return state ? { status: "superseded", state } : { status: "agent_not_found" };
+  }
+
+  /**
+   * Applies the file at `commitId` to `agentId`, recording a read failure as the agent's error.
+   * With `fromPush`, not when the accepted commit (read with the agent's row locked) is a later
+   * commit of the branch: replicas processing pushes of one branch at once never step back.
+   */
+  async function applyFromRepository(agentId: number, projectId: number, agentName: string, commitId: string, fromPush = false): Promise<AgentConfigApplyOutcome> {
+    const isAncestor = repositories!.isAncestor?.bind(repositories);
+    const stillCurrent: StillCurrent | undefined =
+      fromPush && isAncestor
+        ? async (trx) => {
+            const row = (await trx("agent_configurations").where({ agent_id: agentId }).first("commit_id")) as { commit_id: string } | undefined;
+            const accepted = row?.commit_id ?? "";
+            return accepted === "" || accepted === commitId || !(await isAncestor(projectId, commitId, accepted).catch(() => false));
+          }
+        : undefined;
     let content: Buffer | Uint8Array | undefined;
     try {
       content = await repositories!.readFile(projectId, commitId, agentConfigPath(agentName));
     } catch (err) {
       ctx.logger.error({ err, agentId, projectId, commitId }, "cannot read agent configuration file");
-      return recordRejection(agentId, commitId, `cannot read ${agentConfigPath(agentName)}: ${(err as Error).message}`);
+      return recordRejection(agentId, commitId, `cannot read ${agentConfigPath(agentName)}: ${(err as Error).message}`, stillCurrent);
     }
-    return applyNow(agentId, commitId, content);
+    return applyNow(agentId, commitId, content, stillCurrent);
   }
 
   async function processPushNow(event: PushEvent): Promise<void> {
@@ -309,7 +343,7 @@ export function createAgentConfigService(ctx: ServiceContext, options: AgentConf
     }
     for (const agent of agents) {
       try {
-        await applyFromRepository(agent.id, event.projectId, agent.name, event.after);
+        await applyFromRepository(agent.id, event.projectId, agent.name, event.after, true);
       } catch (err) {
         ctx.logger.error({ err, agentId: agent.id, projectId: event.projectId, commitId: event.after }, "cannot process agent configuration");
       }

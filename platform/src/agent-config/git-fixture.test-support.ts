@@ -137,6 +137,15 @@ export class TestRepositories implements AgentConfigRepositories {
     }
   }
 
+  async isAncestor(projectId: number, ancestor: string, descendant: string): Promise<boolean> {
+    try {
+      await git(this.dir(projectId), ["merge-base", "--is-ancestor", ancestor, descendant]);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async readFile(projectId: number, ref: string, path: string): Promise<Buffer | undefined> {
     this.reads++;
     if (this.failReads) throw this.failReads;

@@ -30,6 +30,11 @@ export interface RepositoryReader {
   readFile(projectId: number, ref: string, path: string): Promise<Buffer | Uint8Array | undefined>;
   /** The commit id `ref` points at; undefined when the ref (or repository) does not exist. */
   resolveRef(projectId: number, ref: string): Promise<string | undefined>;
+  /**
+   * Whether commit `ancestor` is reachable from `descendant`. Optional: without it, a push's config
+   * is applied even when a later push's was applied first (possible only with several replicas).
+   */
+  isAncestor?(projectId: number, ancestor: string, descendant: string): Promise<boolean>;
 }
 
 export type AgentConfigRepositories = PushSource & RepositoryReader;

@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler } from "express";
 import type { Logger } from "pino";
 import { ServiceError } from "../services/errors.js";
+import { isDatabaseUnavailable } from "../store/db-util.js";
 import { BodyTooLargeError, bodyTooLargeMessage, drainRefusedBody, type BodyLimit } from "./body-limit.js";
 
 /** An HTTP error with a GitLab-shaped JSON body. */
@@ -67,6 +68,10 @@ export function jsonErrorHandler(logger: Logger, bodyLimit?: BodyLimit): ErrorRe
       } else {
         httpError = new HttpError(err.status, { message: `${err.status} ${err.expose ? err.message : "Bad request"}` });
       }
+    } else if (isDatabaseUnavailable(err)) {
+      // The pool reconnects by itself; each request in the meantime gets this, without a stack trace.
+      logger.warn({ method: req.method, path: req.path, err: (err as Error).message }, "platform API request failed: the database is unavailable");
+      httpError = new HttpError(503, { message: "503 Service Unavailable - the database is unavailable" });
     } else {
       logger.error({ err, method: req.method, path: req.path }, "platform API request failed");
       httpError = new HttpError(500, { message: "500 Internal Server Error" });

@@ -63,6 +63,8 @@ export interface RepositoryService {
   ensureRepository(projectId: number): Promise<string>;
   /** The commit a branch, tag or object id names; undefined when there is none (or the repository is empty). */
   resolveRef(projectId: number, ref: string): Promise<string | undefined>;
+  /** Whether commit `ancestor` is reachable from commit `descendant` (equal commits included). */
+  isAncestor(projectId: number, ancestor: string, descendant: string): Promise<boolean>;
   /** The file at `path` in `ref`'s commit; undefined when the ref or the file (a blob) is missing. */
   openFile(projectId: number, ref: string, path: string): Promise<RepositoryFile | undefined>;
   /**
@@ -404,6 +406,17 @@ export function createRepositoryService(
     async resolveRef(projectId, ref) {
       checkRevision(ref);
       return resolveIn(await ensure(projectId), ref);
+    },
+
+    async isAncestor(projectId, ancestor, descendant) {
+      if (!OID_RE.test(ancestor) || !OID_RE.test(descendant)) throw invalid("isAncestor takes full commit ids");
+      try {
+        await gitIn(await ensure(projectId), ["merge-base", "--is-ancestor", ancestor, descendant]);
+        return true;
+      } catch (err) {
+        if (err instanceof GitCommandError && err.exitCode === 1) return false;
+        throw err;
+      }
     },
 
     openFile,

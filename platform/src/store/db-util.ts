@@ -8,6 +8,40 @@ export function isUniqueViolation(err: unknown): boolean {
   return e.code === "SQLITE_CONSTRAINT" && /UNIQUE constraint failed/.test(e.message ?? "");
 }
 
+/** Connection-level failures: the database is down, restarting or unreachable (not a bad query). */
+const unavailableCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  // PostgreSQL class 08 (connection exception) and 57P0x (shutting down, cannot connect now).
+  "08000",
+  "08001",
+  "08003",
+  "08004",
+  "08006",
+  "57P01",
+  "57P02",
+  "57P03",
+]);
+
+/**
+ * True when `err` (or what caused it) means the database cannot be reached right now: refused or
+ * lost connections, a server shutting down, no pool connection within knex's acquire timeout.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const seen = new Set<unknown>();
+  for (let e = err as { code?: unknown; name?: unknown; message?: unknown; cause?: unknown } | null; e && !seen.has(e); e = e.cause as typeof e) {
+    seen.add(e);
+    if (typeof e.code === "string" && unavailableCodes.has(e.code)) return true;
+    if (e.name === "KnexTimeoutError") return true;
+    if (typeof e.message === "string" && /Connection terminated|connection error|terminating connection/i.test(e.message)) return true;
+  }
+  return false;
+}
+
 /**
  * Timestamps are written as ISO-8601 UTC strings (sortable as text in SQLite, parsed by
  * PostgreSQL into timestamptz) and read back as Date from either driver.

@@ -1,6 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import knexFactory from "knex";
+import pg from "pg";
 import type { Knex } from "knex";
 import type { Logger } from "pino";
 import { migrationSource } from "./migrations.js";
@@ -27,6 +28,12 @@ export type StoreDialect = "sqlite" | "postgres";
 export interface Store {
   readonly knex: Knex;
   readonly dialect: StoreDialect;
+  /**
+   * Runs `work` while holding the database's startup lock (PostgreSQL: an advisory lock on a
+   * connection of its own, per schema), so that replicas starting at once migrate and bootstrap
+   * one after the other. SQLite: runs `work` (one file, one writer).
+   */
+  withStartupLock<T>(work: () => Promise<T>): Promise<T>;
   /** Closes every connection; the store is unusable afterwards. Idempotent. */
   close(): Promise<void>;
 }
@@ -90,11 +97,15 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     });
   }
 
+  const withStartupLock = <T>(work: () => Promise<T>): Promise<T> =>
+    dialect === "postgres" ? withAdvisoryLock(databaseUrl!, `kasbridge-startup:${options.schema ?? ""}`, work) : work();
   try {
-    if (dialect === "postgres" && options.schema) {
-      await knex.raw("CREATE SCHEMA IF NOT EXISTS ??", [options.schema]);
-    }
-    await knex.migrate.latest({ migrationSource });
+    await withStartupLock(async () => {
+      if (dialect === "postgres" && options.schema) {
+        await knex.raw("CREATE SCHEMA IF NOT EXISTS ??", [options.schema]);
+      }
+      await knex.migrate.latest({ migrationSource });
+    });
   } catch (err) {
     await knex.destroy();
     throw new Error(`cannot open ${dialect} store: ${(err as Error).message}`, { cause: err });
@@ -104,8 +115,27 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
   return {
     knex,
     dialect,
+    withStartupLock,
     close: () => (closed ??= knex.destroy()),
   };
+}
+
+/**
+ * Runs `work` while this process holds PostgreSQL's advisory lock named `name`: on a connection
+ * outside the pool (so a pool of one connection cannot deadlock), released when `work` ends or
+ * that connection drops. Another process asking for it waits.
+ */
+async function withAdvisoryLock<T>(databaseUrl: string, name: string, work: () => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  // A connection that drops releases the lock; the error reaches `work`'s own queries.
+  client.on("error", () => {});
+  await client.connect();
+  try {
+    await client.query("SELECT pg_advisory_lock(hashtext($1))", [name]);
+    return await work();
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 interface SqliteConnection {

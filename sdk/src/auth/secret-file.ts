@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { link, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 
 /** Minimum decoded length of a shared JWT secret (GitLab writes 32 random bytes). */
@@ -43,14 +43,20 @@ export async function loadSecretFile(path: string): Promise<Uint8Array> {
  */
 export async function ensureSecretFile(path: string): Promise<{ secret: Uint8Array; created: boolean }> {
   await mkdir(dirname(path), { recursive: true });
+  // Written whole under a temporary name, then linked into place: link() fails when the file
+  // exists, so replicas starting together on one data directory never overwrite each other, and
+  // none reads a file another is still writing.
+  const temporary = `${path}.${randomBytes(6).toString("hex")}.tmp`;
   try {
-    // "wx" fails when the file exists, so two processes starting together never overwrite each other.
-    await writeFile(path, randomBytes(MIN_SECRET_BYTES).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+    await writeFile(temporary, randomBytes(MIN_SECRET_BYTES).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+    await link(temporary, path);
     return { secret: await loadSecretFile(path), created: true };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
       throw new SecretFileError(`cannot create secret file ${path}: ${(err as Error).message}`, { cause: err });
     }
+  } finally {
+    await unlink(temporary).catch(() => {});
   }
   return { secret: await loadSecretFile(path), created: false };
 }

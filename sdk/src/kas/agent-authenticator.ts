@@ -3,6 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { PlatformError, type AgentInfo, type AgentTokenRevocation, type PlatformClient } from "../platform-client/platform-client.js";
 import { bearerToken } from "../auth/bearer.js";
+import { connectionRateLimitError, type AgentConnectionLimiter } from "./connection-limiter.js";
 
 export interface AgentAuthenticatorOptions {
   platform: PlatformClient;
@@ -13,6 +14,10 @@ export interface AgentAuthenticatorOptions {
   negativeCacheTtlMs?: number;
   /** The clock of the cache, in ms. Default Date.now (tests pass their own). */
   now?: () => number;
+  /** Limits the calls each token may open per minute; over it: RESOURCE_EXHAUSTED. Default: none. */
+  limiter?: AgentConnectionLimiter;
+  /** Told about each call refused by `limiter` (metrics). */
+  onRateLimited?(): void;
 }
 
 /** An authenticated agent call: who it is, and a signal that aborts when its token is revoked. */
@@ -64,6 +69,10 @@ export class AgentAuthenticator {
   async authenticate(header: Headers, signal?: AbortSignal): Promise<AgentInfo> {
     const token = bearerToken(header.get("authorization"));
     if (!token) throw new ConnectError("missing agent token (authorization: Bearer <token>)", Code.Unauthenticated);
+    if (this.options.limiter && !(await this.options.limiter.allow(token))) {
+      this.options.onRateLimited?.();
+      throw connectionRateLimitError();
+    }
     const key = createHash("sha256").update(token).digest("hex");
     const now = this.now();
     let entry = this.cache.get(key);

@@ -16,6 +16,12 @@ export interface AgentTrackerOptions {
   registrationTtlMs?: number;
 }
 
+/** Told about every connection the tracker starts and stops listing (e.g. to share it with other replicas). */
+export interface AgentConnectionObserver {
+  registered(connection: AgentConnection): void;
+  forgotten(connection: AgentConnection): void;
+}
+
 /** Calls `end` when a registration ends; returns a function that stops watching. */
 export type EndWatch = (end: () => void) => () => void;
 
@@ -33,19 +39,23 @@ interface Tracked {
 export class AgentTracker implements AgentConnectionsSource {
   private readonly byAgent = new Map<number, Map<string, Tracked>>();
   private readonly ttl: number;
-  private readonly listeners: Array<(change: "registered" | "forgotten", connection: AgentConnection) => void> = [];
-
-  /** Calls `listener` when an agent process first registers and when its entry goes (not on refreshes). */
-  onChange(listener: (change: "registered" | "forgotten", connection: AgentConnection) => void): void {
-    this.listeners.push(listener);
-  }
-
-  private emit(change: "registered" | "forgotten", connection: AgentConnection): void {
-    for (const listener of this.listeners) listener(change, { ...connection });
-  }
+  private readonly observers = new Set<AgentConnectionObserver>();
 
   constructor(private readonly options: AgentTrackerOptions) {
     this.ttl = options.registrationTtlMs ?? 900_000;
+  }
+
+  /** Tells `observer` about connections from now on; returns a function that stops that. */
+  observe(observer: AgentConnectionObserver): () => void {
+    this.observers.add(observer);
+    return () => void this.observers.delete(observer);
+  }
+
+  /** Every connection listed here now. */
+  allConnections(): AgentConnection[] {
+    const all: AgentConnection[] = [];
+    for (const conns of this.byAgent.values()) for (const tracked of conns.values()) all.push({ ...tracked.connection });
+    return all;
   }
 
   /**
@@ -90,7 +100,7 @@ export class AgentTracker implements AgentConnectionsSource {
       },
     };
     conns.set(connectionId, tracked);
-    if (!existing) this.emit("registered", tracked.connection);
+    for (const observer of this.observers) observer.registered({ ...tracked.connection });
     const forget = () => this.remove(agent.agentId, connectionId, tracked);
     const stopWatching = typeof ended === "function" ? ended(forget) : onAbort(ended, forget);
     if (released) {
@@ -110,7 +120,7 @@ export class AgentTracker implements AgentConnectionsSource {
     if (!conns) return;
     for (const tracked of conns.values()) {
       tracked.release();
-      this.emit("forgotten", tracked.connection);
+      this.announceForgotten(tracked);
     }
     this.byAgent.delete(agentId);
   }
@@ -140,6 +150,10 @@ export class AgentTracker implements AgentConnectionsSource {
     tracked.release();
     conns.delete(connectionId);
     if (conns.size === 0) this.byAgent.delete(agentId);
-    this.emit("forgotten", tracked.connection);
+    this.announceForgotten(tracked);
+  }
+
+  private announceForgotten(tracked: Tracked): void {
+    for (const observer of this.observers) observer.forgotten({ ...tracked.connection });
   }
 }

@@ -15,7 +15,9 @@ export { DEFAULT_MAX_MESSAGE_BYTES } from "../grpc/limits.js";
 export { AgentAuthenticator, platformErrorToConnectError, tokenRevokedError } from "./agent-authenticator.js";
 export type { AgentAuthenticatorOptions } from "./agent-authenticator.js";
 export { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
-export type { AgentTrackerOptions } from "./agent-tracker.js";
+export { agentTokenKey, connectionRateLimitError, DEFAULT_CONNECTIONS_PER_TOKEN_PER_MINUTE, InMemoryConnectionLimiter } from "./connection-limiter.js";
+export type { AgentConnectionLimiter } from "./connection-limiter.js";
+export type { AgentConnectionObserver, AgentTrackerOptions } from "./agent-tracker.js";
 
 // Calls to agents through their tunnels
 export { localAgentCalls } from "../tunnel/server/agent-calls.js";
@@ -24,7 +26,9 @@ export { InMemoryTunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 export type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 export { ServerTunnel } from "../tunnel/server/server-tunnel.js";
 export type { TunnelCall, TunnelCallEvent } from "../tunnel/server/server-tunnel.js";
-export { createTunnelGateway, routingAgentIdHeader } from "../tunnel/server/tunnel-gateway.js";
+export { agentConnectionNotFoundError, createTunnelGateway, routingAgentIdHeader, TUNNEL_FIND_TIMEOUT_MS } from "../tunnel/server/tunnel-gateway.js";
+export { createPrivateApiGateway } from "../tunnel/server/private-api-gateway.js";
+export type { PrivateApiGatewayOptions } from "../tunnel/server/private-api-gateway.js";
 export type { TunnelGatewayOptions } from "../tunnel/server/tunnel-gateway.js";
 export { GATEWAY_LIMITS } from "../tunnel/server/gateway-listener.js";
 export type { GatewayListenOptions } from "../tunnel/server/gateway-listener.js";

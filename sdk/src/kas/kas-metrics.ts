@@ -45,7 +45,25 @@ export function createKasMetrics(registry: Registry, sources: { tunnels: TunnelR
       this.set(sources.tracker.count());
     },
   });
+  const routing = new client.Histogram({
+    name: "kas_routing_duration_seconds",
+    help: "Time to find a tunnel for a call with several replicas, by where it was found: this replica (local) or another (peer).",
+    labelNames: ["via"] as const,
+    buckets: [0.001, 0.004, 0.016, 0.064, 0.256, 1.024, 4.096, 16.384],
+    registers: [registry],
+  });
+  const rateExceeded = new client.Counter({
+    name: "kas_agent_connection_rate_exceeded_total",
+    help: "Agent calls refused because their token opened more than connections_per_token_per_minute (GitLab: agent_server_rate_exceeded_total).",
+    registers: [registry],
+  });
   return {
+    rateLimited() {
+      rateExceeded.inc();
+    },
+    routed(via: "local" | "peer", waitMs: number) {
+      routing.observe({ via }, waitMs / 1000);
+    },
     callEnded(code: number, durationMs: number) {
       calls.inc({ code: String(code) });
       callDuration.observe(durationMs / 1000);

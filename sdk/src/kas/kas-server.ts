@@ -1,4 +1,6 @@
+import type { AgentConnection } from "../platform-client/connections.js";
 import { setMaxListeners } from "node:events";
+import { hostname } from "node:os";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pino, { type Logger } from "pino";
 import { Registry } from "prom-client";
@@ -13,6 +15,9 @@ import { localAgentCalls, type AgentCalls } from "../tunnel/server/agent-calls.j
 import { listenGateway, type GatewayListener, type GatewayListenOptions } from "../tunnel/server/gateway-listener.js";
 import { rawReverseTunnelStreams, reverseTunnelConnectPath, reverseTunnelService } from "../tunnel/server/reverse-tunnel-service.js";
 import { createTunnelGateway } from "../tunnel/server/tunnel-gateway.js";
+import { createPrivateApiGateway } from "../tunnel/server/private-api-gateway.js";
+import type { AgentConnectionsSource } from "../platform-client/connections.js";
+import { startKasReplicas, type KasRedisOptions, type KasReplicas } from "../replicas/kas-replicas.js";
 import { InMemoryTunnelRegistry, type TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import { hostPort } from "../util/host-port.js";
 import { assertUniqueNames } from "../util/unique-names.js";
@@ -20,6 +25,7 @@ import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.
 import { waitUntil } from "../util/timers.js";
 import { authenticateBeforeBody } from "./agent-auth-gate.js";
 import { AgentAuthenticator } from "./agent-authenticator.js";
+import { DEFAULT_CONNECTIONS_PER_TOKEN_PER_MINUTE, InMemoryConnectionLimiter } from "./connection-limiter.js";
 import { AgentTracker, defaultKasInstanceId } from "./agent-tracker.js";
 import { connectionContextValues } from "./connection-context.js";
 import { internalApiAuthorizer, privateApiAuthorizer } from "./internal-api-auth.js";
@@ -49,8 +55,9 @@ export interface KasServerOptions {
   };
   /**
    * KAS's private API (GitLab port 8155), where other KAS replicas call agents connected to this
-   * one: the same gateway as the internal API, authenticated with JWTs signed by the private API
-   * secret (iss and aud gitlab-kas). It only routes to this replica's own tunnels. Off when unset.
+   * one with GitLab's gateway sequence (`GatewayKasResponse`), authenticated with JWTs signed by
+   * the private API secret (iss and aud gitlab-kas). It only routes to this replica's own tunnels.
+   * Off when unset; required with `redis`.
    */
   privateApi?: Partial<GatewayListenOptions> & {
     /** Default 8155. */
@@ -58,12 +65,30 @@ export interface KasServerOptions {
     /** HS256 secret shared by the KAS replicas (not the platform's). */
     jwtSecret: Uint8Array;
   };
+  /**
+   * Several replicas on one Redis: this replica registers its agents' tunnels and connections
+   * there, lists connections from there, and routes calls for agents it holds no tunnel of to a
+   * replica that does, through the private API. Off when unset (one KAS).
+   */
+  redis?: KasRedisOptions;
+  /**
+   * How long a call on the internal API waits for a tunnel of its agent (here or, with `redis`, on
+   * any replica) unless its own deadline ends the wait first; then DEADLINE_EXCEEDED "Agent
+   * connection not found. Is agent up to date and connected?". Default 20 000 ms (GitLab's).
+   */
+  tunnelFindTimeoutMs?: number;
   /** Largest gRPC message through a tunnel, either way. Default 16 MiB; larger: RESOURCE_EXHAUSTED. */
   maxMessageBytes?: number;
   /** Identity of this KAS process in connection listings. Default: host-pid-random. */
   kasInstance?: string;
   /** Prometheus registry for KAS's metrics. Default: a new one. */
   metrics?: Registry;
+  /**
+   * How many calls (tunnel streams, registrations, configuration streams) one agent token may open
+   * per minute, across all replicas with `redis` (GitLab's `connections_per_token_per_minute`);
+   * beyond it RESOURCE_EXHAUSTED. Default 40 000; 0 turns the limit off.
+   */
+  connectionsPerTokenPerMinute?: number;
   /** How long agent_info answers are cached. Default 60 000 ms (revocations evict at once). */
   agentInfoCacheTtlMs?: number;
   /** How often audit events go to the platform (`PlatformClient.recordAuditEvents`), in ms. Default 1 000. */
@@ -81,6 +106,10 @@ export interface KasServer {
   /** Where the private (kas-to-kas) API listens, when enabled. */
   readonly privateApiAddress?: { host: string; port: number };
   readonly tracker: AgentTracker;
+  /** Connected agent processes as the platform lists them: this replica's, or every replica's with `redis`. */
+  readonly connections: AgentConnectionsSource;
+  /** What the replicas share through Redis, with `redis`. */
+  readonly replicas?: KasReplicas;
   readonly registry: TunnelRegistry;
   readonly agentCalls: AgentCalls;
   readonly auth: AgentAuthenticator;
@@ -104,25 +133,43 @@ export interface KasServer {
 export async function createKasServer(options: KasServerOptions): Promise<KasServer> {
   const logger = options.logger ?? pino({ name: "kas" });
   const registry = options.registry ?? new InMemoryTunnelRegistry();
-  const agentCalls = options.agentCalls ?? localAgentCalls(registry);
   const metrics = options.metrics ?? new Registry();
   const kasInstance = options.kasInstance ?? defaultKasInstanceId();
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const modules = options.modules ?? defaultKasModules();
   assertUniqueNames(modules, "KAS modules");
+  if (options.redis && !options.privateApi) throw new Error("KasServerOptions.redis needs privateApi: replicas call each other there");
   const shutdown = new AbortController();
   // Every open stream listens on the shutdown signal; hundreds are normal.
   setMaxListeners(0, shutdown.signal);
-  const auth = new AgentAuthenticator({ platform: options.platform, logger, cacheTtlMs: options.agentInfoCacheTtlMs });
   const tracker = new AgentTracker({ kasInstance });
+  const connectionLimit = options.connectionsPerTokenPerMinute ?? DEFAULT_CONNECTIONS_PER_TOKEN_PER_MINUTE;
+  const localLimiter = connectionLimit > 0 ? new InMemoryConnectionLimiter(connectionLimit) : undefined;
+  // With Redis, calls route across replicas once the private API listens (its URL is what the
+  // other replicas reach this one at); until then, and without Redis, through local tunnels.
+  let replicas: KasReplicas | undefined;
+  const localCalls = localAgentCalls(registry);
+  const agentCalls: AgentCalls = options.agentCalls ?? {
+    start: (agentId, method, meta, signal) => (replicas?.agentCalls ?? localCalls).start(agentId, method, meta, signal),
+  };
   const kasMetrics = createKasMetrics(metrics, { tunnels: registry, tracker });
+  const auth = new AgentAuthenticator({
+    platform: options.platform,
+    logger,
+    cacheTtlMs: options.agentInfoCacheTtlMs,
+    // Across replicas once Redis is set up (below).
+    limiter: localLimiter && { allow: (token) => (replicas?.connectionLimiter ?? localLimiter).allow(token) },
+    onRateLimited: () => kasMetrics.rateLimited(),
+  });
   const usage = new UsageMetrics();
   const audit = new KasAuditLog({ platform: options.platform, logger, metrics, flushIntervalMs: options.auditFlushIntervalMs });
   // Agent activity for the audit trail: each agent process's connection, as the tracker sees it.
   if (audit.enabled) {
-    tracker.onChange((change, c) =>
+    // The tracker also tells of refreshes (every 5 min): only a process's first registration counts.
+    const known = new Set<string>();
+    const record = (kind: "agent_connected" | "agent_disconnected", c: AgentConnection) =>
       audit.record({
-        kind: change === "registered" ? "agent_connected" : "agent_disconnected",
+        kind,
         at: new Date().toISOString(),
         agent_id: c.agentId,
         connection_id: c.connectionId,
@@ -130,8 +177,18 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
         pod_namespace: c.podNamespace,
         agent_version: c.agentVersion,
         kas_instance: c.kasInstance,
-      }),
-    );
+      });
+    tracker.observe({
+      registered(c) {
+        const key = `${c.agentId}:${c.connectionId}`;
+        if (known.has(key)) return;
+        known.add(key);
+        record("agent_connected", c);
+      },
+      forgotten(c) {
+        if (known.delete(`${c.agentId}:${c.connectionId}`)) record("agent_disconnected", c);
+      },
+    });
   }
   const contexts = new Map<KasModule, KasModuleContext>();
   for (const module of modules) {
@@ -183,6 +240,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
       agentCalls,
       logger,
       maxMessageBytes,
+      defaultTunnelWaitMs: options.tunnelFindTimeoutMs,
       authorize,
       localMethods,
       onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
@@ -205,11 +263,31 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
       privateApi = await listenGateway(
         "private API",
         { ...options.privateApi, port: options.privateApi.port ?? 8155 },
-        gatewayFor(privateApiAuthorizer(options.privateApi.jwtSecret)),
+        createPrivateApiGateway({
+          registry,
+          logger,
+          maxMessageBytes,
+          authorize: privateApiAuthorizer(options.privateApi.jwtSecret),
+          onCallEnd: ({ code, durationMs }) => kasMetrics.callEnded(code, durationMs),
+        }),
         logger,
       );
       gateways.push(privateApi);
       addresses.private = `${options.privateApi.tls ? "grpcs" : "grpc"}://${hostPort(privateApi.address.host, privateApi.address.port)}`;
+      if (options.redis) {
+        replicas = startKasReplicas(
+          { ...options.redis, ownPrivateApiUrl: options.redis.ownPrivateApiUrl ?? reachableUrl(addresses.private) },
+          {
+            registry,
+            tracker,
+            logger,
+            privateApiSecret: options.privateApi.jwtSecret,
+            maxMessageBytes,
+            connectionsPerTokenPerMinute: connectionLimit,
+            onRouted: ({ via, waitMs }) => kasMetrics.routed(via, waitMs),
+          },
+        );
+      }
     }
     for (const module of modules) {
       if (!module.start) continue;
@@ -220,6 +298,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   } catch (error) {
     shutdown.abort();
     await Promise.all([agentApi.close(0), ...gateways.map((g) => g.close()), ...started.map((m) => m.close?.(0))]);
+    replicas?.close();
     auth.close();
     await audit.close(0);
     throw error;
@@ -232,6 +311,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     internalApiAddress: internalApi.address,
     privateApiAddress: privateApi?.address,
     tracker,
+    connections: replicas?.connections ?? tracker,
+    replicas,
     registry,
     agentCalls,
     auth,
@@ -242,20 +323,26 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     addresses,
     close(graceMs = 10_000) {
       closing ??= (async () => {
+        // Other replicas stop routing calls here; agents reconnect to them and register there.
+        await replicas?.withdraw();
         // The modules stop taking requests and end theirs after their grace, which frees tunnels.
         const modulesClosed = Promise.all(
           [...started].reverse().map((m) => m.close?.(graceMs).catch((error: unknown) => logger.error({ err: error, module: m.name }, "module close failed"))),
         );
-        // Idle tunnels go at once; new streams and connections are refused (GOAWAY) from here.
-        registry.closeTunnels((tunnel) => !tunnel.isTaken, kasShuttingDownError());
+        // Idle tunnels go at once (not those handed out for a call about to start); new streams
+        // and connections are refused (GOAWAY) from here.
+        registry.closeTunnels((tunnel) => !tunnel.isTaken && !tunnel.reserved, kasShuttingDownError());
         const agentApiClosed = agentApi.close(graceMs);
         const gatewaysClosed = Promise.all(gateways.map((g) => g.close()));
-        // Calls in flight through tunnels get the grace period to finish.
-        await waitUntil(() => registry.stats().busyTunnels === 0, graceMs);
+        // Calls in flight get the grace period to finish: through this replica's tunnels, and
+        // those arriving on the internal and private APIs (routed to other replicas, or waiting
+        // for a tunnel of an agent that is moving to another replica).
+        await waitUntil(() => registry.stats().busyTunnels === 0 && gateways.every((g) => g.activeCalls === 0), graceMs);
         shutdown.abort();
         registry.closeTunnels(() => true, kasShuttingDownError());
         for (const g of gateways) g.destroySessions();
         await Promise.all([agentApiClosed, gatewaysClosed, modulesClosed]);
+        replicas?.close();
         auth.close();
         // Last: what the modules recorded while they closed goes too.
         await audit.close();
@@ -263,4 +350,11 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
       return closing;
     },
   };
+}
+
+/** A listening URL as other hosts reach it: a wildcard address becomes this machine's name. */
+function reachableUrl(listening: string): string {
+  const u = new URL(listening);
+  if (u.hostname === "0.0.0.0" || u.hostname === "[::]") u.hostname = hostname();
+  return `${u.protocol}//${u.host}`;
 }

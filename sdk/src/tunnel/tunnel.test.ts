@@ -188,7 +188,7 @@ describe(`reverse tunnel (agent pool <-> KAS registry <-> gateway), agent stream
     expect(ce.metadata.get("fail-trailer")).to.equal("present");
   });
 
-  it("fails with UNAVAILABLE naming the agent when it is not connected", async () => {
+  it("fails with GitLab's DEADLINE_EXCEEDED when no tunnel of the agent turns up in time", async () => {
     // No deadline on the call, so the gateway's own wait ends it, not a race with the client's deadline.
     await h.close();
     h = await startHarness({ streams, tunnelWaitMs: 200 });
@@ -200,8 +200,8 @@ describe(`reverse tunnel (agent pool <-> KAS registry <-> gateway), agent stream
         createGrpcTransport({ baseUrl: `http://127.0.0.1:${h.gatewayPort}`, sessionManager: sessions, interceptors: [routeTo(99)] }),
       );
       const err = await rejection(other.echo({}));
-      expect(err.code).to.equal(Code.Unavailable);
-      expect(err.rawMessage).to.equal("agent 99 is not connected");
+      expect(err.code).to.equal(Code.DeadlineExceeded);
+      expect(err.rawMessage).to.equal("Agent connection not found. Is agent up to date and connected?");
     } finally {
       sessions.abort();
     }

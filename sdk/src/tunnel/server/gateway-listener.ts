@@ -35,6 +35,8 @@ export interface GatewayListener {
   close(): Promise<void>;
   /** Drops every session at once (after the grace period). */
   destroySessions(): void;
+  /** Calls in flight (streams open). */
+  readonly activeCalls: number;
 }
 
 /** An HTTP/2 server whose every stream goes to `gateway`, with KAS's wide flow-control windows. */
@@ -50,7 +52,11 @@ export async function listenGateway(
     ? http2.createSecureServer({ ...options.tls, allowHTTP1: false, settings, handshakeTimeout: limits.headersTimeoutMs })
     : http2.createServer({ settings });
   server.maxConnections = limits.maxConnections;
+  let activeCalls = 0;
+  const callEnded = () => activeCalls--;
   server.on("stream", (stream, headers) => {
+    activeCalls++;
+    stream.once("close", callEnded);
     // The gateway answers every failure it knows of; this catches the ones it does not.
     gateway(stream, headers).catch((err: unknown) => {
       logger.warn({ err, path: headers[":path"] }, `${name}: a call failed outside its handler`);
@@ -75,6 +81,9 @@ export async function listenGateway(
     },
     destroySessions() {
       for (const session of sessions) session.destroy();
+    },
+    get activeCalls() {
+      return activeCalls;
     },
   };
 }

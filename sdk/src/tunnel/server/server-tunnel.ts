@@ -123,6 +123,12 @@ export class ServerTunnel {
     return this.taken;
   }
 
+  /**
+   * Set while the registry has handed the tunnel out but no call started on it yet (e.g. the
+   * private API holds it for a routing replica's StartStreaming): it is no longer idle.
+   */
+  reserved = false;
+
   serves(methodName: string): boolean {
     return this.methods.has(methodName);
   }

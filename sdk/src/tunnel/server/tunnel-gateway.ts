@@ -2,19 +2,29 @@ import type { ServerHttp2Stream, IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../grpc/limits.js";
-import { parseGrpcTimeout } from "../../grpc/grpc-timeout.js";
 import type { AgentCalls } from "./agent-calls.js";
 import type { TunnelCall } from "./server-tunnel.js";
-import { FrameReader } from "../../grpc/grpc-frames.js";
+import type { FrameReader } from "../../grpc/grpc-frames.js";
 import { writeGrpcFrame } from "../../grpc/grpc-message-writes.js";
-import { headersToMeta, metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../../util/metadata.js";
+import { metaToNodeHeaders, nodeHeadersToHeaders, type MetaMap } from "../../util/metadata.js";
 import { grpcStatusHeaders } from "../../grpc/grpc-status-headers.js";
 import { drained } from "../../util/drained.js";
 import { deadlineTimer } from "../../util/timers.js";
+import { parseGatewayRequest, refuseNonGrpc } from "./gateway-request.js";
 import type { ApiUnaryMethod } from "../../grpc/api-unary-method.js";
 
-/** Metadata naming the agent a call is for (GitLab's kas-hop routing key). */
-export const routingAgentIdHeader = "kas-hop-routing-agent-id";
+export { routingAgentIdHeader } from "./gateway-request.js";
+
+/**
+ * How long a call waits for a tunnel of its agent when the caller's deadline does not end the
+ * wait first (GitLab's routing tunnel-find timeout).
+ */
+export const TUNNEL_FIND_TIMEOUT_MS = 20_000;
+
+/** What a call gets when no tunnel of its agent turned up within the tunnel-find timeout (GitLab's words). */
+export function agentConnectionNotFoundError(): ConnectError {
+  return new ConnectError("Agent connection not found. Is agent up to date and connected?", Code.DeadlineExceeded);
+}
 
 export interface TunnelGatewayOptions {
   /** How calls reach agents (KasServer.agentCalls). */
@@ -24,7 +34,11 @@ export interface TunnelGatewayOptions {
   authorize(headers: Headers): Promise<void>;
   /** Largest request or response message. Default 16 MiB. */
   maxMessageBytes?: number;
-  /** How long to wait for an idle tunnel when the caller set no deadline. Default 60 000 ms. */
+  /**
+   * How long to wait for an idle tunnel unless the caller's deadline comes first; then the call
+   * fails with GitLab's DEADLINE_EXCEEDED "Agent connection not found. Is agent up to date and
+   * connected?". Default 20 000 ms (GitLab's tunnel-find timeout).
+   */
   defaultTunnelWaitMs?: number;
   /** Methods KAS serves itself rather than routing to an agent (no routing id needed). */
   localMethods?: readonly ApiUnaryMethod[];
@@ -40,7 +54,7 @@ export interface TunnelGatewayOptions {
  */
 export function createTunnelGateway(options: TunnelGatewayOptions) {
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const defaultWaitMs = options.defaultTunnelWaitMs ?? 60_000;
+  const defaultWaitMs = options.defaultTunnelWaitMs ?? TUNNEL_FIND_TIMEOUT_MS;
   const localMethods = new Map((options.localMethods ?? []).map((m) => [m.path, m]));
 
   return async function handleStream(stream: ServerHttp2Stream, rawHeaders: IncomingHttpHeaders): Promise<void> {
@@ -50,12 +64,7 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
     const onInvalid = (header: string) => options.logger.warn({ agentId, method, header }, "dropped invalid metadata from the agent's answer");
     const finish = (error: ConnectError | undefined) =>
       options.onCallEnd?.({ agentId, method, code: error?.code ?? 0, durationMs: Date.now() - started });
-    const contentType = String(rawHeaders["content-type"] ?? "");
-    if (rawHeaders[":method"] !== "POST" || !contentType.startsWith("application/grpc")) {
-      stream.respond({ ":status": 415, "content-type": "text/plain" });
-      stream.end("gRPC only (application/grpc over POST)");
-      return;
-    }
+    if (refuseNonGrpc(stream, rawHeaders)) return;
     // Stream errors (client reset, connection lost) surface through "close"/"aborted" below.
     stream.on("error", () => {});
     const callAbort = new AbortController();
@@ -73,21 +82,24 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
         endStream(stream, { error, trailer: {} }, onInvalid);
         return;
       }
-      agentId = parseAgentId(headers.get(routingAgentIdHeader));
-      if (!/^\/[^/]+\/[^/]+$/.test(method)) throw new ConnectError(`malformed method path "${method}"`, Code.InvalidArgument);
-      const reader = new FrameReader(maxMessageBytes, headers.get("grpc-encoding") ?? "identity");
-      const timeoutMs = parseGrpcTimeout(headers.get("grpc-timeout"));
+      const request = parseGatewayRequest(method, headers, maxMessageBytes);
+      agentId = request.agentId;
+      const { reader, timeoutMs, meta } = request;
       // Give up slightly before the caller's deadline so it receives our UNAVAILABLE (naming the
       // agent) rather than its own DEADLINE_EXCEEDED.
       const marginMs = timeoutMs === undefined ? 0 : Math.min(250, Math.max(20, Math.ceil(timeoutMs * 0.25)));
-      const waitMs = timeoutMs === undefined ? defaultWaitMs : Math.max(1, timeoutMs - marginMs);
+      const callerWaitMs = timeoutMs === undefined ? Infinity : Math.max(1, timeoutMs - marginMs);
+      // Our own limit (GitLab's tunnel-find timeout) ends the wait with GitLab's error.
+      const findTimeout = defaultWaitMs < callerWaitMs;
       // One timer for the wait, cleared as soon as a tunnel is found (AbortSignal.timeout() would
-      // keep a timer per call alive for the whole wait period, 60 s by default). It can only fire
-      // while the registry still holds our waiter, so it never cancels a call that got a tunnel.
-      const waitTimer = deadlineTimer(waitMs, () => callAbort.abort(tunnelWaitExpired));
-      const meta = headersToMeta(headers, (name) => name === "authorization" || name.startsWith("kas-hop-"));
+      // keep a timer per call alive for the whole wait period). It can only fire while the
+      // registry still holds our waiter, so it never cancels a call that got a tunnel.
+      const waitTimer = deadlineTimer(Math.min(defaultWaitMs, callerWaitMs), () => callAbort.abort(tunnelWaitExpired));
       try {
         call = await options.agentCalls.start(agentId, method, meta, callAbort.signal);
+      } catch (error) {
+        if (findTimeout && callAbort.signal.reason === tunnelWaitExpired) throw agentConnectionNotFoundError();
+        throw error;
       } finally {
         clearTimeout(waitTimer);
       }
@@ -109,14 +121,6 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       stream.off("aborted", onClientGone);
     }
   };
-
-  function parseAgentId(value: string | null): number {
-    const id = value === null ? NaN : Number(value);
-    if (!Number.isSafeInteger(id) || id <= 0) {
-      throw new ConnectError(`missing or invalid ${routingAgentIdHeader} metadata`, Code.InvalidArgument);
-    }
-    return id;
-  }
 }
 
 type CallResult = { error?: ConnectError; trailer: MetaMap };
@@ -129,7 +133,7 @@ const tunnelWaitExpired = new ConnectError("waiting for an idle tunnel timed out
  * tunnel is backed up); half-closes at the end. After a failure the rest of the body is read and
  * discarded rather than the stream destroyed, so the client still receives the status trailers.
  */
-function pumpRequest(stream: ServerHttp2Stream, reader: FrameReader, call: TunnelCall): Promise<void> {
+export function pumpRequest(stream: ServerHttp2Stream, reader: FrameReader, call: Pick<TunnelCall, "send" | "closeSend">): Promise<void> {
   return new Promise((resolve, reject) => {
     let failed = false;
     const fail = (error: unknown) => {

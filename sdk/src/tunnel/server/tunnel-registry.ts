@@ -14,6 +14,22 @@ export interface TunnelRegistry {
    * aborts; then throws UNAVAILABLE naming the agent. With `signal` already aborted it takes none.
    */
   acquire(agentId: number, methodName: string, signal: AbortSignal): Promise<ServerTunnel>;
+  /** Takes an idle tunnel of `agentId` that serves `methodName` if there is one now; never waits. */
+  tryAcquire(agentId: number, methodName: string): ServerTunnel | undefined;
+  /**
+   * Gives back a tunnel taken with `acquire`/`tryAcquire` whose call was never started (the
+   * replica that asked for it through the private API went elsewhere): it is idle again, or goes
+   * to a waiter. A tunnel that closed meanwhile is dropped.
+   */
+  release(tunnel: ServerTunnel): void;
+  /** Agents with at least one tunnel here (idle or busy). */
+  agentIds(): Iterable<number>;
+  /**
+   * Calls `listener(agentId, true)` when an agent's first tunnel arrives here and
+   * `listener(agentId, false)` when its last one ends (what a shared directory of replicas
+   * records). Returns a function that stops the calls.
+   */
+  onPresenceChange(listener: (agentId: number, present: boolean) => void): () => void;
   /** Closes every tunnel (idle or busy) that `predicate` selects, failing their calls with `error`. */
   closeTunnels(predicate: (tunnel: ServerTunnel) => boolean, error: ConnectError): number;
   /** Counts for metrics: idle tunnels and agents with at least one tunnel. */
@@ -35,35 +51,75 @@ interface AgentEntry {
 export class InMemoryTunnelRegistry implements TunnelRegistry {
   private readonly agents = new Map<number, AgentEntry>();
   private readonly all = new Set<ServerTunnel>();
+  /** Tunnels (idle or busy) per agent, for presence. */
+  private readonly counts = new Map<number, number>();
+  private readonly presenceListeners = new Set<(agentId: number, present: boolean) => void>();
 
   register(tunnel: ServerTunnel): () => void {
-    this.all.add(tunnel);
-    const entry = this.entry(tunnel.agent.agentId);
-    const waiterIndex = entry.waiters.findIndex((w) => tunnel.serves(w.methodName));
-    if (waiterIndex >= 0) {
-      const [waiter] = entry.waiters.splice(waiterIndex, 1);
-      waiter.resolve(tunnel);
-    } else {
-      entry.idle.add(tunnel);
+    const agentId = tunnel.agent.agentId;
+    if (!this.all.has(tunnel)) {
+      this.all.add(tunnel);
+      const count = (this.counts.get(agentId) ?? 0) + 1;
+      this.counts.set(agentId, count);
+      if (count === 1) this.announce(agentId, true);
     }
+    this.offer(tunnel);
+    let withdrawn = false;
     return () => {
+      if (withdrawn) return;
+      withdrawn = true;
       this.all.delete(tunnel);
-      entry.idle.delete(tunnel);
-      this.prune(tunnel.agent.agentId, entry);
+      const entry = this.agents.get(agentId);
+      if (entry) {
+        entry.idle.delete(tunnel);
+        this.prune(agentId, entry);
+      }
+      const count = (this.counts.get(agentId) ?? 1) - 1;
+      if (count > 0) {
+        this.counts.set(agentId, count);
+      } else {
+        this.counts.delete(agentId);
+        this.announce(agentId, false);
+      }
     };
   }
 
-  acquire(agentId: number, methodName: string, signal: AbortSignal): Promise<ServerTunnel> {
-    const entry = this.entry(agentId);
-    // A caller that has already given up takes no tunnel, idle or not (the wait fails below).
-    if (!signal.aborted) {
-      for (const tunnel of entry.idle) {
-        if (tunnel.serves(methodName) && !tunnel.isClosed) {
-          entry.idle.delete(tunnel);
-          return Promise.resolve(tunnel);
-        }
+  release(tunnel: ServerTunnel): void {
+    if (tunnel.isClosed || tunnel.isTaken || !this.all.has(tunnel)) return;
+    tunnel.reserved = false;
+    this.offer(tunnel);
+  }
+
+  agentIds(): Iterable<number> {
+    return this.counts.keys();
+  }
+
+  onPresenceChange(listener: (agentId: number, present: boolean) => void): () => void {
+    this.presenceListeners.add(listener);
+    return () => void this.presenceListeners.delete(listener);
+  }
+
+  tryAcquire(agentId: number, methodName: string): ServerTunnel | undefined {
+    const entry = this.agents.get(agentId);
+    if (!entry) return undefined;
+    for (const tunnel of entry.idle) {
+      if (tunnel.serves(methodName) && !tunnel.isClosed) {
+        entry.idle.delete(tunnel);
+        this.prune(agentId, entry);
+        tunnel.reserved = true;
+        return tunnel;
       }
     }
+    return undefined;
+  }
+
+  acquire(agentId: number, methodName: string, signal: AbortSignal): Promise<ServerTunnel> {
+    // A caller that has already given up takes no tunnel, idle or not (the wait fails below).
+    if (!signal.aborted) {
+      const idle = this.tryAcquire(agentId, methodName);
+      if (idle) return Promise.resolve(idle);
+    }
+    const entry = this.entry(agentId);
     return new Promise((resolve, reject) => {
       const unavailable = () => {
         const known = this.agentHasTunnels(agentId);
@@ -111,10 +167,8 @@ export class InMemoryTunnelRegistry implements TunnelRegistry {
 
   stats(): { idleTunnels: number; busyTunnels: number; agents: number } {
     let idle = 0;
-    const agents = new Set<number>();
     for (const [, entry] of this.agents) idle += entry.idle.size;
-    for (const tunnel of this.all) agents.add(tunnel.agent.agentId);
-    return { idleTunnels: idle, busyTunnels: this.all.size - idle, agents: agents.size };
+    return { idleTunnels: idle, busyTunnels: this.all.size - idle, agents: this.counts.size };
   }
 
   close(): void {
@@ -122,8 +176,24 @@ export class InMemoryTunnelRegistry implements TunnelRegistry {
   }
 
   private agentHasTunnels(agentId: number): boolean {
-    for (const tunnel of this.all) if (tunnel.agent.agentId === agentId) return true;
-    return false;
+    return this.counts.has(agentId);
+  }
+
+  /** Hands an idle tunnel to the first waiter it serves, or keeps it idle. */
+  private offer(tunnel: ServerTunnel): void {
+    const entry = this.entry(tunnel.agent.agentId);
+    const waiterIndex = entry.waiters.findIndex((w) => tunnel.serves(w.methodName));
+    if (waiterIndex >= 0) {
+      const [waiter] = entry.waiters.splice(waiterIndex, 1);
+      tunnel.reserved = true;
+      waiter!.resolve(tunnel);
+    } else {
+      entry.idle.add(tunnel);
+    }
+  }
+
+  private announce(agentId: number, present: boolean): void {
+    for (const listener of [...this.presenceListeners]) listener(agentId, present);
   }
 
   private entry(agentId: number): AgentEntry {
