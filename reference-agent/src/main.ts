@@ -53,7 +53,7 @@ if (args.kubeconfig || inCluster) {
   const kube = new KubeHttp(kc);
   modules.push(fluxAgentModule({ kube }));
   // Built-in GitOps: applies gitops.manifest_projects, pulled through KAS at each pushed commit.
-  modules.push(gitopsAgentModule({ kube }));
+  modules.push(gitopsAgentModule({ kube, metrics }));
   // The agent's pods elect a leader (Lease agent-<id>-lock in POD_NAMESPACE) for the leader-only modules.
   leaderElection = { kubeConfig: kc };
   modules.push(

@@ -20,6 +20,7 @@ import { registerProtectedBranchRoutes } from "./protected-branches-api.js";
 import type { RestRouteDeps } from "./rest-route-deps.js";
 import { registerUserRoutes } from "./users-api.js";
 import { registerVulnerabilityRoutes } from "../vulnerabilities/vulnerabilities-api.js";
+import { registerWorkspaceRoutes } from "../remote-development/workspaces-api.js";
 
 export interface PlatformApiOptions {
   /** Must be the same instance the in-process PlatformClient uses, so revocations reach KAS. */
@@ -129,6 +130,8 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
   registerVulnerabilityRoutes(router, deps);
   // kasbridge's CI stand-in and GitLab's GET /job/allowed_agents.
   registerCiRestRoutes(router, { ...deps, k8sProxyUrl: options.k8sProxyUrl ?? DEFAULT_K8S_PROXY_URL });
+  // kasbridge's REST for remote development workspaces (GitLab: GraphQL only).
+  registerWorkspaceRoutes(router, deps);
   registerUsageMetricsRoutes(router, deps);
 
   router.use(jsonErrorHandler(logger, bodyLimit));

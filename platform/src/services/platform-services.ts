@@ -23,6 +23,8 @@ import { createProtectedBranchService, type ProtectedBranchService } from "./pro
 import { createRevocationService, type RevocationService } from "./revocations.js";
 import { UsageThrottle } from "./usage-throttle.js";
 import { createUserService, type UserService } from "./users.js";
+import { registerRemoteDevelopmentModule } from "../remote-development/reconcile-endpoint.js";
+import { createWorkspaceService, type WorkspaceService } from "../remote-development/workspaces.js";
 
 export interface PlatformServicesOptions {
   store: Store;
@@ -81,6 +83,8 @@ export interface PlatformServices {
   readonly audit: AuditTrail;
   /** Operational container scanning: vulnerabilities agents report, their states, requested scans. */
   readonly vulnerabilities: VulnerabilityService;
+  /** Remote development workspaces; their reconcile endpoint is registered on `moduleRequests`. */
+  readonly workspaces: WorkspaceService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -142,6 +146,8 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       logger: ctx.logger.child({ component: STARBOARD_VULNERABILITY_MODULE }),
     }),
   );
+  const workspaces = createWorkspaceService(ctx, { agents, projects, agentConfigs, repositories });
+  registerRemoteDevelopmentModule(moduleRequests, workspaces);
   return {
     store: options.store,
     users,
@@ -166,6 +172,7 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     }),
     moduleRequests,
     vulnerabilities,
+    workspaces,
     usageMetrics: createUsageMetricsService(ctx),
     audit,
   };

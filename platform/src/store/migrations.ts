@@ -436,12 +436,49 @@ const vulnerabilities: Migration = {
 };
 
 /**
+ * Remote development workspaces: what the user asked for (desired state), what the agent last
+ * reported (actual state, Deployment resource version) and when the agent was last answered, which
+ * decides what a partial reconcile returns.
+ */
+const workspaces: Migration = {
+  name: "0008_workspaces",
+  async up(knex) {
+    await knex.schema.createTable("workspaces", (t) => {
+      t.increments("id").primary();
+      t.integer("user_id").notNullable().references("id").inTable("users").onDelete("CASCADE");
+      t.integer("project_id").notNullable().references("id").inTable("projects").onDelete("CASCADE");
+      t.integer("cluster_agent_id").notNullable().references("id").inTable("cluster_agents").onDelete("CASCADE");
+      t.string("name", 64).notNullable().unique();
+      t.string("namespace", 64).notNullable();
+      t.string("dns_zone", 253).notNullable();
+      t.string("desired_state", 32).notNullable();
+      ts(t, "desired_state_updated_at").notNullable();
+      t.string("actual_state", 32).notNullable();
+      ts(t, "responded_to_agent_at");
+      t.string("deployment_resource_version", 64);
+      t.string("devfile_ref", 1024).notNullable();
+      t.string("devfile_path", 1024).notNullable();
+      t.text("devfile").notNullable();
+      t.integer("max_hours_before_termination").notNullable();
+      t.boolean("force_include_all_resources").notNullable().defaultTo(true);
+      ts(t, "created_at").notNullable();
+      ts(t, "updated_at").notNullable();
+      t.index(["cluster_agent_id", "actual_state"]);
+      t.index(["project_id", "user_id"]);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTable("workspaces");
+  },
+};
+
+/**
  * Observability: usage events KAS reports (GitLab's usage_metrics), per event and day; unique
  * counters keep their distinct ids per day. The audit trail: each entry's filterable fields as
  * columns beside the whole record (JSON); `id` doubles as the stream's cursor.
  */
 const observability: Migration = {
-  name: "0008_observability",
+  name: "0009_observability",
   async up(knex) {
     await knex.schema.createTable("usage_counters", (t) => {
       t.string("name", 100).notNullable();
@@ -482,7 +519,7 @@ const observability: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities, observability];
+const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities, workspaces, observability];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -298,11 +298,21 @@ ci_access:
     ],
     [
       "remote_development intervals must be positive",
-      "remote_development:\n  enabled: true\n  partial_sync_interval: 0s\n  full_sync_interval: -5s\n",
+      "remote_development:\n  enabled: true\n  dns_zone: ws.example.dev\n  partial_sync_interval: 0s\n  full_sync_interval: -5s\n",
       [
-        'remote_development.partial_sync_interval: must be greater than 0s, got "0s" (line 3)',
-        'remote_development.full_sync_interval: must be greater than 0s, got "-5s" (line 4)',
+        'remote_development.partial_sync_interval: must be greater than 0s, got "0s" (line 4)',
+        'remote_development.full_sync_interval: must be greater than 0s, got "-5s" (line 5)',
       ],
+    ],
+    [
+      "remote_development enabled needs a DNS zone",
+      "remote_development:\n  enabled: true\n  gitlab_workspaces_proxy:\n    namespace: ''\n",
+      ["remote_development.dns_zone: is required (line 1)", "remote_development.gitlab_workspaces_proxy.namespace: must not be empty (line 4)"],
+    ],
+    [
+      "remote_development dns_zone is a DNS name",
+      "remote_development:\n  dns_zone: Bad_Zone..dev\n",
+      ['remote_development.dns_zone: must be a lowercase DNS name such as "workspaces.example.dev", got "Bad_Zone..dev" (line 2)'],
     ],
     ["flux url is a string", "flux:\n  webhook_receiver_url: [a]\n", ["flux.webhook_receiver_url: must be a string, got a list (line 2)"]],
     ["YAML syntax", "ci_access:\n  projects: [\n", ["config: invalid YAML: Flow sequence in block collection must be sufficiently indented and end with a ] (line 3)"]],

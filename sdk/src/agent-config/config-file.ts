@@ -491,7 +491,16 @@ class RuleContext {
       this.walker.addProblem(this.path(field), `must be greater than 0s, got ${JSON.stringify(v)}`, this.site.fields.get(field)?.valueLine);
     }
   }
+
+  /** A lowercase DNS name (RFC 1123 labels, dot-separated): checked when set. */
+  dnsName(msg: JsonObject, field: string): void {
+    const v = msg[field];
+    if (typeof v !== "string" || v === "" || DNS_NAME_RE.test(v)) return;
+    this.walker.addProblem(this.path(field), `must be a lowercase DNS name such as "workspaces.example.dev", got ${JSON.stringify(v)}`, this.site.fields.get(field)?.valueLine);
+  }
 }
+
+const DNS_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 type Rule = (msg: JsonObject, ctx: RuleContext) => void;
 
@@ -551,7 +560,12 @@ const RULES: Record<string, Rule> = {
   [`${P}RemoteDevelopmentCF`]: (m, c) => {
     c.positiveDuration(m, "partial_sync_interval");
     c.positiveDuration(m, "full_sync_interval");
+    // GitLab refuses an enabled remote_development without its DNS zone: every workspace URL is
+    // `<port>-<workspace>.<dns_zone>`.
+    if (m.enabled === true) c.nonEmpty(m, "dns_zone");
+    c.dnsName(m, "dns_zone");
   },
+  [`${P}GitLabWorkspacesProxy`]: (m, c) => c.nonEmptyIfSet(m, "namespace"),
 };
 
 function ciAccessEntry(m: JsonObject, c: RuleContext): void {

@@ -40,6 +40,16 @@ export class AgentTracker implements AgentConnectionsSource {
   private readonly byAgent = new Map<number, Map<string, Tracked>>();
   private readonly ttl: number;
   private readonly observers = new Set<AgentConnectionObserver>();
+  private readonly listeners: Array<(change: "registered" | "forgotten", connection: AgentConnection) => void> = [];
+
+  /** Calls `listener` when an agent process first registers and when its entry goes (not on refreshes). */
+  onChange(listener: (change: "registered" | "forgotten", connection: AgentConnection) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private emit(change: "registered" | "forgotten", connection: AgentConnection): void {
+    for (const listener of this.listeners) listener(change, { ...connection });
+  }
 
   constructor(private readonly options: AgentTrackerOptions) {
     this.ttl = options.registrationTtlMs ?? 900_000;
@@ -101,6 +111,7 @@ export class AgentTracker implements AgentConnectionsSource {
     };
     conns.set(connectionId, tracked);
     for (const observer of this.observers) observer.registered({ ...tracked.connection });
+    if (!existing) this.emit("registered", tracked.connection);
     const forget = () => this.remove(agent.agentId, connectionId, tracked);
     const stopWatching = typeof ended === "function" ? ended(forget) : onAbort(ended, forget);
     if (released) {
@@ -155,5 +166,6 @@ export class AgentTracker implements AgentConnectionsSource {
 
   private announceForgotten(tracked: Tracked): void {
     for (const observer of this.observers) observer.forgotten({ ...tracked.connection });
+    this.emit("forgotten", tracked.connection);
   }
 }

@@ -1,4 +1,3 @@
-import type { AgentConnection } from "../platform-client/connections.js";
 import { setMaxListeners } from "node:events";
 import { hostname } from "node:os";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -165,11 +164,9 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
   const audit = new KasAuditLog({ platform: options.platform, logger, metrics, flushIntervalMs: options.auditFlushIntervalMs });
   // Agent activity for the audit trail: each agent process's connection, as the tracker sees it.
   if (audit.enabled) {
-    // The tracker also tells of refreshes (every 5 min): only a process's first registration counts.
-    const known = new Set<string>();
-    const record = (kind: "agent_connected" | "agent_disconnected", c: AgentConnection) =>
+    tracker.onChange((change, c) =>
       audit.record({
-        kind,
+        kind: change === "registered" ? "agent_connected" : "agent_disconnected",
         at: new Date().toISOString(),
         agent_id: c.agentId,
         connection_id: c.connectionId,
@@ -177,18 +174,8 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
         pod_namespace: c.podNamespace,
         agent_version: c.agentVersion,
         kas_instance: c.kasInstance,
-      });
-    tracker.observe({
-      registered(c) {
-        const key = `${c.agentId}:${c.connectionId}`;
-        if (known.has(key)) return;
-        known.add(key);
-        record("agent_connected", c);
-      },
-      forgotten(c) {
-        if (known.delete(`${c.agentId}:${c.connectionId}`)) record("agent_disconnected", c);
-      },
-    });
+      }),
+    );
   }
   const contexts = new Map<KasModule, KasModuleContext>();
   for (const module of modules) {

@@ -1,0 +1,210 @@
+// Workspaces end to end on the platform: REST create/list/show/update against a real git
+// repository holding the devfile, and the agent's reconcile endpoint (registered as a module
+// request route, also over the internal HTTP API), on SQLite and PostgreSQL.
+import { randomBytes } from "node:crypto";
+import http from "node:http";
+import { expect } from "chai";
+import express from "express";
+import { parseAllDocuments } from "yaml";
+import { Cleanup } from "@kasbridge/testing/cleanup";
+import { closeServer, listen } from "@kasbridge/testing/servers";
+import { createInternalApi } from "../api/internal-api.js";
+import { AccessLevel } from "../services/access-levels.js";
+import { GitClient, startGitPlatform, type GitTestPlatform } from "../git/git-fixtures.test-support.js";
+import { describeEachStore } from "../testing/fixtures.test-support.js";
+import { call, kasHeaders } from "../testing/http-fixtures.test-support.js";
+import { VALID_DEVFILE } from "./devfile.test-support.js";
+import type { WorkspaceAgentInfo } from "./states.js";
+
+const RD_CONFIG = "remote_development:\n  enabled: true\n  dns_zone: ws.example.dev\n  network_policy:\n    enabled: false\n";
+
+describeEachStore("remote development workspaces", (getStore) => {
+  const cleanup = new Cleanup();
+  let p: GitTestPlatform;
+  let projectId: number;
+  let agentId: number;
+  let agentToken: string;
+  let dev: { id: number; token: string };
+
+  beforeEach(async function () {
+    this.timeout(30_000);
+    p = await startGitPlatform(getStore());
+    cleanup.add(() => p.close());
+    const project = await p.project("app");
+    projectId = project.id;
+    const git = await GitClient.create();
+    cleanup.add(() => git.dispose());
+    await git.ok(["clone", "-q", p.url(project, p.adminToken), "wc"]);
+    await git.commit("wc", { ".devfile.yaml": VALID_DEVFILE, "bad.yaml": "schemaVersion: 2.2.0\ncomponents: []\n" });
+    await git.ok(["push", "-q", "origin", "HEAD:refs/heads/main"], "wc");
+    const agent = await p.services.agents.create(project.id, "dev-cluster", null);
+    agentId = agent.id;
+    agentToken = (await p.services.agentTokens.create(agent.id, { name: "t" }, null)).secret;
+    expect((await p.services.agentConfigs.apply(agent.id, "c1", RD_CONFIG)).status).to.equal("accepted");
+    dev = await p.user("dev");
+    await p.addMember(project, dev.id, AccessLevel.DEVELOPER);
+  });
+  afterEach(() => cleanup.run());
+
+  const create = (body: Record<string, unknown>, token = dev.token) => call(p.baseUrl, "POST", `/api/v4/projects/${projectId}/workspaces`, { token, body });
+  const workspaceBody = () => ({ cluster_agent_id: agentId, devfile_ref: "main", devfile_path: ".devfile.yaml" });
+
+  /** One reconcile as the agent's module sends it (through the registered module route). */
+  async function reconcile(updateType: "full" | "partial", infos: WorkspaceAgentInfo[] = []) {
+    const agent = (await p.services.agentTokens.authenticate(agentToken))!;
+    const res = await p.services.moduleRequests.handle("remote_development", {
+      agent,
+      method: "POST",
+      path: "/reconcile",
+      query: new URLSearchParams(),
+      headers: new Headers({ "content-type": "application/json" }),
+      body: Buffer.from(JSON.stringify({ update_type: updateType, workspace_agent_infos: infos })),
+    });
+    expect(res.status, JSON.stringify(res.json)).to.equal(201);
+    return (res.json as { workspace_rails_infos: Array<Record<string, unknown> & { name: string; config_to_apply: string | null }> }).workspace_rails_infos;
+  }
+
+  const kinds = (yaml: string) => parseAllDocuments(yaml).map((d) => (d.toJS() as { kind: string }).kind);
+  const deploymentOf = (yaml: string) => parseAllDocuments(yaml).map((d) => d.toJS() as { kind: string; spec: { replicas: number } }).find((o) => o.kind === "Deployment")!;
+
+  function deploymentInfo(resourceVersion: string, replicas: number, available: number, progressing = "NewReplicaSetAvailable") {
+    return {
+      metadata: { resourceVersion },
+      spec: { replicas },
+      status: {
+        availableReplicas: available,
+        conditions: [
+          { type: "Available", reason: available === replicas ? "MinimumReplicasAvailable" : "MinimumReplicasUnavailable" },
+          { type: "Progressing", reason: progressing },
+        ],
+      },
+    };
+  }
+
+  it("creates a workspace from the devfile and shows it to its owner with the URL of each exposed port", async () => {
+    const res = await create({ ...workspaceBody(), max_hours_before_termination: 2 });
+    expect(res.status, JSON.stringify(res.body)).to.equal(201);
+    const ws = res.body;
+    expect(ws.name).to.match(new RegExp(`^workspace-${agentId}-${dev.id}-[a-z0-9]{6}$`));
+    expect(ws.namespace).to.equal(ws.name.replace("workspace-", "gl-rd-ns-"));
+    expect(ws).to.deep.include({ desired_state: "Running", actual_state: "CreationRequested", max_hours_before_termination: 2, dns_zone: "ws.example.dev" });
+    expect(ws.url).to.equal(`https://3000-${ws.name}.ws.example.dev/`);
+    expect(ws.urls).to.deep.equal([{ name: "http-3000", port: 3000, url: `https://3000-${ws.name}.ws.example.dev/` }]);
+
+    expect((await call(p.baseUrl, "GET", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: dev.token })).body.id).to.equal(ws.id);
+    expect((await call(p.baseUrl, "GET", `/api/v4/projects/${projectId}/workspaces`, { token: dev.token })).body.map((w: { id: number }) => w.id)).to.deep.equal([ws.id]);
+    // Another developer of the project neither sees nor changes it.
+    const other = await p.user("other");
+    await p.addMember((await p.services.projects.get(projectId))!, other.id, AccessLevel.DEVELOPER);
+    expect((await call(p.baseUrl, "GET", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: other.token })).status).to.equal(404);
+    expect((await call(p.baseUrl, "PUT", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: other.token, body: { desired_state: "Stopped" } })).status).to.equal(404);
+    expect((await call(p.baseUrl, "GET", `/api/v4/projects/${projectId}/workspaces`, { token: other.token })).body).to.deep.equal([]);
+  });
+
+  it("refuses what GitLab refuses, with clear errors, and stores nothing", async () => {
+    const refusals: Array<[Record<string, unknown>, number, string]> = [
+      [{ ...workspaceBody(), devfile_path: "bad.yaml" }, 400, "Invalid devfile bad.yaml: No components present in devfile"],
+      [{ ...workspaceBody(), devfile_path: "missing.yaml" }, 400, "Devfile missing.yaml not found at ref main"],
+      [{ ...workspaceBody(), max_hours_before_termination: 121 }, 400, "max_hours_before_termination must be an integer from 1 to 120"],
+      [{ ...workspaceBody(), devfile_ref: undefined }, 400, "devfile_ref is missing"],
+    ];
+    for (const [body, status, message] of refusals) {
+      const res = await create(body);
+      expect(res.status, JSON.stringify(body)).to.equal(status);
+      expect(JSON.stringify(res.body)).to.include(message);
+    }
+    // An agent without remote development enabled.
+    await p.services.agentConfigs.apply(agentId, "c2", "remote_development:\n  enabled: false\n");
+    const disabled = await create(workspaceBody());
+    expect(disabled.status).to.equal(400);
+    expect(disabled.body.message).to.include("does not have remote development enabled");
+    // A Reporter may not create one.
+    const reporter = await p.user("reporter");
+    await p.addMember((await p.services.projects.get(projectId))!, reporter.id, AccessLevel.REPORTER);
+    expect((await create(workspaceBody(), reporter.token)).status).to.equal(403);
+    expect(await p.services.workspaces.list(projectId, undefined)).to.deep.equal([]);
+  });
+
+  it("reconciles: full sync applies everything, partial only changes, actual state follows the Deployment", async () => {
+    const ws = (await create(workspaceBody())).body;
+    const [first] = await reconcile("full");
+    expect(first).to.deep.include({ name: ws.name, namespace: ws.namespace, actual_state: "CreationRequested", desired_state: "Running", deployment_resource_version: null });
+    expect(kinds(first!.config_to_apply!)).to.deep.equal(["ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "PersistentVolumeClaim", "ConfigMap", "Secret", "Secret"]);
+    expect(deploymentOf(first!.config_to_apply!).spec.replicas).to.equal(1);
+
+    // Nothing changed, nothing reported: a partial sync returns nothing.
+    expect(await reconcile("partial")).to.deep.equal([]);
+
+    // The agent reports the Deployment rolling out, then available.
+    const starting = await reconcile("partial", [{ name: ws.name, namespace: ws.namespace, latest_k8s_deployment_info: deploymentInfo("11", 1, 0, "NewReplicaSetCreated") }]);
+    expect(starting).to.deep.equal([
+      { name: ws.name, namespace: ws.namespace, deployment_resource_version: "11", actual_state: "Starting", desired_state: "Running", config_to_apply: null },
+    ]);
+    await reconcile("partial", [{ name: ws.name, namespace: ws.namespace, latest_k8s_deployment_info: deploymentInfo("12", 1, 1) }]);
+    expect((await call(p.baseUrl, "GET", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: dev.token })).body.actual_state).to.equal("Running");
+
+    // Stop: the next partial sync carries the new config (0 replicas, no Secrets).
+    expect((await call(p.baseUrl, "PUT", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: dev.token, body: { desired_state: "Stopped" } })).status).to.equal(200);
+    const [stop] = await reconcile("partial");
+    expect(stop).to.deep.include({ desired_state: "Stopped", actual_state: "Running", deployment_resource_version: "12" });
+    expect(kinds(stop!.config_to_apply!)).to.not.include("Secret");
+    expect(deploymentOf(stop!.config_to_apply!).spec.replicas).to.equal(0);
+    await reconcile("partial", [{ name: ws.name, namespace: ws.namespace, latest_k8s_deployment_info: deploymentInfo("13", 0, 0) }]);
+
+    // Restart: desired RestartRequested (0 replicas) becomes Running once the agent reports Stopped.
+    await call(p.baseUrl, "PUT", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: dev.token, body: { desired_state: "RestartRequested" } });
+    const [restart] = await reconcile("partial", [{ name: ws.name, namespace: ws.namespace, latest_k8s_deployment_info: deploymentInfo("14", 0, 0) }]);
+    expect(restart).to.deep.include({ desired_state: "Running", actual_state: "Stopped" });
+    expect(deploymentOf(restart!.config_to_apply!).spec.replicas).to.equal(1);
+
+    // A full sync returns every workspace not terminated, with everything to apply.
+    const [full] = await reconcile("full");
+    expect(kinds(full!.config_to_apply!)).to.include("Secret");
+
+    // Terminate: no config; the agent reports progress until it hears Terminated.
+    await call(p.baseUrl, "PUT", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: dev.token, body: { desired_state: "Terminated" } });
+    const [term] = await reconcile("partial");
+    expect(term).to.deep.include({ desired_state: "Terminated", config_to_apply: null });
+    expect((await reconcile("partial", [{ name: ws.name, namespace: ws.namespace, termination_progress: "Terminating" }]))[0]).to.deep.include({ actual_state: "Terminating" });
+    expect((await reconcile("partial", [{ name: ws.name, namespace: ws.namespace, termination_progress: "Terminated" }]))[0]).to.deep.include({ actual_state: "Terminated" });
+    expect(await reconcile("full")).to.deep.equal([]);
+    const changed = await call(p.baseUrl, "PUT", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: dev.token, body: { desired_state: "Running" } });
+    expect(changed.status).to.equal(409);
+  });
+
+  it("reports apply errors as the Error state and terminates workspaces past max_hours_before_termination", async () => {
+    const ws = (await create({ ...workspaceBody(), max_hours_before_termination: 1 })).body;
+    await reconcile("full");
+    const [failed] = await reconcile("partial", [{ name: ws.name, namespace: ws.namespace, error_details: { error_type: "applier", error_message: "denied" } }]);
+    expect(failed).to.deep.include({ actual_state: "Error" });
+    await getStore().knex("workspaces").where({ id: ws.id }).update({ created_at: new Date(Date.now() - 3_600_001).toISOString() });
+    const [expired] = await reconcile("partial");
+    expect(expired).to.deep.include({ desired_state: "Terminated" });
+  });
+
+  it("answers the agent over the internal API, refusing requests GitLab's validator refuses", async () => {
+    const jwtSecret = new Uint8Array(randomBytes(32));
+    const app = express();
+    app.use(createInternalApi({ services: p.services, jwtSecret }));
+    const server = http.createServer(app);
+    const port = await listen(server);
+    cleanup.add(() => closeServer(server));
+    const url = `http://127.0.0.1:${port}`;
+    const path = "/api/v4/internal/kubernetes/modules/remote_development/reconcile";
+    const post = async (body: unknown) => call(url, "POST", path, { headers: await kasHeaders(jwtSecret, agentToken), rawBody: JSON.stringify(body) });
+    const ok = await post({ update_type: "full", workspace_agent_infos: [] });
+    expect(ok.status).to.equal(201);
+    expect(ok.body).to.deep.equal({ workspace_rails_infos: [] });
+    const bad: Array<[unknown, string]> = [
+      [{ workspace_agent_infos: [] }, 'update_type is required and must be "full" or "partial"'],
+      [{ update_type: "full" }, "workspace_agent_infos is required and must be an array"],
+      [{ update_type: "partial", workspace_agent_infos: [{ name: "w", namespace: "n", termination_progress: "Gone" }] }, "workspace_agent_infos[0].termination_progress must be one of Terminating, Terminated"],
+      [{ update_type: "partial", workspace_agent_infos: [{ name: "w", namespace: "n", error_details: { error_type: "oops" } }] }, "workspace_agent_infos[0].error_details.error_type is required and must be one of applier, kubernetes"],
+    ];
+    for (const [body, error] of bad) {
+      const res = await post(body);
+      expect(res.status, JSON.stringify(body)).to.equal(400);
+      expect(res.body).to.deep.equal({ error });
+    }
+  });
+});
