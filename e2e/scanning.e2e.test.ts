@@ -10,6 +10,7 @@ import { expect } from "chai";
 import { AGENT_NAMESPACE, findBinaries, startControlPlane, type ControlPlane } from "../tools/control-plane/control-plane.js";
 import {
   podGone,
+  SCANNING_AGENT_RULES,
   standInForScanner,
   trivyReport,
   type ScannerOutcome,
@@ -40,12 +41,7 @@ describe("e2e: operational container scanning (agentk scanner pods -> kas -> pla
     cp = await startControlPlane({
       controllers: true,
       ownLogPods: NAMESPACES.map((ns) => ({ namespace: AGENT_NAMESPACE, name: `trivy-scan-${ns}` })),
-      // What GitLab's chart grants agentk: its scanner pods and their logs, the workloads, its Lease.
-      agentRules: [
-        { apiGroups: [""], resources: ["pods", "namespaces"], verbs: ["get", "list", "watch", "create", "delete"] },
-        { apiGroups: [""], resources: ["pods/log"], verbs: ["get"] },
-        { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "create", "update"] },
-      ],
+      agentRules: SCANNING_AGENT_RULES,
     });
     cleanups.add(() => cp.stop());
     for (const ns of NAMESPACES) await cp.runKubectl(["create", "namespace", ns]);
