@@ -19,6 +19,7 @@ import { ensureSecretFile, loadSecretFile } from "@kasbridge/sdk/auth";
 import { createKasServer, type KasServerOptions } from "@kasbridge/sdk/kas";
 import { agentConfigurationServerModule } from "@kasbridge/sdk/modules/agent_configuration/server";
 import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registrar/server";
+import { agentTrackerServerModule } from "@kasbridge/sdk/modules/agent_tracker/server";
 import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/server";
 import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
@@ -152,6 +153,7 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         fluxServerModule({ platform, events: gitPushEvents }),
         gitopsServerModule({ platform, events: gitPushEvents }),
         agentRegistrarServerModule(),
+        agentTrackerServerModule(),
         agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
         kubernetesApi,
         gitlabAccessServerModule(),
