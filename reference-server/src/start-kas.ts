@@ -20,6 +20,7 @@ import { createKasServer, type KasServerOptions } from "@kasbridge/sdk/kas";
 import { agentConfigurationServerModule } from "@kasbridge/sdk/modules/agent_configuration/server";
 import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registrar/server";
 import { agentTrackerServerModule } from "@kasbridge/sdk/modules/agent_tracker/server";
+import { configurationProjectServerModule } from "@kasbridge/sdk/modules/configuration_project/server";
 import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/server";
 import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
@@ -154,6 +155,7 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         gitopsServerModule({ platform, events: gitPushEvents }),
         agentRegistrarServerModule(),
         agentTrackerServerModule(),
+        configurationProjectServerModule({ platform }),
         agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
         kubernetesApi,
         gitlabAccessServerModule(),
