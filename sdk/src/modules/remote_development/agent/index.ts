@@ -8,3 +8,4 @@ export type { ErrorType, ReconcileRequestBody, TerminationProgress, UpdateType, 
 export { groupByInventory, WorkspaceConfigError } from "./workspace-config.js";
 export type { InventoryGroup } from "./workspace-config.js";
 export { AGENT_ID_LABEL } from "./deployment-informer.js";
+export { REMOTE_DEVELOPMENT_RBAC_RULES } from "./rbac-rules.js";
