@@ -195,7 +195,7 @@ describe("remote_development agent module (real KAS, this platform's reconcile e
       apiVersion: "v1",
       kind: "PersistentVolumeClaim",
       metadata: { name: `${ws.name}-cache`, namespace: ws.namespace, annotations: { "config.k8s.io/owning-inventory": "someone-else" } },
-      spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+      spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "2Gi" } } },
     };
     await cp.runKubectl(["apply", "-f", "-"], { input: JSON.stringify(claim) });
     // New intervals restart the loop: a full sync at once, then every 2 s.
