@@ -28,7 +28,7 @@ import type { Workspace } from "./workspaces.js";
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const AGENT_RULES = [...REMOTE_DEVELOPMENT_RBAC_RULES, { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "create", "update"] }];
 const rdConfig = (options: { enabled?: boolean; partial?: string; full?: string; networkPolicy?: boolean } = {}) =>
-  `remote_development:\n  enabled: ${options.enabled ?? true}\n  dns_zone: ws.example.dev\n  partial_sync_interval: ${options.partial ?? "1s"}\n  full_sync_interval: ${options.full ?? "1h"}\n  network_policy:\n    enabled: ${options.networkPolicy ?? true}\n`;
+  `remote_development:\n  enabled: ${options.enabled ?? true}\n  dns_zone: ws.example.dev\n  partial_sync_interval: ${options.partial ?? "1s"}\n  full_sync_interval: ${options.full ?? "3600s"}\n  network_policy:\n    enabled: ${options.networkPolicy ?? true}\n`;
 
 /** A reconcile request as the platform received it. */
 interface Recorded {
@@ -127,7 +127,10 @@ describe("remote_development agent module (real KAS, this platform's reconcile e
   });
   afterEach(() => cleanup.run());
 
-  const configure = async (yaml: string, commit: string) => expect((await p.services.agentConfigs.apply(agentId, commit, yaml)).status).to.equal("accepted");
+  const configure = async (yaml: string, commit: string) => {
+    const result = await p.services.agentConfigs.apply(agentId, commit, yaml);
+    expect(result.status, result.status === "accepted" ? "" : result.state.error?.message).to.equal("accepted");
+  };
   const createWorkspace = () => p.services.workspaces.create(dev.id, project, { agentId, devfileRef: "main", devfilePath: ".devfile.yaml" });
   const workspace = async (ws: Workspace) => (await p.services.workspaces.get(project.id, ws.id))!;
   const actualState = (ws: Workspace, state: string) => waitFor(async () => (await workspace(ws)).actualState === state, 60_000, `actual state ${state}`);
@@ -186,7 +189,7 @@ describe("remote_development agent module (real KAS, this platform's reconcile e
 
   it("reports an object it may not apply (inventory policy must_match) as an applier error, and recovers at the next full sync", async () => {
     // One full sync at start, then nothing for an hour: the test prepares the cluster meanwhile.
-    await configure(rdConfig({ partial: "1h" }), "c1");
+    await configure(rdConfig({ partial: "3600s" }), "c1");
     await waitFor(() => recorded.length === 1, 30_000, "the first full sync");
     const ws = await createWorkspace();
     // Before the agent gets to it: the namespace exists and holds a claim of another inventory.
