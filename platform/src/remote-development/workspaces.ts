@@ -14,9 +14,14 @@ import type { Project } from "../services/projects.js";
 import type { AgentService } from "../services/agents.js";
 import type { ProjectService } from "../services/projects.js";
 import { remoteDevelopmentSettings } from "./agent-settings.js";
-import { desiredConfigYaml } from "./desired-config.js";
-import { DevfileError, MAX_DEVFILE_BYTES, parseDevfile, type Devfile } from "./devfile.js";
+import { desiredConfigYaml, mainContainers, type WorkspaceVariable } from "./desired-config.js";
+import { DevfileError, MAX_DEVFILE_BYTES, parseDevfile, type Devfile, type DevfileEndpoint } from "./devfile.js";
 import { DESIRED_STATES, actualStateOf, type WorkspaceAgentInfo, type WorkspaceState } from "./states.js";
+import { checkWorkspaceVariables, openVariables, sealVariables } from "./workspace-variables.js";
+import type { SecretBox } from "../util/secret-box.js";
+import type { PersonalAccessTokenService } from "../services/personal-access-tokens.js";
+import type { UserService } from "../services/users.js";
+import { DEFAULT_WORKSPACE_TOOL_IMAGES, checkToolsFit, internalVariables, withWorkspaceTools, type WorkspaceProject, type WorkspaceToolImages } from "./workspace-tools.js";
 
 /** GitLab's default and largest `max_hours_before_termination`. */
 export const DEFAULT_MAX_HOURS_BEFORE_TERMINATION = 24;
@@ -40,6 +45,10 @@ export interface Workspace {
   devfile: string;
   maxHoursBeforeTermination: number;
   forceIncludeAllResources: boolean;
+  /** The project the workspace clones (none for workspaces created before the cloner existed). */
+  project: WorkspaceProject | undefined;
+  /** The personal access token made for the workspace's git; revoked when it is terminated. */
+  personalAccessTokenId: number | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -49,6 +58,10 @@ export interface CreateWorkspaceInput {
   devfileRef: string;
   devfilePath: string;
   maxHoursBeforeTermination?: number;
+  /** The user's variables: environment variables and files in the workspace's Secrets. */
+  variables?: readonly WorkspaceVariable[];
+  /** The project's git URL as the workspace reaches it (REST: `http_url_to_repo`); no cloner without it. */
+  repositoryUrl?: string;
 }
 
 export interface ReconcileRequest {
@@ -95,6 +108,10 @@ interface Row {
   devfile: string;
   max_hours_before_termination: number;
   force_include_all_resources: unknown;
+  project_path: string | null;
+  repository_url: string | null;
+  project_ref: string | null;
+  personal_access_token_id: number | null;
   created_at: unknown;
   updated_at: unknown;
 }
@@ -118,9 +135,21 @@ function fromRow(r: Row): Workspace {
     devfile: r.devfile,
     maxHoursBeforeTermination: r.max_hours_before_termination,
     forceIncludeAllResources: fromDbBool(r.force_include_all_resources),
+    project: r.project_path && r.repository_url && r.project_ref ? { path: r.project_path, repositoryUrl: r.repository_url, ref: r.project_ref } : undefined,
+    personalAccessTokenId: r.personal_access_token_id,
     createdAt: fromDbTime(r.created_at),
     updatedAt: fromDbTime(r.updated_at),
   };
+}
+
+/** The devfile a workspace runs: its own, with GitLab's editor and project cloner (images do not matter here). */
+export function workspaceDevfile(w: Workspace, images: WorkspaceToolImages = DEFAULT_WORKSPACE_TOOL_IMAGES): Devfile {
+  return withWorkspaceTools(parseDevfile(w.devfile), w.project, images);
+}
+
+/** The endpoints users reach (`exposure: public`) of the workspace's long-running containers, the editor's included. */
+export function workspaceEndpoints(w: Workspace): DevfileEndpoint[] {
+  return mainContainers(workspaceDevfile(w)).flatMap((c) => c.endpoints.filter((e) => e.exposure === "public"));
 }
 
 const RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
@@ -135,7 +164,18 @@ const rootNamespace = (pathWithNamespace: string) => pathWithNamespace.split("/"
 
 export function createWorkspaceService(
   ctx: ServiceContext,
-  deps: { agents: AgentService; projects: ProjectService; agentConfigs: AgentConfigService; repositories: RepositoryService },
+  deps: {
+    agents: AgentService;
+    projects: ProjectService;
+    agentConfigs: AgentConfigService;
+    repositories: RepositoryService;
+    users: UserService;
+    personalAccessTokens: PersonalAccessTokenService;
+    /** Encrypts variables at rest; without it, workspaces cannot be created (their git token is one). */
+    secrets?: SecretBox;
+    /** Images of the editor injector and the project cloner. Default GitLab's. */
+    toolImages?: WorkspaceToolImages;
+  },
 ): WorkspaceService {
   const { knex, now } = ctx;
 
@@ -150,7 +190,7 @@ export function createWorkspaceService(
     if (content === undefined) throw invalid(`Devfile ${path} not found at ref ${ref}`, { devfile_path: ["not found"] });
     const text = content.toString("utf8");
     try {
-      parseDevfile(text);
+      checkToolsFit(parseDevfile(text));
     } catch (err) {
       if (err instanceof DevfileError) throw invalid(`Invalid devfile ${path}: ${err.message}`, { devfile: [err.message] });
       throw err;
@@ -158,7 +198,15 @@ export function createWorkspaceService(
     return text;
   }
 
-  function configToApply(w: Workspace, devfile: Devfile, includeAllResources: boolean, settings: ReturnType<typeof remoteDevelopmentSettings>): string {
+  const toolImages = deps.toolImages ?? DEFAULT_WORKSPACE_TOOL_IMAGES;
+
+  function configToApply(
+    w: Workspace,
+    devfile: Devfile,
+    includeAllResources: boolean,
+    settings: ReturnType<typeof remoteDevelopmentSettings>,
+    variables: readonly WorkspaceVariable[],
+  ): string {
     return desiredConfigYaml({
       workspaceId: w.id,
       name: w.name,
@@ -166,11 +214,11 @@ export function createWorkspaceService(
       agentId: w.agentId,
       dnsZone: w.dnsZone,
       running: w.desiredState === "Running",
-      devfile,
+      devfile: withWorkspaceTools(devfile, w.project, toolImages),
       networkPolicyEnabled: settings.networkPolicyEnabled,
       proxyNamespace: settings.proxyNamespace,
       includeAllResources,
-      variables: [],
+      variables,
     });
   }
 
@@ -189,31 +237,54 @@ export function createWorkspaceService(
       const settings = remoteDevelopmentSettings((await deps.agentConfigs.get(agent.id))?.config);
       if (!settings.enabled) throw invalid(`Cluster agent ${agent.name} does not have remote development enabled`, { cluster_agent_id: ["remote development is not enabled"] });
       if (input.devfileRef === "" || input.devfilePath === "") throw invalid("devfile_ref and devfile_path are required");
+      const variables = checkWorkspaceVariables(input.variables ?? []);
+      const secrets = deps.secrets;
+      if (!secrets) throw invalid("Workspaces need the platform's encryption key (encryption_key_file), which is not configured");
       const devfile = await readDevfile(project, input.devfileRef, input.devfilePath);
+      const user = await deps.users.get(userId);
+      if (!user) throw notFound("User");
       const suffix = randomSuffix();
+      const name = `workspace-${agent.id}-${userId}-${suffix}`;
       const at = toDbTime(now());
-      const [row] = (await knex("workspaces")
-        .insert({
-          user_id: userId,
-          project_id: project.id,
-          cluster_agent_id: agent.id,
-          name: `workspace-${agent.id}-${userId}-${suffix}`,
-          namespace: `gl-rd-ns-${agent.id}-${userId}-${suffix}`,
-          dns_zone: settings.dnsZone,
-          desired_state: "Running",
-          desired_state_updated_at: at,
-          actual_state: "CreationRequested",
-          devfile_ref: input.devfileRef,
-          devfile_path: input.devfilePath,
-          devfile,
-          max_hours_before_termination: maxHours,
-          force_include_all_resources: true,
-          created_at: at,
-          updated_at: at,
-        })
-        .returning("id")) as Array<{ id: number } | number>;
-      const id = typeof row === "number" ? row : row!.id;
-      return (await byId(knex, id))!;
+      // The workspace's git uses a token of its own, ending with it (GitLab does the same).
+      const expiresAt = new Date(now().getTime() + (maxHours + 24) * 3_600_000).toISOString().slice(0, 10);
+      const pat = await deps.personalAccessTokens.create(userId, { name, scopes: ["read_repository", "write_repository"], expiresAt, description: "Workspace git access" });
+      const all = [
+        ...variables.map((v) => ({ ...v, userProvided: true })),
+        ...internalVariables({ workspaceName: name, dnsZone: settings.dnsZone, token: pat.secret, userName: user.name, userEmail: user.email ?? `${user.username}@noreply.invalid` }).map((v) => ({ ...v, userProvided: false })),
+      ];
+      return knex.transaction(async (trx) => {
+        const [row] = (await trx("workspaces")
+          .insert({
+            user_id: userId,
+            project_id: project.id,
+            cluster_agent_id: agent.id,
+            name,
+            namespace: `gl-rd-ns-${agent.id}-${userId}-${suffix}`,
+            dns_zone: settings.dnsZone,
+            desired_state: "Running",
+            desired_state_updated_at: at,
+            actual_state: "CreationRequested",
+            devfile_ref: input.devfileRef,
+            devfile_path: input.devfilePath,
+            devfile,
+            max_hours_before_termination: maxHours,
+            force_include_all_resources: true,
+            project_path: project.path,
+            repository_url: input.repositoryUrl ?? null,
+            project_ref: input.repositoryUrl ? input.devfileRef : null,
+            personal_access_token_id: pat.token.id,
+            created_at: at,
+            updated_at: at,
+          })
+          .returning("id")) as Array<{ id: number } | number>;
+        const id = typeof row === "number" ? row : row!.id;
+        await trx("workspace_variables").insert(sealVariables(secrets, id, all));
+        return (await byId(trx, id))!;
+      }).catch(async (err: unknown) => {
+        await deps.personalAccessTokens.revoke(userId, pat.token.id).catch(() => {});
+        throw err;
+      });
     },
 
     async list(projectId, userId) {
@@ -241,7 +312,9 @@ export function createWorkspaceService(
       const settings = remoteDevelopmentSettings((await deps.agentConfigs.get(agentId))?.config);
       const full = request.update_type === "full";
       const reported = new Map(request.workspace_agent_infos.map((i) => [i.name, i]));
-      return knex.transaction(async (trx) => {
+      /** Tokens of workspaces this reconcile saw terminated: revoked once it is committed. */
+      const ended: Array<{ userId: number; tokenId: number }> = [];
+      const answers = await knex.transaction(async (trx) => {
         const at = now();
         const rows = (await trx("workspaces")
           .where({ cluster_agent_id: agentId })
@@ -255,6 +328,9 @@ export function createWorkspaceService(
           if (info) {
             w.actualState = actualStateOf(info);
             changes.actual_state = w.actualState;
+            if (w.actualState === "Terminated" && row.actual_state !== "Terminated" && w.personalAccessTokenId !== null) {
+              ended.push({ userId: w.userId, tokenId: w.personalAccessTokenId });
+            }
             const version = info.latest_k8s_deployment_info?.metadata?.resourceVersion;
             if (version) changes.deployment_resource_version = w.deploymentResourceVersion = version;
           }
@@ -266,6 +342,7 @@ export function createWorkspaceService(
           const desiredChanged = w.respondedToAgentAt === null || w.desiredStateUpdatedAt.getTime() >= w.respondedToAgentAt.getTime();
           if (full || desiredChanged || info !== undefined || w.forceIncludeAllResources) {
             const withConfig = full || desiredChanged || w.forceIncludeAllResources;
+            const includeAll = full || w.forceIncludeAllResources;
             answers.push({
               name: w.name,
               namespace: w.namespace,
@@ -273,7 +350,9 @@ export function createWorkspaceService(
               actual_state: w.actualState,
               desired_state: w.desiredState,
               config_to_apply:
-                withConfig && w.desiredState !== "Terminated" ? configToApply(w, parseDevfile(w.devfile), full || w.forceIncludeAllResources, settings) : null,
+                withConfig && w.desiredState !== "Terminated"
+                  ? configToApply(w, parseDevfile(w.devfile), includeAll, settings, includeAll ? await openVariables(trx, deps.secrets, w.id) : [])
+                  : null,
             });
             Object.assign(changes, { responded_to_agent_at: toDbTime(at), force_include_all_resources: false });
           }
@@ -281,6 +360,12 @@ export function createWorkspaceService(
         }
         return answers;
       });
+      for (const { userId, tokenId } of ended) {
+        await deps.personalAccessTokens.revoke(userId, tokenId).catch((err: unknown) => {
+          ctx.logger.error({ err, tokenId }, "cannot revoke a terminated workspace's token; it expires on its own");
+        });
+      }
+      return answers;
     },
   };
 }

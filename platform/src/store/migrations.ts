@@ -519,7 +519,54 @@ const observability: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities, workspaces, observability];
+/**
+ * What a workspace gets beside its devfile (GitLab's workspace_variables and the tools it
+ * injects): the variables of its Secrets, the user's and the platform's own (git credentials,
+ * GIT_CONFIG_*), encrypted by the platform (util/secret-box.ts), never stored plain; the project
+ * the cloner clones; the personal access token made for the workspace, revoked when it ends.
+ */
+const workspaceVariables: Migration = {
+  name: "0014_workspace_variables",
+  async up(knex) {
+    await knex.schema.createTable("workspace_variables", (t) => {
+      t.increments("id").primary();
+      t.integer("workspace_id").notNullable().references("id").inTable("workspaces").onDelete("CASCADE");
+      t.string("variable_type", 16).notNullable(); // env_var | file
+      t.string("key", 255).notNullable();
+      t.text("encrypted_value").notNullable();
+      t.boolean("user_provided").notNullable();
+      t.unique(["workspace_id", "variable_type", "key"]);
+    });
+    await knex.schema.alterTable("workspaces", (t) => {
+      t.string("project_path", 255);
+      t.string("repository_url", 2048);
+      t.string("project_ref", 1024);
+      t.integer("personal_access_token_id").references("id").inTable("personal_access_tokens").onDelete("SET NULL");
+    });
+  },
+  async down(knex) {
+    await knex.schema.alterTable("workspaces", (t) => {
+      t.dropColumn("personal_access_token_id");
+      t.dropColumn("project_ref");
+      t.dropColumn("repository_url");
+      t.dropColumn("project_path");
+    });
+    await knex.schema.dropTable("workspace_variables");
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [
+  initial,
+  agentConfigurations,
+  ciJobs,
+  protectedBranches,
+  tokenRevocations,
+  agentGitopsStatus,
+  vulnerabilities,
+  workspaces,
+  observability,
+  workspaceVariables,
+];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {
