@@ -81,7 +81,8 @@ export function desiredObjects(input: DesiredConfigInput): K8sObject[] {
       },
     });
   }
-  for (const pvc of persistentVolumeClaims(input)) objects.push({ ...pvc, metadata: meta(pvc.name) });
+  // The claim's name goes into its metadata only: the API server refuses unknown top-level fields.
+  for (const { name: claimName, ...pvc } of persistentVolumeClaims(input)) objects.push({ ...pvc, metadata: meta(claimName) });
   if (input.networkPolicyEnabled) objects.push(networkPolicy(input, meta(name)));
   if (input.includeAllResources) {
     const secretsInventory = secretsInventoryName(name);
