@@ -33,6 +33,7 @@ describe("e2e: remote development workspaces (REST -> platform -> kas -> agentk 
   let agentk: Proc & { cleanup(): Promise<void> };
   let wc: string;
   let ws: WorkspaceEntity;
+  let workspaceToken = "";
   const git = new GitClient();
   const cleanups = new Cleanup();
   cleanups.add(() => rmSync(git.home, { recursive: true, force: true }));
@@ -94,7 +95,12 @@ describe("e2e: remote development workspaces (REST -> platform -> kas -> agentk 
   it("creates a workspace: objects applied by agentk with inventories, Starting until a pod runs, then Running", async () => {
     // No node takes pods yet: the rollout cannot finish and the workspace stays Starting.
     await cp.runKubectl(["cordon", "kwok-node-0"]);
-    const created = await api(kas, "POST", workspacesPath(), { cluster_agent_id: agent.agentId, devfile_ref: "main", devfile_path: ".devfile.yaml" });
+    const created = await api(kas, "POST", workspacesPath(), {
+      cluster_agent_id: agent.agentId,
+      devfile_ref: "main",
+      devfile_path: ".devfile.yaml",
+      variables: [{ key: "API_TOKEN", value: "e2e-s3cret", variable_type: "env_var" }],
+    });
     expect(created.status, JSON.stringify(created.json)).to.equal(201);
     ws = created.json;
     expect(ws.actual_state).to.equal("CreationRequested");
@@ -120,6 +126,14 @@ describe("e2e: remote development workspaces (REST -> platform -> kas -> agentk 
     expect(deployment.metadata.managedFields.map((f: { manager: string; operation: string }) => `${f.manager}:${f.operation}`)).to.include("agentk:Apply");
     expect(deployment.metadata.annotations["config.k8s.io/owning-inventory"]).to.equal(`${ws.name}-workspace-inventory`);
     expect(deployment.spec.replicas).to.equal(1);
+    // GitLab's tools run first; the user's variable and the workspace's git settings are in its Secret.
+    expect(deployment.spec.template.spec.initContainers.map((c: { name: string }) => c.name)).to.deep.equal(["gl-editor-injector", "gl-cloner-injector"]);
+    const envSecret = await kubectlJson(["get", "secret", `${ws.name}-env-var`, "-n", ws.namespace]);
+    expect(Buffer.from(envSecret.data.API_TOKEN, "base64").toString()).to.equal("e2e-s3cret");
+    expect(Buffer.from(envSecret.data.GIT_CONFIG_KEY_0, "base64").toString()).to.equal("credential.helper");
+    const fileSecret = await kubectlJson(["get", "secret", `${ws.name}-file`, "-n", ws.namespace]);
+    workspaceToken = Buffer.from(fileSecret.data.gl_token, "base64").toString();
+    expect(workspaceToken).to.match(/^glpat-/);
     // cli-utils' inventory: one key per object it owns.
     const inventory = await kubectlJson(["get", "configmap", `${ws.name}-workspace-inventory`, "-n", ws.namespace]);
     expect(Object.keys(inventory.data).sort()).to.deep.equal(
@@ -177,5 +191,12 @@ describe("e2e: remote development workspaces (REST -> platform -> kas -> agentk 
     expect(await workspaceNamespaces()).to.deep.equal(before);
     const listed = (await api(kas, "GET", workspacesPath())).json as WorkspaceEntity[];
     expect(listed.map((w) => w.id)).to.deep.equal([ws.id]);
+  });
+
+  it("never logged the workspace's secrets (the user's variable, its git token)", () => {
+    for (const output of [kas.output, agentk.output]) {
+      expect(output).to.not.include("e2e-s3cret");
+      expect(output).to.not.include(workspaceToken);
+    }
   });
 });
