@@ -30,7 +30,7 @@ import {
   ATTR_K8S_VERB,
   rpcSpan,
 } from "../../../tracing/semconv.js";
-import { SpanKind, SpanStatusCode, Tracing, recordedTraceId, type Span } from "../../../tracing/tracing.js";
+import { SpanKind, SpanStatusCode, recordedTraceId, type Span, type Tracing } from "../../../tracing/tracing.js";
 import type { MetaMap } from "../../../util/metadata.js";
 import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
 import type { TunnelCall } from "../../../tunnel/server/server-tunnel.js";
