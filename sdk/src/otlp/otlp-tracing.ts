@@ -38,7 +38,7 @@ export interface OtlpTracingOptions {
   caCertificateFile?: string;
   /** Where export failures are reported (throttled, at warn). Default: nowhere. */
   logger?: Logger;
-  /** How long spans wait to be exported in a batch. Default 5 000 ms (OpenTelemetry's). */
+  /** How long spans wait to be exported in a batch. Default: OTEL_BSP_SCHEDULE_DELAY, else 5 000 ms (OpenTelemetry's). */
   scheduledDelayMs?: number;
   /** How long one export may take before it is abandoned. Default 10 000 ms. */
   exportTimeoutMs?: number;
@@ -76,7 +76,7 @@ export async function startOtlpTracing(options: OtlpTracingOptions): Promise<Otl
     }),
     spanProcessors: [
       new BatchSpanProcessor(new ReportingExporter(exporter, url, options.logger), {
-        scheduledDelayMillis: options.scheduledDelayMs ?? 5_000,
+        scheduledDelayMillis: options.scheduledDelayMs ?? envMs("OTEL_BSP_SCHEDULE_DELAY") ?? 5_000,
         exportTimeoutMillis: options.exportTimeoutMs ?? 10_000,
       }),
     ],
@@ -95,6 +95,12 @@ export async function startOtlpTracing(options: OtlpTracingOptions): Promise<Otl
       return stopping;
     },
   };
+}
+
+/** A positive number of milliseconds from the environment (OpenTelemetry's OTEL_BSP_* variables), else undefined. */
+function envMs(name: string): number | undefined {
+  const value = Number(process.env[name]);
+  return Number.isFinite(value) && value > 0 ? value : undefined;
 }
 
 function parseEndpoint(endpoint: string): URL {

@@ -150,8 +150,3 @@ export function recordedTraceId(span: Span | undefined): string | null {
   return span?.isRecording() ? span.spanContext().traceId : null;
 }
 
-/** Ends `span` with an error status (the message only: never a credential). */
-export function endWithError(span: Span, message: string): void {
-  span.setStatus({ code: SpanStatusCode.ERROR, message });
-  span.end();
-}
