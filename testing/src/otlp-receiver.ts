@@ -5,7 +5,7 @@
 import http from "node:http";
 import https from "node:https";
 import { gunzipSync } from "node:zlib";
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryReader, type WireType } from "@bufbuild/protobuf/wire";
 import { closeServer, listen } from "./servers.js";
 
 export type AttributeValue = string | number | boolean | undefined;
