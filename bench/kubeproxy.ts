@@ -61,7 +61,7 @@ function dist(file: string): string {
   return fileURLToPath(new URL(`./dist/bench/${file}`, import.meta.url));
 }
 
-function child(file: string, args: string[], env: Record<string, string>, profDir: string | undefined): ChildProcess {
+export function child(file: string, args: string[], env: Record<string, string>, profDir: string | undefined): ChildProcess {
   return fork(dist(file), args, {
     execArgv: profDir ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [],
     env: { ...process.env, ...env },
@@ -70,7 +70,7 @@ function child(file: string, args: string[], env: Record<string, string>, profDi
 }
 
 /** The child's next message of `type`; rejects if it exits first. */
-function next<T>(proc: ChildProcess, type: string): Promise<T> {
+export function next<T>(proc: ChildProcess, type: string): Promise<T> {
   return new Promise((resolve, reject) => {
     const onMessage = (msg: { type: string }) => {
       if (msg.type !== type) return;
@@ -84,13 +84,24 @@ function next<T>(proc: ChildProcess, type: string): Promise<T> {
   });
 }
 
-async function stopChild(proc: ChildProcess | undefined): Promise<void> {
+export async function stopChild(proc: ChildProcess | undefined): Promise<void> {
   if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((resolve) => proc.once("exit", resolve));
   if (proc.connected) proc.send({ type: "close" });
   const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
   await exited;
   clearTimeout(timer);
+}
+
+/** The proxy's certificate: kubectl sends tokens only over TLS; so does the client (same CA for nothing else). */
+export function proxyCertificate(dir: string): { cert: string; key: string } {
+  const cert = join(dir, "tls.crt");
+  const key = join(dir, "tls.key");
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert,
+  ], { stdio: "pipe" });
+  return { cert, key };
 }
 
 export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => string): Promise<KubeproxyResult> {
@@ -109,13 +120,7 @@ export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => s
   const cp = await startControlPlane({ binDir, kwok: false, agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] });
   const result: KubeproxyResult = { rounds: [] };
   try {
-    // kubectl sends tokens only over TLS; so does this client (same CA for nothing else).
-    const cert = join(dir, "tls.crt");
-    const key = join(dir, "tls.key");
-    execFileSync("openssl", [
-      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert,
-    ], { stdio: "pipe" });
+    const { cert, key } = proxyCertificate(dir);
     const secrets = {
       BENCH_KP_AGENT_ID: String(AGENT_ID),
       BENCH_KP_AGENT_TOKEN: "glagent-bench-kubeproxy-0123456789",
