@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { percentile } from "./common.js";
-import { Client, inParallel, latency, throughput, type LatencyResult, type ListSpec, type ThroughputResult } from "./kubeproxy-http.js";
+import { Client, inParallel, latency, mark, throughput, type LatencyResult, type ListSpec, type ThroughputResult } from "./kubeproxy-http.js";
 
 export type { LatencyResult, ThroughputResult } from "./kubeproxy-http.js";
 
@@ -128,19 +128,6 @@ async function check(clients: Client[], spec: ListSpec): Promise<void> {
     const n = (body.items ?? body.rows ?? []).length;
     if (n !== spec.items) throw new Error(`${c.name}: ${spec.path} returned ${n} objects, expected ${spec.items}`);
   }
-}
-
-/** The parent reads KAS's and the agent's CPU time; resolves once it has (a "mark"). */
-function mark(): Promise<void> {
-  return new Promise((resolve) => {
-    const onMessage = (msg: { type: string }) => {
-      if (msg.type !== "marked") return;
-      process.off("message", onMessage);
-      resolve();
-    };
-    process.on("message", onMessage);
-    send({ type: "mark" });
-  });
 }
 
 /** One list's measurements, between two marks (the parent charges the CPU between them to it). */

@@ -139,3 +139,16 @@ export async function throughput(client: Client, spec: ListSpec, n: number, conc
   const seconds = (performance.now() - t0) / 1000;
   return { n, seconds, requestsPerSecond: n / seconds, mibPerSecond: bytes / MiB / seconds };
 }
+
+/** Asks the parent (over IPC) to read the servers' CPU time; resolves once it has (a "mark"). */
+export function mark(): Promise<void> {
+  return new Promise((resolve) => {
+    const onMessage = (msg: { type: string }) => {
+      if (msg.type !== "marked") return;
+      process.off("message", onMessage);
+      resolve();
+    };
+    process.on("message", onMessage);
+    process.send!({ type: "mark" });
+  });
+}

@@ -104,16 +104,30 @@ export function proxyCertificate(dir: string): { cert: string; key: string } {
   return { cert, key };
 }
 
-export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => string): Promise<KubeproxyResult> {
-  let binDir: string;
+/** The control plane's binaries (`npm run control-plane`), or why the section is skipped (printed). */
+export function controlPlaneBinaries(): { binDir: string } | { skipped: string } {
   try {
-    binDir = controlPlaneBinDir();
+    const binDir = controlPlaneBinDir();
     findBinaries(binDir);
+    return { binDir };
   } catch (e) {
     const skipped = (e as Error).message;
     console.log(`  SKIPPED: ${skipped}`);
-    return { skipped, rounds: [] };
+    return { skipped };
   }
+}
+
+/** A child's CPU time (all threads) so far, in ms (kubeproxy-servers.ts answers "cpu"). */
+export function cpuOf(proc: ChildProcess): Promise<number> {
+  const reply = next<{ usage: NodeJS.CpuUsage }>(proc, "cpu");
+  proc.send({ type: "cpu" });
+  return reply.then((m) => (m.usage.user + m.usage.system) / 1000);
+}
+
+export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => string): Promise<KubeproxyResult> {
+  const binaries = controlPlaneBinaries();
+  if ("skipped" in binaries) return { skipped: binaries.skipped, rounds: [] };
+  const { binDir } = binaries;
   const profDir = process.env.BENCH_KP_CPU_PROF;
   const dir = mkdtempSync(join(tmpdir(), "kasbridge-bench-kubeproxy-"));
   const procs: ChildProcess[] = [];
@@ -152,11 +166,6 @@ export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => s
     }, profDir);
     procs.push(client);
     // KAS's, the agent's and the floor's CPU time at each mark the client asks for (before and after each list).
-    const cpuOf = (proc: ChildProcess) => {
-      const reply = next<{ usage: NodeJS.CpuUsage }>(proc, "cpu");
-      proc.send({ type: "cpu" });
-      return reply.then((m) => (m.usage.user + m.usage.system) / 1000);
-    };
     type Cpu = NonNullable<ListResult["cpuMs"]>;
     const marks: Cpu[] = [];
     const diff = (a: Cpu, b: Cpu): Cpu => ({ kas: b.kas - a.kas, agent: b.agent - a.agent, floorA: b.floorA - a.floorA, floorB: b.floorB - a.floorB });

@@ -8,7 +8,7 @@
  * Parent -> { type: "start" | "marked" }; -> { type: "mark" | "round" | "done" | "error" }.
  */
 import { readFileSync } from "node:fs";
-import { Client, inParallel, latency, throughput, type LatencyResult, type ListSpec, type ThroughputResult } from "./kubeproxy-http.js";
+import { Client, inParallel, latency, mark, throughput, type LatencyResult, type ListSpec, type ThroughputResult } from "./kubeproxy-http.js";
 
 if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);
@@ -30,19 +30,6 @@ export interface TracingRound {
 
 const NS = "bench-tracing";
 const KUBECTL_GET_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-
-/** The parent reads the servers' CPU time; resolves once it has. */
-function mark(): Promise<void> {
-  return new Promise((resolve) => {
-    const onMessage = (msg: { type: string }) => {
-      if (msg.type !== "marked") return;
-      process.off("message", onMessage);
-      resolve();
-    };
-    process.on("message", onMessage);
-    send({ type: "mark" });
-  });
-}
 
 async function main(): Promise<void> {
   const apiCa = readFileSync(env("BENCH_KP_API_CA"));

@@ -20,10 +20,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import type { ChildProcess } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { controlPlaneBinDir, findBinaries, startControlPlane } from "../tools/control-plane/control-plane.js";
+import { startControlPlane } from "../tools/control-plane/control-plane.js";
 import { startOtlpReceiver } from "../testing/src/otlp-receiver.js";
 import { fmt, median } from "./common.js";
-import { child, next, proxyCertificate, stopChild } from "./kubeproxy.js";
+import { child, controlPlaneBinaries, cpuOf, next, proxyCertificate, stopChild } from "./kubeproxy.js";
 import type { TracingRound, TracingTarget } from "./tracing-client.js";
 
 type Table = (head: string[], rows: string[][]) => void;
@@ -41,15 +41,9 @@ const AGENT_ID = 7;
 const labels: Record<TracingTarget, string> = { direct: "direct to kube-apiserver", off: "through KAS, tracing off", on: "through KAS, tracing on" };
 
 export async function measureTracing(table: Table, verdict: (ok: boolean) => string): Promise<TracingBenchResult> {
-  let binDir: string;
-  try {
-    binDir = controlPlaneBinDir();
-    findBinaries(binDir);
-  } catch (e) {
-    const skipped = (e as Error).message;
-    console.log(`  SKIPPED: ${skipped}`);
-    return { skipped, rounds: [], cpuUsPerRequest: [] };
-  }
+  const binaries = controlPlaneBinaries();
+  if ("skipped" in binaries) return { skipped: binaries.skipped, rounds: [], cpuUsPerRequest: [] };
+  const { binDir } = binaries;
   const dir = mkdtempSync(join(tmpdir(), "kasbridge-bench-tracing-"));
   const procs: ChildProcess[] = [];
   const receiver = await startOtlpReceiver();
@@ -87,11 +81,6 @@ export async function measureTracing(table: Table, verdict: (ok: boolean) => str
       BENCH_TR_ON_URL: on.proxyUrl,
     }, undefined);
     procs.push(client);
-    const cpuOf = (proc: ChildProcess) => {
-      const reply = next<{ usage: NodeJS.CpuUsage }>(proc, "cpu");
-      proc.send({ type: "cpu" });
-      return reply.then((m) => (m.usage.user + m.usage.system) / 1000);
-    };
     const servers = [off.kas, off.agent, on.kas, on.agent];
     const marks: number[][] = [];
     await new Promise<void>((resolve, reject) => {
