@@ -130,6 +130,13 @@ export class Tracing {
     this.propagator.inject(trace.setSpan(ROOT_CONTEXT, span), meta, metaSetter);
   }
 
+  /** As {@link injectMeta}, for a header multimap (a platform request's headers). */
+  injectMultiMap(span: Span, headers: Record<string, string[]>): void {
+    if (!span.isRecording()) return;
+    dropTraceContext(headers);
+    this.propagator.inject(trace.setSpan(ROOT_CONTEXT, span), headers, multiMapSetter);
+  }
+
   /** As {@link injectMeta}, for outgoing Node headers. */
   injectHeaders(span: Span, headers: Record<string, string | string[] | number | undefined>): void {
     if (!span.isRecording()) return;
@@ -137,6 +144,12 @@ export class Tracing {
     this.propagator.inject(trace.setSpan(ROOT_CONTEXT, span), headers, recordSetter);
   }
 }
+
+const multiMapSetter: TextMapSetter<Record<string, string[]>> = {
+  set: (carrier, key, value) => {
+    carrier[key] = [value];
+  },
+};
 
 /** Removes the trace context keys from a header or metadata map, whatever their case. */
 function dropTraceContext(map: Record<string, unknown>): void {
