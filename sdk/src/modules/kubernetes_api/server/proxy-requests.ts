@@ -105,6 +105,8 @@ export interface ProxyRequestsOptions {
 }
 
 const escapedPathHeader = ESCAPED_PATH_HEADER.toLowerCase();
+/** The tunnel call's span name and RPC attributes. */
+const MAKE_REQUEST_RPC = rpcSpan(MAKE_REQUEST_METHOD);
 
 /** The proxy's requests in flight and the steps they share; `close` ends them all. */
 export class ProxyRequests {
@@ -153,9 +155,8 @@ export class ProxyRequests {
     if (life.endedBy) throw life.endedBy;
 
     // The wait ends with the client, after tunnelWaitMs, or at shutdown.
-    const rpc = rpcSpan(MAKE_REQUEST_METHOD);
-    const callSpan = (life.callSpan = tracing.startSpan(rpc.name, SpanKind.CLIENT, tracing.withSpan(life.span)));
-    if (callSpan.isRecording()) callSpan.setAttributes({ ...rpc.attributes, [ATTR_AGENT_ID]: authz.agentId });
+    const callSpan = (life.callSpan = tracing.startSpan(MAKE_REQUEST_RPC.name, SpanKind.CLIENT, tracing.withSpan(life.span)));
+    if (callSpan.isRecording()) callSpan.setAttributes({ ...MAKE_REQUEST_RPC.attributes, [ATTR_AGENT_ID]: authz.agentId });
     // The agent's span is a child of the call's: its context rides in RequestInfo's metadata.
     const meta: MetaMap = {};
     tracing.injectMeta(callSpan, meta);
