@@ -4,6 +4,8 @@
 // processes in one trace, linked parent to child across the tunnel; with tracing off nothing is
 // exported.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -49,14 +51,16 @@ describe("e2e: distributed tracing (kubectl -> kas -> agentk -> kube-apiserver, 
 
   /**
    * A kas and an agentk connected to it, the agent's user_access open to a project whose Developer
-   * has a personal access token; `tracing` says whether both export spans to the receiver.
+   * has a personal access token. `tracing`: both export spans to the receiver (true), to the
+   * endpoints given, or not at all (false).
    */
-  async function startPair(tracing: boolean) {
+  async function startPair(tracing: boolean | { kas: string; agent: string }) {
     const kasEnv: Record<string, string> = { KAS_AGENT_TLS_CERT_FILE: certFile, KAS_AGENT_TLS_KEY_FILE: keyFile, ...BATCH_ENV };
     const agentArgs = ["--kubeconfig", cp.agentKubeconfigPath, "--ca-cert-file", certFile];
     if (tracing) {
-      Object.assign(kasEnv, { KAS_OTLP_ENDPOINT: receiver.url, KAS_OTLP_TOKEN_SECRET_FILE: tokenFile });
-      agentArgs.push("--otlp-endpoint", receiver.url, "--otlp-token-secret-file", tokenFile);
+      const endpoints = tracing === true ? { kas: receiver.url, agent: receiver.url } : tracing;
+      Object.assign(kasEnv, { KAS_OTLP_ENDPOINT: endpoints.kas, KAS_OTLP_TOKEN_SECRET_FILE: tokenFile });
+      agentArgs.push("--otlp-endpoint", endpoints.agent, "--otlp-token-secret-file", tokenFile);
     } else {
       // OpenTelemetry's generic exporter variable does not turn tracing on (only KAS_OTLP_ENDPOINT,
       // --otlp-endpoint or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT do): nothing must reach the receiver.
@@ -171,6 +175,39 @@ describe("e2e: distributed tracing (kubectl -> kas -> agentk -> kube-apiserver, 
     expect(kas.output + agentk.output).to.not.contain("exporting spans over OTLP");
     await stopBoth(kas, agentk);
     expect(receiver.requests.length).to.equal(requests);
+  });
+
+  it("an endpoint that refuses connections or never answers: kubectl works, the failure is logged without the token", async () => {
+    // Nothing listens on kas's endpoint; agentk's takes connections and never answers.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const sockets = new Set<Socket>();
+    const hanging = createServer(() => {});
+    hanging.on("connection", (s: Socket) => sockets.add(s));
+    await new Promise<void>((resolve) => hanging.listen(0, "127.0.0.1", resolve));
+    cleanups.add(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          hanging.close(() => resolve());
+        }),
+    );
+    const hangingUrl = `http://127.0.0.1:${(hanging.address() as AddressInfo).port}/v1/traces`;
+    const { kas, agentk, kubectl } = await startPair({ kas: `http://127.0.0.1:${closedPort}/v1/traces`, agent: hangingUrl });
+    for (let i = 0; i < 5; i++) {
+      const r = await kubectl(["get", "namespaces", "default", "-o", "name"]);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout.trim()).to.equal("namespace/default");
+    }
+    await kas.waitFor(/tracing: cannot export spans/, "kas's export failure logged");
+    await waitFor(() => sockets.size > 0, 15_000, "agentk's exporter connected to the hanging endpoint");
+    expect(kas.output + agentk.output).to.not.contain(OTLP_TOKEN);
+    // Both still stop promptly: the exports in flight do not hold a shutdown beyond its bound.
+    await stopBoth(kas, agentk);
+    expect(kas.child.exitCode).to.equal(0);
+    expect(agentk.child.exitCode).to.equal(0);
   });
 });
 
