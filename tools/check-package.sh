@@ -64,6 +64,7 @@ node --input-type=module -e '
   await expect("modules/gitops/server", ["gitopsServerModule"]);
   await expect("modules/notifications/server", ["notificationsServerModule", "InMemoryGitPushEvents", "RedisGitPushEvents"]);
   await expect("modules/starboard_vulnerability/agent", ["starboardVulnerabilityAgentModule", "parseCron"]);
+  await expect("modules/remote_development/agent", ["remoteDevelopmentAgentModule", "parseReconcileResponse"]);
   await expect("gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb", ["ConnectRequestSchema"]);
   await expect("tracing", ["Tracing", "recordedTraceId", "rpcSpan"]);
   // Without its optional peers, @kasbridge/sdk/otlp says which package is missing.

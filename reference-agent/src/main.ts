@@ -8,6 +8,7 @@ import { fluxAgentModule } from "@kasbridge/sdk/modules/flux/agent";
 import { gitopsAgentModule } from "@kasbridge/sdk/modules/gitops/agent";
 import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
 import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
+import { remoteDevelopmentAgentModule } from "@kasbridge/sdk/modules/remote_development/agent";
 import { starboardVulnerabilityAgentModule } from "@kasbridge/sdk/modules/starboard_vulnerability/agent";
 import { startOtlpTracing, type OtlpTracing } from "@kasbridge/sdk/otlp";
 import { installProcessSafetyNet } from "@kasbridge/sdk/util";
@@ -55,6 +56,8 @@ if (args.kubeconfig || inCluster) {
   modules.push(fluxAgentModule({ kube }));
   // Built-in GitOps: applies gitops.manifest_projects, pulled through KAS at each pushed commit.
   modules.push(gitopsAgentModule({ kube, metrics }));
+  // Remote development: the workspaces' reconcile loop with the platform (when remote_development.enabled).
+  modules.push(remoteDevelopmentAgentModule({ kube, metrics }));
   // The agent's pods elect a leader (Lease agent-<id>-lock in POD_NAMESPACE) for the leader-only modules.
   leaderElection = { kubeConfig: kc };
   modules.push(

@@ -9,6 +9,7 @@ import {
   createInProcessPlatformClient,
   createPlatformApp,
   createPlatformServices,
+  DEFAULT_WORKSPACE_TOOL_IMAGES,
   openStore,
   startAuditPruning,
   type PlatformServices,
@@ -19,6 +20,8 @@ import { createKasServer, type KasServerOptions } from "@kasbridge/sdk/kas";
 import { startOtlpTracing, type OtlpTracing } from "@kasbridge/sdk/otlp";
 import { agentConfigurationServerModule } from "@kasbridge/sdk/modules/agent_configuration/server";
 import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registrar/server";
+import { agentTrackerServerModule } from "@kasbridge/sdk/modules/agent_tracker/server";
+import { configurationProjectServerModule } from "@kasbridge/sdk/modules/configuration_project/server";
 import { gitlabAccessServerModule } from "@kasbridge/sdk/modules/gitlab_access/server";
 import { kubernetesApiServerModule } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { observabilityServerModule } from "@kasbridge/sdk/modules/observability/server";
@@ -168,6 +171,8 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         fluxServerModule({ platform, events: gitPushEvents }),
         gitopsServerModule({ platform, events: gitPushEvents }),
         agentRegistrarServerModule(),
+        agentTrackerServerModule(),
+        configurationProjectServerModule({ platform }),
         agentConfigurationServerModule({ gitlabExternalUrl: config.externalUrl }),
         kubernetesApi,
         gitlabAccessServerModule(),
@@ -240,6 +245,10 @@ async function startPlatformServices(
   try {
     const services = createPlatformServices({
       encryptionKey,
+      workspaceToolImages: {
+        editorInjector: config.workspaceEditorInjectorImage ?? DEFAULT_WORKSPACE_TOOL_IMAGES.editorInjector,
+        projectCloner: config.workspaceProjectClonerImage ?? DEFAULT_WORKSPACE_TOOL_IMAGES.projectCloner,
+      },
       store,
       logger: logger.child({ component: "platform" }),
       repositoriesDir: join(config.dataDir, "repositories"),

@@ -1,4 +1,5 @@
 import { PlatformError, RepositoryFileTooLargeError, type PlatformClient, type ProjectInfo } from "@kasbridge/sdk/platform-client";
+import { ServiceError } from "../services/errors.js";
 import type { PlatformServices } from "../services/platform-services.js";
 import { projectReadableByAgent } from "./agent-project-access.js";
 import { recordGitopsStatus } from "./gitops-status.js";
@@ -9,12 +10,13 @@ export type GitopsPlatformMethods = Required<
   Pick<PlatformClient, "verifyProjectAccess" | "getProjectInfo" | "resolveRepositoryRevision" | "listRepositoryFiles" | "readRepositoryFile" | "reportGitopsStatus">
 >;
 
-/** Runs a platform read; a failure of the store or of git is "unavailable" (KAS retries). */
+/** Runs a platform read; an unknown project is "not_found", a failure of the store or of git "unavailable" (KAS retries). */
 async function unavailableOnFailure<T>(read: () => Promise<T>): Promise<T> {
   try {
     return await read();
   } catch (err) {
     if (err instanceof RepositoryFileTooLargeError) throw err;
+    if (err instanceof ServiceError && err.kind === "not_found") throw new PlatformError("not_found", err.message, { cause: err });
     throw new PlatformError("unavailable", `platform read failed: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -148,6 +148,15 @@ export class AgentTracker implements AgentConnectionsSource {
     return live;
   }
 
+  /** The connections of the agents whose configuration project is `projectId`. */
+  async listProjectConnections(projectId: number): Promise<AgentConnection[]> {
+    const live: AgentConnection[] = [];
+    for (const agentId of [...this.byAgent.keys()]) {
+      for (const c of await this.listConnections(agentId)) if (c.projectId === projectId) live.push(c);
+    }
+    return live;
+  }
+
   /** Number of connected agent processes (for metrics). */
   count(): number {
     let n = 0;

@@ -10,6 +10,7 @@ import type { Tracing } from "../tracing/tracing.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import type { AgentAuthenticator } from "./agent-authenticator.js";
 import type { AgentTracker } from "./agent-tracker.js";
+import type { AgentConnectionsSource } from "../platform-client/connections.js";
 import type { KasAuditLog } from "./audit-log.js";
 import type { UsageMetrics } from "./usage-metrics.js";
 
@@ -22,8 +23,10 @@ export interface KasModuleContext {
   platform: PlatformClient;
   /** Agent token -> agent_info, cached; revocation signals. */
   auth: AgentAuthenticator;
-  /** Connected agent processes (pod ids, versions). */
+  /** Connected agent processes (pod ids, versions) of this KAS. */
   tracker: AgentTracker;
+  /** Connected agent processes of every replica (from Redis when several share it), else the tracker's. */
+  connections: Required<AgentConnectionsSource>;
   /** Calls to a service of agent N through one of its tunnels (KAS -> agent). */
   agentCalls: AgentCalls;
   /** The tunnels themselves (counts, closing); modules call agents through `agentCalls`. */

@@ -113,7 +113,7 @@ export interface KasServer {
   readonly privateApiAddress?: { host: string; port: number };
   readonly tracker: AgentTracker;
   /** Connected agent processes as the platform lists them: this replica's, or every replica's with `redis`. */
-  readonly connections: AgentConnectionsSource;
+  readonly connections: Required<AgentConnectionsSource>;
   /** What the replicas share through Redis, with `redis`. */
   readonly replicas?: KasReplicas;
   readonly registry: TunnelRegistry;
@@ -185,12 +185,18 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
       }),
     );
   }
+  // Every replica's connections once Redis is set up (below), this KAS's until then.
+  const connections: Required<AgentConnectionsSource> = {
+    listConnections: (agentId, signal) => (replicas?.connections ?? tracker).listConnections(agentId, signal),
+    listProjectConnections: (projectId, signal) => (replicas?.connections ?? tracker).listProjectConnections(projectId, signal),
+  };
   const contexts = new Map<KasModule, KasModuleContext>();
   for (const module of modules) {
     contexts.set(module, {
       platform: options.platform,
       auth,
       tracker,
+      connections,
       agentCalls,
       registry,
       logger: logger.child({ module: module.name }),
@@ -308,7 +314,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     internalApiAddress: internalApi.address,
     privateApiAddress: privateApi?.address,
     tracker,
-    connections: replicas?.connections ?? tracker,
+    connections,
     replicas,
     registry,
     agentCalls,

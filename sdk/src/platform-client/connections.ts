@@ -16,4 +16,6 @@ export interface AgentConnection {
 /** Lists the connected agent processes of an agent; implemented by KAS's agent tracker. */
 export interface AgentConnectionsSource {
   listConnections(agentId: number, signal?: AbortSignal): Promise<AgentConnection[]>;
+  /** The connected processes of every agent whose configuration project is `projectId`, when the source can tell. */
+  listProjectConnections?(projectId: number, signal?: AbortSignal): Promise<AgentConnection[]>;
 }

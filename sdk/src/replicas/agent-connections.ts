@@ -1,8 +1,9 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { ConnectedAgentInfoSchema } from "../gen/gitlab/agent/agent_tracker/agent_tracker_pb.js";
 import { ConnectedAgentExtraSchema } from "../gen/kasbridge/replicas/v1/replicas_pb.js";
 import type { AgentTracker } from "../kas/agent-tracker.js";
+import { connectedAgentInfo } from "../kas/connected-agent-info.js";
 import type { AgentConnection, AgentConnectionsSource } from "../platform-client/connections.js";
 import type { ExpiringHashes } from "../redis/expiring-hash.js";
 import type { redisKeys } from "../redis/redis-keys.js";
@@ -35,12 +36,21 @@ export class RedisAgentConnections implements AgentConnectionsSource {
     this.stopObserving = undefined;
   }
 
-  async listConnections(agentId: number): Promise<AgentConnection[]> {
+  listConnections(agentId: number): Promise<AgentConnection[]> {
+    return this.read(this.keys.connectionsByAgentId(agentId), () => this.tracker.listConnections(agentId));
+  }
+
+  listProjectConnections(projectId: number): Promise<AgentConnection[]> {
+    return this.read(this.keys.connectionsByProjectId(projectId), () => this.tracker.listProjectConnections(projectId));
+  }
+
+  /** One of GitLab's connection hashes, oldest connection first; this replica's own while Redis is down. */
+  private async read(key: Buffer, local: () => Promise<AgentConnection[]>): Promise<AgentConnection[]> {
     let fields: Map<string, Uint8Array>;
     try {
-      fields = await this.hashes.read(this.keys.connectionsByAgentId(agentId));
+      fields = await this.hashes.read(key);
     } catch {
-      return this.tracker.listConnections(agentId);
+      return local();
     }
     const connections: AgentConnection[] = [];
     for (const bytes of fields.values()) {
@@ -75,16 +85,7 @@ export class RedisAgentConnections implements AgentConnectionsSource {
 
 /** GitLab's ConnectedAgentInfo, followed by kasbridge's extra field (the holding KAS). */
 export function encodeConnection(c: AgentConnection): Uint8Array {
-  const info = toBinary(
-    ConnectedAgentInfoSchema,
-    create(ConnectedAgentInfoSchema, {
-      agentMeta: { version: c.agentVersion, commitId: c.agentCommit, podName: c.podName, podNamespace: c.podNamespace },
-      connectedAt: timestampFromDate(c.connectedAt),
-      connectionId: BigInt(c.connectionId),
-      agentId: BigInt(c.agentId),
-      projectId: BigInt(c.projectId),
-    }),
-  );
+  const info = toBinary(ConnectedAgentInfoSchema, connectedAgentInfo(c));
   const extra = toBinary(ConnectedAgentExtraSchema, create(ConnectedAgentExtraSchema, { kasInstance: c.kasInstance }));
   return Buffer.concat([info, extra]);
 }

@@ -38,7 +38,7 @@ export interface KasRedisOptions {
 /** What the replicas share through Redis, for one KAS: registrations, routing, connection listings. */
 export interface KasReplicas {
   readonly agentCalls: RoutingAgentCalls;
-  readonly connections: AgentConnectionsSource;
+  readonly connections: Required<AgentConnectionsSource>;
   /** The per-token connection limit, counted in Redis (undefined when off). */
   readonly connectionLimiter?: AgentConnectionLimiter;
   readonly availability: RedisAvailability;

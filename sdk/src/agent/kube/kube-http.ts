@@ -153,10 +153,11 @@ export class KubeHttp {
   /**
    * Watches `path` (a collection) from `resourceVersion`; calls `onEvent` per event; resolves when
    * the API server ends the watch, rejects on failure (410 Gone: the version is too old).
+   * `query` adds list options, e.g. a `labelSelector`.
    */
-  async watch<T>(path: string, resourceVersion: string, onEvent: (event: WatchEvent<T>) => void, signal: AbortSignal): Promise<void> {
+  async watch<T>(path: string, resourceVersion: string, onEvent: (event: WatchEvent<T>) => void, signal: AbortSignal, query: Record<string, string> = {}): Promise<void> {
     const res = await this.raw("GET", path, {
-      query: { watch: "true", resourceVersion, allowWatchBookmarks: "true", timeoutSeconds: "300" },
+      query: { ...query, watch: "true", resourceVersion, allowWatchBookmarks: "true", timeoutSeconds: "300" },
       signal,
     });
     if (res.statusCode !== 200) {

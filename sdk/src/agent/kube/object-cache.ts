@@ -32,6 +32,8 @@ export class ObjectCache<T extends CachedObject> {
     private readonly handlers: ObjectCacheHandlers<T>,
     private readonly logger: Logger,
     private readonly resyncMs = 600_000,
+    /** List options of both the list and the watch, e.g. `{ labelSelector: "app=web" }`. */
+    private readonly query: Record<string, string> = {},
   ) {}
 
   get synced(): boolean {
@@ -67,6 +69,7 @@ export class ObjectCache<T extends CachedObject> {
             else this.upsert(event.object);
           },
           signal,
+          this.query,
         );
         backoff.reset();
       } catch (error) {
@@ -83,7 +86,7 @@ export class ObjectCache<T extends CachedObject> {
   }
 
   private async relist(signal: AbortSignal): Promise<string> {
-    const list = await this.kube.json<{ items?: T[]; metadata?: { resourceVersion?: string } }>("GET", this.path, { signal });
+    const list = await this.kube.json<{ items?: T[]; metadata?: { resourceVersion?: string } }>("GET", this.path, { query: this.query, signal });
     const seen = new Set<string>();
     for (const item of list.items ?? []) {
       seen.add(keyOf(item));

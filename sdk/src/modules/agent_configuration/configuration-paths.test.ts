@@ -39,10 +39,12 @@ async function startModule(platform: PlatformClient & Partial<StaticPlatformClie
   const shutdown = new AbortController();
   const auth = new AgentAuthenticator({ platform, logger });
   const registry = new InMemoryTunnelRegistry();
+  const tracker = new AgentTracker({ kasInstance: "test" });
   const ctx: KasModuleContext = {
     platform,
     auth,
-    tracker: new AgentTracker({ kasInstance: "test" }),
+    tracker,
+    connections: tracker,
     agentCalls: localAgentCalls(registry),
     registry,
     logger,

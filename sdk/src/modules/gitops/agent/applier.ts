@@ -6,7 +6,7 @@ import { sleep } from "../../../util/backoff.js";
 import { eachLimit } from "../../../util/each-limit.js";
 import { ManifestError, ManifestsInvalidError, type DecodedObject, type ManifestObject } from "./manifest-decoder.js";
 import { readiness, type Readiness } from "./object-status.js";
-import { OWNING_INVENTORY_ANNOTATION, inventoryKey, type Inventory, type InventoryEntry } from "./inventory.js";
+import { OWNING_INVENTORY_ANNOTATION, inventoryKey, parseInventoryKey, type Inventory, type InventoryEntry } from "./inventory.js";
 
 /** The agent's field manager for everything it applies (GitLab's). */
 export const FIELD_MANAGER = "agentk";
@@ -251,7 +251,7 @@ export class ManifestApplier {
     const results: ObjectResult[] = [];
     const targets: Array<{ path: string; result: ObjectResult }> = [];
     for (const entry of leftovers) {
-      const { group, kind, namespace, name } = parseKey(entry.key);
+      const { group, kind, namespace, name } = parseInventoryKey(entry.key);
       const info = await this.resourceForEntry(group, kind, entry.apiVersion, signal);
       const r: ObjectResult = { group, version: info?.version ?? "", kind, namespace, name, status: "Pruned", message: "", source: "" };
       results.push(r);
@@ -362,12 +362,6 @@ function describe(p: PlannedObject): string {
 function result(p: PlannedObject, status: string, message: string): ObjectResult {
   const [group, version] = p.body.apiVersion.includes("/") ? p.body.apiVersion.split("/", 2) : ["", p.body.apiVersion];
   return { group: group!, version: version!, kind: p.body.kind, namespace: p.namespace, name: p.body.metadata.name, status, message, source: p.decoded.source };
-}
-
-function parseKey(key: string): { group: string; kind: string; namespace: string; name: string } {
-  // <namespace>_<name>_<group>_<kind>: names and namespaces have no "_", groups and kinds neither.
-  const [namespace = "", name = "", group = "", kind = ""] = key.split("_");
-  return { namespace, name, group, kind };
 }
 
 function capitalize(s: string): string {

@@ -10,6 +10,13 @@ export function inventoryKey(group: string, kind: string, namespace: string, nam
   return `${namespace}_${name}_${group}_${kind}`;
 }
 
+/** The parts of an inventoryKey. */
+export function parseInventoryKey(key: string): { group: string; kind: string; namespace: string; name: string } {
+  // <namespace>_<name>_<group>_<kind>: names and namespaces have no "_", groups and kinds neither.
+  const [namespace = "", name = "", group = "", kind = ""] = key.split("_");
+  return { namespace, name, group, kind };
+}
+
 /** One object an inventory records, with the apiVersion it was applied as (to find it again). */
 export interface InventoryEntry {
   key: string;

@@ -8,7 +8,8 @@ import {
   type ObjectsToSynchronizeResponse,
 } from "../../../gen/gitlab/agent/gitops/rpc/rpc_pb.js";
 import { GitopsStatusService, type ReportSyncStatusRequest } from "../../../gen/kasbridge/gitops/v1/sync_status_pb.js";
-import { PlatformError, RepositoryFileTooLargeError, type PlatformClient, type ProjectInfo } from "../../../platform-client/platform-client.js";
+import { RepositoryFileTooLargeError, type PlatformClient, type ProjectInfo } from "../../../platform-client/platform-client.js";
+import { platformCall as platformErrorsAsGrpc } from "../../../kas/platform-call.js";
 import { bearerToken } from "../../../auth/bearer.js";
 import { openAgentCall } from "../../../kas/agent-call.js";
 import type { KasModule, KasModuleContext } from "../../../kas/kas-module.js";
@@ -223,16 +224,10 @@ export function gitopsServerModule(options: GitopsServerModuleOptions): KasModul
   };
 
   /** A platform call; its PlatformError becomes the gRPC code GitLab's KAS answers with. */
-  async function platformCall<T>(call: () => Promise<T>, what: string): Promise<T> {
+  function platformCall<T>(call: () => Promise<T>, what: string): Promise<T> {
     if (!platform.getProjectInfo || !platform.resolveRepositoryRevision || !platform.listRepositoryFiles || !platform.readRepositoryFile) {
       throw new ConnectError("the platform client cannot read repositories: GitOps is unavailable", Code.Unimplemented);
     }
-    try {
-      return await call();
-    } catch (err) {
-      if (!(err instanceof PlatformError)) throw err;
-      const code = { unauthenticated: Code.Unauthenticated, forbidden: Code.PermissionDenied, not_found: Code.NotFound, unavailable: Code.Unavailable }[err.kind];
-      throw new ConnectError(`${what}: ${err.message}`, code);
-    }
+    return platformErrorsAsGrpc(call, what);
   }
 }
