@@ -19,7 +19,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { percentile, streamWindowBytes, widenConnectionWindow } from "./common.js";
+import { percentile } from "./common.js";
+import { Client, inParallel, latency, mark, throughput, type LatencyResult, type ListSpec, type ThroughputResult } from "./kubeproxy-http.js";
+
+export type { LatencyResult, ThroughputResult } from "./kubeproxy-http.js";
 
 if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);
@@ -40,19 +43,6 @@ const watchSeconds = num("BENCH_KP_WATCH_SECONDS", 5);
 const kubectlRuns = num("BENCH_KP_KUBECTL_RUNS", 30);
 
 export type KubeproxyTarget = "direct" | "proxy" | "proxyCiJob" | "floor";
-export interface LatencyResult {
-  n: number;
-  p50: number;
-  p99: number;
-  mean: number;
-  bytesPerResponse: number;
-}
-export interface ThroughputResult {
-  n: number;
-  seconds: number;
-  requestsPerSecond: number;
-  mibPerSecond: number;
-}
 export interface ListResult {
   latency: Partial<Record<KubeproxyTarget, LatencyResult>>;
   throughput: Partial<Record<KubeproxyTarget, ThroughputResult>>;
@@ -96,94 +86,14 @@ export interface WatchResult {
   addedLagP99: number;
 }
 
-const MiB = 1 << 20;
 const SMALL_NS = "bench-small";
 const LARGE_NS = "bench-large";
 const WATCH_NS = "bench-watch";
 /** What kubectl get asks for (a server-side Table, JSON as the fallback). */
 const KUBECTL_GET_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 
-interface Response {
-  status: number;
-  bytes: number;
-  body?: Buffer;
-}
-
-/** One HTTP/2 connection to a target, authenticated with a bearer token. */
-class Client {
-  private session: http2.ClientHttp2Session | undefined;
-  private readonly origin: string;
-  private readonly base: string;
-
-  constructor(
-    readonly name: string,
-    url: string,
-    private readonly ca: Buffer,
-    private readonly token: string,
-  ) {
-    const u = new URL(url);
-    this.origin = u.origin;
-    this.base = u.pathname.replace(/\/$/, "");
-  }
-
-  private connect(): http2.ClientHttp2Session {
-    if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
-    const session = http2.connect(this.origin, { ca: this.ca, settings: { initialWindowSize: streamWindowBytes } });
-    widenConnectionWindow(session);
-    session.on("error", () => {});
-    this.session = session;
-    return session;
-  }
-
-  open(method: string, path: string, headers: http2.OutgoingHttpHeaders = {}): http2.ClientHttp2Stream {
-    return this.connect().request({
-      ":method": method,
-      ":path": this.base + path,
-      authorization: `Bearer ${this.token}`,
-      "user-agent": "kasbridge-bench",
-      ...headers,
-    }, { endStream: method === "GET" });
-  }
-
-  request(method: string, path: string, options: { accept?: string; body?: string; keepBody?: boolean } = {}): Promise<Response> {
-    return new Promise((resolve, reject) => {
-      const headers: http2.OutgoingHttpHeaders = { accept: options.accept ?? "application/json" };
-      if (options.body !== undefined) headers["content-type"] = "application/json";
-      const stream = this.open(method, path, headers);
-      let status = 0;
-      let bytes = 0;
-      const chunks: Buffer[] = [];
-      stream.on("response", (h) => (status = Number(h[":status"])));
-      stream.on("data", (chunk: Buffer) => {
-        bytes += chunk.length;
-        if (options.keepBody || status >= 300) chunks.push(chunk);
-      });
-      stream.on("end", () => {
-        const body = Buffer.concat(chunks);
-        if (status >= 300 && !(method === "POST" && status === 409)) reject(new Error(`${this.name} ${method} ${path}: ${status} ${body.toString("utf8").slice(0, 300)}`));
-        else resolve({ status, bytes, body: options.keepBody ? body : undefined });
-      });
-      stream.on("error", reject);
-      if (options.body !== undefined) stream.end(options.body);
-    });
-  }
-
-  close(): void {
-    this.session?.close();
-  }
-}
-
 const configMap = (namespace: string, name: string, payload: string) =>
   JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name, namespace, labels: { app: "kasbridge-bench" } }, data: { payload } });
-
-async function inParallel(n: number, limit: number, task: (i: number) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, n) }, async () => {
-      while (next < n) await task(next++);
-    }),
-  );
-}
 
 /** Namespaces, a few ConfigMaps for the small list, `largeObjects` for the large one, RBAC for ci_job. */
 async function seed(admin: Client): Promise<void> {
@@ -210,12 +120,6 @@ async function seed(admin: Client): Promise<void> {
   });
 }
 
-interface ListSpec {
-  path: string;
-  accept: string;
-  items: number;
-}
-
 /** Every target answers the list completely (checked once per round, not timed). */
 async function check(clients: Client[], spec: ListSpec): Promise<void> {
   for (const c of clients) {
@@ -226,52 +130,6 @@ async function check(clients: Client[], spec: ListSpec): Promise<void> {
   }
 }
 
-/** Sequential requests in blocks that rotate between the targets (same minute, same load). */
-async function latency(clients: Client[], spec: ListSpec, n: number, block: number): Promise<Record<string, LatencyResult>> {
-  const times = new Map<string, number[]>(clients.map((c) => [c.name, []]));
-  const bytes = new Map<string, number>();
-  for (let done = 0; done < n; done += block) {
-    for (const c of clients) {
-      for (let i = 0; i < Math.min(block, n - done); i++) {
-        const t0 = performance.now();
-        const r = await c.request("GET", spec.path, { accept: spec.accept });
-        times.get(c.name)!.push(performance.now() - t0);
-        bytes.set(c.name, r.bytes);
-      }
-    }
-  }
-  return Object.fromEntries(
-    clients.map((c) => {
-      const t = times.get(c.name)!.sort((a, b) => a - b);
-      return [c.name, { n: t.length, p50: percentile(t, 50), p99: percentile(t, 99), mean: t.reduce((s, x) => s + x, 0) / t.length, bytesPerResponse: bytes.get(c.name) ?? 0 }];
-    }),
-  );
-}
-
-/** `n` requests with `concurrency` in flight on the target's one connection. */
-async function throughput(client: Client, spec: ListSpec, n: number): Promise<ThroughputResult> {
-  let bytes = 0;
-  const t0 = performance.now();
-  await inParallel(n, concurrency, async () => {
-    bytes += (await client.request("GET", spec.path, { accept: spec.accept })).bytes;
-  });
-  const seconds = (performance.now() - t0) / 1000;
-  return { n, seconds, requestsPerSecond: n / seconds, mibPerSecond: bytes / MiB / seconds };
-}
-
-/** The parent reads KAS's and the agent's CPU time; resolves once it has (a "mark"). */
-function mark(): Promise<void> {
-  return new Promise((resolve) => {
-    const onMessage = (msg: { type: string }) => {
-      if (msg.type !== "marked") return;
-      process.off("message", onMessage);
-      resolve();
-    };
-    process.on("message", onMessage);
-    send({ type: "mark" });
-  });
-}
-
 /** One list's measurements, between two marks (the parent charges the CPU between them to it). */
 async function measureList(clients: Client[], spec: ListSpec, n: number, block: number, throughputN: number): Promise<ListResult> {
   await mark();
@@ -279,7 +137,7 @@ async function measureList(clients: Client[], spec: ListSpec, n: number, block: 
   const proxiedRequests = clients.filter((c) => c.name === "proxy" || c.name === "proxyCiJob").length * (1 + n + throughputN);
   const floorRequests = clients.filter((c) => c.name === "floor").length * (1 + n + throughputN);
   const result: ListResult = { latency: await latency(clients, spec, n, block), throughput: {}, proxiedRequests, floorRequests };
-  for (const c of clients) result.throughput[c.name as KubeproxyTarget] = await throughput(c, spec, throughputN);
+  for (const c of clients) result.throughput[c.name as KubeproxyTarget] = await throughput(c, spec, throughputN, concurrency);
   await mark();
   return result;
 }

@@ -11,7 +11,8 @@
  * Logs go at info level (the proxy's audit line per request included) to /dev/null, so their cost
  * is counted. Talks to the parent over IPC: -> { type: "ready", ... }; <- { type: "close" }.
  * Environment: BENCH_KP_AGENT_ID, BENCH_KP_AGENT_TOKEN, BENCH_KP_JOB_TOKEN, BENCH_KP_CI_JOB_TOKEN,
- * BENCH_KP_TLS_CERT/KEY (kas); BENCH_KP_KAS_URL, BENCH_KP_KUBECONFIG (agent).
+ * BENCH_KP_TLS_CERT/KEY (kas); BENCH_KP_KAS_URL, BENCH_KP_KUBECONFIG (agent); BENCH_KP_OTLP_ENDPOINT
+ * (both, optional: spans exported there over OTLP/HTTP, as with KAS_OTLP_ENDPOINT / --otlp-endpoint).
  */
 import { readFileSync } from "node:fs";
 import pino from "pino";
@@ -21,6 +22,8 @@ import { createKubernetesApiProxy } from "../sdk/src/modules/kubernetes_api/serv
 import { PlatformError, type JobAllowedAgents } from "../sdk/src/platform-client/platform-client.js";
 import { createKasServer } from "../sdk/src/kas/kas-server.js";
 import { StaticPlatformClient } from "../sdk/src/platform-client/static-platform-client.test-support.js";
+import { startOtlpTracing } from "../sdk/src/otlp/otlp-tracing.js";
+import { Tracing } from "../sdk/src/tracing/tracing.js";
 
 if (!process.send) throw new Error("run as a forked child");
 const send = process.send.bind(process);
@@ -35,6 +38,9 @@ const logger = process.env.BENCH_KP_LOG
   ? pino({ name: role, level: process.env.BENCH_KP_LOG }, pino.destination(2))
   : pino({ name: role, level: "info" }, pino.destination({ dest: "/dev/null", sync: true }));
 const agentId = Number(env("BENCH_KP_AGENT_ID"));
+// Tracing on (bench section 8) as the shipped kas and agentk set it up; off without the variable.
+const otlpEndpoint = process.env.BENCH_KP_OTLP_ENDPOINT;
+const otlp = otlpEndpoint ? await startOtlpTracing({ serviceName: role === "kas" ? "kas" : "agentk", endpoint: otlpEndpoint, logger }) : undefined;
 
 /** CI jobs as the platform's `allowed_agents` answers them (cached by the proxy for 5 s). */
 class BenchPlatform extends StaticPlatformClient {
@@ -69,6 +75,7 @@ if (role === "kas") {
     agentApi: { port: 0 },
     internalApi: { port: 0, jwtSecret: new Uint8Array(32).fill(5) },
     connectionsPerTokenPerMinute: 0,
+    tracing: otlp?.tracing,
   });
   const proxy = await createKubernetesApiProxy({
     agentCalls: kas.agentCalls,
@@ -77,10 +84,12 @@ if (role === "kas") {
     port: 0,
     tls: { cert: readFileSync(env("BENCH_KP_TLS_CERT")), key: readFileSync(env("BENCH_KP_TLS_KEY")) },
     metrics: kas.metrics,
+    tracing: new Tracing(otlp?.tracing),
   });
   close = async () => {
     await proxy.close(1000);
     await kas.close(1000);
+    await otlp?.shutdown();
   };
   send({ type: "ready", agentUrl: kas.agentApi.url("grpc"), proxyUrl: proxy.url });
 } else if (role === "agent") {
@@ -89,9 +98,13 @@ if (role === "kas") {
     token: env("BENCH_KP_AGENT_TOKEN"),
     logger,
     modules: [await kubernetesApiAgentModule({ kubeconfig: env("BENCH_KP_KUBECONFIG"), logger })],
+    tracing: otlp?.tracing,
   });
   agent.start();
-  close = () => agent.stop(1000);
+  close = async () => {
+    await agent.stop(1000);
+    await otlp?.shutdown();
+  };
   send({ type: "ready" });
 } else {
   throw new Error(`unknown role ${role}: expected kas or agent`);

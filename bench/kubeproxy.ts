@@ -61,7 +61,7 @@ function dist(file: string): string {
   return fileURLToPath(new URL(`./dist/bench/${file}`, import.meta.url));
 }
 
-function child(file: string, args: string[], env: Record<string, string>, profDir: string | undefined): ChildProcess {
+export function child(file: string, args: string[], env: Record<string, string>, profDir: string | undefined): ChildProcess {
   return fork(dist(file), args, {
     execArgv: profDir ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [],
     env: { ...process.env, ...env },
@@ -70,7 +70,7 @@ function child(file: string, args: string[], env: Record<string, string>, profDi
 }
 
 /** The child's next message of `type`; rejects if it exits first. */
-function next<T>(proc: ChildProcess, type: string): Promise<T> {
+export function next<T>(proc: ChildProcess, type: string): Promise<T> {
   return new Promise((resolve, reject) => {
     const onMessage = (msg: { type: string }) => {
       if (msg.type !== type) return;
@@ -84,7 +84,7 @@ function next<T>(proc: ChildProcess, type: string): Promise<T> {
   });
 }
 
-async function stopChild(proc: ChildProcess | undefined): Promise<void> {
+export async function stopChild(proc: ChildProcess | undefined): Promise<void> {
   if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((resolve) => proc.once("exit", resolve));
   if (proc.connected) proc.send({ type: "close" });
@@ -93,29 +93,48 @@ async function stopChild(proc: ChildProcess | undefined): Promise<void> {
   clearTimeout(timer);
 }
 
-export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => string): Promise<KubeproxyResult> {
-  let binDir: string;
+/** The proxy's certificate: kubectl sends tokens only over TLS; so does the client (same CA for nothing else). */
+export function proxyCertificate(dir: string): { cert: string; key: string } {
+  const cert = join(dir, "tls.crt");
+  const key = join(dir, "tls.key");
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert,
+  ], { stdio: "pipe" });
+  return { cert, key };
+}
+
+/** The control plane's binaries (`npm run control-plane`), or why the section is skipped (printed). */
+export function controlPlaneBinaries(): { binDir: string } | { skipped: string } {
   try {
-    binDir = controlPlaneBinDir();
+    const binDir = controlPlaneBinDir();
     findBinaries(binDir);
+    return { binDir };
   } catch (e) {
     const skipped = (e as Error).message;
     console.log(`  SKIPPED: ${skipped}`);
-    return { skipped, rounds: [] };
+    return { skipped };
   }
+}
+
+/** A child's CPU time (all threads) so far, in ms (kubeproxy-servers.ts answers "cpu"). */
+export function cpuOf(proc: ChildProcess): Promise<number> {
+  const reply = next<{ usage: NodeJS.CpuUsage }>(proc, "cpu");
+  proc.send({ type: "cpu" });
+  return reply.then((m) => (m.usage.user + m.usage.system) / 1000);
+}
+
+export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => string): Promise<KubeproxyResult> {
+  const binaries = controlPlaneBinaries();
+  if ("skipped" in binaries) return { skipped: binaries.skipped, rounds: [] };
+  const { binDir } = binaries;
   const profDir = process.env.BENCH_KP_CPU_PROF;
   const dir = mkdtempSync(join(tmpdir(), "kasbridge-bench-kubeproxy-"));
   const procs: ChildProcess[] = [];
   const cp = await startControlPlane({ binDir, kwok: false, agentRules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] });
   const result: KubeproxyResult = { rounds: [] };
   try {
-    // kubectl sends tokens only over TLS; so does this client (same CA for nothing else).
-    const cert = join(dir, "tls.crt");
-    const key = join(dir, "tls.key");
-    execFileSync("openssl", [
-      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert,
-    ], { stdio: "pipe" });
+    const { cert, key } = proxyCertificate(dir);
     const secrets = {
       BENCH_KP_AGENT_ID: String(AGENT_ID),
       BENCH_KP_AGENT_TOKEN: "glagent-bench-kubeproxy-0123456789",
@@ -147,11 +166,6 @@ export async function measureKubeproxy(table: Table, verdict: (ok: boolean) => s
     }, profDir);
     procs.push(client);
     // KAS's, the agent's and the floor's CPU time at each mark the client asks for (before and after each list).
-    const cpuOf = (proc: ChildProcess) => {
-      const reply = next<{ usage: NodeJS.CpuUsage }>(proc, "cpu");
-      proc.send({ type: "cpu" });
-      return reply.then((m) => (m.usage.user + m.usage.system) / 1000);
-    };
     type Cpu = NonNullable<ListResult["cpuMs"]>;
     const marks: Cpu[] = [];
     const diff = (a: Cpu, b: Cpu): Cpu => ({ kas: b.kas - a.kas, agent: b.agent - a.agent, floorA: b.floorA - a.floorA, floorB: b.floorB - a.floorB });

@@ -9,10 +9,11 @@
  * Knobs (environment): BENCH_ROUNDS (3), BENCH_UNARY_CALLS (3000), BENCH_WARMUP (500),
  * BENCH_STREAM_MIB (100), BENCH_STREAM_MESSAGE_BYTES (32768), BENCH_CONCURRENT (1000),
  * BENCH_AGENTS (2000), BENCH_TUNNELS_PER_AGENT (2), BENCH_MEMORY_CONFIG (0; 1: section 3 with KAS's
- * configuration module on and every agent holding its GetConfiguration stream, as the shipped kas), BENCH_ONLY (comma list of: perf, concurrency, memory, kubeproxy, events, gitops, replicas),
+ * configuration module on and every agent holding its GetConfiguration stream, as the shipped kas), BENCH_ONLY (comma list of: perf, concurrency, memory, kubeproxy, events, gitops, replicas, tracing),
  * BENCH_JSON (a file to write the raw results to); section 4 (kubeproxy): see bench/kubeproxy-client.ts for BENCH_KP_*;
  * section 5 (events): BENCH_EVENT_ROUNDS (10); section 6 (gitops): BENCH_GITOPS_ROUNDS (10);
- * section 7 (replicas): BENCH_REPLICA_CALLS (2000), BENCH_REPLICA_ROUNDS (5).
+ * section 7 (replicas): BENCH_REPLICA_CALLS (2000), BENCH_REPLICA_ROUNDS (5); section 8 (tracing): BENCH_TR_ROUNDS (3),
+ * BENCH_TR_REQUESTS (600), BENCH_TR_CONCURRENCY (8).
  */
 import { execFileSync, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -21,6 +22,7 @@ import { fmt, median } from "./common.js";
 import { measureEvents, type EventsResult } from "./events.js";
 import { measureGitops, type GitopsResult } from "./gitops.js";
 import { measureKubeproxy, type KubeproxyResult } from "./kubeproxy.js";
+import { measureTracing, type TracingBenchResult } from "./tracing.js";
 import { measureReplicas, type ReplicasResult } from "./replicas.js";
 import { measureMemory, type MemoryResult, type Usage } from "./memory.js";
 import {
@@ -39,7 +41,7 @@ const streamMessages = Math.ceil((env("BENCH_STREAM_MIB", 100) * (1 << 20)) / st
 const concurrentCalls = env("BENCH_CONCURRENT", 1000);
 const agentCount = env("BENCH_AGENTS", 2000);
 const tunnelsPerAgent = env("BENCH_TUNNELS_PER_AGENT", 2);
-const only = new Set((process.env.BENCH_ONLY ?? "perf,concurrency,memory,kubeproxy,events,gitops,replicas").split(",").map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? "perf,concurrency,memory,kubeproxy,events,gitops,replicas,tracing").split(",").map((s) => s.trim()));
 
 const targets: TargetName[] = ["direct", "passthrough", "raw", "tunnel"];
 const labels: Record<TargetName, string> = {
@@ -75,6 +77,7 @@ const results: {
   events?: EventsResult;
   gitops?: GitopsResult;
   replicas?: ReplicasResult;
+  tracing?: TracingBenchResult;
 } = {};
 
 /** Compiles the benchmark to plain JS (bench/dist): measured processes run without tsx. */
@@ -265,6 +268,11 @@ if (only.has("gitops")) {
 if (only.has("replicas")) {
   console.log("\n7. Several kas replicas on Redis and PostgreSQL: forwarded vs local calls, revocation across replicas, kill -9 failover");
   results.replicas = await measureReplicas(table, verdict);
+}
+
+if (only.has("tracing")) {
+  console.log("\n8. Tracing: the Kubernetes API proxy with tracing off (the default) and on (OTLP to a local receiver), and direct, real kube-apiserver");
+  results.tracing = await measureTracing(table, verdict);
 }
 
 console.log(`\nbench finished in ${fmt((performance.now() - started) / 1000, 1)} s`);

@@ -34,6 +34,12 @@ if npm ls --all --parseable 2>/dev/null | grep -E '/node_modules/(express|knex|p
   echo "installing @kasbridge/sdk pulls in the packages above (a database driver or web framework)" >&2
   exit 1
 fi
+# Tracing needs only @opentelemetry/api (which prom-client brings anyway); the OpenTelemetry SDK and
+# the OTLP exporter are optional peers of @kasbridge/sdk/otlp, installed by who uses that subpath.
+if npm ls --all --parseable 2>/dev/null | grep -E '/node_modules/@opentelemetry/(sdk-trace-base|sdk-trace|exporter-trace-otlp-proto|otlp-transformer)$'; then
+  echo "installing @kasbridge/sdk pulls in the OpenTelemetry SDK or exporter above (optional peers of @kasbridge/sdk/otlp)" >&2
+  exit 1
+fi
 
 node --input-type=module -e '
   const expect = async (subpath, names) => {
@@ -60,10 +66,23 @@ node --input-type=module -e '
   await expect("modules/starboard_vulnerability/agent", ["starboardVulnerabilityAgentModule", "parseCron"]);
   await expect("modules/remote_development/agent", ["remoteDevelopmentAgentModule", "parseReconcileResponse"]);
   await expect("gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb", ["ConnectRequestSchema"]);
+  await expect("tracing", ["Tracing", "recordedTraceId", "rpcSpan"]);
+  // Without its optional peers, @kasbridge/sdk/otlp says which package is missing.
+  const otlp = await import("@kasbridge/sdk/otlp").then(() => "imported", (e) => e.message);
+  if (!/@opentelemetry\//.test(otlp)) throw new Error(`@kasbridge/sdk/otlp without its peers: ${otlp}`);
   let root = false;
   try { await import("@kasbridge/sdk"); root = true; } catch {}
   if (root) throw new Error("@kasbridge/sdk has a root entry point; the API is its subpaths");
   console.log("package OK: every subpath of the installed tarball imports");
+'
+
+# With its peers installed, @kasbridge/sdk/otlp works.
+npm install --no-audit --no-fund $(node -p 'Object.entries(require("'"$root"'/sdk/package.json").peerDependencies).map(([n, v]) => `${n}@${v}`).join(" ")') > /dev/null
+node --input-type=module -e '
+  const { startOtlpTracing } = await import("@kasbridge/sdk/otlp");
+  const otlp = await startOtlpTracing({ serviceName: "check", endpoint: "http://127.0.0.1:9/v1/traces" });
+  await otlp.shutdown(100);
+  console.log("@kasbridge/sdk/otlp OK with its optional peers installed");
 '
 
 # The README's agent-only example, connected to a KAS from the same tarball: KAS calls the

@@ -64,6 +64,22 @@ describe("agentk arguments", () => {
     );
   });
 
+  it("exports spans when --otlp-endpoint (or AGENTK_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, off otherwise", () => {
+    const base = ["--kas-address", "grpc://kas:8150"];
+    const env = { AGENTK_TOKEN: "t" };
+    expect(parseAgentArgs(base, env).tracing).to.equal(undefined);
+    expect(parseAgentArgs([...base, "--otlp-endpoint", "https://tempo:4318/v1/traces", "--otlp-token-secret-file", "/run/tok", "--otlp-ca-certificate-file", "/ca.pem"], env).tracing).to.deep.equal({
+      otlpEndpoint: "https://tempo:4318/v1/traces",
+      otlpTokenSecretFile: "/run/tok",
+      otlpCaCertificateFile: "/ca.pem",
+    });
+    expect(parseAgentArgs(base, { ...env, AGENTK_OTLP_ENDPOINT: "http://c:4318/v1/traces", AGENTK_OTLP_TOKEN_SECRET_FILE: "/t" }).tracing).to.deep.include({ otlpEndpoint: "http://c:4318/v1/traces", otlpTokenSecretFile: "/t" });
+    expect(parseAgentArgs(base, { ...env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://o:4318/v1/traces" }).tracing?.otlpEndpoint).to.equal("http://o:4318/v1/traces");
+    expect(() => parseAgentArgs([...base, "--otlp-endpoint", "collector:4317"], env)).to.throw(UsageError, /--otlp-endpoint must be an http\(s\) URL/);
+    expect(() => parseAgentArgs([...base, "--otlp-endpoint", "http://u:p@c/v1/traces"], env)).to.throw(UsageError, /credentials/);
+    expect(() => parseAgentArgs([...base, "--otlp-token-secret-file", "/t"], env)).to.throw(UsageError, /need --otlp-endpoint/);
+  });
+
   it("refuses bad input with usage errors", () => {
     expect(() => parseAgentArgs([], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /--kas-address/);
     expect(() => parseAgentArgs(["--kas-address", "http://x:1"], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /grpc/);

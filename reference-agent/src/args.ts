@@ -16,6 +16,12 @@ export interface AgentArgs {
   maxMessageBytes: number;
   /** Where /metrics, /liveness and /readiness are served (GitLab's default :8080), and with which certificate. */
   observability: { host: string; port: number; certFile?: string; keyFile?: string };
+  /**
+   * Spans exported over OTLP/HTTP, as KAS's observability.tracing: --otlp-endpoint (or
+   * AGENTK_OTLP_ENDPOINT, or OpenTelemetry's OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), its token file and
+   * CA file. Unset: no tracing.
+   */
+  tracing?: { otlpEndpoint: string; otlpTokenSecretFile?: string; otlpCaCertificateFile?: string };
   /** How long KAS may be unreachable before /readiness fails, in ms. Default 60 000. */
   kasLossTimeoutMs: number;
   /** ServiceAccount of the scanner pods (SERVICE_ACCOUNT_NAME, as GitLab's chart sets it). */
@@ -44,6 +50,7 @@ export const usage = `usage: agentk --kas-address grpc://host:8150 (--token-file
   [--observability-cert-file FILE --observability-key-file FILE] [--readiness-kas-loss-timeout-ms 60000]
   [--container-scanning-image IMAGE] [--container-scanning-poll-interval-ms 10000]
   [--container-scanning-rescan-delay-ms 30000]
+  [--otlp-endpoint http://collector:4318/v1/traces [--otlp-token-secret-file FILE] [--otlp-ca-certificate-file FILE]]
   Schemes: grpc:// (h2c), grpcs:// (TLS), ws:// and wss:// (WebSocket, for HTTP-only proxies).
   Pod identity from POD_NAME / POD_NAMESPACE; scanner pods' ServiceAccount from SERVICE_ACCOUNT_NAME.`;
 
@@ -68,6 +75,9 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
       "container-scanning-image": { type: "string" },
       "container-scanning-poll-interval-ms": { type: "string" },
       "container-scanning-rescan-delay-ms": { type: "string" },
+      "otlp-endpoint": { type: "string" },
+      "otlp-token-secret-file": { type: "string" },
+      "otlp-ca-certificate-file": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -123,9 +133,27 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   };
   const image = values["container-scanning-image"];
   if (image !== undefined && !/^[^\s]+$/.test(image)) throw new UsageError(`--container-scanning-image must be an image reference, got "${image}"`);
+  const otlpEndpoint = values["otlp-endpoint"] ?? env.AGENTK_OTLP_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+  const otlpTokenSecretFile = values["otlp-token-secret-file"] ?? env.AGENTK_OTLP_TOKEN_SECRET_FILE;
+  const otlpCaCertificateFile = values["otlp-ca-certificate-file"] ?? env.AGENTK_OTLP_CA_CERTIFICATE_FILE;
+  if (otlpEndpoint !== undefined) {
+    let u: URL | undefined;
+    try {
+      u = new URL(otlpEndpoint);
+    } catch {
+      // reported below
+    }
+    if (!u || (u.protocol !== "http:" && u.protocol !== "https:")) {
+      throw new UsageError(`--otlp-endpoint must be an http(s) URL such as http://collector:4318/v1/traces (got "${otlpEndpoint}")`);
+    }
+    if (u.username || u.password) throw new UsageError("--otlp-endpoint must not carry credentials: use --otlp-token-secret-file");
+  } else if (otlpTokenSecretFile || otlpCaCertificateFile) {
+    throw new UsageError("--otlp-token-secret-file and --otlp-ca-certificate-file need --otlp-endpoint");
+  }
   return {
     kasAddress,
     token,
+    tracing: otlpEndpoint === undefined ? undefined : { otlpEndpoint, otlpTokenSecretFile, otlpCaCertificateFile },
     observability: { ...listen, certFile, keyFile },
     kasLossTimeoutMs,
     serviceAccountName: env.SERVICE_ACCOUNT_NAME ?? "",

@@ -10,6 +10,7 @@ import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/
 import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
 import { remoteDevelopmentAgentModule } from "@kasbridge/sdk/modules/remote_development/agent";
 import { starboardVulnerabilityAgentModule } from "@kasbridge/sdk/modules/starboard_vulnerability/agent";
+import { startOtlpTracing, type OtlpTracing } from "@kasbridge/sdk/otlp";
 import { installProcessSafetyNet } from "@kasbridge/sdk/util";
 import pino from "pino";
 import { parseAgentArgs, UsageError } from "./args.js";
@@ -71,6 +72,26 @@ if (args.kubeconfig || inCluster) {
   );
 }
 
+const version = process.env.npm_package_version ? `v${process.env.npm_package_version}` : "v0.1.0";
+// Spans over OTLP (--otlp-endpoint): the agent's tunnel calls and its API server requests.
+let tracing: OtlpTracing | undefined;
+if (args.tracing) {
+  try {
+    tracing = await startOtlpTracing({
+      serviceName: "agentk",
+      serviceVersion: version,
+      resourceAttributes: args.podName ? { "k8s.pod.name": args.podName, "k8s.namespace.name": args.podNamespace } : undefined,
+      endpoint: args.tracing.otlpEndpoint,
+      tokenSecretFile: args.tracing.otlpTokenSecretFile,
+      caCertificateFile: args.tracing.otlpCaCertificateFile,
+      logger: logger.child({ component: "tracing" }),
+    });
+  } catch (error) {
+    logger.fatal({ err: (error as Error).message }, "cannot set up tracing");
+    process.exit(1);
+  }
+}
+
 const agent = createAgent({
   kasAddress: args.kasAddress,
   token: args.token,
@@ -82,7 +103,8 @@ const agent = createAgent({
   maxMessageBytes: args.maxMessageBytes,
   metrics,
   kasLossTimeoutMs: args.kasLossTimeoutMs,
-  version: process.env.npm_package_version ? `v${process.env.npm_package_version}` : "v0.1.0",
+  version,
+  tracing: tracing?.tracing,
   transport: {
     headers: args.headers,
     ca: args.caCertFile ? readFileSync(args.caCertFile) : undefined,
@@ -100,12 +122,16 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, graceMs: args.graceMs }, "shutting down: finishing in-flight requests");
-    agent.stop(args.graceMs).then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, "shutdown failed");
-        process.exit(1);
-      },
-    );
+    // The spans of the shutdown go out too (at most 5 s more).
+    agent
+      .stop(args.graceMs)
+      .then(() => tracing?.shutdown())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
   });
 }

@@ -197,6 +197,21 @@ describe("kas configuration", () => {
     expect(proxyUrlForClients("https://0.0.0.0:8154", undefined)).to.equal(`https://${hostname().toLowerCase()}:8154`);
   });
 
+  it("takes GitLab's observability.tracing (YAML, then KAS_OTLP_*): off by default, bad values named", () => {
+    expect(loadConfig({ env: {} }).tracing).to.equal(undefined);
+    const path = file(
+      `observability:\n  tracing:\n    otlp_endpoint: http://collector:4318/v1/traces\n    otlp_token_secret_file: /run/otlp-token\n`,
+    );
+    expect(loadConfig({ configFile: path, env: {} }).tracing).to.deep.equal({ otlpEndpoint: "http://collector:4318/v1/traces", otlpTokenSecretFile: "/run/otlp-token" });
+    const c = loadConfig({ configFile: path, env: { KAS_OTLP_ENDPOINT: "https://tempo:4318/v1/traces", KAS_OTLP_CA_CERTIFICATE_FILE: "/etc/ca.pem" } });
+    expect(c.tracing).to.deep.equal({ otlpEndpoint: "https://tempo:4318/v1/traces", otlpTokenSecretFile: "/run/otlp-token", otlpCaCertificateFile: "/etc/ca.pem" });
+    expect(() => loadConfig({ env: { KAS_OTLP_ENDPOINT: "grpc://collector:4317" } })).to.throw(ConfigError, /KAS_OTLP_ENDPOINT must be an http\(s\) URL/);
+    expect(() => loadConfig({ env: { KAS_OTLP_ENDPOINT: "http://user:secret@collector:4318/v1/traces" } })).to.throw(ConfigError, /must not carry credentials/);
+    expect(() => loadConfig({ env: { KAS_OTLP_TOKEN_SECRET_FILE: "/run/t" } })).to.throw(ConfigError, /need otlp_endpoint/);
+    expect(() => loadConfig({ configFile: file("observability:\n  tracing:\n    otlp_url: x\n"), env: {} })).to.throw(ConfigError, /unknown key observability\.tracing\.otlp_url/);
+    expect(() => loadConfig({ configFile: file("observability:\n  logging: {}\n"), env: {} })).to.throw(ConfigError, /unknown key observability\.logging/);
+  });
+
   it("parses host:port forms", () => {
     expect(parseHostPort(":8150", "k")).to.deep.equal({ host: "0.0.0.0", port: 8150 });
     expect(parseHostPort("[::]:0", "k")).to.deep.equal({ host: "::", port: 0 });

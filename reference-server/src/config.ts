@@ -81,6 +81,11 @@ export interface KasConfig {
    * 0 sends none. Default 60.
    */
   usageReportingPeriodSeconds: number;
+  /**
+   * OpenTelemetry spans exported over OTLP/HTTP (GitLab's observability.tracing). Unset (the
+   * default): no tracing.
+   */
+  tracing?: TracingConfig;
   /** How long the embedded platform keeps audit trail entries, in days. Default 90. */
   auditRetentionDays: number;
   /** Lifetime of a CI job token of the embedded platform (it also stops working when its job finishes). Default 3600. */
@@ -97,6 +102,16 @@ export interface KasConfig {
   maxRequestBodyBytes: number;
   /** Largest body of a git request on the platform port, a push's pack above all (after gzip decoding). */
   maxPushBytes: number;
+}
+
+/** GitLab's observability.tracing: where spans go, with which token and CA. */
+export interface TracingConfig {
+  /** OTLP/HTTP traces URL (protobuf bodies), http:// or https://. */
+  otlpEndpoint: string;
+  /** File holding the token sent as `Private-Token`. Never logged. */
+  otlpTokenSecretFile?: string;
+  /** CA certificate (PEM) of an https endpoint. */
+  otlpCaCertificateFile?: string;
 }
 
 /** How the replicas reach Redis. */
@@ -209,6 +224,9 @@ export function loadConfig(options: { configFile?: string; env: NodeJS.ProcessEn
     throw new ConfigError("Redis TLS client authentication needs both redis_tls.cert_file and key_file (KAS_REDIS_TLS_CERT_FILE/KEY_FILE)");
   }
   if (config.redis && !config.redis.url) throw new ConfigError("redis_key_prefix, redis_password_file and redis_tls need redis_url (KAS_REDIS_URL)");
+  if (config.tracing && !config.tracing.otlpEndpoint) {
+    throw new ConfigError("observability.tracing.otlp_token_secret_file and otlp_ca_certificate_file need otlp_endpoint (KAS_OTLP_ENDPOINT)");
+  }
   config.dataDir = resolve(config.dataDir);
   return config;
 }
@@ -349,6 +367,12 @@ function applyFile(config: KasConfig, file: string): void {
       case "audit_retention_days":
         config.auditRetentionDays = positiveInt(value, key);
         break;
+      case "observability":
+        for (const [name, section] of Object.entries(object(value, key))) {
+          if (name !== "tracing") throw new ConfigError(`unknown key observability.${name} (expected tracing)`);
+          for (const [k, v] of Object.entries(object(section, "observability.tracing"))) applyTracing(config, k, v, `observability.tracing.${k}`);
+        }
+        break;
       case "ci_job_token_ttl_seconds":
         config.ciJobTokenTtlSeconds = positiveInt(value, key);
         break;
@@ -407,8 +431,42 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_USAGE_REPORTING_PERIOD_SECONDS) {
     config.usageReportingPeriodSeconds = nonNegativeInt(env.KAS_USAGE_REPORTING_PERIOD_SECONDS, "KAS_USAGE_REPORTING_PERIOD_SECONDS");
   }
+  for (const [name, k] of [["KAS_OTLP_ENDPOINT", "otlp_endpoint"], ["KAS_OTLP_TOKEN_SECRET_FILE", "otlp_token_secret_file"], ["KAS_OTLP_CA_CERTIFICATE_FILE", "otlp_ca_certificate_file"]] as const) {
+    if (env[name]) applyTracing(config, k, env[name], name);
+  }
   if (env.KAS_AUDIT_RETENTION_DAYS) config.auditRetentionDays = positiveInt(env.KAS_AUDIT_RETENTION_DAYS, "KAS_AUDIT_RETENTION_DAYS");
   if (env.KAS_CI_JOB_TOKEN_TTL_SECONDS) config.ciJobTokenTtlSeconds = positiveInt(env.KAS_CI_JOB_TOKEN_TTL_SECONDS, "KAS_CI_JOB_TOKEN_TTL_SECONDS");
+}
+
+/** One key of observability.tracing (GitLab's names). */
+function applyTracing(config: KasConfig, key: string, value: unknown, where: string): void {
+  const tracing = (config.tracing ??= { otlpEndpoint: "" });
+  switch (key) {
+    case "otlp_endpoint":
+      tracing.otlpEndpoint = otlpEndpoint(string(value, where), where);
+      break;
+    case "otlp_token_secret_file":
+      tracing.otlpTokenSecretFile = string(value, where);
+      break;
+    case "otlp_ca_certificate_file":
+      tracing.otlpCaCertificateFile = string(value, where);
+      break;
+    default:
+      throw new ConfigError(`unknown key ${where} (expected otlp_endpoint, otlp_token_secret_file, otlp_ca_certificate_file)`);
+  }
+}
+
+/** An OTLP/HTTP URL without credentials (a token goes in otlp_token_secret_file). */
+function otlpEndpoint(value: string, key: string): string {
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new ConfigError(`${key} must be an http(s) URL such as http://localhost:4318/v1/traces`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new ConfigError(`${key} must be an http(s) URL such as http://localhost:4318/v1/traces`);
+  if (u.username || u.password) throw new ConfigError(`${key} must not carry credentials (use otlp_token_secret_file)`);
+  return value;
 }
 
 /** `<prefix>_CERT_FILE` / `<prefix>_KEY_FILE`; either one set means both are meant (checked later). */

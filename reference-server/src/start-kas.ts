@@ -17,6 +17,7 @@ import {
 } from "@kasbridge/platform";
 import { ensureSecretFile, loadSecretFile } from "@kasbridge/sdk/auth";
 import { createKasServer, type KasServerOptions } from "@kasbridge/sdk/kas";
+import { startOtlpTracing, type OtlpTracing } from "@kasbridge/sdk/otlp";
 import { agentConfigurationServerModule } from "@kasbridge/sdk/modules/agent_configuration/server";
 import { agentRegistrarServerModule } from "@kasbridge/sdk/modules/agent_registrar/server";
 import { agentTrackerServerModule } from "@kasbridge/sdk/modules/agent_tracker/server";
@@ -61,6 +62,21 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
     const privateJwtSecret = config.privateApiSecretFile
       ? await loadSecretFile(privateSecretFile)
       : (await ensureSecretFile(privateSecretFile)).secret;
+
+    // Spans over OTLP (observability.tracing): shut down last (closers run in reverse), so the
+    // spans of the shutdown itself go out too.
+    let tracing: OtlpTracing | undefined;
+    if (config.tracing) {
+      const started = await startOtlpTracing({
+        serviceName: "kas",
+        endpoint: config.tracing.otlpEndpoint,
+        tokenSecretFile: config.tracing.otlpTokenSecretFile,
+        caCertificateFile: config.tracing.otlpCaCertificateFile,
+        logger: logger.child({ component: "tracing" }),
+      });
+      tracing = started;
+      closers.push(() => started.shutdown());
+    }
 
     let store: Store | undefined;
     let services: PlatformServices | undefined;
@@ -129,6 +145,7 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
     const kas = await createKasServer({
       platform,
       logger,
+      tracing: tracing?.tracing,
       metrics: options.metrics,
       maxMessageBytes: config.maxMessageBytes,
       agentApi: { host: config.listen.agent.host, port: config.listen.agent.port, tls: readTls(config.agentTls), ...config.limits.agent },

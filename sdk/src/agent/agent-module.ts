@@ -6,6 +6,7 @@ import type { AgentHealth } from "./agent-health.js";
 import type { AgentConfiguration } from "../gen/gitlab/agent/agentcfg/agentcfg_pb.js";
 import type { AgentMeta } from "../gen/gitlab/agent/entity/entity_pb.js";
 import type { Leadership } from "./leadership.js";
+import type { Tracing } from "../tracing/tracing.js";
 
 /** A service an agent module serves to KAS through the tunnel, with its connect-es implementation. */
 export interface ServedService {
@@ -32,6 +33,11 @@ export interface AgentModuleContext {
   health: AgentHealth;
   /** Aborted when the agent stops. */
   shutdownSignal: AbortSignal;
+  /**
+   * Spans and trace context propagation (AgentOptions.tracing; no-ops unless set up). A tunnel
+   * call's handler finds its parent span's `traceparent` in the call's request headers.
+   */
+  tracing: Tracing;
   /** This agent process's random id (GitLab's pod_id). */
   podId: bigint;
   /** Version, commit and pod of this agent, as reported to KAS. */

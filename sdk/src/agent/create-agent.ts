@@ -14,6 +14,7 @@ import { streamWindowBytes } from "../util/http2-windows.js";
 import { AgentHealth } from "./agent-health.js";
 import { createAgentMetrics } from "./agent-metrics.js";
 import type { AgentModule, AgentModuleContext } from "./agent-module.js";
+import { Tracing, type TracingOptions } from "../tracing/tracing.js";
 import { defaultAgentModules } from "./default-modules.js";
 import { createLeadership, type LeaderElectionOptions } from "./leadership.js";
 import { randomPodId } from "./pod-id.js";
@@ -51,6 +52,12 @@ export interface AgentOptions {
    * Default 60 000 ms.
    */
   kasLossTimeoutMs?: number;
+  /**
+   * OpenTelemetry tracing (docs/observability.md#tracing): the tracer provider and the propagator
+   * of `traceparent`. Default: OpenTelemetry's global ones, no-ops until an application registers
+   * real ones (`@kasbridge/sdk/otlp` sets up an OTLP exporter).
+   */
+  tracing?: TracingOptions;
   /** Called with each configuration the agent receives, after the modules applied it. */
   onConfiguration?(config: AgentConfiguration, commitId: string): void;
   /**
@@ -120,6 +127,8 @@ export function createAgent(options: AgentOptions): Agent {
   const metrics = createAgentMetrics(metricsRegistry, { pool: () => pool, health });
   // Which module serves a service, to count calls by module.
   const moduleOfService = new Map<string, string>();
+  const moduleOf = (methodName: string) => moduleOfService.get(methodName.slice(1, methodName.lastIndexOf("/"))) ?? "unknown";
+  const tracing = new Tracing(options.tracing, "@kasbridge/sdk/agent");
 
   const leadership = createLeadership(
     options.leaderElection,
@@ -149,6 +158,7 @@ export function createAgent(options: AgentOptions): Agent {
       logger: logger.child({ module: module.name }),
       rootLogger: logger,
       shutdownSignal: shutdown.signal,
+      tracing,
       podId,
       agentMeta,
       metrics: metricsRegistry,
@@ -172,6 +182,8 @@ export function createAgent(options: AgentOptions): Agent {
     host,
     logger,
     grpcLogger,
+    tracing,
+    moduleOf,
     onFailure: (error) => {
       metrics.reconnects.inc({ code: Code[error.code] });
       health.reportKasFailure(`tunnel: ${Code[error.code]}: ${error.rawMessage}`);
@@ -180,8 +192,7 @@ export function createAgent(options: AgentOptions): Agent {
     onHealthy: () => health.reportKasReachable(),
     onCallEnd: (methodName, code) => {
       // "/pkg.Service/Method" -> the module that registered pkg.Service.
-      const service = methodName.slice(1, methodName.lastIndexOf("/"));
-      metrics.calls.inc({ module: moduleOfService.get(service) ?? "unknown", code: code === 0 ? "OK" : Code[code] });
+      metrics.calls.inc({ module: moduleOf(methodName), code: code === 0 ? "OK" : Code[code] });
     },
   });
   let started = false;

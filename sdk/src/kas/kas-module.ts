@@ -6,6 +6,7 @@ import type { ApiUnaryMethod } from "../grpc/api-unary-method.js";
 import type { RawGrpcMethod } from "../grpc/raw-dispatch.js";
 import type { PlatformClient } from "../platform-client/platform-client.js";
 import type { AgentCalls } from "../tunnel/server/agent-calls.js";
+import type { Tracing } from "../tracing/tracing.js";
 import type { TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
 import type { AgentAuthenticator } from "./agent-authenticator.js";
 import type { AgentTracker } from "./agent-tracker.js";
@@ -38,6 +39,8 @@ export interface KasModuleContext {
   usage: UsageMetrics;
   /** The audit trail's KAS side: modules record events (the Kubernetes API proxy, each request). */
   audit: KasAuditLog;
+  /** Spans and trace context propagation (KasServerOptions.tracing; no-ops unless set up). */
+  tracing: Tracing;
   /** Aborted when KAS shuts down, after the grace period of calls in flight. */
   shutdownSignal: AbortSignal;
   /** Largest gRPC message KAS accepts or sends (KasServerOptions.maxMessageBytes). */

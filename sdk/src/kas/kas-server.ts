@@ -18,6 +18,7 @@ import { createPrivateApiGateway } from "../tunnel/server/private-api-gateway.js
 import type { AgentConnectionsSource } from "../platform-client/connections.js";
 import { startKasReplicas, type KasRedisOptions, type KasReplicas } from "../replicas/kas-replicas.js";
 import { InMemoryTunnelRegistry, type TunnelRegistry } from "../tunnel/server/tunnel-registry.js";
+import { Tracing, type TracingOptions } from "../tracing/tracing.js";
 import { hostPort } from "../util/host-port.js";
 import { assertUniqueNames } from "../util/unique-names.js";
 import { streamWindowBytes, widenConnectionWindow } from "../util/http2-windows.js";
@@ -90,6 +91,12 @@ export interface KasServerOptions {
   connectionsPerTokenPerMinute?: number;
   /** How long agent_info answers are cached. Default 60 000 ms (revocations evict at once). */
   agentInfoCacheTtlMs?: number;
+  /**
+   * OpenTelemetry tracing (docs/observability.md#tracing): the tracer provider and the propagator
+   * of `traceparent`. Default: OpenTelemetry's global ones, no-ops until an application registers
+   * real ones (`@kasbridge/sdk/otlp` sets up an OTLP exporter).
+   */
+  tracing?: TracingOptions;
   /** How often audit events go to the platform (`PlatformClient.recordAuditEvents`), in ms. Default 1 000. */
   auditFlushIntervalMs?: number;
   /**
@@ -161,6 +168,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     onRateLimited: () => kasMetrics.rateLimited(),
   });
   const usage = new UsageMetrics();
+  const tracing = new Tracing(options.tracing, "@kasbridge/sdk/kas");
   const audit = new KasAuditLog({ platform: options.platform, logger, metrics, flushIntervalMs: options.auditFlushIntervalMs });
   // Agent activity for the audit trail: each agent process's connection, as the tracker sees it.
   if (audit.enabled) {
@@ -195,6 +203,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
       metrics,
       usage,
       audit,
+      tracing,
       shutdownSignal: shutdown.signal,
       maxMessageBytes,
     });
@@ -232,6 +241,7 @@ export async function createKasServer(options: KasServerOptions): Promise<KasSer
     createTunnelGateway({
       agentCalls,
       logger,
+      tracing,
       maxMessageBytes,
       defaultTunnelWaitMs: options.tunnelFindTimeoutMs,
       authorize,

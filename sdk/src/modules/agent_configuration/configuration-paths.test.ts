@@ -28,6 +28,7 @@ import { agentConfigurationServerModule } from "./server/agent-configuration-mod
 import { noConfigCommitId } from "./server/to-agent-configuration.js";
 import { Registry } from "prom-client";
 import { localAgentCalls } from "../../tunnel/server/agent-calls.js";
+import { Tracing } from "../../tracing/tracing.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const commitA = "a".repeat(40);
@@ -50,6 +51,7 @@ async function startModule(platform: PlatformClient & Partial<StaticPlatformClie
     metrics: new Registry(),
     usage: new UsageMetrics(),
     audit: new KasAuditLog({ platform, logger, metrics: new Registry() }),
+    tracing: new Tracing(),
     shutdownSignal: shutdown.signal,
     maxMessageBytes: 1 << 20,
   };

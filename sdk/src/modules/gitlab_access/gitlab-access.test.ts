@@ -8,13 +8,16 @@ import { Cleanup } from "@kasbridge/testing/cleanup";
 import { deferred, rejection, HUNG_MS, within } from "@kasbridge/testing/wait";
 import type { AgentModule } from "../../agent/agent-module.js";
 import { createAgent } from "../../agent/create-agent.js";
-import { GitlabAccess } from "../../gen/gitlab/agent/gitlab_access/rpc/rpc_pb.js";
+import { GitlabAccess, HeaderExtraSchema } from "../../gen/gitlab/agent/gitlab_access/rpc/rpc_pb.js";
+import { HttpRequestSchema } from "../../gen/gitlab/agent/grpctool/grpctool_pb.js";
 import { HeaderExtraSchema as KubernetesApiHeaderExtraSchema } from "../../gen/gitlab/agent/kubernetes_api/rpc/rpc_pb.js";
 import { createKasServer } from "../../kas/kas-server.js";
 import type { ModuleRequest, ModuleResponse } from "../../platform-client/platform-client.js";
 import { StaticPlatformClient } from "../../platform-client/static-platform-client.test-support.js";
 import { gitlabAccessClient } from "./agent/gitlab-access-client.js";
 import { gitlabAccessServerModule } from "./server/gitlab-access-module.js";
+import { CLIENT_SPAN, CLIENT_TRACE, memoryTracing } from "../../tracing/tracing.test-support.js";
+import type { TracingOptions } from "../../tracing/tracing.js";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const token = "glagent-gitlab-access";
@@ -43,7 +46,7 @@ describe("gitlab_access on KAS", () => {
   afterEach(() => cleanup.run());
 
   /** KAS with the module and an agent whose module hands its transport to the test. */
-  async function start(platform: StaticPlatformClient): Promise<Transport> {
+  async function start(platform: StaticPlatformClient, tracing?: TracingOptions): Promise<Transport> {
     platform.addToken(token, { agentId: 7, agentName: "a", projectId: 1, projectPath: "g/p", defaultBranch: "main", tokenId: 1 });
     const kas = await createKasServer({
       platform,
@@ -51,6 +54,7 @@ describe("gitlab_access on KAS", () => {
       agentApi: { port: 0 },
       internalApi: { port: 0, jwtSecret: new Uint8Array(32) },
       modules: [gitlabAccessServerModule({ maxFrameBytes: 1024 * 1024 })],
+      tracing,
     });
     cleanup.add(() => kas.close(100));
     const transport = deferred<Transport>();
@@ -80,6 +84,24 @@ describe("gitlab_access on KAS", () => {
     expect(seen.method).to.equal("POST");
     expect(seen.body).to.equal("report");
     expect(Object.keys(seen.headers).map((h) => h.toLowerCase())).to.have.members(["x-kept"]);
+  });
+
+  it("traces the request: a child of the agent's traceparent, and the platform gets the span's", async () => {
+    const platform = new ModulePlatform();
+    const kasTracing = memoryTracing("kas");
+    const client = createClient(GitlabAccess, await start(platform, kasTracing.options));
+    const extra = anyPack(HeaderExtraSchema, create(HeaderExtraSchema, { moduleName: "starboard_vulnerability" }));
+    async function* requests() {
+      yield create(HttpRequestSchema, { message: { case: "header", value: { request: { method: "GET", urlPath: "/policies", header: {}, query: {} }, extra } } });
+      yield create(HttpRequestSchema, { message: { case: "trailer", value: {} } });
+    }
+    for await (const _ of client.makeRequest(requests(), { headers: { traceparent: `00-${CLIENT_TRACE}-${CLIENT_SPAN}-01` }, timeoutMs: HUNG_MS })) void _;
+    const [span] = kasTracing.exporter.getFinishedSpans();
+    expect(span!.name).to.equal("gitlab.agent.gitlab_access.rpc.GitlabAccess/MakeRequest");
+    expect(span!.spanContext().traceId).to.equal(CLIENT_TRACE);
+    expect(span!.parentSpanContext?.spanId).to.equal(CLIENT_SPAN);
+    expect(span!.attributes).to.deep.include({ "gitlab.agent.id": 7, "gitlab.agent.module": "starboard_vulnerability", "rpc.grpc.status_code": 0 });
+    expect(platform.requests[0]!.headers.traceparent).to.deep.equal([`00-${CLIENT_TRACE}-${span!.spanContext().spanId}-01`]);
   });
 
   it("refuses a request without a module name, or whose first message is not the header", async () => {

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { kubernetesRequestAttributes as attrs } from "./request-attributes.js";
+import { kubernetesRequestAttributes as attrs, kubernetesRoute } from "./request-attributes.js";
 
 describe("Kubernetes request attributes", () => {
   it("names verb, resource, namespace and name as Kubernetes does", () => {
@@ -17,5 +17,21 @@ describe("Kubernetes request attributes", () => {
     expect(attrs("POST", "/api/v1/namespaces/d/pods/p/exec", { upgrade: true })).to.include({ verb: "connect", resource: "pods/exec" });
     expect(attrs("GET", "/version")).to.deep.equal({ verb: "get", resource: "", namespace: "", name: "" });
     expect(attrs("GET", "/apis")).to.include({ verb: "get", resource: "" });
+  });
+});
+
+describe("Kubernetes routes", () => {
+  it("replaces namespaces and names with placeholders, keeping the rest", () => {
+    expect(kubernetesRoute("/api/v1/namespaces/default/pods")).to.equal("/api/v1/namespaces/{namespace}/pods");
+    expect(kubernetesRoute("/api/v1/namespaces/default/pods/web-1/log")).to.equal("/api/v1/namespaces/{namespace}/pods/{name}/log");
+    expect(kubernetesRoute("/apis/apps/v1/namespaces/prod/deployments/web")).to.equal("/apis/apps/v1/namespaces/{namespace}/deployments/{name}");
+    expect(kubernetesRoute("/api/v1/watch/namespaces/default/configmaps")).to.equal("/api/v1/watch/namespaces/{namespace}/configmaps");
+    expect(kubernetesRoute("/api/v1/namespaces/x")).to.equal("/api/v1/namespaces/{name}");
+    expect(kubernetesRoute("/api/v1/namespaces")).to.equal("/api/v1/namespaces");
+    expect(kubernetesRoute("/api/v1/nodes/n1")).to.equal("/api/v1/nodes/{name}");
+    expect(kubernetesRoute("/version")).to.equal("/version");
+    expect(kubernetesRoute("/apis")).to.equal("/apis");
+    expect(kubernetesRoute("/openapi/v3/apis/apps/v1")).to.equal("/openapi/v3/*");
+    expect(kubernetesRoute("/")).to.equal("/");
   });
 });

@@ -5,6 +5,8 @@ import type { AgentDescriptor } from "../../gen/gitlab/agent/reverse_tunnel/info
 import { AsyncQueue } from "../../util/async-queue.js";
 import { statusFromError } from "../rpc-status.js";
 import type { MetaMap } from "../../util/metadata.js";
+import { ATTR_AGENT_MODULE, ATTR_GRPC_STATUS, rpcSpan } from "../../tracing/semconv.js";
+import { SpanKind, SpanStatusCode, type Span, type Tracing } from "../../tracing/tracing.js";
 import type { LocalServiceHost } from "./local-service-host.js";
 import type { TunnelStream, TunnelStreamOpener } from "./tunnel-stream.js";
 
@@ -24,6 +26,10 @@ export interface AgentTunnelHooks {
   onActive(methodName: string): void;
   /** The call ended with this gRPC status code (0 when it succeeded). */
   onCallEnd?(methodName: string, code: Code | 0): void;
+  /** Spans of the calls served, children of the `traceparent` KAS sent in RequestInfo's metadata. */
+  tracing?: Tracing;
+  /** The module serving a method, for the span's `gitlab.agent.module`. */
+  moduleOf?(methodName: string): string;
 }
 
 /**
@@ -101,6 +107,22 @@ export class AgentTunnel {
     return "served";
   }
 
+  /**
+   * The served call's span, a child of KAS's (RequestInfo's `traceparent`); the local handler
+   * gets this span's context in its request headers instead.
+   */
+  private startSpan(methodName: string, meta: MetaMap): Span | undefined {
+    const tracing = this.hooks.tracing;
+    if (!tracing) return undefined;
+    const rpc = rpcSpan(methodName);
+    const span = tracing.startSpan(rpc.name, SpanKind.SERVER, tracing.fromMeta(meta));
+    if (span.isRecording()) {
+      span.setAttributes({ ...rpc.attributes, [ATTR_AGENT_MODULE]: this.hooks.moduleOf?.(methodName) ?? "unknown" });
+      tracing.injectMeta(span, meta);
+    }
+    return span;
+  }
+
   private async serve(methodName: string, meta: MetaMap, stream: TunnelStream): Promise<void> {
     const incoming = new AsyncQueue<Uint8Array>(8);
     const localAbort = new AbortController();
@@ -135,9 +157,11 @@ export class AgentTunnel {
       }
     })();
 
+    const span = this.startSpan(methodName, meta);
     let headerSent = false;
     let trailerSent = false;
     let code: Code | 0 = 0;
+    let failure: string | undefined;
     try {
       for await (const event of this.host.invoke(methodName, meta, incoming, localAbort.signal)) {
         if (event.kind === "header") {
@@ -150,12 +174,15 @@ export class AgentTunnel {
           trailerSent = true;
           if (event.error) {
             code = event.error.code;
+            failure = event.error.rawMessage;
             await stream.send(create(ConnectRequestSchema, { msg: { case: "error", value: { status: statusFromError(event.error) } } }));
           }
         }
       }
     } catch (error) {
-      code = ConnectError.from(error).code;
+      const ce = ConnectError.from(error);
+      code = ce.code;
+      failure = ce.rawMessage;
       if (!stream.isSendClosed) {
         if (headerSent && !trailerSent) {
           await stream.send(create(ConnectRequestSchema, { msg: { case: "trailer", value: { meta: {} } } })).catch(ignore);
@@ -169,10 +196,20 @@ export class AgentTunnel {
       // whatever a handler tied to it (timers, watches) stops.
       localAbort.abort(callFinished);
       this.hooks.onCallEnd?.(methodName, code);
+      if (span) endSpan(span, code, failure);
     }
     // KAS ends the stream once it has the trailer; shutdown cuts a hung one via cancelActive().
     await reader;
   }
+}
+
+/** Ends a served call's span with its gRPC status. */
+function endSpan(span: Span, code: Code | 0, failure: string | undefined): void {
+  if (span.isRecording()) {
+    span.setAttribute(ATTR_GRPC_STATUS, code);
+    if (code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: failure });
+  }
+  span.end();
 }
 
 /** The reason a local call's signal is aborted with once the call has finished (shared, no stack per call). */

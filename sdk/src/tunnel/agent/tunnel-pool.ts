@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { ConnectRequest } from "../../gen/gitlab/agent/reverse_tunnel/rpc/rpc_pb.js";
 import type { AgentDescriptor } from "../../gen/gitlab/agent/reverse_tunnel/info/info_pb.js";
 import { Backoff, sleep, type BackoffOptions } from "../../util/backoff.js";
+import type { Tracing } from "../../tracing/tracing.js";
 import { AgentTunnel } from "./agent-tunnel.js";
 import type { LocalServiceHost } from "./local-service-host.js";
 import { connectTunnelStreams, type TunnelStreamOpener } from "./tunnel-stream.js";
@@ -36,6 +37,10 @@ export interface TunnelPoolOptions {
   onHealthy?: () => void;
   /** Called when a call through a tunnel ends, with its gRPC status code (0: OK). */
   onCallEnd?: (methodName: string, code: Code | 0) => void;
+  /** Spans of the calls tunnels serve (children of KAS's, from RequestInfo's `traceparent`). Default: none. */
+  tracing?: Tracing;
+  /** The module serving a method ("/pkg.Service/Method"), for the spans' `gitlab.agent.module`. */
+  moduleOf?: (methodName: string) => string;
 }
 
 /**
@@ -133,6 +138,8 @@ export class TunnelPool {
           if (this.idle < this.minIdle && !this.stopping.signal.aborted) this.spawn(this.scaleUpStep);
         },
         onCallEnd: this.options.onCallEnd,
+        tracing: this.options.tracing,
+        moduleOf: this.options.moduleOf,
       });
       this.tunnels.add(tunnel);
       try {

@@ -12,6 +12,8 @@ import { drained } from "../../util/drained.js";
 import { deadlineTimer } from "../../util/timers.js";
 import { parseGatewayRequest, refuseNonGrpc } from "./gateway-request.js";
 import type { ApiUnaryMethod } from "../../grpc/api-unary-method.js";
+import { ATTR_AGENT_ID, ATTR_GRPC_STATUS, rpcSpan } from "../../tracing/semconv.js";
+import { SpanKind, SpanStatusCode, Tracing, type Span } from "../../tracing/tracing.js";
 
 export { routingAgentIdHeader } from "./gateway-request.js";
 
@@ -42,6 +44,8 @@ export interface TunnelGatewayOptions {
   defaultTunnelWaitMs?: number;
   /** Methods KAS serves itself rather than routing to an agent (no routing id needed). */
   localMethods?: readonly ApiUnaryMethod[];
+  /** Spans of the calls it forwards (no-ops by default): their context goes to the agent as `traceparent`. */
+  tracing?: Tracing;
   /** Observes each finished call (metrics). */
   onCallEnd?(info: { agentId: number; method: string; code: Code | 0; durationMs: number }): void;
 }
@@ -56,14 +60,18 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const defaultWaitMs = options.defaultTunnelWaitMs ?? TUNNEL_FIND_TIMEOUT_MS;
   const localMethods = new Map((options.localMethods ?? []).map((m) => [m.path, m]));
+  const tracing = options.tracing ?? new Tracing();
 
   return async function handleStream(stream: ServerHttp2Stream, rawHeaders: IncomingHttpHeaders): Promise<void> {
     const started = Date.now();
     const method = String(rawHeaders[":path"] ?? "");
     let agentId = 0;
     const onInvalid = (header: string) => options.logger.warn({ agentId, method, header }, "dropped invalid metadata from the agent's answer");
-    const finish = (error: ConnectError | undefined) =>
+    let span: Span | undefined;
+    const finish = (error: ConnectError | undefined) => {
       options.onCallEnd?.({ agentId, method, code: error?.code ?? 0, durationMs: Date.now() - started });
+      if (span) endCallSpan(span, error);
+    };
     if (refuseNonGrpc(stream, rawHeaders)) return;
     // Stream errors (client reset, connection lost) surface through "close"/"aborted" below.
     stream.on("error", () => {});
@@ -85,6 +93,11 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
       const request = parseGatewayRequest(method, headers, maxMessageBytes);
       agentId = request.agentId;
       const { reader, timeoutMs, meta } = request;
+      // The caller's span (its traceparent) is the parent; the agent gets this call's instead.
+      const rpc = rpcSpan(method);
+      span = tracing.startSpan(rpc.name, SpanKind.SERVER, tracing.fromHeaders(headers));
+      if (span.isRecording()) span.setAttributes({ ...rpc.attributes, [ATTR_AGENT_ID]: agentId });
+      tracing.injectMeta(span, meta);
       // Give up slightly before the caller's deadline so it receives our UNAVAILABLE (naming the
       // agent) rather than its own DEADLINE_EXCEEDED.
       const marginMs = timeoutMs === undefined ? 0 : Math.min(250, Math.max(20, Math.ceil(timeoutMs * 0.25)));
@@ -124,6 +137,15 @@ export function createTunnelGateway(options: TunnelGatewayOptions) {
 }
 
 type CallResult = { error?: ConnectError; trailer: MetaMap };
+
+/** Ends a forwarded call's span with its gRPC status. */
+function endCallSpan(span: Span, error: ConnectError | undefined): void {
+  if (span.isRecording()) {
+    span.setAttribute(ATTR_GRPC_STATUS, error?.code ?? 0);
+    if (error) span.setStatus({ code: SpanStatusCode.ERROR, message: error.rawMessage });
+  }
+  span.end();
+}
 
 /** Abort reason of a call whose wait for an idle tunnel ran out (the registry words the error). */
 const tunnelWaitExpired = new ConnectError("waiting for an idle tunnel timed out", Code.Unavailable);

@@ -11,6 +11,8 @@ import { platformErrorToConnectError } from "../../../kas/agent-authenticator.js
 import type { KasModule, KasModuleContext } from "../../../kas/kas-module.js";
 import type { ModuleRequest } from "../../../platform-client/platform-client.js";
 import { KAS_API_REQUEST_HEADER } from "../../../auth/jwt.js";
+import { ATTR_AGENT_ID, ATTR_AGENT_MODULE, ATTR_GRPC_STATUS, rpcSpan } from "../../../tracing/semconv.js";
+import { SpanKind, SpanStatusCode, type Span } from "../../../tracing/tracing.js";
 
 export interface GitlabAccessServerModuleOptions {
   /** Largest response data frame sent to the agent; larger chunks are split. Default 1 MiB. */
@@ -18,6 +20,9 @@ export interface GitlabAccessServerModuleOptions {
 }
 
 type ResponseInit = MessageInitShape<typeof HttpResponseSchema>;
+
+/** The span name and RPC attributes of `GitlabAccess/MakeRequest`. */
+const MAKE_REQUEST_RPC = rpcSpan(`/${GitlabAccess.typeName}/MakeRequest`);
 
 /** Request headers an agent's request never carries on to the platform: KAS sets its own credentials. */
 const credentialHeaders = new Set(["authorization", "cookie", KAS_API_REQUEST_HEADER.toLowerCase()]);
@@ -48,6 +53,30 @@ async function* makeRequest(
   hctx: HandlerContext,
   maxFrameBytes: number,
 ): AsyncIterable<ResponseInit> {
+  // A child of the agent's span when its metadata carries a traceparent; the platform gets this one's.
+  const span = ctx.tracing.startSpan(MAKE_REQUEST_RPC.name, SpanKind.SERVER, ctx.tracing.fromHeaders(hctx.requestHeader));
+  try {
+    yield* forwardToPlatform(ctx, requests, hctx, maxFrameBytes, span);
+    if (span.isRecording()) span.setAttribute(ATTR_GRPC_STATUS, 0);
+  } catch (error) {
+    if (span.isRecording()) {
+      const ce = ConnectError.from(error);
+      span.setAttribute(ATTR_GRPC_STATUS, ce.code);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
+    }
+    throw error;
+  } finally {
+    span.end();
+  }
+}
+
+async function* forwardToPlatform(
+  ctx: KasModuleContext,
+  requests: AsyncIterable<HttpRequest>,
+  hctx: HandlerContext,
+  maxFrameBytes: number,
+  span: Span,
+): AsyncIterable<ResponseInit> {
   const info = await ctx.auth.authenticate(hctx.requestHeader, hctx.signal);
   const platform = ctx.platform;
   if (!platform.makeModuleRequest) throw new ConnectError("this KAS's platform takes no module requests", Code.Unimplemented);
@@ -60,6 +89,10 @@ async function* makeRequest(
     // Authenticated above, so the header holds the agent's token.
     const request = await readHeader(input, bearerToken(hctx.requestHeader.get("authorization"))!);
     ctx.logger.debug({ agentId: info.agentId, module: request.module, method: request.method, path: request.urlPath }, "module request");
+    if (span.isRecording()) {
+      span.setAttributes({ ...MAKE_REQUEST_RPC.attributes, [ATTR_AGENT_ID]: info.agentId, [ATTR_AGENT_MODULE]: request.module, "http.request.method": request.method });
+      ctx.tracing.injectMultiMap(span, request.headers);
+    }
     let response;
     try {
       response = await platform.makeModuleRequest(request, signal);

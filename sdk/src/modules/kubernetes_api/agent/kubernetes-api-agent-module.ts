@@ -28,6 +28,8 @@ import { impersonationHeaders, isEmptyImpersonation, isImpersonationHeader } fro
 import { ESCAPED_PATH_HEADER, RequestPathError, pathForApiServer } from "../../../http/request-path.js";
 import { drained } from "../../../util/drained.js";
 import { isWatchQuery, kubernetesRequestAttributes } from "../request-attributes.js";
+import { ATTR_AGENT_MODULE, ATTR_K8S_NAMESPACE, ATTR_K8S_RESOURCE, ATTR_K8S_VERB } from "../../../tracing/semconv.js";
+import { SpanKind, SpanStatusCode, type Tracing } from "../../../tracing/tracing.js";
 
 export interface KubernetesApiAgentModuleOptions {
   /**
@@ -130,11 +132,12 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
   }
 
   let metrics: ReturnType<typeof kubernetesApiAgentMetrics> | undefined;
+  let tracing: Tracing | undefined;
 
   const implementation: Partial<ServiceImpl<typeof KubernetesApi>> = {
     makeRequest(requests: AsyncIterable<HttpRequest>, ctx: HandlerContext): AsyncIterable<ResponseInit> {
       const out = new AsyncQueue<ResponseInit>(8);
-      void forward(requests, ctx.signal, out).then(
+      void forward(requests, ctx.signal, ctx.requestHeader, out).then(
         () => out.close(),
         (e: unknown) => out.close(ConnectError.from(e)),
       );
@@ -142,7 +145,7 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
     },
   };
 
-  async function forward(requests: AsyncIterable<HttpRequest>, signal: AbortSignal, out: AsyncQueue<ResponseInit>): Promise<void> {
+  async function forward(requests: AsyncIterable<HttpRequest>, signal: AbortSignal, callHeaders: Headers, out: AsyncQueue<ResponseInit>): Promise<void> {
     const input = requests[Symbol.asyncIterator]();
     const first = await input.next();
     if (first.done || first.value.message.case !== "header") throw new ConnectError("expected the request header first", Code.InvalidArgument);
@@ -180,14 +183,46 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
       throw e;
     }
     const pathAndQuery = path + mapToQueryString(request.query);
-    const { verb } = kubernetesRequestAttributes(request.method, path, { upgrade, watch: isWatchQuery(request.query.watch?.value[0]) });
+    const k8s = kubernetesRequestAttributes(request.method, path, { upgrade, watch: isWatchQuery(request.query.watch?.value[0]) });
+    const { verb } = k8s;
+    const method = request.method || "GET";
+    // The API server request's span: a child of the tunnel call's (its traceparent is in the
+    // call's headers), and the API server's parent (kube-apiserver reads traceparent).
+    const span = tracing?.startSpan(method, SpanKind.CLIENT, tracing.fromHeaders(callHeaders));
+    if (span?.isRecording()) {
+      span.setAttributes({
+        "http.request.method": method,
+        "server.address": hostname,
+        "server.port": Number(port),
+        "url.full": `${server.origin}${basePath}${path}`,
+        [ATTR_AGENT_MODULE]: "kubernetes_api",
+        [ATTR_K8S_VERB]: verb,
+        ...(k8s.resource ? { [ATTR_K8S_RESOURCE]: k8s.resource } : {}),
+        ...(k8s.namespace ? { [ATTR_K8S_NAMESPACE]: k8s.namespace } : {}),
+      });
+      tracing!.injectHeaders(span, headers);
+    }
     const startedAt = performance.now();
     const observe = (code: string) => {
       metrics?.requests.inc({ verb, code });
       metrics?.duration.observe({ verb, code }, (performance.now() - startedAt) / 1000);
+      if (span?.isRecording() && /^\d+$/.test(code)) {
+        span.setAttribute("http.response.status_code", Number(code));
+        if (Number(code) >= 400) {
+          span.setAttribute("error.type", code);
+          span.setStatus({ code: SpanStatusCode.ERROR });
+        }
+      }
     };
-    const c = currentCredentials();
-    const opts = requestOptions(c instanceof Promise ? await c : c, request.method || "GET", pathAndQuery, headers);
+    let opts: https.RequestOptions;
+    try {
+      const c = currentCredentials();
+      opts = requestOptions(c instanceof Promise ? await c : c, method, pathAndQuery, headers);
+    } catch (e) {
+      span?.setStatus({ code: SpanStatusCode.ERROR, message: "cannot load the cluster credentials" });
+      span?.end();
+      throw e;
+    }
     logger.debug({ method: request.method, path: request.urlPath, impersonating: imp?.username }, "forwarding to the API server");
 
     const req = (isHttps ? https : http).request(opts);
@@ -251,10 +286,17 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
       });
     } catch (e) {
       if (!answered) observe(signal.aborted ? "cancelled" : "error");
-      if (signal.aborted) throw new ConnectError("call cancelled", Code.Canceled);
-      throw new ConnectError(`Kubernetes API server request failed: ${(e as Error).message}`, Code.Unavailable);
+      const error = signal.aborted
+        ? new ConnectError("call cancelled", Code.Canceled)
+        : new ConnectError(`Kubernetes API server request failed: ${(e as Error).message}`, Code.Unavailable);
+      if (span?.isRecording()) {
+        if (!answered) span.setAttribute("error.type", signal.aborted ? "cancelled" : (e as NodeJS.ErrnoException).code ?? "error");
+        span.setStatus({ code: SpanStatusCode.ERROR, message: error.rawMessage });
+      }
+      throw error;
     } finally {
       signal.removeEventListener("abort", onAbort);
+      span?.end();
     }
     // The request side ends by itself when KAS closes its send side (already done for a GET) or
     // the call ends; the response does not wait for it.
@@ -313,6 +355,7 @@ export async function kubernetesApiAgentModule(options: KubernetesApiAgentModule
     name: "kubernetes_api",
     services: (ctx) => {
       metrics ??= kubernetesApiAgentMetrics(ctx.metrics);
+      tracing = ctx.tracing;
       return [{ service: KubernetesApi, implementation }];
     },
   };

@@ -3,7 +3,7 @@ import { KubernetesApi } from "../../../gen/gitlab/agent/kubernetes_api/rpc/rpc_
 import type { KasModule } from "../../../kas/kas-module.js";
 import { createKubernetesApiProxy, type KubernetesApiProxy, type KubernetesApiProxyOptions } from "./kubernetes-api-proxy.js";
 
-export interface KubernetesApiServerModuleOptions extends Omit<KubernetesApiProxyOptions, "agentCalls" | "platform" | "logger" | "metrics"> {
+export interface KubernetesApiServerModuleOptions extends Omit<KubernetesApiProxyOptions, "agentCalls" | "platform" | "logger" | "metrics" | "tracing"> {
   /**
    * Longest grace period of requests in flight when KAS shuts down (watches and `logs -f` never
    * end by themselves): KAS's own grace when shorter. Default: KAS's grace period.
@@ -35,7 +35,7 @@ export function kubernetesApiServerModule(options: KubernetesApiServerModuleOpti
     tunnelServices: [KubernetesApi],
     configSections: ["ci_access", "user_access"],
     async start(ctx) {
-      proxy = await createKubernetesApiProxy({ ...options, agentCalls: ctx.agentCalls, platform: ctx.platform, logger: ctx.logger, metrics: ctx.metrics, usage: ctx.usage, audit: ctx.audit });
+      proxy = await createKubernetesApiProxy({ ...options, agentCalls: ctx.agentCalls, platform: ctx.platform, logger: ctx.logger, metrics: ctx.metrics, usage: ctx.usage, audit: ctx.audit, tracing: ctx.tracing });
     },
     addresses: () => ({ k8sProxy: started().url }),
     get url() {

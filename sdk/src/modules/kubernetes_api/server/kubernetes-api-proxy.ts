@@ -22,6 +22,7 @@ import pino, { type Logger } from "pino";
 import client, { Registry } from "prom-client";
 import type { KasAuditLog } from "../../../kas/audit-log.js";
 import type { UsageMetrics } from "../../../kas/usage-metrics.js";
+import { Tracing } from "../../../tracing/tracing.js";
 import type { PlatformClient } from "../../../platform-client/platform-client.js";
 import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
 import { hostPort } from "../../../util/host-port.js";
@@ -68,6 +69,12 @@ export interface KubernetesApiProxyOptions extends ListenerLimits {
   usage?: UsageMetrics;
   /** The audit trail (KasModuleContext.audit); none when unset. */
   audit?: KasAuditLog;
+  /**
+   * Spans of the requests and their tunnel calls (KasModuleContext.tracing), linked to the
+   * client's `traceparent` and carried to the agent. Default: OpenTelemetry's global tracer
+   * provider and propagator (no-ops unless an application registers some).
+   */
+  tracing?: Tracing;
   /** Default "127.0.0.1". */
   host?: string;
   /** Default 8154 (GitLab KAS's port); 0 picks a free port. */
@@ -128,6 +135,7 @@ export async function createKubernetesApiProxy(options: KubernetesApiProxyOption
     requestsTotal,
     usage: options.usage,
     audit: options.audit,
+    tracing: options.tracing ?? new Tracing(),
     prefix,
     tunnelWaitMs: options.tunnelWaitMs ?? 10_000,
     maxFrameBytes: options.maxFrameBytes ?? 1024 * 1024,

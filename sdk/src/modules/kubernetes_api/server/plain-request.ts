@@ -80,7 +80,7 @@ export async function handlePlainRequest(proxy: ProxyRequests, req: AnyRequest, 
     life.release();
     proxy.calls.delete(call);
     await body;
-    proxy.audit(started, req, code, startedAt);
+    proxy.audit(life, started, req, code, startedAt);
   } catch (e) {
     const err = life.endedBy ?? toK8sProxyError(e);
     started?.call.cancel(new ConnectError(err.message, Code.Canceled));
@@ -99,7 +99,7 @@ export async function handlePlainRequest(proxy: ProxyRequests, req: AnyRequest, 
       if (isHttp2) (res as Http2ServerResponse).stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       else (res as ServerResponse).destroy();
     }
-    proxy.audit(started, req, code, startedAt, err);
+    proxy.audit(life, started, req, code, startedAt, err);
   } finally {
     proxy.finished(started, life);
   }

@@ -19,7 +19,19 @@ import { ESCAPED_PATH_HEADER, RequestPathError, checkRawPath, splitRequestTarget
 import type { KasAuditLog } from "../../../kas/audit-log.js";
 import type { UsageMetrics } from "../../../kas/usage-metrics.js";
 import type { AuditActor } from "../../../platform-client/audit-events.js";
-import { isWatchQuery, kubernetesRequestAttributes } from "../request-attributes.js";
+import { isWatchQuery, kubernetesRequestAttributes, kubernetesRoute } from "../request-attributes.js";
+import {
+  ATTR_AGENT_ID,
+  ATTR_AGENT_MODULE,
+  ATTR_CALLER_KIND,
+  ATTR_GRPC_STATUS,
+  ATTR_K8S_NAMESPACE,
+  ATTR_K8S_RESOURCE,
+  ATTR_K8S_VERB,
+  rpcSpan,
+} from "../../../tracing/semconv.js";
+import { SpanKind, SpanStatusCode, recordedTraceId, type Span, type Tracing } from "../../../tracing/tracing.js";
+import type { MetaMap } from "../../../util/metadata.js";
 import type { AgentCalls } from "../../../tunnel/server/agent-calls.js";
 import type { TunnelCall } from "../../../tunnel/server/server-tunnel.js";
 import { isImpersonationHeader } from "../impersonation.js";
@@ -50,6 +62,9 @@ export class RequestLife {
   endedBy: K8sProxyError | undefined;
   /** Stops watching the credential (set once authorized). */
   release: () => void = () => {};
+  /** The request's span (HTTP server) and its tunnel call's (RPC client), started by ProxyRequests.begin. */
+  span: Span | undefined;
+  callSpan: Span | undefined;
   readonly end: EndStream = (reason) => {
     if (this.signal.aborted) return;
     this.endedBy = reason;
@@ -80,6 +95,8 @@ export interface ProxyRequestsOptions {
   usage?: UsageMetrics;
   /** The audit trail: every request, allowed or refused; none when unset. */
   audit?: KasAuditLog;
+  /** Spans of the requests and their tunnel calls; `traceparent` goes down the tunnel. */
+  tracing: Tracing;
   /** Normalized: starts and ends with "/". */
   prefix: string;
   tunnelWaitMs: number;
@@ -88,6 +105,8 @@ export interface ProxyRequestsOptions {
 }
 
 const escapedPathHeader = ESCAPED_PATH_HEADER.toLowerCase();
+/** The tunnel call's span name and RPC attributes. */
+const MAKE_REQUEST_RPC = rpcSpan(MAKE_REQUEST_METHOD);
 
 /** The proxy's requests in flight and the steps they share; `close` ends them all. */
 export class ProxyRequests {
@@ -110,6 +129,9 @@ export class ProxyRequests {
     const { prefix, auth, openStreams } = this.options;
     const signal = life.signal;
     const method = (req.method ?? "GET").toUpperCase();
+    // The client's traceparent (kubectl, another proxy) is the parent.
+    const tracing = this.options.tracing;
+    life.span = tracing.startSpan(method, SpanKind.SERVER, tracing.fromNodeHeaders(req.headers));
     const target = splitRequestTarget(req.url ?? "/");
     if (!target) throw new K8sProxyError(400, "the request target must be a path");
     // The prefix is matched on the raw path: no decoding or dot-segment resolution before it.
@@ -133,9 +155,14 @@ export class ProxyRequests {
     if (life.endedBy) throw life.endedBy;
 
     // The wait ends with the client, after tunnelWaitMs, or at shutdown.
+    const callSpan = (life.callSpan = tracing.startSpan(MAKE_REQUEST_RPC.name, SpanKind.CLIENT, tracing.withSpan(life.span)));
+    if (callSpan.isRecording()) callSpan.setAttributes({ ...MAKE_REQUEST_RPC.attributes, [ATTR_AGENT_ID]: authz.agentId });
+    // The agent's span is a child of the call's: its context rides in RequestInfo's metadata.
+    const meta: MetaMap = {};
+    tracing.injectMeta(callSpan, meta);
     let call;
     try {
-      call = await this.startCall(authz.agentId, signal);
+      call = await this.startCall(authz.agentId, meta, signal);
     } catch (e) {
       if (signal.aborted && !this.shutdown.signal.aborted) throw life.reasonError();
       const ce = ConnectError.from(e);
@@ -144,6 +171,8 @@ export class ProxyRequests {
     this.calls.add(call);
     const headers = nodeHeadersToMap(req.headers, { drop: (n) => n === "authorization" || n === "cookie" || n === escapedPathHeader, keepUpgrade: upgrade });
     if (path.escaped !== undefined) headers[ESCAPED_PATH_HEADER] = create(ValuesSchema, { value: [path.escaped] });
+    // The API server's parent: the call's span when recording (the agent's own when it traces too).
+    tracing.injectMeta(callSpan, headers);
     const header = create(HttpRequestSchema, {
       message: {
         case: "header",
@@ -166,7 +195,7 @@ export class ProxyRequests {
   }
 
   /** Starts MakeRequest on one of the agent's tunnels, waiting for one at most tunnelWaitMs. */
-  private async startCall(agentId: number, signal: AbortSignal): Promise<TunnelCall> {
+  private async startCall(agentId: number, meta: MetaMap, signal: AbortSignal): Promise<TunnelCall> {
     if (this.shutdown.signal.aborted) throw kasShuttingDownError();
     const wait = new AbortController();
     const onAbort = () => wait.abort(signal.reason);
@@ -179,7 +208,7 @@ export class ProxyRequests {
     const timer = setTimeout(() => wait.abort(), this.options.tunnelWaitMs);
     this.waiting.add(wait);
     try {
-      return await this.options.agentCalls.start(agentId, MAKE_REQUEST_METHOD, {}, wait.signal);
+      return await this.options.agentCalls.start(agentId, MAKE_REQUEST_METHOD, meta, wait.signal);
     } finally {
       clearTimeout(timer);
       this.waiting.delete(wait);
@@ -201,11 +230,13 @@ export class ProxyRequests {
     });
   }
 
-  audit(started: Started | undefined, req: AnyRequest, code: number, startedAt: number, error?: K8sProxyError): void {
+  audit(life: RequestLife, started: Started | undefined, req: AnyRequest, code: number, startedAt: number, error?: K8sProxyError): void {
     this.options.requestsTotal.inc({ code: String(code) });
     const c = started?.authz.caller;
+    const traceId = recordedTraceId(life.span);
+    this.endSpans(life, started, req, code, error);
     try {
-      this.options.audit?.record(this.auditEvent(started, req, code, startedAt, error));
+      this.options.audit?.record(this.auditEvent(started, req, code, startedAt, traceId, error));
     } catch (err) {
       // The answer has gone out; the audit trail must not take the request down with it.
       this.logger.error({ err }, "k8s proxy: cannot record the audit event");
@@ -221,20 +252,71 @@ export class ProxyRequests {
         path: started?.path ?? splitRequestTarget(req.url ?? "/")?.rawPath,
         status: code,
         durationMs: Date.now() - startedAt,
+        ...(traceId ? { traceId } : {}),
         ...(error ? { error: error.message } : {}),
       },
       "k8s proxy request",
     );
   }
 
-  /** The request as the audit trail records it: who, which agent, as whom, what, the answer. Never a credential. */
-  private auditEvent(started: Started | undefined, req: AnyRequest, code: number, startedAt: number, error?: K8sProxyError) {
+  /**
+   * Ends the request's spans (once recorded: the HTTP status, the agent, the Kubernetes verb and
+   * resource; never a header or a credential).
+   */
+  private endSpans(life: RequestLife, started: Started | undefined, req: AnyRequest, code: number, error?: K8sProxyError): void {
+    const { span, callSpan } = life;
+    if (callSpan) {
+      if (callSpan.isRecording()) {
+        // The call's own failure (the agent gone, cancelled), not the HTTP answer it carried.
+        const callFailed = error !== undefined;
+        callSpan.setAttribute(ATTR_GRPC_STATUS, callFailed ? (code === 499 ? Code.Canceled : Code.Unavailable) : 0);
+        if (callFailed) callSpan.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+      }
+      callSpan.end();
+    }
+    if (!span) return;
+    if (span.isRecording()) {
+      const { path, method, attrs } = this.requestAttributes(started, req);
+      const authz = started?.authz ?? this.authorized.get(req);
+      const route = kubernetesRoute(path);
+      span.updateName(`${method} ${route}`);
+      span.setAttributes({
+        "http.request.method": method,
+        "http.route": route,
+        "url.path": path,
+        "url.scheme": "encrypted" in req.socket ? "https" : "http",
+        "network.protocol.version": req.httpVersionMajor === 2 ? "2" : req.httpVersion,
+        "http.response.status_code": code,
+        [ATTR_AGENT_MODULE]: "kubernetes_api",
+        [ATTR_K8S_VERB]: attrs.verb,
+        ...(attrs.resource ? { [ATTR_K8S_RESOURCE]: attrs.resource } : {}),
+        ...(attrs.namespace ? { [ATTR_K8S_NAMESPACE]: attrs.namespace } : {}),
+        ...(authz ? { [ATTR_AGENT_ID]: authz.agentId, [ATTR_CALLER_KIND]: authz.caller.kind } : {}),
+        ...(typeof req.headers["user-agent"] === "string" ? { "user_agent.original": req.headers["user-agent"] } : {}),
+        ...(req.socket.remoteAddress ? { "client.address": req.socket.remoteAddress } : {}),
+      });
+      // As HTTP server spans do: a 5xx is the server's error, a 4xx the client's.
+      if (code >= 500) {
+        span.setAttribute("error.type", String(code));
+        span.setStatus({ code: SpanStatusCode.ERROR, message: error?.message });
+      }
+    }
+    span.end();
+  }
+
+  /** The request's path (after the prefix), method and Kubernetes attributes, also for a refused request. */
+  private requestAttributes(started: Started | undefined, req: AnyRequest) {
     const target = splitRequestTarget(req.url ?? "/");
     const path = started?.path ?? `/${(target?.rawPath ?? "").slice(this.options.prefix.length)}`.replace(/^\/+/, "/");
     const method = (req.method ?? "GET").toUpperCase();
     const upgrade = req.headers.upgrade !== undefined || req.headers[":protocol"] !== undefined;
     const watch = isWatchQuery(new URLSearchParams(target?.rawQuery ?? "").get("watch"));
-    const attrs = kubernetesRequestAttributes(method, path, { upgrade, watch });
+    return { path, method, attrs: kubernetesRequestAttributes(method, path, { upgrade, watch }) };
+  }
+
+  /** The request as the audit trail records it: who, which agent, as whom, what, the answer. Never a credential. */
+  private auditEvent(started: Started | undefined, req: AnyRequest, code: number, startedAt: number, traceId: string | null, error?: K8sProxyError) {
+    const { path, method, attrs } = this.requestAttributes(started, req);
     const authz = started?.authz ?? this.authorized.get(req);
     const imp = authz?.impersonation;
     return {
@@ -249,7 +331,7 @@ export class ProxyRequests {
       status: code,
       duration_ms: Date.now() - startedAt,
       error: error?.message ?? null,
-      trace_id: null,
+      trace_id: traceId,
     };
   }
 

@@ -53,7 +53,7 @@ export async function handleUpgradeRequest(proxy: ProxyRequests, req: IncomingMe
       socket.end(Buffer.concat([Buffer.from(rawResponseHead(code, r?.status.replace(/^\d+\s*/, "") || http.STATUS_CODES[code] || "", headers)), body]));
       await call.closeSend().catch(() => {});
       call.cancel();
-      proxy.audit(started, req, code, startedAt);
+      proxy.audit(life, started, req, code, startedAt);
       return;
     }
     code = 101;
@@ -76,7 +76,7 @@ export async function handleUpgradeRequest(proxy: ProxyRequests, req: IncomingMe
     }
     socket.end();
     void up;
-    proxy.audit(started, req, code, startedAt);
+    proxy.audit(life, started, req, code, startedAt);
   } catch (e) {
     const err = life.endedBy ?? toK8sProxyError(e);
     started?.call.cancel(new ConnectError(err.message, Code.Canceled));
@@ -91,7 +91,7 @@ export async function handleUpgradeRequest(proxy: ProxyRequests, req: IncomingMe
     } else {
       socket.destroy();
     }
-    proxy.audit(started, req, code, startedAt, err);
+    proxy.audit(life, started, req, code, startedAt, err);
   } finally {
     proxy.finished(started, life);
   }
