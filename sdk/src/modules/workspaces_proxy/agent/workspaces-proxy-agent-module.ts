@@ -83,6 +83,7 @@ export function workspacesProxyAgentModule(options: WorkspacesProxyAgentModuleOp
     const invalid: string[] = [];
     const headers = mapToNodeHeaders(request.header, { keepUpgrade: upgrade, onInvalid: (n) => invalid.push(n) });
     if (invalid.length > 0) throw new ConnectError(`invalid request header ${JSON.stringify(invalid[0])}`, Code.InvalidArgument);
+    headers.Host = /^[\x21-\x7e]+$/.test(extra.host) ? extra.host : `${extra.service}.${extra.namespace}`;
     if (header.contentLength !== undefined && !Object.keys(headers).some((n) => n.toLowerCase() === "content-length")) headers["Content-Length"] = String(header.contentLength);
 
     const connection = await dialWorkspace(dialer, agentId, extra, signal);

@@ -31,6 +31,7 @@ export async function sendRequestHeader(call: TunnelCall, req: IncomingMessage, 
     service: answer.target.service,
     port: answer.target.port,
     workspaceId: BigInt(answer.workspace.id),
+    host: req.headers.host ?? "",
   });
   const length = req.headers["content-length"];
   const header = create(HttpRequestSchema, {

@@ -240,7 +240,7 @@ export async function createWorkspacesProxy(options: WorkspacesProxyOptions): Pr
     } catch (err) {
       const reason = life.signal.aborted ? (life.signal.reason as WorkspaceProxyError) : err;
       status = answerFailure(reason, target);
-      if (!(reason instanceof WorkspaceProxyError) && !(reason instanceof Redirect)) logger.warn({ err: reason, method: req.method }, "workspace proxy: request failed");
+      if (!(reason instanceof WorkspaceProxyError) && !(reason instanceof Redirect) && !(reason instanceof ConnectError)) logger.warn({ err: reason, method: req.method }, "workspace proxy: request failed");
     } finally {
       release();
       closer.off("close", gone);
@@ -308,7 +308,8 @@ class Redirect extends Error {
 }
 
 /** Answers a failure if nothing was answered yet, else cuts the connection; the status it counts as. */
-function answerFailure(err: unknown, target: { res: ServerResponse } | { socket: Duplex }): number {
+function answerFailure(failure: unknown, target: { res: ServerResponse } | { socket: Duplex }): number {
+  const err = failure instanceof ConnectError ? fromAgent(failure) : failure;
   const status = err instanceof Redirect ? 302 : err instanceof WorkspaceProxyError ? err.status : 502;
   const headers: Record<string, string> = { "Cache-Control": "no-store" };
   let body = "";
@@ -333,6 +334,13 @@ function answerFailure(err: unknown, target: { res: ServerResponse } | { socket:
     target.socket.destroy();
   }
   return status;
+}
+
+/** The agent's refusal or failure as the proxy answers it. */
+function fromAgent(err: ConnectError): WorkspaceProxyError {
+  const status =
+    err.code === Code.NotFound ? 404 : err.code === Code.PermissionDenied ? 403 : err.code === Code.InvalidArgument ? 400 : err.code === Code.Unavailable ? 503 : 502;
+  return new WorkspaceProxyError(status, `the workspace could not be reached: ${err.rawMessage}`);
 }
 
 function header(v: string | string[] | undefined): string | undefined {

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kasbridge/workspaces_proxy/v1/workspaces_proxy.proto.
  */
 export const file_kasbridge_workspaces_proxy_v1_workspaces_proxy: GenFile = /*@__PURE__*/
-  fileDesc("CjRrYXNicmlkZ2Uvd29ya3NwYWNlc19wcm94eS92MS93b3Jrc3BhY2VzX3Byb3h5LnByb3RvEh1rYXNicmlkZ2Uud29ya3NwYWNlc19wcm94eS52MSJVCgtIZWFkZXJFeHRyYRIRCgluYW1lc3BhY2UYASABKAkSDwoHc2VydmljZRgCIAEoCRIMCgRwb3J0GAMgASgNEhQKDHdvcmtzcGFjZV9pZBgEIAEoAzJ2ChZXb3Jrc3BhY2VzUHJveHlTZXJ2aWNlElwKC01ha2VSZXF1ZXN0EiIuZ2l0bGFiLmFnZW50LmdycGN0b29sLkh0dHBSZXF1ZXN0GiMuZ2l0bGFiLmFnZW50LmdycGN0b29sLkh0dHBSZXNwb25zZSIAKAEwAWIGcHJvdG8z", [file_gitlab_agent_grpctool_grpctool]);
+  fileDesc("CjRrYXNicmlkZ2Uvd29ya3NwYWNlc19wcm94eS92MS93b3Jrc3BhY2VzX3Byb3h5LnByb3RvEh1rYXNicmlkZ2Uud29ya3NwYWNlc19wcm94eS52MSJjCgtIZWFkZXJFeHRyYRIRCgluYW1lc3BhY2UYASABKAkSDwoHc2VydmljZRgCIAEoCRIMCgRwb3J0GAMgASgNEhQKDHdvcmtzcGFjZV9pZBgEIAEoAxIMCgRob3N0GAUgASgJMnYKFldvcmtzcGFjZXNQcm94eVNlcnZpY2USXAoLTWFrZVJlcXVlc3QSIi5naXRsYWIuYWdlbnQuZ3JwY3Rvb2wuSHR0cFJlcXVlc3QaIy5naXRsYWIuYWdlbnQuZ3JwY3Rvb2wuSHR0cFJlc3BvbnNlIgAoATABYgZwcm90bzM", [file_gitlab_agent_grpctool_grpctool]);
 
 /**
  * Where the request goes, as the platform answered it. The agent checks it against the cluster
@@ -52,6 +52,14 @@ export type HeaderExtra = Message<"kasbridge.workspaces_proxy.v1.HeaderExtra"> &
    * @generated from field: int64 workspace_id = 4;
    */
   workspaceId: bigint;
+
+  /**
+   * The Host the client named (`<port>-<workspace>.<dns_zone>[:port]`): the workspace sees it, as
+   * behind any reverse proxy (header maps carry no Host).
+   *
+   * @generated from field: string host = 5;
+   */
+  host: string;
 };
 
 /**
