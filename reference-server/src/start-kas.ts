@@ -29,6 +29,7 @@ import {
   type GitPushEvents,
 } from "@kasbridge/sdk/modules/notifications/server";
 import { usageMetricsServerModule } from "@kasbridge/sdk/modules/usage_metrics/server";
+import { workspacesProxyServerModule } from "@kasbridge/sdk/modules/workspaces_proxy/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
 import { redisKeys, RedisReplicaEvents, replicatedPlatformClient } from "@kasbridge/sdk/replicas";
 import { applyHttp1Limits } from "@kasbridge/sdk/transport";
@@ -61,7 +62,7 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
     let store: Store | undefined;
     let services: PlatformServices | undefined;
     if (config.platformEnabled) {
-      ({ store, services } = await startPlatformServices(config, logger, options.metrics));
+      ({ store, services } = await startPlatformServices(config, logger, options.metrics, jwtSecret));
       const opened = store;
       closers.push(() => opened.close());
     }
@@ -119,6 +120,17 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
       shutdownGraceMs: 2_000,
       ...config.limits.k8sProxy,
     });
+    const addresses: Record<string, string> = {};
+    // Workspace proxy (kasbridge): `<port>-<workspace>.<dns_zone>` with the platform's login for browsers.
+    const workspacesProxy = config.workspacesProxyEnabled
+      ? workspacesProxyServerModule({
+          tls: readTls(config.workspacesProxyTls),
+          host: config.listen.workspacesProxy.host,
+          port: config.listen.workspacesProxy.port,
+          platformUrl: () => config.workspacesProxyLoginUrl ?? config.externalUrl ?? config.platformUrl ?? addresses.platform,
+          ...config.limits.workspacesProxy,
+        })
+      : undefined;
     const kas = await createKasServer({
       platform,
       logger,
@@ -151,10 +163,11 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         kubernetesApi,
         gitlabAccessServerModule(),
         observabilityServerModule({ host: config.listen.observability.host, port: config.listen.observability.port, ...config.limits.observability }),
+        ...(workspacesProxy ? [workspacesProxy] : []),
       ],
     });
     closers.push(() => kas.close());
-    const addresses: Record<string, string> = { ...kas.addresses };
+    Object.assign(addresses, kas.addresses);
     const k8sProxyUrl = config.k8sProxyExternalUrl ?? proxyUrlForClients(kubernetesApi.url, config.externalUrl);
     if (k8sProxyUrl.startsWith("http:")) {
       logger.warn({ url: k8sProxyUrl }, "the Kubernetes API proxy has no TLS: kubectl does not send tokens over plain HTTP (set KAS_K8S_PROXY_TLS_CERT_FILE/KEY_FILE)");
@@ -211,6 +224,7 @@ async function startPlatformServices(
   config: KasConfig,
   logger: Logger,
   metrics: KasServerOptions["metrics"],
+  jwtSecret: Uint8Array,
 ): Promise<{ store: Store; services: PlatformServices }> {
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolSize, logger });
   try {
@@ -220,6 +234,8 @@ async function startPlatformServices(
       repositoriesDir: join(config.dataDir, "repositories"),
       ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
       auditRetentionMs: config.auditRetentionDays * 24 * 60 * 60 * 1000,
+      // Browser sessions on workspaces survive restarts and work on every replica (a key derived from it).
+      workspaceTokenSecret: jwtSecret,
       // The platform's metrics (vulnerabilities) are served with KAS's on its observability port.
       metrics,
     });

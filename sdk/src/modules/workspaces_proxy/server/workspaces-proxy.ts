@@ -66,9 +66,10 @@ export interface WorkspacesProxyOptions extends ListenerLimits {
   tls?: Pick<SecureContextOptions, "cert" | "key" | "ca" | "pfx" | "passphrase">;
   /**
    * The platform's public URL, where browsers without a session log in
-   * (`<platformUrl>/-/kasbridge/workspaces/login`). Without it, browsers get 401 like API clients.
+   * (`<platformUrl>/-/kasbridge/workspaces/login`). A function is read at each redirect
+   * (the platform may listen after KAS starts). Without it, browsers get 401 like API clients.
    */
-  platformUrl?: string;
+  platformUrl?: string | (() => string | undefined);
   /** The scheme of workspace URLs as browsers see them (behind a TLS-terminating load balancer too). Default "https". */
   publicScheme?: "https" | "http";
   /** How long a platform answer is reused. Default 5 000 ms. */
@@ -135,8 +136,9 @@ export async function createWorkspacesProxy(options: WorkspacesProxyOptions): Pr
   }
 
   function loginRedirect(req: IncomingMessage, host: string): string | undefined {
-    if (!options.platformUrl) return undefined;
-    const login = new URL(WORKSPACE_LOGIN_PATH, options.platformUrl);
+    const platformUrl = typeof options.platformUrl === "function" ? options.platformUrl() : options.platformUrl;
+    if (!platformUrl) return undefined;
+    const login = new URL(WORKSPACE_LOGIN_PATH, platformUrl);
     login.searchParams.set("return_to", `${publicScheme}://${host}${req.url ?? "/"}`);
     return login.href;
   }
