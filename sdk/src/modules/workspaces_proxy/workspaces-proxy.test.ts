@@ -50,6 +50,7 @@ describe("workspaces_proxy: KAS -> agent tunnel -> workspace", function () {
   let platform: WorkspacePlatform;
   let proxyPort: number;
   let workspace: Awaited<ReturnType<typeof fakeWorkspace>>;
+  let agentModule: ReturnType<typeof workspacesProxyAgentModule>;
 
   before(async () => {
     platform = new WorkspacePlatform();
@@ -84,15 +85,15 @@ describe("workspaces_proxy: KAS -> agent tunnel -> workspace", function () {
     cleanup.add(() => proxy.close(100));
     proxyPort = proxy.address.port;
 
-    const module = workspacesProxyAgentModule({
+    agentModule = workspacesProxyAgentModule({
       kubeconfig: await kubeConfig(api.url, "agent-sa-token"),
       mode: "service",
       // The Service "listens" where the stand-in workspace does.
       serviceAddress: () => ({ host: "127.0.0.1", port: workspace.port }),
       logger,
     });
-    module.applyConfiguration!(create(AgentConfigurationSchema, { agentId: 7n }), "c1");
-    const agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [module] });
+    agentModule.applyConfiguration!(create(AgentConfigurationSchema, { agentId: 7n, remoteDevelopment: { enabled: true, dnsZone: ZONE } }), "c1");
+    const agent = createAgent({ kasAddress: kas.agentApi.url("grpc"), token: "glagent-k", logger, modules: [agentModule] });
     agent.start();
     cleanup.add(() => agent.stop(100));
     await waitFor(() => kas.registry.stats().idleTunnels > 0, undefined, "a tunnel from the agent");
@@ -187,6 +188,17 @@ describe("workspaces_proxy: KAS -> agent tunnel -> workspace", function () {
     expect((await request(proxyPort, HOST, "/", { headers: { authorization: "Bearer nope" } })).status).to.equal(401);
     // The owner's token for this host is no use on another workspace's host.
     expect((await request(proxyPort, `3000-workspace-9-9-zzzzzz.${ZONE}`, "/", { headers: { authorization: "Bearer glpat-owner" } })).status).to.equal(404);
+  });
+
+  it("the agent forwards only while remote development is enabled in its configuration", async () => {
+    agentModule.applyConfiguration!(create(AgentConfigurationSchema, { agentId: 7n }), "c2");
+    try {
+      const res = await request(proxyPort, HOST, "/headers", { headers: { authorization: "Bearer glpat-owner" } });
+      expect(res.status).to.equal(503);
+      expect(res.text).to.contain("remote development is not enabled");
+    } finally {
+      agentModule.applyConfiguration!(create(AgentConfigurationSchema, { agentId: 7n, remoteDevelopment: { enabled: true, dnsZone: ZONE } }), "c3");
+    }
   });
 
   it("the agent forwards only to Services of its own workspaces, on ports they declare", async () => {

@@ -58,6 +58,8 @@ export function workspacesProxyAgentModule(options: WorkspacesProxyAgentModuleOp
   };
   /** This agent's id, from its configuration: the label its workspaces carry. */
   let agentId: string | undefined;
+  /** remote_development.enabled of the agent's configuration: without it, no workspace is reached. */
+  let enabled = false;
 
   const implementation: Partial<ServiceImpl<typeof WorkspacesProxyService>> = {
     makeRequest(requests: AsyncIterable<HttpRequest>, ctx: HandlerContext): AsyncIterable<ResponseInit> {
@@ -86,6 +88,7 @@ export function workspacesProxyAgentModule(options: WorkspacesProxyAgentModuleOp
     headers.Host = /^[\x21-\x7e]+$/.test(extra.host) ? extra.host : `${extra.service}.${extra.namespace}`;
     if (header.contentLength !== undefined && !Object.keys(headers).some((n) => n.toLowerCase() === "content-length")) headers["Content-Length"] = String(header.contentLength);
 
+    if (!enabled) throw new ConnectError("remote development is not enabled in this agent's configuration", Code.FailedPrecondition);
     const connection = await dialWorkspace(dialer, agentId, extra, signal);
     logger.debug({ namespace: extra.namespace, service: extra.service, port: extra.port, method: request.method }, "forwarding to a workspace");
     const req = http.request({ createConnection: () => connection, method: request.method || "GET", path: request.urlPath, headers, setHost: false });
@@ -186,6 +189,7 @@ export function workspacesProxyAgentModule(options: WorkspacesProxyAgentModuleOp
     services: () => [{ service: WorkspacesProxyService, implementation }],
     applyConfiguration(config) {
       agentId = config.agentId > 0n ? String(config.agentId) : undefined;
+      enabled = config.remoteDevelopment?.enabled === true;
     },
     async close() {
       dialer.kube.close();

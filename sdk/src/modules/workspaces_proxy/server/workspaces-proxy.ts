@@ -338,11 +338,18 @@ function answerFailure(failure: unknown, target: { res: ServerResponse } | { soc
   return status;
 }
 
+/** The HTTP status of an agent's refusal or failure, by its gRPC code (others: 502). */
+const AGENT_CODE_STATUS: ReadonlyMap<Code, number> = new Map([
+  [Code.InvalidArgument, 400],
+  [Code.PermissionDenied, 403],
+  [Code.NotFound, 404],
+  [Code.FailedPrecondition, 503],
+  [Code.Unavailable, 503],
+]);
+
 /** The agent's refusal or failure as the proxy answers it. */
 function fromAgent(err: ConnectError): WorkspaceProxyError {
-  const status =
-    err.code === Code.NotFound ? 404 : err.code === Code.PermissionDenied ? 403 : err.code === Code.InvalidArgument ? 400 : err.code === Code.Unavailable ? 503 : 502;
-  return new WorkspaceProxyError(status, `the workspace could not be reached: ${err.rawMessage}`);
+  return new WorkspaceProxyError(AGENT_CODE_STATUS.get(err.code) ?? 502, `the workspace could not be reached: ${err.rawMessage}`);
 }
 
 function header(v: string | string[] | undefined): string | undefined {
