@@ -128,6 +128,8 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
           host: config.listen.workspacesProxy.host,
           port: config.listen.workspacesProxy.port,
           platformUrl: () => config.workspacesProxyLoginUrl ?? config.externalUrl ?? config.platformUrl ?? addresses.platform,
+          // IDEs' WebSockets never end by themselves: they get 2 s, not KAS's full grace.
+          shutdownGraceMs: 2_000,
           ...config.limits.workspacesProxy,
         })
       : undefined;

@@ -3,7 +3,10 @@ import { WorkspacesProxyService } from "../../../gen/kasbridge/workspaces_proxy/
 import type { KasModule } from "../../../kas/kas-module.js";
 import { createWorkspacesProxy, type WorkspacesProxy, type WorkspacesProxyOptions } from "./workspaces-proxy.js";
 
-export type WorkspacesProxyServerModuleOptions = Omit<WorkspacesProxyOptions, "agentCalls" | "platform" | "logger" | "metrics">;
+export interface WorkspacesProxyServerModuleOptions extends Omit<WorkspacesProxyOptions, "agentCalls" | "platform" | "logger" | "metrics"> {
+  /** Longest grace of requests in flight when KAS shuts down (WebSockets never end by themselves): KAS's own when shorter. Default: KAS's. */
+  shutdownGraceMs?: number;
+}
 
 /** The KAS half of workspaces_proxy, once started: where the proxy listens. */
 export interface WorkspacesProxyServerModule extends KasModule {
@@ -37,7 +40,7 @@ export function workspacesProxyServerModule(options: WorkspacesProxyServerModule
       return started().address;
     },
     async close(graceMs) {
-      await proxy?.close(graceMs);
+      await proxy?.close(Math.min(graceMs, options.shutdownGraceMs ?? graceMs));
     },
   };
 }
