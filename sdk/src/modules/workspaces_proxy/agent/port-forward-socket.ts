@@ -41,6 +41,8 @@ export async function openPortForward(kc: KubeConfig, target: PortForwardTarget,
     handshakeTimeout: 10_000,
     perMessageDeflate: false,
   });
+  // Listening from the start: the API server sends each channel's port as soon as it accepts.
+  const stream = new PortForwardStream(ws, target);
   const onAbort = () => ws.terminate();
   signal.addEventListener("abort", onAbort, { once: true });
   try {
@@ -52,10 +54,13 @@ export async function openPortForward(kc: KubeConfig, target: PortForwardTarget,
         reject(new Error(`the API server refused the port-forward to ${target.namespace}/${target.pod}:${target.port} (HTTP ${res.statusCode})`));
       });
     });
+  } catch (err) {
+    stream.destroy();
+    throw err;
   } finally {
     signal.removeEventListener("abort", onAbort);
   }
-  return new PortForwardStream(ws, target);
+  return stream;
 }
 
 class PortForwardStream extends Duplex {
@@ -72,7 +77,8 @@ class PortForwardStream extends Duplex {
       // Nothing can be written any more either.
       if (!this.writableFinished) this.destroy();
     });
-    ws.on("error", (err) => this.destroy(err));
+    // Before the stream is handed out, a failure is openPortForward's to report.
+    ws.on("error", (err) => (ws.readyState === WebSocket.CONNECTING ? undefined : this.destroy(err)));
   }
 
   private received(message: Buffer): void {
