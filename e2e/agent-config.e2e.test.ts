@@ -64,6 +64,10 @@ describe("e2e: agent configuration from git (push -> GetConfiguration)", functio
     expect(agent.config_commit_id).to.equal(good);
     expect(agent.config_error.commit_id).to.equal(bad);
     expect(agent.config_error.message).to.match(/ci_acess/).and.match(/line 4/);
+    // The agent's health names it as its last error.
+    const health = (await api(kas, "GET", `/projects/${a.projectId}/cluster_agents/${a.agentId}/health`)).json;
+    expect(health.last_error).to.deep.include({ source: "configuration", commit_id: bad });
+    expect(health.last_error.message).to.equal(agent.config_error.message);
     // A later valid config reaches the agent; the invalid one, pushed before it, never did.
     const fixed = await git.commit(wc, { [configPath]: "observability:\n  logging:\n    level: info\n" });
     await git.push(wc);

@@ -33,6 +33,9 @@ export type {
   PersonalAccessTokenService,
 } from "./services/personal-access-tokens.js";
 export type { RevocationFeedPage, RevocationListener, RevocationService } from "./services/revocations.js";
+export type { AuditEvent, AuditEventInput, AuditFilter, AuditTrail, AuditTrailOptions } from "./audit/audit-trail.js";
+export { startAuditPruning } from "./audit/audit-pruning.js";
+export type { AuditPruning } from "./audit/audit-pruning.js";
 
 export { createAgentConfigService, emptyAgentConfig } from "./agent-config/agent-config-service.js";
 export type {

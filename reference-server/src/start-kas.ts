@@ -10,6 +10,7 @@ import {
   createPlatformApp,
   createPlatformServices,
   openStore,
+  startAuditPruning,
   type PlatformServices,
   type Store,
 } from "@kasbridge/platform";
@@ -65,6 +66,9 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
       ({ store, services } = await startPlatformServices(config, logger, options.metrics, jwtSecret));
       const opened = store;
       closers.push(() => opened.close());
+      // Expired audit entries go at start and hourly, also on an instance with no new entries.
+      const pruning = startAuditPruning(services.audit, { logger: logger.child({ component: "audit" }) });
+      closers.push(() => pruning.stop());
     }
     let redis: RedisConnections | undefined;
     if (config.redis) {

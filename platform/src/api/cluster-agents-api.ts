@@ -17,6 +17,7 @@ import { paginate } from "./pagination.js";
 import { bodyOf, optionalString, parseId, requiredString } from "./params.js";
 import type { RestRouteDeps } from "./rest-route-deps.js";
 import { registerGitopsStatusRoutes } from "../gitops/gitops-status-api.js";
+import { listGitopsStatus } from "../gitops/gitops-status.js";
 
 /**
  * Minimum role to read a project's agents and tokens. GitLab grants `read_cluster_agent` from
@@ -116,8 +117,9 @@ export function registerClusterAgentRoutes(
     await requireManage(user, project);
     const agent = await services.agents.get(project.id, parseId(req.params.agent_id, "agent_id"));
     if (!agent) throw notFound();
-    const revoked = await services.agentTokens.revoke(agent.id, parseId(req.params.token_id, "token_id"));
-    await services.audit.record(tokenEvent("token_revoked", agent.id, user, revoked.id, revoked.name));
+    const { token: revoked, revokedNow } = await services.agentTokens.revoke(agent.id, parseId(req.params.token_id, "token_id"));
+    // A repeated DELETE changes nothing and is not a second revocation.
+    if (revokedNow) await services.audit.record(tokenEvent("token_revoked", agent.id, user, revoked.id, revoked.name));
     res.status(204).end();
   });
 
@@ -151,8 +153,12 @@ export function registerClusterAgentRoutes(
     const { project, agent } = await loadAgentForRead(req, res);
     const list = await listConnections(agent.id, res);
     if (!list) return;
-    const [config, tokens] = await Promise.all([services.agentConfigs.get(agent.id), services.agentTokens.list(agent.id)]);
-    res.json(agentHealthEntity(agent, project, list, config, tokens));
+    const [config, tokens, gitops] = await Promise.all([
+      services.agentConfigs.get(agent.id),
+      services.agentTokens.list(agent.id),
+      listGitopsStatus(services.store.knex, agent.id),
+    ]);
+    res.json(agentHealthEntity(agent, project, list, config, tokens, gitops));
   });
 }
 

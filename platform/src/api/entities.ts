@@ -6,6 +6,7 @@
 import type { AgentConfigState } from "../agent-config/agent-config-service.js";
 import type { CiEnvironment, CiJob, CiJobAllowedAgents } from "../ci/ci-jobs.js";
 import type { ProxyUserAuthorization } from "../user-access/proxy-user-authorization.js";
+import type { GitopsStatusEntity } from "../gitops/gitops-status.js";
 import type { AgentConnection } from "@kasbridge/sdk/platform-client";
 import type { AgentToken } from "../services/agent-tokens.js";
 import type { Agent } from "../services/agents.js";
@@ -192,11 +193,25 @@ export function agentConnectionEntity(c: AgentConnection) {
  * `config_project`, `created_at`, `created_by_user_id`), the config fields, and ours:
  * `connected`, `last_seen_at` (now while connected, else the last use of one of its tokens),
  * `versions` (of the connected agentk processes), `pods` (GitLab's agent connections: pod,
- * version, commit, since when), `last_error` (the last rejected configuration, null when none).
+ * version, commit, since when), `last_error`: the newest of the last rejected configuration
+ * (`source: "configuration"`, with `commit_id`) and the errors the agent last reported for its
+ * GitOps manifest projects (`source: "gitops"`, with `project`); null when there is none.
  */
-export function agentHealthEntity(agent: Agent, project: Project, connections: AgentConnection[], config: AgentConfigState | undefined, tokens: AgentToken[]) {
+export function agentHealthEntity(
+  agent: Agent,
+  project: Project,
+  connections: AgentConnection[],
+  config: AgentConfigState | undefined,
+  tokens: AgentToken[],
+  gitops: GitopsStatusEntity[] = [],
+) {
   const lastUsed = tokens.map((t) => t.lastUsedAt?.getTime() ?? 0).reduce((a, b) => Math.max(a, b), 0);
   const configFields = config ? agentConfigFields(config) : { config_commit_id: null, config_updated_at: null, config_error: null };
+  const errors: AgentHealthError[] = gitops
+    .filter((g) => g.last_error !== null)
+    .map((g) => ({ source: "gitops", message: g.last_error!, at: g.updated_at, project: g.project }));
+  if (configFields.config_error) errors.push({ source: "configuration", ...configFields.config_error });
+  const newest = errors.reduce<AgentHealthError | null>((a, b) => (a === null || Date.parse(b.at ?? "") > Date.parse(a.at ?? "") ? b : a), null);
   return {
     ...agentEntity(agent, project),
     connected: connections.length > 0,
@@ -204,8 +219,17 @@ export function agentHealthEntity(agent: Agent, project: Project, connections: A
     versions: [...new Set(connections.map((c) => c.agentVersion))].sort(),
     pods: connections.map(agentConnectionEntity),
     ...configFields,
-    last_error: configFields.config_error,
+    last_error: newest,
   };
+}
+
+/** One entry of an agent's health `last_error`. */
+interface AgentHealthError {
+  source: "configuration" | "gitops";
+  message: string;
+  at: string | null;
+  commit_id?: string;
+  project?: string;
 }
 
 /** kasbridge extension (we stand in for a CI system): a job's environment. */

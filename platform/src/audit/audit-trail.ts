@@ -66,7 +66,10 @@ export interface AuditFilter {
 }
 
 export interface AuditTrailOptions {
-  /** How long entries are kept. Default 90 days. Older ones are pruned (at most hourly, on writes). */
+  /**
+   * How long entries are kept. Default 90 days. Older ones are no longer served and are deleted by
+   * `prune` (on writes at most hourly, and by whoever owns the trail's schedule: startAuditPruning).
+   */
   retentionMs?: number;
 }
 
@@ -146,7 +149,8 @@ export function createAuditTrail(ctx: ServiceContext, options: AuditTrailOptions
   }
 
   function filtered(filter: AuditFilter) {
-    const q = knex("audit_events");
+    // Expired entries are never served, even before the next prune deletes them.
+    const q = knex("audit_events").where("created_at", ">=", toDbTime(new Date(ctx.now().getTime() - retentionMs)));
     if (filter.kind) q.where("kind", filter.kind);
     if (filter.agentId !== undefined) q.where("agent_id", filter.agentId);
     if (filter.projectId !== undefined) q.where("project_id", filter.projectId);

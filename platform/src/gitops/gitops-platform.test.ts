@@ -59,18 +59,18 @@ describe("platform for GitOps: repository reads and sync status, in process and 
   it("stores each agent's reported status, shown by GET …/cluster_agents/:agent_id/gitops", async () => {
     const s = await setup();
     try {
-      const status = (project: string, error = "") =>
+      const status = (project: string, error = "", seconds = 1_700_000_000n) =>
         create(ManifestProjectStatusSchema, {
           project,
           commitSeen: s.commit,
           commitApplied: error ? "" : s.commit,
           lastError: error,
           objects: [{ group: "", version: "v1", kind: "ConfigMap", namespace: "default", name: "a", status: "Current", source: "deploy/a.yaml" }],
-          updatedAt: { seconds: 1_700_000_000n, nanos: 0 },
+          updatedAt: { seconds, nanos: 0 },
         });
       await s.clients["in process"]!.reportGitopsStatus!(s.token, status("group/one"));
       await s.clients.HTTP!.reportGitopsStatus!(s.token, status("group/two", "a.yaml:3: broken"));
-      await s.clients.HTTP!.reportGitopsStatus!(s.token, status("group/one", "later failure"));
+      await s.clients.HTTP!.reportGitopsStatus!(s.token, status("group/one", "later failure", 1_700_000_060n));
       expect((await platformError(s.clients.HTTP!.reportGitopsStatus!("glagent-nope", status("x")))).kind).to.equal("unauthenticated");
       const res = await call(git.platform.baseUrl, "GET", `/api/v4/projects/${s.project.id}/cluster_agents/${s.agent.id}/gitops`, { token: git.platform.adminToken });
       expect(res.status).to.equal(200);
@@ -81,7 +81,10 @@ describe("platform for GitOps: repository reads and sync status, in process and 
       expect(res.body.manifest_projects[0].objects).to.deep.equal([
         { group: "", version: "v1", kind: "ConfigMap", namespace: "default", name: "a", status: "Current", message: null, source: "deploy/a.yaml" },
       ]);
-      expect(res.body.manifest_projects[0].updated_at).to.equal("2023-11-14T22:13:20.000Z");
+      expect(res.body.manifest_projects[0].updated_at).to.equal("2023-11-14T22:14:20.000Z");
+      // The agent's health shows the newest of those errors.
+      const health = await call(git.platform.baseUrl, "GET", `/api/v4/projects/${s.project.id}/cluster_agents/${s.agent.id}/health`, { token: git.platform.adminToken });
+      expect(health.body.last_error).to.deep.equal({ source: "gitops", message: "later failure", at: "2023-11-14T22:14:20.000Z", project: "group/one" });
       // Someone who may not read the agent's project sees nothing.
       const stranger = await git.platform.user("stranger");
       const refused = await call(git.platform.baseUrl, "GET", `/api/v4/projects/${s.project.id}/cluster_agents/${s.agent.id}/gitops`, { token: stranger.token });

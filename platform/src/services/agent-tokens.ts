@@ -47,9 +47,9 @@ export interface AgentTokenService {
   get(agentId: number, tokenId: number): Promise<AgentToken | undefined>;
   /**
    * Revokes the token and announces {agentId, tokenId} to revocation subscribers once committed.
-   * Revoking a revoked token is a no-op. Throws not_found when the token is not the agent's.
+   * Revoking a revoked token is a no-op (`revokedNow` false). Throws not_found when the token is not the agent's.
    */
-  revoke(agentId: number, tokenId: number): Promise<AgentToken>;
+  revoke(agentId: number, tokenId: number): Promise<{ token: AgentToken; revokedNow: boolean }>;
   /**
    * Resolves a plaintext token to its agent and project; undefined when unknown or revoked.
    * Records the use in `last_used_at`, at most once per throttle interval.
@@ -168,7 +168,7 @@ export function createAgentTokenService(
         return tokenFromRow(row);
       });
       if (newlyRevoked) deps.revocations.publish([{ kind: "agent_token", agentId, tokenId }]);
-      return token;
+      return { token, revokedNow: newlyRevoked };
     },
 
     async authenticate(secret) {

@@ -186,8 +186,9 @@ describeEachStore("platform/services", (getStore) => {
         throw new Error("a failing listener must not break the others");
       });
 
-      const revoked = await svc.agentTokens.revoke(agent.id, token.id);
+      const { token: revoked, revokedNow } = await svc.agentTokens.revoke(agent.id, token.id);
       expect(revoked.status).to.equal("revoked");
+      expect(revokedNow).to.equal(true);
       expect(seen).to.deep.equal([{ kind: "agent_token", agentId: agent.id, tokenId: token.id }]);
       expect(await svc.agentTokens.authenticate(secret)).to.equal(undefined);
 
@@ -199,7 +200,7 @@ describeEachStore("platform/services", (getStore) => {
       expect(await svc.revocations.feed(page.cursor + 100)).to.deep.equal({ revocations: [], cursor: page.cursor });
 
       // Revoking again is a no-op: no second announcement.
-      await svc.agentTokens.revoke(agent.id, token.id);
+      expect((await svc.agentTokens.revoke(agent.id, token.id)).revokedNow).to.equal(false);
       expect(seen).to.have.length(1);
       unsubscribe();
       expect((await serviceError(svc.agentTokens.revoke(agent.id, 9999))).kind).to.equal("not_found");

@@ -70,6 +70,11 @@ describe("Flux ReconcileProjects (KAS) with Notifications/GitPushEvent", functio
     const value = (name: string) => metrics.find((m) => m.name === name)?.values[0]?.value;
     expect(value("flux_git_push_notifications_total")).to.equal(2);
     expect(value("flux_git_push_notified_unique_projects")).to.equal(1);
+    // The same, as GitLab's usage events for the platform (the numeric project id).
+    expect(kas.usage.pending()).to.deep.equal({
+      counters: { flux_git_push_notifications_total: 2 },
+      unique_counters: { flux_git_push_notified_unique_projects: [13] },
+    });
   });
 
   it("refuses a push event without the platform's JWT or with missing fields", async () => {

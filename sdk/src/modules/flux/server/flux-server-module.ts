@@ -116,6 +116,9 @@ export function fluxServerModule(options: FluxServerModuleOptions): KasModule {
         yield create(ReconcileProjectsResponseSchema, { project: { id: event.fullPath } });
         m?.notified.inc();
         m?.seenProjects.add(event.projectId);
+        // GitLab KAS's usage events for the same send (server/factory.go).
+        ctx.usage.inc("flux_git_push_notifications_total");
+        ctx.usage.addUnique("flux_git_push_notified_unique_projects", event.projectId);
       }
       signal.throwIfAborted();
     } finally {

@@ -105,6 +105,7 @@ describe("GitOps GetObjectsToSynchronize (KAS)", function () {
     expect(s.received[9]!.message.value).to.deep.include({ commitId: "c3" });
     const metrics = await kas.metrics.getMetricsAsJSON();
     expect(metrics.find((m) => m.name === "gitops_sync_total")?.values[0]?.value).to.equal(3);
+    expect(kas.usage.pending()).to.deep.equal({ counters: { gitops_sync: 3 } });
   });
 
   it("sends nothing when the agent already has the commit, and resolves tags and branches", async () => {

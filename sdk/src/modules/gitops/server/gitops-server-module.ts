@@ -112,6 +112,7 @@ export function gitopsServerModule(options: GitopsServerModuleOptions): KasModul
           yield* manifests(project, commit, matchers, signal);
           lastCommit = commit;
           metricsFor(ctx.metrics)?.syncs.inc();
+          ctx.usage.inc("gitops_sync"); // GitLab KAS's usage event, once per commit sent
           metricsFor(ctx.metrics)?.readSeconds.observe((performance.now() - started) / 1000);
           ctx.logger.debug({ agentId: info.agentId, project: project.fullPath, commit }, "manifests sent");
         }
