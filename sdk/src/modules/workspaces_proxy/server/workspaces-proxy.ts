@@ -258,7 +258,12 @@ export async function createWorkspacesProxy(options: WorkspacesProxyOptions): Pr
     }
   }
 
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => void handle(req, { res });
+  // handle() answers every failure it knows of; this catches one in answering, on its one request.
+  const failedOutside = (req: IncomingMessage, target: { destroy(): unknown }) => (err: unknown) => {
+    logger.warn({ err, method: req.method }, "workspace proxy: a request failed outside its handler");
+    target.destroy();
+  };
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => void handle(req, { res }).catch(failedOutside(req, res));
   const server = options.tls ? https.createServer({ ...options.tls, ALPNProtocols: ["http/1.1"] }, onRequest) : http.createServer(onRequest);
   const limits = resolveListenerLimits(options, WORKSPACES_PROXY_LIMITS);
   server.setTimeout(0);
@@ -271,7 +276,7 @@ export async function createWorkspacesProxy(options: WorkspacesProxyOptions): Pr
   });
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on("error", () => {});
-    void handle(req, { socket, head });
+    void handle(req, { socket, head }).catch(failedOutside(req, socket));
   });
   await listen(server, options.port ?? 8156, options.host ?? "127.0.0.1");
   const address = server.address() as AddressInfo;
