@@ -13,6 +13,10 @@ import { kubeConfig } from "../kubernetes_api/kubernetes-api.test-support.js";
 import { workspacesProxyAgentModule } from "./agent/workspaces-proxy-agent-module.js";
 import { WORKSPACE_SESSION_COOKIE, cookieValue, createWorkspacesProxy, withoutCookie } from "./server/workspaces-proxy.js";
 import { parseWorkspaceHost } from "./workspace-host.js";
+import { selfSignedCertificate } from "@kasbridge/testing/tls";
+import { expectConnectionsBeyondMaxClosed, expectSlowHeadClosed } from "../../transport/listener-limits.test-support.js";
+import { StaticPlatformClient } from "../../platform-client/static-platform-client.test-support.js";
+import type { AgentCalls } from "../../tunnel/server/agent-calls.js";
 import {
   HOST,
   NAMESPACE,
@@ -208,5 +212,27 @@ describe("workspaces_proxy: KAS -> agent tunnel -> workspace", function () {
     const port = await request(proxyPort, `4000-${WORKSPACE}.${ZONE}`, "/headers", { headers: { authorization: "Bearer glpat-port" } });
     expect(port.status).to.equal(404);
     expect(port.text).to.contain("has no TCP port 4000");
+  });
+});
+
+describe("workspaces_proxy: listener limits", () => {
+  const cleanup = new Cleanup();
+  after(() => cleanup.run());
+
+  it("closes connections beyond maxConnections and those whose request head does not come (TLS listener)", async () => {
+    const { cert, key } = selfSignedCertificate("*.ws.test");
+    const proxy = await createWorkspacesProxy({
+      agentCalls: {} as AgentCalls,
+      platform: new StaticPlatformClient(),
+      port: 0,
+      tls: { cert, key },
+      maxConnections: 3,
+      headersTimeoutMs: 300,
+    });
+    cleanup.add(() => proxy.close(0));
+    expect(proxy.url).to.match(/^https:/);
+    const target = { port: proxy.address.port, tls: true };
+    await expectSlowHeadClosed(target, cleanup);
+    await expectConnectionsBeyondMaxClosed(target, 3, cleanup);
   });
 });

@@ -264,11 +264,13 @@ export async function createWorkspacesProxy(options: WorkspacesProxyOptions): Pr
     target.destroy();
   };
   const onRequest = (req: IncomingMessage, res: ServerResponse) => void handle(req, { res }).catch(failedOutside(req, res));
-  const server = options.tls ? https.createServer({ ...options.tls, ALPNProtocols: ["http/1.1"] }, onRequest) : http.createServer(onRequest);
   const limits = resolveListenerLimits(options, WORKSPACES_PROXY_LIMITS);
+  const server = options.tls
+    ? https.createServer({ ...options.tls, ALPNProtocols: ["http/1.1"], handshakeTimeout: limits.headersTimeoutMs }, onRequest)
+    : http.createServer(onRequest);
   server.setTimeout(0);
+  // No time limit for a whole request: an upload to the workspace takes as long as it takes.
   applyHttp1Limits(server, limits, { requestTimeoutMs: 0 });
-  if (options.tls) (server as https.Server).headersTimeout = limits.headersTimeoutMs;
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);
     socket.setNoDelay(true);
