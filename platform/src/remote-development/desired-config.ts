@@ -81,7 +81,8 @@ export function desiredObjects(input: DesiredConfigInput): K8sObject[] {
       },
     });
   }
-  for (const pvc of persistentVolumeClaims(input)) objects.push({ ...pvc, metadata: meta(pvc.name) });
+  // The claim's name goes into its metadata only: a top-level `name` is no PVC field (the API server refuses it under strict validation).
+  for (const { name: claim, ...pvc } of persistentVolumeClaims(input)) objects.push({ ...pvc, metadata: meta(claim) });
   if (input.networkPolicyEnabled) objects.push(networkPolicy(input, meta(name)));
   if (input.includeAllResources) {
     const secretsInventory = secretsInventoryName(name);
