@@ -75,6 +75,8 @@ describe("e2e: reaching a workspace through KAS's workspace proxy", function () 
     host = `${PUBLIC_PORT}-${workspace.name}.${ZONE}`;
     expect(workspace.urls.map((u) => u.url)).to.deep.equal([`https://${host}/`]);
     await reconcileUntil("Running");
+    // agentk forwards once it has its configuration (remote_development enabled) from KAS.
+    await waitFor(async () => !(await viaProxy("/", { authorization: `Bearer ${owner.token}` })).text.includes("not enabled"), 30_000, "agentk configured");
   });
   after(() => cleanups.run());
 
@@ -178,10 +180,11 @@ describe("e2e: reaching a workspace through KAS's workspace proxy", function () 
   it("refuses a stopped workspace with 503, and forwards again once it runs", async () => {
     expect((await api(kas, "PUT", `/projects/${agent.projectId}/workspaces/${workspace.id}`, { desired_state: "Stopped" }, owner.token)).status).to.equal(200);
     await reconcileUntil("Stopped");
-    // The proxy may answer from its cache for up to 5 s.
-    await waitFor(async () => (await viaProxy("/hello", { authorization: `Bearer ${owner.token}` })).status === 503, 15_000, "503 for the stopped workspace");
-    const stopped = await viaProxy("/hello", { authorization: `Bearer ${owner.token}` });
-    expect(stopped.text).to.equal(`workspace ${workspace.name} is not running (actual state Stopped, desired state Stopped)\n`);
+    // The proxy may answer from its cache for up to 5 s (meanwhile the agent finds no pod to forward to).
+    const stopped = `workspace ${workspace.name} is not running (actual state Stopped, desired state Stopped)\n`;
+    let last: Answer | undefined;
+    await waitFor(async () => (last = await viaProxy("/hello", { authorization: `Bearer ${owner.token}` })).text === stopped, 15_000, "the platform's refusal of the stopped workspace");
+    expect(last!.status).to.equal(503);
     expect((await api(kas, "PUT", `/projects/${agent.projectId}/workspaces/${workspace.id}`, { desired_state: "Running" }, owner.token)).status).to.equal(200);
     await reconcileUntil("Running");
     await waitFor(async () => (await viaProxy("/hello", { authorization: `Bearer ${owner.token}` })).status === 200, 30_000, "the workspace reachable again");
