@@ -84,6 +84,13 @@ describe("kas configuration", () => {
     expect(loadConfig({ configFile: path, env: { KAS_PRIVATE_API_SECRET_FILE: "/run/private" } }).privateApiSecretFile).to.equal("/run/private");
   });
 
+  it("takes the encryption key file from YAML or KAS_ENCRYPTION_KEY_FILE", () => {
+    expect(loadConfig({ env: {} }).encryptionKeyFile).to.equal(undefined);
+    const path = file(`encryption_key_file: /etc/kas/key\n`);
+    expect(loadConfig({ configFile: path, env: {} }).encryptionKeyFile).to.equal("/etc/kas/key");
+    expect(loadConfig({ configFile: path, env: { KAS_ENCRYPTION_KEY_FILE: "/run/key" } }).encryptionKeyFile).to.equal("/run/key");
+  });
+
   it("takes the Redis URL for events between replicas from YAML or KAS_REDIS_URL", () => {
     expect(loadConfig({ env: {} }).redis?.url).to.equal(undefined);
     const path = file(`redis_url: redis://127.0.0.1:6379/0\n`);

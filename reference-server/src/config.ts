@@ -53,6 +53,8 @@ export interface KasConfig {
   apiSecretFile?: string;
   /** Base64 secret shared by the KAS replicas for the private API (8155); created in the data dir if unset. */
   privateApiSecretFile?: string;
+  /** Base64 key (≥ 32 bytes) the embedded platform encrypts stored secrets with (workspace variables); created in the data dir if unset. */
+  encryptionKeyFile?: string;
   /** Admin personal access token to create on first start. Never logged. */
   adminToken?: string;
   agentTls?: TlsFiles;
@@ -312,6 +314,9 @@ function applyFile(config: KasConfig, file: string): void {
       case "private_api_secret_file":
         config.privateApiSecretFile = string(value, key);
         break;
+      case "encryption_key_file":
+        config.encryptionKeyFile = string(value, key);
+        break;
       case "log_level":
         config.logLevel = logLevel(string(value, key), key);
         break;
@@ -399,6 +404,7 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_PLATFORM_ENABLED) config.platformEnabled = boolean(env.KAS_PLATFORM_ENABLED, "KAS_PLATFORM_ENABLED");
   if (env.KAS_API_SECRET_FILE) config.apiSecretFile = env.KAS_API_SECRET_FILE;
   if (env.KAS_PRIVATE_API_SECRET_FILE) config.privateApiSecretFile = env.KAS_PRIVATE_API_SECRET_FILE;
+  if (env.KAS_ENCRYPTION_KEY_FILE) config.encryptionKeyFile = env.KAS_ENCRYPTION_KEY_FILE;
   if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
   if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
   if (env.KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE) {

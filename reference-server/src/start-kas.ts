@@ -232,9 +232,13 @@ async function startPlatformServices(
   metrics: KasServerOptions["metrics"],
   jwtSecret: Uint8Array,
 ): Promise<{ store: Store; services: PlatformServices }> {
+  // Like the API secret: created on first start unless the operator names a file (replicas share one).
+  const keyFile = config.encryptionKeyFile ?? join(config.dataDir, ".kasbridge_encryption_key");
+  const encryptionKey = config.encryptionKeyFile ? await loadSecretFile(keyFile) : (await ensureSecretFile(keyFile)).secret;
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolSize, logger });
   try {
     const services = createPlatformServices({
+      encryptionKey,
       store,
       logger: logger.child({ component: "platform" }),
       repositoriesDir: join(config.dataDir, "repositories"),

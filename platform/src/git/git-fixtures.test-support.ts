@@ -47,7 +47,7 @@ export interface GitTestPlatform {
 export async function startGitPlatform(store: Store, routerOptions: Partial<GitHttpRouterOptions> = {}): Promise<GitTestPlatform> {
   const repositoriesDir = await mkdtemp(join(tmpdir(), "kasbridge-repos-"));
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
-  const services = createPlatformServices({ store, repositoriesDir, logger });
+  const services = createPlatformServices({ store, repositoriesDir, logger, encryptionKey: randomBytes(32) });
   const adminToken = "glpat-" + randomBytes(20).toString("hex");
   await bootstrapAdmin(store, { dataDir: "/nonexistent-not-written", adminToken, services });
   const events: PushEvent[] = [];

@@ -11,6 +11,7 @@ import { bodyOf, optionalInteger, parseId, requiredString } from "../api/params.
 import type { RestRouteDeps } from "../api/rest-route-deps.js";
 import { AccessLevel } from "../services/access-levels.js";
 import { parseDevfile } from "./devfile.js";
+import { checkWorkspaceVariables } from "./workspace-variables.js";
 import type { Workspace } from "./workspaces.js";
 
 /** Minimum role to create a workspace in a project (GitLab: Developer). */
@@ -86,6 +87,8 @@ export function registerWorkspaceRoutes(router: Router, deps: RestRouteDeps): vo
       devfileRef: requiredString(params, "devfile_ref"),
       devfilePath: requiredString(params, "devfile_path"),
       maxHoursBeforeTermination: optionalInteger(params, "max_hours_before_termination"),
+      // Write-only: values go into the workspace's Secrets and are never returned.
+      variables: params.variables === undefined ? undefined : checkWorkspaceVariables(params.variables),
     });
     res.status(201).json(workspaceEntity(workspace));
   });

@@ -10,6 +10,7 @@ import { Cleanup } from "@kasbridge/testing/cleanup";
 import { closeServer, listen } from "@kasbridge/testing/servers";
 import { createInternalApi } from "../api/internal-api.js";
 import { AccessLevel } from "../services/access-levels.js";
+import { createPlatformServices } from "../services/platform-services.js";
 import { GitClient, startGitPlatform, type GitTestPlatform } from "../git/git-fixtures.test-support.js";
 import { describeEachStore } from "../testing/fixtures.test-support.js";
 import { call, kasHeaders } from "../testing/http-fixtures.test-support.js";
@@ -49,10 +50,10 @@ describeEachStore("remote development workspaces", (getStore) => {
   const create = (body: Record<string, unknown>, token = dev.token) => call(p.baseUrl, "POST", `/api/v4/projects/${projectId}/workspaces`, { token, body });
   const workspaceBody = () => ({ cluster_agent_id: agentId, devfile_ref: "main", devfile_path: ".devfile.yaml" });
 
-  /** One reconcile as the agent's module sends it (through the registered module route). */
-  async function reconcile(updateType: "full" | "partial", infos: WorkspaceAgentInfo[] = []) {
+  /** One reconcile request as the agent's module sends it (through the registered module route). */
+  async function reconcileRequest(updateType: "full" | "partial", infos: WorkspaceAgentInfo[] = []) {
     const agent = (await p.services.agentTokens.authenticate(agentToken))!;
-    const res = await p.services.moduleRequests.handle("remote_development", {
+    return p.services.moduleRequests.handle("remote_development", {
       agent,
       method: "POST",
       path: "/reconcile",
@@ -60,6 +61,11 @@ describeEachStore("remote development workspaces", (getStore) => {
       headers: new Headers({ "content-type": "application/json" }),
       body: Buffer.from(JSON.stringify({ update_type: updateType, workspace_agent_infos: infos })),
     });
+  }
+
+  /** One successful reconcile: the workspaces answered. */
+  async function reconcile(updateType: "full" | "partial", infos: WorkspaceAgentInfo[] = []) {
+    const res = await reconcileRequest(updateType, infos);
     expect(res.status, JSON.stringify(res.json)).to.equal(201);
     return (res.json as { workspace_rails_infos: Array<Record<string, unknown> & { name: string; config_to_apply: string | null }> }).workspace_rails_infos;
   }
@@ -170,6 +176,69 @@ describeEachStore("remote development workspaces", (getStore) => {
     expect(await reconcile("full")).to.deep.equal([]);
     const changed = await call(p.baseUrl, "PUT", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: dev.token, body: { desired_state: "Running" } });
     expect(changed.status).to.equal(409);
+  });
+
+  it("puts the user's variables in the workspace's Secrets, stores them encrypted and never shows them", async () => {
+    const variables = [
+      { key: "API_URL", value: "https://api.example.dev", variable_type: "env_var" },
+      { key: "DB_PASSWORD", value: "s3cret-pässword" },
+      { key: "netrc", value: "machine example.dev login me password p4ss\n", variable_type: "file" },
+    ];
+    const res = await create({ ...workspaceBody(), variables });
+    expect(res.status, JSON.stringify(res.body)).to.equal(201);
+    expect(JSON.stringify(res.body)).to.not.include("s3cret").and.not.include("p4ss");
+    const shown = await call(p.baseUrl, "GET", `/api/v4/projects/${projectId}/workspaces/${res.body.id}`, { token: dev.token });
+    expect(JSON.stringify(shown.body)).to.not.include("s3cret");
+
+    // At rest: one row each, none in clear, each bound to its row.
+    const rows = (await getStore().knex("workspace_variables").orderBy("id")) as Array<{ id: number; key: string; variable_type: string; encrypted_value: string }>;
+    expect(rows.map((r) => [r.variable_type, r.key])).to.deep.equal([["env_var", "API_URL"], ["env_var", "DB_PASSWORD"], ["file", "netrc"]]);
+    for (const r of rows) expect(r.encrypted_value).to.match(/^v1:/).and.not.include("s3cret").and.not.include("example.dev");
+
+    // The full sync carries them base64 in the two Secrets, as GitLab's desired config does.
+    const secrets = async () => {
+      const [info] = await reconcile("full");
+      const objects = parseAllDocuments(info!.config_to_apply!).map((d) => d.toJS() as { kind: string; metadata: { name: string }; data?: Record<string, string> });
+      return Object.fromEntries(objects.filter((o) => o.kind === "Secret").map((o) => [o.metadata.name, o.data]));
+    };
+    const b64 = (v: string) => Buffer.from(v).toString("base64");
+    expect(await secrets()).to.deep.equal({
+      [`${res.body.name}-env-var`]: { API_URL: b64("https://api.example.dev"), DB_PASSWORD: b64("s3cret-pässword") },
+      [`${res.body.name}-file`]: { netrc: b64("machine example.dev login me password p4ss\n") },
+    });
+
+    // A value moved to another row does not decrypt there: the reconcile fails rather than leak it.
+    await getStore().knex("workspace_variables").where({ id: rows[0]!.id }).update({ encrypted_value: rows[1]!.encrypted_value });
+    const broken = await reconcileRequest("full");
+    expect(broken.status).to.equal(500);
+    expect(JSON.stringify(broken.json)).to.not.include("s3cret");
+  });
+
+  it("refuses bad variables naming the entry, and stores nothing", async () => {
+    const refusals: Array<[unknown, string]> = [
+      ["API_URL=x", "variables must be an array"],
+      [[{ key: "1BAD", value: "x" }], 'variables[0].key "1BAD" is not an environment variable name'],
+      [[{ key: "A", value: "x" }, { key: "A", value: "y" }], 'variables[1].key "A" is given twice'],
+      [[{ key: "GL_TOKEN", value: "x" }], "the prefix GL_ is reserved"],
+      [[{ key: "../etc", value: "x", variable_type: "file" }], "is not a file name"],
+      [[{ key: "A", value: 1 }], "variables[0].value must be a string"],
+      [[{ key: "A", value: "x", variable_type: "secret" }], "variables[0].variable_type must be env_var or file"],
+      [[{ key: "A", value: "x".repeat(64 * 1024 + 1) }], "variables[0].value is over 65536 bytes"],
+      [Array.from({ length: 101 }, (_, i) => ({ key: `K${i}`, value: "v" })), "at most 100 variables"],
+    ];
+    for (const [variables, message] of refusals) {
+      const res = await create({ ...workspaceBody(), variables });
+      expect(res.status, message).to.equal(400);
+      expect(JSON.stringify(res.body)).to.include(message.replace(/"/g, '\\"'));
+    }
+    // A platform without an encryption key stores no variables.
+    const keyless = createPlatformServices({ store: getStore() });
+    const project = (await p.services.projects.get(projectId))!;
+    const input = { agentId, devfileRef: "main", devfilePath: ".devfile.yaml", variables: [{ key: "A", value: "x", type: "env_var" as const }] };
+    const error = await keyless.workspaces.create(dev.id, project, input).then(() => undefined, (err: Error) => err);
+    expect(error?.message).to.include("need the platform's encryption key");
+    expect(await p.services.workspaces.list(projectId, undefined)).to.deep.equal([]);
+    expect(Number((await getStore().knex("workspace_variables").count({ n: "*" }))[0]!.n)).to.equal(0);
   });
 
   it("reports apply errors as the Error state and terminates workspaces past max_hours_before_termination", async () => {

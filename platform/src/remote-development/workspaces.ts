@@ -14,9 +14,11 @@ import type { Project } from "../services/projects.js";
 import type { AgentService } from "../services/agents.js";
 import type { ProjectService } from "../services/projects.js";
 import { remoteDevelopmentSettings } from "./agent-settings.js";
-import { desiredConfigYaml } from "./desired-config.js";
+import { desiredConfigYaml, type WorkspaceVariable } from "./desired-config.js";
 import { DevfileError, MAX_DEVFILE_BYTES, parseDevfile, type Devfile } from "./devfile.js";
 import { DESIRED_STATES, actualStateOf, type WorkspaceAgentInfo, type WorkspaceState } from "./states.js";
+import { checkWorkspaceVariables, openVariables, sealVariables } from "./workspace-variables.js";
+import type { SecretBox } from "../util/secret-box.js";
 
 /** GitLab's default and largest `max_hours_before_termination`. */
 export const DEFAULT_MAX_HOURS_BEFORE_TERMINATION = 24;
@@ -49,6 +51,8 @@ export interface CreateWorkspaceInput {
   devfileRef: string;
   devfilePath: string;
   maxHoursBeforeTermination?: number;
+  /** The user's variables: environment variables and files in the workspace's Secrets. */
+  variables?: readonly WorkspaceVariable[];
 }
 
 export interface ReconcileRequest {
@@ -137,7 +141,14 @@ const rootNamespace = (pathWithNamespace: string) => pathWithNamespace.split("/"
 
 export function createWorkspaceService(
   ctx: ServiceContext,
-  deps: { agents: AgentService; projects: ProjectService; agentConfigs: AgentConfigService; repositories: RepositoryService },
+  deps: {
+    agents: AgentService;
+    projects: ProjectService;
+    agentConfigs: AgentConfigService;
+    repositories: RepositoryService;
+    /** Encrypts variables at rest; without it, workspaces with variables are refused. */
+    secrets?: SecretBox;
+  },
 ): WorkspaceService {
   const { knex, now } = ctx;
 
@@ -160,7 +171,13 @@ export function createWorkspaceService(
     return text;
   }
 
-  function configToApply(w: Workspace, devfile: Devfile, includeAllResources: boolean, settings: ReturnType<typeof remoteDevelopmentSettings>): string {
+  function configToApply(
+    w: Workspace,
+    devfile: Devfile,
+    includeAllResources: boolean,
+    settings: ReturnType<typeof remoteDevelopmentSettings>,
+    variables: readonly WorkspaceVariable[],
+  ): string {
     return desiredConfigYaml({
       workspaceId: w.id,
       name: w.name,
@@ -172,7 +189,7 @@ export function createWorkspaceService(
       networkPolicyEnabled: settings.networkPolicyEnabled,
       proxyNamespace: settings.proxyNamespace,
       includeAllResources,
-      variables: [],
+      variables,
     });
   }
 
@@ -191,31 +208,38 @@ export function createWorkspaceService(
       const settings = remoteDevelopmentSettings((await deps.agentConfigs.get(agent.id))?.config);
       if (!settings.enabled) throw invalid(`Cluster agent ${agent.name} does not have remote development enabled`, { cluster_agent_id: ["remote development is not enabled"] });
       if (input.devfileRef === "" || input.devfilePath === "") throw invalid("devfile_ref and devfile_path are required");
+      const variables = checkWorkspaceVariables(input.variables ?? []);
+      if (variables.length > 0 && !deps.secrets) {
+        throw invalid("Workspace variables need the platform's encryption key (encryption_key_file), which is not configured", { variables: ["cannot be stored"] });
+      }
       const devfile = await readDevfile(project, input.devfileRef, input.devfilePath);
       const suffix = randomSuffix();
       const at = toDbTime(now());
-      const [row] = (await knex("workspaces")
-        .insert({
-          user_id: userId,
-          project_id: project.id,
-          cluster_agent_id: agent.id,
-          name: `workspace-${agent.id}-${userId}-${suffix}`,
-          namespace: `gl-rd-ns-${agent.id}-${userId}-${suffix}`,
-          dns_zone: settings.dnsZone,
-          desired_state: "Running",
-          desired_state_updated_at: at,
-          actual_state: "CreationRequested",
-          devfile_ref: input.devfileRef,
-          devfile_path: input.devfilePath,
-          devfile,
-          max_hours_before_termination: maxHours,
-          force_include_all_resources: true,
-          created_at: at,
-          updated_at: at,
-        })
-        .returning("id")) as Array<{ id: number } | number>;
-      const id = typeof row === "number" ? row : row!.id;
-      return (await byId(knex, id))!;
+      return knex.transaction(async (trx) => {
+        const [row] = (await trx("workspaces")
+          .insert({
+            user_id: userId,
+            project_id: project.id,
+            cluster_agent_id: agent.id,
+            name: `workspace-${agent.id}-${userId}-${suffix}`,
+            namespace: `gl-rd-ns-${agent.id}-${userId}-${suffix}`,
+            dns_zone: settings.dnsZone,
+            desired_state: "Running",
+            desired_state_updated_at: at,
+            actual_state: "CreationRequested",
+            devfile_ref: input.devfileRef,
+            devfile_path: input.devfilePath,
+            devfile,
+            max_hours_before_termination: maxHours,
+            force_include_all_resources: true,
+            created_at: at,
+            updated_at: at,
+          })
+          .returning("id")) as Array<{ id: number } | number>;
+        const id = typeof row === "number" ? row : row!.id;
+        if (variables.length > 0) await trx("workspace_variables").insert(sealVariables(deps.secrets!, id, variables));
+        return (await byId(trx, id))!;
+      });
     },
 
     async list(projectId, userId) {
@@ -273,6 +297,7 @@ export function createWorkspaceService(
           const desiredChanged = w.respondedToAgentAt === null || w.desiredStateUpdatedAt.getTime() >= w.respondedToAgentAt.getTime();
           if (full || desiredChanged || info !== undefined || w.forceIncludeAllResources) {
             const withConfig = full || desiredChanged || w.forceIncludeAllResources;
+            const includeAll = full || w.forceIncludeAllResources;
             answers.push({
               name: w.name,
               namespace: w.namespace,
@@ -280,7 +305,9 @@ export function createWorkspaceService(
               actual_state: w.actualState,
               desired_state: w.desiredState,
               config_to_apply:
-                withConfig && w.desiredState !== "Terminated" ? configToApply(w, parseDevfile(w.devfile), full || w.forceIncludeAllResources, settings) : null,
+                withConfig && w.desiredState !== "Terminated"
+                  ? configToApply(w, parseDevfile(w.devfile), includeAll, settings, includeAll ? await openVariables(trx, deps.secrets, w.id) : [])
+                  : null,
             });
             Object.assign(changes, { responded_to_agent_at: toDbTime(at), force_include_all_resources: false });
           }

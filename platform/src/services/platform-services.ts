@@ -26,6 +26,7 @@ import { createUserService, type UserService } from "./users.js";
 import { registerRemoteDevelopmentModule } from "../remote-development/reconcile-endpoint.js";
 import { createWorkspaceService, type WorkspaceService } from "../remote-development/workspaces.js";
 import { createWorkspaceAccessService, type WorkspaceAccessService } from "../remote-development/workspace-access.js";
+import { SecretBox } from "../util/secret-box.js";
 
 export interface PlatformServicesOptions {
   store: Store;
@@ -59,6 +60,11 @@ export interface PlatformServicesOptions {
   workspaceSessionTtlMs?: number;
   /** Where the platform's metrics (`platform_vulnerabilit*`) are registered. Default: none kept. */
   metrics?: Registry;
+  /**
+   * Key (at least 32 random bytes) for values the platform stores encrypted: workspace variables.
+   * Default: none, and workspaces with variables are refused. Replicas on one database share it.
+   */
+  encryptionKey?: Uint8Array;
 }
 
 /** The platform's business logic over one store. Authorization is left to the callers (REST API). */
@@ -156,7 +162,13 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
       logger: ctx.logger.child({ component: STARBOARD_VULNERABILITY_MODULE }),
     }),
   );
-  const workspaces = createWorkspaceService(ctx, { agents, projects, agentConfigs, repositories });
+  const workspaces = createWorkspaceService(ctx, {
+    agents,
+    projects,
+    agentConfigs,
+    repositories,
+    secrets: options.encryptionKey && new SecretBox(options.encryptionKey, "workspace variables"),
+  });
   registerRemoteDevelopmentModule(moduleRequests, workspaces);
   return {
     store: options.store,

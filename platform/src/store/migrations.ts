@@ -519,7 +519,39 @@ const observability: Migration = {
   },
 };
 
-const MIGRATIONS: readonly Migration[] = [initial, agentConfigurations, ciJobs, protectedBranches, tokenRevocations, agentGitopsStatus, vulnerabilities, workspaces, observability];
+/**
+ * The variables a user gives a workspace (GitLab's workspace_variables): environment variables and
+ * files of its Secrets. Values are encrypted by the platform (util/secret-box.ts), never stored plain.
+ */
+const workspaceVariables: Migration = {
+  name: "0014_workspace_variables",
+  async up(knex) {
+    await knex.schema.createTable("workspace_variables", (t) => {
+      t.increments("id").primary();
+      t.integer("workspace_id").notNullable().references("id").inTable("workspaces").onDelete("CASCADE");
+      t.string("variable_type", 16).notNullable(); // env_var | file
+      t.string("key", 255).notNullable();
+      t.text("encrypted_value").notNullable();
+      t.unique(["workspace_id", "variable_type", "key"]);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTable("workspace_variables");
+  },
+};
+
+const MIGRATIONS: readonly Migration[] = [
+  initial,
+  agentConfigurations,
+  ciJobs,
+  protectedBranches,
+  tokenRevocations,
+  agentGitopsStatus,
+  vulnerabilities,
+  workspaces,
+  observability,
+  workspaceVariables,
+];
 
 /** Knex migration source serving the in-code migrations above, in order. */
 export const migrationSource: Knex.MigrationSource<Migration> = {
