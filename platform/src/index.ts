@@ -35,6 +35,8 @@ export type {
 export type { RevocationFeedPage, RevocationListener, RevocationService } from "./services/revocations.js";
 export type { AuditEvent, AuditEventInput, AuditFilter, AuditTrail, AuditTrailOptions } from "./audit/audit-trail.js";
 export { startAuditPruning } from "./audit/audit-pruning.js";
+export { DEFAULT_WORKSPACE_TOOL_IMAGES } from "./remote-development/workspace-tools.js";
+export type { WorkspaceToolImages } from "./remote-development/workspace-tools.js";
 export type { AuditPruning } from "./audit/audit-pruning.js";
 
 export { createAgentConfigService, emptyAgentConfig } from "./agent-config/agent-config-service.js";

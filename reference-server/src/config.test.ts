@@ -91,6 +91,13 @@ describe("kas configuration", () => {
     expect(loadConfig({ configFile: path, env: { KAS_ENCRYPTION_KEY_FILE: "/run/key" } }).encryptionKeyFile).to.equal("/run/key");
   });
 
+  it("takes the workspace tool images from YAML or the environment", () => {
+    const path = file(`workspace_editor_injector_image: mirror/injector:4\nworkspace_project_cloner_image: mirror/git:2\n`);
+    expect(loadConfig({ configFile: path, env: {} })).to.deep.include({ workspaceEditorInjectorImage: "mirror/injector:4", workspaceProjectClonerImage: "mirror/git:2" });
+    const fromEnv = loadConfig({ env: { KAS_WORKSPACE_EDITOR_INJECTOR_IMAGE: "a/b:1", KAS_WORKSPACE_PROJECT_CLONER_IMAGE: "c/d:2" } });
+    expect(fromEnv).to.deep.include({ workspaceEditorInjectorImage: "a/b:1", workspaceProjectClonerImage: "c/d:2" });
+  });
+
   it("takes the Redis URL for events between replicas from YAML or KAS_REDIS_URL", () => {
     expect(loadConfig({ env: {} }).redis?.url).to.equal(undefined);
     const path = file(`redis_url: redis://127.0.0.1:6379/0\n`);

@@ -55,6 +55,9 @@ export interface KasConfig {
   privateApiSecretFile?: string;
   /** Base64 key (≥ 32 bytes) the embedded platform encrypts stored secrets with (workspace variables); created in the data dir if unset. */
   encryptionKeyFile?: string;
+  /** Images of the workspace editor injector and project cloner (air-gapped clusters mirror them). Default GitLab's. */
+  workspaceEditorInjectorImage?: string;
+  workspaceProjectClonerImage?: string;
   /** Admin personal access token to create on first start. Never logged. */
   adminToken?: string;
   agentTls?: TlsFiles;
@@ -317,6 +320,12 @@ function applyFile(config: KasConfig, file: string): void {
       case "encryption_key_file":
         config.encryptionKeyFile = string(value, key);
         break;
+      case "workspace_editor_injector_image":
+        config.workspaceEditorInjectorImage = string(value, key);
+        break;
+      case "workspace_project_cloner_image":
+        config.workspaceProjectClonerImage = string(value, key);
+        break;
       case "log_level":
         config.logLevel = logLevel(string(value, key), key);
         break;
@@ -405,6 +414,8 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   if (env.KAS_API_SECRET_FILE) config.apiSecretFile = env.KAS_API_SECRET_FILE;
   if (env.KAS_PRIVATE_API_SECRET_FILE) config.privateApiSecretFile = env.KAS_PRIVATE_API_SECRET_FILE;
   if (env.KAS_ENCRYPTION_KEY_FILE) config.encryptionKeyFile = env.KAS_ENCRYPTION_KEY_FILE;
+  if (env.KAS_WORKSPACE_EDITOR_INJECTOR_IMAGE) config.workspaceEditorInjectorImage = env.KAS_WORKSPACE_EDITOR_INJECTOR_IMAGE;
+  if (env.KAS_WORKSPACE_PROJECT_CLONER_IMAGE) config.workspaceProjectClonerImage = env.KAS_WORKSPACE_PROJECT_CLONER_IMAGE;
   if (env.KAS_ADMIN_TOKEN) config.adminToken = env.KAS_ADMIN_TOKEN;
   if (env.KAS_LOG_LEVEL) config.logLevel = logLevel(env.KAS_LOG_LEVEL, "KAS_LOG_LEVEL");
   if (env.KAS_CONNECTIONS_PER_TOKEN_PER_MINUTE) {

@@ -9,6 +9,7 @@ import {
   createInProcessPlatformClient,
   createPlatformApp,
   createPlatformServices,
+  DEFAULT_WORKSPACE_TOOL_IMAGES,
   openStore,
   startAuditPruning,
   type PlatformServices,
@@ -239,6 +240,10 @@ async function startPlatformServices(
   try {
     const services = createPlatformServices({
       encryptionKey,
+      workspaceToolImages: {
+        editorInjector: config.workspaceEditorInjectorImage ?? DEFAULT_WORKSPACE_TOOL_IMAGES.editorInjector,
+        projectCloner: config.workspaceProjectClonerImage ?? DEFAULT_WORKSPACE_TOOL_IMAGES.projectCloner,
+      },
       store,
       logger: logger.child({ component: "platform" }),
       repositoriesDir: join(config.dataDir, "repositories"),

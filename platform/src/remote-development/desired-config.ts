@@ -69,7 +69,7 @@ export function desiredObjects(input: DesiredConfigInput): K8sObject[] {
 
   const objects: K8sObject[] = [inventoryConfigMap(workspaceInventory, namespace, agentId)];
   objects.push(deployment(input, meta(name)));
-  const ports = input.devfile.containers.flatMap((c) => c.endpoints.filter((e) => e.exposure !== "none"));
+  const ports = mainContainers(input.devfile).flatMap((c) => c.endpoints.filter((e) => e.exposure !== "none"));
   if (ports.length > 0) {
     objects.push({
       apiVersion: "v1",
@@ -100,6 +100,11 @@ export function desiredConfigYaml(input: DesiredConfigInput): string {
   return desiredObjects(input)
     .map((o) => "---\n" + stringify(o, { lineWidth: 0 }))
     .join("");
+}
+
+/** The long-running containers: all but those that run at preStart. */
+export function mainContainers(devfile: Devfile): DevfileContainer[] {
+  return devfile.containers.filter((c) => !devfile.preStart.includes(c.name));
 }
 
 function secretName(workspace: string, type: "env_var" | "file"): string {
@@ -146,7 +151,9 @@ function deployment(input: DesiredConfigInput, metadata: K8sObject): K8sObject {
       template: {
         metadata: { name, namespace: input.namespace, labels, annotations: (metadata as { annotations: object }).annotations },
         spec: {
-          containers: devfile.containers.map((c) => container(input, c)),
+          // preStart components run to completion first, in order (devfile semantics).
+          ...(devfile.preStart.length > 0 ? { initContainers: devfile.preStart.map((n) => container(input, devfile.containers.find((c) => c.name === n)!)) } : {}),
+          containers: mainContainers(devfile).map((c) => container(input, c)),
           volumes,
           securityContext: { runAsNonRoot: true, runAsUser: WORKSPACE_RUN_AS_USER, fsGroup: 0, fsGroupChangePolicy: "OnRootMismatch" },
         },

@@ -3,6 +3,7 @@ import { parse, parseAllDocuments } from "yaml";
 import { DevfileError, parseDevfile } from "./devfile.js";
 import { VALID_DEVFILE } from "./devfile.test-support.js";
 import { desiredConfigYaml, desiredObjects, type DesiredConfigInput } from "./desired-config.js";
+import { DEFAULT_WORKSPACE_TOOL_IMAGES, checkToolsFit, withWorkspaceTools } from "./workspace-tools.js";
 
 type Obj = { kind: string; metadata: { name: string; namespace: string; labels: Record<string, string>; annotations?: Record<string, string> } } & Record<string, unknown>;
 
@@ -56,12 +57,52 @@ describe("remote development: devfiles", () => {
     ["an unknown volume", `schemaVersion: 2.2.0\ncomponents:\n${editor}      volumeMounts: [{name: nope}]\n`, "mounts volume 'nope', which no volume component defines"],
     ["a bad port", `schemaVersion: 2.2.0\ncomponents:\n${editor}      endpoints: [{name: web, targetPort: 70000}]\n`, "targetPort must be a port number"],
     ["a container without image", "schemaVersion: 2.2.0\ncomponents:\n  - name: a\n    container: {}\n", "'container.image' is required"],
+    ["an unknown preStart command", `schemaVersion: 2.2.0\nevents:\n  preStart: [nope]\ncomponents:\n${editor}`, "events.preStart names command 'nope', which is not defined"],
+    [
+      "an exec command at preStart",
+      `schemaVersion: 2.2.0\ncommands:\n  - id: build\n    exec: {component: tooling, commandLine: make}\nevents:\n  preStart: [build]\ncomponents:\n${editor}`,
+      "Command 'build' of events.preStart must be an 'apply' command",
+    ],
+    [
+      "the editor at preStart",
+      `schemaVersion: 2.2.0\ncommands:\n  - id: init\n    apply: {component: tooling}\nevents:\n  preStart: [init]\ncomponents:\n${editor}`,
+      "Component 'tooling' with 'gl/inject-editor' cannot run at preStart",
+    ],
   ];
   for (const [what, text, message] of refused) {
     it(`refuses ${what} with a clear error`, () => {
       expect(() => parseDevfile(text)).to.throw(DevfileError, message);
     });
   }
+
+  it("runs the components that events.preStart applies as init containers, in order, before GitLab's tools", () => {
+    const text = `schemaVersion: 2.2.0
+commands:
+  - id: migrate
+    apply: {component: migrate}
+events:
+  preStart: [migrate]
+components:
+${editor}  - name: migrate
+    container:
+      image: migrator:1
+`;
+    const devfile = parseDevfile(text);
+    expect(devfile.preStart).to.deep.equal(["migrate"]);
+    const withTools = withWorkspaceTools(devfile, { path: "app", repositoryUrl: "https://git.example/g/app.git", ref: "main" }, DEFAULT_WORKSPACE_TOOL_IMAGES);
+    const pod = (desiredObjects(input({ devfile: withTools })).find((o) => (o as Obj).kind === "Deployment") as { spec: { template: { spec: { initContainers: Array<{ name: string; image: string }>; containers: Array<{ name: string }> } } } }).spec.template.spec;
+    expect(pod.initContainers.map((c) => `${c.name} ${c.image}`)).to.deep.equal([
+      "migrate migrator:1",
+      `gl-editor-injector ${DEFAULT_WORKSPACE_TOOL_IMAGES.editorInjector}`,
+      `gl-cloner-injector ${DEFAULT_WORKSPACE_TOOL_IMAGES.projectCloner}`,
+    ]);
+    expect(pod.containers.map((c) => c.name)).to.deep.equal(["tooling"]);
+  });
+
+  it("refuses devfiles that take the editor's ports or endpoint names", () => {
+    expect(() => checkToolsFit(parseDevfile(`schemaVersion: 2.2.0\ncomponents:\n${editor}      endpoints: [{name: mine, targetPort: 60001}]\n`))).to.throw(DevfileError, "Endpoint port 60001 is reserved for the editor");
+    expect(() => checkToolsFit(parseDevfile(`schemaVersion: 2.2.0\ncomponents:\n${editor}      endpoints: [{name: editor-server, targetPort: 8080}]\n`))).to.throw(DevfileError, "Endpoint name 'editor-server' is reserved");
+  });
 });
 
 describe("remote development: the objects generated for a workspace", () => {

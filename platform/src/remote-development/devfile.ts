@@ -61,6 +61,11 @@ export interface Devfile {
   schemaVersion: string;
   containers: DevfileContainer[];
   volumes: DevfileVolume[];
+  /**
+   * Container components that run to completion before the others (the `apply` commands of
+   * `events.preStart`, in order): init containers of the workspace's pod, not long-running ones.
+   */
+  preStart: string[];
 }
 
 type Json = Record<string, unknown>;
@@ -126,7 +131,28 @@ export function parseDevfile(text: string): Devfile {
       ports.add(endpoint.targetPort);
     }
   }
-  return { schemaVersion, containers, volumes };
+  const preStart = preStartComponents(root.commands, root.events, new Set(containers.map((c) => c.name)));
+  if (editors.some((e) => preStart.includes(e.name))) throw new DevfileError(`Component '${editors[0]!.name}' with '${INJECT_EDITOR_ATTRIBUTE}' cannot run at preStart`);
+  return { schemaVersion, containers, volumes, preStart };
+}
+
+/** The container components `events.preStart` applies, in order (checked: known commands, `apply` of a container). */
+function preStartComponents(commands: unknown, events: unknown, containerNames: Set<string>): string[] {
+  const byId = new Map<string, Json>();
+  for (const c of (commands ?? []) as Json[]) byId.set(c.id as string, c);
+  const ids = isObject(events) && Array.isArray(events.preStart) ? (events.preStart as unknown[]) : [];
+  return ids.map((id, i) => {
+    if (typeof id !== "string") throw new DevfileError(`events.preStart[${i}] must be a command id`);
+    const command = byId.get(id);
+    if (!command) throw new DevfileError(`events.preStart names command '${id}', which is not defined`);
+    const apply = command.apply;
+    if (!isObject(apply) || typeof apply.component !== "string") throw new DevfileError(`Command '${id}' of events.preStart must be an 'apply' command (only those can run before the workspace starts)`);
+    if (!containerNames.has(apply.component)) throw new DevfileError(`Command '${id}' applies '${apply.component}', which is not a container component`);
+    return apply.component;
+  }).filter((name, i, all) => {
+    if (all.indexOf(name) !== i) throw new DevfileError(`Component '${name}' is applied more than once at preStart`);
+    return true;
+  });
 }
 
 function checkName(value: unknown, where: string, what: string): string {

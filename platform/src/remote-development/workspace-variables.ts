@@ -38,8 +38,9 @@ export function checkWorkspaceVariables(raw: unknown): WorkspaceVariable[] {
     }
     if (type === "env_var" && !ENV_KEY.test(key)) throw bad(`variables[${i}].key ${JSON.stringify(key)} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)`);
     if (type === "file" && (!FILE_KEY.test(key) || key === "." || key === "..")) throw bad(`variables[${i}].key ${JSON.stringify(key)} is not a file name ([-._A-Za-z0-9]+)`);
-    // GitLab keeps the gl_/GL_ prefix for the variables it injects itself.
+    // GitLab keeps the gl_/GL_ prefix for the variables it injects itself; git's come from the platform too.
     if (/^gl_/i.test(key)) throw bad(`variables[${i}].key ${JSON.stringify(key)}: the prefix GL_ is reserved`);
+    if (/^GIT_CONFIG_/.test(key)) throw bad(`variables[${i}].key ${JSON.stringify(key)}: the prefix GIT_CONFIG_ is reserved (the workspace's git configuration)`);
     if (typeof value !== "string") throw bad(`variables[${i}].value must be a string`);
     const bytes = Buffer.byteLength(value);
     if (bytes > MAX_VARIABLE_VALUE_BYTES) throw bad(`variables[${i}].value is over ${MAX_VARIABLE_VALUE_BYTES} bytes`);
@@ -53,12 +54,13 @@ export function checkWorkspaceVariables(raw: unknown): WorkspaceVariable[] {
 }
 
 /** Rows for `workspace_variables`, values encrypted and bound to their workspace and key. */
-export function sealVariables(secrets: SecretBox, workspaceId: number, variables: readonly WorkspaceVariable[]) {
+export function sealVariables(secrets: SecretBox, workspaceId: number, variables: ReadonlyArray<WorkspaceVariable & { userProvided: boolean }>) {
   return variables.map((v) => ({
     workspace_id: workspaceId,
     variable_type: v.type,
     key: v.key,
     encrypted_value: secrets.seal(v.value, context(workspaceId, v)),
+    user_provided: v.userProvided,
   }));
 }
 

@@ -10,7 +10,8 @@ import { paginate } from "../api/pagination.js";
 import { bodyOf, optionalInteger, parseId, requiredString } from "../api/params.js";
 import type { RestRouteDeps } from "../api/rest-route-deps.js";
 import { AccessLevel } from "../services/access-levels.js";
-import { parseDevfile } from "./devfile.js";
+import { EDITOR_PORT, WORKSPACE_DATA_PATH } from "./workspace-tools.js";
+import { workspaceEndpoints } from "./workspaces.js";
 import { checkWorkspaceVariables } from "./workspace-variables.js";
 import type { Workspace } from "./workspaces.js";
 
@@ -30,8 +31,8 @@ export interface WorkspaceEntity {
   devfile_path: string;
   max_hours_before_termination: number;
   dns_zone: string;
-  /** The first public endpoint of the editor container, or null. */
-  url: string | null;
+  /** The editor (port 60001), on the project's folder when the workspace cloned one. */
+  url: string;
   /** Every exposed endpoint: `https://<port>-<workspace>.<dns_zone><path>`. */
   urls: Array<{ name: string; port: number; url: string }>;
   created_at: string;
@@ -39,12 +40,10 @@ export interface WorkspaceEntity {
 }
 
 export function workspaceEntity(w: Workspace): WorkspaceEntity {
-  const devfile = parseDevfile(w.devfile);
-  const urls = devfile.containers.flatMap((c) =>
-    c.endpoints
-      .filter((e) => e.exposure === "public")
-      .map((e) => ({ name: e.name, port: e.targetPort, url: `https://${e.targetPort}-${w.name}.${w.dnsZone}${e.path ?? "/"}`, editor: c.injectEditor })),
-  );
+  const urls = workspaceEndpoints(w).map((e) => ({ name: e.name, port: e.targetPort, url: `https://${e.targetPort}-${w.name}.${w.dnsZone}${e.path ?? "/"}` }));
+  // GitLab's workspace URL: the editor, opened on the cloned project's folder.
+  const editor = `https://${EDITOR_PORT}-${w.name}.${w.dnsZone}/`;
+  const folder = w.project ? `?folder=${encodeURIComponent(`${WORKSPACE_DATA_PATH}/${w.project.path}`)}` : "";
   return {
     id: w.id,
     name: w.name,
@@ -58,8 +57,8 @@ export function workspaceEntity(w: Workspace): WorkspaceEntity {
     devfile_path: w.devfilePath,
     max_hours_before_termination: w.maxHoursBeforeTermination,
     dns_zone: w.dnsZone,
-    url: urls.find((u) => u.editor)?.url ?? null,
-    urls: urls.map(({ name, port, url }) => ({ name, port, url })),
+    url: editor + folder,
+    urls,
     created_at: w.createdAt.toISOString(),
     updated_at: w.updatedAt.toISOString(),
   };
@@ -87,6 +86,7 @@ export function registerWorkspaceRoutes(router: Router, deps: RestRouteDeps): vo
       devfileRef: requiredString(params, "devfile_ref"),
       devfilePath: requiredString(params, "devfile_path"),
       maxHoursBeforeTermination: optionalInteger(params, "max_hours_before_termination"),
+      repositoryUrl: `${deps.baseUrl(req).replace(/\/+$/, "")}/${project.pathWithNamespace}.git`,
       // Write-only: values go into the workspace's Secrets and are never returned.
       variables: params.variables === undefined ? undefined : checkWorkspaceVariables(params.variables),
     });

@@ -1,7 +1,12 @@
 // Workspaces end to end on the platform: REST create/list/show/update against a real git
 // repository holding the devfile, and the agent's reconcile endpoint (registered as a module
 // request route, also over the internal HTTP API), on SQLite and PostgreSQL.
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import http from "node:http";
 import { expect } from "chai";
 import express from "express";
@@ -94,8 +99,12 @@ describeEachStore("remote development workspaces", (getStore) => {
     expect(ws.name).to.match(new RegExp(`^workspace-${agentId}-${dev.id}-[a-z0-9]{6}$`));
     expect(ws.namespace).to.equal(ws.name.replace("workspace-", "gl-rd-ns-"));
     expect(ws).to.deep.include({ desired_state: "Running", actual_state: "CreationRequested", max_hours_before_termination: 2, dns_zone: "ws.example.dev" });
-    expect(ws.url).to.equal(`https://3000-${ws.name}.ws.example.dev/`);
-    expect(ws.urls).to.deep.equal([{ name: "http-3000", port: 3000, url: `https://3000-${ws.name}.ws.example.dev/` }]);
+    // GitLab's editor, on the cloned project's folder; every public port, the editor's included.
+    expect(ws.url).to.equal(`https://60001-${ws.name}.ws.example.dev/?folder=%2Fprojects%2Fapp`);
+    expect(ws.urls).to.deep.equal([
+      { name: "http-3000", port: 3000, url: `https://3000-${ws.name}.ws.example.dev/` },
+      { name: "editor-server", port: 60001, url: `https://60001-${ws.name}.ws.example.dev/` },
+    ]);
 
     expect((await call(p.baseUrl, "GET", `/api/v4/projects/${projectId}/workspaces/${ws.id}`, { token: dev.token })).body.id).to.equal(ws.id);
     expect((await call(p.baseUrl, "GET", `/api/v4/projects/${projectId}/workspaces`, { token: dev.token })).body.map((w: { id: number }) => w.id)).to.deep.equal([ws.id]);
@@ -191,9 +200,9 @@ describeEachStore("remote development workspaces", (getStore) => {
     expect(JSON.stringify(shown.body)).to.not.include("s3cret");
 
     // At rest: one row each, none in clear, each bound to its row.
-    const rows = (await getStore().knex("workspace_variables").orderBy("id")) as Array<{ id: number; key: string; variable_type: string; encrypted_value: string }>;
+    const rows = (await getStore().knex("workspace_variables").where({ user_provided: true }).orderBy("id")) as Array<{ id: number; key: string; variable_type: string; encrypted_value: string }>;
     expect(rows.map((r) => [r.variable_type, r.key])).to.deep.equal([["env_var", "API_URL"], ["env_var", "DB_PASSWORD"], ["file", "netrc"]]);
-    for (const r of rows) expect(r.encrypted_value).to.match(/^v1:/).and.not.include("s3cret").and.not.include("example.dev");
+    for (const r of await getStore().knex("workspace_variables")) expect(r.encrypted_value).to.match(/^v1:/).and.not.include("s3cret").and.not.include("example.dev").and.not.include("glpat-");
 
     // The full sync carries them base64 in the two Secrets, as GitLab's desired config does.
     const secrets = async () => {
@@ -202,16 +211,66 @@ describeEachStore("remote development workspaces", (getStore) => {
       return Object.fromEntries(objects.filter((o) => o.kind === "Secret").map((o) => [o.metadata.name, o.data]));
     };
     const b64 = (v: string) => Buffer.from(v).toString("base64");
-    expect(await secrets()).to.deep.equal({
-      [`${res.body.name}-env-var`]: { API_URL: b64("https://api.example.dev"), DB_PASSWORD: b64("s3cret-pässword") },
-      [`${res.body.name}-file`]: { netrc: b64("machine example.dev login me password p4ss\n") },
-    });
+    const data = await secrets();
+    expect(data[`${res.body.name}-env-var`]).to.deep.include({ API_URL: b64("https://api.example.dev"), DB_PASSWORD: b64("s3cret-pässword") });
+    expect(data[`${res.body.name}-file`]).to.deep.include({ netrc: b64("machine example.dev login me password p4ss\n") });
 
     // A value moved to another row does not decrypt there: the reconcile fails rather than leak it.
     await getStore().knex("workspace_variables").where({ id: rows[0]!.id }).update({ encrypted_value: rows[1]!.encrypted_value });
     const broken = await reconcileRequest("full");
     expect(broken.status).to.equal(500);
     expect(JSON.stringify(broken.json)).to.not.include("s3cret");
+  });
+
+  it("adds GitLab's editor and project cloner; the clone works with the workspace's own token, revoked when it ends", async () => {
+    // Created as REST does it, with the project's git URL as the workspace reaches it (here: this platform).
+    const project = (await p.services.projects.get(projectId))!;
+    const ws = await p.services.workspaces.create(dev.id, project, { agentId, devfileRef: "main", devfilePath: ".devfile.yaml", repositoryUrl: p.url(project) });
+    const [info] = await reconcile("full");
+    type Container = { name: string; command?: string[]; args?: string[]; env: Array<{ name: string; value: string }>; ports: Array<{ containerPort: number }> };
+    type Obj = { kind: string; metadata: { name: string }; data?: Record<string, string>; spec: { ports?: Array<{ port: number }>; template?: { spec: { initContainers: Container[]; containers: Container[] } } } };
+    const objects = parseAllDocuments(info!.config_to_apply!).map((d) => d.toJS() as Obj);
+    const pod = objects.find((o) => o.kind === "Deployment")!.spec.template!.spec;
+    expect(pod.initContainers.map((c) => c.name)).to.deep.equal(["gl-editor-injector", "gl-cloner-injector"]);
+    expect(pod.containers.map((c) => c.name)).to.deep.equal(["tooling"]);
+    const editor = pod.containers[0]!;
+    expect(editor.command).to.deep.equal(["/bin/sh", "-c"]);
+    expect(editor.args).to.deep.equal(["/projects/.gl-editor/start_server.sh"]);
+    expect(editor.env).to.deep.include({ name: "EDITOR_PORT", value: "60001" });
+    expect(editor.ports.map((x) => x.containerPort)).to.deep.equal([3000, 9229, 60001, 60022]);
+    expect(objects.find((o) => o.kind === "Service")!.spec.ports!.map((x) => x.port)).to.deep.equal([3000, 9229, 60001, 60022]);
+
+    // The Secrets: GitLab's git variables and a token of the workspace's own.
+    const secret = (suffix: string) =>
+      Object.fromEntries(Object.entries(objects.find((o) => o.metadata.name === `${ws.name}-${suffix}`)!.data!).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
+    const env = secret("env-var");
+    const files = secret("file");
+    expect(env).to.deep.include({ GIT_CONFIG_COUNT: "3", GIT_CONFIG_KEY_0: "credential.helper", GIT_CONFIG_KEY_1: "user.name", GIT_CONFIG_VALUE_1: "dev", GL_WORKSPACE_DOMAIN_TEMPLATE: `\${PORT}-${ws.name}.ws.example.dev` });
+    const token = await p.services.personalAccessTokens.authenticate(files.gl_token!);
+    expect(token?.user.id).to.equal(dev.id);
+    expect(token?.token.scopes).to.deep.equal(["read_repository", "write_repository"]);
+
+    // Run the generated cloner as the pod would: its script, the Secrets' variables and files
+    // (their mount paths moved into a temporary folder), against this platform's private repository.
+    const root = await mkdtemp(join(tmpdir(), "kasbridge-workspace-"));
+    cleanup.add(() => rm(root, { recursive: true, force: true }));
+    const moved = (v: string) => v.replaceAll("/.workspace-data/variables/file", join(root, "files")).replaceAll("/projects", join(root, "projects"));
+    await mkdir(join(root, "files"));
+    await mkdir(join(root, "projects"));
+    for (const [name, content] of Object.entries(files)) await writeFile(join(root, "files", name), content, { mode: 0o774 });
+    const cloner = pod.initContainers[1]!;
+    const podEnv = { PATH: process.env.PATH!, HOME: root, GIT_CONFIG_NOSYSTEM: "1", GIT_TERMINAL_PROMPT: "0", ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, moved(v)])) };
+    await promisify(execFile)(cloner.command![0]!, [...cloner.command!.slice(1), moved(cloner.args![0]!)], { env: podEnv });
+    expect(await readFile(join(root, "projects", "app", ".devfile.yaml"), "utf8")).to.equal(VALID_DEVFILE);
+    // A second start keeps what is there (the user's changes).
+    await writeFile(join(root, "projects", "app", "local.txt"), "mine");
+    await promisify(execFile)(cloner.command![0]!, [...cloner.command!.slice(1), moved(cloner.args![0]!)], { env: podEnv });
+    expect(await readFile(join(root, "projects", "app", "local.txt"), "utf8")).to.equal("mine");
+
+    // Terminated: the token stops working.
+    await p.services.workspaces.updateDesiredState(ws, "Terminated");
+    await reconcile("partial", [{ name: ws.name, namespace: ws.namespace, termination_progress: "Terminated" }]);
+    expect(await p.services.personalAccessTokens.authenticate(files.gl_token!)).to.equal(undefined);
   });
 
   it("refuses bad variables naming the entry, and stores nothing", async () => {

@@ -14,11 +14,14 @@ import type { Project } from "../services/projects.js";
 import type { AgentService } from "../services/agents.js";
 import type { ProjectService } from "../services/projects.js";
 import { remoteDevelopmentSettings } from "./agent-settings.js";
-import { desiredConfigYaml, type WorkspaceVariable } from "./desired-config.js";
-import { DevfileError, MAX_DEVFILE_BYTES, parseDevfile, type Devfile } from "./devfile.js";
+import { desiredConfigYaml, mainContainers, type WorkspaceVariable } from "./desired-config.js";
+import { DevfileError, MAX_DEVFILE_BYTES, parseDevfile, type Devfile, type DevfileEndpoint } from "./devfile.js";
 import { DESIRED_STATES, actualStateOf, type WorkspaceAgentInfo, type WorkspaceState } from "./states.js";
 import { checkWorkspaceVariables, openVariables, sealVariables } from "./workspace-variables.js";
 import type { SecretBox } from "../util/secret-box.js";
+import type { PersonalAccessTokenService } from "../services/personal-access-tokens.js";
+import type { UserService } from "../services/users.js";
+import { DEFAULT_WORKSPACE_TOOL_IMAGES, checkToolsFit, internalVariables, withWorkspaceTools, type WorkspaceProject, type WorkspaceToolImages } from "./workspace-tools.js";
 
 /** GitLab's default and largest `max_hours_before_termination`. */
 export const DEFAULT_MAX_HOURS_BEFORE_TERMINATION = 24;
@@ -42,6 +45,10 @@ export interface Workspace {
   devfile: string;
   maxHoursBeforeTermination: number;
   forceIncludeAllResources: boolean;
+  /** The project the workspace clones (none for workspaces created before the cloner existed). */
+  project: WorkspaceProject | undefined;
+  /** The personal access token made for the workspace's git; revoked when it is terminated. */
+  personalAccessTokenId: number | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -53,6 +60,8 @@ export interface CreateWorkspaceInput {
   maxHoursBeforeTermination?: number;
   /** The user's variables: environment variables and files in the workspace's Secrets. */
   variables?: readonly WorkspaceVariable[];
+  /** The project's git URL as the workspace reaches it (REST: `http_url_to_repo`); no cloner without it. */
+  repositoryUrl?: string;
 }
 
 export interface ReconcileRequest {
@@ -101,6 +110,10 @@ interface Row {
   devfile: string;
   max_hours_before_termination: number;
   force_include_all_resources: unknown;
+  project_path: string | null;
+  repository_url: string | null;
+  project_ref: string | null;
+  personal_access_token_id: number | null;
   created_at: unknown;
   updated_at: unknown;
 }
@@ -124,9 +137,21 @@ function fromRow(r: Row): Workspace {
     devfile: r.devfile,
     maxHoursBeforeTermination: r.max_hours_before_termination,
     forceIncludeAllResources: fromDbBool(r.force_include_all_resources),
+    project: r.project_path && r.repository_url && r.project_ref ? { path: r.project_path, repositoryUrl: r.repository_url, ref: r.project_ref } : undefined,
+    personalAccessTokenId: r.personal_access_token_id,
     createdAt: fromDbTime(r.created_at),
     updatedAt: fromDbTime(r.updated_at),
   };
+}
+
+/** The devfile a workspace runs: its own, with GitLab's editor and project cloner (images do not matter here). */
+export function workspaceDevfile(w: Workspace, images: WorkspaceToolImages = DEFAULT_WORKSPACE_TOOL_IMAGES): Devfile {
+  return withWorkspaceTools(parseDevfile(w.devfile), w.project, images);
+}
+
+/** The endpoints users reach (`exposure: public`) of the workspace's long-running containers, the editor's included. */
+export function workspaceEndpoints(w: Workspace): DevfileEndpoint[] {
+  return mainContainers(workspaceDevfile(w)).flatMap((c) => c.endpoints.filter((e) => e.exposure === "public"));
 }
 
 const RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
@@ -146,8 +171,12 @@ export function createWorkspaceService(
     projects: ProjectService;
     agentConfigs: AgentConfigService;
     repositories: RepositoryService;
-    /** Encrypts variables at rest; without it, workspaces with variables are refused. */
+    users: UserService;
+    personalAccessTokens: PersonalAccessTokenService;
+    /** Encrypts variables at rest; without it, workspaces cannot be created (their git token is one). */
     secrets?: SecretBox;
+    /** Images of the editor injector and the project cloner. Default GitLab's. */
+    toolImages?: WorkspaceToolImages;
   },
 ): WorkspaceService {
   const { knex, now } = ctx;
@@ -163,13 +192,15 @@ export function createWorkspaceService(
     if (content === undefined) throw invalid(`Devfile ${path} not found at ref ${ref}`, { devfile_path: ["not found"] });
     const text = content.toString("utf8");
     try {
-      parseDevfile(text);
+      checkToolsFit(parseDevfile(text));
     } catch (err) {
       if (err instanceof DevfileError) throw invalid(`Invalid devfile ${path}: ${err.message}`, { devfile: [err.message] });
       throw err;
     }
     return text;
   }
+
+  const toolImages = deps.toolImages ?? DEFAULT_WORKSPACE_TOOL_IMAGES;
 
   function configToApply(
     w: Workspace,
@@ -185,7 +216,7 @@ export function createWorkspaceService(
       agentId: w.agentId,
       dnsZone: w.dnsZone,
       running: w.desiredState === "Running",
-      devfile,
+      devfile: withWorkspaceTools(devfile, w.project, toolImages),
       networkPolicyEnabled: settings.networkPolicyEnabled,
       proxyNamespace: settings.proxyNamespace,
       includeAllResources,
@@ -209,19 +240,28 @@ export function createWorkspaceService(
       if (!settings.enabled) throw invalid(`Cluster agent ${agent.name} does not have remote development enabled`, { cluster_agent_id: ["remote development is not enabled"] });
       if (input.devfileRef === "" || input.devfilePath === "") throw invalid("devfile_ref and devfile_path are required");
       const variables = checkWorkspaceVariables(input.variables ?? []);
-      if (variables.length > 0 && !deps.secrets) {
-        throw invalid("Workspace variables need the platform's encryption key (encryption_key_file), which is not configured", { variables: ["cannot be stored"] });
-      }
+      const secrets = deps.secrets;
+      if (!secrets) throw invalid("Workspaces need the platform's encryption key (encryption_key_file), which is not configured");
       const devfile = await readDevfile(project, input.devfileRef, input.devfilePath);
+      const user = await deps.users.get(userId);
+      if (!user) throw notFound("User");
       const suffix = randomSuffix();
+      const name = `workspace-${agent.id}-${userId}-${suffix}`;
       const at = toDbTime(now());
+      // The workspace's git uses a token of its own, ending with it (GitLab does the same).
+      const expiresAt = new Date(now().getTime() + (maxHours + 24) * 3_600_000).toISOString().slice(0, 10);
+      const pat = await deps.personalAccessTokens.create(userId, { name, scopes: ["read_repository", "write_repository"], expiresAt, description: "Workspace git access" });
+      const all = [
+        ...variables.map((v) => ({ ...v, userProvided: true })),
+        ...internalVariables({ workspaceName: name, dnsZone: settings.dnsZone, token: pat.secret, userName: user.name, userEmail: user.email ?? `${user.username}@noreply.invalid` }).map((v) => ({ ...v, userProvided: false })),
+      ];
       return knex.transaction(async (trx) => {
         const [row] = (await trx("workspaces")
           .insert({
             user_id: userId,
             project_id: project.id,
             cluster_agent_id: agent.id,
-            name: `workspace-${agent.id}-${userId}-${suffix}`,
+            name,
             namespace: `gl-rd-ns-${agent.id}-${userId}-${suffix}`,
             dns_zone: settings.dnsZone,
             desired_state: "Running",
@@ -232,13 +272,20 @@ export function createWorkspaceService(
             devfile,
             max_hours_before_termination: maxHours,
             force_include_all_resources: true,
+            project_path: project.path,
+            repository_url: input.repositoryUrl ?? null,
+            project_ref: input.repositoryUrl ? input.devfileRef : null,
+            personal_access_token_id: pat.token.id,
             created_at: at,
             updated_at: at,
           })
           .returning("id")) as Array<{ id: number } | number>;
         const id = typeof row === "number" ? row : row!.id;
-        if (variables.length > 0) await trx("workspace_variables").insert(sealVariables(deps.secrets!, id, variables));
+        await trx("workspace_variables").insert(sealVariables(secrets, id, all));
         return (await byId(trx, id))!;
+      }).catch(async (err: unknown) => {
+        await deps.personalAccessTokens.revoke(userId, pat.token.id).catch(() => {});
+        throw err;
       });
     },
 
@@ -272,7 +319,9 @@ export function createWorkspaceService(
       const settings = remoteDevelopmentSettings((await deps.agentConfigs.get(agentId))?.config);
       const full = request.update_type === "full";
       const reported = new Map(request.workspace_agent_infos.map((i) => [i.name, i]));
-      return knex.transaction(async (trx) => {
+      /** Tokens of workspaces this reconcile saw terminated: revoked once it is committed. */
+      const ended: Array<{ userId: number; tokenId: number }> = [];
+      const answers = await knex.transaction(async (trx) => {
         const at = now();
         const rows = (await trx("workspaces")
           .where({ cluster_agent_id: agentId })
@@ -286,6 +335,9 @@ export function createWorkspaceService(
           if (info) {
             w.actualState = actualStateOf(info);
             changes.actual_state = w.actualState;
+            if (w.actualState === "Terminated" && row.actual_state !== "Terminated" && w.personalAccessTokenId !== null) {
+              ended.push({ userId: w.userId, tokenId: w.personalAccessTokenId });
+            }
             const version = info.latest_k8s_deployment_info?.metadata?.resourceVersion;
             if (version) changes.deployment_resource_version = w.deploymentResourceVersion = version;
           }
@@ -315,6 +367,12 @@ export function createWorkspaceService(
         }
         return answers;
       });
+      for (const { userId, tokenId } of ended) {
+        await deps.personalAccessTokens.revoke(userId, tokenId).catch((err: unknown) => {
+          ctx.logger.error({ err, tokenId }, "cannot revoke a terminated workspace's token; it expires on its own");
+        });
+      }
+      return answers;
     },
   };
 }

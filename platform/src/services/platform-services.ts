@@ -27,6 +27,7 @@ import { registerRemoteDevelopmentModule } from "../remote-development/reconcile
 import { createWorkspaceService, type WorkspaceService } from "../remote-development/workspaces.js";
 import { createWorkspaceAccessService, type WorkspaceAccessService } from "../remote-development/workspace-access.js";
 import { SecretBox } from "../util/secret-box.js";
+import type { WorkspaceToolImages } from "../remote-development/workspace-tools.js";
 
 export interface PlatformServicesOptions {
   store: Store;
@@ -65,6 +66,8 @@ export interface PlatformServicesOptions {
    * Default: none, and workspaces with variables are refused. Replicas on one database share it.
    */
   encryptionKey?: Uint8Array;
+  /** Images of the workspace editor injector and project cloner. Default GitLab's. */
+  workspaceToolImages?: WorkspaceToolImages;
 }
 
 /** The platform's business logic over one store. Authorization is left to the callers (REST API). */
@@ -167,7 +170,10 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     projects,
     agentConfigs,
     repositories,
+    users,
+    personalAccessTokens,
     secrets: options.encryptionKey && new SecretBox(options.encryptionKey, "workspace variables"),
+    toolImages: options.workspaceToolImages,
   });
   registerRemoteDevelopmentModule(moduleRequests, workspaces);
   return {

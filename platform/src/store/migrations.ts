@@ -520,8 +520,10 @@ const observability: Migration = {
 };
 
 /**
- * The variables a user gives a workspace (GitLab's workspace_variables): environment variables and
- * files of its Secrets. Values are encrypted by the platform (util/secret-box.ts), never stored plain.
+ * What a workspace gets beside its devfile (GitLab's workspace_variables and the tools it
+ * injects): the variables of its Secrets, the user's and the platform's own (git credentials,
+ * GIT_CONFIG_*), encrypted by the platform (util/secret-box.ts), never stored plain; the project
+ * the cloner clones; the personal access token made for the workspace, revoked when it ends.
  */
 const workspaceVariables: Migration = {
   name: "0014_workspace_variables",
@@ -532,10 +534,23 @@ const workspaceVariables: Migration = {
       t.string("variable_type", 16).notNullable(); // env_var | file
       t.string("key", 255).notNullable();
       t.text("encrypted_value").notNullable();
+      t.boolean("user_provided").notNullable();
       t.unique(["workspace_id", "variable_type", "key"]);
+    });
+    await knex.schema.alterTable("workspaces", (t) => {
+      t.string("project_path", 255);
+      t.string("repository_url", 2048);
+      t.string("project_ref", 1024);
+      t.integer("personal_access_token_id").references("id").inTable("personal_access_tokens").onDelete("SET NULL");
     });
   },
   async down(knex) {
+    await knex.schema.alterTable("workspaces", (t) => {
+      t.dropColumn("personal_access_token_id");
+      t.dropColumn("project_ref");
+      t.dropColumn("repository_url");
+      t.dropColumn("project_path");
+    });
     await knex.schema.dropTable("workspace_variables");
   },
 };
