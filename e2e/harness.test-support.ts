@@ -64,7 +64,7 @@ export class Proc {
 
 export interface KasProcess extends Proc {
   dataDir: string;
-  addresses: { platform?: string; agent: string; internal: string; observability: string; k8sProxy?: string; private?: string };
+  addresses: { platform?: string; agent: string; internal: string; observability: string; k8sProxy?: string; private?: string; workspacesProxy?: string };
   secret: Uint8Array;
 }
 
@@ -80,6 +80,7 @@ export function spawnKas(env: Record<string, string>, dataDir: string, args: str
       KAS_INTERNAL_ADDR: "127.0.0.1:0",
       KAS_K8S_PROXY_ADDR: "127.0.0.1:0",
       KAS_PRIVATE_ADDR: "127.0.0.1:0",
+      KAS_WORKSPACES_PROXY_ADDR: "127.0.0.1:0",
       KAS_ADMIN_TOKEN: adminToken,
       KAS_LOG_LEVEL: "debug",
       ...env,

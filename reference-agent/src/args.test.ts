@@ -89,5 +89,8 @@ describe("agentk arguments", () => {
     expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--token-file", tokenFile], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /not both/);
     expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--log-level", "loud"], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /log-level/);
     expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--kas-header", "novalue"], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /kas-header/);
+    expect(() => parseAgentArgs(["--kas-address", "grpc://x:1", "--workspaces-proxy-mode", "ingress"], { AGENTK_TOKEN: "t" })).to.throw(UsageError, /port-forward, service/);
+    expect(parseAgentArgs(["--kas-address", "grpc://x:1"], { AGENTK_TOKEN: "t" }).workspacesProxyMode).to.equal("port-forward");
+    expect(parseAgentArgs(["--kas-address", "grpc://x:1"], { AGENTK_TOKEN: "t", AGENTK_WORKSPACES_PROXY_MODE: "service" }).workspacesProxyMode).to.equal("service");
   });
 });

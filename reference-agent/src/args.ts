@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "@kasbridge/sdk/agent";
 import { parseListenAddress } from "@kasbridge/sdk/util";
+import { WORKSPACE_CONNECT_MODES, type WorkspaceConnectMode } from "@kasbridge/sdk/modules/workspaces_proxy/agent";
 
 export interface AgentArgs {
   kasAddress: string;
@@ -35,6 +36,11 @@ export interface AgentArgs {
     /** --container-scanning-rescan-delay-ms: wait after a new image before its namespace is scanned. */
     rescanDelayMs?: number;
   };
+  /**
+   * --workspaces-proxy-mode (AGENTK_WORKSPACES_PROXY_MODE): how workspace requests from KAS reach
+   * workspaces: "port-forward" (default, through the API server) or "service" (in the cluster).
+   */
+  workspacesProxyMode: WorkspaceConnectMode;
 }
 
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -49,7 +55,7 @@ export const usage = `usage: agentk --kas-address grpc://host:8150 (--token-file
   [--observability-listen-network tcp] [--observability-listen-address :8080]
   [--observability-cert-file FILE --observability-key-file FILE] [--readiness-kas-loss-timeout-ms 60000]
   [--container-scanning-image IMAGE] [--container-scanning-poll-interval-ms 10000]
-  [--container-scanning-rescan-delay-ms 30000]
+  [--container-scanning-rescan-delay-ms 30000] [--workspaces-proxy-mode port-forward|service]
   [--otlp-endpoint http://collector:4318/v1/traces [--otlp-token-secret-file FILE] [--otlp-ca-certificate-file FILE]]
   Schemes: grpc:// (h2c), grpcs:// (TLS), ws:// and wss:// (WebSocket, for HTTP-only proxies).
   Pod identity from POD_NAME / POD_NAMESPACE; scanner pods' ServiceAccount from SERVICE_ACCOUNT_NAME.`;
@@ -78,6 +84,7 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
       "otlp-endpoint": { type: "string" },
       "otlp-token-secret-file": { type: "string" },
       "otlp-ca-certificate-file": { type: "string" },
+      "workspaces-proxy-mode": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -150,8 +157,13 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv): AgentArg
   } else if (otlpTokenSecretFile || otlpCaCertificateFile) {
     throw new UsageError("--otlp-token-secret-file and --otlp-ca-certificate-file need --otlp-endpoint");
   }
+  const workspacesProxyMode = values["workspaces-proxy-mode"] ?? env.AGENTK_WORKSPACES_PROXY_MODE ?? "port-forward";
+  if (!(WORKSPACE_CONNECT_MODES as readonly string[]).includes(workspacesProxyMode)) {
+    throw new UsageError(`--workspaces-proxy-mode must be one of ${WORKSPACE_CONNECT_MODES.join(", ")} (got "${workspacesProxyMode}")`);
+  }
   return {
     kasAddress,
+    workspacesProxyMode: workspacesProxyMode as WorkspaceConnectMode,
     token,
     tracing: otlpEndpoint === undefined ? undefined : { otlpEndpoint, otlpTokenSecretFile, otlpCaCertificateFile },
     observability: { ...listen, certFile, keyFile },

@@ -9,6 +9,7 @@ import { gitopsAgentModule } from "@kasbridge/sdk/modules/gitops/agent";
 import { kubernetesApiAgentModule } from "@kasbridge/sdk/modules/kubernetes_api/agent";
 import { observabilityAgentModule } from "@kasbridge/sdk/modules/observability/agent";
 import { remoteDevelopmentAgentModule } from "@kasbridge/sdk/modules/remote_development/agent";
+import { workspacesProxyAgentModule } from "@kasbridge/sdk/modules/workspaces_proxy/agent";
 import { starboardVulnerabilityAgentModule } from "@kasbridge/sdk/modules/starboard_vulnerability/agent";
 import { startOtlpTracing, type OtlpTracing } from "@kasbridge/sdk/otlp";
 import { installProcessSafetyNet } from "@kasbridge/sdk/util";
@@ -51,6 +52,8 @@ if (args.kubeconfig || inCluster) {
   else kc.loadFromCluster();
   logger.info({ cluster: kc.getCurrentCluster()?.server, context: kc.getCurrentContext() }, "kubeconfig loaded");
   modules.push(await kubernetesApiAgentModule({ kubeconfig: kc, logger: logger.child({ module: "kubernetes_api" }) }));
+  // Workspace ports KAS's workspace proxy forwards here (only to this agent's workspace Services).
+  modules.push(workspacesProxyAgentModule({ kubeconfig: kc, mode: args.workspacesProxyMode, logger: logger.child({ module: "workspaces_proxy" }) }));
   // Flux: trigger Flux's reconciliation on every push (runs only where Flux's CRDs are installed).
   const kube = new KubeHttp(kc);
   modules.push(fluxAgentModule({ kube }));

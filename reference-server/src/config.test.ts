@@ -137,6 +137,31 @@ describe("kas configuration", () => {
     expect(() => loadConfig({ env: { KAS_AGENT_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /KAS_AGENT_TLS_KEY_FILE/);
   });
 
+  it("takes the workspace proxy's address, limits, TLS and login URL (YAML, then KAS_WORKSPACES_PROXY_*)", () => {
+    const none = loadConfig({ env: {} });
+    expect(none.listen.workspacesProxy).to.deep.equal({ host: "127.0.0.1", port: 8156 });
+    expect(none.workspacesProxyEnabled).to.equal(true);
+    expect(none.workspacesProxyTls).to.equal(undefined);
+    const path = file(
+      "listen:\n  workspaces_proxy: 0.0.0.0:443\nlimits:\n  workspaces_proxy:\n    max_connections: 50\n" +
+        "workspaces_proxy_tls:\n  cert_file: /w.crt\n  key_file: /w.key\nworkspaces_proxy_login_url: https://gitlab.example.com\n",
+    );
+    const c = loadConfig({ configFile: path, env: {} });
+    expect(c.listen.workspacesProxy).to.deep.equal({ host: "0.0.0.0", port: 443 });
+    expect(c.limits.workspacesProxy.maxConnections).to.equal(50);
+    expect(c.workspacesProxyTls).to.deep.equal({ certFile: "/w.crt", keyFile: "/w.key" });
+    expect(c.workspacesProxyLoginUrl).to.equal("https://gitlab.example.com");
+    const e = loadConfig({
+      configFile: path,
+      env: { KAS_WORKSPACES_PROXY_ADDR: ":8443", KAS_WORKSPACES_PROXY_IDLE_TIMEOUT_SECONDS: "30", KAS_WORKSPACES_PROXY_ENABLED: "false" },
+    });
+    expect(e.listen.workspacesProxy.port).to.equal(8443);
+    expect(e.limits.workspacesProxy.idleTimeoutMs).to.equal(30_000);
+    expect(e.workspacesProxyEnabled).to.equal(false);
+    expect(() => loadConfig({ env: { KAS_WORKSPACES_PROXY_TLS_CERT_FILE: "/c" } })).to.throw(ConfigError, /KAS_WORKSPACES_PROXY_TLS_KEY_FILE/);
+    expect(() => loadConfig({ env: { KAS_WORKSPACES_PROXY_MAX_CONCURRENT_STREAMS: "5" } })).to.throw(ConfigError, /no HTTP\/2 streams/);
+  });
+
   it("takes the Kubernetes API proxy's own TLS files, external URL and path prefix (YAML, then KAS_K8S_PROXY_*)", () => {
     const none = loadConfig({ env: {} });
     expect(none.k8sProxyTls).to.equal(undefined);

@@ -4,6 +4,7 @@ import { parse as parseYaml } from "yaml";
 import { DEFAULT_MAX_MESSAGE_BYTES, GATEWAY_LIMITS } from "@kasbridge/sdk/kas";
 import { K8S_PROXY_LIMITS } from "@kasbridge/sdk/modules/kubernetes_api/server";
 import { OBSERVABILITY_LIMITS } from "@kasbridge/sdk/modules/observability/server";
+import { WORKSPACES_PROXY_LIMITS } from "@kasbridge/sdk/modules/workspaces_proxy/server";
 import { AGENT_API_LIMITS, type ResolvedListenerLimits } from "@kasbridge/sdk/transport";
 import { parseListenAddress } from "@kasbridge/sdk/util";
 
@@ -22,6 +23,8 @@ export interface KasConfig {
     internal: HostPort;
     k8sProxy: HostPort;
     private: HostPort;
+    /** The workspace proxy (kasbridge): `<port>-<workspace>.<dns_zone>` hosts resolve here. */
+    workspacesProxy: HostPort;
   };
   /** Connection limits and timeouts of each listener (in ms here; seconds in the file and the environment). */
   limits: Record<ListenerName, ResolvedListenerLimits>;
@@ -60,6 +63,15 @@ export interface KasConfig {
   agentTls?: TlsFiles;
   /** TLS of the Kubernetes API proxy (GitLab: kubernetes_api.listen.certificate_file/key_file). Default: agentTls. */
   k8sProxyTls?: TlsFiles;
+  /** TLS of the workspace proxy: a wildcard certificate for the agents' `*.<dns_zone>`. Unset: plain HTTP (behind a TLS-terminating load balancer). */
+  workspacesProxyTls?: TlsFiles;
+  /** Serve the workspace proxy (docs/workspaces.md "Reaching a workspace"). Default true. */
+  workspacesProxyEnabled: boolean;
+  /**
+   * The platform URL browsers log in at for workspaces (`<url>/-/kasbridge/workspaces/login`).
+   * Default: external_url, else platform_url, else the embedded platform's listen address.
+   */
+  workspacesProxyLoginUrl?: string;
   /** TLS for the private (kas-to-kas) API; unset: cleartext h2c. */
   privateTls?: TlsFiles;
   /** CA bundle the replicas trust for each other's grpcs:// private API. Default: the system's. */
@@ -145,6 +157,7 @@ const defaults: KasConfig = {
     internal: { host: "127.0.0.1", port: 8153 },
     k8sProxy: { host: "127.0.0.1", port: 8154 },
     private: { host: "127.0.0.1", port: 8155 },
+    workspacesProxy: { host: "127.0.0.1", port: 8156 },
   },
   limits: {
     agent: { ...AGENT_API_LIMITS },
@@ -154,10 +167,13 @@ const defaults: KasConfig = {
     // The platform's port and the observability port serve HTTP/1.1 only: no stream limit.
     platform: { maxConnections: 1_000, maxConcurrentStreams: 0, headersTimeoutMs: 20_000, idleTimeoutMs: 5_000 },
     observability: { ...OBSERVABILITY_LIMITS },
+    // HTTP/1.1 only (WebSockets are upgrades): no stream limit.
+    workspacesProxy: { ...WORKSPACES_PROXY_LIMITS, maxConcurrentStreams: 0 },
   },
   dataDir: "./data",
   databasePoolSize: 10,
   platformEnabled: true,
+  workspacesProxyEnabled: true,
   k8sProxyUrlPathPrefix: "/",
   k8sProxyReauthorizeIntervalSeconds: 60,
   usageReportingPeriodSeconds: 60,
@@ -175,7 +191,7 @@ export const MAX_REQUEST_BODY_SETTING = "max_request_body_bytes (KAS_MAX_REQUEST
 export const MAX_PUSH_SETTING = "max_push_bytes (KAS_MAX_PUSH_BYTES)";
 
 /** YAML keys (snake_case) -> where they go. Every other key is an error. */
-const listenKeys = { platform: "platform", agent: "agent", observability: "observability", internal: "internal", k8s_proxy: "k8sProxy", private: "private" } as const;
+const listenKeys = { platform: "platform", agent: "agent", observability: "observability", internal: "internal", k8s_proxy: "k8sProxy", private: "private", workspaces_proxy: "workspacesProxy" } as const;
 const envListen: Record<string, keyof KasConfig["listen"]> = {
   KAS_PLATFORM_ADDR: "platform",
   KAS_AGENT_ADDR: "agent",
@@ -183,9 +199,10 @@ const envListen: Record<string, keyof KasConfig["listen"]> = {
   KAS_INTERNAL_ADDR: "internal",
   KAS_K8S_PROXY_ADDR: "k8sProxy",
   KAS_PRIVATE_ADDR: "private",
+  KAS_WORKSPACES_PROXY_ADDR: "workspacesProxy",
 };
 /** Listeners without HTTP/2, where max_concurrent_streams means nothing. */
-const http1Only: ReadonlySet<ListenerName> = new Set(["platform", "observability"]);
+const http1Only: ReadonlySet<ListenerName> = new Set(["platform", "observability", "workspacesProxy"]);
 /** The limits' YAML keys and environment suffixes (KAS_<LISTENER>_<SUFFIX>). */
 const limitKeys = {
   max_connections: { field: "maxConnections", env: "MAX_CONNECTIONS", seconds: false },
@@ -200,6 +217,7 @@ const envListenerPrefix: Record<ListenerName, string> = {
   internal: "KAS_INTERNAL",
   k8sProxy: "KAS_K8S_PROXY",
   private: "KAS_PRIVATE",
+  workspacesProxy: "KAS_WORKSPACES_PROXY",
 };
 
 /** Sets one limit; `key` names it in errors. idle_timeout_seconds may be 0 (off), the others must be positive. */
@@ -219,6 +237,7 @@ export function loadConfig(options: { configFile?: string; env: NodeJS.ProcessEn
   applyEnv(config, options.env);
   requireBothTlsFiles(config.agentTls, "agent TLS", "agent_tls", "KAS_AGENT_TLS");
   requireBothTlsFiles(config.k8sProxyTls, "Kubernetes API proxy TLS", "k8s_proxy_tls", "KAS_K8S_PROXY_TLS");
+  requireBothTlsFiles(config.workspacesProxyTls, "workspace proxy TLS", "workspaces_proxy_tls", "KAS_WORKSPACES_PROXY_TLS");
   requireBothTlsFiles(config.privateTls, "private API TLS", "private_tls", "KAS_PRIVATE_TLS");
   if (config.redis?.tls && Boolean(config.redis.tls.certFile) !== Boolean(config.redis.tls.keyFile)) {
     throw new ConfigError("Redis TLS client authentication needs both redis_tls.cert_file and key_file (KAS_REDIS_TLS_CERT_FILE/KEY_FILE)");
@@ -346,6 +365,15 @@ function applyFile(config: KasConfig, file: string): void {
       case "k8s_proxy_tls":
         config.k8sProxyTls = tlsFiles(value, key);
         break;
+      case "workspaces_proxy_tls":
+        config.workspacesProxyTls = tlsFiles(value, key);
+        break;
+      case "workspaces_proxy_enabled":
+        config.workspacesProxyEnabled = boolean(value, key);
+        break;
+      case "workspaces_proxy_login_url":
+        config.workspacesProxyLoginUrl = url(string(value, key), key);
+        break;
       case "private_tls": {
         const { ca_file: caFile, ...pair } = object(value, key);
         config.privateTls = tlsFiles(pair, key);
@@ -423,6 +451,9 @@ function applyEnv(config: KasConfig, env: NodeJS.ProcessEnv): void {
   config.agentTls = envTlsFiles(env, "KAS_AGENT_TLS") ?? config.agentTls;
   config.k8sProxyTls = envTlsFiles(env, "KAS_K8S_PROXY_TLS") ?? config.k8sProxyTls;
   config.privateTls = envTlsFiles(env, "KAS_PRIVATE_TLS") ?? config.privateTls;
+  config.workspacesProxyTls = envTlsFiles(env, "KAS_WORKSPACES_PROXY_TLS") ?? config.workspacesProxyTls;
+  if (env.KAS_WORKSPACES_PROXY_ENABLED) config.workspacesProxyEnabled = boolean(env.KAS_WORKSPACES_PROXY_ENABLED, "KAS_WORKSPACES_PROXY_ENABLED");
+  if (env.KAS_WORKSPACES_PROXY_LOGIN_URL) config.workspacesProxyLoginUrl = url(env.KAS_WORKSPACES_PROXY_LOGIN_URL, "KAS_WORKSPACES_PROXY_LOGIN_URL");
   if (env.KAS_K8S_PROXY_EXTERNAL_URL) config.k8sProxyExternalUrl = url(env.KAS_K8S_PROXY_EXTERNAL_URL, "KAS_K8S_PROXY_EXTERNAL_URL");
   if (env.KAS_K8S_PROXY_URL_PATH_PREFIX) config.k8sProxyUrlPathPrefix = pathPrefix(env.KAS_K8S_PROXY_URL_PATH_PREFIX, "KAS_K8S_PROXY_URL_PATH_PREFIX");
   if (env.KAS_K8S_PROXY_REAUTHORIZE_INTERVAL_SECONDS) {

@@ -34,6 +34,7 @@ import {
   type GitPushEvents,
 } from "@kasbridge/sdk/modules/notifications/server";
 import { usageMetricsServerModule } from "@kasbridge/sdk/modules/usage_metrics/server";
+import { workspacesProxyServerModule } from "@kasbridge/sdk/modules/workspaces_proxy/server";
 import { createHttpPlatformClient, type PlatformClient } from "@kasbridge/sdk/platform-client";
 import { redisKeys, RedisReplicaEvents, replicatedPlatformClient } from "@kasbridge/sdk/replicas";
 import { applyHttp1Limits } from "@kasbridge/sdk/transport";
@@ -81,7 +82,7 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
     let store: Store | undefined;
     let services: PlatformServices | undefined;
     if (config.platformEnabled) {
-      ({ store, services } = await startPlatformServices(config, logger, options.metrics));
+      ({ store, services } = await startPlatformServices(config, logger, options.metrics, jwtSecret));
       const opened = store;
       closers.push(() => opened.close());
       // Expired audit entries go at start and hourly, also on an instance with no new entries.
@@ -142,6 +143,19 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
       shutdownGraceMs: 2_000,
       ...config.limits.k8sProxy,
     });
+    const addresses: Record<string, string> = {};
+    // Workspace proxy (kasbridge): `<port>-<workspace>.<dns_zone>` with the platform's login for browsers.
+    const workspacesProxy = config.workspacesProxyEnabled
+      ? workspacesProxyServerModule({
+          tls: readTls(config.workspacesProxyTls),
+          host: config.listen.workspacesProxy.host,
+          port: config.listen.workspacesProxy.port,
+          platformUrl: () => config.workspacesProxyLoginUrl ?? config.externalUrl ?? config.platformUrl ?? addresses.platform,
+          // IDEs' WebSockets never end by themselves: they get 2 s, not KAS's full grace.
+          shutdownGraceMs: 2_000,
+          ...config.limits.workspacesProxy,
+        })
+      : undefined;
     const kas = await createKasServer({
       platform,
       logger,
@@ -177,10 +191,11 @@ export async function startKas(config: KasConfig, logger: Logger, options: { met
         kubernetesApi,
         gitlabAccessServerModule(),
         observabilityServerModule({ host: config.listen.observability.host, port: config.listen.observability.port, ...config.limits.observability }),
+        ...(workspacesProxy ? [workspacesProxy] : []),
       ],
     });
     closers.push(() => kas.close());
-    const addresses: Record<string, string> = { ...kas.addresses };
+    Object.assign(addresses, kas.addresses);
     const k8sProxyUrl = config.k8sProxyExternalUrl ?? proxyUrlForClients(kubernetesApi.url, config.externalUrl);
     if (k8sProxyUrl.startsWith("http:")) {
       logger.warn({ url: k8sProxyUrl }, "the Kubernetes API proxy has no TLS: kubectl does not send tokens over plain HTTP (set KAS_K8S_PROXY_TLS_CERT_FILE/KEY_FILE)");
@@ -237,6 +252,7 @@ async function startPlatformServices(
   config: KasConfig,
   logger: Logger,
   metrics: KasServerOptions["metrics"],
+  jwtSecret: Uint8Array,
 ): Promise<{ store: Store; services: PlatformServices }> {
   // Like the API secret: created on first start unless the operator names a file (replicas share one).
   const keyFile = config.encryptionKeyFile ?? join(config.dataDir, ".kasbridge_encryption_key");
@@ -254,6 +270,8 @@ async function startPlatformServices(
       repositoriesDir: join(config.dataDir, "repositories"),
       ciJobTokenTtlMs: config.ciJobTokenTtlSeconds * 1000,
       auditRetentionMs: config.auditRetentionDays * 24 * 60 * 60 * 1000,
+      // Browser sessions on workspaces survive restarts and work on every replica (a key derived from it).
+      workspaceTokenSecret: jwtSecret,
       // The platform's metrics (vulnerabilities) are served with KAS's on its observability port.
       metrics,
     });

@@ -9,6 +9,7 @@ import { ConfigurationFileSchema } from "@kasbridge/sdk/gen/gitlab/agent/agentcf
 import { registerProxyUserRoutes } from "../user-access/user-access-api.js";
 import { registerModuleRequestRoutes } from "../module-requests/module-request-api.js";
 import { registerAgentProjectRoutes } from "../gitops/agent-project-api.js";
+import { registerWorkspaceAccessRoutes } from "../remote-development/workspace-access-api.js";
 import {
   AGENT_CONFIGURATION_CHANGES_PATH,
   AGENT_CONFIGURATION_PATH,
@@ -141,6 +142,8 @@ export function createInternalApi(options: InternalApiOptions): Router {
   registerAgentProjectRoutes(router, { services, kasJwt, agentFromRequest });
   // …/modules/<module>/<path>: agent modules' requests through KAS (gitlab_access).
   registerModuleRequestRoutes(router, { services, kasJwt, agentFromRequest, bodyLimit });
+  // …/kasbridge/workspace_access: KAS's workspace proxy asks who may reach a workspace port.
+  registerWorkspaceAccessRoutes(router, { services, kasJwt, bodyLimit });
 
   router.use(jsonErrorHandler(logger, bodyLimit));
   return router;

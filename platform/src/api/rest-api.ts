@@ -21,6 +21,7 @@ import type { RestRouteDeps } from "./rest-route-deps.js";
 import { registerUserRoutes } from "./users-api.js";
 import { registerVulnerabilityRoutes } from "../vulnerabilities/vulnerabilities-api.js";
 import { registerWorkspaceRoutes } from "../remote-development/workspaces-api.js";
+import { registerWorkspaceLoginRoute } from "../remote-development/workspace-access-api.js";
 
 export interface PlatformApiOptions {
   /** Must be the same instance the in-process PlatformClient uses, so revocations reach KAS. */
@@ -132,6 +133,8 @@ export function createPlatformApi(options: PlatformApiOptions): Router {
   registerCiRestRoutes(router, { ...deps, k8sProxyUrl: options.k8sProxyUrl ?? DEFAULT_K8S_PROXY_URL });
   // kasbridge's REST for remote development workspaces (GitLab: GraphQL only).
   registerWorkspaceRoutes(router, deps);
+  // The browser's login to a workspace host (KAS's workspace proxy sends it here).
+  registerWorkspaceLoginRoute(router, deps);
   registerUsageMetricsRoutes(router, deps);
 
   router.use(jsonErrorHandler(logger, bodyLimit));

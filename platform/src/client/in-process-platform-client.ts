@@ -4,6 +4,8 @@ import {
   PlatformError,
   parseJobAllowedAgents,
   parseProxyUserAuthorization,
+  parseWorkspaceAccess,
+  type WorkspaceAccessAnswer,
   type AgentConfigurationSnapshot,
   type AgentInfo,
   type JobAllowedAgents,
@@ -18,6 +20,7 @@ import { bodyTooLargeMessage, type BodyLimit } from "../api/body-limit.js";
 import { DEFAULT_INTERNAL_API_BODY_LIMIT_BYTES } from "../api/internal-api.js";
 import { encodeModuleResponse, type AgentModuleResponse } from "../module-requests/module-requests.js";
 import type { PlatformServices } from "../services/platform-services.js";
+import { workspaceAccessEntity } from "../remote-development/workspace-access-api.js";
 import { inProcessGitopsMethods } from "../gitops/in-process-gitops-client.js";
 
 /**
@@ -94,6 +97,16 @@ export function createInProcessPlatformClient(services: PlatformServices, option
         throw new PlatformError(kind, `authorize_proxy_user: ${result.message}`);
       }
       return parseProxyUserAuthorization(JSON.parse(JSON.stringify(proxyUserAuthorizationEntity(result.authorization))));
+    },
+
+    async authorizeWorkspaceAccess(request, signal?: AbortSignal): Promise<WorkspaceAccessAnswer> {
+      signal?.throwIfAborted();
+      const result = await fromStore(() => services.workspaceAccess.authorize(request));
+      if (!result.ok) {
+        const kind = result.status === 401 ? "unauthenticated" : result.status === 404 ? "not_found" : "forbidden";
+        throw new PlatformError(kind, `workspace access: ${result.message}`);
+      }
+      return parseWorkspaceAccess(JSON.parse(JSON.stringify(workspaceAccessEntity(result.grant))));
     },
 
     async sendUsageMetrics(payload: UsageMetricsPayload, signal?: AbortSignal): Promise<void> {

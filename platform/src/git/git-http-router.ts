@@ -389,7 +389,7 @@ function canDownload(project: Project, user: User | undefined, access: number): 
  * The token of `Authorization: Basic <user:token>` (username ignored) or `Bearer <token>`;
  * undefined without an Authorization header, "" for one that carries nothing usable.
  */
-function credentialFrom(req: Request): string | undefined {
+export function credentialFrom(req: Request): string | undefined {
   const header = req.get("authorization");
   if (!header) return undefined;
   const basic = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);

@@ -119,6 +119,8 @@ describe("remote development: the objects generated for a workspace", () => {
       "Secret/workspace-3-2-abc123-env-var",
       "Secret/workspace-3-2-abc123-file",
     ]);
+    // Only Kubernetes fields: kubectl's and the API server's strict validation refuse anything else.
+    for (const o of objects) expect(Object.keys(o).filter((k) => !["apiVersion", "kind", "metadata", "spec", "data"].includes(k)), `${o.kind}/${o.metadata.name}`).to.deep.equal([]);
     for (const o of objects) {
       expect(o.metadata.namespace).to.equal("gl-rd-ns-3-2-abc123");
       expect(o.metadata.labels["agent.gitlab.com/id"]).to.equal("3");

@@ -84,6 +84,8 @@ export interface WorkspaceService {
   /** The project's workspaces, newest first; only `userId`'s unless undefined (admins). */
   list(projectId: number, userId: number | undefined): Promise<Workspace[]>;
   get(projectId: number, workspaceId: number): Promise<Workspace | undefined>;
+  /** The workspace named `name` (names are unique), whatever its project. */
+  findByName(name: string): Promise<Workspace | undefined>;
   /** Sets the desired state (Running, RestartRequested, Stopped, Terminated). */
   updateDesiredState(workspace: Workspace, desiredState: string): Promise<Workspace>;
   /** One reconcile of an agent: records what it reports, answers what it should apply. */
@@ -296,6 +298,11 @@ export function createWorkspaceService(
     async get(projectId, workspaceId) {
       const w = await byId(knex, workspaceId);
       return w && w.projectId === projectId ? w : undefined;
+    },
+
+    async findByName(name) {
+      const row = (await knex("workspaces").where({ name }).first()) as Row | undefined;
+      return row && fromRow(row);
     },
 
     async updateDesiredState(workspace, desiredState) {

@@ -25,6 +25,7 @@ import { UsageThrottle } from "./usage-throttle.js";
 import { createUserService, type UserService } from "./users.js";
 import { registerRemoteDevelopmentModule } from "../remote-development/reconcile-endpoint.js";
 import { createWorkspaceService, type WorkspaceService } from "../remote-development/workspaces.js";
+import { createWorkspaceAccessService, type WorkspaceAccessService } from "../remote-development/workspace-access.js";
 import { SecretBox } from "../util/secret-box.js";
 import type { WorkspaceToolImages } from "../remote-development/workspace-tools.js";
 
@@ -51,6 +52,13 @@ export interface PlatformServicesOptions {
   auditRetentionMs?: number;
   /** Lifetime of a CI job token (it also stops working when its job finishes). Default 3 600 000 ms (1 h). */
   ciJobTokenTtlMs?: number;
+  /**
+   * Key material of the tokens that let browsers reach workspaces (workspace-access.ts). Default:
+   * random per process, so browser sessions on workspaces end when the platform restarts.
+   */
+  workspaceTokenSecret?: Uint8Array;
+  /** Lifetime of a browser session on a workspace host, in ms. Default 8 h. */
+  workspaceSessionTtlMs?: number;
   /** Where the platform's metrics (`platform_vulnerabilit*`) are registered. Default: none kept. */
   metrics?: Registry;
   /**
@@ -94,6 +102,8 @@ export interface PlatformServices {
   readonly vulnerabilities: VulnerabilityService;
   /** Remote development workspaces; their reconcile endpoint is registered on `moduleRequests`. */
   readonly workspaces: WorkspaceService;
+  /** Who may reach a workspace through KAS's workspace proxy, and the browser tokens for it. */
+  readonly workspaceAccess: WorkspaceAccessService;
 }
 
 export function createPlatformServices(options: PlatformServicesOptions): PlatformServices {
@@ -191,6 +201,14 @@ export function createPlatformServices(options: PlatformServicesOptions): Platfo
     moduleRequests,
     vulnerabilities,
     workspaces,
+    workspaceAccess: createWorkspaceAccessService({
+      workspaces,
+      users,
+      personalAccessTokens,
+      secret: options.workspaceTokenSecret,
+      sessionTtlMs: options.workspaceSessionTtlMs,
+      now: ctx.now,
+    }),
     usageMetrics: createUsageMetricsService(ctx),
     audit,
   };

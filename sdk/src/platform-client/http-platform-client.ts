@@ -21,6 +21,7 @@ import {
   VERIFY_PROJECT_ACCESS_PATH,
   USAGE_METRICS_PATH,
   AUDIT_EVENTS_PATH,
+  WORKSPACE_ACCESS_PATH,
 } from "./internal-api-paths.js";
 import { encodePath } from "../http/request-path.js";
 import type { KasAuditEvent } from "./audit-events.js";
@@ -29,7 +30,10 @@ import {
   RepositoryFileTooLargeError,
   parseJobAllowedAgents,
   parseProxyUserAuthorization,
+  parseWorkspaceAccess,
   type AuthorizeProxyUserRequest,
+  type WorkspaceAccessAnswer,
+  type WorkspaceAccessRequest,
   type JobAllowedAgents,
   type ProxyUserAuthorizationAnswer,
   type AgentConfigurationSnapshot,
@@ -312,6 +316,13 @@ export function createHttpPlatformClient(options: HttpPlatformClientOptions): Pl
       const { status, body } = await send("POST", AUTHORIZE_PROXY_USER_PATH, {}, {}, payload, true, signal);
       if (status !== 200) throw errorFor(status, body, "authorize_proxy_user");
       return parseProxyUserAuthorization(body);
+    },
+
+    async authorizeWorkspaceAccess(request: WorkspaceAccessRequest, signal?: AbortSignal): Promise<WorkspaceAccessAnswer> {
+      const payload = { host: request.host, access_type: request.accessType, access_key: request.accessKey };
+      const { status, body } = await send("POST", WORKSPACE_ACCESS_PATH, {}, {}, payload, true, signal);
+      if (status !== 200) throw errorFor(status, body, "workspace access");
+      return parseWorkspaceAccess(body);
     },
 
     /** 204 yes; 403 and 404 no (as GitLab's KAS reads them); 401 a bad agent token. */

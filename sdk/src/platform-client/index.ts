@@ -1,7 +1,7 @@
 // @kasbridge/sdk/platform-client: what KAS needs of a platform, and the HTTP client for
 // GitLab's internal API (a GitLab-compatible platform, ours included).
 
-export { PlatformError, RepositoryFileTooLargeError, parseJobAllowedAgents, parseProxyUserAuthorization } from "./platform-client.js";
+export { PlatformError, RepositoryFileTooLargeError, parseJobAllowedAgents, parseProxyUserAuthorization, parseWorkspaceAccess } from "./platform-client.js";
 export type {
   AgentConfigurationSnapshot,
   AgentInfo,
@@ -21,6 +21,9 @@ export type {
   TokenRevocation,
   UsageMetricsPayload,
   UserRevocation,
+  WorkspaceAccessAnswer,
+  WorkspaceAccessRequest,
+  WorkspaceAccessType,
 } from "./platform-client.js";
 export type { AgentConnection, AgentConnectionsSource } from "./connections.js";
 export { createHttpPlatformClient } from "./http-platform-client.js";
@@ -42,5 +45,8 @@ export {
   GITOPS_STATUS_PATH,
   USAGE_METRICS_PATH,
   AUDIT_EVENTS_PATH,
+  WORKSPACE_ACCESS_PATH,
+  WORKSPACE_CALLBACK_PATH,
+  WORKSPACE_LOGIN_PATH,
 } from "./internal-api-paths.js";
 export type { AgentConnectionEvent, AuditActor, KasAuditEvent, KubernetesApiRequestEvent } from "./audit-events.js";

@@ -45,3 +45,16 @@ export const GITOPS_STATUS_PATH = "/api/v4/internal/kubernetes/kasbridge/gitops_
 export const USAGE_METRICS_PATH = "/api/v4/internal/kubernetes/usage_metrics";
 /** kasbridge extension: `POST {events: [...]}` (KAS JWT), KAS's audit events for the platform's audit trail; 204. */
 export const AUDIT_EVENTS_PATH = "/api/v4/internal/kubernetes/kasbridge/audit_events";
+/**
+ * kasbridge extension: `POST {host, access_type, access_key}` (KAS JWT), may this credential reach
+ * a workspace port through KAS's workspace proxy, and where is it (parseWorkspaceAccess)?
+ */
+export const WORKSPACE_ACCESS_PATH = "/api/v4/internal/kubernetes/kasbridge/workspace_access";
+/**
+ * kasbridge: the platform page a browser without a workspace session is sent to,
+ * `GET ?return_to=<the workspace URL>`: the logged-in owner is sent back to the workspace host's
+ * callback with a one-time token.
+ */
+export const WORKSPACE_LOGIN_PATH = "/-/kasbridge/workspaces/login";
+/** kasbridge: the path on a workspace host where KAS takes the platform's one-time token (`?token=&return_to=`). */
+export const WORKSPACE_CALLBACK_PATH = "/.kasbridge/workspace-callback";

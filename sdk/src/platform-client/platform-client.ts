@@ -181,6 +181,67 @@ export interface PlatformClient {
    * them or cannot be reached; KAS keeps them for the next send.
    */
   recordAuditEvents?(events: KasAuditEvent[], signal?: AbortSignal): Promise<void>;
+  /**
+   * kasbridge extension (workspaces_proxy): may this credential reach the workspace port of
+   * `host` (`<port>-<workspace>.<dns_zone>`), and where does it run? Throws PlatformError
+   * "unauthenticated" (bad, expired or revoked credential), "forbidden" (token scope),
+   * "not_found" (no such workspace, not the caller's, or the port is not a public endpoint),
+   * "unavailable". A workspace that is not running is answered, with its state.
+   */
+  authorizeWorkspaceAccess?(request: WorkspaceAccessRequest, signal?: AbortSignal): Promise<WorkspaceAccessAnswer>;
+}
+
+/** How a caller of the workspace proxy authenticates. */
+export type WorkspaceAccessType = "personal_access_token" | "workspace_callback" | "workspace_session";
+
+/** What KAS passes to `authorizeWorkspaceAccess`. */
+export interface WorkspaceAccessRequest {
+  /** The request's host, e.g. "3000-workspace-1-2-abcdef.workspaces.example.dev". */
+  host: string;
+  accessType: WorkspaceAccessType;
+  /** The personal access token, the callback token or the session token. */
+  accessKey: string;
+}
+
+/** The platform's answer to {@link WorkspaceAccessRequest}. */
+export interface WorkspaceAccessAnswer {
+  workspace: { id: number; name: string; namespace: string; actualState: string; desiredState: string };
+  agentId: number;
+  user: { id: number; username: string };
+  /** Where the agent forwards: the workspace's Service and port. */
+  target: { namespace: string; service: string; port: number };
+  /** The personal access token behind the credential (a browser session's: the one it logged in with). */
+  personalAccessToken: { id: number; expiresAt?: number };
+  /** For a callback token only: the session token the proxy keeps in its cookie, and when it expires (ms since the epoch). */
+  session?: { token: string; expiresAt: number };
+}
+
+/** Parses the platform's workspace access JSON; throws PlatformError("unavailable") when malformed. */
+export function parseWorkspaceAccess(body: unknown): WorkspaceAccessAnswer {
+  const bad = (what: string) => new PlatformError("unavailable", `workspace access: malformed response from platform (${what})`);
+  const b = body as Record<string, any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const int = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v);
+  const str = (v: unknown): v is string => typeof v === "string";
+  const w = b?.workspace;
+  if (!w || !int(w.id) || !str(w.name) || !str(w.namespace) || !str(w.actual_state) || !str(w.desired_state)) throw bad("workspace");
+  if (!int(b!.agent?.id)) throw bad("agent");
+  if (!int(b!.user?.id) || !str(b!.user.username)) throw bad("user");
+  const t = b!.target;
+  if (!t || !str(t.namespace) || !str(t.service) || !int(t.port) || t.port < 1 || t.port > 65535) throw bad("target");
+  const pat = b!.personal_access_token;
+  if (!int(pat?.id)) throw bad("personal_access_token");
+  const expiresAt = instant(pat.expires_at);
+  const session = b!.session;
+  const sessionExpiresAt = instant(session?.expires_at);
+  if (session !== undefined && session !== null && (!str(session.token) || sessionExpiresAt === undefined)) throw bad("session");
+  return {
+    workspace: { id: w.id, name: w.name, namespace: w.namespace, actualState: w.actual_state, desiredState: w.desired_state },
+    agentId: b!.agent.id,
+    user: { id: b!.user.id, username: b!.user.username },
+    target: { namespace: t.namespace, service: t.service, port: t.port },
+    personalAccessToken: { id: pat.id, ...(expiresAt !== undefined ? { expiresAt } : {}) },
+    ...(session ? { session: { token: session.token as string, expiresAt: sessionExpiresAt! } } : {}),
+  };
 }
 
 /** GitLab's usage_metrics body: `counters` (name -> count), `unique_counters` (name -> distinct ids); each omitted when empty. */
