@@ -1,9 +1,7 @@
 // Reaching a workspace end to end: real `kas` (embedded platform, workspace proxy) and `agentk`
 // processes, a real kube-apiserver with the controllers and kwok (tools/control-plane). The
-// workspace is created over REST from a devfile pushed over git; its objects are the platform's
-// own config_to_apply, taken from the real reconcile endpoint and applied with kubectl, and its
-// Deployment reported back there, so the platform computes its actual state. (The agent's
-// reconcile loop is built separately; once it is in, it can take over this part.) A kwok pod runs
+// workspace is created over REST from a devfile pushed over git; agentk's reconcile loop applies
+// its objects and reports its Deployment, so the platform computes its actual state. A kwok pod runs
 // no container: kwok's port-forward of pod port 3000 reaches the test's local server, the one
 // stand-in here, for the workspace's container. Everything else is the product: the host-based
 // proxy on KAS, the platform's authorization and browser login, the tunnel, the agent's check of
@@ -12,8 +10,6 @@ import { rmSync } from "node:fs";
 import http from "node:http";
 import { expect } from "chai";
 import WebSocket, { WebSocketServer } from "ws";
-import { parseAllDocuments } from "yaml";
-import { signKasApiRequestJwt } from "@kasbridge/sdk/auth";
 import { Cleanup } from "@kasbridge/testing/cleanup";
 import { closeServer, listen } from "@kasbridge/testing/servers";
 import { waitFor } from "@kasbridge/testing/wait";
@@ -60,7 +56,7 @@ describe("e2e: reaching a workspace through KAS's workspace proxy", function () 
     // The agent's remote_development config and the devfile, in the agent's project.
     const wc = await git.clone(`http://root:${adminToken}@${new URL(kas.addresses.platform!).host}/${project.path_with_namespace}.git`);
     const commit = await git.commit(wc, {
-      ".gitlab/agents/dev-cluster/config.yaml": `remote_development:\n  enabled: true\n  dns_zone: ${ZONE}\n`,
+      ".gitlab/agents/dev-cluster/config.yaml": `remote_development:\n  enabled: true\n  dns_zone: ${ZONE}\n  partial_sync_interval: 1s\n  full_sync_interval: 20s\n`,
       ".devfile.yaml": VALID_DEVFILE,
     });
     await git.push(wc);
@@ -89,35 +85,16 @@ describe("e2e: reaching a workspace through KAS's workspace proxy", function () 
     return { id: u.json.id as number, token: pat.json.token as string };
   }
 
-  /** One reconcile with the platform's real endpoint, as the agent's module makes it (agent token and KAS JWT). */
-  async function reconcile(updateType: "full" | "partial", infos: unknown[]) {
-    const res = await fetch(`${kas.addresses.platform}/api/v4/internal/kubernetes/modules/remote_development/reconcile`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${agent.token}`, "Gitlab-Kas-Api-Request": await signKasApiRequestJwt(kas.secret), "content-type": "application/json" },
-      body: JSON.stringify({ update_type: updateType, workspace_agent_infos: infos }),
-    });
-    expect(res.status).to.equal(201);
-    return ((await res.json()) as { workspace_rails_infos: Array<{ name: string; actual_state: string; config_to_apply: string | null }> }).workspace_rails_infos;
-  }
-
-  /**
-   * What the agent's reconcile loop does, until the platform computes `state`: applies the
-   * workspace's config_to_apply (server-side, in its namespace) and reports its Deployment.
-   */
+  /** Waits until agentk's reconcile loop has brought the workspace to `state` (the platform's actual state). */
   async function reconcileUntil(state: "Running" | "Stopped"): Promise<void> {
-    const mine = (await reconcile("full", [])).find((i) => i.name === workspace.name)!;
-    await cp.runKubectl(["create", "namespace", workspace.namespace], { allowFailure: true });
-    const objects = parseAllDocuments(mine.config_to_apply!).map((d) => d.toJS() as object);
-    await cp.runKubectl(["apply", "--server-side", "--force-conflicts", "--field-manager", "agentk", "-f", "-"], { input: JSON.stringify({ apiVersion: "v1", kind: "List", items: objects }) });
+    let last = "";
     await waitFor(
-      async () => {
-        const out = await cp.runKubectl(["get", "deployment", workspace.name, "-n", workspace.namespace, "-o", "json"]);
-        const answered = await reconcile("partial", [{ name: workspace.name, namespace: workspace.namespace, latest_k8s_deployment_info: JSON.parse(out.stdout) }]);
-        return answered.find((i) => i.name === workspace.name)?.actual_state === state;
-      },
+      async () => (last = (await api(kas, "GET", `/projects/${agent.projectId}/workspaces/${workspace.id}`, undefined, owner.token)).json.actual_state) === state,
       120_000,
       `workspace ${state}`,
-    );
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (last actual state ${last})`);
+    });
   }
 
   const viaProxy = (path: string, headers: Record<string, string> = {}, on = host): Promise<Answer> => request(proxyPort, on, path, { headers });
