@@ -204,7 +204,6 @@ export function createWorkspaceService(
 
   function configToApply(
     w: Workspace,
-    devfile: Devfile,
     includeAllResources: boolean,
     settings: ReturnType<typeof remoteDevelopmentSettings>,
     variables: readonly WorkspaceVariable[],
@@ -216,7 +215,7 @@ export function createWorkspaceService(
       agentId: w.agentId,
       dnsZone: w.dnsZone,
       running: w.desiredState === "Running",
-      devfile: withWorkspaceTools(devfile, w.project, toolImages),
+      devfile: workspaceDevfile(w, toolImages),
       networkPolicyEnabled: settings.networkPolicyEnabled,
       proxyNamespace: settings.proxyNamespace,
       includeAllResources,
@@ -321,7 +320,7 @@ export function createWorkspaceService(
       const reported = new Map(request.workspace_agent_infos.map((i) => [i.name, i]));
       /** Tokens of workspaces this reconcile saw terminated: revoked once it is committed. */
       const ended: Array<{ userId: number; tokenId: number }> = [];
-      const answers = await knex.transaction(async (trx) => {
+      const railsInfos = await knex.transaction(async (trx) => {
         const at = now();
         const rows = (await trx("workspaces")
           .where({ cluster_agent_id: agentId })
@@ -358,7 +357,7 @@ export function createWorkspaceService(
               desired_state: w.desiredState,
               config_to_apply:
                 withConfig && w.desiredState !== "Terminated"
-                  ? configToApply(w, parseDevfile(w.devfile), includeAll, settings, includeAll ? await openVariables(trx, deps.secrets, w.id) : [])
+                  ? configToApply(w, includeAll, settings, includeAll ? await openVariables(trx, deps.secrets, w.id) : [])
                   : null,
             });
             Object.assign(changes, { responded_to_agent_at: toDbTime(at), force_include_all_resources: false });
@@ -372,7 +371,7 @@ export function createWorkspaceService(
           ctx.logger.error({ err, tokenId }, "cannot revoke a terminated workspace's token; it expires on its own");
         });
       }
-      return answers;
+      return railsInfos;
     },
   };
 }

@@ -364,6 +364,24 @@ export async function* responses(call: TunnelCall): AsyncGenerator<HttpResponse[
   }
 }
 
+/**
+ * The body of an answer that refused an upgrade, up to its trailer: held whole (its length is
+ * sent), so bounded; undefined when it exceeds `maxBytes`.
+ */
+export async function readRefusalBody(it: AsyncIterator<HttpResponse["message"]>, maxBytes: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for (;;) {
+    const next = await it.next();
+    if (next.done || next.value.case === "trailer") break;
+    if (next.value.case !== "data") continue;
+    size += next.value.value.data.length;
+    if (size > maxBytes) return undefined;
+    chunks.push(Buffer.from(next.value.value.data));
+  }
+  return Buffer.concat(chunks);
+}
+
 function headerValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }

@@ -9,7 +9,7 @@ import type { Duplex } from "node:stream";
 import { isFinalStatusCode, rawResponseHead } from "../../../http/http-codec.js";
 import { drained } from "../../../util/drained.js";
 import { statusHeaders, statusJson, toK8sProxyError } from "./k8s-status.js";
-import { RequestLife, responses, type ProxyRequests, type Started } from "./proxy-requests.js";
+import { RequestLife, readRefusalBody, responses, type ProxyRequests, type Started } from "./proxy-requests.js";
 
 export async function handleUpgradeRequest(proxy: ProxyRequests, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
   const startedAt = Date.now();
@@ -30,22 +30,12 @@ export async function handleUpgradeRequest(proxy: ProxyRequests, req: IncomingMe
     const status = r?.statusCode ?? 0;
     if (status !== 101 && !isFinalStatusCode(status)) throw new ConnectError(`agent ${started.authz.agentId} answered with status ${status}`, Code.Internal);
     if (status !== 101) {
-      // Refused (RBAC, bad request): answer it as a normal response and close the socket. The
-      // body is held to send its length, so it is bounded.
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for (;;) {
-        const next = await it.next();
-        if (next.done || next.value.case === "trailer") break;
-        if (next.value.case !== "data") continue;
-        size += next.value.value.data.length;
-        if (size > proxy.options.maxUpgradeRefusalBytes) {
-          throw new ConnectError(`agent ${started.authz.agentId}'s answer refusing the upgrade exceeds ${proxy.options.maxUpgradeRefusalBytes} bytes`, Code.Internal);
-        }
-        chunks.push(Buffer.from(next.value.value.data));
+      // Refused (RBAC, bad request): answer it as a normal response and close the socket.
+      const body = await readRefusalBody(it, proxy.options.maxUpgradeRefusalBytes);
+      if (!body) {
+        throw new ConnectError(`agent ${started.authz.agentId}'s answer refusing the upgrade exceeds ${proxy.options.maxUpgradeRefusalBytes} bytes`, Code.Internal);
       }
       code = status;
-      const body = Buffer.concat(chunks);
       const headers = proxy.agentHeaders(started, r?.header ?? {}, {});
       for (const name of Object.keys(headers)) if (name.toLowerCase() === "content-length") delete headers[name];
       headers["Content-Length"] = String(body.length);

@@ -14,7 +14,7 @@ import { isFinalStatusCode, mapToNodeHeaders, nodeHeadersToMap, rawResponseHead,
 import type { WorkspaceAccessAnswer } from "../../../platform-client/platform-client.js";
 import type { TunnelCall } from "../../../tunnel/server/server-tunnel.js";
 import { drained } from "../../../util/drained.js";
-import { responses } from "../../kubernetes_api/server/proxy-requests.js";
+import { readRefusalBody, responses } from "../../kubernetes_api/server/proxy-requests.js";
 import { WorkspaceProxyError } from "./workspace-authorizer.js";
 
 export interface RelayOptions {
@@ -112,17 +112,8 @@ export async function relayUpgrade(call: TunnelCall, socket: Duplex, head: Buffe
   const status = r?.statusCode ?? 0;
   if (status !== 101 && !isFinalStatusCode(status)) throw new WorkspaceProxyError(502, `the workspace answered with status ${status}`);
   if (status !== 101) {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for (;;) {
-      const next = await it.next();
-      if (next.done || next.value.case === "trailer") break;
-      if (next.value.case !== "data") continue;
-      size += next.value.value.data.length;
-      if (size > options.maxRefusalBytes) throw new WorkspaceProxyError(502, `the workspace's answer refusing the upgrade exceeds ${options.maxRefusalBytes} bytes`);
-      chunks.push(Buffer.from(next.value.value.data));
-    }
-    const body = Buffer.concat(chunks);
+    const body = await readRefusalBody(it, options.maxRefusalBytes);
+    if (!body) throw new WorkspaceProxyError(502, `the workspace's answer refusing the upgrade exceeds ${options.maxRefusalBytes} bytes`);
     const headers = mapToNodeHeaders(r?.header ?? {}, { onInvalid: options.onInvalidHeader });
     for (const name of Object.keys(headers)) if (name.toLowerCase() === "content-length") delete headers[name];
     socket.end(Buffer.concat([Buffer.from(rawResponseHead(status, r?.status.replace(/^\d+\s*/, "") ?? "", { ...headers, "Content-Length": String(body.length), Connection: "close" })), body]));
